@@ -1,0 +1,210 @@
+"""The KV cache container and the policy interface (DESIGN.md: "one rollout, many policies").
+
+A policy answers three questions for each block: what the block attends to (:meth:`CachePolicy.context`
+returns an attention view), what is stored when the block is finished (:meth:`CachePolicy.commit`),
+and what it costs (:meth:`CachePolicy.stats`). Storage is preallocated from the model config and
+advanced in place; positions of cached keys are kept as data beside them.
+
+Shapes: stored keys/values are ``[L, B, S, H, D]`` (layers, batch, token slots, heads, head dim);
+the model hands ``q, k, v`` as ``[B, N, H, D]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from packforcing.attention import attention
+from packforcing.cache import rope as R
+from packforcing.errors import UserError
+from packforcing.registry import Registry
+
+Tensor = torch.Tensor
+POLICIES: Registry = Registry("cache policy")
+
+
+@dataclass(frozen=True)
+class BlockInfo:
+    """The block being generated: index, first latent frame (absolute) and number of latent frames."""
+
+    index: int
+    start: int
+    frames: int
+
+    @property
+    def end(self) -> int:
+        return self.start + self.frames
+
+
+@dataclass(frozen=True)
+class CacheSpec:
+    """Everything a policy needs to size its storage, taken from the model config and the run."""
+
+    num_layers: int
+    num_heads: int
+    head_dim: int
+    token_hw: tuple[int, int]
+    batch: int = 1
+    device: str | torch.device = "cpu"
+    dtype: torch.dtype = torch.float32
+    rope_theta: float = 10000.0
+    rope_max_positions: int = 1024
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return self.token_hw[0] * self.token_hw[1]
+
+    @property
+    def dim(self) -> int:
+        return self.num_heads * self.head_dim
+
+    def bytes_per_token(self, dtype_bytes: int | None = None) -> int:
+        """K+V bytes of one token over all layers."""
+        if dtype_bytes is None:
+            dtype_bytes = torch.empty((), dtype=self.dtype).element_size()
+        return self.num_layers * 2 * self.dim * dtype_bytes
+
+    @classmethod
+    def from_model(cls, cfg, batch=1, device="cpu", dtype=torch.float32, token_hw=None) -> "CacheSpec":
+        return cls(cfg.num_layers, cfg.num_heads, cfg.head_dim, tuple(token_hw or cfg.token_hw), batch,
+                   device, dtype, cfg.rope_theta, cfg.rope_max_positions)
+
+
+def check_positions(spec: CacheSpec, positions: Tensor | list[int] | range, what: str) -> None:
+    """Upstream Wan's RoPE table has ``rope_max_positions`` (1024) entries per axis: stay inside."""
+    hi = max(positions) if not torch.is_tensor(positions) else None
+    if hi is None:
+        return  # tensors: checked where created from python ints
+    if hi >= spec.rope_max_positions or min(positions) < 0:
+        raise UserError(
+            f"{what} needs temporal RoPE position {hi}, outside Wan's {spec.rope_max_positions}-entry table "
+            f"(~{spec.rope_max_positions * 4 / 16:.0f} s at 16 fps); use a policy that re-bases positions "
+            f"(packforcing with rope_adjust=true, or longlive's relative mode) or generate a shorter video."
+        )
+
+
+class KVStore:
+    """Preallocated per-layer K/V for ``capacity`` token slots, all layers in one tensor each.
+
+    ``k``/``v``: [L, B, S, H, D]. ``pos``: [S] temporal RoPE position the stored keys are rotated at
+    (positions are data; re-alignment rotates keys and updates ``pos`` together).
+    """
+
+    def __init__(self, spec: CacheSpec, capacity: int):
+        shape = (spec.num_layers, spec.batch, capacity, spec.num_heads, spec.head_dim)
+        self.spec = spec
+        self.k = torch.zeros(shape, device=spec.device, dtype=spec.dtype)
+        self.v = torch.zeros(shape, device=spec.device, dtype=spec.dtype)
+        self.pos = torch.zeros(capacity, device=spec.device, dtype=torch.float64)
+
+    @property
+    def capacity(self) -> int:
+        return self.k.shape[2]
+
+    @property
+    def allocated_bytes(self) -> int:
+        return 2 * self.k.numel() * self.k.element_size()
+
+    def move(self, dst: int, src: int, n: int) -> None:
+        """Copy slots [src, src+n) to [dst, dst+n) in every layer (overlap-safe)."""
+        if n <= 0 or dst == src:
+            return
+        for t in (self.k, self.v):
+            t[:, :, dst : dst + n] = t[:, :, src : src + n].clone()
+        self.pos[dst : dst + n] = self.pos[src : src + n].clone()
+
+    def shift(self, a: int, b: int, delta: float) -> None:
+        """Re-align slots [a, b) by ``delta`` temporal positions (PackForcing §3.4), all layers at once."""
+        if b <= a or delta == 0:
+            return
+        k = self.k[:, :, a:b]
+        self.k[:, :, a:b] = R.shift_temporal(k, float(delta), self.spec.rope_theta)
+        self.pos[a:b] += delta
+
+
+class BlockView:
+    """Attention view for one block over a contiguous prefix of a :class:`KVStore`.
+
+    The current block's K/V are written at slots [cur_start, cur_start + n) and the queries attend to
+    ``store[:attend_end]`` (context + current). Under autograd (training) nothing is written: the
+    current K/V are concatenated to the stored context instead, so the graph stays valid.
+    """
+
+    def __init__(self, store: KVStore, frame_positions: Tensor, cur_start: int, ctx_end: int | None = None,
+                 extra=None):
+        self.store = store
+        self.frame_positions = frame_positions
+        self.cur_start = cur_start
+        self.ctx_end = cur_start if ctx_end is None else ctx_end  # context = [0, ctx_end)
+        self.extra = extra  # optional hook: (layer, q) -> (k_extra, v_extra) appended context
+        self.step = 0
+
+    def context_kv(self, layer: int, q: Tensor) -> tuple[Tensor, Tensor] | None:
+        return None if self.extra is None else self.extra(self, layer, q)
+
+    def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        n = k.shape[1]
+        s = self.store
+        extra = self.context_kv(layer, q)
+        if torch.is_grad_enabled() and (k.requires_grad or q.requires_grad):
+            ks = [s.k[layer, :, : self.ctx_end], k]
+            vs = [s.v[layer, :, : self.ctx_end], v]
+            if extra is not None:
+                ks.append(extra[0])
+                vs.append(extra[1])
+            return attention(q, torch.cat(ks, 1), torch.cat(vs, 1))
+        a, b = self.cur_start, self.cur_start + n
+        s.k[layer, :, a:b] = k.to(s.k.dtype)
+        s.v[layer, :, a:b] = v.to(s.v.dtype)
+        end = max(b, self.ctx_end)
+        kk, vv = s.k[layer, :, :end], s.v[layer, :, :end]
+        if extra is not None:
+            kk, vv = torch.cat([kk, extra[0].to(kk.dtype)], 1), torch.cat([vv, extra[1].to(vv.dtype)], 1)
+        return attention(q, kk, vv)
+
+
+class CachePolicy:
+    """Base class of cache policies. Subclasses implement ``reset``, ``context``, ``finish``, ``stats``.
+
+    ``commit`` runs the clean re-run (timestep ``context_noise``, 0 by default) of the finished block
+    through the same view, which overwrites the block's K/V with clean ones, then calls ``finish``.
+    """
+
+    name = "base"
+
+    def reset(self, spec: CacheSpec, num_frames: int) -> None:
+        raise NotImplementedError
+
+    def context(self, blk: BlockInfo) -> BlockView:
+        raise NotImplementedError
+
+    def commit(self, model, x_clean: Tensor, text, view: BlockView, blk: BlockInfo, context_noise: float = 0.0) -> None:
+        b, _, f = x_clean.shape[:3]
+        t = torch.full((b, f), float(context_noise), device=x_clean.device)
+        view.step = -1
+        model(x_clean, t, text, view=view)
+        self.finish(blk, x_clean, model, text)
+
+    def finish(self, blk: BlockInfo, x_clean: Tensor, model, text) -> None:
+        pass
+
+    def stats(self) -> dict:
+        """Cost of the last block: context_tokens, tokens_attended, kv_tokens, kv_bytes, allocated_bytes."""
+        raise NotImplementedError
+
+    # Bookkeeping-only simulation for budgets (no tensors): list of per-block stats.
+    def plan(self, spec: CacheSpec, num_frames: int, block_frames: int) -> list[dict]:
+        raise NotImplementedError
+
+
+def make_policy(name: str, **kwargs) -> CachePolicy:
+    """Build a registered policy by name (imports the policy modules on first use)."""
+    from packforcing.cache import load_all
+
+    load_all()
+    cls = POLICIES.get(name)
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        raise UserError(f"bad options for cache policy {name!r}: {e}. Check the policy_kwargs of the method.") from None

@@ -1,0 +1,279 @@
+"""The Wan2.1 DiT with per-frame timesteps, policy-agnostic (paper §3.1; Wan2.1 ``model.py``).
+
+The network takes latents, per-frame timesteps, text and an optional attention *view*; it never
+knows which cache policy, sampler or method is running. A view supplies the temporal RoPE positions
+of the current frames and an ``attend(layer, q, k, v)`` that puts the cached context next to the
+current keys. With no view, attention is over the given tokens (optionally masked), which is the
+bidirectional teacher and the training path.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from packforcing.attention import attention
+from packforcing.cache import rope as R
+from packforcing.model.presets import DiTConfig
+
+Tensor = torch.Tensor
+
+
+class AttentionView(Protocol):
+    """What the model asks of a cache policy for one forward over one block."""
+
+    frame_positions: Tensor  # [F] temporal RoPE positions of the frames being processed
+
+    def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:  # [B, N, H, D] -> same
+        ...
+
+
+def sinusoidal_embedding(dim: int, t: Tensor) -> Tensor:
+    """Wan's 1-D sinusoidal timestep embedding [N, dim] (cos first), computed in float64."""
+    half = dim // 2
+    pos = t.to(torch.float64).flatten()
+    freqs = torch.pow(10000.0, -torch.arange(half, dtype=torch.float64, device=t.device) / half)
+    s = torch.outer(pos, freqs)
+    return torch.cat([torch.cos(s), torch.sin(s)], dim=1)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        xf = x.float()
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+
+
+class LayerNorm(nn.LayerNorm):
+    """LayerNorm computed in float32 (Wan's ``WanLayerNorm``)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x.float()).type_as(x)
+
+
+@dataclass
+class TextState:
+    """Embedded prompt and per-layer cross-attention K/V, computed once per prompt and reused."""
+
+    context: Tensor  # [B, text_len, dim]
+    kv: dict = field(default_factory=dict)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, cfg: DiTConfig, layer: int):
+        super().__init__()
+        d = cfg.dim
+        self.layer, self.num_heads, self.head_dim, self.theta = layer, cfg.num_heads, cfg.head_dim, cfg.rope_theta
+        self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
+        self.norm_q = RMSNorm(d, cfg.eps) if cfg.qk_norm else nn.Identity()
+        self.norm_k = RMSNorm(d, cfg.eps) if cfg.qk_norm else nn.Identity()
+
+    def qkv(self, x: Tensor, angles: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        b, n, _ = x.shape
+        shape = (b, n, self.num_heads, self.head_dim)
+        q = self.norm_q(self.q(x)).view(shape)
+        k = self.norm_k(self.k(x)).view(shape)
+        v = self.v(x).view(shape)
+        return R.rotate(q, angles), R.rotate(k, angles), v
+
+    def forward(self, x: Tensor, angles: Tensor, view: AttentionView | None, mask: Tensor | None) -> Tensor:
+        q, k, v = self.qkv(x, angles)
+        out = attention(q, k, v, mask) if view is None else view.attend(self.layer, q, k, v)
+        return self.o(out.flatten(2))
+
+
+class CrossAttention(nn.Module):
+    def __init__(self, cfg: DiTConfig, layer: int):
+        super().__init__()
+        d = cfg.dim
+        self.layer, self.num_heads, self.head_dim = layer, cfg.num_heads, cfg.head_dim
+        self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
+        self.norm_q = RMSNorm(d, cfg.eps) if cfg.qk_norm else nn.Identity()
+        self.norm_k = RMSNorm(d, cfg.eps) if cfg.qk_norm else nn.Identity()
+
+    def forward(self, x: Tensor, text: TextState) -> Tensor:
+        b, n, _ = x.shape
+        kv = text.kv.get(self.layer)
+        if kv is None or torch.is_grad_enabled():
+            c = text.context
+            k = self.norm_k(self.k(c)).view(b, -1, self.num_heads, self.head_dim)
+            v = self.v(c).view(b, -1, self.num_heads, self.head_dim)
+            if not torch.is_grad_enabled():
+                text.kv[self.layer] = (k, v)
+        else:
+            k, v = kv
+        q = self.norm_q(self.q(x)).view(b, n, self.num_heads, self.head_dim)
+        return self.o(attention(q, k, v).flatten(2))
+
+
+class Block(nn.Module):
+    """One Wan attention block with per-frame adaLN modulation (Self-Forcing's causal variant)."""
+
+    def __init__(self, cfg: DiTConfig, layer: int):
+        super().__init__()
+        d = cfg.dim
+        self.norm1 = LayerNorm(d, cfg.eps, elementwise_affine=False)
+        self.self_attn = SelfAttention(cfg, layer)
+        self.norm3 = LayerNorm(d, cfg.eps, elementwise_affine=True) if cfg.cross_attn_norm else nn.Identity()
+        self.cross_attn = CrossAttention(cfg, layer)
+        self.norm2 = LayerNorm(d, cfg.eps, elementwise_affine=False)
+        self.ffn = nn.Sequential(nn.Linear(d, cfg.ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(cfg.ffn_dim, d))
+        self.modulation = nn.Parameter(torch.randn(1, 6, d) / d**0.5)
+
+    def forward(self, x: Tensor, e0: Tensor, angles: Tensor, text: TextState, view, mask) -> Tensor:
+        # x [B, N, D] (float32 residual stream); e0 [B, G, 6, D] float32, G groups of N/G tokens.
+        b, n, d = x.shape
+        g = e0.shape[1]
+        e = (self.modulation.float().unsqueeze(1) + e0).unbind(2)  # 6 x [B, G, D]
+        wdt = self.ffn[0].weight.dtype
+
+        def mod(h: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
+            h = h.float().view(b, g, n // g, d) * (1 + scale.unsqueeze(2)) + shift.unsqueeze(2)
+            return h.view(b, n, d).to(wdt)
+
+        def gate(y: Tensor, gt: Tensor) -> Tensor:
+            return (y.float().view(b, g, n // g, d) * gt.unsqueeze(2)).view(b, n, d)
+
+        y = self.self_attn(mod(self.norm1(x), e[0], e[1]), angles, view, mask)
+        x = x + gate(y, e[2])
+        x = x + self.cross_attn(self.norm3(x).to(wdt), text).float()
+        y = self.ffn(mod(self.norm2(x), e[3], e[4]))
+        return x + gate(y, e[5])
+
+
+class Head(nn.Module):
+    def __init__(self, cfg: DiTConfig):
+        super().__init__()
+        d = cfg.dim
+        self.norm = LayerNorm(d, cfg.eps, elementwise_affine=False)
+        self.head = nn.Linear(d, math.prod(cfg.patch_size) * cfg.out_dim)
+        self.modulation = nn.Parameter(torch.randn(1, 2, d) / d**0.5)
+
+    def forward(self, x: Tensor, e: Tensor) -> Tensor:
+        # e [B, G, D] float32
+        b, n, d = x.shape
+        g = e.shape[1]
+        shift, scale = (self.modulation.float().unsqueeze(1) + e.unsqueeze(2)).unbind(2)
+        h = self.norm(x).float().view(b, g, n // g, d) * (1 + scale.unsqueeze(2)) + shift.unsqueeze(2)
+        return self.head(h.view(b, n, d).to(self.head.weight.dtype))
+
+
+class WanDiT(nn.Module):
+    """Wan2.1 T2V DiT (patchify 1x2x2, 3D RoPE 44/42/42, qk RMSNorm, cross-attention to text).
+
+    Timesteps are per latent frame ([B, F]), as in the causal variants (Self-Forcing, CausVid),
+    which makes the clean re-run at t=0 and staggered windows (Rolling Forcing) possible. State-dict
+    keys are identical to upstream Wan2.1.
+    """
+
+    def __init__(self, cfg: DiTConfig):
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.dim
+        self.patch_embedding = nn.Conv3d(cfg.in_dim, d, kernel_size=cfg.patch_size, stride=cfg.patch_size)
+        self.text_embedding = nn.Sequential(nn.Linear(cfg.text_dim, d), nn.GELU(approximate="tanh"), nn.Linear(d, d))
+        self.time_embedding = nn.Sequential(nn.Linear(cfg.freq_dim, d), nn.SiLU(), nn.Linear(d, d))
+        self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d))
+        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.num_layers))
+        self.head = Head(cfg)
+
+    # ---- inputs --------------------------------------------------------------------------
+    def embed_text(self, context: Tensor) -> TextState:
+        """Context [B, L<=text_len, text_dim] -> TextState (zero-padded to text_len, embedded)."""
+        b, length, _ = context.shape
+        if length < self.cfg.text_len:
+            pad = context.new_zeros(b, self.cfg.text_len - length, context.shape[-1])
+            context = torch.cat([context, pad], dim=1)
+        w = self.text_embedding[0].weight
+        return TextState(self.text_embedding(context.to(w.dtype)))
+
+    def time_embed(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """t [B, G] -> (e [B, G, D], e0 [B, G, 6, D]) in float32."""
+        b, g = t.shape
+        w = self.time_embedding[0].weight
+        e = self.time_embedding(sinusoidal_embedding(self.cfg.freq_dim, t).to(w.dtype)).float()
+        e0 = self.time_projection(e.to(w.dtype)).float().unflatten(1, (6, self.cfg.dim))
+        return e.view(b, g, -1), e0.view(b, g, 6, -1)
+
+    def patchify(self, x: Tensor) -> tuple[Tensor, tuple[int, int, int]]:
+        """[B, C, F, H, W] -> tokens [B, F*h*w, D] (frame, row, column order) and grid (F, h, w)."""
+        y = self.patch_embedding(x.to(self.patch_embedding.weight.dtype))
+        grid = tuple(y.shape[2:])
+        return y.flatten(2).transpose(1, 2), grid  # type: ignore[return-value]
+
+    def unpatchify(self, y: Tensor, grid: tuple[int, int, int]) -> Tensor:
+        f, h, w = grid
+        pt, ph, pw = self.cfg.patch_size
+        b = y.shape[0]
+        y = y.view(b, f, h, w, pt, ph, pw, self.cfg.out_dim)
+        return y.permute(0, 7, 1, 4, 2, 5, 3, 6).reshape(b, self.cfg.out_dim, f * pt, h * ph, w * pw)
+
+    # ---- forward -------------------------------------------------------------------------
+    def run_blocks(self, tokens: Tensor, e0: Tensor, angles: Tensor, text: TextState, view=None, mask=None) -> Tensor:
+        x = tokens.float()
+        for blk in self.blocks:
+            x = blk(x, e0, angles, text, view, mask)
+        return x
+
+    def forward(
+        self,
+        x: Tensor,
+        t: Tensor,
+        text: TextState | Tensor,
+        view: AttentionView | None = None,
+        frame_positions: Tensor | None = None,
+        mask: Tensor | None = None,
+    ) -> Tensor:
+        """Flow prediction for latents ``x`` [B, C, F, H, W] at per-frame timesteps ``t`` [B, F].
+
+        Temporal RoPE positions come from ``view.frame_positions``, else ``frame_positions``, else
+        0..F-1. ``mask`` (bool [N, N] or broadcastable) applies only without a view.
+        """
+        if not isinstance(text, TextState):
+            text = self.embed_text(text)
+        b, _, f, _, _ = x.shape
+        if t.dim() == 1:
+            t = t.view(b, 1).expand(b, f) if t.numel() == b else t.view(1, f).expand(b, f)
+        tokens, grid = self.patchify(x)
+        if view is not None:
+            frame_positions = view.frame_positions
+        if frame_positions is None:
+            frame_positions = torch.arange(f, device=x.device)
+        pt, ph, pw = R.grid_positions(frame_positions, grid[1], grid[2])
+        angles = R.rope_angles(pt, ph, pw, self.cfg.head_dim, self.cfg.rope_theta)
+        e, e0 = self.time_embed(t)
+        h = self.run_blocks(tokens, e0, angles, text, view, mask)
+        return self.unpatchify(self.head(h, e).float(), grid)
+
+    def forward_tokens(self, tokens: Tensor, positions: tuple[Tensor, Tensor, Tensor], t: Tensor,
+                       text: TextState, view: AttentionView | None = None) -> Tensor:
+        """Run hidden-space tokens [B, N, D] (e.g. PackForcing's compressed tokens) through the blocks
+        at explicit (t, h, w) positions with one timestep per sample ``t`` [B]; returns hidden [B, N, D]."""
+        _, e0 = self.time_embed(t.view(-1, 1))
+        angles = R.rope_angles(*positions, self.cfg.head_dim, self.cfg.rope_theta)
+        return self.run_blocks(tokens, e0, angles, text, view)
+
+
+def block_causal_mask(num_frames: int, tokens_per_frame: int, block_frames: int, device=None) -> Tensor:
+    """Bool mask [N, N]: a token sees every token up to the end of its own block (Self-Forcing training)."""
+    blk = torch.arange(num_frames, device=device) // block_frames
+    blk = blk.repeat_interleave(tokens_per_frame)
+    return blk[None, :] <= blk[:, None]
+
+
+def build_model(cfg: DiTConfig, device="cpu", dtype=torch.float32) -> WanDiT:
+    with torch.device(device):
+        m = WanDiT(cfg)
+    return m.to(dtype=dtype).eval()
+
+
+_ = F  # (kept for backends that need functional ops)

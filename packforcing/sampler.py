@@ -1,0 +1,109 @@
+"""Few-step flow-matching sampling (Self-Forcing / CausVid schedules), written out step by step.
+
+Flow matching: x_sigma = (1 - sigma) x0 + sigma eps, the model predicts v = eps - x0, so
+x0 = x_sigma - sigma v. The sigma table is Self-Forcing's ``FlowMatchScheduler`` (1000 training
+steps, ``extra_one_step``, sigma_min 0, shifted by sigma' = s sigma / (1 + (s - 1) sigma)). A "warped"
+step list maps each raw step t through the table (``timesteps[1000 - t]``), e.g. [1000, 750, 500, 250]
+with shift 5 -> [1000, 937.5, 833.3, 625].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from packforcing.registry import Registry
+
+Tensor = torch.Tensor
+SCHEDULES: Registry = Registry("sampler schedule")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A denoising step list plus the flow-matching shift that defines the sigma table."""
+
+    steps: tuple[float, ...]
+    shift: float = 5.0
+    warp: bool = True
+    num_train_timesteps: int = 1000
+
+
+SCHEDULES.add("self_forcing", Schedule((1000, 750, 500, 250), shift=5.0, warp=True))
+SCHEDULES.add("causvid3", Schedule((1000, 757, 522), shift=8.0, warp=False))
+SCHEDULES.add("causvid4", Schedule((1000, 750, 500, 250), shift=8.0, warp=True))
+SCHEDULES.add("rolling5", Schedule((1000, 800, 600, 400, 200), shift=5.0, warp=True))
+
+
+class FlowMatchSampler:
+    """Sigma table, x0 from a flow prediction, re-noising, and the per-block denoising loop."""
+
+    def __init__(self, schedule: Schedule | str = "self_forcing"):
+        if isinstance(schedule, str):
+            schedule = SCHEDULES.get(schedule)
+        self.schedule = schedule
+        n = schedule.num_train_timesteps
+        s = schedule.shift
+        sig = torch.linspace(1.0, 0.0, n + 1)[:-1]
+        self.sigmas = s * sig / (1 + (s - 1) * sig)  # float32, as upstream
+        self.timesteps = self.sigmas * n
+        if schedule.warp:
+            table = torch.cat([self.timesteps, torch.zeros(1)])
+            idx = torch.tensor([n - int(t) for t in schedule.steps])
+            self.step_timesteps = table[idx]
+        else:
+            self.step_timesteps = torch.tensor(schedule.steps, dtype=torch.float32)
+
+    @property
+    def num_steps(self) -> int:
+        return len(self.step_timesteps)
+
+    def sigma(self, t: Tensor) -> Tensor:
+        """Sigma of the table timestep nearest to each entry of ``t`` (float32)."""
+        idx = (self.timesteps.to(t.device)[None, :] - t.reshape(-1, 1).float()).abs().argmin(dim=1)
+        return self.sigmas.to(t.device)[idx].view(t.shape)
+
+    def step_sigmas(self) -> Tensor:
+        return self.sigma(self.step_timesteps)
+
+    def x0_from_flow(self, flow: Tensor, xt: Tensor, t: Tensor) -> Tensor:
+        """x0 = x_t - sigma_t v in float64; ``t`` is [B, F] per frame, x is [B, C, F, H, W]."""
+        sig = self.sigma(t).to(torch.float64)[:, None, :, None, None]
+        return (xt.to(torch.float64) - sig * flow.to(torch.float64)).to(xt.dtype)
+
+    def add_noise(self, x0: Tensor, eps: Tensor, t: Tensor) -> Tensor:
+        sig = self.sigma(t).to(x0.dtype)[:, None, :, None, None]
+        return (1 - sig) * x0 + sig * eps
+
+    def denoise(
+        self,
+        model,
+        x: Tensor,
+        text,
+        view=None,
+        noise_fn: Callable[[int, Tensor], Tensor] | None = None,
+        on_step: Callable[[int, Tensor, Tensor], None] | None = None,
+        grad_step: int | None = None,
+    ) -> Tensor:
+        """Denoise one block from pure noise ``x`` [B, C, F, H, W] against the view's context.
+
+        ``noise_fn(step, like)`` gives the re-noising draw after ``step`` (default ``randn_like``).
+        ``grad_step``: only that step runs with autograd (Self-Forcing's stochastic truncation);
+        the loop stops there and returns its x0. ``None`` runs all steps without changing grad mode.
+        """
+        b, _, f = x.shape[:3]
+        for i in range(self.num_steps):
+            t = self.step_timesteps[i].to(x.device).expand(b, f)
+            if view is not None:
+                view.step = i
+            with torch.set_grad_enabled(torch.is_grad_enabled() if grad_step is None else i == grad_step):
+                x0 = self.x0_from_flow(model(x, t, text, view=view), x, t)
+            if on_step is not None:
+                on_step(i, x, x0)
+            if i == self.num_steps - 1 or (grad_step is not None and i == grad_step):
+                return x0
+            t_next = self.step_timesteps[i + 1].to(x.device).expand(b, f)
+            eps = noise_fn(i, x0) if noise_fn is not None else torch.randn_like(x0)
+            x = self.add_noise(x0.detach() if grad_step is not None else x0, eps, t_next)
+        return x
