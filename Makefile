@@ -23,7 +23,7 @@ $(VENV)/.ok: requirements.txt constraints.txt pyproject.toml
 setup: $(VENV)/.ok ## create .venv with the pinned torch==2.14.1 + torchvision==0.29.1 (one requirements + constraints resolve)
 
 test: setup ## run the test suite (CPU; GPU tests skip), as CI does
-	$(PY) -m pytest -q -m "not gpu"
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -q -m "not gpu"
 
 test-all: setup ## run every test, GPU ones included (on a GPU machine)
 	$(PY) -m pytest -q

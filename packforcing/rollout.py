@@ -56,7 +56,7 @@ def rollout(
     ph, pw = cfg.patch_size[1:]
     spec = CacheSpec.from_model(cfg, batch=b, device=noise.device, dtype=next(model.parameters()).dtype,
                                 token_hw=(h // ph, w // pw))
-    policy.reset(spec, f)
+    policy.reset(spec, f, block_frames)
     if not hasattr(text, "context"):
         text = model.embed_text(text)
     out = torch.empty_like(noise) if keep_latents else None

@@ -95,7 +95,7 @@ def test_absolute_positions_past_rope_table_is_a_clear_error():
 
     spec = CacheSpec.from_model(get_preset("tiny"), token_hw=(4, 4))
     pol = make_policy("window", window_frames=8)
-    pol.reset(spec, 2000)
+    pol.reset(spec, 2000, 2)
     pol.frames = list(range(1020, 1024))
     with pytest.raises(UserError, match="RoPE"):
         pol.context(BlockInfo(512, 1024, 2))

@@ -127,40 +127,43 @@ class BlockView:
     """Attention view for one block over a contiguous prefix of a :class:`KVStore`.
 
     The current block's K/V are written at slots [cur_start, cur_start + n) and the queries attend to
-    ``store[:attend_end]`` (context + current). Under autograd (training) nothing is written: the
+    ``store[:attend_end]`` (context + current; ``attend_end`` defaults to the end of the current
+    block). ``pre_attend(view, layer, q)`` runs first (e.g. top-k selection at step 0);
+    ``extra_kv(view, layer)`` may append context that lives outside the store (e.g. training-time
+    compressed K/V that must keep their autograd graph). Under autograd nothing is written: the
     current K/V are concatenated to the stored context instead, so the graph stays valid.
     """
 
-    def __init__(self, store: KVStore, frame_positions: Tensor, cur_start: int, ctx_end: int | None = None,
-                 extra=None):
+    def __init__(self, store: KVStore, frame_positions: Tensor, cur_start: int, attend_end: int | None = None,
+                 pre_attend=None, extra_kv=None):
         self.store = store
         self.frame_positions = frame_positions
         self.cur_start = cur_start
-        self.ctx_end = cur_start if ctx_end is None else ctx_end  # context = [0, ctx_end)
-        self.extra = extra  # optional hook: (layer, q) -> (k_extra, v_extra) appended context
+        self.attend_end = attend_end
+        self.pre_attend = pre_attend
+        self.extra_kv = extra_kv
         self.step = 0
 
-    def context_kv(self, layer: int, q: Tensor) -> tuple[Tensor, Tensor] | None:
-        return None if self.extra is None else self.extra(self, layer, q)
-
     def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        n = k.shape[1]
+        if self.pre_attend is not None:
+            self.pre_attend(self, layer, q)
         s = self.store
-        extra = self.context_kv(layer, q)
+        a = self.cur_start
+        b = a + k.shape[1]
+        end = b if self.attend_end is None else max(b, self.attend_end)
+        extra = self.extra_kv(self, layer) if self.extra_kv is not None else None
         if torch.is_grad_enabled() and (k.requires_grad or q.requires_grad):
-            ks = [s.k[layer, :, : self.ctx_end], k]
-            vs = [s.v[layer, :, : self.ctx_end], v]
-            if extra is not None:
-                ks.append(extra[0])
-                vs.append(extra[1])
-            return attention(q, torch.cat(ks, 1), torch.cat(vs, 1))
-        a, b = self.cur_start, self.cur_start + n
-        s.k[layer, :, a:b] = k.to(s.k.dtype)
-        s.v[layer, :, a:b] = v.to(s.v.dtype)
-        end = max(b, self.ctx_end)
-        kk, vv = s.k[layer, :, :end], s.v[layer, :, :end]
+            ks = [s.k[layer, :, :a], k, s.k[layer, :, b:end]]
+            vs = [s.v[layer, :, :a], v, s.v[layer, :, b:end]]
+        else:
+            s.k[layer, :, a:b] = k.to(s.k.dtype)
+            s.v[layer, :, a:b] = v.to(s.v.dtype)
+            ks, vs = [s.k[layer, :, :end]], [s.v[layer, :, :end]]
         if extra is not None:
-            kk, vv = torch.cat([kk, extra[0].to(kk.dtype)], 1), torch.cat([vv, extra[1].to(vv.dtype)], 1)
+            ks.append(extra[0].to(k.dtype))
+            vs.append(extra[1].to(v.dtype))
+        kk = ks[0] if len(ks) == 1 else torch.cat([t.to(k.dtype) for t in ks], 1)
+        vv = vs[0] if len(vs) == 1 else torch.cat([t.to(v.dtype) for t in vs], 1)
         return attention(q, kk, vv)
 
 
@@ -173,7 +176,7 @@ class CachePolicy:
 
     name = "base"
 
-    def reset(self, spec: CacheSpec, num_frames: int) -> None:
+    def reset(self, spec: CacheSpec, num_frames: int, block_frames: int) -> None:
         raise NotImplementedError
 
     def context(self, blk: BlockInfo) -> BlockView:

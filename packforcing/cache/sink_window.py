@@ -81,8 +81,8 @@ class SinkWindowPolicy(CachePolicy):
         }
 
     # ---- policy interface ------------------------------------------------------------------
-    def reset(self, spec: CacheSpec, num_frames: int) -> None:
-        self._start(spec, num_frames)
+    def reset(self, spec: CacheSpec, num_frames: int, block_frames: int) -> None:
+        self._start(spec, num_frames, block_frames)
         cap = self.capacity_frames * spec.tokens_per_frame
         if self.window_frames is None:
             cap = min(cap, 64 * spec.tokens_per_frame)  # full: grow on demand, so OOM shows where it happens

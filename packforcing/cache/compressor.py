@@ -1,0 +1,123 @@
+"""Dual-branch compressor of a clean block into N_c mid tokens (paper §3.3, Fig. 2b/2d).
+
+HR branch: a progressive 3D CNN on the latent block — one temporal stride-2 stage per halving of
+time, one spatial stride-2 stage per halving of space, SiLU between stages, then a 1x1x1 projection
+to the model dim. At Wan shape (B_f = 4, 60x104 latents) with channels 16->32->128->512->2048->1536
+this gives 2 x 7 x 13 = 182 tokens. Kernel 3x3x3 with padding 1 (not given by the paper: our choice);
+when a stride chain rounds up (60 -> 30 -> 15 -> 8), an adaptive average pool crops to the paper's
+floor grid (7).
+
+LR branch: decode the block to pixels with the frozen VAE (standalone, 1 + 4(B_f - 1) frames),
+average-pool to 1 + 4(T_c - 1) frames and by the spatial factor, re-encode with the frozen VAE
+encoder, and patch-embed with the backbone's own patch embedding. No trainable parameters of its own.
+
+Both branches give [B, N_c, D] on the compressed token grid (T_c, h_c, w_c) with
+T_c = B_f // nc_temporal, h_c = h // nc_spatial, w_c = w // nc_spatial (token grid h, w), fused by
+addition (``branches="hr+lr"``), or one alone (``"hr"``, ``"lr"``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from packforcing.errors import UserError
+
+Tensor = torch.Tensor
+
+PAPER_HR_CHANNELS = (32, 128, 512, 2048)
+
+
+def compressed_grid(block_frames: int, token_hw: tuple[int, int], nc_spatial: int, nc_temporal: int) -> tuple[int, int, int]:
+    """(T_c, h_c, w_c): N_c = prod = floor(B_f / t) * floor(h / s) * floor(w / s)."""
+    return block_frames // nc_temporal, token_hw[0] // nc_spatial, token_hw[1] // nc_spatial
+
+
+def _log2(x: int, what: str) -> int:
+    n = int(round(math.log2(x)))
+    if x < 1 or 2**n != x:
+        raise UserError(f"{what} must be a power of two (1, 2, 4, 8, ...), got {x}.")
+    return n
+
+
+class HRBranch(nn.Module):
+    """Progressive 3D CNN (Fig. 2d): temporal stages first, then spatial, SiLU between, 1x1x1 proj."""
+
+    def __init__(self, in_dim: int, dim: int, nc_spatial: int, nc_temporal: int, channels=PAPER_HR_CHANNELS,
+                 patch_hw: int = 2):
+        super().__init__()
+        n_t = _log2(nc_temporal, "nc_temporal")
+        n_s = _log2(nc_spatial * patch_hw, "nc_spatial x patch")  # latent-space spatial factor
+        strides = [(2, 1, 1)] * n_t + [(1, 2, 2)] * n_s
+        chans = list(channels)
+        while len(chans) < len(strides):
+            chans.append(chans[-1])
+        layers: list[nn.Module] = []
+        c = in_dim
+        for i, s in enumerate(strides):
+            layers += [nn.Conv3d(c, chans[i], kernel_size=3, stride=s, padding=1), nn.SiLU()]
+            c = chans[i]
+        self.stages = nn.Sequential(*layers)
+        self.proj = nn.Conv3d(c, dim, kernel_size=1)
+
+    def forward(self, z: Tensor, grid: tuple[int, int, int]) -> Tensor:
+        y = self.proj(self.stages(z.to(self.proj.weight.dtype)))
+        if tuple(y.shape[2:]) != grid:
+            y = F.adaptive_avg_pool3d(y, grid)
+        return y.flatten(2).transpose(1, 2)  # [B, N_c, D]
+
+
+class DualBranchCompressor(nn.Module):
+    """HR (trainable 3D CNN) + LR (frozen VAE round trip + the backbone's patch embedding), summed."""
+
+    def __init__(self, in_dim: int, dim: int, nc_spatial: int = 4, nc_temporal: int = 2, branches: str = "hr+lr",
+                 hr_channels=PAPER_HR_CHANNELS, patch_hw: int = 2):
+        super().__init__()
+        if branches not in ("hr+lr", "hr", "lr"):
+            raise UserError(f"compressor branches must be 'hr+lr', 'hr' or 'lr', got {branches!r}.")
+        self.nc_spatial, self.nc_temporal, self.branches = nc_spatial, nc_temporal, branches
+        self.hr = HRBranch(in_dim, dim, nc_spatial, nc_temporal, hr_channels, patch_hw) if "hr" in branches else None
+        self.vae = None  # attached at run time (frozen); not part of this module's state dict
+        self.patch = None  # the backbone (its patch embedding), attached at run time
+
+    def attach(self, vae=None, backbone=None) -> "DualBranchCompressor":
+        object.__setattr__(self, "vae", vae)
+        object.__setattr__(self, "patch", backbone)
+        return self
+
+    def lr(self, z: Tensor, grid: tuple[int, int, int]) -> Tensor:
+        if self.vae is None or self.patch is None:
+            raise UserError("the LR compressor branch needs the VAE and the backbone: use branches='hr', or load a VAE.")
+        t_c, h_c, w_c = grid
+        with torch.no_grad():
+            px = self.vae.decode(z)  # [B, 3, 1 + 4(F-1), H, W], standalone (first-chunk) decode
+            t_out = 1 + 4 * (t_c - 1)
+            _, _, _, hh, ww = px.shape
+            px = F.adaptive_avg_pool3d(px.float(), (t_out, hh // self.nc_spatial, ww // self.nc_spatial))
+            lat = self.vae.encode(px.clamp(-1, 1))  # [B, 16, T_c, h', w']
+        pt, ph, pw = self.patch.cfg.patch_size
+        lat = lat[:, :, :, : h_c * ph, : w_c * pw]
+        if lat.shape[-2] < h_c * ph or lat.shape[-1] < w_c * pw:
+            lat = F.interpolate(lat, size=(lat.shape[2], h_c * ph, w_c * pw), mode="nearest")
+        tokens, _ = self.patch.patchify(lat)
+        return tokens
+
+    def forward(self, z: Tensor, token_hw: tuple[int, int]) -> Tensor:
+        """z: clean block latents [B, C, B_f, H, W] -> compressed tokens [B, N_c, D]."""
+        grid = compressed_grid(z.shape[2], token_hw, self.nc_spatial, self.nc_temporal)
+        if min(grid) < 1:
+            raise UserError(f"compression nc_spatial={self.nc_spatial}, nc_temporal={self.nc_temporal} leaves an empty grid {grid} for a block of {z.shape[2]} frames on {token_hw} tokens.")
+        out = None
+        if self.hr is not None:
+            out = self.hr(z, grid)
+        if "lr" in self.branches:
+            lr = self.lr(z, grid).to(out.dtype if out is not None else z.dtype)
+            out = lr if out is None else out + lr
+        return out
+
+    @staticmethod
+    def grid(block_frames, token_hw, nc_spatial, nc_temporal):
+        return compressed_grid(block_frames, token_hw, nc_spatial, nc_temporal)

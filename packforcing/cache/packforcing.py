@@ -1,0 +1,450 @@
+"""PackForcing's three-partition KV cache (paper §3.2-§3.5, Fig. 2, App. F/G).
+
+Per layer the context is sink ‖ mid ‖ recent + current:
+
+- **sink**: the first ``sink_frames`` latent frames at full resolution, never compressed or evicted.
+- **recent**: the last ``recent_frames`` latent frames at full resolution, plus the block being
+  denoised (a ring of ``recent_frames / B_f + 1`` block slots).
+- **mid**: a compressed copy (N_c tokens) of every block between sink and recent, in an archive of
+  ``mid_capacity`` blocks (FIFO: the oldest leaves first; ``None`` = unbounded), of which the
+  selector picks ``top_k`` to attend (``topk`` by query-key affinity at the first denoising step of
+  each block; ``fifo`` = the most recent; ``all``).
+- **dual-resolution shifting**: when a block is committed, its compressed copy is made at once and
+  parked beside its full-resolution K/V; when the block leaves recent, the compressed copy simply
+  joins mid — no compression on the critical path.
+- **incremental RoPE adjustment** (``rope_adjust=True``): the attended context is packed to
+  contiguous temporal positions ending at the current block (Fig. 2c). Attention depends only on
+  relative positions, so we anchor the packing at 0 (sink at 0..N_sink-1, selected mid blocks next in
+  temporal order, then recent, then current): outputs equal the paper's end-anchored packing, and
+  every index stays inside the 1,024-entry RoPE table for any length. Re-alignment is a temporal-only
+  rotation of cached keys (:func:`packforcing.cache.rope.shift_temporal`), applied to the recent ring
+  when positions move and to mid blocks as they are gathered. With ``rope_adjust=False`` keys keep
+  their absolute positions (and a run past the RoPE table is refused).
+
+How compressed tokens become per-layer K/V is not stated in the paper (paper.md §3.3); ``mid_kv``
+offers both readings: ``transformer`` (default; the compressed tokens pass through the transformer at
+t=0 right after the block's clean commit pass, attending to the same context plus the clean block,
+and each layer's K/V of those tokens are kept) and ``projection`` (each layer's own k/v projections,
+with its k-norm, applied to the compressed tokens directly, as the unofficial reproduction does).
+We default to ``transformer`` because the paper says the compressed tokens live "in the same latent
+subspace" as full-resolution tokens and that the reduced cache is computed alongside the full one;
+only a pass through the layers gives layer-appropriate keys without training.
+
+Compressed keys are archived at canonical temporal positions (the block starting at 0, token row r at
+r * B_f / T_c) and spatial positions mapped into the full token grid (cell i -> i*s + s//2); they are
+rotated to their target temporal position when gathered into the mid slots.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+import torch
+
+from packforcing.cache import rope as R
+from packforcing.cache import selector as S
+from packforcing.cache.base import POLICIES, BlockInfo, BlockView, CachePolicy, CacheSpec, KVStore, check_positions
+from packforcing.cache.compressor import PAPER_HR_CHANNELS, DualBranchCompressor, compressed_grid
+from packforcing.errors import UserError
+
+Tensor = torch.Tensor
+
+
+@dataclass(frozen=True)
+class PackForcingConfig:
+    """Every PackForcing option; the paper's values are the defaults (paper.md §2, §4, §5)."""
+
+    sink_frames: int = 8  # N_sink latent frames (2 blocks)
+    recent_frames: int = 4  # N_recent latent frames (1 block), plus the current block
+    top_k: int = 16  # mid blocks attended
+    mid_capacity: int | None = 16  # archived mid blocks (FIFO); None = unbounded
+    selection: str = "topk"  # "topk" | "fifo" | "all"
+    score_ratio: float = 0.125  # query subsample ratio for affinity scores (min 32 tokens)
+    score_heads: str = "half"  # "half" | "all"
+    score_scope: str = "per_layer"  # "per_layer" | "shared" (layer 0's choice for every layer)
+    rope_adjust: bool = True
+    compressor: str = "hr+lr"  # branches: "hr+lr" | "hr" | "lr"
+    nc_spatial: int = 4  # token-grid spatial factor (4 -> 7x13 at Wan shape)
+    nc_temporal: int = 2  # temporal factor (2 -> 2 rows per 4-frame block)
+    mid_kv: str = "transformer"  # "transformer" | "projection"
+    hr_channels: tuple[int, ...] = field(default=PAPER_HR_CHANNELS)
+
+    def validate(self) -> "PackForcingConfig":
+        checks = [
+            (self.selection in ("topk", "fifo", "all"), f"selection must be topk, fifo or all, got {self.selection!r}"),
+            (self.score_heads in ("half", "all"), f"score_heads must be half or all, got {self.score_heads!r}"),
+            (self.score_scope in ("per_layer", "shared"), f"score_scope must be per_layer or shared, got {self.score_scope!r}"),
+            (self.mid_kv in ("transformer", "projection"), f"mid_kv must be transformer or projection, got {self.mid_kv!r}"),
+            (self.compressor in ("hr+lr", "hr", "lr"), f"compressor must be hr+lr, hr or lr, got {self.compressor!r}"),
+            (self.sink_frames >= 0 and self.recent_frames >= 0, "sink_frames and recent_frames must be >= 0"),
+            (self.top_k >= 0, f"top_k must be >= 0, got {self.top_k}"),
+            (self.mid_capacity is None or self.mid_capacity >= 0, f"mid_capacity must be >= 0 or null, got {self.mid_capacity}"),
+            (0 < self.score_ratio <= 1, f"score_ratio must be in (0, 1], got {self.score_ratio}"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise UserError(msg + ".")
+        return self
+
+
+PACKFORCING_PRESETS = {
+    "paper": PackForcingConfig(),
+    # Toy scale: the same frame counts (the toy world runs at 16 fps with the same B_f = 4), smaller HR CNN.
+    "toy": PackForcingConfig(hr_channels=(16, 32, 64, 128)),
+    # Zero-shot reading (paper "or zero-shot without any training"): no trained parameters.
+    "zero_shot": PackForcingConfig(compressor="lr", mid_kv="transformer"),
+}
+
+
+def packforcing_config(preset: str = "paper", **overrides) -> PackForcingConfig:
+    if preset not in PACKFORCING_PRESETS:
+        raise UserError(f"unknown packforcing preset {preset!r}; known: {', '.join(PACKFORCING_PRESETS)}.")
+    known = set(asdict(PACKFORCING_PRESETS[preset]))
+    bad = sorted(set(overrides) - known)
+    if bad:
+        raise UserError(f"unknown packforcing option(s) {', '.join(bad)}; known: {', '.join(sorted(known))}.")
+    if "hr_channels" in overrides and overrides["hr_channels"] is not None:
+        overrides["hr_channels"] = tuple(overrides["hr_channels"])
+    return replace(PACKFORCING_PRESETS[preset], **overrides).validate()
+
+
+@dataclass
+class _Layout:
+    """Bookkeeping of one block (python ints only; shared by real runs and budget plans)."""
+
+    phase: str  # "sink" | "ring"
+    cur_start: int  # token slot of the current block
+    attend_end: int
+    cur_pos: int  # temporal position of the current block's first frame
+    ring_slot: int = -1
+    recent_slots: list[int] = field(default_factory=list)  # ring slots, oldest first
+    recent_targets: list[int] = field(default_factory=list)
+    mid_candidates: list[tuple[int, int]] = field(default_factory=list)  # (archive slot, start frame), oldest first
+    n_sel: int = 0
+    mid_bases: list[int] | None = None  # target temporal base per mid slot (None: chosen on device)
+
+
+@POLICIES.register("packforcing")
+class PackForcingPolicy(CachePolicy):
+    """Sink ‖ compressed mid (top-k) ‖ recent + current, with incremental RoPE adjustment."""
+
+    name = "packforcing"
+
+    def __init__(self, preset: str = "paper", compressor_module: DualBranchCompressor | None = None, **options):
+        self.cfg = packforcing_config(preset, **options)
+        self.compressor = compressor_module
+        self.train_compressor = False  # set by training: mid K/V keep their autograd graph
+
+    def attach(self, compressor_module: DualBranchCompressor | None = None) -> "PackForcingPolicy":
+        self.compressor = compressor_module
+        return self
+
+    def build_compressor(self, model_cfg) -> DualBranchCompressor:
+        c = self.cfg
+        return DualBranchCompressor(model_cfg.in_dim, model_cfg.dim, c.nc_spatial, c.nc_temporal, c.compressor,
+                                    c.hr_channels, model_cfg.patch_size[1])
+
+    # ---- sizes -----------------------------------------------------------------------------
+    def _start(self, spec: CacheSpec, num_frames: int, block_frames: int) -> None:
+        c = self.cfg
+        for name, val in (("sink_frames", c.sink_frames), ("recent_frames", c.recent_frames)):
+            if val % block_frames:
+                raise UserError(f"{name}={val} is not a whole number of blocks of {block_frames} latent frames; use a multiple of {block_frames}.")
+        if c.sink_frames >= num_frames and num_frames > 0 and c.sink_frames > 0 and c.sink_frames > num_frames:
+            raise UserError(f"sink_frames={c.sink_frames} is longer than the video ({num_frames} latent frames); lower sink_frames or generate more frames.")
+        self.spec, self.bf = spec, block_frames
+        tpf = spec.tokens_per_frame
+        self.n_blk = block_frames * tpf
+        self.sink_blocks = c.sink_frames // block_frames
+        self.recent_blocks = c.recent_frames // block_frames
+        self.ring = self.recent_blocks + 1
+        self.grid = compressed_grid(block_frames, spec.token_hw, c.nc_spatial, c.nc_temporal)
+        if min(self.grid) < 1:
+            raise UserError(f"nc_spatial={c.nc_spatial}, nc_temporal={c.nc_temporal} leave an empty compressed grid {self.grid} on {spec.token_hw} tokens x {block_frames} frames.")
+        self.n_c = self.grid[0] * self.grid[1] * self.grid[2]
+        self.max_sel = c.top_k if c.selection != "all" else (c.mid_capacity if c.mid_capacity is not None else 16)
+        self.mid_start = (self.sink_blocks + self.ring) * self.n_blk
+        # python state
+        self.committed = 0
+        self.ring_frames: list[int | None] = [None] * self.ring  # start frame held by each ring slot
+        self.ring_pos: list[int] = [0] * self.ring  # temporal position its keys are rotated at
+        self.pending: list[tuple[int, int]] = []  # compressed copies of blocks still in recent
+        self.mid: list[tuple[int, int]] = []  # (archive slot, start frame), oldest first
+        arch = (c.mid_capacity if c.mid_capacity is not None else 16) + self.recent_blocks + 1
+        self.arch_cap = arch
+        self.free = list(range(arch))
+        self._last: dict = {}
+        self._layout: _Layout | None = None
+        self.selections = 0
+
+    def reset(self, spec: CacheSpec, num_frames: int, block_frames: int) -> None:
+        self._start(spec, num_frames, block_frames)
+        self.store = KVStore(spec, self.mid_start + self.max_sel * self.n_c)
+        self.archive = KVStore(spec, self.arch_cap * self.n_c)
+        self.graph_kv: dict[int, list] = {}  # training: archive slot -> per-layer (k, v) with autograd graph
+        t_c, h_c, w_c = self.grid
+        th, tw = spec.token_hw
+        sh, sw = th // h_c, tw // w_c
+        dev = spec.device
+        rows = torch.arange(t_c, device=dev) * (self.bf // t_c)
+        self.c_pos = R.grid_positions(rows, h_c, w_c, torch.arange(h_c, device=dev) * sh + sh // 2,
+                                      torch.arange(w_c, device=dev) * sw + sw // 2)
+        self.c_row_off = self.c_pos[0]  # [N_c] canonical temporal offsets
+
+    # ---- bookkeeping ---------------------------------------------------------------------------
+    def _advance(self, blk: BlockInfo) -> _Layout:
+        c, n_blk, bf = self.cfg, self.n_blk, self.bf
+        b = blk.index
+        if b < self.sink_blocks:
+            return _Layout("sink", b * n_blk, (b + 1) * n_blk, blk.start)
+        j = b - self.sink_blocks
+        r = j % self.ring
+        if j >= self.ring:  # the block in slot r leaves recent: its compressed copy joins mid
+            self.mid.append(self.pending.pop(0))
+            if c.mid_capacity is not None and len(self.mid) > c.mid_capacity:
+                slot, _ = self.mid.pop(0)
+                self.free.append(slot)
+                getattr(self, "graph_kv", {}).pop(slot, None)
+        m = len(self.mid)
+        n_sel = min(self.max_sel, m) if c.selection != "all" else m
+        if c.selection == "all" and m > self.max_sel:
+            self._grow_mid(m)
+        recent = [(r + i) % self.ring for i in range(1, self.ring) if self.ring_frames[(r + i) % self.ring] is not None]
+        if c.rope_adjust:
+            base = c.sink_frames + n_sel * bf
+            targets = [base + i * bf for i in range(len(recent))]
+            cur_pos = base + len(recent) * bf
+            bases = None if (c.selection == "topk" and m > n_sel) else [c.sink_frames + i * bf for i in range(n_sel)]
+        else:
+            targets = [self.ring_frames[s] for s in recent]
+            cur_pos = blk.start
+            bases = None if (c.selection == "topk" and m > n_sel) else [f for _, f in self.mid[m - n_sel:]]
+        filled = min(j + 1, self.ring)
+        end = self.sink_blocks * n_blk + filled * n_blk + n_sel * self.n_c
+        if n_sel and filled < self.ring:  # cannot happen: mid fills only once the ring is full
+            raise AssertionError("mid blocks before the recent ring is full")
+        return _Layout("ring", (self.sink_blocks + r) * n_blk, end, cur_pos, r, recent, targets,
+                       list(self.mid), n_sel, bases)
+
+    def _grow_mid(self, m: int) -> None:
+        self.max_sel = max(m, 2 * self.max_sel)
+        if hasattr(self, "store"):
+            new = KVStore(self.spec, self.mid_start + self.max_sel * self.n_c)
+            n = self.store.capacity
+            new.k[:, :, :n], new.v[:, :, :n], new.pos[:n] = self.store.k, self.store.v, self.store.pos
+            self.store = new
+
+    def _alloc_slot(self) -> int:
+        if not self.free:
+            if self.cfg.mid_capacity is not None:
+                raise AssertionError("archive full with a bounded mid_capacity")
+            old = self.archive
+            self.arch_cap *= 2
+            self.archive = KVStore(self.spec, self.arch_cap * self.n_c)
+            n = old.capacity
+            self.archive.k[:, :, :n], self.archive.v[:, :, :n], self.archive.pos[:n] = old.k, old.v, old.pos
+            self.free = list(range(self.arch_cap // 2, self.arch_cap))
+        return self.free.pop(0)
+
+    def _record(self, blk: BlockInfo, lay: _Layout) -> None:
+        bpt = self.spec.bytes_per_token()
+        sink_tok = min(blk.index, self.sink_blocks) * self.n_blk
+        recent_tok = len(lay.recent_slots) * self.n_blk
+        mid_tok = len(lay.mid_candidates) * self.n_c
+        alloc = (self.store.allocated_bytes + self.archive.allocated_bytes) if hasattr(self, "store") else (
+            (self.mid_start + self.max_sel * self.n_c + self.arch_cap * self.n_c) * bpt)
+        self._last = {
+            "block": blk.index,
+            "context_tokens": lay.attend_end - self.n_blk,
+            "tokens_attended": lay.attend_end,
+            "sink_tokens": sink_tok,
+            "recent_tokens": recent_tok,
+            "mid_tokens_attended": lay.n_sel * self.n_c,
+            "mid_blocks": len(lay.mid_candidates),
+            "kv_tokens": sink_tok + recent_tok + mid_tok,
+            "kv_pending_tokens": len(self.pending) * self.n_c,
+            "kv_bytes": (sink_tok + recent_tok + mid_tok) * bpt,
+            "allocated_bytes": alloc,
+            "max_position": lay.cur_pos + self.bf - 1,
+            "n_c": self.n_c,
+        }
+
+    # ---- policy interface ----------------------------------------------------------------------
+    def context(self, blk: BlockInfo) -> BlockView:
+        if blk.index != self.committed:
+            raise AssertionError(f"blocks must come in order: expected {self.committed}, got {blk.index}")
+        lay = self._advance(blk)
+        self._layout = lay
+        check_positions(self.spec, range(lay.cur_pos, lay.cur_pos + self.bf), f"packforcing (rope_adjust={self.cfg.rope_adjust}) at latent frame {blk.end}")
+        st, tpf = self.store, self.spec.tokens_per_frame
+        # Re-align the recent ring (incremental temporal RoPE adjustment; a no-op until packing saturates).
+        for slot, target in zip(lay.recent_slots, lay.recent_targets):
+            delta = target - self.ring_pos[slot]
+            if delta:
+                a = (self.sink_blocks + slot) * self.n_blk
+                st.shift(a, a + self.n_blk, delta)
+                self.ring_pos[slot] = target
+        pos = torch.arange(lay.cur_pos, lay.cur_pos + self.bf, device=st.pos.device, dtype=torch.float64)
+        st.pos[lay.cur_start : lay.cur_start + self.n_blk] = pos.repeat_interleave(tpf)
+        self._sel_done: set[int] = set()
+        self._shared_idx: Tensor | None = None
+        self.selections = 0
+        pre = None
+        if lay.n_sel:
+            if lay.mid_bases is not None:  # fifo / all / topk with every candidate selected
+                self._gather(None, list(range(len(lay.mid_candidates) - lay.n_sel, len(lay.mid_candidates))), lay)
+            else:
+                pre = self._select_hook
+        self._record(blk, lay)
+        extra = self._graph_extra if (self.train_compressor and lay.n_sel) else None
+        return BlockView(st, pos, lay.cur_start, lay.attend_end, pre_attend=pre, extra_kv=extra)
+
+    def _cand_tensors(self, lay: _Layout):
+        dev = self.store.k.device
+        slots = torch.tensor([s for s, _ in lay.mid_candidates], device=dev)
+        starts = torch.tensor([f for _, f in lay.mid_candidates], device=dev, dtype=torch.float64)
+        return slots, starts
+
+    def _gather(self, layer: int | None, idx, lay: _Layout) -> None:
+        """Copy the chosen candidates' compressed K/V into the mid slots, rotated to their positions.
+
+        ``idx``: candidate indices (python list or device tensor), in temporal order. ``layer`` None = all layers.
+        """
+        slots, starts = self._cand_tensors(lay)
+        idx_t = torch.as_tensor(idx, device=slots.device)
+        sel = slots[idx_t]
+        tok = (sel[:, None] * self.n_c + torch.arange(self.n_c, device=sel.device)).flatten()
+        if self.cfg.rope_adjust:
+            base = self.cfg.sink_frames + torch.arange(len(idx_t), device=sel.device, dtype=torch.float64) * self.bf
+        else:
+            base = starts[idx_t]
+        delta = base.repeat_interleave(self.n_c)  # archived at canonical temporal offsets (block at 0)
+        a = self.mid_start
+        b = a + len(idx_t) * self.n_c
+        ar, st = self.archive, self.store
+        if layer is None:
+            st.k[:, :, a:b] = R.shift_temporal(ar.k[:, :, tok], delta, self.spec.rope_theta)
+            st.v[:, :, a:b] = ar.v[:, :, tok]
+        else:
+            st.k[layer, :, a:b] = R.shift_temporal(ar.k[layer, :, tok], delta, self.spec.rope_theta)
+            st.v[layer, :, a:b] = ar.v[layer, :, tok]
+        st.pos[a:b] = delta + self.c_row_off.repeat(len(idx_t)).to(delta.device)
+        self._sel_idx = idx_t
+
+    def _select_hook(self, view: BlockView, layer: int, q: Tensor) -> None:
+        """Top-k by query-key affinity at the first denoising step (App. G); reused afterwards."""
+        if view.step != 0 or layer in self._sel_done:
+            return
+        lay = self._layout
+        c = self.cfg
+        if c.score_scope == "shared" and self._shared_idx is not None:
+            idx = self._shared_idx
+        else:
+            slots, _ = self._cand_tensors(lay)
+            tok = (slots[:, None] * self.n_c + torch.arange(self.n_c, device=slots.device)).flatten()
+            with torch.no_grad():
+                scores = S.affinity_scores(q.detach(), self.archive.k[layer, :, tok], self.n_c, c.score_ratio, c.score_heads)
+            idx = S.select_topk(scores, lay.n_sel)
+            self.selections += 1
+            self._shared_idx = idx
+            self.last_scores = scores
+        self._gather(layer, idx, lay)
+        self._sel_done.add(layer)
+
+    def _graph_extra(self, view: BlockView, layer: int):
+        return None  # training-time graph-carrying mid K/V are appended by packforcing.train
+
+    def finish(self, blk: BlockInfo, x_clean: Tensor, model, text) -> None:
+        lay = self._layout
+        self.committed += 1
+        if lay.phase == "sink":
+            return
+        self.ring_frames[lay.ring_slot] = blk.start
+        self.ring_pos[lay.ring_slot] = lay.cur_pos
+        slot = self._alloc_slot()
+        self._compress_into(slot, blk, x_clean, model, text, lay)
+        self.pending.append((slot, blk.start))
+
+    # ---- the compressed copy (dual-resolution shifting) -----------------------------------------
+    def _compress_into(self, slot: int, blk: BlockInfo, x_clean: Tensor, model, text, lay: _Layout) -> None:
+        if self.compressor is None:
+            raise UserError("the packforcing policy has no compressor: load a checkpoint with compressor weights, "
+                            "or use the zero_shot preset (compressor='lr').")
+        c = self.cfg
+        grad = self.train_compressor and torch.is_grad_enabled()
+        with torch.set_grad_enabled(grad):
+            h = self.compressor(x_clean, self.spec.token_hw)  # [B, N_c, D]
+            if c.mid_kv == "projection":
+                kv = self._project(model, h)
+            else:
+                kv = self._through_transformer(model, h, text, lay)
+        a = slot * self.n_c
+        ar = self.archive
+        for layer, (k, v) in enumerate(kv):
+            ar.k[layer, :, a : a + self.n_c] = k.detach().to(ar.k.dtype)
+            ar.v[layer, :, a : a + self.n_c] = v.detach().to(ar.v.dtype)
+        ar.pos[a : a + self.n_c] = self.c_row_off
+        if grad:
+            self.graph_kv[slot] = kv
+
+    def _project(self, model, h: Tensor) -> list[tuple[Tensor, Tensor]]:
+        b, n, _ = h.shape
+        pt, ph, pw = self.c_pos
+        angles = R.rope_angles(pt, ph, pw, self.spec.head_dim, self.spec.rope_theta)
+        out = []
+        for blk in model.blocks:
+            at = blk.self_attn
+            hh = h.to(at.k.weight.dtype)
+            k = at.norm_k(at.k(hh)).view(b, n, at.num_heads, at.head_dim)
+            v = at.v(hh).view(b, n, at.num_heads, at.head_dim)
+            out.append((R.rotate(k, angles), v))
+        return out
+
+    def _through_transformer(self, model, h: Tensor, text, lay: _Layout) -> list[tuple[Tensor, Tensor]]:
+        """Pass the compressed tokens through every layer at t=0, attending to the block's context
+        (the clean block included); keep each layer's K/V, re-based to canonical temporal offsets."""
+        rec: list = [None] * len(model.blocks)
+        st = self.store
+
+        class _Rec:
+            frame_positions = None
+
+            def attend(_, layer, q, k, v):  # noqa: N805
+                rec[layer] = (k, v)
+                ks, vs = st.k[layer, :, : lay.attend_end].to(k.dtype), st.v[layer, :, : lay.attend_end].to(v.dtype)
+                from packforcing.attention import attention
+
+                return attention(q, torch.cat([ks, k], 1), torch.cat([vs, v], 1))
+
+        pt, ph, pw = self.c_pos
+        pos = (pt + lay.cur_pos, ph, pw)
+        t0 = torch.zeros(h.shape[0], device=h.device)
+        model.forward_tokens(h, pos, t0, text, view=_Rec())
+        delta = torch.full((self.n_c,), float(-lay.cur_pos), dtype=torch.float64, device=h.device)
+        return [(R.shift_temporal(k, delta, self.spec.rope_theta), v) for k, v in rec]
+
+    # ---- stats and plans -------------------------------------------------------------------------
+    def stats(self) -> dict:
+        d = dict(self._last)
+        d["selections"] = self.selections
+        return d
+
+    def plan(self, spec: CacheSpec, num_frames: int, block_frames: int) -> list[dict]:
+        self._start(spec, num_frames, block_frames)
+        out = []
+        for i in range(num_frames // block_frames):
+            blk = BlockInfo(i, i * block_frames, block_frames)
+            lay = self._advance(blk)
+            self._record(blk, lay)
+            out.append(dict(self._last))
+            self.committed += 1
+            if lay.phase == "ring":
+                self.ring_frames[lay.ring_slot] = blk.start
+                self.pending.append((self._alloc_slot_plan(), blk.start))
+        return out
+
+    def _alloc_slot_plan(self) -> int:
+        if not self.free:
+            self.free = list(range(self.arch_cap, 2 * self.arch_cap))
+            self.arch_cap *= 2
+        return self.free.pop(0)
