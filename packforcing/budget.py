@@ -1,0 +1,81 @@
+"""KV budget of every cache policy before running anything: ``python -m packforcing.budget``.
+
+Prints JSON: for each policy, the active context (tokens attended by one block, largest over the
+video), stored KV tokens and bytes (without the current block, largest over the video, bf16 by
+default), tokens per block and, for PackForcing, N_c. Pure bookkeeping (``CachePolicy.plan``): no
+model weights, no device.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+from packforcing.cache import CacheSpec, make_policy
+from packforcing.cache.base import POLICIES
+from packforcing.errors import UserError, main_guard
+from packforcing.model.presets import get_preset
+
+# Method presets at their papers' settings (block frames, policy kwargs), see docs/baselines.md.
+METHODS: dict[str, tuple[str, int, dict]] = {
+    "packforcing": ("packforcing", 4, {}),
+    "self_forcing": ("window", 3, {"window_frames": 21}),
+    "longlive": ("sink_window", 3, {"window_frames": 12, "sink_frames": 3}),
+    "causvid": ("window", 3, {"window_frames": 21}),
+    "full": ("full", 3, {}),
+}
+
+
+def budget(preset: str, method: str, seconds: float, dtype_bytes: int = 2, fps: int = 16) -> dict:
+    policy, bf, kw = METHODS[method] if method in METHODS else (method, 4, {})
+    cfg = get_preset(preset)
+    spec = CacheSpec.from_model(cfg, dtype=torch.bfloat16 if dtype_bytes == 2 else torch.float32)
+    latent = int(round(seconds * fps / 4))
+    latent = max(bf, latent // bf * bf)
+    plan = make_policy(policy, **kw).plan(spec, latent, bf)
+    bpt = spec.bytes_per_token(dtype_bytes)
+    out = {
+        "method": method, "policy": policy, "policy_kwargs": kw, "block_frames": bf, "seconds": seconds,
+        "latent_frames": latent, "tokens_per_frame": spec.tokens_per_frame, "tokens_per_block": bf * spec.tokens_per_frame,
+        "active_context_tokens": max(p["tokens_attended"] for p in plan),
+        "stored_kv_tokens": max(p["kv_tokens"] for p in plan),
+        "stored_kv_bytes": max(p["kv_tokens"] for p in plan) * bpt,
+        "stored_kv_gb": round(max(p["kv_tokens"] for p in plan) * bpt / 1e9, 3),
+        "max_rope_position": max(p.get("max_position", 0) for p in plan),
+    }
+    if "n_c" in plan[-1]:
+        out["n_c"] = plan[-1]["n_c"]
+    return out
+
+
+@main_guard
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m packforcing.budget", description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", default="wan2.1-1.3b")
+    ap.add_argument("--policy", default="all", help="a method (packforcing, self_forcing, longlive, causvid, full), a policy name, or 'all'")
+    ap.add_argument("--seconds", type=float, default=120.0)
+    ap.add_argument("--dtype-bytes", type=int, default=2)
+    a = ap.parse_args(argv)
+    from packforcing.cache import load_all
+
+    load_all()
+    if a.policy == "all":
+        names = list(METHODS) + [p for p in POLICIES.names() if p not in {m[0] for m in METHODS.values()}]
+    elif a.policy in METHODS or a.policy in POLICIES:
+        names = [a.policy]
+    else:
+        POLICIES.get(a.policy)  # raises with did-you-mean
+        raise UserError(f"unknown policy {a.policy!r}")
+    rows = []
+    for n in names:
+        try:
+            rows.append(budget(a.preset, n, a.seconds, a.dtype_bytes))
+        except UserError as e:
+            rows.append({"method": n, "error": str(e)})
+    print(json.dumps(rows if len(rows) > 1 else rows[0], indent=2))
+
+
+if __name__ == "__main__":
+    main()

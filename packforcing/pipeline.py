@@ -1,0 +1,234 @@
+"""One generation, end to end: text -> rollout with a cache policy -> streaming decode -> mp4.
+
+This is the engine entry point the harness calls (docs/CONTRACTS.md): ``generate(GenerationSpec)``.
+Frames leave as soon as a block is finished (PackForcing App. D: 13 frames for the first block of
+4 latent frames, then 16), are written to the mp4 incrementally, and are never all held in memory.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from packforcing.errors import UserError
+
+Tensor = torch.Tensor
+
+
+@dataclass
+class GenerationSpec:
+    """Everything that decides one generated video (see docs/CONTRACTS.md for each field)."""
+
+    preset: str = "toy"
+    checkpoint: str | None = None  # None -> toy weights for the policy (toy:packforcing or toy:self_forcing)
+    vae_checkpoint: str | None = None
+    text_encoder: str = "toy"
+    policy: str = "packforcing"
+    policy_kwargs: dict = field(default_factory=dict)
+    block_frames: int = 4
+    schedule: str = "self_forcing"
+    num_latent_frames: int = 80
+    prompt: str = "a red circle bouncing"
+    seed: int = 0
+    device: str = "cpu"
+    dtype: str = "float32"
+    video_path: str | None = None
+    fps: int = 16
+    context_noise: float = 0.0
+    latents_path: str | None = None
+
+    def validate(self) -> "GenerationSpec":
+        if self.block_frames <= 0:
+            raise UserError(f"block_frames must be positive, got {self.block_frames}.")
+        if self.num_latent_frames <= 0 or self.num_latent_frames % self.block_frames:
+            raise UserError(
+                f"num_latent_frames={self.num_latent_frames} is not a whole number of blocks of {self.block_frames}; "
+                f"use a positive multiple of {self.block_frames}."
+            )
+        if not str(self.prompt).strip():
+            raise UserError("the prompt is empty; give a non-empty prompt.")
+        if str(self.device).startswith("cuda") and not torch.cuda.is_available():
+            raise UserError(f"device {self.device!r} asked for but CUDA is not available; use device=cpu.")
+        return self
+
+
+@dataclass
+class GenerationResult:
+    video_path: str | None
+    num_frames: int
+    block_stats: list[dict]
+    timings: dict
+    peak_memory_bytes: int
+    latents_path: str | None = None
+    spec: dict = field(default_factory=dict)
+
+
+def default_checkpoint(policy: str) -> str:
+    return "toy:packforcing" if policy == "packforcing" else "toy:self_forcing"
+
+
+@functools.lru_cache(maxsize=4)
+def _load_model(preset: str, checkpoint: str | None, device: str, dtype: str):
+    from packforcing.model.weights import load_dit
+
+    return load_dit(preset, checkpoint, device, dtype)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_vae(preset: str, path: str | None, device: str, dtype: str):
+    from packforcing.model.vae import load_vae
+
+    return load_vae(path, preset="wan2.1" if preset == "wan2.1-1.3b" else preset, device=device, dtype=dtype)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_text(name: str, text_len: int, text_dim: int, device: str):
+    from packforcing.model import text as T
+
+    if name == "toy":
+        return T.load_toy_text_encoder(text_len=text_len, text_dim=text_dim)
+    return T.UMT5Encoder(name, text_len=text_len, device=device)
+
+
+def clear_caches() -> None:
+    for f in (_load_model, _load_vae, _load_text):
+        f.cache_clear()
+
+
+def build_policy(spec: GenerationSpec, model, extra: dict, vae):
+    """The cache policy of ``spec``, with PackForcing's compressor built, loaded and attached."""
+    from packforcing.cache import make_policy
+
+    policy = make_policy(spec.policy, **spec.policy_kwargs)
+    if hasattr(policy, "build_compressor"):
+        comp = policy.build_compressor(model.cfg)
+        if comp.hr is not None:
+            if not extra:
+                raise UserError(
+                    f"checkpoint {spec.checkpoint or default_checkpoint(spec.policy)} has no compressor weights for the HR "
+                    "branch; use a PackForcing checkpoint, or compressor='lr' (zero-shot)."
+                )
+            from packforcing.model.loading import check_state_dict
+
+            hr = {k[3:]: v for k, v in extra.items() if k.startswith("hr.")}
+            check_state_dict(comp.hr, hr, spec.checkpoint or "checkpoint", what="HR compressor",
+                             hint="the compressor options (nc_spatial, nc_temporal, hr_channels) must match training")
+        p = next(model.parameters())
+        comp = comp.to(device=p.device, dtype=p.dtype).eval().requires_grad_(False)
+        comp.attach(vae, model)
+        policy.attach(comp)
+    if hasattr(policy, "attach_vae"):
+        policy.attach_vae(vae)
+    return policy
+
+
+def _peak_memory(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    try:
+        import resource
+
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+    except Exception:  # pragma: no cover
+        return 0
+
+
+@torch.no_grad()
+def generate(spec: GenerationSpec, on_block: Callable[[int, Tensor, dict], None] | None = None,
+             progress: bool = False) -> GenerationResult:
+    """Run one generation. Raises UserError (bad spec), FloatingPointError (NaN), OOM errors pass through."""
+    from packforcing.rollout import rollout
+    from packforcing.sampler import FlowMatchSampler
+
+    spec.validate()
+    t_start = time.perf_counter()
+    device = torch.device(spec.device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    ckpt = spec.checkpoint if spec.checkpoint is not None else (default_checkpoint(spec.policy) if spec.preset == "toy" else None)
+    if ckpt is None:
+        raise UserError(f"preset {spec.preset!r} needs checkpoint=<path to the DiT weights>; nothing is downloaded.")
+    model, extra = _load_model(spec.preset, ckpt, spec.device, spec.dtype)
+    cfg = model.cfg
+    need_vae = spec.video_path is not None or "lr" in str(spec.policy_kwargs.get("compressor", "hr+lr" if spec.policy == "packforcing" else ""))
+    vae = _load_vae(spec.preset, spec.vae_checkpoint, spec.device, spec.dtype) if need_vae else None
+    enc = _load_text(spec.text_encoder, cfg.text_len, cfg.text_dim, spec.device)
+    context = enc.encode([spec.prompt]).to(device)
+    t_loaded = time.perf_counter()
+
+    policy = build_policy(spec, model, extra, vae)
+    sampler = FlowMatchSampler(spec.schedule)
+    g = torch.Generator(device=device).manual_seed(int(spec.seed))
+    lh, lw = cfg.latent_hw
+    dt = next(model.parameters()).dtype
+    noise = torch.randn(1, cfg.in_dim, spec.num_latent_frames, lh, lw, generator=g, device=device, dtype=torch.float32).to(dt)
+
+    def noise_fn(b, s, like):
+        return torch.randn(like.shape, generator=g, device=device, dtype=torch.float32).to(like.dtype)
+
+    writer = decoder = None
+    frames_written = 0
+    first_frame_s: list[float] = []
+    if spec.video_path is not None:
+        from packforcing.video import VideoWriter
+
+        writer = VideoWriter(spec.video_path, fps=spec.fps).__enter__()
+        decoder = vae.stream(clamp=True)
+    latents_out: list[Tensor] = []
+
+    def _on_block(i: int, x0: Tensor, st: dict) -> None:
+        nonlocal frames_written
+        if decoder is not None:
+            frames = decoder.submit(x0.to(vae.dtype), to_host_uint8=True).uint8()
+            arr = frames[0] if getattr(frames, "ndim", 0) == 5 else frames
+            writer.write(arr)
+            frames_written += arr.shape[0]
+            if not first_frame_s:
+                first_frame_s.append(time.perf_counter() - t_loaded)
+        if spec.latents_path is not None:
+            latents_out.append(x0.float().cpu())
+        if on_block is not None:
+            on_block(i, x0, st)
+
+    try:
+        res = rollout(model, policy, sampler, context, noise, spec.block_frames, context_noise=spec.context_noise,
+                      noise_fn=noise_fn, on_block=_on_block, keep_latents=False, progress=progress)
+    except BaseException:
+        if writer is not None:
+            writer.abort() if hasattr(writer, "abort") else None
+        raise
+    if writer is not None:
+        writer.__exit__(None, None, None)
+    t_end = time.perf_counter()
+    if spec.latents_path is not None:
+        from safetensors.torch import save_file
+
+        Path(spec.latents_path).parent.mkdir(parents=True, exist_ok=True)
+        save_file({"latents": torch.cat(latents_out, 2).contiguous()}, spec.latents_path,
+                  metadata={"spec": repr(asdict(spec))})
+    gen_s = sum(s["latency_s"] for s in res.block_stats)
+    n_px = frames_written if writer is not None else 1 + 4 * (spec.num_latent_frames - 1)
+    timings = {
+        "load_s": t_loaded - t_start,
+        "total_s": t_end - t_start,
+        "rollout_s": gen_s,
+        "first_frame_s": first_frame_s[0] if first_frame_s else None,
+        "fps_model": n_px / gen_s if gen_s > 0 else None,
+        "fps_e2e": n_px / (t_end - t_loaded) if t_end > t_loaded else None,
+    }
+    return GenerationResult(spec.video_path, n_px, res.block_stats, timings, _peak_memory(device),
+                            spec.latents_path, asdict(spec))
+
+
+def env_info() -> dict:
+    import platform
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
+            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+            "hostname_hash": hash(os.uname().nodename) & 0xFFFF}
