@@ -1,0 +1,86 @@
+"""Regression gate on synthetic toy results generated in tmp."""
+
+import json
+
+import pytest
+
+from reports import gate
+from reports.gate import GATE_OVERRIDES, read_baseline, run_gate
+from reports.synthetic import make_store
+
+SWEEPS = ("sink_size", "selection")
+
+
+def fake_runner(calls):
+    def run(sweep, root, overrides):
+        calls.append((sweep, tuple(overrides)))
+        make_store(root, "toy", sweeps=(sweep,), n_prompts=1, n_seeds=2, videos=False)
+    return run
+
+
+def test_gate_passes_on_its_own_baseline_and_fails_naming_the_metric(tmp_path, capsys):
+    calls = []
+    base = tmp_path / "baseline"
+    written = run_gate(base, update=True, sweeps=SWEEPS, runner=fake_runner(calls))
+    assert sorted(p.name for p in written) == ["selection.json", "sink_size.json"]
+    assert calls == [(s, GATE_OVERRIDES) for s in SWEEPS]  # the gate size goes to the runner
+    # the real (just written) baseline passes on a fresh run
+    rep = run_gate(base, runner=fake_runner([]))
+    assert rep.passed and not rep.failures and len(rep.checks) > 20
+    # a baseline edited upward beyond tolerance: the current result is now "worse"
+    data = json.loads((base / "sink_size.json").read_text())
+    group = sorted(data["groups"])[0]
+    data["groups"][group]["metrics"]["clip_score"] += 2.0  # tolerance 0.5
+    data["groups"][group]["metrics"]["fps_model"] *= 3.0  # wall clock: reported, never failing
+    (base / "sink_size.json").write_text(json.dumps(data))
+    rep = run_gate(base, runner=fake_runner([]))
+    assert not rep.passed
+    assert [(c.sweep, c.group, c.metric) for c in rep.failures] == [("sink_size", group, "clip_score")]
+    assert any(c.metric == "fps_model" and c.verdict == "info" for c in rep.checks)
+    table = rep.table()
+    assert "clip_score" in table and "FAIL" in table and "-2.0000" in table
+    # the CLI on an existing results dir: exit 1 and a readable table naming the metric
+    results = make_store(tmp_path / "results", "toy", sweeps=SWEEPS, n_prompts=1, n_seeds=2, videos=False)
+    assert gate.main(["--results", str(results), "--baseline", str(base)]) == 1
+    out = capsys.readouterr().out
+    assert "clip_score" in out and "gate: FAILED: 1 regressions" in out
+    # --update rewrites the baseline on purpose, after which it passes again
+    assert gate.main(["--results", str(results), "--baseline", str(base), "--update"]) == 0
+    assert gate.main(["--results", str(results), "--baseline", str(base)]) == 0
+    assert "gate: passed" in capsys.readouterr().out
+
+
+def test_worse_results_and_missing_groups_fail(tmp_path):
+    results = make_store(tmp_path / "results", "toy", sweeps=("selection",), n_prompts=1, n_seeds=1, videos=False)
+    base = tmp_path / "baseline"
+    run_gate(base, results=results, update=True)
+    cell = next((results / "selection" / "cells").glob("*.json"))
+    c = json.loads(cell.read_text())
+    c["metrics"]["kv_bytes"] *= 1.5  # lower is better: +50% fails
+    c["metrics"]["toy.persistence"] += 0.5  # better: passes, flagged as improved
+    cell.write_text(json.dumps(c))
+    rep = run_gate(base, results=results)
+    assert [f.metric for f in rep.failures] == ["kv_bytes"]
+    assert any(x.metric == "toy.persistence" and x.verdict == "improved" for x in rep.checks)
+    cell.unlink()  # a whole group disappears
+    rep = run_gate(base, results=results)
+    assert any(f.metric == "*" and "missing" in f.message for f in rep.failures)
+
+
+def test_no_baseline_skips_loudly_and_strict_errors(tmp_path, capsys):
+    assert gate.main(["--baseline", str(tmp_path / "none")]) == 0
+    assert "gate: SKIPPED" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        gate.main(["--baseline", str(tmp_path / "none"), "--strict"])
+    assert e.value.code == 2
+
+
+def test_rules_and_committed_baseline_format():
+    assert gate.rule_for("vbench.subject_consistency").higher_is_better is True
+    assert gate.rule_for("kv_bytes").higher_is_better is False
+    assert gate.rule_for("toy.flicker").higher_is_better is False
+    assert gate.rule_for("fps_e2e").gated is False and gate.rule_for("first_frame_s").gated is False
+    assert gate.rule_for("something.new").higher_is_better is None
+    assert gate.rule_for("toy.persistence", directions={"toy.persistence": False}).higher_is_better is False
+    for sweep, groups in read_baseline(gate.BASELINE_DIR).items():  # whatever is committed must load
+        assert groups and all("metrics" in g for g in groups.values()), sweep
