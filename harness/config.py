@@ -1,0 +1,628 @@
+"""Typed configuration of the harness: dataclasses in Hydra's ConfigStore, YAML only overlays values.
+
+A resolved :class:`HarnessConfig` says which model scale, which method (cache policy + sampler
+schedule + B_f + checkpoint), how long the videos are, which prompts and seeds, which metrics, and
+where the results go. Everything is composed here, in one function (:func:`load_config`):
+
+1. Hydra composes the structured schema with the chosen config-group options
+   (``scale=toy|wan``, ``method=<preset>``; each method preset has a per-scale overlay
+   ``method_scale/<method>_<scale>`` picked by defaults-list interpolation).
+2. YAML overlay files (``--overlay file.yaml``) are merged on top: they may only set keys that
+   exist in the schema, with values of the right type.
+3. ``key=value`` overrides (Hydra override grammar) are applied in order, then the sweep's axis
+   values.
+4. Field constraints (``choices``, ``min``) and cross-field rules are checked.
+
+Every failure is a :class:`~packforcing.errors.UserError` whose one-line message names the key.
+
+Rule for the video length: ``num_latent_frames = ceil(seconds * fps / 4 / B_f) * B_f`` — the Wan
+VAE packs 4 pixel frames per latent frame, and the count is rounded *up* to whole blocks, so
+60 s at 16 fps is 240 latent frames for B_f = 4 and for B_f = 3; 5 s is 20 (B_f = 4) or 21 (B_f = 3).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, List, Optional, Sequence
+
+from omegaconf import MISSING
+
+from packforcing.errors import UserError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# Keys that say *where* or *how* a cell runs, never *what* it computes. They are left out of the
+# cell identity hash (dotted paths into the cell config). Keep this the only list.
+COSMETIC_KEYS: tuple[str, ...] = (
+    "output_root",
+    "launcher",
+    "wandb",
+    "progress",
+    "device",
+    "num_workers",
+    "max_attempts",
+    "sweep",
+    "prompt_id",
+    "metrics",  # a new metric re-scores the stored video; it does not make a new cell
+    "metric_config",
+    "scale.checkpoint_dir",  # where the weights live; *which* weights = file names + `tag`
+    "scale.metrics",
+    "scale.gpus_per_cell",
+    "keep_video",
+)
+
+# Config groups (chosen with ``group=option``); every other override sets a value.
+GROUPS = ("scale", "method")
+
+SCALES = ("toy", "wan")
+LAUNCHERS = ("local", "debug", "slurm")
+SCHEDULES = ("self_forcing", "causvid3", "causvid4", "rolling5")
+POLICIES = ("packforcing", "window", "sink_window", "full", "causvid_restart", "rolling_forcing", "deep_forcing")
+
+
+def choices(*values: Any, default: Any) -> Any:
+    """A field whose value must be one of ``values`` (checked after every merge)."""
+    return field(default=default, metadata={"choices": tuple(values)})
+
+
+def at_least(lo: int | float, default: Any) -> Any:
+    """A numeric field that must be >= ``lo`` (``None`` allowed where the type is Optional)."""
+    return field(default=default, metadata={"min": lo})
+
+
+# --------------------------------------------------------------------------------------------
+# Cache-policy keyword arguments, one dataclass per policy (names as the engine's policies take them)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PackForcingKwargs:
+    """PackForcing's three-partition cache (paper §3.2–3.5); sizes in latent frames / blocks.
+
+    |C| = (N_sink/B_f)·n + top_k·N_c + (N_recent/B_f + 1)·n tokens per layer. Field names and
+    defaults follow ``packforcing.cache.packforcing.PackForcingConfig``.
+    """
+
+    preset: str = choices("paper", "toy", "zero_shot", default="paper")  # engine preset the fields override
+    sink_frames: int = at_least(0, 8)  # N_sink (multiple of B_f); paper default 8 = 2 blocks
+    recent_frames: int = at_least(0, 4)  # N_recent (multiple of B_f); paper default 4 = 1 block
+    top_k: int = at_least(0, 16)  # mid blocks attended per step (N_top)
+    mid_capacity: Optional[int] = at_least(0, 16)  # compressed blocks archived (FIFO beyond); None = all
+    selection: str = choices("topk", "fifo", "all", default="topk")  # dynamic top-k vs newest-k vs all
+    score_ratio: float = 0.125  # query subsample ratio of the affinity scores
+    score_heads: str = choices("half", "all", default="half")
+    score_scope: str = choices("per_layer", "shared", default="per_layer")
+    rope_adjust: bool = True  # incremental temporal RoPE re-alignment (§3.4)
+    compressor: str = choices("hr+lr", "hr", "lr", default="hr+lr")  # dual-branch compressor (§3.3)
+    nc_spatial: int = at_least(1, 4)  # spatial down-sampling of the compressor (per side)
+    nc_temporal: int = at_least(1, 2)  # temporal down-sampling of the compressor
+    mid_kv: str = choices("transformer", "projection", default="transformer")  # how N_c tokens become K/V
+
+
+@dataclass
+class WindowKwargs:
+    """Self-Forcing rolling cache: the last ``window_frames`` frames (current block included)."""
+
+    window_frames: int = at_least(1, 21)
+    rope: str = choices("absolute", "relative", default="absolute")
+
+
+@dataclass
+class SinkWindowKwargs:
+    """LongLive-style frame sink + short window (window includes the sink and the current block)."""
+
+    window_frames: Optional[int] = at_least(1, 12)
+    sink_frames: int = at_least(0, 3)
+    rope: str = choices("absolute", "relative", default="absolute")
+
+
+@dataclass
+class FullKwargs:
+    """Global cache: every earlier frame stays visible (no arguments)."""
+
+
+@dataclass
+class CausVidRestartKwargs:
+    """CausVid's long-video recipe: fixed-length rollouts restarted with an overlap."""
+
+    rollout_frames: int = at_least(1, 21)
+    overlap_frames: int = at_least(0, 3)
+
+
+@dataclass
+class RollingForcingKwargs:
+    """Rolling Forcing: staggered joint denoising over a window of blocks plus a re-RoPE'd anchor."""
+
+    window_blocks: int = at_least(1, 5)
+    sink_frames: int = at_least(0, 3)
+    max_attention_frames: int = at_least(1, 21)
+
+
+@dataclass
+class DeepForcingKwargs:
+    """Deep Forcing: deep sink + participative compression (top-C by query-key score) + recent."""
+
+    sink_frames: int = at_least(0, 10)
+    budget_frames: int = at_least(0, 16)
+    recent_frames: int = at_least(0, 4)
+    rope_adjust: bool = True
+
+
+@dataclass
+class MethodConfig:
+    """A method = cache policy + its kwargs + sampler schedule + B_f + checkpoint."""
+
+    name: str = "packforcing"
+    policy: str = choices(*POLICIES, default="packforcing")
+    policy_kwargs: Any = MISSING  # a *Kwargs dataclass, set by the method preset
+    schedule: str = choices(*SCHEDULES, default="self_forcing")
+    block_frames: int = at_least(1, 4)  # B_f
+    checkpoint: Optional[str] = None  # DiT weights, relative to scale.checkpoint_dir; None = toy default
+
+
+@dataclass
+class ScaleConfig:
+    """Model scale. Relative file names are taken from ``checkpoint_dir``."""
+
+    name: str = choices(*SCALES, default="toy")
+    preset: str = choices("toy", "tiny", "wan2.1-1.3b", default="toy")  # GenerationSpec.preset
+    checkpoint_dir: Optional[str] = None  # None = the toy weights shipped in packforcing/assets/
+    vae_checkpoint: Optional[str] = None  # None = toy default
+    text_encoder: str = "toy"  # "toy" or a umT5 directory
+    dtype: str = choices("float32", "bfloat16", "float16", default="float32")
+    fps: int = at_least(1, 16)
+    gpus_per_cell: int = at_least(0, 0)
+    metrics: List[str] = field(default_factory=list)  # default metric set at this scale
+
+
+@dataclass
+class PromptsConfig:
+    """Where prompts come from. toyworld: ``prompt_set(n, seed)``; file: one prompt per line (UTF-8);
+    inline: the list ``inline``; auto: toyworld at toy scale, file at Wan scale."""
+
+    source: str = choices("auto", "toyworld", "file", "inline", default="auto")
+    n: Optional[int] = at_least(1, 2)  # how many; None = every line of the file / inline list
+    seed: int = 0  # toyworld: prompt-set seed; file: sampling seed when n < lines in the file
+    file: Optional[str] = "${oc.env:PF_PROMPT_FILE,null}"
+    inline: List[str] = field(default_factory=list)
+
+
+@dataclass
+class LauncherConfig:
+    """How cells are executed: ``debug`` (in process), ``local`` (worker processes), ``slurm``."""
+
+    name: str = choices(*LAUNCHERS, default="local")
+    workers: int = at_least(1, 1)  # local: parallel worker processes
+    partition: Optional[str] = None  # slurm
+    gpus_per_node: int = at_least(0, "${scale.gpus_per_cell}")
+    cpus_per_task: int = at_least(1, 2)
+    mem_gb: float = at_least(1, 16.0)
+    timeout_min: int = at_least(1, 120)
+    array_parallelism: int = at_least(1, 64)
+    cells_per_job: int = at_least(1, 1)  # slurm: cells handled by one array task
+    max_requeue: int = at_least(0, 2)  # requeues after preemption/timeout, per job
+    poll_s: float = at_least(0.05, 1.0)
+    slurm_extra: Any = field(default_factory=dict)  # extra sbatch options, e.g. {"qos": "high"}
+
+
+@dataclass
+class WandbConfig:
+    """wandb is a mirror of the results files; offline unless WANDB_MODE says otherwise."""
+
+    mode: str = choices("offline", "online", "disabled", default="${oc.env:WANDB_MODE,offline}")
+    project: str = "packforcing"
+    entity: Optional[str] = None
+    dir: Optional[str] = None  # None -> <output_root>/wandb
+    log_video: bool = True
+
+
+@dataclass
+class HarnessConfig:
+    """The whole configuration of a launch (one sweep or one ``run``)."""
+
+    defaults: List[Any] = field(
+        default_factory=lambda: [
+            "_self_",
+            {"scale": "toy"},
+            {"method": "packforcing"},
+            {"method_scale@method": "${method}_${scale}"},
+        ]
+    )
+    scale: ScaleConfig = field(default_factory=ScaleConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    sweep: str = "run"
+    seconds: int = at_least(1, 60)
+    prompts: PromptsConfig = field(default_factory=PromptsConfig)
+    seeds: List[int] = field(default_factory=lambda: [0])
+    metrics: List[str] = "${scale.metrics}"  # type: ignore[assignment]
+    metric_config: Any = field(default_factory=dict)  # harness.metrics settings: {"device":..., "<metric>": {...}}
+    tag: str = ""  # folded into the identity: bump it when weights change under the same file names
+    output_root: str = "${oc.env:PF_RESULTS,results}"
+    launcher: LauncherConfig = field(default_factory=LauncherConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    device: str = "auto"  # auto = cuda when available, else cpu
+    num_workers: int = at_least(0, 0)
+    progress: bool = True
+    max_attempts: int = at_least(1, 2)  # a cell that failed (error) or crashed is tried this often
+    keep_video: bool = True
+
+
+# --------------------------------------------------------------------------------------------
+# Method presets (paper Table 1 baselines, baselines.md §2–4). Wan values first; toy overlays
+# keep the same structure with B_f = 4 (the toy models are trained with 4-frame blocks).
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Preset:
+    policy: str
+    kwargs: Any
+    schedule: str
+    wan: dict
+    toy: dict
+
+
+METHOD_PRESETS: dict[str, _Preset] = {
+    "packforcing": _Preset(
+        "packforcing", PackForcingKwargs(), "self_forcing",
+        wan={"block_frames": 4, "checkpoint": "packforcing.safetensors"},
+        toy={"block_frames": 4, "policy_kwargs": {"preset": "toy"}},
+    ),
+    "self_forcing": _Preset(  # rolling window of local_attn_size = 21 frames, no sink
+        "window", WindowKwargs(window_frames=21), "self_forcing",
+        wan={"block_frames": 3, "checkpoint": "self_forcing_dmd.pt"},
+        toy={"block_frames": 4, "policy_kwargs": {"window_frames": 20}},
+    ),
+    "causvid": _Preset(  # 4-step official weights, restart + 1-block overlap for long videos
+        "causvid_restart", CausVidRestartKwargs(), "causvid4",
+        wan={"block_frames": 3, "checkpoint": "causvid_4step.pt"},
+        toy={"block_frames": 4, "policy_kwargs": {"rollout_frames": 20, "overlap_frames": 4}},
+    ),
+    "longlive": _Preset(  # window 12 frames including a 3-frame sink
+        "sink_window", SinkWindowKwargs(window_frames=12, sink_frames=3), "self_forcing",
+        wan={"block_frames": 3, "checkpoint": "longlive.pt"},
+        toy={"block_frames": 4, "policy_kwargs": {"window_frames": 12, "sink_frames": 4}},
+    ),
+    "rolling_forcing": _Preset(
+        "rolling_forcing", RollingForcingKwargs(), "rolling5",
+        wan={"block_frames": 3, "checkpoint": "rolling_forcing_dmd.pt"},
+        toy={"block_frames": 4, "policy_kwargs": {"sink_frames": 4, "max_attention_frames": 20}},
+    ),
+    "deep_forcing": _Preset(  # training-free on Self-Forcing weights: S=10, N=16, R=4
+        "deep_forcing", DeepForcingKwargs(), "self_forcing",
+        wan={"block_frames": 3, "checkpoint": "self_forcing_dmd.pt"},
+        toy={"block_frames": 4, "policy_kwargs": {"sink_frames": 8}},
+    ),
+    "full": _Preset(
+        "full", FullKwargs(), "self_forcing",
+        wan={"block_frames": 3, "checkpoint": "self_forcing_dmd.pt"},
+        toy={"block_frames": 4},
+    ),
+}
+
+SCALE_PRESETS: dict[str, ScaleConfig] = {
+    "toy": ScaleConfig(name="toy", metrics=["systems", "toy_truth", "pixel_dynamics"]),
+    "wan": ScaleConfig(
+        name="wan",
+        preset="wan2.1-1.3b",
+        checkpoint_dir="${oc.env:PF_WAN_DIR,checkpoints/wan}",
+        vae_checkpoint="Wan2.1_VAE.pth",
+        text_encoder="umt5-xxl",
+        dtype="bfloat16",
+        gpus_per_cell=1,
+        metrics=["systems", "clip_drift", "vbench_long"],
+    ),
+}
+
+_REGISTERED = False
+
+
+def register_configs() -> None:
+    """Put the schema and every preset into Hydra's ConfigStore (idempotent)."""
+    global _REGISTERED
+    if _REGISTERED:
+        return
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="harness", node=HarnessConfig)
+    for name, sc in SCALE_PRESETS.items():
+        cs.store(group="scale", name=name, node=sc)
+    for name, p in METHOD_PRESETS.items():
+        node = MethodConfig(name=name, policy=p.policy, policy_kwargs=p.kwargs, schedule=p.schedule)
+        cs.store(group="method", name=name, node=node)
+        for scale in SCALES:
+            cs.store(group="method_scale", name=f"{name}_{scale}", node=dict(getattr(p, scale)))
+    _REGISTERED = True
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Override:
+    """One parsed ``key=value`` override."""
+
+    key: str
+    value: Any
+    text: str
+
+
+def parse_overrides(items: Sequence[str]) -> list[Override]:
+    """Parse ``key=value`` strings with Hydra's override grammar (no sweeps, no +/~)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import OverrideType
+
+    parser = OverridesParser.create()
+    out = []
+    for s in items:
+        if "=" not in s:
+            raise UserError(f"malformed override {s!r}: expected key=value (e.g. seeds=[0,1]).")
+        try:
+            o = parser.parse_override(s)
+        except Exception as e:  # hydra's grammar errors are multi-line
+            first = str(e).strip().splitlines()
+            raise UserError(f"malformed override {s!r}: {first[1] if len(first) > 1 else first[0]}.") from None
+        if o.type != OverrideType.CHANGE or o.package is not None:
+            raise UserError(f"override {s!r}: only plain key=value is supported (no +, ~ or @package).")
+        if o.is_sweep_override():
+            raise UserError(f"override {s!r} is a sweep; write lists as [a,b] or declare a sweep in sweeps/.")
+        out.append(Override(o.key_or_group, o.value(), s))
+    return out
+
+
+def _omegaconf_message(e: Exception) -> str:
+    """One line from an OmegaConf/Hydra error, naming the key."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    cause: BaseException | None = e
+    while cause is not None and not isinstance(cause, OmegaConfBaseException):
+        cause = cause.__cause__ or cause.__context__
+    if cause is None:
+        lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+        return "; ".join(lines[:2]) if lines else type(e).__name__
+    key = getattr(cause, "full_key", None) or "?"
+    msg = (getattr(cause, "msg", None) or str(cause)).strip().splitlines()[0]
+    msg = msg.replace("could not be converted to", "is not a valid")
+    return f"config key {key}: {msg}"
+
+
+_COMPOSED: dict = {}  # group choices -> composed config (composition is the slow step)
+
+
+def _compose(groups: dict[str, str], overlays: Sequence[str]):
+    """Compose schema + group options with Hydra, then merge YAML overlays (struct mode)."""
+    from hydra import compose, initialize
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    register_configs()
+    for g, v in groups.items():
+        if g == "scale" and v not in SCALES:
+            raise UserError(f"unknown scale {v!r}; choose one of {', '.join(SCALES)}.")
+        if g == "method" and v not in METHOD_PRESETS:
+            close = difflib.get_close_matches(str(v), list(METHOD_PRESETS), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise UserError(f"unknown method {v!r}.{hint} Known: {', '.join(METHOD_PRESETS)}.")
+    key = tuple(sorted(groups.items()))
+    if key not in _COMPOSED:
+        hydra_overrides = [f"{g}={v}" for g, v in groups.items()]
+        try:
+            if GlobalHydra.instance().is_initialized():
+                composed = compose(config_name="harness", overrides=hydra_overrides)
+            else:
+                with initialize(version_base=None, config_path=None):
+                    composed = compose(config_name="harness", overrides=hydra_overrides)
+        except Exception as e:
+            raise UserError(_omegaconf_message(e)) from None
+        _COMPOSED[key] = composed
+    cfg = copy.deepcopy(_COMPOSED[key])
+    OmegaConf.set_struct(cfg, True)
+    for path in overlays:
+        p = Path(path)
+        if not p.is_file():
+            raise UserError(f"overlay file not found: {path}.")
+        try:
+            cfg = OmegaConf.merge(cfg, OmegaConf.load(p))
+        except Exception as e:
+            raise UserError(f"overlay {path}: {_omegaconf_message(e)}") from None
+    return cfg
+
+
+def _apply(cfg, key: str, value: Any, origin: str) -> None:
+    from omegaconf import OmegaConf
+
+    if key in GROUPS:
+        raise UserError(f"{origin}: {key} is a config group; pass {key}=<name> on the command line.")
+    try:
+        OmegaConf.update(cfg, key, value, merge=True)
+    except Exception as e:
+        raise UserError(f"{origin}: {_omegaconf_message(e)}") from None
+
+
+def load_config(
+    overrides: Sequence[str] = (),
+    *,
+    overlays: Sequence[str] = (),
+    preset_values: Iterable[tuple[str, Any]] = (),
+    groups: dict[str, str] | None = None,
+    axis_values: Iterable[tuple[str, Any]] = (),
+    protected: Iterable[str] = (),
+):
+    """Build and validate one resolved config (an OmegaConf DictConfig in struct mode).
+
+    Order (later wins): schema and group options < ``preset_values`` (a sweep's fixed values and
+    default size) < YAML ``overlays`` < user ``overrides`` < ``axis_values``. A user override of a
+    key listed in ``protected`` (a sweep axis) is an error.
+    """
+    parsed = parse_overrides(list(overrides))
+    chosen = dict(groups or {})
+    for o in parsed:
+        if o.key in GROUPS:
+            chosen[o.key] = str(o.value)
+    protected = set(protected)
+    for o in parsed:
+        if o.key in protected:
+            raise UserError(f"override {o.text!r} sets a sweep axis; the sweep sets {o.key} itself.")
+    cfg = _compose({g: chosen[g] for g in GROUPS if g in chosen}, overlays)
+    for key, value in preset_values:
+        _apply(cfg, key, value, "sweep preset")
+    for o in parsed:
+        if o.key not in GROUPS:
+            _apply(cfg, o.key, o.value, f"override {o.text!r}")
+    for key, value in axis_values:
+        _apply(cfg, key, value, f"sweep axis {key}")
+    if cfg.prompts.source == "auto":  # derived value: toyworld prompts exist only at toy scale
+        cfg.prompts.source = "toyworld" if cfg.scale.name == "toy" else "file"
+    validate(cfg)
+    return cfg
+
+
+def to_container(cfg) -> dict:
+    """The resolved config as plain JSON-able Python (interpolations resolved)."""
+    from omegaconf import OmegaConf
+
+    try:
+        out = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except Exception as e:
+        raise UserError(_omegaconf_message(e)) from None
+    out.pop("defaults", None)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------------
+
+
+def _check_fields(obj: Any, path: str) -> None:
+    if not dataclasses.is_dataclass(obj):
+        return
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        key = f"{path}.{f.name}" if path else f.name
+        ch = f.metadata.get("choices")
+        if ch is not None and v not in ch:
+            close = difflib.get_close_matches(str(v), [str(c) for c in ch], n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise UserError(f"config key {key}: {v!r} is not one of {', '.join(map(str, ch))}{hint}.")
+        lo = f.metadata.get("min")
+        if lo is not None and v is not None and v < lo:
+            raise UserError(f"config key {key}: {v!r} is below the minimum {lo}.")
+        _check_fields(v, key)
+
+
+_KWARGS_FOR_POLICY = {
+    "packforcing": PackForcingKwargs,
+    "window": WindowKwargs,
+    "sink_window": SinkWindowKwargs,
+    "full": FullKwargs,
+    "causvid_restart": CausVidRestartKwargs,
+    "rolling_forcing": RollingForcingKwargs,
+    "deep_forcing": DeepForcingKwargs,
+}
+
+
+def validate(cfg) -> None:
+    """Check types, choices, ranges and cross-field rules; raise UserError naming the key."""
+    from omegaconf import OmegaConf
+
+    try:
+        obj: HarnessConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+    except Exception as e:
+        raise UserError(_omegaconf_message(e)) from None
+    _check_fields(obj, "")
+    m = obj.method
+    want = _KWARGS_FOR_POLICY[m.policy]
+    if type(m.policy_kwargs) is not want:
+        raise UserError(
+            f"config key method.policy: policy {m.policy!r} takes {want.__name__}, but the method preset "
+            f"{m.name!r} carries {type(m.policy_kwargs).__name__}; pick a method preset instead (method=...)."
+        )
+    B = m.block_frames
+    if m.policy == "packforcing":
+        kw = m.policy_kwargs
+        for k in ("sink_frames", "recent_frames"):
+            if getattr(kw, k) % B:
+                raise UserError(
+                    f"config key method.policy_kwargs.{k}: {getattr(kw, k)} is not a multiple of "
+                    f"block_frames ({B}); the partitions hold whole blocks."
+                )
+    if obj.scale.name == "toy" and B != 4:
+        raise UserError(f"config key method.block_frames: the toy models are trained with 4-frame blocks, got {B}.")
+    if not obj.seeds:
+        raise UserError("config key seeds: give at least one seed, e.g. seeds=[0].")
+    p = obj.prompts
+    if p.source == "file" and not p.file:
+        raise UserError("config key prompts.file: prompts come from a file here: set prompts.file=<path> or "
+                        "PF_PROMPT_FILE (one prompt per line, UTF-8).")
+    if p.source == "inline" and not p.inline:
+        raise UserError('config key prompts.inline: prompts.source=inline needs a list, e.g. prompts.inline=["a cat"].')
+    if p.source == "toyworld" and obj.scale.name != "toy":
+        raise UserError("config key prompts.source: toyworld prompts only exist at scale toy; use prompts.file.")
+    if p.source == "toyworld" and p.n is None:
+        raise UserError("config key prompts.n: toyworld prompts need a count, e.g. prompts.n=2.")
+    check_name(obj.sweep, "sweep")
+
+
+def check_name(name: str, what: str) -> str:
+    """A name used as a path component: letters, digits, ``_.-``; never ``..`` or a path."""
+    import re
+
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", name) or ".." in name:
+        raise UserError(f"{what} name {name!r} is not a plain name (letters, digits, _ . -); it must not be a path.")
+    return name
+
+
+# --------------------------------------------------------------------------------------------
+# Derived values
+# --------------------------------------------------------------------------------------------
+
+
+def num_latent_frames(seconds: int, fps: int, block_frames: int) -> int:
+    """``ceil(seconds * fps / 4 / B_f) * B_f`` (4 pixel frames per latent frame, whole blocks)."""
+    return int(math.ceil(seconds * fps / 4 / block_frames)) * block_frames
+
+
+def resolve_path(path: Optional[str], base: Optional[str] = None) -> Optional[str]:
+    """Absolute path: relative ones are taken from ``base`` (else the working directory)."""
+    if path is None:
+        return None
+    p = Path(os.path.expanduser(path))
+    if not p.is_absolute():
+        p = Path(base) / p if base else Path.cwd() / p
+    return str(p.resolve())
+
+
+def weights_paths(config: dict) -> dict[str, Optional[str]]:
+    """checkpoint / vae_checkpoint / text_encoder as the engine takes them (absolute or None/"toy")."""
+    sc, m = config["scale"], config["method"]
+    base = resolve_path(sc["checkpoint_dir"]) if sc.get("checkpoint_dir") else None
+    te = sc["text_encoder"]
+    return {
+        "checkpoint": resolve_path(m["checkpoint"], base) if m.get("checkpoint") else None,
+        "vae_checkpoint": resolve_path(sc["vae_checkpoint"], base) if sc.get("vae_checkpoint") else None,
+        "text_encoder": te if te == "toy" else resolve_path(te, base),
+    }
+
+
+def check_weights(config: dict) -> None:
+    """At Wan scale every weights file must exist before anything is launched."""
+    if config["scale"]["name"] == "toy" and not config["scale"].get("checkpoint_dir"):
+        return
+    for key, path in weights_paths(config).items():
+        if path in (None, "toy"):
+            continue
+        if not os.path.exists(path):
+            raise UserError(
+                f"{key} not found: {path} (set scale.checkpoint_dir=<dir> or PF_WAN_DIR, "
+                f"or the file name with method.checkpoint / scale.{key if key != 'checkpoint' else 'checkpoint_dir'})."
+            )

@@ -1,0 +1,234 @@
+"""Launchers: run the cells of a plan in process (``debug``), in worker processes (``local``) or
+as a Slurm job array (``slurm``), all through submitit and the same worker callable.
+
+- ``debug``: a loop in this process (per-block progress bars visible; pdb works).
+- ``local``: submitit's LocalExecutor with ``launcher.workers`` processes, each running its share
+  of the cells one after the other. A crash (segfault, OOM kill) takes down one worker, never the
+  launcher; its cell stays ``running`` and the next launch re-runs it.
+- ``slurm``: submitit's AutoExecutor, one array task per ``launcher.cells_per_job`` cells;
+  preempted or timed-out tasks are requeued through submitit's checkpointing at most
+  ``launcher.max_requeue`` times.
+
+Idempotence: before dispatching, cells whose record is ``done`` (with every requested metric)
+or ``failed`` for good are skipped; the worker re-checks under the cell's lock, so two launches
+never run or write the same cell twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import submitit
+
+from harness import config as C
+from harness import store
+from harness.plan import Cell, Plan
+from harness.runner import NO_RETRY, Engine, run_cells
+
+
+class CellJob(submitit.helpers.Checkpointable):
+    """The worker callable: run a list of cells. Checkpointable: requeued on preemption/timeout."""
+
+    def __init__(self, cells: list[Cell], engine: Engine = Engine(), progress: bool = False,
+                 rescore: bool = False, requeues: int = 0, max_requeue: int = 2):
+        self.cells = cells
+        self.engine = engine
+        self.progress = progress
+        self.rescore = rescore
+        self.requeues = requeues
+        self.max_requeue = max_requeue
+
+    def __call__(self) -> list[dict]:
+        outs = run_cells(self.cells, self.engine, progress=self.progress, rescore=self.rescore)
+        return [dataclasses.asdict(o) for o in outs]
+
+    def checkpoint(self, *args: Any, **kwargs: Any):
+        """Called by submitit on preemption/timeout; the cells' records say what is left to do."""
+        if self.requeues >= self.max_requeue:
+            return None  # submitit then gives up on this task: its unfinished cell stays `running`
+        nxt = CellJob(self.cells, self.engine, self.progress, self.rescore, self.requeues + 1, self.max_requeue)
+        return submitit.helpers.DelayedSubmission(nxt, *args, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# What needs doing
+# --------------------------------------------------------------------------------------------
+
+
+def cell_state(cell: Cell, rescore: bool = False) -> str:
+    """``todo`` / ``done`` / ``failed`` (for good) / ``busy`` (a live process holds it)."""
+    root, sweep, h = cell.config["output_root"], cell.sweep, cell.hash
+    rec = store.read_json(store.cell_path(root, sweep, h))
+    if rec is None:
+        return "todo"
+    if rec["status"] == "running":
+        return "busy" if store.is_locked(root, sweep, h) else "todo"
+    if rec["status"] == "done":
+        have = set(rec["config"].get("metrics") or [])
+        return "todo" if rescore or not set(cell.config["metrics"]) <= have else "done"
+    reason = (rec.get("failure") or {}).get("reason")
+    if reason in NO_RETRY or rec.get("attempts", 0) >= int(cell.config["max_attempts"]):
+        return "failed"
+    return "todo"
+
+
+@dataclasses.dataclass
+class LaunchReport:
+    sweep: str
+    total: int
+    skipped_done: int
+    skipped_failed: int
+    busy: int
+    dispatched: int
+    counts: dict
+    job_errors: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return self.counts.get("done", 0) == self.total and not self.job_errors
+
+
+@contextlib.contextmanager
+def _repo_on_pythonpath() -> Iterator[None]:
+    """Worker processes (local or Slurm) inherit the environment: make `harness` importable there."""
+    old = os.environ.get("PYTHONPATH")
+    parts = [str(C.REPO_ROOT)] + ([old] if old else [])
+    os.environ["PYTHONPATH"] = os.pathsep.join(parts)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = old
+
+
+def _shards(cells: list[Cell], n: int) -> list[list[Cell]]:
+    """Round-robin into ``n`` non-empty lists (keeps each prompt's cells spread over workers)."""
+    n = max(1, min(n, len(cells)))
+    return [cells[i::n] for i in range(n)]
+
+
+def _chunks(cells: list[Cell], k: int) -> list[list[Cell]]:
+    return [cells[i : i + k] for i in range(0, len(cells), k)]
+
+
+def _bar(total: int, initial: int, desc: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="cell", disable=not enabled,
+                mininterval=0.5 if sys.stderr.isatty() else 10.0, file=sys.stderr, dynamic_ncols=True)
+
+
+def _finished(cells: list[Cell]) -> int:
+    n = 0
+    for c in cells:
+        rec = store.read_json(store.cell_path(c.config["output_root"], c.sweep, c.hash))
+        if rec is not None and rec["status"] in ("done", "failed"):
+            n += 1
+    return n
+
+
+def _wait(jobs: list, todo: list[Cell], bar, poll_s: float) -> list[str]:
+    """Poll until every job finished, moving the bar from the store; return job-level errors."""
+    errors: list[str] = []
+    seen = 0
+    pending = list(jobs)
+    try:
+        while pending:
+            time.sleep(poll_s)
+            still = []
+            for j in pending:
+                if j.done():
+                    try:
+                        j.result()
+                    except Exception as e:  # the job died (crash, kill, not requeued)
+                        first = str(e).strip().splitlines()
+                        errors.append(f"job {j.job_id}: {type(e).__name__}: {first[-1] if first else ''}"[:500])
+                else:
+                    still.append(j)
+            pending = still
+            now = _finished(todo)
+            if now > seen:
+                bar.update(now - seen)
+                seen = now
+    except KeyboardInterrupt:
+        for j in pending:
+            with contextlib.suppress(Exception):
+                j.cancel(check=False)
+        raise
+    now = _finished(todo)
+    if now > seen:
+        bar.update(now - seen)
+    return errors
+
+
+def _executor(name: str, folder: Path, lcfg: dict, n_cells_per_job: int):
+    if name == "local":
+        ex = submitit.LocalExecutor(folder=str(folder))
+        ex.update_parameters(timeout_min=int(lcfg["timeout_min"]) * max(1, n_cells_per_job))
+        return ex
+    ex = submitit.AutoExecutor(folder=str(folder), cluster="slurm", slurm_max_num_timeout=int(lcfg["max_requeue"]))
+    params: dict[str, Any] = {
+        "timeout_min": int(lcfg["timeout_min"]) * max(1, n_cells_per_job),
+        "cpus_per_task": int(lcfg["cpus_per_task"]),
+        "mem_gb": float(lcfg["mem_gb"]),
+        "slurm_array_parallelism": int(lcfg["array_parallelism"]),
+        "name": f"pf-{folder.parent.name}",
+    }
+    if int(lcfg["gpus_per_node"]) > 0:
+        params["gpus_per_node"] = int(lcfg["gpus_per_node"])
+    if lcfg.get("partition"):
+        params["slurm_partition"] = str(lcfg["partition"])
+    extra = dict(lcfg.get("slurm_extra") or {})
+    if extra:
+        params["slurm_additional_parameters"] = {str(k): v for k, v in extra.items()}
+    ex.update_parameters(**params)
+    return ex
+
+
+def launch(plan: Plan, engine: Engine = Engine(), *, launcher: Optional[str] = None, rescore: bool = False,
+           progress: Optional[bool] = None) -> LaunchReport:
+    """Run every cell of ``plan`` that needs running; return what happened."""
+    lcfg = plan.config["launcher"]
+    name = launcher or lcfg["name"]
+    progress = plan.config["progress"] if progress is None else progress
+    sdir = store.check_writable(plan.root, plan.sweep)
+
+    states = {c.hash: cell_state(c, rescore) for c in plan.cells}
+    todo = [c for c in plan.cells if states[c.hash] == "todo"]
+    n_done = sum(s == "done" for s in states.values())
+    n_failed = sum(s == "failed" for s in states.values())
+    n_busy = sum(s == "busy" for s in states.values())
+    bar = _bar(len(plan.cells), n_done + n_failed, plan.sweep, progress)
+    errors: list[str] = []
+    try:
+        if todo and name == "debug":
+            run_cells(todo, engine, progress=progress, rescore=rescore, on_done=lambda o: bar.update(1))
+        elif todo and name in ("local", "slurm"):
+            if name == "local":
+                groups = _shards(todo, int(lcfg["workers"]))
+            else:
+                groups = _chunks(todo, int(lcfg["cells_per_job"]))
+            ex = _executor(name, sdir / "submitit", lcfg, max(len(g) for g in groups))
+            jobs = []
+            with _repo_on_pythonpath():
+                with ex.batch():
+                    for g in groups:
+                        jobs.append(ex.submit(CellJob(g, engine, False, rescore, 0, int(lcfg["max_requeue"]))))
+            if name == "local":
+                for j in jobs:  # same filesystem: no need to wait 15 s for the result file of a dead worker
+                    j._results_timeout_s = 1
+            errors = _wait(jobs, todo, bar, float(lcfg["poll_s"]))
+        elif todo:
+            raise ValueError(f"unknown launcher {name!r}")
+    finally:
+        bar.close()
+    counts = store.status_counts(plan.root, plan.sweep, [c.hash for c in plan.cells])
+    return LaunchReport(plan.sweep, len(plan.cells), n_done, n_failed, n_busy, len(todo), counts, errors)

@@ -1,0 +1,427 @@
+"""The cell runner: one cell -> video + rollout stats + metrics -> one JSON record.
+
+How it reaches the rest of the project (the two wiring points, both injectable):
+
+- ``generate_fn(spec_kwargs: dict, progress: bool) -> result``. The default
+  (:func:`engine_generate`) builds ``packforcing.pipeline.GenerationSpec(**spec_kwargs)`` and calls
+  ``packforcing.pipeline.generate(spec, progress=progress)``. ``result`` needs ``video_path``,
+  ``num_frames``, ``block_stats`` (list of dicts), ``timings`` (dict), ``peak_memory_bytes``.
+- ``score_fn(video_path, metric_names, prompt=, fps=, stats=, toy_scene=, config=, cache_dir=)``
+  -> ``{"metrics", "series", "records", ...}``. The default is ``harness.metrics.score``.
+
+Failure semantics (docs/CONTRACTS.md): FloatingPointError or a NaN/inf metric -> failed ``nan``;
+``MemoryError`` / ``torch.cuda.OutOfMemoryError`` -> failed ``oom``; ``UserError`` -> failed
+``invalid``; anything else -> failed ``error``. Only ``error`` and interrupted cells are retried,
+up to ``max_attempts`` attempts in all. KeyboardInterrupt/SystemExit and submitit's preemption
+exceptions propagate and leave the record ``running``; the next launch re-runs it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional
+
+from harness import config as C
+from harness import store
+from harness.plan import Cell
+from packforcing.errors import UserError
+
+NO_RETRY = ("oom", "nan", "invalid")
+
+
+# --------------------------------------------------------------------------------------------
+# Default wiring to the engine and the metrics
+# --------------------------------------------------------------------------------------------
+
+
+def engine_generate(spec_kwargs: dict, progress: bool = False):
+    """Call the engine (``packforcing.pipeline``) with a spec built from ``spec_kwargs``."""
+    from packforcing.pipeline import GenerationSpec, generate
+
+    return generate(GenerationSpec(**spec_kwargs), progress=progress)
+
+
+def metrics_score(video_path, metric_names, **kw):
+    from harness.metrics import score
+
+    return score(video_path, metric_names, **kw)
+
+
+@dataclasses.dataclass(frozen=True)
+class Engine:
+    """What a worker calls; module-level callables so that it pickles for submitit."""
+
+    generate_fn: Callable[..., Any] = engine_generate
+    score_fn: Callable[..., dict] = metrics_score
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    try:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    except ImportError:
+        return "cpu"
+
+
+def spec_kwargs(cell: Cell, video_path: Optional[str]) -> dict:
+    """The GenerationSpec fields of a cell (docs/CONTRACTS.md, "Engine API")."""
+    c = cell.config
+    sc, m = c["scale"], c["method"]
+    return {
+        "preset": sc["preset"],
+        **C.weights_paths(c),
+        "policy": m["policy"],
+        "policy_kwargs": dict(m["policy_kwargs"]),
+        "block_frames": m["block_frames"],
+        "schedule": m["schedule"],
+        "num_latent_frames": c["num_latent_frames"],
+        "prompt": c["prompt"],
+        "seed": c["seed"],
+        "device": resolve_device(c["device"]),
+        "dtype": sc["dtype"],
+        "video_path": video_path,
+        "fps": sc["fps"],
+    }
+
+
+def metric_config(cell: Cell) -> dict:
+    cfg = dict(cell.config.get("metric_config") or {})
+    cfg.setdefault("device", resolve_device(cell.config["device"]))
+    return cfg
+
+
+# --------------------------------------------------------------------------------------------
+# Records
+# --------------------------------------------------------------------------------------------
+
+
+def _versions() -> dict:
+    import platform
+
+    out = {"python": platform.python_version()}
+    try:
+        import packforcing
+
+        out["packforcing"] = packforcing.__version__
+    except Exception:  # pragma: no cover
+        pass
+    try:
+        from importlib.metadata import version
+
+        out["torch"] = version("torch")
+    except Exception:
+        pass
+    return out
+
+
+_GIT_SHA: Optional[str] = None
+
+
+def git_sha() -> str:
+    """HEAD of the repository (read from .git, no subprocess); '' if unknown."""
+    global _GIT_SHA
+    if _GIT_SHA is None:
+        _GIT_SHA = ""
+        g = C.REPO_ROOT / ".git"
+        try:
+            head = (g / "HEAD").read_text().strip()
+            if head.startswith("ref: "):
+                ref = head[5:]
+                p = g / ref
+                if p.exists():
+                    _GIT_SHA = p.read_text().strip()
+                else:
+                    for line in (g / "packed-refs").read_text().splitlines():
+                        if line.endswith(" " + ref):
+                            _GIT_SHA = line.split()[0]
+            else:
+                _GIT_SHA = head
+        except OSError:
+            pass
+    return _GIT_SHA
+
+
+def new_record(cell: Cell, attempts: int) -> dict:
+    c = cell.config
+    return {
+        "schema": store.SCHEMA,
+        "cell_hash": cell.hash,
+        "sweep": cell.sweep,
+        "status": "running",
+        "failure": None,
+        "attempts": attempts,
+        "axes": dict(cell.axes),
+        "method": c["method"]["name"],
+        "scale": c["scale"]["name"],
+        "seconds": c["seconds"],
+        "num_latent_frames": c["num_latent_frames"],
+        "prompt": c["prompt"],
+        "prompt_id": c["prompt_id"],
+        "seed": c["seed"],
+        "config": c,
+        "git_sha": git_sha(),
+        "versions": _versions(),
+        "timings": {},
+        "metrics": {},
+        "series": {},
+        "records": {},
+        "video": None,
+        "created": store.utcnow(),
+    }
+
+
+def _finite_or_none(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _finite_or_none(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_finite_or_none(x) for x in v]
+    return v
+
+
+def _first_nonfinite(metrics: dict, series: dict) -> Optional[str]:
+    for k, v in metrics.items():
+        if v is None or (isinstance(v, (int, float)) and not math.isfinite(float(v))):
+            return f"metric {k} is {v}"
+    for k, xs in series.items():
+        for i, v in enumerate(xs):
+            if v is None or (isinstance(v, (int, float)) and not math.isfinite(float(v))):
+                return f"series {k}[{i}] is {v}"
+    return None
+
+
+def _is_oom(e: BaseException) -> bool:
+    if isinstance(e, MemoryError):
+        return True
+    msg = str(e).lower()
+    return type(e).__name__ == "OutOfMemoryError" or ("out of memory" in msg and "cuda" in msg)
+
+
+def _is_interrupt(e: BaseException) -> bool:
+    """Exceptions that mean "this process is being stopped", not "this cell failed"."""
+    return type(e).__name__ in ("UncompletedJobError", "JobInterruptedError")
+
+
+def _plain_stats(res: Any) -> dict:
+    """The rollout stats in a JSON-able dict (kept beside the video for re-scoring)."""
+
+    def plain(v):
+        if hasattr(v, "item") and getattr(v, "ndim", 0) == 0:
+            return v.item()
+        if isinstance(v, dict):
+            return {str(k): plain(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, (int, float, str, bool)) or v is None:
+            return v
+        return repr(v)
+
+    if isinstance(res, dict):
+        d = res
+    else:
+        d = {k: getattr(res, k, None) for k in ("block_stats", "timings", "peak_memory_bytes", "num_frames")}
+    return _finite_or_none(plain({k: d.get(k) for k in ("block_stats", "timings", "peak_memory_bytes", "num_frames")}))
+
+
+def _block_series(stats: dict) -> dict:
+    """Per-block series straight from the rollout (a metric's own series win on name clashes)."""
+    blocks = stats.get("block_stats") or []
+    out: dict[str, list] = {}
+    for key, name in (("latency_s", "block_latency_s"), ("kv_bytes", "kv_bytes_per_block"),
+                      ("tokens_attended", "tokens_attended_per_block")):
+        if blocks and all(isinstance(b.get(key), (int, float)) for b in blocks):
+            out[name] = [float(b[key]) for b in blocks]
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# One cell
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What happened to a cell in this call: done / failed / skipped / busy / rescored."""
+
+    hash: str
+    action: str
+    status: Optional[str]
+    reason: Optional[str] = None
+
+
+def _score(cell: Cell, rec: dict, video: Optional[Path], stats: dict, names: list[str], engine: Engine) -> float:
+    t0 = time.perf_counter()
+    if names:
+        out = engine.score_fn(
+            str(video) if video is not None and video.exists() else None,
+            names,
+            prompt=cell.config["prompt"],
+            fps=cell.config["scale"]["fps"],
+            stats=stats,
+            toy_scene=cell.config.get("toy_scene"),
+            config=metric_config(cell),
+            cache_dir=str(Path(cell.config["output_root"]) / ".score_cache"),
+        )
+        rec["metrics"].update({k: (None if v is None else float(v)) for k, v in out.get("metrics", {}).items()})
+        rec["series"].update({k: list(v) for k, v in out.get("series", {}).items()})
+        rec["records"].update(out.get("records", {}))
+    return time.perf_counter() - t0
+
+
+def _fail(rec: dict, path: Path, reason: str, message: str) -> dict:
+    rec["status"] = "failed"
+    rec["failure"] = {"reason": reason, "message": " ".join(str(message).split())[:2000]}
+    store.write_json_atomic(path, _finite_or_none(rec))
+    return rec
+
+
+def _mirror(rec: dict, cell: Cell) -> None:
+    """Copy the record to wandb; never fails the cell."""
+    try:
+        from harness import wandb_sink
+
+        wandb_sink.log_cell(rec, cell.config)
+    except Exception as e:  # wandb is a mirror
+        print(f"warning: wandb logging failed for cell {cell.hash}: {type(e).__name__}: {e}", flush=True)
+
+
+def run_cell(cell: Cell, engine: Engine = Engine(), *, progress: bool = False, rescore: bool = False) -> Outcome:
+    """Run one cell if it needs running; write its record atomically. Safe to call again."""
+    root, sweep, h = cell.config["output_root"], cell.sweep, cell.hash
+    path = store.cell_path(root, sweep, h)
+    try:
+        with store.cell_lock(root, sweep, h):
+            return _run_locked(cell, engine, path, progress, rescore)
+    except store.CellBusy:
+        return Outcome(h, "busy", "running")
+
+
+def _run_locked(cell: Cell, engine: Engine, path: Path, progress: bool, rescore: bool) -> Outcome:
+    h = cell.hash
+    sdir = path.parent.parent
+    video = sdir / store.video_relpath(h)
+    stats_path = sdir / "stats" / f"{h}.json"
+    wanted = list(cell.config["metrics"])
+    max_attempts = int(cell.config["max_attempts"])
+    old = store.read_json(path)
+
+    if old is not None and old["status"] == "done":
+        have = list(old["config"].get("metrics") or [])
+        missing = wanted if rescore else [m for m in wanted if m not in have]
+        stats = store.read_json(stats_path, schema=None)
+        if not missing:
+            return Outcome(h, "skipped", "done")
+        if (video.exists() or not old.get("video")) and stats is not None:
+            rec = old
+            rec["config"] = {**old["config"], "metrics": sorted(set(have) | set(wanted))}
+            try:
+                rec["timings"]["score_s"] = rec["timings"].get("score_s", 0.0) + _score(cell, rec, video, stats, missing, engine)
+            except Exception as e:
+                if _is_interrupt(e):
+                    raise
+                return Outcome(h, "rescore-failed", "done", f"{type(e).__name__}: {e}")
+            bad = _first_nonfinite(rec["metrics"], rec["series"])
+            if bad:
+                _fail(rec, path, "nan", bad)
+                return Outcome(h, "failed", "failed", "nan")
+            store.write_json_atomic(path, rec)
+            _mirror(rec, cell)
+            return Outcome(h, "rescored", "done")
+        # no video or stats to re-score from: generate again below
+
+    if old is not None and old["status"] == "failed":
+        reason = (old.get("failure") or {}).get("reason")
+        if reason in NO_RETRY or old.get("attempts", 0) >= max_attempts:
+            return Outcome(h, "skipped", "failed", reason)
+
+    attempts = int((old or {}).get("attempts", 0))
+    if old is not None and old["status"] == "running" and attempts >= max_attempts:
+        rec = old
+        _fail(rec, path, "interrupted", f"the cell was interrupted {attempts} time(s) (crash, kill or preemption); "
+                                        f"raise max_attempts to try again")
+        return Outcome(h, "failed", "failed", "interrupted")
+
+    rec = new_record(cell, attempts + 1)
+    store.write_json_atomic(path, rec)  # status running: a crash from here on is visible as such
+    video.parent.mkdir(parents=True, exist_ok=True)
+
+    # ---- generate ------------------------------------------------------------------------
+    t0 = time.perf_counter()
+    try:
+        kw = spec_kwargs(cell, str(video) if cell.config.get("keep_video", True) or wanted else None)
+        res = engine.generate_fn(kw, progress)
+    except FloatingPointError as e:
+        rec["timings"]["generate_s"] = time.perf_counter() - t0
+        _fail(rec, path, "nan", f"rollout produced NaN/inf: {e}")
+        return Outcome(h, "failed", "failed", "nan")
+    except UserError as e:
+        _fail(rec, path, "invalid", str(e))
+        return Outcome(h, "failed", "failed", "invalid")
+    except Exception as e:
+        if _is_interrupt(e):
+            raise
+        reason = "oom" if _is_oom(e) else "error"
+        _fail(rec, path, reason, f"{type(e).__name__}: {e} | {_tail(e)}")
+        return Outcome(h, "failed", "failed", reason)
+    gen_s = time.perf_counter() - t0
+
+    stats = _plain_stats(res)
+    store.write_json_atomic(stats_path, stats)
+    timings = {k: float(v) for k, v in (stats.get("timings") or {}).items() if isinstance(v, (int, float))}
+    rec["timings"] = {**timings, "generate_s": gen_s}
+    vpath = getattr(res, "video_path", None) if not isinstance(res, dict) else res.get("video_path")
+    if vpath and Path(vpath).resolve() != video.resolve() and Path(vpath).exists():
+        os.replace(vpath, video)  # the engine wrote elsewhere: move it into the store
+    rec["video"] = store.video_relpath(h) if video.exists() else None
+    rec["series"].update(_block_series(stats))
+
+    # ---- score ---------------------------------------------------------------------------
+    try:
+        rec["timings"]["score_s"] = _score(cell, rec, video, stats, wanted, engine)
+    except UserError as e:
+        _fail(rec, path, "invalid", f"scoring: {e}")
+        return Outcome(h, "failed", "failed", "invalid")
+    except Exception as e:
+        if _is_interrupt(e):
+            raise
+        reason = "oom" if _is_oom(e) else "error"
+        _fail(rec, path, reason, f"scoring: {type(e).__name__}: {e} | {_tail(e)}")
+        return Outcome(h, "failed", "failed", reason)
+
+    bad = _first_nonfinite(rec["metrics"], rec["series"])
+    if bad:
+        _fail(rec, path, "nan", bad)
+        return Outcome(h, "failed", "failed", "nan")
+    if not cell.config.get("keep_video", True) and video.exists():
+        video.unlink()
+        rec["video"] = None
+    rec["status"] = "done"
+    store.write_json_atomic(path, rec)
+    _mirror(rec, cell)
+    return Outcome(h, "done", "done")
+
+
+def _tail(e: BaseException) -> str:
+    tb = traceback.extract_tb(e.__traceback__)
+    return " <- ".join(f"{Path(f.filename).name}:{f.lineno}" for f in reversed(tb[-3:]))
+
+
+def run_cells(cells: Iterable[Cell], engine: Engine = Engine(), *, progress: bool = False,
+              rescore: bool = False, on_done: Optional[Callable[[Outcome], None]] = None) -> list[Outcome]:
+    """Run cells one after the other in this process (used by every launcher's worker)."""
+    out = []
+    for cell in cells:
+        o = run_cell(cell, engine, progress=progress, rescore=rescore)
+        out.append(o)
+        if on_done is not None:
+            on_done(o)
+    return out

@@ -1,0 +1,1 @@
+"""One file per ablation axis: ``SWEEP = Sweep(...)`` (see harness/sweep.py). Loaded by file path."""

@@ -1,0 +1,21 @@
+"""Sink size N_sink (paper Table 3; Table 7 for the 20 s CLIP breakdown). Default 8 = 2 blocks."""
+
+from harness.sweep import Axis, Sweep
+
+SWEEP = Sweep(
+    name="sink_size",
+    title="sink size N_sink in latent frames (paper default 8)",
+    paper="Table 3, Table 7",
+    # Wan: {0, 4, 8, 16} latent frames = {0, 1, 2, 4} blocks of B_f = 4. The toy world runs at the
+    # same 16 fps with the same B_f and a 5 s training window, so the same frame counts keep the
+    # same proportions.
+    axes=(Axis("sink_frames", "method.policy_kwargs.sink_frames", values=(0, 4, 8, 16), toy=(0, 4, 8, 16)),),
+    base={"method": "packforcing"},
+    defaults={
+        "toy": {"seconds": 60, "prompts.n": 2, "seeds": [0]},  # 4 x 2 = 8 videos of 60 s
+        "wan": {"seconds": 60, "prompts.n": 60, "seeds": [0]},  # "60 random prompts"
+    },
+    report=("clip_score", "clip_drop", "toy.persistence", "toy.prompt_fidelity", "toy.flicker",
+            "vbench.subject_consistency", "vbench.dynamic_degree", "vbench.imaging_quality",
+            "vbench.aesthetic_quality", "kv_bytes"),
+)

@@ -1,0 +1,149 @@
+"""Cell runner and launchers with a fake engine and fake metrics: lifecycle, idempotence, failures."""
+
+import json
+
+import pytest
+
+from harness import store
+from harness.launch import launch
+from harness.plan import plan
+from harness.runner import Engine, run_cell
+from harness.sweep import get_sweep
+from harness.table import write_table
+from harness.testing import FAKE_ENGINE, fake_generate, fake_score
+
+
+def make_plan(root, prompts=("a cat", "a dog"), sweep="sink_size", *extra):
+    inline = "[" + ",".join(json.dumps(p) for p in prompts) + "]"
+    overrides = [f"output_root={root}", "device=cpu", "metrics=[fake]", "prompts.source=inline",
+                 f"prompts.inline={inline}", "prompts.n=null", "launcher.poll_s=0.1", *extra]
+    return plan(get_sweep(sweep) if sweep else None, overrides=overrides)
+
+
+@pytest.fixture
+def calls(tmp_path, monkeypatch):
+    log = tmp_path / "calls.log"
+    monkeypatch.setenv("PF_FAKE_LOG", str(log))
+    return lambda: len(log.read_text().splitlines()) if log.exists() else 0
+
+
+def records(root, sweep="sink_size"):
+    return {r["cell_hash"]: r for r in store.iter_records(root, sweep)}
+
+
+def test_relaunch_skips_done_and_reruns_running(tmp_path, calls):
+    p = make_plan(tmp_path / "r")
+    rep = launch(p, FAKE_ENGINE, launcher="debug", progress=False)
+    assert rep.ok and rep.dispatched == 8 and calls() == 8
+    recs = records(p.root)
+    assert len(recs) == 8 and all(r["status"] == "done" and r["attempts"] == 1 for r in recs.values())
+    r0 = recs[p.cells[0].hash]
+    assert r0["metrics"]["fake.kv_bytes"] > 0 and r0["series"]["block_latency_s"] and r0["video"]
+    assert (tmp_path / "r" / "sink_size" / r0["video"]).exists()
+
+    rep = launch(p, FAKE_ENGINE, launcher="debug", progress=False)  # nothing to do
+    assert rep.ok and rep.dispatched == 0 and rep.skipped_done == 8 and calls() == 8
+
+    # a cell left `running` by a crash (its lock is free) is run again, and only that one
+    path = store.cell_path(p.root, "sink_size", p.cells[3].hash)
+    crashed = store.read_json(path)
+    before = dict(crashed["metrics"])
+    crashed.update(status="running", metrics={})
+    store.write_json_atomic(path, crashed)
+    assert store.status_counts(p.root, "sink_size", [c.hash for c in p.cells])["interrupted"] == 1
+    rep = launch(p, FAKE_ENGINE, launcher="debug", progress=False)
+    assert rep.ok and rep.dispatched == 1 and calls() == 9
+    again = store.read_json(path)
+    assert again["status"] == "done" and again["attempts"] == 2 and again["metrics"] == before
+    assert len(list((tmp_path / "r" / "sink_size" / "cells").glob("*.json"))) == 8  # never a row twice
+
+
+def test_crash_mid_cell_leaves_running_never_done(tmp_path):
+    p = make_plan(tmp_path, ("a cat",), None)
+
+    def interrupted(spec, progress=False):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_cell(p.cells[0], Engine(interrupted, fake_score))
+    rec = store.read_json(store.cell_path(p.root, "run", p.cells[0].hash))
+    assert rec["status"] == "running" and rec["attempts"] == 1
+    assert run_cell(p.cells[0], FAKE_ENGINE).status == "done"
+
+
+@pytest.mark.parametrize("prompt, reason, retried", [("FAIL_NAN", "nan", False), ("FAIL_OOM", "oom", False),
+                                                     ("FAIL_ERROR", "error", True)])
+def test_failures_are_recorded_and_bounded(tmp_path, calls, prompt, reason, retried):
+    p = make_plan(tmp_path, (prompt,), None, "max_attempts=2")
+    cell = p.cells[0]
+    out = run_cell(cell, FAKE_ENGINE)
+    assert (out.status, out.reason) == ("failed", reason)
+    rec = store.read_json(store.cell_path(p.root, "run", cell.hash))
+    assert rec["status"] == "failed" and rec["failure"]["reason"] == reason and rec["failure"]["message"]
+    run_cell(cell, FAKE_ENGINE)
+    assert calls() == (2 if retried else 1)
+    run_cell(cell, FAKE_ENGINE)  # max_attempts=2 reached: never retried forever
+    assert calls() == (2 if retried else 1)
+    assert store.read_json(store.cell_path(p.root, "run", cell.hash))["attempts"] == (2 if retried else 1)
+
+
+def test_nan_metric_fails_the_cell(tmp_path):
+    p = make_plan(tmp_path, ("a cat",), None, "metrics=[fake,fake_nan]")
+    out = run_cell(p.cells[0], FAKE_ENGINE)
+    assert (out.status, out.reason) == ("failed", "nan")
+    rec = store.read_json(store.cell_path(p.root, "run", p.cells[0].hash))
+    assert "fake.nan" in rec["failure"]["message"] and rec["metrics"]["fake.nan"] is None
+
+
+def test_new_metric_rescores_without_generating(tmp_path, calls):
+    p = make_plan(tmp_path, ("a cat",), None)
+    assert run_cell(p.cells[0], FAKE_ENGINE).status == "done"
+    p2 = make_plan(tmp_path, ("a cat",), None, "metrics=[fake,fake_len]")
+    assert p2.cells[0].hash == p.cells[0].hash  # the metric set is not part of the identity
+    out = run_cell(p2.cells[0], FAKE_ENGINE)
+    assert out.action == "rescored" and calls() == 1
+    rec = store.read_json(store.cell_path(p.root, "run", p.cells[0].hash))
+    assert rec["metrics"]["fake.prompt_len"] == 5.0 and "fake.brightness" in rec["metrics"]
+
+
+def test_table_written(tmp_path):
+    p = make_plan(tmp_path, ("a cat", "a dog"))
+    launch(p, FAKE_ENGINE, launcher="debug", progress=False)
+    path, md = write_table(p.root, p.sweep, p.axes, ("fake.brightness", "fake.kv_bytes", "absent.metric"), "t")
+    assert path == tmp_path / "sink_size" / "table.md" and path.read_text() == md
+    lines = [ln for ln in md.splitlines() if ln.startswith("| ")]
+    assert lines[0] == "| sink_frames | fake.brightness | fake.kv_bytes | n | failed |"
+    assert [ln.split("|")[1].strip() for ln in lines[1:]] == ["0", "4", "8", "16"]
+    assert all(ln.split("|")[4].strip() == "2" for ln in lines[1:])  # n = 2 prompts x 1 seed
+
+
+KEYS = ["hash", "status", "method", "seconds", "prompt_id", "seed", "axis.selection", "metric.fake.brightness",
+        "metric.fake.kv_bytes", "video"]
+
+
+def test_local_launcher_gives_the_same_rows_as_debug(tmp_path):
+    a = make_plan(tmp_path / "a", ("a cat", "a dog"), "selection")
+    b = make_plan(tmp_path / "b", ("a cat", "a dog"), "selection", "launcher.workers=2")
+    assert len(a.cells) == 4 and [c.hash for c in a.cells] == [c.hash for c in b.cells]  # output_root is cosmetic
+    assert launch(a, FAKE_ENGINE, launcher="debug", progress=False).ok
+    rep = launch(b, FAKE_ENGINE, launcher="local", progress=False)
+    assert rep.ok, rep
+    da = store.load_cells(a.root, "selection")[KEYS]
+    db = store.load_cells(b.root, "selection")[KEYS]
+    assert da.equals(db)
+
+
+def test_local_worker_crash_is_rerun(tmp_path):
+    p = make_plan(tmp_path, ("a CRASH cat",), None)
+    rep = launch(p, FAKE_ENGINE, launcher="local", progress=False)
+    assert not rep.ok and rep.job_errors and rep.counts["interrupted"] == 1
+    rec = store.read_json(store.cell_path(p.root, "run", p.cells[0].hash))
+    assert rec["status"] == "running"
+    rep = launch(p, FAKE_ENGINE, launcher="local", progress=False)
+    assert rep.ok and rep.counts["done"] == 1
+
+
+def test_fake_generate_shapes(tmp_path):
+    res = fake_generate({"policy": "full", "policy_kwargs": {}, "prompt": "x", "seed": 0, "block_frames": 4,
+                         "num_latent_frames": 8, "fps": 16, "video_path": str(tmp_path / "v.mp4")})
+    assert res.num_frames == 16 and len(res.block_stats) == 2 and (tmp_path / "v.mp4").stat().st_size > 0
