@@ -48,7 +48,7 @@ th,td{border:1px solid #ccc;padding:.25em .5em;text-align:right;white-space:nowr
 th{background:#f3f3f3} td:first-child,th:first-child{text-align:left}
 .banner.toy{background:#fff0f0;border:2px solid #b00020;color:#b00020;font-weight:bold;padding:.5em .8em;
 margin:.5em 0} .note{font-size:.8em;color:#555;margin:.2em 0}
-.kind-compare table{background:#f8fbff} figure{display:inline-block;margin:.5em 1em .5em 0;vertical-align:top}
+.kind-compare table{background:#f8fbff} .kind-compare td:nth-child(2),.kind-reference td:nth-child(2){text-align:left} figure{display:inline-block;margin:.5em 1em .5em 0;vertical-align:top}
 figure img{max-width:640px;border:1px solid #ddd} figcaption{font-size:.8em;color:#444;max-width:640px}
 .sample{margin:.6em 0 1.2em} .sample img{display:block;max-width:100%;border:1px solid #ddd}
 video{max-width:480px;display:block;margin-top:.3em} .problems{color:#b00020}
