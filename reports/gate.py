@@ -325,6 +325,9 @@ def run_gate(baseline_dir: Path = BASELINE_DIR, results: Path | None = None, upd
     if update:
         if not current:
             raise UserError("no cells to take a baseline from; run the sweeps first or check --results/--sweeps")
+        if not any(g["metrics"] for groups in current.values() for g in groups.values()):
+            raise UserError("every cell failed or has no metric: fix the runs before taking a baseline "
+                            "(see the sweeps' table.md)")
         return write_baseline(current, baseline_dir, overrides if results is None else ())
     if sweeps:
         baseline = {k: v for k, v in baseline.items() if k in set(sweeps)}

@@ -395,6 +395,39 @@ def table1(sweep: str, scale: str, rows: list[Row], ref: Reference) -> list[Tabl
     return out
 
 
+def text_deltas_table(sweep: str, rows: list[Row], ref: Reference) -> list[Table]:
+    """The text's method/length differences (e.g. 'Self-Forcing loses 6.01 SC from 60 s to 120 s')
+    against ours, paired over (prompt, seed). Wan scale only."""
+    groups = group_rows(rows)
+    find = lambda key: next((g for g in groups if {"method": canonical_method(g.method),  # noqa: E731
+                                                   "seconds": g.seconds} == key), None)
+    body, flags = [], []
+    for d in ref.statements:
+        if d.kind != "delta" or not d.metric:
+            continue
+        a, b = dict(d.a), dict(d.b)
+        if set(a) != {"method", "seconds"} or set(b) != {"method", "seconds"}:
+            continue
+        ga, gb = find(a), find(b)
+        if ga is None or gb is None:
+            continue
+        disp = display_for(d.metric)
+        e = paired_delta(ga, gb, d.metric)
+        e = None if e is None else e.scaled(disp.factor)
+        diff = None if e is None else e.mean - d.value
+        body.append([d.text, metric_header(d.metric, ref), fmt_est(e, disp.digits, signed=True),
+                     str(min(ga.n, gb.n)), f"{d.value:+.2f} {d.provenance_label}", fmt_num(diff, 2, signed=True),
+                     ", ".join(d.flags)])
+        flags += [f for f in d.flags if f not in flags]
+    if not body:
+        return []
+    return [Table(id=_slug("text-deltas", sweep, "wan"), title=f"Differences stated in the paper's text, ours vs "
+                  f"paper (sweep '{sweep}')", header=["Statement", "Metric", "Ours Δ [95% CI]", "n",
+                                                      "Paper Δ", "Δ ours - paper", "Flags"],
+                  rows=body, scale="wan", kind="compare", sweep=sweep,
+                  notes=["Ours: a - b paired over (prompt, seed)."] + ref.flag_text(flags))]
+
+
 def _segment_labels(n: int, seconds: float | None) -> list[str]:
     if seconds and n:
         step = seconds / n
@@ -692,6 +725,8 @@ def build_tables(results: Results, ref: Reference) -> list[Table]:
                 tables += table1(sweep, scale, rows, ref)
                 tables += table2(sweep, scale, rows, ref)
                 tables += table9(sweep, scale, rows, ref)
+                if scale == "wan":
+                    tables += text_deltas_table(sweep, rows, ref)
             for axis in TABLE_AXES:
                 if axis in axes:
                     tables += ablation_tables(sweep, scale, rows, axis, ref)
@@ -699,7 +734,8 @@ def build_tables(results: Results, ref: Reference) -> list[Table]:
                         tables += sink_segment_tables(sweep, scale, rows, ref)
             if len(tables) == before:
                 tables += generic_table(sweep, scale, rows, ref)
-    rank = lambda t: int(m.group(1)) if (m := re.match(r"table(\d+)", t.id)) else 99  # noqa: E731
+    rank = lambda t: int(m.group(1)) if (m := re.match(r"table(\d+)", t.id)) else (  # noqa: E731
+        1 if t.id.startswith("text-deltas") else 99)
     return [t for _, t in sorted(enumerate(tables), key=lambda it: (rank(it[1]), it[0]))]
 
 

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from packforcing.errors import UserError
 from reports import gate
 from reports.gate import GATE_OVERRIDES, read_baseline, run_gate
 from reports.synthetic import make_store
@@ -65,6 +66,16 @@ def test_worse_results_and_missing_groups_fail(tmp_path):
     cell.unlink()  # a whole group disappears
     rep = run_gate(base, results=results)
     assert any(f.metric == "*" and "missing" in f.message for f in rep.failures)
+
+
+def test_update_refuses_a_baseline_of_failed_cells(tmp_path):
+    results = make_store(tmp_path / "results", "toy", sweeps=("selection",), n_prompts=1, n_seeds=1, videos=False)
+    for cell in (results / "selection" / "cells").glob("*.json"):
+        c = json.loads(cell.read_text())
+        c.update(status="failed", failure={"reason": "invalid", "message": "no weights"}, metrics={}, series={})
+        cell.write_text(json.dumps(c))
+    with pytest.raises(UserError, match="every cell failed"):
+        run_gate(tmp_path / "baseline", results=results, update=True)
 
 
 def test_no_baseline_skips_loudly_and_strict_errors(tmp_path, capsys):

@@ -36,6 +36,8 @@ def wan_store(tmp_path):
                            series={"clip_score_per_segment": [34.04, 34, 33.5, 33.4, 33.2, 32.9]}))
     _write(root, _cell("methods", {"method": "self_forcing", "seconds": 60}, "self_forcing", 60, 0,
                        {"vbench.dynamic_degree": 0.3593}))
+    _write(root, _cell("methods", {"method": "causvid", "seconds": 60}, "causvid", 60, 0,
+                       {"vbench.dynamic_degree": 0.4843}))
     _write(root, _cell("methods", {"method": "full", "seconds": 120}, "full", 120, 0, None, status="failed",
                        failure={"reason": "oom", "message": "CUDA out of memory"}))
     for sel, sc in (("fifo", (0.90, 0.91)), ("topk", (0.91, 0.92))):
@@ -75,6 +77,10 @@ def test_wan_tables_put_ours_beside_the_paper(wan_store):
     t5c = tables["table5-selection-wan-vs-paper"]
     d = next(r for r in t5c.rows if r[0].startswith("Δ") and r[1].startswith("Subject"))
     assert d[4] == "+0.80 [P]" and d[5] == "+0.20"
+    # the text's deltas: PackForcing DD 60 s - CausVid = 57.25 - 48.43 vs the paper's +7.82
+    td = tables["text-deltas-methods-wan"]
+    dd = next(r for r in td.rows if "+7.82" in r[0])
+    assert dd[2] == "+8.82" and dd[4] == "+7.82 [P]" and dd[5] == "+1.00" and dd[6] == "dd_strongest_baseline"
     # Table 9 and its paper column (the text's ~4 GB)
     t9c = tables["table9-methods-wan-vs-paper"]
     assert all("120 s" in r[0] for r in t9c.rows)
