@@ -280,7 +280,8 @@ def harness_cli_runner(sweep: str, root: Path, overrides: Sequence[str]) -> None
     except OSError as e:
         raise UserError(f"cannot run the harness ({e}); use --results DIR to gate an existing store") from None
     if proc.returncode != 0:
-        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
+        lines = [ln for ln in (proc.stdout + "\n" + proc.stderr).splitlines() if ln.strip() and "%|" not in ln]
+        tail = " | ".join(ln.strip() for ln in lines[-3:])
         if any((root / sweep / "cells").glob("*.json")):  # cells failed: the comparison shows them
             print(f"gate: warning: sweep {sweep} exited {proc.returncode}: {tail}", file=sys.stderr)
             return
