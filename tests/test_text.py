@@ -97,7 +97,8 @@ def test_build_toy_default_matches_dit_toy_preset():
 
 # -- umT5 ------------------------------------------------------------------------------------------
 
-transformers = pytest.importorskip("transformers")
+# transformers is imported inside the fixtures, so that deselecting these tests (-m "not slow")
+# also skips its import (several seconds on the shared CPU).
 WORDS = "a red blue green circle square bouncing slowly fast the on left right".split()
 
 
@@ -127,6 +128,7 @@ def _tiny_tokenizer(path: Path):
 
 @pytest.fixture(scope="module")
 def umt5_dirs(tmp_path_factory):
+    pytest.importorskip("transformers")
     root = tmp_path_factory.mktemp("umt5")
     model = _tiny_umt5()
     diff = root / "diffusers"
@@ -175,6 +177,7 @@ def _reference_wan_t5(wan_sd: dict, ids: torch.Tensor, mask: torch.Tensor, heads
     return norm(x, wan_sd["norm.weight"])
 
 
+@pytest.mark.slow
 def test_key_mapping_roundtrip(umt5_dirs):
     model, _, _ = umt5_dirs
     hf = model.state_dict()
@@ -185,6 +188,7 @@ def test_key_mapping_roundtrip(umt5_dirs):
     assert sorted(back) == sorted(hf) and all(torch.equal(back[k], hf[k]) for k in hf)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["diffusers", "wan"])
 def test_umt5_encoder_layouts_agree_with_reference(umt5_dirs, layout):
     model, diff, wan = umt5_dirs
@@ -203,6 +207,7 @@ def test_umt5_encoder_layouts_agree_with_reference(umt5_dirs, layout):
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_umt5_too_long_prompt(umt5_dirs):
     _, diff, _ = umt5_dirs
     enc = UMT5Encoder(diff, dtype="float32", text_len=4)
@@ -213,6 +218,7 @@ def test_umt5_too_long_prompt(umt5_dirs):
         assert enc.encode(["a red circle bouncing fast"]).shape == (1, 4, 16)
 
 
+@pytest.mark.slow
 def test_umt5_missing_directories(tmp_path, umt5_dirs):
     with pytest.raises(UserError) as e:
         UMT5Encoder(tmp_path / "nowhere")
@@ -226,6 +232,7 @@ def test_umt5_missing_directories(tmp_path, umt5_dirs):
         UMT5Encoder(lonely)
 
 
+@pytest.mark.slow
 def test_wan_checkpoint_with_wrong_keys(tmp_path, umt5_dirs):
     model, _, wan = umt5_dirs
     bad = tmp_path / "badwan"
