@@ -102,6 +102,9 @@ def check_runnable(plan, engine, create: bool = True) -> None:
         mcfg = plan.config.get("metric_config") or {}
         for name in plan.config["metrics"]:
             metric = METRICS.get(name)(mcfg)
+            if "toy_scene" in metric.needs and any(c.config.get("toy_scene") is None for c in plan.cells):
+                raise UserError(f"metric {name!r} needs the toy world's ground-truth scene, which only toyworld "
+                                f"prompts have; use prompts.source=toyworld or drop it from metrics=[...].")
             settings = metric.settings(mcfg)
             missing = metric.missing_weights(settings)
             if missing:

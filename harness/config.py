@@ -27,6 +27,7 @@ import dataclasses
 import difflib
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, List, Optional, Sequence
@@ -426,6 +427,8 @@ def _compose(groups: dict[str, str], overlays: Sequence[str]):
         _COMPOSED[key] = composed
     cfg = copy.deepcopy(_COMPOSED[key])
     OmegaConf.set_struct(cfg, True)
+    for free in (cfg.launcher.slurm_extra, cfg.metric_config):  # free-form mappings: any key
+        OmegaConf.set_struct(free, False)
     for path in overlays:
         p = Path(path)
         if not p.is_file():
@@ -571,12 +574,19 @@ def validate(cfg) -> None:
     if p.source == "toyworld" and p.n is None:
         raise UserError("config key prompts.n: toyworld prompts need a count, e.g. prompts.n=2.")
     check_name(obj.sweep, "sweep")
+    # submitit writes these into #SBATCH lines: a newline or a space there would add script lines
+    slurm_vals = [("launcher.partition", obj.launcher.partition)]
+    if not isinstance(obj.launcher.slurm_extra, dict):
+        raise UserError("config key launcher.slurm_extra: expected a mapping of sbatch options, e.g. {qos: high}.")
+    for k, v in obj.launcher.slurm_extra.items():
+        slurm_vals += [(f"launcher.slurm_extra key {k!r}", k), (f"launcher.slurm_extra.{k}", v)]
+    for where, v in slurm_vals:
+        if v is not None and not re.fullmatch(r"[A-Za-z0-9_.,:=@+/%-]+", str(v)):
+            raise UserError(f"config key {where}: {v!r} may only hold letters, digits and _.,:=@+/%- (no spaces).")
 
 
 def check_name(name: str, what: str) -> str:
     """A name used as a path component: letters, digits, ``_.-``; never ``..`` or a path."""
-    import re
-
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", name) or ".." in name:
         raise UserError(f"{what} name {name!r} is not a plain name (letters, digits, _ . -); it must not be a path.")
     return name
@@ -622,7 +632,10 @@ def check_weights(config: dict) -> None:
         if path in (None, "toy"):
             continue
         if not os.path.exists(path):
-            raise UserError(
-                f"{key} not found: {path} (set scale.checkpoint_dir=<dir> or PF_WAN_DIR, "
-                f"or the file name with method.checkpoint / scale.{key if key != 'checkpoint' else 'checkpoint_dir'})."
-            )
+            how = {
+                "checkpoint": "or name another file with method.checkpoint=<file>",
+                "vae_checkpoint": "or name another file with scale.vae_checkpoint=<file>",
+                "text_encoder": "or name another umT5 folder with scale.text_encoder=<dir>",
+            }[key]
+            raise UserError(f"{key} not found: {path} (nothing is downloaded: put it there, point "
+                            f"scale.checkpoint_dir=<dir> or PF_WAN_DIR at the folder holding it, {how}).")

@@ -30,6 +30,7 @@ from harness import config as C
 from harness import store
 from harness.plan import Cell, Plan
 from harness.runner import NO_RETRY, Engine, run_cells
+from packforcing.errors import UserError
 
 
 class CellJob(submitit.helpers.Checkpointable):
@@ -169,6 +170,22 @@ def _wait(jobs: list, todo: list[Cell], bar, poll_s: float) -> list[str]:
     return errors
 
 
+def _local_gpus() -> list[int]:
+    """Physical ids of the GPUs this process may use (CUDA_VISIBLE_DEVICES, else all)."""
+    vis = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if vis is not None:
+        items = [x.strip() for x in vis.split(",") if x.strip()]
+        if all(x.isdigit() for x in items):
+            return [int(x) for x in items]
+    try:
+        import torch
+
+        n = torch.cuda.device_count()
+    except ImportError:
+        n = 0
+    return list(range(n)) if vis is None else list(range(min(n, len([x for x in vis.split(",") if x.strip()]))))
+
+
 def _executor(name: str, folder: Path, lcfg: dict, n_cells_per_job: int):
     if name == "local":
         ex = submitit.LocalExecutor(folder=str(folder))
@@ -212,16 +229,30 @@ def launch(plan: Plan, engine: Engine = Engine(), *, launcher: Optional[str] = N
         if todo and name == "debug":
             run_cells(todo, engine, progress=progress, rescore=rescore, on_done=lambda o: bar.update(1))
         elif todo and name in ("local", "slurm"):
+            gpus = int(lcfg["gpus_per_node"])
             if name == "local":
-                groups = _shards(todo, int(lcfg["workers"]))
+                devices = _local_gpus() if gpus > 0 else []
+                workers = int(lcfg["workers"])
+                if gpus > 0:
+                    if len(devices) < gpus:
+                        raise UserError(f"launcher.gpus_per_node={gpus} but {len(devices)} GPU(s) are visible here; "
+                                        f"set launcher.gpus_per_node=0 to run on CPU.")
+                    workers = min(workers, len(devices) // gpus)  # one set of GPUs per worker
+                groups = _shards(todo, workers)
             else:
                 groups = _chunks(todo, int(lcfg["cells_per_job"]))
             ex = _executor(name, sdir / "submitit", lcfg, max(len(g) for g in groups))
             jobs = []
             with _repo_on_pythonpath():
-                with ex.batch():
-                    for g in groups:
-                        jobs.append(ex.submit(CellJob(g, engine, False, rescore, 0, int(lcfg["max_requeue"]))))
+                if name == "local":
+                    for i, g in enumerate(groups):
+                        if gpus > 0:  # LocalExecutor sets CUDA_VISIBLE_DEVICES from these ids
+                            ex.update_parameters(gpus_per_node=gpus, visible_gpus=devices[i * gpus:(i + 1) * gpus])
+                        jobs.append(ex.submit(CellJob(g, engine, progress, rescore, 0, int(lcfg["max_requeue"]))))
+                else:
+                    with ex.batch():  # one Slurm job array
+                        for g in groups:
+                            jobs.append(ex.submit(CellJob(g, engine, progress, rescore, 0, int(lcfg["max_requeue"]))))
             if name == "local":
                 for j in jobs:  # same filesystem: no need to wait 15 s for the result file of a dead worker
                     j._results_timeout_s = 1

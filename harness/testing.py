@@ -54,7 +54,8 @@ def fake_generate(spec: dict, progress: bool = False):
     import numpy as np
 
     prompt = spec["prompt"]
-    _log(f"generate {spec['policy']} {spec['num_latent_frames']} {prompt!r} {spec['seed']} {os.getpid()}")
+    _log(f"generate {spec['policy']} {spec['num_latent_frames']} {prompt!r} {spec['seed']} pid={os.getpid()} "
+         f"gpus={os.environ.get('CUDA_VISIBLE_DEVICES', '-')}")
     if "CRASH" in prompt:
         marker = f"{spec['video_path']}.crashed"
         if spec["video_path"] and not os.path.exists(marker):

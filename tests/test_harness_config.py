@@ -115,3 +115,11 @@ def test_prompt_file(tmp_path):
     f.write_bytes(b"\xff\xfe bad")
     with pytest.raises(UserError, match="UTF-8"):
         plan(None, scale="wan", overrides=[f"prompts.file={f}"])
+
+
+@pytest.mark.parametrize("override", ['launcher.partition="gpu\\nrm -rf /"', 'launcher.partition="a b"',
+                                      'launcher.slurm_extra={qos: "x y"}'])
+def test_slurm_options_cannot_inject_script_lines(override):
+    with pytest.raises(UserError, match="launcher"):
+        load(override)
+    assert load("launcher.partition=gpu-h100", "launcher.slurm_extra={qos: high}")["launcher"]["partition"] == "gpu-h100"

@@ -121,13 +121,18 @@ KEYS = ["hash", "status", "method", "seconds", "prompt_id", "seed", "axis.select
         "metric.fake.kv_bytes", "video"]
 
 
-def test_local_launcher_gives_the_same_rows_as_debug(tmp_path):
+def test_local_launcher_gives_the_same_rows_as_debug(tmp_path, calls, monkeypatch):
+    import harness.launch
+
     a = make_plan(tmp_path / "a", ("a cat", "a dog"), "selection")
-    b = make_plan(tmp_path / "b", ("a cat", "a dog"), "selection", "launcher.workers=2")
+    b = make_plan(tmp_path / "b", ("a cat", "a dog"), "selection", "launcher.workers=3", "launcher.gpus_per_node=1")
     assert len(a.cells) == 4 and [c.hash for c in a.cells] == [c.hash for c in b.cells]  # output_root is cosmetic
     assert launch(a, FAKE_ENGINE, launcher="debug", progress=False).ok
+    monkeypatch.setattr(harness.launch, "_local_gpus", lambda: [4, 6])  # two GPUs: two workers, one GPU each
     rep = launch(b, FAKE_ENGINE, launcher="local", progress=False)
     assert rep.ok, rep
+    log = (tmp_path / "calls.log").read_text().splitlines()[4:]
+    assert sorted(ln.split("gpus=")[1] for ln in log) == ["4", "4", "6", "6"]
     da = store.load_cells(a.root, "selection")[KEYS]
     db = store.load_cells(b.root, "selection")[KEYS]
     assert da.equals(db)
@@ -147,3 +152,40 @@ def test_fake_generate_shapes(tmp_path):
     res = fake_generate({"policy": "full", "policy_kwargs": {}, "prompt": "x", "seed": 0, "block_frames": 4,
                          "num_latent_frames": 8, "fps": 16, "video_path": str(tmp_path / "v.mp4")})
     assert res.num_frames == 16 and len(res.block_stats) == 2 and (tmp_path / "v.mp4").stat().st_size > 0
+
+
+def test_wandb_failure_never_fails_a_cell(tmp_path, monkeypatch, capsys):
+    from harness import wandb_sink
+
+    def broken(rec, config, mode=None):
+        raise RuntimeError("wandb is down")
+
+    monkeypatch.setattr(wandb_sink, "log_cell", broken)
+    p = make_plan(tmp_path, ("a cat",), None, "wandb.mode=offline")
+    assert run_cell(p.cells[0], FAKE_ENGINE).status == "done"
+    assert "wandb logging failed" in capsys.readouterr().out
+
+
+def test_debug_launcher_passes_progress_to_generate(tmp_path):
+    seen = []
+
+    def gen(spec, progress=False):
+        seen.append(progress)
+        return fake_generate(spec, progress)
+
+    p = make_plan(tmp_path, ("a cat",), None)
+    assert launch(p, Engine(gen, fake_score), launcher="debug", progress=True).ok
+    assert seen == [True]
+
+
+def test_wandb_sync_finds_unsynced_offline_runs(tmp_path):
+    from harness.wandb_sync import offline_runs
+
+    base = tmp_path / "wandb" / "wandb"
+    for name, synced in (("offline-run-20260101_000000-aaaa", False), ("offline-run-20260101_000001-bbbb", True)):
+        (base / name).mkdir(parents=True)
+        if synced:
+            (base / name / "run-bbbb.wandb.synced").touch()
+    assert [d.name[-4:] for d in offline_runs(tmp_path / "wandb")] == ["aaaa"]
+    assert len(offline_runs(tmp_path / "wandb", include_synced=True)) == 2
+    assert offline_runs(tmp_path / "wandb", hashes={"bbbb"}) == []
