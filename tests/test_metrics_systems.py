@@ -16,7 +16,7 @@ def _stats(n_blocks, bounded, latency=lambda i: 0.1, with_timings=True):
         blocks.append({"index": i, "kv_bytes": held, "tokens_attended": held // 10, "latency_s": latency(i)})
     d = {"block_stats": blocks, "peak_memory_bytes": 5_000_000, "num_frames": 1 + 4 * (4 * n_blocks - 1)}
     if with_timings:
-        d["timings"] = {"total_s": 10.0, "first_frame_s": 0.25}
+        d["timings"] = {"total_s": 12.0, "load_s": 2.0, "first_frame_s": 0.25}
     return d
 
 

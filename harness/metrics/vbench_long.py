@@ -5,7 +5,10 @@ Protocol (VBench-Long ``long_custom_input`` without scene splitting, without ``d
    (``assets/vbench_clip_length.yaml``: 2 s, or 10 s for overall_consistency / temporal_style /
    human_action; a trailing remainder of at least ``min_clip_fraction`` of a clip is kept as a
    shorter last clip). Clips are written losslessly (H.264 RGB, qp 0), so splitting does not
-   change the pixels VBench reads.
+   change the pixels VBench reads; they live in a temp dir (``work_dir``) removed afterwards. At
+   832x480 lossless clips of grainy video measured ~22 MB per 2 s clip (~1.3 GB of temp per
+   minute of video for the 2 s + 10 s sets); ``clip_crf: 10`` (near-lossless yuv420p, ~3 MB per
+   clip) trades that for a small pixel change.
 2. Score every clip with ``VBench.evaluate(mode="custom_input", local=True)`` from the real
    ``vbench`` 0.1.5 package, in its own venv (``.venv-vbench``, ``scripts/make_vbench_env.sh``),
    through ``scripts/vbench_worker.py`` (subprocess, argument list, JSON files in and out). The
@@ -107,6 +110,7 @@ class VBenchLong(Metric):
         "clip_length_config": None,  # -> assets/vbench_clip_length.yaml
         "clip_lengths": {},  # per-dimension overrides, seconds
         "min_clip_fraction": 0.5,
+        "clip_crf": None,  # None: lossless clips (exact pixels, large); an int: H.264 yuv420p at that crf
         "clip2clip": False,
         "clip2clip_weights": {"subject_consistency": [0.7, 0.3], "background_consistency": [0.8, 0.2]},
         "imaging_quality_preprocessing_mode": "longer",
@@ -175,7 +179,8 @@ class VBenchLong(Metric):
             t0 = time.perf_counter()
             lengths = sorted({cfg["clip_lengths"][d] for d in dims})
             c2c_dims = [d for d in dims if cfg["clip2clip"] and d in CLIP2CLIP_DIMS]
-            clips = self._split(inp, fps, lengths, float(cfg["min_clip_fraction"]), work, with_first=bool(c2c_dims))
+            clips = self._split(inp, fps, lengths, float(cfg["min_clip_fraction"]), work, with_first=bool(c2c_dims),
+                                crf=cfg["clip_crf"])
             split_s = time.perf_counter() - t0
             jobs = []
             for d in dims:
@@ -192,7 +197,7 @@ class VBenchLong(Metric):
         return self._aggregate(cfg, dims, c2c_dims, clips, out, split_s)
 
     def _split(self, inp: MetricInput, fps: float, lengths: list[float], min_frac: float, work: str,
-               with_first: bool) -> dict:
+               with_first: bool, crf: int | None = None) -> dict:
         """Stream the video once, writing every clip set (one directory per clip length)."""
         n = inp.num_frames
         plans = {}
@@ -218,7 +223,8 @@ class VBenchLong(Metric):
                         i = len(plan["clips"])
                         f = f"clip_{i:04d}.mp4"
                         plan["clips"].append({"file": f, "index": i, "start": s, "end": e})
-                        writers[k] = (s, e, ClipWriter(os.path.join(plan["dir"], f), fps, h, w, lossless=True))
+                        writers[k] = (s, e, ClipWriter(os.path.join(plan["dir"], f), fps, h, w, lossless=crf is None,
+                                                       crf=18 if crf is None else int(crf)))
                 if k in writers and writers[k][0] <= t < writers[k][1]:
                     writers[k][2].write(frame)
             if with_first and t in starts:
@@ -231,7 +237,8 @@ class VBenchLong(Metric):
             from harness.metrics.video import write_video
 
             d = os.path.join(work, "clips_first")
-            write_video(os.path.join(d, "first_frames.mp4"), np.stack(first_frames), fps=8.0, lossless=True)
+            write_video(os.path.join(d, "first_frames.mp4"), np.stack(first_frames), fps=8.0, lossless=crf is None,
+                        crf=18 if crf is None else int(crf))
             plans["first"] = {"dir": d, "clips": [{"file": "first_frames.mp4", "index": 0, "start": 0, "end": n}]}
         elif with_first:
             plans["first"] = {"dir": os.path.join(work, "clips_first"), "clips": []}
