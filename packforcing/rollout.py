@@ -1,9 +1,24 @@
 """The unrolled block-causal loop: one rollout for every cache policy (DESIGN.md data flow).
 
-For each block of ``block_frames`` latent frames: the policy gives a view of the cache; the sampler
-denoises the block against it; the policy commits the clean block (a re-run at t = ``context_noise``
-writes its K/V, plus whatever the policy keeps, e.g. a compressed copy); a callback receives the
-finished latents (for streaming decode) with the block's stats.
+Each model call denoises a *window* of blocks at per-frame timesteps ([B, F], which the DiT takes):
+
+- ``W = policy.window_blocks(num_steps)`` blocks share a call (1 for every policy but Rolling
+  Forcing, where W = the number of steps). A block enters the window, advances one denoising step per
+  call, and leaves when it has done the last one; a new block enters every ``num_steps / W`` calls,
+  so blocks in a window are staggered (the oldest is the least noisy). With W = 1 this is exactly
+  Self-Forcing's loop: each block is denoised through all steps, then committed (bit-identical to
+  denoising one block at a time; tests/test_rollout_parity.py holds it to upstream).
+- ``policy.context_window(win)`` gives the view; a new view is asked for whenever the window's
+  blocks change, and ``view.step`` counts the calls made on it (0 = the block's first step for W = 1).
+- When a block has done its last step its x0 is clean: the policy commits it (a re-run at t =
+  ``context_noise`` writes its K/V, plus whatever the policy keeps) and ``on_block`` receives it.
+- Between windows a policy may push clean context latents through the cache (``policy.prefix``, e.g.
+  CausVid's restart overlap), like ``initial_latents`` (Self-Forcing's video extension) are pushed
+  before the first block: each of their blocks gets a view and a commit at t = 0, and none is
+  emitted or part of the output.
+
+Block indices and start frames in :class:`BlockInfo` count the *cache stream* (context pushes
+included); ``on_block`` indices and the returned latents count generated output frames only.
 """
 
 from __future__ import annotations
@@ -14,7 +29,7 @@ from typing import Callable
 
 import torch
 
-from packforcing.cache.base import BlockInfo, CachePolicy, CacheSpec
+from packforcing.cache.base import BlockInfo, CachePolicy, CacheSpec, WindowInfo
 from packforcing.errors import UserError
 from packforcing.sampler import FlowMatchSampler
 
@@ -23,8 +38,19 @@ Tensor = torch.Tensor
 
 @dataclass
 class RolloutResult:
-    latents: Tensor | None  # [B, C, F, H, W] (None when keep_latents=False)
+    latents: Tensor | None  # [B, C, F, H, W] generated frames (None when keep_latents=False)
     block_stats: list[dict] = field(default_factory=list)
+    prefixes: list[tuple[int, int]] = field(default_factory=list)  # (output frame, latent frames) of each policy push
+
+
+@dataclass
+class _Live:
+    """A block in the window: its cache-stream info, output block index, current x_t and step index."""
+
+    blk: BlockInfo
+    out: int
+    x: Tensor
+    step: int = 0
 
 
 def rollout(
@@ -39,52 +65,201 @@ def rollout(
     noise_fn: Callable[[int, int, Tensor], Tensor] | None = None,
     on_step: Callable[[int, int, Tensor, Tensor], None] | None = None,
     on_block: Callable[[int, Tensor, dict], None] | None = None,
+    on_prefix: Callable[[int, Tensor], None] | None = None,
+    initial_latents: Tensor | None = None,
     keep_latents: bool = True,
     progress: bool = False,
     check_finite: bool = True,
 ) -> RolloutResult:
     """Generate ``noise.shape[2]`` latent frames block by block.
 
-    noise: [B, C, F, H, W] initial noise of every frame. ``noise_fn(block, step, like)`` supplies the
-    re-noising draws (replay), default ``randn_like``. ``on_block(index, x0, stats)`` is called with
-    each finished block. Raises ``FloatingPointError`` if a block is not finite.
+    noise: [B, C, F, H, W] initial noise of every generated frame. ``noise_fn(block, step, like)``
+    supplies the re-noising draw of a block after ``step`` (replay), default ``randn_like``.
+    ``on_step(block, step, x_t, x0)`` sees every denoising step of every block; ``on_block(index,
+    x0, stats)`` each block when it is clean. ``initial_latents`` [B, C, k*B_f, H, W]: clean latents
+    pushed through the cache first (context only). ``on_prefix(out_frame, latents)`` is called when
+    the policy pushes context before output frame ``out_frame`` (a restart): a streaming decoder must
+    restart there (:class:`SegmentStitcher`). Raises ``FloatingPointError`` if a block is not finite.
     """
     b, _, f, h, w = noise.shape
-    if f % block_frames:
-        raise UserError(f"{f} latent frames is not a whole number of blocks of {block_frames}; use a multiple of {block_frames}.")
+    bf = block_frames
+    if f % bf:
+        raise UserError(f"{f} latent frames is not a whole number of blocks of {bf}; use a multiple of {bf}.")
+    k0 = 0 if initial_latents is None else initial_latents.shape[2]
+    if k0 % bf:
+        raise UserError(f"initial_latents has {k0} latent frames, not a whole number of blocks of {bf}.")
+    n_steps = sampler.num_steps
+    wb = int(policy.window_blocks(n_steps))
+    if wb < 1 or n_steps % wb:
+        raise UserError(
+            f"cache policy {policy.name!r} denoises {wb} blocks per model call, which must divide the schedule's "
+            f"{n_steps} steps; use a schedule whose step count is a multiple of {wb} (e.g. rolling5 for 5)."
+        )
+    stagger = n_steps // wb  # calls between two blocks entering the window
     cfg = model.cfg
     ph, pw = cfg.patch_size[1:]
     spec = CacheSpec.from_model(cfg, batch=b, device=noise.device, dtype=next(model.parameters()).dtype,
                                 token_hw=(h // ph, w // pw))
-    policy.reset(spec, f, block_frames)
+    policy.reset(spec, k0 + f, bf)
     if not hasattr(text, "context"):
         text = model.embed_text(text)
     out = torch.empty_like(noise) if keep_latents else None
     stats_all: list[dict] = []
-    n_blocks = f // block_frames
-    it = range(n_blocks)
+    prefixes: list[tuple[int, int]] = []
+    stream = [0, 0]  # next cache-stream block index and frame
+
+    def next_block() -> BlockInfo:
+        blk = BlockInfo(stream[0], stream[1], bf)
+        stream[0] += 1
+        stream[1] += bf
+        return blk
+
+    def push(z: Tensor) -> None:  # clean context through the cache at t = 0, block by block
+        for j in range(z.shape[2] // bf):
+            blk = next_block()
+            v = policy.context(blk)
+            policy.commit(model, z[:, :, j * bf : (j + 1) * bf], text, v, blk, 0.0)
+
+    if initial_latents is not None:
+        push(initial_latents.to(device=noise.device, dtype=noise.dtype))
+
+    n_blocks = f // bf
+    st_dev = sampler.step_timesteps.to(noise.device) if wb > 1 else None
+    bar = None
     if progress:
         from tqdm import tqdm
 
-        it = tqdm(it, desc="blocks", unit="blk", leave=False)
-    for i in it:
-        t0 = time.perf_counter()
-        blk = BlockInfo(i, i * block_frames, block_frames)
-        view = policy.context(blk)
-        x = noise[:, :, blk.start : blk.end]
-        nf = (lambda s, like, i=i: noise_fn(i, s, like)) if noise_fn is not None else None
-        ons = (lambda s, xt, x0, i=i: on_step(i, s, xt, x0)) if on_step is not None else None
-        x0 = sampler.denoise(model, x, text, view, noise_fn=nf, on_step=ons)
-        if check_finite and not torch.isfinite(x0).all():
-            raise FloatingPointError(f"block {i} produced NaN/inf latents")
-        policy.commit(model, x0, text, view, blk, context_noise)
+        bar = tqdm(total=n_blocks, desc="blocks", unit="blk", leave=False)
+    live: list[_Live] = []
+    view = None
+    calls = 0
+    nxt = 0
+    t0 = time.perf_counter()
+    while len(stats_all) < n_blocks:
+        if nxt < n_blocks and (not live or live[-1].step >= stagger):
+            out_frame = nxt * bf
+            if not live:
+                z = policy.prefix(out_frame)
+                if z is not None:
+                    if on_prefix is None and on_block is not None:
+                        raise UserError(
+                            f"cache policy {policy.name!r} restarts the video before output frame {out_frame} with "
+                            f"{z.shape[2]} overlap latent frames, so its frames need a segment-aware decode; pass "
+                            f"rollout(on_prefix=...) (see packforcing.rollout.SegmentStitcher)."
+                        )
+                    push(z)
+                    prefixes.append((out_frame, int(z.shape[2])))
+                    if on_prefix is not None:
+                        on_prefix(out_frame, z)
+            live.append(_Live(next_block(), nxt, noise[:, :, out_frame : out_frame + bf]))
+            nxt += 1
+            view = None
+        if view is None:
+            view = policy.context_window(WindowInfo(tuple(l.blk for l in live), tuple(l.step for l in live)))
+            calls = 0
+        if len(live) == 1:  # the Self-Forcing case, written exactly as a one-block denoising loop
+            x = live[0].x
+            t = sampler.step_timesteps[live[0].step].to(x.device).expand(b, bf)
+        else:
+            x = torch.cat([l.x for l in live], dim=2)
+            t = torch.cat([st_dev[l.step].expand(b, bf) for l in live], dim=1)
+        view.step = calls
+        x0 = sampler.x0_from_flow(model(x, t, text, view=view), x, t)
+        calls += 1
+        done = None
+        for j, l in enumerate(live):
+            x0j = x0 if len(live) == 1 else x0[:, :, j * bf : (j + 1) * bf]
+            if on_step is not None:
+                on_step(l.out, l.step, l.x, x0j)
+            if l.step == n_steps - 1:
+                done = (l, x0j)
+                continue
+            if len(live) == 1:
+                t_next = sampler.step_timesteps[l.step + 1].to(x.device).expand(b, bf)
+            else:
+                t_next = st_dev[l.step + 1].expand(b, bf)
+            eps = noise_fn(l.out, l.step, x0j) if noise_fn is not None else torch.randn_like(x0j)
+            l.x = sampler.add_noise(x0j, eps, t_next)
+            l.step += 1
+        if done is None:
+            continue
+        l, x0c = done
+        if l is not live[0]:
+            raise AssertionError("only the oldest block of a window can finish")
+        if check_finite and not torch.isfinite(x0c).all():
+            raise FloatingPointError(f"block {l.out} produced NaN/inf latents")
+        policy.commit(model, x0c, text, view, l.blk, context_noise)
+        live.pop(0)
+        view = None
         st = dict(policy.stats())
         if noise.device.type == "cuda":
             torch.cuda.synchronize(noise.device)
         st["latency_s"] = time.perf_counter() - t0
         stats_all.append(st)
         if out is not None:
-            out[:, :, blk.start : blk.end] = x0
+            out[:, :, l.out * bf : (l.out + 1) * bf] = x0c
         if on_block is not None:
-            on_block(i, x0, st)
-    return RolloutResult(out, stats_all)
+            on_block(l.out, x0c, st)
+        if bar is not None:
+            bar.update(1)
+        t0 = time.perf_counter()
+    if bar is not None:
+        bar.close()
+    return RolloutResult(out, stats_all, prefixes)
+
+
+class SegmentStitcher:
+    """Final pixel frames from a rollout's emissions, in streaming order, for any cache policy.
+
+    ``decoder`` has ``decode_block(z) -> [B, 3, T, H, W]`` and ``reset()`` (``WanVAE.stream()``).
+    Wire it as::
+
+        s = SegmentStitcher(vae.stream())
+        rollout(..., on_block=lambda i, x0, st: write(s.block(x0, st)),
+                on_prefix=lambda f, z: write(s.prefix(z)))
+        write(s.flush())
+
+    For policies that never restart, ``block`` returns each block's frames at once (no lag) and
+    ``flush`` returns nothing. A policy that restarts (CausVid's recipe) marks the blocks of a segment
+    that a restart will follow with ``stats["hold_frames"] = n``: the last n frames decoded so far are
+    held back. At the restart ``prefix(z)`` starts a fresh decode stream with the overlap latents
+    ``z``; their ``1 + 4(k - 1)`` frames replace the held frames (CausVid drops the last
+    ``4(overlap - 1) + 1`` frames of every rollout but the last), so no frame is written twice and the
+    video has exactly ``1 + 4(F - 1)`` frames for F generated latent frames. Returned tensors may have
+    zero frames.
+    """
+
+    def __init__(self, decoder):
+        self.decoder = decoder
+        self.held: Tensor | None = None
+        self.frames_out = 0
+
+    def _out(self, px: Tensor) -> Tensor:
+        self.frames_out += px.shape[2]
+        return px
+
+    def block(self, x0: Tensor, stats: dict) -> Tensor:
+        px = self.decoder.decode_block(x0)
+        if self.held is not None:
+            px = torch.cat([self.held, px], dim=2)
+            self.held = None
+        n = min(int(stats.get("hold_frames", 0) or 0), px.shape[2])
+        if n > 0:
+            self.held = px[:, :, px.shape[2] - n :]
+            px = px[:, :, : px.shape[2] - n]
+        return self._out(px)
+
+    def prefix(self, z: Tensor) -> Tensor:
+        self.decoder.reset()
+        px = self.decoder.decode_block(z)
+        n = px.shape[2]
+        held = self.held
+        if held is None or held.shape[2] < n:
+            got = 0 if held is None else held.shape[2]
+            raise AssertionError(f"a restart replaces {n} frames but only {got} were held back (hold_frames)")
+        self.held = px
+        return self._out(held[:, :, : held.shape[2] - n])
+
+    def flush(self) -> Tensor | None:
+        held, self.held = self.held, None
+        return None if held is None else self._out(held)

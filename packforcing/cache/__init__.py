@@ -1,8 +1,17 @@
 """KV cache container and policies. ``make_policy(name, **kwargs)`` builds one by registry name."""
 
-from packforcing.cache.base import POLICIES, BlockInfo, BlockView, CachePolicy, CacheSpec, KVStore, make_policy
+from packforcing.cache.base import (
+    POLICIES,
+    BlockInfo,
+    BlockView,
+    CachePolicy,
+    CacheSpec,
+    KVStore,
+    WindowInfo,
+    make_policy,
+)
 
-_MODULES = ("full", "window", "sink_window", "packforcing")
+_MODULES = ("full", "window", "sink_window", "packforcing", "causvid", "rolling_forcing", "deep_forcing")
 
 
 def load_all() -> None:
@@ -16,4 +25,4 @@ def load_all() -> None:
                 raise
 
 
-__all__ = ["POLICIES", "BlockInfo", "BlockView", "CachePolicy", "CacheSpec", "KVStore", "make_policy", "load_all"]
+__all__ = ["POLICIES", "BlockInfo", "BlockView", "CachePolicy", "CacheSpec", "KVStore", "WindowInfo", "make_policy", "load_all"]

@@ -38,6 +38,30 @@ class BlockInfo:
 
 
 @dataclass(frozen=True)
+class WindowInfo:
+    """The blocks one model call denoises together (Rolling Forcing's window; one block otherwise).
+
+    ``blocks`` are contiguous in the frame stream, oldest first; ``steps[j]`` is the denoising-step
+    index block j is at in this call (staggered: the oldest block is the least noisy).
+    """
+
+    blocks: tuple[BlockInfo, ...]
+    steps: tuple[int, ...]
+
+    @property
+    def start(self) -> int:
+        return self.blocks[0].start
+
+    @property
+    def end(self) -> int:
+        return self.blocks[-1].end
+
+    @property
+    def frames(self) -> int:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
 class CacheSpec:
     """Everything a policy needs to size its storage, taken from the model config and the run."""
 
@@ -127,18 +151,19 @@ class BlockView:
     """Attention view for one block over a contiguous prefix of a :class:`KVStore`.
 
     The current block's K/V are written at slots [cur_start, cur_start + n) and the queries attend to
-    ``store[:attend_end]`` (context + current; ``attend_end`` defaults to the end of the current
-    block). ``pre_attend(view, layer, q)`` runs first (e.g. top-k selection at step 0);
+    ``store[attend_start:attend_end]`` (context + current; ``attend_start`` defaults to 0 and
+    ``attend_end`` to the end of the current block). ``pre_attend(view, layer, q)`` runs first (e.g. top-k selection at step 0);
     ``extra_kv(view, layer)`` may append context that lives outside the store (e.g. training-time
     compressed K/V that must keep their autograd graph). Under autograd nothing is written: the
     current K/V are concatenated to the stored context instead, so the graph stays valid.
     """
 
     def __init__(self, store: KVStore, frame_positions: Tensor, cur_start: int, attend_end: int | None = None,
-                 pre_attend=None, extra_kv=None):
+                 pre_attend=None, extra_kv=None, attend_start: int = 0):
         self.store = store
         self.frame_positions = frame_positions
         self.cur_start = cur_start
+        self.attend_start = attend_start
         self.attend_end = attend_end
         self.pre_attend = pre_attend
         self.extra_kv = extra_kv
@@ -151,14 +176,15 @@ class BlockView:
         a = self.cur_start
         b = a + k.shape[1]
         end = b if self.attend_end is None else max(b, self.attend_end)
+        lo = self.attend_start
         extra = self.extra_kv(self, layer) if self.extra_kv is not None else None
         if torch.is_grad_enabled() and (k.requires_grad or q.requires_grad):
-            ks = [s.k[layer, :, :a], k, s.k[layer, :, b:end]]
-            vs = [s.v[layer, :, :a], v, s.v[layer, :, b:end]]
+            ks = [s.k[layer, :, lo:a], k, s.k[layer, :, b:end]]
+            vs = [s.v[layer, :, lo:a], v, s.v[layer, :, b:end]]
         else:
             s.k[layer, :, a:b] = k.to(s.k.dtype)
             s.v[layer, :, a:b] = v.to(s.v.dtype)
-            ks, vs = [s.k[layer, :, :end]], [s.v[layer, :, :end]]
+            ks, vs = [s.k[layer, :, lo:end]], [s.v[layer, :, lo:end]]
         if extra is not None:
             ks.append(extra[0].to(k.dtype))
             vs.append(extra[1].to(v.dtype))
@@ -172,6 +198,17 @@ class CachePolicy:
 
     ``commit`` runs the clean re-run (timestep ``context_noise``, 0 by default) of the finished block
     through the same view, which overwrites the block's K/V with clean ones, then calls ``finish``.
+
+    Optional hooks (defaults give the Self-Forcing behaviour, see ``packforcing.rollout``):
+
+    - ``window_blocks(num_steps)``: how many blocks one model call denoises together (1; Rolling
+      Forcing: the number of steps). The rollout calls it before ``reset``.
+    - ``context_window(win)``: the view for a window of blocks; the default serves one-block windows
+      with ``context(block)``. The rollout asks for a new view whenever the window's blocks change
+      and reuses it (``view.step`` = 0, 1, ... counts the calls) while they stay the same.
+    - ``prefix(out_frame)``: clean latents to push through the cache (at t = 0) before the block
+      that starts at output frame ``out_frame``, or None (CausVid's restart overlap). Asked only
+      between windows.
     """
 
     name = "base"
@@ -181,6 +218,22 @@ class CachePolicy:
 
     def context(self, blk: BlockInfo) -> BlockView:
         raise NotImplementedError
+
+    def window_blocks(self, num_steps: int) -> int:
+        """Blocks denoised jointly by one model call (1: each block is denoised fully, then committed)."""
+        return 1
+
+    def context_window(self, win: WindowInfo):
+        """View for one model call over the blocks of ``win`` (frames ``win.start`` .. ``win.end``)."""
+        if len(win.blocks) != 1:
+            raise UserError(f"cache policy {self.name!r} denoises one block at a time; it cannot serve a window of "
+                            f"{len(win.blocks)} blocks.")
+        return self.context(win.blocks[0])
+
+    def prefix(self, out_frame: int) -> Tensor | None:
+        """Clean context latents [B, C, k * B_f, H, W] to push through the cache before output frame
+        ``out_frame`` is generated (not emitted, not part of the output), or None."""
+        return None
 
     def commit(self, model, x_clean: Tensor, text, view: BlockView, blk: BlockInfo, context_noise: float = 0.0) -> None:
         b, _, f = x_clean.shape[:3]
