@@ -1,0 +1,91 @@
+"""packforcing.bench: the CPU smoke run, the no-CUDA skip, and the FLOP/KV arithmetic it reports."""
+
+import json
+
+import pytest
+import torch
+
+from packforcing import bench
+from packforcing.model.dit import WanDiT
+from packforcing.model.presets import get_preset
+
+SMOKE = [
+    "--allow-cpu", "--force-cpu", "--preset", "tiny", "--lengths", "2,3", "--policies", "packforcing,window",
+    "--skip", "vae,profile,compile,plot", "--e2e-modes", "overlap", "--e2e-blocks", "3", "--topk-blocks", "7",
+    "--topk-mid-capacity", "6", "--pf-opts", "top_k=2", "--warmup-blocks", "0", "--sweep-reps", "1",
+    "--backends", "sdpa,cudnn",
+]
+
+
+def test_cpu_smoke_run_writes_json(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("OUT", raising=False)
+    torch.set_num_threads(1)
+    bench.main(SMOKE + ["--out", str(tmp_path)])
+    files = sorted(tmp_path.glob("perf_*.json"))
+    assert len(files) == 1
+    d = json.loads(files[0].read_text())  # strict JSON: no NaN
+    for key in ("schema", "command", "env", "ceilings", "backends", "backend_used", "floor", "plan", "policies",
+                "e2e", "targets", "errors", "sections"):
+        assert key in d, key
+    assert d["status"] == "done"
+    assert d["errors"] == [], d["errors"]
+    assert d["backends"]["sdpa"]["status"] == "ok"
+    assert d["backends"]["cudnn"]["status"] == "error"  # no cuDNN attention on the CPU: recorded, not fatal
+    assert d["backend_used"] == "sdpa"
+    pf = d["policies"]["packforcing"]
+    assert pf["status"] == "done" and pf["blocks_done"] == 3
+    assert len(pf["series"]["latency_s"]) == 3 and all(x > 0 for x in pf["series"]["latency_s"])
+    assert set(pf["at_length"]) == {"2", "3"} and "p50_ms" in pf["at_length"]["3"]
+    assert pf["fps_model"] > 0
+    assert d["policies"]["window"]["block_frames"] == 3
+    tk = d["policies"]["packforcing_topk"]
+    assert tk["topk_blocks_scored"] >= 1 and tk["topk_scoring_share_scored"] > 0  # scoring ran and was timed
+    assert d["e2e"]["overlap"]["frames"] == 13 + 16 + 16
+    assert any(t["target"].startswith("packforcing model-only FPS") for t in d["targets"])
+    out = capsys.readouterr().out
+    assert "policy" in out and "[PASS]" in out or "[FAIL]" in out
+
+
+def test_skips_without_cuda(monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    bench.main([])
+    assert capsys.readouterr().out.strip() == "skipped: no CUDA device"
+
+
+def test_allow_cpu_needs_a_small_preset(capsys):
+    with pytest.raises(SystemExit) as e:
+        bench.main(["--allow-cpu", "--force-cpu", "--preset", "wan2.1-1.3b"])
+    assert e.value.code == 2
+    assert "--preset tiny" in capsys.readouterr().err
+
+
+def test_flops_and_kv_at_wan_shape():
+    cfg = get_preset("wan2.1-1.3b")
+    f = bench.forward_flops(cfg, 6240, 27872)
+    # perf-anchors.md: 1.07 TFLOP attention + 0.51 TFLOP linear per layer, 47.4 TFLOP per forward
+    assert f["attention_self"] / 30 == pytest.approx(1.07e12, rel=0.01)
+    assert f["linear"] / 30 == pytest.approx(0.51e12, rel=0.03)
+    assert (f["attention_self"] + f["linear"]) == pytest.approx(47.4e12, rel=0.02)
+    rows = bench.plan_rows(cfg, "packforcing", 4, {"preset": "paper", "compressor": "hr"}, bench.seconds_to_blocks(120, 4))
+    assert rows[-1]["tokens_attended"] == 27872
+    assert rows[-1]["kv_bytes"] == 21632 * 184320  # ~3.99 GB (paper.md §2)
+    assert bench.seconds_to_blocks(10, 4) == 10 and bench.seconds_to_blocks(10, 3) == 13
+    assert bench.dit_params(cfg) == pytest.approx(1.419e9, rel=1e-3)
+    for name in ("tiny", "toy"):  # the formula against real modules (the Wan one is slow to build here)
+        small = get_preset(name)
+        assert bench.dit_params(small) == sum(p.numel() for p in WanDiT(small).parameters())
+
+
+def test_hook_timer_categories():
+    clock = bench.Clock(torch.device("cpu"))
+    ht = bench.HookTimer(clock)
+    # select -> gather -> rotate ; shift (ring) -> rotate ; compress -> rotate
+    ht.records = [["select", None, 0.0, 0.010], ["gather", 0, 0.001, 0.006], ["rotate", 1, 0.002, 0.004],
+                  ["shift", None, 0.020, 0.023], ["rotate", 3, 0.020, 0.022], ["compress", None, 0.030, 0.040],
+                  ["rotate", 5, 0.031, 0.032]]
+    c = ht.flush()
+    assert c["topk_scoring"] == pytest.approx(5.0)  # 10 ms minus the 5 ms gather
+    assert c["mid_gather"] == pytest.approx(3.0)  # 5 ms minus the 2 ms rotation
+    assert c["rope_adjust"] == pytest.approx(3.0 + 2.0)  # ring shift + rotation of gathered keys
+    assert c["compress"] == pytest.approx(10.0)
+    assert ht.records == []
