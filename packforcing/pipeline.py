@@ -89,11 +89,9 @@ def _load_vae(preset: str, path: str | None, device: str, dtype: str):
 
 @functools.lru_cache(maxsize=4)
 def _load_text(name: str, text_len: int, text_dim: int, device: str):
-    from packforcing.model import text as T
+    from packforcing.model.text import build_text_encoder
 
-    if name == "toy":
-        return T.load_toy_text_encoder(text_len=text_len, text_dim=text_dim)
-    return T.UMT5Encoder(name, text_len=text_len, device=device)
+    return build_text_encoder(name, device=device, text_len=text_len)
 
 
 def clear_caches() -> None:

@@ -239,7 +239,8 @@ class CachePolicy:
         b, _, f = x_clean.shape[:3]
         t = torch.full((b, f), float(context_noise), device=x_clean.device)
         view.step = -1
-        model(x_clean, t, text, view=view)
+        with torch.no_grad():  # the clean re-run only writes K/V; it never carries gradient
+            model(x_clean, t, text, view=view)
         self.finish(blk, x_clean, model, text)
 
     def finish(self, blk: BlockInfo, x_clean: Tensor, model, text) -> None:

@@ -290,7 +290,11 @@ class PackForcingPolicy(CachePolicy):
         self._shared_idx: Tensor | None = None
         self.selections = 0
         pre = None
-        if lay.n_sel:
+        if lay.n_sel and self.train_compressor:
+            if lay.mid_bases is None:
+                raise UserError("training the compressor needs every mid block attended (top_k >= mid blocks) or selection=fifo.")
+            lay.attend_end -= lay.n_sel * self.n_c  # mid K/V come with their graph through extra_kv
+        elif lay.n_sel:
             if lay.mid_bases is not None:  # fifo / all / topk with every candidate selected
                 self._gather(None, list(range(len(lay.mid_candidates) - lay.n_sel, len(lay.mid_candidates))), lay)
             else:
@@ -352,7 +356,19 @@ class PackForcingPolicy(CachePolicy):
         self._sel_done.add(layer)
 
     def _graph_extra(self, view: BlockView, layer: int):
-        return None  # training-time graph-carrying mid K/V are appended by packforcing.train
+        """Training: the selected mid blocks' K/V with their autograd graph (to the compressor)."""
+        lay = self._layout
+        sel = lay.mid_candidates[len(lay.mid_candidates) - lay.n_sel :]
+        ks, vs = [], []
+        for (slot, _), base in zip(sel, lay.mid_bases):
+            if slot in self.graph_kv:
+                k, v = self.graph_kv[slot][layer]
+            else:
+                a = slot * self.n_c
+                k, v = self.archive.k[layer, :, a : a + self.n_c], self.archive.v[layer, :, a : a + self.n_c]
+            ks.append(R.shift_temporal(k, float(base), self.spec.rope_theta))
+            vs.append(v)
+        return torch.cat(ks, 1), torch.cat(vs, 1)
 
     def finish(self, blk: BlockInfo, x_clean: Tensor, model, text) -> None:
         lay = self._layout

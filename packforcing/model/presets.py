@@ -71,7 +71,7 @@ PRESETS: dict[str, DiTConfig] = {
     ),
     # The toy scale: 128x128 video -> 16x16 latents -> 8x8 = 64 tokens per latent frame.
     "toy": DiTConfig(
-        dim=128, ffn_dim=384, freq_dim=64, num_heads=4, num_layers=4, text_dim=32, text_len=16,
+        dim=128, ffn_dim=384, freq_dim=64, num_heads=4, num_layers=4, text_dim=32, text_len=40,
         video_hw=(128, 128),
     ),
 }

@@ -1,0 +1,497 @@
+"""Toy-scale diffusion training: teacher, causal student (ODE init), PackForcing compressor, DMD.
+
+Stages (paper §4.1 / App. C, Self-Forcing's recipe at toy scale):
+
+- ``latents``: render toy-world clips (77 frames = 20 latent frames, the paper's 5 s window), encode
+  them with the trained toy VAE, embed prompts with the toy text encoder; kept as one tensor file.
+- ``teacher``: a bidirectional Wan DiT (toy preset) trained by flow matching (v = eps - x0,
+  shifted timesteps, 10% empty prompts for classifier-free guidance).
+- ``ode``: a causal student initialised from the teacher and regressed onto the teacher's ODE
+  trajectories (CausVid / Self-Forcing "ODE init") with a teacher-forcing mask: each block is denoised
+  at one of the student's 4 timesteps while attending to the clean earlier blocks, exactly the
+  context the rollout gives it at inference (clean K/V re-run at t=0).
+- ``compressor``: PackForcing's HR branch trained end to end through the policy in the loop: the
+  student (frozen) rolls through clean clips with the ``packforcing`` policy, and the compressed mid
+  K/V must make the last block's prediction match the prediction with the full-resolution history
+  (``full`` policy). This is our objective (the paper trains the HR branch with the generator's DMD
+  loss, App. C); it needs no teacher at run time and isolates what the compressor must preserve.
+- ``dmd``: Self-Forcing DMD — block-wise self-rollout with a cache policy in the loop, stochastic
+  exit step, fake-score critic updates (ratio ``critic_ratio``), teacher as real score with CFG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from packforcing.errors import UserError
+from packforcing.model.dit import WanDiT
+from packforcing.model.presets import get_preset
+from packforcing.sampler import FlowMatchSampler
+
+Tensor = torch.Tensor
+
+
+# ------------------------------------------------------------------------------------------------
+# small utilities
+
+
+def _device(name: str | None) -> torch.device:
+    if name:
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class _Log:
+    """JSONL loss log + console line every ``every`` steps."""
+
+    def __init__(self, path: Path, every: int = 50):
+        self.path, self.every, self.t0 = path, every, time.time()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.f = open(path, "a")
+
+    def __call__(self, step: int, **vals) -> None:
+        rec = {"step": step, "time_s": round(time.time() - self.t0, 2), **{k: float(v) for k, v in vals.items()}}
+        self.f.write(json.dumps(rec) + "\n")
+        self.f.flush()
+        if step % self.every == 0:
+            print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rec.items()), flush=True)
+
+    def close(self):
+        self.f.close()
+
+
+def plot_log(jsonl: Path, png: Path, keys: list[str]) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        recs = [json.loads(x) for x in open(jsonl)]
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        for k in keys:
+            xs = [r["step"] for r in recs if k in r]
+            ys = [r[k] for r in recs if k in r]
+            if ys:
+                w = max(1, len(ys) // 50)
+                sm = [sum(ys[max(0, i - w + 1) : i + 1]) / len(ys[max(0, i - w + 1) : i + 1]) for i in range(len(ys))]
+                ax.plot(xs, sm, label=k)
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.legend()
+        ax.set_title(png.stem)
+        fig.tight_layout()
+        fig.savefig(png, dpi=100)
+        plt.close(fig)
+    except Exception as e:  # plots never fail training
+        print(f"(plot skipped: {e})")
+
+
+def save_model(path: Path, sd: dict[str, Tensor], meta: dict) -> None:
+    from packforcing.model.loading import save_state_dict_file
+
+    save_state_dict_file({k: v.float() for k, v in sd.items()}, path, metadata={"train": json.dumps(meta)})
+    path.with_suffix(".json").write_text(json.dumps(meta, indent=1))
+
+
+def load_model_file(path: Path, preset: str = "toy", device="cpu") -> tuple[WanDiT, dict]:
+    from packforcing.model.weights import load_dit
+
+    m, extra = load_dit(preset, str(path), device, torch.float32)
+    return m, extra
+
+
+def hardware() -> str:
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu x{os.cpu_count()}"
+
+
+# ------------------------------------------------------------------------------------------------
+# data
+
+
+def _render_clip(args):
+    from packforcing import toyworld as W
+
+    seed, frames = args
+    scene = W.sample_scene(seed, absence_s=W.SHORT_ABSENCE_S, occluder_gap_s=W._SHORT_BAR_GAP_S)
+    return W.render(scene, frames), scene.prompt
+
+
+def make_latents(vae_path: str | None, n_clips: int, latent_frames: int, seed: int, device: torch.device,
+                 workers: int = 0, batch: int = 16) -> dict[str, Tensor]:
+    """Render + encode ``n_clips`` toy clips -> {'latents' [N,16,F,16,16], 'context' [N,16,32], 'prompts'}."""
+    from packforcing.model.text import build_text_encoder
+    from packforcing.model.vae import load_vae
+
+    frames = 1 + 4 * (latent_frames - 1)
+    vae = load_vae(vae_path, preset="toy", device=device)
+    enc = build_text_encoder("toy", text_len=get_preset("toy").text_len)
+    jobs = [(seed * 1_000_003 + i, frames) for i in range(n_clips)]
+    if workers > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("fork").Pool(workers) as pool:
+            clips = pool.map(_render_clip, jobs, chunksize=8)
+    else:
+        clips = [_render_clip(j) for j in jobs]
+    lats, prompts = [], []
+    with torch.no_grad():
+        for i in range(0, n_clips, batch):
+            chunk = clips[i : i + batch]
+            vid = torch.from_numpy(__import__("numpy").stack([c[0] for c in chunk])).to(device)
+            vid = vid.permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
+            lats.append(vae.encode(vid).float().cpu())
+            prompts += [c[1] for c in chunk]
+    ctx = torch.cat([enc.encode([p]) for p in prompts]).float()
+    return {"latents": torch.cat(lats), "context": ctx, "prompts": prompts}
+
+
+# ------------------------------------------------------------------------------------------------
+# flow matching pieces
+
+
+def sample_sigmas(n: int, shift: float, device, generator=None) -> Tensor:
+    u = torch.rand(n, device=device, generator=generator)
+    return shift * u / (1 + (shift - 1) * u)
+
+
+def cfg_flow(model: WanDiT, x: Tensor, t: Tensor, ctx: Tensor, guidance: float, **kw) -> Tensor:
+    if guidance == 1.0:
+        return model(x, t, ctx, **kw)
+    both = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([ctx, torch.zeros_like(ctx)]), **kw)
+    c, u = both.chunk(2)
+    return u + guidance * (c - u)
+
+
+@dataclass
+class TeacherConfig:
+    steps: int = 4000
+    minutes: float = 3.0
+    batch: int = 32
+    lr: float = 3e-4
+    shift: float = 5.0
+    p_uncond: float = 0.1
+    seed: int = 0
+
+
+def train_teacher(data: dict, cfg: TeacherConfig, device: torch.device, out: Path, log_every: int = 100) -> Path:
+    """Bidirectional flow-matching teacher on 20-latent-frame clips."""
+    torch.manual_seed(cfg.seed)
+    model = WanDiT(get_preset("toy")).to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0, betas=(0.9, 0.99))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 200))
+    lat, ctx = data["latents"].to(device), data["context"].to(device)
+    n = lat.shape[0]
+    log = _Log(out / "teacher_log.jsonl", log_every)
+    t0 = time.time()
+    step = 0
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    while step < cfg.steps and (time.time() - t0) < cfg.minutes * 60:
+        idx = torch.randint(0, n, (cfg.batch,), device=device)
+        x0, c = lat[idx], ctx[idx].clone()
+        drop = torch.rand(cfg.batch, device=device) < cfg.p_uncond
+        c[drop] = 0
+        sig = sample_sigmas(cfg.batch, cfg.shift, device)
+        eps = torch.randn_like(x0)
+        s5 = sig.view(-1, 1, 1, 1, 1)
+        xt = (1 - s5) * x0 + s5 * eps
+        t = (sig * 1000).view(-1, 1).expand(-1, x0.shape[2])
+        with amp:
+            v = model(xt, t, c)
+        loss = F.mse_loss(v.float(), (eps - x0))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        log(step, loss=loss.item(), lr=sched.get_last_lr()[0])
+        step += 1
+    log.close()
+    meta = {"stage": "teacher", "steps": step, "wall_s": round(time.time() - t0, 1), "hardware": hardware(), **asdict(cfg)}
+    path = out / "teacher.safetensors"
+    save_model(path, model.state_dict(), meta)
+    plot_log(out / "teacher_log.jsonl", out / "teacher_loss.png", ["loss"])
+    return path
+
+
+@torch.no_grad()
+def teacher_trajectories(teacher: WanDiT, ctx: Tensor, noise: Tensor, student_sigmas: Tensor, guidance: float,
+                         n_steps: int = 40, shift: float = 5.0) -> tuple[Tensor, Tensor]:
+    """Euler ODE from noise with CFG; returns (states at the student's sigmas [S, B, ...], x0 [B, ...])."""
+    u = torch.linspace(1.0, 0.0, n_steps + 1, device=noise.device)
+    grid = shift * u / (1 + (shift - 1) * u)
+    grid = torch.unique(torch.cat([grid, student_sigmas.to(noise.device)])).flip(0)  # descending, includes them
+    x = noise
+    states = {}
+    f = noise.shape[2]
+    for i in range(len(grid) - 1):
+        s, s_next = grid[i], grid[i + 1]
+        for j, ss in enumerate(student_sigmas.tolist()):
+            if abs(float(s) - ss) < 1e-6:
+                states[j] = x.clone()
+        t = (s * 1000).expand(noise.shape[0], f)
+        v = cfg_flow(teacher, x, t, ctx, guidance)
+        x = x + (s_next - s) * v
+    return torch.stack([states[j] for j in range(len(student_sigmas))]), x
+
+
+def teacher_forcing_mask(num_frames: int, tpf: int, bf: int, device) -> Tensor:
+    """Mask for [clean frames ; noisy frames]: clean block b sees clean blocks <= b; noisy block b
+    sees clean blocks < b and itself (the rollout's view: clean K/V of the past + the noisy block)."""
+    blk = (torch.arange(num_frames, device=device) // bf).repeat_interleave(tpf)
+    n = blk.numel()
+    m = torch.zeros(2 * n, 2 * n, dtype=torch.bool, device=device)
+    m[:n, :n] = blk[None, :] <= blk[:, None]
+    m[n:, :n] = blk[None, :] < blk[:, None]
+    m[n:, n:] = blk[None, :] == blk[:, None]
+    return m
+
+
+@dataclass
+class ODEConfig:
+    pairs: int = 1024
+    steps: int = 3000
+    minutes: float = 2.5
+    batch: int = 32
+    lr: float = 1e-4
+    guidance: float = 3.0
+    block_frames: int = 4
+    teacher_steps: int = 40
+    seed: int = 0
+
+
+def train_ode(data: dict, teacher_path: Path, cfg: ODEConfig, device: torch.device, out: Path, log_every=100) -> Path:
+    """Causal student from ODE-trajectory regression with a teacher-forcing mask."""
+    torch.manual_seed(cfg.seed)
+    teacher, _ = load_model_file(teacher_path, device=device)
+    sampler = FlowMatchSampler("self_forcing")
+    ssig = sampler.step_sigmas().to(device)
+    ctx_all = data["context"].to(device)
+    lat_shape = data["latents"].shape[1:]
+    t0 = time.time()
+    # 1) ODE pairs from the teacher (noise -> x0 with CFG), states at the student's sigmas.
+    states, finals, ctxs = [], [], []
+    g = torch.Generator(device=device).manual_seed(cfg.seed)
+    for i in range(0, cfg.pairs, 64):
+        b = min(64, cfg.pairs - i)
+        idx = torch.randint(0, ctx_all.shape[0], (b,), device=device, generator=g)
+        noise = torch.randn((b, *lat_shape), device=device, generator=g)
+        amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+        with amp:
+            st, x0 = teacher_trajectories(teacher, ctx_all[idx], noise, ssig, cfg.guidance, cfg.teacher_steps)
+        states.append(st.float())
+        finals.append(x0.float())
+        ctxs.append(ctx_all[idx])
+    states, finals, ctxs = torch.cat(states, 1), torch.cat(finals), torch.cat(ctxs)
+    t_pairs = time.time() - t0
+    print(f"ODE pairs: {finals.shape[0]} in {t_pairs:.1f}s", flush=True)
+    # 2) regression
+    student = WanDiT(get_preset("toy")).to(device)
+    student.load_state_dict(teacher.state_dict())
+    student.train()
+    del teacher
+    opt = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=0.0, betas=(0.9, 0.99))
+    nf = lat_shape[1]
+    bf = cfg.block_frames
+    nb = nf // bf
+    tpf = (lat_shape[2] // 2) * (lat_shape[3] // 2)
+    mask = teacher_forcing_mask(nf, tpf, bf, device)
+    pos = torch.cat([torch.arange(nf, device=device)] * 2)
+    step_t = sampler.step_timesteps.to(device)
+    log = _Log(out / "ode_log.jsonl", log_every)
+    step = 0
+    t1 = time.time()
+    n = finals.shape[0]
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    while step < cfg.steps and (time.time() - t1) < cfg.minutes * 60:
+        idx = torch.randint(0, n, (cfg.batch,), device=device)
+        x0 = finals[idx]
+        k = torch.randint(0, len(ssig), (cfg.batch, nb), device=device)  # step per block
+        kf = k.repeat_interleave(bf, 1)  # [B, F]
+        st = states[:, idx]  # [S, B, C, F, H, W]
+        xt = torch.gather(st.permute(1, 3, 0, 2, 4, 5), 2,
+                          kf[:, :, None, None, None, None].expand(-1, -1, 1, *st.shape[2:3], *st.shape[4:]))
+        xt = xt.squeeze(2).permute(0, 2, 1, 3, 4)  # [B, C, F, H, W]
+        t_noisy = step_t[kf]
+        x_in = torch.cat([x0, xt], 2)
+        t_in = torch.cat([torch.zeros_like(t_noisy), t_noisy], 1)
+        with amp:
+            v = student(x_in, t_in, ctxs[idx], frame_positions=pos, mask=mask)[:, :, nf:]
+        pred = sampler.x0_from_flow(v.float(), xt, t_noisy)
+        loss = F.mse_loss(pred, x0)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+        opt.step()
+        log(step, loss=loss.item())
+        step += 1
+    log.close()
+    meta = {"stage": "ode", "steps": step, "pairs": int(n), "pairs_s": round(t_pairs, 1),
+            "wall_s": round(time.time() - t0, 1), "hardware": hardware(), **asdict(cfg)}
+    path = out / "ode.safetensors"
+    save_model(path, student.state_dict(), meta)
+    plot_log(out / "ode_log.jsonl", out / "ode_loss.png", ["loss"])
+    return path
+
+
+# ------------------------------------------------------------------------------------------------
+# PackForcing compressor, trained through the policy in the loop
+
+
+@dataclass
+class CompressorConfig:
+    steps: int = 1500
+    minutes: float = 2.0
+    batch: int = 16
+    lr: float = 3e-4
+    clip_blocks: int = 6  # 24 latent frames: mid holds 1..2 blocks at the default partition sizes
+    preset: str = "toy"
+    mid_kv: str = "transformer"
+    seed: int = 0
+
+
+def _teacher_forced_rollout(model, policy, x: Tensor, ctx_state, bf: int, last_noisy: Tensor, t_last: Tensor):
+    """Commit clean blocks 0..n-2 through ``policy``, then predict the last block (noisy) against it."""
+    from packforcing.cache import CacheSpec
+    from packforcing.cache.base import BlockInfo
+
+    b, _, f, h, w = x.shape
+    spec = CacheSpec.from_model(model.cfg, batch=b, device=x.device, dtype=next(model.parameters()).dtype,
+                                token_hw=(h // 2, w // 2))
+    policy.reset(spec, f, bf)
+    nb = f // bf
+    for i in range(nb - 1):
+        blk = BlockInfo(i, i * bf, bf)
+        view = policy.context(blk)
+        policy.commit(model, x[:, :, blk.start : blk.end], ctx_state, view, blk)
+    blk = BlockInfo(nb - 1, (nb - 1) * bf, bf)
+    view = policy.context(blk)
+    view.step = 1  # selection (when needed) is made at step 0 only; here every mid block is attended
+    return model(last_noisy, t_last, ctx_state, view=view)
+
+
+def train_compressor(data: dict, student_path: Path, cfg: CompressorConfig, device: torch.device, out: Path,
+                     vae_path: str | None = None, log_every: int = 50) -> Path:
+    from packforcing.cache import make_policy
+    from packforcing.model.vae import load_vae
+
+    torch.manual_seed(cfg.seed)
+    model, _ = load_model_file(student_path, device=device)
+    model.requires_grad_(False).eval()
+    pol = make_policy("packforcing", preset=cfg.preset, mid_kv=cfg.mid_kv)
+    comp = pol.build_compressor(model.cfg).to(device)
+    vae = load_vae(vae_path, preset="toy", device=device) if "lr" in pol.cfg.compressor else None
+    comp.attach(vae, model)
+    pol.attach(comp)
+    pol.train_compressor = True
+    full = make_policy("full")
+    params = [p for p in comp.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    sampler = FlowMatchSampler("self_forcing")
+    bf = 4
+    nf = cfg.clip_blocks * bf
+    lat, ctx_all = data["latents"].to(device), data["context"].to(device)
+    if lat.shape[2] < nf:
+        reps = math.ceil(nf / lat.shape[2])
+        lat = torch.cat([lat] * reps, 2)  # tile clips in time for longer teacher-forced contexts
+    lat = lat[:, :, :nf]
+    log = _Log(out / "compressor_log.jsonl", log_every)
+    t0 = time.time()
+    step = 0
+    while step < cfg.steps and (time.time() - t0) < cfg.minutes * 60:
+        idx = torch.randint(0, lat.shape[0], (cfg.batch,), device=device)
+        x, c = lat[idx], ctx_all[idx]
+        text = model.embed_text(c)
+        k = torch.randint(0, sampler.num_steps, (1,)).item()
+        t_last = sampler.step_timesteps[k].to(device).expand(cfg.batch, bf)
+        eps = torch.randn_like(x[:, :, -bf:])
+        noisy = sampler.add_noise(x[:, :, -bf:], eps, t_last)
+        with torch.no_grad():
+            target = _teacher_forced_rollout(model, full, x, text, bf, noisy, t_last)
+        with torch.enable_grad():
+            pred = _teacher_forced_rollout(model, pol, x, text, bf, noisy, t_last)
+            loss = F.mse_loss(pred.float(), target.float())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+        with torch.no_grad():  # how much of the gap to "no mid at all" the compressor closes
+            base = None
+            if step % log_every == 0:
+                no_mid = make_policy("packforcing", preset=cfg.preset, top_k=0).attach(comp)
+                base = F.mse_loss(_teacher_forced_rollout(model, no_mid, x, text, bf, noisy, t_last).float(), target.float())
+        log(step, loss=loss.item(), **({"loss_no_mid": base.item()} if base is not None else {}))
+        step += 1
+    log.close()
+    meta = {"stage": "compressor", "steps": step, "wall_s": round(time.time() - t0, 1), "hardware": hardware(),
+            "objective": "match full-history prediction of the last block (teacher-forced)", **asdict(cfg)}
+    sd = dict(model.state_dict())
+    sd.update({f"compressor.{k}": v for k, v in comp.state_dict().items()})
+    path = out / "packforcing.safetensors"
+    save_model(path, sd, meta)
+    plot_log(out / "compressor_log.jsonl", out / "compressor_loss.png", ["loss", "loss_no_mid"])
+    return path
+
+
+# ------------------------------------------------------------------------------------------------
+# CLI
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(prog="python -m packforcing.train.diffusion")
+    ap.add_argument("--stage", required=True, choices=["latents", "teacher", "ode", "compressor", "all"])
+    ap.add_argument("--out", default="runs/toy")
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--vae", default=None, help="toy VAE weights (default: packforcing/assets/toy_vae.safetensors)")
+    ap.add_argument("--clips", type=int, default=2048)
+    ap.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1))
+    ap.add_argument("--scale", type=float, default=1.0, help="multiply every stage's minutes")
+    ap.add_argument("--steps", type=int, default=None, help="cap the steps of every stage (CPU smoke runs)")
+    ap.add_argument("--batch", type=int, default=None)
+    ap.add_argument("--pairs", type=int, default=None, help="ODE pairs from the teacher (default 1024)")
+    ap.add_argument("--teacher-steps", type=int, default=None, help="Euler steps of the teacher ODE (default 40)")
+    a = ap.parse_args(argv)
+    dev = _device(a.device)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    done: dict = {}
+    lat_path = out / "latents.pt"
+
+    def cap(c):
+        if a.steps is not None:
+            c.steps = a.steps
+        if a.batch is not None:
+            c.batch = a.batch
+        c.minutes *= a.scale
+        return c
+
+    if a.stage == "latents" or not lat_path.exists():
+        t = time.time()
+        data = make_latents(a.vae, a.clips, 20, 0, dev, a.workers)
+        torch.save({k: v for k, v in data.items()}, lat_path)
+        print(f"latents {tuple(data['latents'].shape)} in {time.time() - t:.1f}s; std {data['latents'].std():.3f}", flush=True)
+    data = torch.load(lat_path, weights_only=True)
+    if a.stage in ("teacher", "all"):
+        done["teacher"] = str(train_teacher(data, cap(TeacherConfig()), dev, out))
+    if a.stage in ("ode", "all"):
+        oc = cap(ODEConfig())
+        oc.pairs = a.pairs or oc.pairs
+        oc.teacher_steps = a.teacher_steps or oc.teacher_steps
+        done["ode"] = str(train_ode(data, out / "teacher.safetensors", oc, dev, out))
+    if a.stage in ("compressor", "all"):
+        done["compressor"] = str(train_compressor(data, out / "ode.safetensors", cap(CompressorConfig()), dev, out, a.vae))
+    print(json.dumps(done))
+    return done
+
+
+if __name__ == "__main__":
+    main()
