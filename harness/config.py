@@ -47,6 +47,7 @@ COSMETIC_KEYS: tuple[str, ...] = (
     "progress",
     "device",
     "num_workers",
+    "threads",
     "max_attempts",
     "sweep",
     "prompt_id",
@@ -199,7 +200,7 @@ class LauncherConfig:
     """How cells are executed: ``debug`` (in process), ``local`` (worker processes), ``slurm``."""
 
     name: str = choices(*LAUNCHERS, default="local")
-    workers: int = at_least(1, 1)  # local: parallel worker processes
+    workers: int = at_least(1, 2)  # local: parallel worker processes (capped by GPUs when gpus_per_node > 0)
     partition: Optional[str] = None  # slurm
     gpus_per_node: int = at_least(0, "${scale.gpus_per_cell}")
     cpus_per_task: int = at_least(1, 2)
@@ -248,6 +249,7 @@ class HarnessConfig:
     launcher: LauncherConfig = field(default_factory=LauncherConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
     device: str = "auto"  # auto = cuda when available, else cpu
+    threads: Optional[int] = at_least(1, None)  # torch threads per worker; None = cores / local workers
     num_workers: int = at_least(0, 0)
     progress: bool = True
     max_attempts: int = at_least(1, 2)  # a cell that failed (error) or crashed is tried this often

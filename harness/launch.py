@@ -46,7 +46,7 @@ class CellJob(submitit.helpers.Checkpointable):
         self.max_requeue = max_requeue
 
     def __call__(self) -> list[dict]:
-        outs = run_cells(self.cells, self.engine, progress=self.progress, rescore=self.rescore)
+        outs = run_cells(self.cells, self.engine, progress=self.progress, rescore=self.rescore, in_worker=True)
         return [dataclasses.asdict(o) for o in outs]
 
     def checkpoint(self, *args: Any, **kwargs: Any):

@@ -415,10 +415,30 @@ def _tail(e: BaseException) -> str:
     return " <- ".join(f"{Path(f.filename).name}:{f.lineno}" for f in reversed(tb[-3:]))
 
 
+def set_threads(cell: Cell, in_worker: bool) -> None:
+    """torch intra-op threads: ``threads`` if set; else in a worker process the cores it may use
+    (Slurm: cpus_per_task, since without cgroups torch sees every core; local: cores / workers)."""
+    n = cell.config.get("threads")
+    lc = cell.config["launcher"]
+    if n is None and in_worker:
+        if lc["name"] == "slurm":
+            n = int(os.environ.get("SLURM_CPUS_PER_TASK", lc["cpus_per_task"]))
+        elif lc["name"] == "local":
+            n = max(1, (os.cpu_count() or 1) // max(1, int(lc["workers"])))
+    if n:
+        import torch
+
+        torch.set_num_threads(int(n))
+
+
 def run_cells(cells: Iterable[Cell], engine: Engine = Engine(), *, progress: bool = False,
-              rescore: bool = False, on_done: Optional[Callable[[Outcome], None]] = None) -> list[Outcome]:
+              rescore: bool = False, on_done: Optional[Callable[[Outcome], None]] = None,
+              in_worker: bool = False) -> list[Outcome]:
     """Run cells one after the other in this process (used by every launcher's worker)."""
     out = []
+    cells = list(cells)
+    if cells and (in_worker or cells[0].config.get("threads")) and engine.generate_fn is engine_generate:
+        set_threads(cells[0], in_worker)
     for cell in cells:
         o = run_cell(cell, engine, progress=progress, rescore=rescore)
         out.append(o)

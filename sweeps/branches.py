@@ -9,7 +9,7 @@ SWEEP = Sweep(
     axes=(Axis("compressor", "method.policy_kwargs.compressor", values=("hr", "lr", "hr+lr")),),
     base={"method": "packforcing"},
     defaults={
-        "toy": {"seconds": 60, "prompts.n": 2, "seeds": [0]},
+        "toy": {"seconds": 30, "prompts.n": 2, "seeds": [0]},
         "wan": {"seconds": 60, "prompts.n": 60, "seeds": [0]},
     },
     report=("clip_score", "toy.persistence", "toy.prompt_fidelity", "vbench.imaging_quality",

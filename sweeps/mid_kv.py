@@ -9,7 +9,7 @@ SWEEP = Sweep(
     axes=(Axis("mid_kv", "method.policy_kwargs.mid_kv", values=("transformer", "projection")),),
     base={"method": "packforcing"},
     defaults={
-        "toy": {"seconds": 60, "prompts.n": 2, "seeds": [0]},
+        "toy": {"seconds": 30, "prompts.n": 2, "seeds": [0]},
         "wan": {"seconds": 60, "prompts.n": 60, "seeds": [0]},
     },
     report=("clip_score", "toy.persistence", "toy.prompt_fidelity", "vbench.subject_consistency",

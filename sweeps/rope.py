@@ -9,7 +9,7 @@ SWEEP = Sweep(
     axes=(Axis("rope_adjust", "method.policy_kwargs.rope_adjust", values=(True, False)),),
     base={"method": "packforcing"},
     defaults={
-        "toy": {"seconds": 60, "prompts.n": 2, "seeds": [0]},
+        "toy": {"seconds": 30, "prompts.n": 2, "seeds": [0]},
         "wan": {"seconds": 120, "prompts.n": 60, "seeds": [0]},
     },
     report=("clip_score", "clip_drop", "clip_slope_per_min", "toy.persistence", "toy.flicker",

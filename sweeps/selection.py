@@ -9,7 +9,7 @@ SWEEP = Sweep(
     axes=(Axis("selection", "method.policy_kwargs.selection", values=("fifo", "topk")),),
     base={"method": "packforcing"},
     defaults={
-        "toy": {"seconds": 60, "prompts.n": 2, "seeds": [0]},
+        "toy": {"seconds": 30, "prompts.n": 2, "seeds": [0]},
         "wan": {"seconds": 60, "prompts.n": 60, "seeds": [0]},
     },
     report=("clip_score", "clip_drop", "toy.persistence", "toy.reentry_persistence_long",

@@ -12,7 +12,7 @@ SWEEP = Sweep(
     axes=(Axis("sink_frames", "method.policy_kwargs.sink_frames", values=(0, 4, 8, 16), toy=(0, 4, 8, 16)),),
     base={"method": "packforcing"},
     defaults={
-        "toy": {"seconds": 60, "prompts.n": 2, "seeds": [0]},  # 4 x 2 = 8 videos of 60 s
+        "toy": {"seconds": 30, "prompts.n": 2, "seeds": [0]},  # 4 x 2 = 8 toy videos of 30 s
         "wan": {"seconds": 60, "prompts.n": 60, "seeds": [0]},  # "60 random prompts"
     },
     report=("clip_score", "clip_drop", "toy.persistence", "toy.prompt_fidelity", "toy.flicker",
