@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--launcher", default=None, help="local (default) | debug | slurm")
         p.add_argument("--dry-run", action="store_true", help="list the cells and their state; run nothing")
         p.add_argument("--rescore", action="store_true", help="re-score done cells with every requested metric")
+        p.add_argument("--retry-failed", action="store_true",
+                       help="run failed cells again whatever the reason (e.g. after adding weights or memory)")
     p = sub.add_parser("status", help="done / failed / running / pending cells per sweep")
     _common(p, sweep=True)
     p = sub.add_parser("validate", help="check a config (or a sweep's configs) without running")
@@ -111,6 +113,45 @@ def check_runnable(plan, engine, create: bool = True) -> None:
                 files = "; ".join(f"{w}: {p}" for w, p in missing)
                 raise UserError(f"metric {name!r} needs weight files that are not there ({files}); "
                                 f"provide them or drop it from metrics=[...].")
+    if engine.generate_fn is Engine().generate_fn:
+        engine_preflight(plan)
+
+
+def engine_preflight(plan) -> None:
+    """Ask the engine whether each distinct method's weights are there, before any cell runs.
+
+    Uses ``packforcing.pipeline.preflight(spec)`` when the engine has it; otherwise resolves the
+    DiT checkpoint the way ``generate`` does (``packforcing.model.weights.resolve_checkpoint``).
+    """
+    from harness.runner import spec_kwargs
+
+    try:
+        from packforcing import pipeline
+    except ImportError as e:
+        raise UserError(f"the engine (packforcing.pipeline) failed to import: {e}.") from None
+    seen = set()
+    for cell in plan.cells:
+        kw = spec_kwargs(cell, None)
+        kw["device"] = "cpu"  # existence of files only; the worker picks the device
+        key = (kw["preset"], kw["checkpoint"], kw["policy"], kw["vae_checkpoint"], kw["text_encoder"])
+        if key in seen:
+            continue
+        seen.add(key)
+        pre = getattr(pipeline, "preflight", None)
+        if pre is not None:
+            pre(pipeline.GenerationSpec(**kw))
+            continue
+        ckpt = kw["checkpoint"]
+        if ckpt is None and kw["preset"] == "toy" and hasattr(pipeline, "default_checkpoint"):
+            ckpt = pipeline.default_checkpoint(kw["policy"])
+        if ckpt is not None:
+            try:
+                from packforcing.model.weights import resolve_checkpoint
+            except ImportError:
+                return
+            path = resolve_checkpoint(ckpt)
+            if not path.exists():
+                raise UserError(f"checkpoint not found: {path} (method {cell.config['method']['name']}).")
 
 
 def _plan(args, sweep, launcher: Optional[str] = None, name: Optional[str] = None):
@@ -167,7 +208,7 @@ def cmd_launch(args, engine=None) -> int:
     if args.dry_run:
         _print_cells(plan)
         return 0
-    rep = launch(plan, engine, rescore=args.rescore)
+    rep = launch(plan, engine, rescore=args.rescore, retry_failed=args.retry_failed)
     return _report(plan, rep, title)
 
 

@@ -37,23 +37,26 @@ class CellJob(submitit.helpers.Checkpointable):
     """The worker callable: run a list of cells. Checkpointable: requeued on preemption/timeout."""
 
     def __init__(self, cells: list[Cell], engine: Engine = Engine(), progress: bool = False,
-                 rescore: bool = False, requeues: int = 0, max_requeue: int = 2):
+                 rescore: bool = False, requeues: int = 0, max_requeue: int = 2, retry_failed: bool = False):
         self.cells = cells
         self.engine = engine
         self.progress = progress
         self.rescore = rescore
         self.requeues = requeues
         self.max_requeue = max_requeue
+        self.retry_failed = retry_failed
 
     def __call__(self) -> list[dict]:
-        outs = run_cells(self.cells, self.engine, progress=self.progress, rescore=self.rescore, in_worker=True)
+        outs = run_cells(self.cells, self.engine, progress=self.progress, rescore=self.rescore, in_worker=True,
+                         retry_failed=self.retry_failed and self.requeues == 0)
         return [dataclasses.asdict(o) for o in outs]
 
     def checkpoint(self, *args: Any, **kwargs: Any):
         """Called by submitit on preemption/timeout; the cells' records say what is left to do."""
         if self.requeues >= self.max_requeue:
             return None  # submitit then gives up on this task: its unfinished cell stays `running`
-        nxt = CellJob(self.cells, self.engine, self.progress, self.rescore, self.requeues + 1, self.max_requeue)
+        nxt = CellJob(self.cells, self.engine, self.progress, self.rescore, self.requeues + 1, self.max_requeue,
+                      self.retry_failed)
         return submitit.helpers.DelayedSubmission(nxt, *args, **kwargs)
 
 
@@ -62,7 +65,7 @@ class CellJob(submitit.helpers.Checkpointable):
 # --------------------------------------------------------------------------------------------
 
 
-def cell_state(cell: Cell, rescore: bool = False) -> str:
+def cell_state(cell: Cell, rescore: bool = False, retry_failed: bool = False) -> str:
     """``todo`` / ``done`` / ``failed`` (for good) / ``busy`` (a live process holds it)."""
     root, sweep, h = cell.config["output_root"], cell.sweep, cell.hash
     rec = store.read_json(store.cell_path(root, sweep, h))
@@ -74,7 +77,7 @@ def cell_state(cell: Cell, rescore: bool = False) -> str:
         have = set(rec["config"].get("metrics") or [])
         return "todo" if rescore or not set(cell.config["metrics"]) <= have else "done"
     reason = (rec.get("failure") or {}).get("reason")
-    if reason in NO_RETRY or rec.get("attempts", 0) >= int(cell.config["max_attempts"]):
+    if not retry_failed and (reason in NO_RETRY or rec.get("attempts", 0) >= int(cell.config["max_attempts"])):
         return "failed"
     return "todo"
 
@@ -211,14 +214,14 @@ def _executor(name: str, folder: Path, lcfg: dict, n_cells_per_job: int):
 
 
 def launch(plan: Plan, engine: Engine = Engine(), *, launcher: Optional[str] = None, rescore: bool = False,
-           progress: Optional[bool] = None) -> LaunchReport:
+           progress: Optional[bool] = None, retry_failed: bool = False) -> LaunchReport:
     """Run every cell of ``plan`` that needs running; return what happened."""
     lcfg = plan.config["launcher"]
     name = launcher or lcfg["name"]
     progress = plan.config["progress"] if progress is None else progress
     sdir = store.check_writable(plan.root, plan.sweep)
 
-    states = {c.hash: cell_state(c, rescore) for c in plan.cells}
+    states = {c.hash: cell_state(c, rescore, retry_failed) for c in plan.cells}
     todo = [c for c in plan.cells if states[c.hash] == "todo"]
     n_done = sum(s == "done" for s in states.values())
     n_failed = sum(s == "failed" for s in states.values())
@@ -227,7 +230,8 @@ def launch(plan: Plan, engine: Engine = Engine(), *, launcher: Optional[str] = N
     errors: list[str] = []
     try:
         if todo and name == "debug":
-            run_cells(todo, engine, progress=progress, rescore=rescore, on_done=lambda o: bar.update(1))
+            run_cells(todo, engine, progress=progress, rescore=rescore, retry_failed=retry_failed,
+                      on_done=lambda o: bar.update(1))
         elif todo and name in ("local", "slurm"):
             gpus = int(lcfg["gpus_per_node"])
             if name == "local":
@@ -248,11 +252,11 @@ def launch(plan: Plan, engine: Engine = Engine(), *, launcher: Optional[str] = N
                     for i, g in enumerate(groups):
                         if gpus > 0:  # LocalExecutor sets CUDA_VISIBLE_DEVICES from these ids
                             ex.update_parameters(gpus_per_node=gpus, visible_gpus=devices[i * gpus:(i + 1) * gpus])
-                        jobs.append(ex.submit(CellJob(g, engine, progress, rescore, 0, int(lcfg["max_requeue"]))))
+                        jobs.append(ex.submit(CellJob(g, engine, progress, rescore, 0, int(lcfg["max_requeue"]), retry_failed)))
                 else:
                     with ex.batch():  # one Slurm job array
                         for g in groups:
-                            jobs.append(ex.submit(CellJob(g, engine, progress, rescore, 0, int(lcfg["max_requeue"]))))
+                            jobs.append(ex.submit(CellJob(g, engine, progress, rescore, 0, int(lcfg["max_requeue"]), retry_failed)))
             if name == "local":
                 for j in jobs:  # same filesystem: no need to wait 15 s for the result file of a dead worker
                     j._results_timeout_s = 1

@@ -294,18 +294,24 @@ def _mirror(rec: dict, cell: Cell) -> None:
         print(f"warning: wandb logging failed for cell {cell.hash}: {type(e).__name__}: {e}", flush=True)
 
 
-def run_cell(cell: Cell, engine: Engine = Engine(), *, progress: bool = False, rescore: bool = False) -> Outcome:
-    """Run one cell if it needs running; write its record atomically. Safe to call again."""
+def run_cell(cell: Cell, engine: Engine = Engine(), *, progress: bool = False, rescore: bool = False,
+             retry_failed: bool = False) -> Outcome:
+    """Run one cell if it needs running; write its record atomically. Safe to call again.
+
+    ``retry_failed`` runs a failed cell again whatever its reason and attempt count (the user
+    fixed the cause: added weights, a bigger GPU); attempts keep counting.
+    """
     root, sweep, h = cell.config["output_root"], cell.sweep, cell.hash
     path = store.cell_path(root, sweep, h)
     try:
         with store.cell_lock(root, sweep, h):
-            return _run_locked(cell, engine, path, progress, rescore)
+            return _run_locked(cell, engine, path, progress, rescore, retry_failed)
     except store.CellBusy:
         return Outcome(h, "busy", "running")
 
 
-def _run_locked(cell: Cell, engine: Engine, path: Path, progress: bool, rescore: bool) -> Outcome:
+def _run_locked(cell: Cell, engine: Engine, path: Path, progress: bool, rescore: bool,
+                retry_failed: bool = False) -> Outcome:
     h = cell.hash
     sdir = path.parent.parent
     video = sdir / store.video_relpath(h)
@@ -338,13 +344,13 @@ def _run_locked(cell: Cell, engine: Engine, path: Path, progress: bool, rescore:
             return Outcome(h, "rescored", "done")
         # no video or stats to re-score from: generate again below
 
-    if old is not None and old["status"] == "failed":
+    if old is not None and old["status"] == "failed" and not retry_failed:
         reason = (old.get("failure") or {}).get("reason")
         if reason in NO_RETRY or old.get("attempts", 0) >= max_attempts:
             return Outcome(h, "skipped", "failed", reason)
 
     attempts = int((old or {}).get("attempts", 0))
-    if old is not None and old["status"] == "running" and attempts >= max_attempts:
+    if old is not None and old["status"] == "running" and attempts >= max_attempts and not retry_failed:
         rec = old
         _fail(rec, path, "interrupted", f"the cell was interrupted {attempts} time(s) (crash, kill or preemption); "
                                         f"raise max_attempts to try again")
@@ -433,14 +439,14 @@ def set_threads(cell: Cell, in_worker: bool) -> None:
 
 def run_cells(cells: Iterable[Cell], engine: Engine = Engine(), *, progress: bool = False,
               rescore: bool = False, on_done: Optional[Callable[[Outcome], None]] = None,
-              in_worker: bool = False) -> list[Outcome]:
+              in_worker: bool = False, retry_failed: bool = False) -> list[Outcome]:
     """Run cells one after the other in this process (used by every launcher's worker)."""
     out = []
     cells = list(cells)
     if cells and (in_worker or cells[0].config.get("threads")) and engine.generate_fn is engine_generate:
         set_threads(cells[0], in_worker)
     for cell in cells:
-        o = run_cell(cell, engine, progress=progress, rescore=rescore)
+        o = run_cell(cell, engine, progress=progress, rescore=rescore, retry_failed=retry_failed)
         out.append(o)
         if on_done is not None:
             on_done(o)

@@ -167,6 +167,19 @@ class CellBusy(Exception):
     """Another live process holds the cell's lock."""
 
 
+# file systems without flock support (some Lustre/NFS mounts): run unlocked rather than not at all
+_NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
+_warned = False
+
+
+def _warn_no_locks(p: Path) -> None:
+    global _warned
+    if not _warned:
+        _warned = True
+        print(f"warning: {p.parent} does not support file locks; two launches of one sweep at the same "
+              f"time could run a cell twice (its record is still written once, atomically)", flush=True)
+
+
 @contextlib.contextmanager
 def cell_lock(root, sweep: str, h: str) -> Iterator[None]:
     p = sweep_dir(root, sweep) / "locks" / f"{h}.lock"
@@ -178,7 +191,9 @@ def cell_lock(root, sweep: str, h: str) -> Iterator[None]:
         except OSError as e:
             if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise CellBusy(h) from None
-            raise
+            if e.errno not in _NO_LOCKS:
+                raise
+            _warn_no_locks(p)
         yield
     finally:
         os.close(fd)
@@ -192,8 +207,8 @@ def is_locked(root, sweep: str, h: str) -> bool:
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         return False
-    except OSError:
-        return True
+    except OSError as e:
+        return e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
     finally:
         os.close(fd)
 

@@ -33,3 +33,11 @@ def pytest_collection_modifyitems(config, items):
         skip = pytest.mark.skip(reason="needs CUDA")
         for it in gpu:
             it.add_marker(skip)
+
+
+@pytest.fixture
+def cuda_device():
+    """``"cuda"`` for tests that need a GPU; skips the test without one."""
+    if not _cuda():
+        pytest.skip("needs CUDA")
+    return "cuda"

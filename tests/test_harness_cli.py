@@ -92,3 +92,14 @@ def test_module_entry_point_exit_code(tmp_path):
     assert p.returncode == 2
     assert p.stderr.strip().splitlines() == [p.stderr.strip()] and p.stderr.startswith("error: unknown sweep")
     assert "sink_size" in p.stdout
+
+
+def test_missing_engine_weights_stop_the_launch_before_any_cell(tmp_path, capsys):
+    try:
+        rc = main(["ablate", "--sweep", "rope", f"output_root={tmp_path}", "metrics=[systems]",
+                   f"method.checkpoint={tmp_path / 'nope.safetensors'}"])
+    except SystemExit as e:
+        rc = e.code
+    err = capsys.readouterr().err
+    assert rc == 2 and "nope.safetensors" in err and len(err.strip().splitlines()) == 1
+    assert not list(tmp_path.glob("rope/cells/*.json"))

@@ -85,6 +85,9 @@ def test_failures_are_recorded_and_bounded(tmp_path, calls, prompt, reason, retr
     run_cell(cell, FAKE_ENGINE)  # max_attempts=2 reached: never retried forever
     assert calls() == (2 if retried else 1)
     assert store.read_json(store.cell_path(p.root, "run", cell.hash))["attempts"] == (2 if retried else 1)
+    run_cell(cell, FAKE_ENGINE, retry_failed=True)  # the user fixed the cause and asks again
+    assert calls() == (3 if retried else 2)
+    assert store.read_json(store.cell_path(p.root, "run", cell.hash))["attempts"] == (3 if retried else 2)
 
 
 def test_nan_metric_fails_the_cell(tmp_path):
