@@ -124,7 +124,7 @@ def rollout(
         push(initial_latents.to(device=noise.device, dtype=noise.dtype))
 
     n_blocks = f // bf
-    st_dev = sampler.step_timesteps.to(noise.device) if wb > 1 else None
+    st_dev = sampler.step_timesteps.to(noise.device)  # once: no host copy per step
     bar = None
     if progress:
         from tqdm import tqdm
@@ -159,7 +159,7 @@ def rollout(
             calls = 0
         if len(live) == 1:  # the Self-Forcing case, written exactly as a one-block denoising loop
             x = live[0].x
-            t = sampler.step_timesteps[live[0].step].to(x.device).expand(b, bf)
+            t = st_dev[live[0].step].expand(b, bf)
         else:
             x = torch.cat([l.x for l in live], dim=2)
             t = torch.cat([st_dev[l.step].expand(b, bf) for l in live], dim=1)
@@ -174,10 +174,7 @@ def rollout(
             if l.step == n_steps - 1:
                 done = (l, x0j)
                 continue
-            if len(live) == 1:
-                t_next = sampler.step_timesteps[l.step + 1].to(x.device).expand(b, bf)
-            else:
-                t_next = st_dev[l.step + 1].expand(b, bf)
+            t_next = st_dev[l.step + 1].expand(b, bf)
             eps = noise_fn(l.out, l.step, x0j) if noise_fn is not None else torch.randn_like(x0j)
             l.x = sampler.add_noise(x0j, eps, t_next)
             l.step += 1

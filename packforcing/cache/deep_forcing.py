@@ -138,7 +138,7 @@ class DeepForcingPolicy(CachePolicy):
         check_positions(self.spec, range(blk.start, blk.end), f"policy {self.name} at latent frame {blk.end}")
         st, tpf = self.store, self.tpf
         if act["kind"] == "evict":
-            self._evict(act["n_ev"], act["old_held"])
+            self._evict(act["n_ev"], act["old_held"], blk.start)
         self._pending = act if act["kind"] == "compress" else None
         self._done: set[int] = set()
         cur = self._held()
@@ -151,7 +151,7 @@ class DeepForcingPolicy(CachePolicy):
         self._record(blk, act)
         return BlockView(st, pos, cur_start=cur, pre_attend=self._hook)
 
-    def _evict(self, n_ev: int, old_held: int) -> None:
+    def _evict(self, n_ev: int, old_held: int, cur_start: int) -> None:
         """Deep Sink alone: drop the oldest ``n_ev`` non-sink frames; re-align the sink before the rest."""
         st, tpf = self.store, self.tpf
         a, src = self.sink_n * tpf, (self.sink_n + n_ev) * tpf
@@ -160,8 +160,8 @@ class DeepForcingPolicy(CachePolicy):
             t[:, :, a : a + n] = t[:, :, src : src + n].clone()
         for t in (self.pos_l, self.src_l):
             t[:, a : a + n] = t[:, src : src + n].clone()
-        if self.rope_adjust and self.tail:
-            target = self.tail[0] - self.sink_n
+        if self.rope_adjust:
+            target = (self.tail[0] if self.tail else cur_start) - self.sink_n
             delta = target - self.sink_pos
             if delta:
                 st.k[:, :, :a] = R.shift_temporal(st.k[:, :, :a], float(delta), self.spec.rope_theta)
