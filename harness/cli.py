@@ -218,26 +218,36 @@ def cmd_ls(args) -> int:
 
 
 def cmd_status(args) -> int:
+    from harness import config as C
     from harness import store
+    from harness.plan import output_root
     from harness.sweep import get_sweep, load_sweeps
 
     names = [args.sweep] if args.sweep else load_sweeps().names()
+    root = output_root(C.to_container(C.load_config(
+        [o for o in args.overrides if o.split("=", 1)[0] == "output_root"], overlays=args.overlay)))
     rows = []
-    root = None
     for n in names:
         sw = get_sweep(n)
-        plan = _plan(args, sw)
-        root = plan.root
-        c = store.status_counts(plan.root, sw.name, [x.hash for x in plan.cells])
+        try:  # pending = cells of the grid (at this scale, with these overrides) not in the store
+            plan = _plan(args, sw)
+            root = plan.root
+            c = store.status_counts(root, sw.name, [x.hash for x in plan.cells])
+        except UserError as e:
+            c = {**store.status_counts(root, sw.name), "pending": "?"}
+            c["note"] = str(e)
         rows.append((sw.name, c))
-    extra = [s for s in store.list_sweeps(root) if s not in names] if (root and not args.sweep) else []
-    for s in extra:
-        rows.append((s, store.status_counts(root, s)))
+    for s in store.list_sweeps(root):
+        if s not in names and not args.sweep:
+            rows.append((s, store.status_counts(root, s)))
     cols = ("done", "failed", "running", "interrupted", "pending", "other")
     print(f"results: {root}")
     print(f"{'sweep':<14}" + "".join(f"{c:>12}" for c in cols))
     for n, c in rows:
         print(f"{n:<14}" + "".join(f"{c.get(k, 0):>12}" for k in cols))
+    notes = {c["note"] for _, c in rows if "note" in c}
+    for note in notes:
+        print(f"pending unknown: {note}")
     return 0
 
 
