@@ -174,8 +174,8 @@ def cfg_flow(model: WanDiT, x: Tensor, t: Tensor, ctx: Tensor, guidance: float, 
 
 @dataclass
 class TeacherConfig:
-    steps: int = 4000
-    minutes: float = 3.0
+    steps: int = 100000
+    minutes: float = 2.2
     batch: int = 32
     lr: float = 3e-4
     shift: float = 5.0
@@ -259,8 +259,8 @@ def teacher_forcing_mask(num_frames: int, tpf: int, bf: int, device) -> Tensor:
 @dataclass
 class ODEConfig:
     pairs: int = 1024
-    steps: int = 3000
-    minutes: float = 2.5
+    steps: int = 100000
+    minutes: float = 1.3
     batch: int = 32
     lr: float = 1e-4
     guidance: float = 3.0
@@ -349,8 +349,8 @@ def train_ode(data: dict, teacher_path: Path, cfg: ODEConfig, device: torch.devi
 
 @dataclass
 class CompressorConfig:
-    steps: int = 1500
-    minutes: float = 2.0
+    steps: int = 100000
+    minutes: float = 1.2
     batch: int = 16
     lr: float = 3e-4
     clip_blocks: int = 6  # 24 latent frames: mid holds 1..2 blocks at the default partition sizes
