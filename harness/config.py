@@ -131,19 +131,23 @@ class FullKwargs:
 
 @dataclass
 class CausVidRestartKwargs:
-    """CausVid's long-video recipe: fixed-length rollouts restarted with an overlap."""
+    """CausVid's long-video recipe: fixed-length rollouts restarted with an overlap.
 
-    rollout_frames: int = at_least(1, 21)
-    overlap_frames: int = at_least(0, 3)
+    None = the engine's default: 21 frames rounded down to whole blocks; one block of overlap."""
+
+    rollout_frames: Optional[int] = at_least(1, None)
+    overlap_frames: Optional[int] = at_least(0, None)
 
 
 @dataclass
 class RollingForcingKwargs:
-    """Rolling Forcing: staggered joint denoising over a window of blocks plus a re-RoPE'd anchor."""
+    """Rolling Forcing: staggered joint denoising over a window of blocks plus a re-RoPE'd anchor.
 
-    window_blocks: int = at_least(1, 5)
-    sink_frames: int = at_least(0, 3)
-    max_attention_frames: int = at_least(1, 21)
+    None = the engine's default: the schedule's step count; one block; (W + 2) blocks."""
+
+    window_blocks: Optional[int] = at_least(1, None)
+    sink_frames: Optional[int] = at_least(0, None)
+    max_attention_frames: Optional[int] = at_least(1, None)
 
 
 @dataclass
@@ -153,6 +157,8 @@ class DeepForcingKwargs:
     sink_frames: int = at_least(0, 10)
     budget_frames: int = at_least(0, 16)
     recent_frames: int = at_least(0, 4)
+    window_frames: int = at_least(1, 21)
+    participative: bool = True
     rope_adjust: bool = True
 
 
@@ -285,7 +291,7 @@ METHOD_PRESETS: dict[str, _Preset] = {
     "causvid": _Preset(  # 4-step official weights, restart + 1-block overlap for long videos
         "causvid_restart", CausVidRestartKwargs(), "causvid4",
         wan={"block_frames": 3, "checkpoint": "causvid_4step.pt"},
-        toy={"block_frames": 4, "policy_kwargs": {"rollout_frames": 20, "overlap_frames": 4}},
+        toy={"block_frames": 4},  # rollout 20 frames, overlap 1 block (engine defaults at B_f = 4)
     ),
     "longlive": _Preset(  # window 12 frames including a 3-frame sink
         "sink_window", SinkWindowKwargs(window_frames=12, sink_frames=3), "self_forcing",
@@ -295,12 +301,12 @@ METHOD_PRESETS: dict[str, _Preset] = {
     "rolling_forcing": _Preset(
         "rolling_forcing", RollingForcingKwargs(), "rolling5",
         wan={"block_frames": 3, "checkpoint": "rolling_forcing_dmd.pt"},
-        toy={"block_frames": 4, "policy_kwargs": {"sink_frames": 4, "max_attention_frames": 20}},
+        toy={"block_frames": 4},  # anchor 1 block, cap (W + 2) blocks (engine defaults)
     ),
     "deep_forcing": _Preset(  # training-free on Self-Forcing weights: S=10, N=16, R=4
         "deep_forcing", DeepForcingKwargs(), "self_forcing",
         wan={"block_frames": 3, "checkpoint": "self_forcing_dmd.pt"},
-        toy={"block_frames": 4, "policy_kwargs": {"sink_frames": 8}},
+        toy={"block_frames": 4, "policy_kwargs": {"sink_frames": 8, "window_frames": 20}},
     ),
     "full": _Preset(
         "full", FullKwargs(), "self_forcing",
