@@ -69,6 +69,14 @@ class GenerationResult:
     spec: dict = field(default_factory=dict)
 
 
+def _branches(spec: GenerationSpec) -> str:
+    from packforcing.cache.packforcing import PACKFORCING_PRESETS
+
+    preset = spec.policy_kwargs.get("preset", "paper")
+    default = PACKFORCING_PRESETS[preset].compressor if preset in PACKFORCING_PRESETS else "hr+lr"
+    return str(spec.policy_kwargs.get("compressor", default))
+
+
 def default_checkpoint(policy: str) -> str:
     return "toy:packforcing" if policy == "packforcing" else "toy:self_forcing"
 
@@ -154,7 +162,12 @@ def generate(spec: GenerationSpec, on_block: Callable[[int, Tensor, dict], None]
         raise UserError(f"preset {spec.preset!r} needs checkpoint=<path to the DiT weights>; nothing is downloaded.")
     model, extra = _load_model(spec.preset, ckpt, spec.device, spec.dtype)
     cfg = model.cfg
-    need_vae = spec.video_path is not None or "lr" in str(spec.policy_kwargs.get("compressor", "hr+lr" if spec.policy == "packforcing" else ""))
+    from packforcing.cache import POLICIES, load_all
+
+    load_all()
+    pol_cls = POLICIES.get(spec.policy)
+    lr_branch = hasattr(pol_cls, "build_compressor") and "lr" in _branches(spec)
+    need_vae = spec.video_path is not None or lr_branch or hasattr(pol_cls, "attach_vae")
     vae = _load_vae(spec.preset, spec.vae_checkpoint, spec.device, spec.dtype) if need_vae else None
     enc = _load_text(spec.text_encoder, cfg.text_len, cfg.text_dim, spec.device)
     context = enc.encode([spec.prompt]).to(device)
@@ -170,25 +183,36 @@ def generate(spec: GenerationSpec, on_block: Callable[[int, Tensor, dict], None]
     def noise_fn(b, s, like):
         return torch.randn(like.shape, generator=g, device=device, dtype=torch.float32).to(like.dtype)
 
-    writer = decoder = None
+    writer = stitch = None
     frames_written = 0
     first_frame_s: list[float] = []
     if spec.video_path is not None:
+        from packforcing.rollout import SegmentStitcher
         from packforcing.video import VideoWriter
 
         writer = VideoWriter(spec.video_path, fps=spec.fps).__enter__()
-        decoder = vae.stream(clamp=True)
+        stitch = SegmentStitcher(vae.stream(clamp=True))
     latents_out: list[Tensor] = []
 
-    def _on_block(i: int, x0: Tensor, st: dict) -> None:
+    def _write(px: Tensor | None) -> None:
         nonlocal frames_written
-        if decoder is not None:
-            frames = decoder.submit(x0.to(vae.dtype), to_host_uint8=True).uint8()
-            arr = frames[0] if getattr(frames, "ndim", 0) == 5 else frames
-            writer.write(arr)
-            frames_written += arr.shape[0]
-            if not first_frame_s:
-                first_frame_s.append(time.perf_counter() - t_loaded)
+        if px is None or px.shape[2] == 0:
+            return
+        from packforcing.video import to_uint8_frames
+
+        arr = to_uint8_frames(px, batch=True)[0]
+        writer.write(arr)
+        frames_written += arr.shape[0]
+        if not first_frame_s:
+            first_frame_s.append(time.perf_counter() - t_loaded)
+
+    def _on_prefix(frame: int, z: Tensor) -> None:
+        if stitch is not None:
+            _write(stitch.prefix(z.to(vae.dtype)))
+
+    def _on_block(i: int, x0: Tensor, st: dict) -> None:
+        if stitch is not None:
+            _write(stitch.block(x0.to(vae.dtype), st))
         if spec.latents_path is not None:
             latents_out.append(x0.float().cpu())
         if on_block is not None:
@@ -196,10 +220,13 @@ def generate(spec: GenerationSpec, on_block: Callable[[int, Tensor, dict], None]
 
     try:
         res = rollout(model, policy, sampler, context, noise, spec.block_frames, context_noise=spec.context_noise,
-                      noise_fn=noise_fn, on_block=_on_block, keep_latents=False, progress=progress)
+                      noise_fn=noise_fn, on_block=_on_block, on_prefix=_on_prefix, keep_latents=False,
+                      progress=progress)
+        if stitch is not None:
+            _write(stitch.flush())
     except BaseException:
         if writer is not None:
-            writer.abort() if hasattr(writer, "abort") else None
+            writer.abort()
         raise
     if writer is not None:
         writer.__exit__(None, None, None)
@@ -230,3 +257,25 @@ def env_info() -> dict:
     return {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
             "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
             "hostname_hash": hash(os.uname().nodename) & 0xFFFF}
+
+
+def preflight(spec: GenerationSpec) -> None:
+    """Check a spec without loading weights: the spec is valid, the policy builds with its options,
+    and every weight file it will read exists. Raises UserError naming the first problem."""
+    from packforcing.cache import make_policy
+    from packforcing.model.presets import get_preset
+    from packforcing.model.weights import resolve_checkpoint
+
+    spec.validate()
+    get_preset(spec.preset)
+    make_policy(spec.policy, **spec.policy_kwargs)
+    ckpt = spec.checkpoint if spec.checkpoint is not None else (default_checkpoint(spec.policy) if spec.preset == "toy" else None)
+    if ckpt is None:
+        raise UserError(f"preset {spec.preset!r} needs checkpoint=<path to the DiT weights>; nothing is downloaded.")
+    p = resolve_checkpoint(ckpt)
+    if not p.is_file():
+        raise UserError(f"DiT checkpoint not found: {p}; put the weights there or fix the checkpoint path.")
+    if spec.vae_checkpoint is not None and not Path(spec.vae_checkpoint).exists():
+        raise UserError(f"VAE checkpoint not found: {spec.vae_checkpoint}; put Wan2.1_VAE.pth there or fix the path.")
+    if spec.text_encoder != "toy" and not Path(spec.text_encoder).exists():
+        raise UserError(f"text encoder directory not found: {spec.text_encoder}; put the umT5 files there or use text_encoder=toy.")
