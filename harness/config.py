@@ -316,7 +316,7 @@ METHOD_PRESETS: dict[str, _Preset] = {
 }
 
 SCALE_PRESETS: dict[str, ScaleConfig] = {
-    "toy": ScaleConfig(name="toy", metrics=["systems", "toy_truth", "pixel_dynamics"]),
+    "toy": ScaleConfig(name="toy", metrics=["systems", "toy_truth", "pixel_dynamics", "clip_drift"]),
     "wan": ScaleConfig(
         name="wan",
         preset="wan2.1-1.3b",

@@ -165,9 +165,10 @@ class ClipDrift(Metric):
     version = "1"
     higher_is_better = True
     needs = ("frames", "prompt", "fps")
+    # The toy CLIP trained by `make train-toy` ships with the package (packforcing/assets/toy_clip.safetensors).
     defaults = {
         "clip_model": "pf-toy-clip",
-        "clip_weights": None,
+        "clip_weights": str(Path(__file__).resolve().parents[2] / "packforcing" / "assets" / "toy_clip.safetensors"),
         "segment_s": 10.0,
         "frames_per_segment": 8,
         "min_segment_fraction": 0.5,
