@@ -5,6 +5,16 @@ import os
 import pytest
 
 os.environ.setdefault("WANDB_MODE", "disabled")  # tests never log to wandb, never need credentials
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # tiny models: one thread is fastest and deterministic
+
+
+def pytest_sessionstart(session):
+    try:
+        import torch
+
+        torch.set_num_threads(int(os.environ.get("PF_TEST_THREADS", "1")))
+    except ImportError:
+        pass
 
 MARKERS = {
     "slow": "takes more than a few seconds",
