@@ -1,0 +1,155 @@
+"""Toy-scale findings page: each paper claim as a paired difference with a 95% bootstrap CI.
+
+``python -m reports.findings --root results --out reports/toy`` reads the ``findings`` sweep
+(``sweeps/findings.py``) from the results store, pairs every variant with the PackForcing reference on
+the same (prompt, seed), and writes ``findings.md`` (+ ``findings.json`` and a plot). Verdict rule,
+fixed before looking at the data: *reproduced* if the CI of the paired difference lies entirely on
+the paper's side of 0, *not reproduced* if it lies entirely on the other side, else *inconclusive*.
+Toy numbers are never compared with the paper's values, only with the paper's direction.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from packforcing.errors import UserError, main_guard
+
+# (claim, paper source, variant compared against the reference, metric, sign): the paper says
+# sign * (reference - variant) > 0.
+CLAIMS = [
+    ("sink 8 vs 0: CLIP score", "Table 3 (35.09 vs 31.24)", "sink0", "clip_score", +1),
+    ("sink 8 vs 0: subject consistency (toy: attribute persistence)", "Table 3 (93.11 vs 74.72)", "sink0", "toy.persistence", +1),
+    ("top-k vs FIFO: CLIP score", "Table 5 (+0.12)", "fifo", "clip_score", +1),
+    ("top-k vs FIFO: subject consistency (toy: attribute persistence)", "Table 5 (+0.8)", "fifo", "toy.persistence", +1),
+    ("RoPE adjustment vs none: CLIP drop (last - first segment)", "App. H.2 (62% less drift)", "rope_off", "clip_drop", +1),
+    ("RoPE adjustment vs none: attribute persistence", "Fig. 5 (frame resets without it)", "rope_off", "toy.persistence", +1),
+    ("HR+LR vs HR only: CLIP score", "Table 4 (33.54 vs 32.97)", "hr_only", "clip_score", +1),
+    ("HR+LR vs LR only: CLIP score", "Table 4 (33.54 vs 33.11)", "lr_only", "clip_score", +1),
+    ("PackForcing vs Self-Forcing: CLIP drop over the video", "Table 2 (-1.14 vs -6.77 over 60 s)", "self_forcing", "clip_drop", +1),
+    ("PackForcing vs Self-Forcing: attribute persistence", "Fig. 4 (SF colour shift, repetition)", "self_forcing", "toy.persistence", +1),
+]
+
+
+def _load(root: Path):
+    from harness.store import load_cells
+
+    df = load_cells(str(root), "findings")
+    if df is None or len(df) == 0:
+        raise UserError(f"no findings cells under {root}/findings; run: python -m harness ablate --sweep findings --scale toy")
+    return df
+
+
+def paired(df, variant: str, metric: str):
+    col = f"metric.{metric}"
+    if col not in df.columns:
+        return np.array([])
+    d = df[df["status"] == "done"]
+    ref = d[d["axis.variant"] == "packforcing"].set_index(["prompt_id", "seed"])[col]
+    var = d[d["axis.variant"] == variant].set_index(["prompt_id", "seed"])[col]
+    both = ref.to_frame("r").join(var.to_frame("v"), how="inner").dropna()
+    return (both["r"] - both["v"]).to_numpy(dtype=float)
+
+
+def verdict(lo: float, hi: float, sign: int) -> str:
+    lo, hi = sorted((sign * lo, sign * hi))
+    if lo > 0:
+        return "reproduced"
+    if hi < 0:
+        return "not reproduced"
+    return "inconclusive"
+
+
+def build(root: Path, out: Path) -> dict:
+    from harness.metrics.stats import bootstrap_ci
+
+    df = _load(root)
+    rows = []
+    for claim, src, variant, metric, sign in CLAIMS:
+        diff = paired(df, variant, metric)
+        if diff.size == 0:
+            rows.append({"claim": claim, "paper": src, "variant": variant, "metric": metric, "n": 0,
+                         "verdict": "not measured"})
+            continue
+        ci = bootstrap_ci(diff, n=2000, seed=0)
+        rows.append({"claim": claim, "paper": src, "variant": variant, "metric": metric, "n": int(ci.n),
+                     "diff_mean": float(ci.mean), "ci_lo": float(ci.lo), "ci_hi": float(ci.hi),
+                     "verdict": verdict(ci.lo, ci.hi, sign)})
+    means = {}
+    for v in sorted(df["axis.variant"].dropna().unique()):
+        d = df[(df["axis.variant"] == v) & (df["status"] == "done")]
+        means[v] = {m: float(d[f"metric.{m}"].mean()) for m in ("clip_score", "clip_drop", "toy.persistence",
+                                                                  "toy.prompt_fidelity", "toy.flicker")
+                    if f"metric.{m}" in d.columns}
+        means[v]["n"] = int(len(d))
+        means[v]["failed"] = int(((df["axis.variant"] == v) & (df["status"] == "failed")).sum())
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "findings.json").write_text(json.dumps({"claims": rows, "variants": means}, indent=1))
+    lines = [
+        "# TOY-SCALE FINDINGS (not comparable with the paper's numbers)",
+        "",
+        "Each claim is a paired difference (PackForcing reference minus the variant, same prompt and seed) with a",
+        "95% percentile bootstrap CI over prompt x seed samples. Verdict rule, fixed before the data: *reproduced*",
+        "if the CI lies on the paper's side of 0, *not reproduced* if on the other side, else *inconclusive*.",
+        "Only the paper's direction is compared, never its values. Videos: see `results/findings/` and the run",
+        "settings in `sweeps/findings.py`. Subject consistency has no toy counterpart in VBench; we use the",
+        "toy world's attribute persistence (`toy.persistence`), measured by its own detectors.",
+        "",
+        "| claim | paper | n | reference - variant (95% CI) | verdict |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if r["n"] == 0:
+            lines.append(f"| {r['claim']} | {r['paper']} | 0 | — | {r['verdict']} |")
+        else:
+            lines.append(f"| {r['claim']} | {r['paper']} | {r['n']} | {r['diff_mean']:+.4g} "
+                         f"[{r['ci_lo']:+.4g}, {r['ci_hi']:+.4g}] | **{r['verdict']}** |")
+    lines += ["", "## Per-variant means", "", "| variant | n | failed | clip_score | clip_drop | persistence | prompt fidelity | flicker |",
+              "|---|---|---|---|---|---|---|---|"]
+    for v, m in means.items():
+        f = lambda k: f"{m[k]:.4g}" if k in m and m[k] == m[k] else "—"  # noqa: E731
+        lines.append(f"| {v} | {m['n']} | {m['failed']} | {f('clip_score')} | {f('clip_drop')} | "
+                     f"{f('toy.persistence')} | {f('toy.prompt_fidelity')} | {f('toy.flicker')} |")
+    (out / "findings.md").write_text("\n".join(lines) + "\n")
+    _plot(rows, out / "findings.png")
+    return {"claims": rows, "variants": means}
+
+
+def _plot(rows, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in rows if r["n"]]
+    if not rows:
+        return
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1))
+    for i, r in enumerate(rows):
+        c = {"reproduced": "tab:green", "not reproduced": "tab:red"}.get(r["verdict"], "tab:gray")
+        ax.errorbar(r["diff_mean"], i, xerr=[[r["diff_mean"] - r["ci_lo"]], [r["ci_hi"] - r["diff_mean"]]], fmt="o", color=c)
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_yticks(range(len(rows)), [r["claim"] for r in rows], fontsize=7)
+    ax.set_xlabel("reference - variant (paired, 95% CI); paper's side is > 0")
+    ax.set_title("TOY findings")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+@main_guard
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m reports.findings", description=__doc__.splitlines()[0])
+    ap.add_argument("--root", default="results")
+    ap.add_argument("--out", default="reports/toy")
+    a = ap.parse_args(argv)
+    res = build(Path(a.root), Path(a.out))
+    for r in res["claims"]:
+        print(f"{r['verdict']:>15}  {r['claim']}")
+
+
+if __name__ == "__main__":
+    main()

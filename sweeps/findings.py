@@ -1,0 +1,33 @@
+"""Toy-scale findings: the paper's claims as paired comparisons against one PackForcing reference.
+
+Each variant changes one thing from the toy PackForcing default (sink 8, top-k 16, RoPE adjustment on,
+HR+LR compressor), except ``self_forcing`` (the baseline method). Every variant runs on the same
+prompts x seeds, so differences are paired. ``reports.findings`` turns the results into
+``reports/toy/findings.md`` with bootstrap CIs and a verdict per claim.
+"""
+
+from harness.sweep import Axis, Sweep, Variant
+
+PF = "method.policy_kwargs."
+
+SWEEP = Sweep(
+    name="findings",
+    title="toy findings: PackForcing reference vs one change at a time",
+    paper="Tables 2, 3, 4, 5; App. H.2",
+    axes=(
+        Axis("variant", None, values=(
+            Variant("packforcing", {"method": "packforcing"}),
+            Variant("sink0", {"method": "packforcing", PF + "sink_frames": 0}),
+            Variant("fifo", {"method": "packforcing", PF + "selection": "fifo"}),
+            Variant("rope_off", {"method": "packforcing", PF + "rope_adjust": False}),
+            Variant("hr_only", {"method": "packforcing", PF + "compressor": "hr"}),
+            Variant("lr_only", {"method": "packforcing", PF + "compressor": "lr"}),
+            Variant("self_forcing", {"method": "self_forcing"}),
+        )),
+    ),
+    defaults={
+        "toy": {"seconds": 30, "prompts.n": 16, "seeds": [0, 1]},  # 32 prompt x seed samples per variant
+        "wan": {"seconds": 60, "prompts.n": 32, "seeds": [0]},
+    },
+    report=("clip_score", "clip_drop", "toy.persistence", "toy.prompt_fidelity", "toy.flicker", "kv_bytes"),
+)
