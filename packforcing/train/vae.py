@@ -1,0 +1,292 @@
+"""Stage ``vae``: train the toy-preset Wan VAE on toy-world clips.
+
+Objective (a reduced version of Wan2.1's VAE recipe, which adds perceptual and GAN terms):
+``L = w1 |x - D(z)|_1 + w2 |x - D(z)|_2^2 + w_kl KL(q(z|x) || N(0, I))`` with
+``z = mu + sigma * eps`` from the encoder's posterior, each term a mean over elements. Clips are
+``1 + 4k`` frames of on-the-fly toy-world scenes (random start times, optional random crops: the
+VAE is convolutional, so crops train it cheaply; its per-frame attention sees the crop only).
+
+After training, the latent statistics are measured: the per-channel mean and std of the posterior
+mean over held-out clips are stored with :meth:`WanVAE.set_latent_stats` in the checkpoint's
+metadata, so ``load_vae(<out>/vae.safetensors, "toy").encode(x)`` returns latents that are about
+N(0, 1) per channel, as the diffusion stages need. Reported: PSNR on held-out clips (whole decode,
+clamped), the normalised latents' mean/std on other held-out clips, and the largest difference
+between streaming (block-by-block) and whole decode, which must stay at float noise.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from packforcing.errors import UserError
+from packforcing.model.vae import VAEConfig, WanVAE, build_vae
+from packforcing.train.common import (
+    HELDOUT_SEED,
+    Logger,
+    RunningMeans,
+    TimeBudget,
+    ToyVideoSource,
+    TrainConfig,
+    autocast,
+    count_parameters,
+    default_num_workers,
+    heldout_clips,
+    load_train_state,
+    resolve_device,
+    save_checkpoint,
+    save_train_state,
+    seed_everything,
+    set_lr,
+    stage_paths,
+    strict_fp32,
+    to_video,
+    toy_batches,
+    try_plot_losses,
+    warmup_cosine,
+)
+
+Tensor = torch.Tensor
+
+
+@dataclass
+class VAETrainConfig(TrainConfig):
+    """Train the toy Wan VAE on toy-world clips (L1 + L2 reconstruction + a small KL term)."""
+
+    steps: int = field(default=4000, metadata={"help": "total optimiser steps"})
+    batch: int = field(default=16, metadata={"help": "clips per step"})
+    lr: float = field(default=1e-3, metadata={"help": "peak learning rate (AdamW)"})
+    preset: str = field(default="toy", metadata={"help": "VAE preset (packforcing.model.vae.VAE_PRESETS)"})
+    frames: int = field(default=9, metadata={"help": "frames per training clip, 1 + 4k (9 = 3 latent frames)"})
+    crop: int = field(default=0, metadata={"help": "random square crop in pixels, a multiple of 8 (0: whole 128x128 frames)"})
+    horizon_s: float = field(default=20.0, metadata={"help": "clip start times are uniform in [0, horizon_s] seconds"})
+    l1_weight: float = field(default=1.0, metadata={"help": "weight of the L1 reconstruction term"})
+    l2_weight: float = field(default=1.0, metadata={"help": "weight of the L2 reconstruction term"})
+    kl_weight: float = field(default=1e-6, metadata={"help": "weight of the KL term (mean over latent elements)"})
+    init_log_var: float = field(default=-8.0, metadata={"help": "initial posterior log-variance (see init_posterior)"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    grad_clip: float = field(default=1.0, metadata={"help": "clip the gradient norm (0: off)"})
+    eval_every: int = field(default=0, metadata={"help": "log held-out PSNR every N steps (0: only at the end)"})
+    eval_clips: int = field(default=16, metadata={"help": "held-out clips for PSNR"})
+    eval_frames: int = field(default=33, metadata={"help": "frames per held-out clip, 1 + 4k"})
+    stats_clips: int = field(default=32, metadata={"help": "held-out clips for the latent mean/std"})
+
+    stage = "vae"
+
+    def validate(self) -> None:
+        super().validate()
+        cfg = VAEConfig.preset(self.preset)
+        tf, sf = cfg.temporal_factor, cfg.spatial_factor
+        for name in ("frames", "eval_frames"):
+            v = getattr(self, name)
+            if v < 1 or (v - 1) % tf:
+                raise UserError(f"--{name.replace('_', '-')} must be 1 + {tf}k frames (got {v}), e.g. 17 or 33")
+        if self.crop and (self.crop % sf or not sf <= self.crop <= 128):
+            raise UserError(f"--crop must be 0 or a multiple of {sf} up to 128 (got {self.crop})")
+        if self.eval_clips < 1 or self.stats_clips < 1:
+            raise UserError("--eval-clips and --stats-clips must be >= 1")
+
+
+# --------------------------------------------------------------------------------------------------
+# objective and evaluation
+
+
+def vae_loss(vae: WanVAE, video: Tensor, cfg: VAETrainConfig, device: torch.device) -> tuple[Tensor, dict[str, Tensor]]:
+    """The training objective on ``video`` [B, 3, T, H, W] in [-1, 1]: ``(loss, parts)``."""
+    with autocast(device):
+        mu, log_var = vae.encode_moments(video, chunk_latents=video.shape[2])
+        mu, log_var = mu.float(), log_var.float().clamp(-30.0, 20.0)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * log_var)
+        recon = vae.decode(z, normalize=False, chunk=None)
+    err = recon.float() - video
+    l1, l2 = err.abs().mean(), err.square().mean()
+    kl = 0.5 * (mu.square() + log_var.exp() - 1.0 - log_var).mean()
+    loss = cfg.l1_weight * l1 + cfg.l2_weight * l2 + cfg.kl_weight * kl
+    return loss, {"l1": l1.detach(), "l2": l2.detach(), "kl": kl.detach()}
+
+
+@torch.no_grad()
+def init_posterior(vae: WanVAE, log_var: float = -8.0) -> None:
+    """Start the posterior nearly deterministic: the log-variance half of the 1x1x1 ``conv1`` is
+    zeroed with bias ``log_var``. At the default init the posterior mean has std ~0.2 while the
+    sampled noise has std 1, so the decoder learns to ignore z and the posterior collapses (KL -> 0,
+    L1 stuck at the mean image); starting from sigma = exp(log_var / 2) avoids that. Weight names
+    and shapes are unchanged."""
+    z = vae.z_dim
+    vae.conv1.weight[z:].zero_()
+    vae.conv1.bias[z:].fill_(log_var)
+
+
+def psnr(a: Tensor, b: Tensor) -> Tensor:
+    """PSNR in dB of videos in [-1, 1] (peak-to-peak 2), one value per batch item."""
+    mse = (a.float() - b.float()).square().flatten(1).mean(1).clamp_min(1e-12)
+    return 10.0 * torch.log10(4.0 / mse)
+
+
+@torch.no_grad()
+def evaluate_vae(vae: WanVAE, clips: np.ndarray, device: torch.device, batch: int = 4) -> dict[str, float]:
+    """Reconstruction of held-out uint8 clips [N, T, H, W, 3] through the posterior mean (float32,
+    whole decode, clamped): mean PSNR over clips, PSNR of the first frame, mean L1."""
+    was_training = vae.training
+    vae.eval()
+    ps, ps0, l1 = [], [], []
+    for i in range(0, len(clips), batch):
+        x = to_video(clips[i : i + batch], device)
+        y = vae.decode(vae.encode(x, normalize=False, chunk_latents=x.shape[2]), normalize=False, chunk=None, clamp=True)
+        ps.append(psnr(y, x))
+        ps0.append(psnr(y[:, :, :1], x[:, :, :1]))
+        l1.append((y - x).abs().flatten(1).mean(1))
+    vae.train(was_training)
+    return {"psnr": torch.cat(ps).mean().item(), "psnr_first_frame": torch.cat(ps0).mean().item(),
+            "l1": torch.cat(l1).mean().item()}
+
+
+@torch.no_grad()
+def latent_stats(vae: WanVAE, clips: np.ndarray, device: torch.device, batch: int = 4) -> tuple[Tensor, Tensor]:
+    """Per-channel mean and std (float64 accumulation) of the raw posterior mean over ``clips``."""
+    s = torch.zeros(vae.z_dim, dtype=torch.float64)
+    s2 = torch.zeros_like(s)
+    n = 0
+    for i in range(0, len(clips), batch):
+        mu = vae.encode(to_video(clips[i : i + batch], device), normalize=False, chunk_latents=clips.shape[1])
+        mu = mu.double().transpose(0, 1).flatten(1).cpu()  # [C, N]
+        s += mu.sum(1)
+        s2 += mu.square().sum(1)
+        n += mu.shape[1]
+    mean = s / n
+    std = (s2 / n - mean.square()).clamp_min(0).sqrt().clamp_min(1e-6)
+    return mean.float(), std.float()
+
+
+@torch.no_grad()
+def normalised_latent_moments(vae: WanVAE, clips: np.ndarray, device: torch.device) -> dict[str, float]:
+    """Mean/std of ``vae.encode`` (normalised) latents of ``clips``, per channel then summarised."""
+    z = vae.encode(to_video(clips, device), chunk_latents=clips.shape[1]).double()
+    m, s = z.mean(dim=(0, 2, 3, 4)), z.std(dim=(0, 2, 3, 4))
+    return {"latent_mean_abs_max": m.abs().max().item(), "latent_std_min": s.min().item(),
+            "latent_std_max": s.max().item(), "latent_std_mean": s.mean().item()}
+
+
+@torch.no_grad()
+def stream_decode_gap(vae: WanVAE, clip: np.ndarray, device: torch.device, blocks: tuple[int, ...] = (1, 2, 3)) -> float:
+    """Largest |streaming decode - whole decode| of one clip's latents, decoded in blocks of
+    ``blocks`` latent frames (cycled): must be float noise (PackForcing App. D)."""
+    vae.eval()
+    z = vae.encode(to_video(clip[None], device), chunk_latents=clip.shape[0])
+    whole = vae.decode(z, chunk=None)
+    dec = vae.stream(side_stream=False)
+    parts, i, k = [], 0, 0
+    while i < z.shape[2]:
+        n = blocks[k % len(blocks)]
+        parts.append(dec.decode_block(z[:, :, i : i + n]))
+        i, k = i + n, k + 1
+    return (torch.cat(parts, dim=2) - whole).abs().max().item()
+
+
+# --------------------------------------------------------------------------------------------------
+# the stage
+
+
+def run_vae(cfg: VAETrainConfig) -> Path:
+    """Train, calibrate the latent statistics, evaluate and save; returns ``<out>/vae.safetensors``."""
+    device = resolve_device(cfg.device)
+    paths = stage_paths(cfg.out, "vae")
+    paths.out.mkdir(parents=True, exist_ok=True)
+    seed_everything(cfg.seed)
+    vae = build_vae(cfg.preset, seed=cfg.seed)
+    init_posterior(vae, cfg.init_log_var)
+    vae = vae.to(device).train()
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
+    start, wall0 = 0, 0.0
+    if cfg.resume:
+        st = load_train_state(paths.state, vae, opt)
+        start, wall0 = st["step"], st["wall_time_s"]
+        seed_everything(cfg.seed + start)
+    nw = default_num_workers(device, cfg.num_workers)
+    source = ToyVideoSource(cfg.batch, cfg.frames, seed=cfg.seed, start_batch=start, crop=cfg.crop,
+                            horizon_s=cfg.horizon_s)
+    eval_clips, _ = heldout_clips(cfg.eval_clips, cfg.eval_frames, seed=HELDOUT_SEED)
+    # reserve time for the final statistics/evaluation/saving (a few seconds on a GPU)
+    budget = TimeBudget(cfg.minutes, reserve_s=20.0 if device.type == "cuda" else 0.0)
+    logger = Logger(paths.log, stage="vae", config=cfg.to_dict(), use_wandb=cfg.wandb, append=cfg.resume,
+                    wall_offset_s=wall0)
+    t_start = time.monotonic()
+    step = start
+    batches = toy_batches(source, device, nw)
+    try:
+        acc = RunningMeans()
+        t_log = time.monotonic()
+        while step < cfg.steps and not budget.should_stop():
+            video, _ = next(batches)
+            lr = cfg.lr * warmup_cosine(step, budget.progress(step, cfg.steps), cfg.warmup)
+            set_lr(opt, lr)
+            loss, parts = vae_loss(vae, video, cfg, device)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            gnorm = torch.nn.utils.clip_grad_norm_(vae.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+            opt.step()
+            step += 1
+            acc.add(loss=loss.detach(), **parts, grad_norm=gnorm)
+            if step % max(1, cfg.log_every) == 0 or step == cfg.steps:
+                n, means = acc.count, acc.pop()  # one host sync per log line
+                if not math.isfinite(means["loss"]):
+                    raise FloatingPointError(f"vae loss is {means['loss']} before step {step}; lower --lr")
+                logger.log(step, **means, lr=lr, s_per_step=(time.monotonic() - t_log) / max(1, n))
+                t_log = time.monotonic()
+            if cfg.eval_every and step % cfg.eval_every == 0:
+                logger.log(step, **{f"eval_{k}": v for k, v in evaluate_vae(vae, eval_clips, device).items()})
+            if cfg.save_every and step % cfg.save_every == 0:
+                save_train_state(paths.state, vae, opt, step=step, wall_time_s=wall0 + time.monotonic() - t_start)
+        stop_reason = budget.reason() if step < cfg.steps else "steps done"
+        train_s = time.monotonic() - t_start
+        save_train_state(paths.state, vae, opt, step=step, wall_time_s=wall0 + train_s)
+
+        # latent statistics on held-out clips (another set than the PSNR clips), then the checks, in
+        # strict float32 (no TF32 convolutions: the stream/whole comparison must see float noise only)
+        vae.eval()
+        with strict_fp32():
+            stats_clips, _ = heldout_clips(cfg.stats_clips, cfg.eval_frames, seed=HELDOUT_SEED + 1)
+            mean, std = latent_stats(vae, stats_clips, device)
+            vae.set_latent_stats(mean, std)
+            metrics: dict[str, Any] = evaluate_vae(vae, eval_clips, device)
+            metrics.update(normalised_latent_moments(vae, eval_clips[: min(8, len(eval_clips))], device))
+            metrics["stream_max_abs_diff"] = stream_decode_gap(vae, eval_clips[0], device)
+        metrics["steps_per_s"] = (step - start) / max(train_s, 1e-9)
+        logger.log(step, **{f"eval_{k}": v for k, v in metrics.items()})
+    finally:
+        batches.close()
+        budget.close()
+        logger.close()
+
+    wall = wall0 + train_s  # training loops of all invocations; the final evaluation is eval_s
+    eval_s = time.monotonic() - t_start - train_s
+    meta = {"format": "packforcing.wan_vae", "config": json.dumps(vae.config.to_dict()),
+            "latent_stats": json.dumps({"mean": vae.config.latent_mean, "std": vae.config.latent_std})}
+    out = save_checkpoint(
+        paths.weights, vae.state_dict(), stage="vae", step=step, config=cfg.to_dict(), wall_time_s=wall,
+        device=device, metrics=metrics, metadata=meta,
+        extra={"stop_reason": stop_reason, "eval_s": round(eval_s, 2), "vae_config": vae.config.to_dict(),
+               "num_parameters_model": count_parameters(vae), "latent_mean": mean.tolist(), "latent_std": std.tolist(),
+               "heldout": {"psnr_clips": cfg.eval_clips, "stats_clips": cfg.stats_clips, "frames": cfg.eval_frames,
+                           "seed": HELDOUT_SEED}},
+    )
+    try_plot_losses(paths.log, paths.plot, title=f"vae ({cfg.preset})")
+    return out
+
+
+def main_vae(args: list[str] | None = None) -> Path:
+    """CLI: ``python -m packforcing.train --stage vae [--steps N --minutes M --batch B ...]``."""
+    return run_vae(VAETrainConfig.from_args(args))
+
+
+__all__ = [
+    "VAETrainConfig", "init_posterior", "vae_loss", "psnr", "evaluate_vae", "latent_stats",
+    "normalised_latent_moments", "stream_decode_gap", "run_vae", "main_vae",
+]  # fmt: skip
