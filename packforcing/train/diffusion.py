@@ -32,7 +32,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from packforcing.errors import UserError
 from packforcing.model.dit import WanDiT
 from packforcing.model.presets import get_preset
 from packforcing.sampler import FlowMatchSampler
