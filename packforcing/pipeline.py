@@ -44,6 +44,9 @@ class GenerationSpec:
     latents_path: str | None = None
 
     def validate(self) -> "GenerationSpec":
+        from packforcing.model.presets import get_preset
+
+        get_preset(self.preset)  # unknown preset -> did-you-mean error
         if self.block_frames <= 0:
             raise UserError(f"block_frames must be positive, got {self.block_frames}.")
         if self.num_latent_frames <= 0 or self.num_latent_frames % self.block_frames:
