@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
 from harness import config as C
-from harness import store
+from harness import failpoints, store
 from harness.plan import Cell
 from packforcing.errors import UserError
 
@@ -365,6 +365,7 @@ def _run_locked(cell: Cell, engine: Engine, path: Path, progress: bool, rescore:
     try:
         kw = spec_kwargs(cell, str(video) if cell.config.get("keep_video", True) or wanted else None)
         res = engine.generate_fn(kw, progress)
+        failpoints.hit("generate", h)
     except FloatingPointError as e:
         rec["timings"]["generate_s"] = time.perf_counter() - t0
         _fail(rec, path, "nan", f"rollout produced NaN/inf: {e}")
@@ -393,6 +394,7 @@ def _run_locked(cell: Cell, engine: Engine, path: Path, progress: bool, rescore:
     # ---- score ---------------------------------------------------------------------------
     try:
         rec["timings"]["score_s"] = _score(cell, rec, video, stats, wanted, engine)
+        failpoints.hit("score", h)
     except UserError as e:
         _fail(rec, path, "invalid", f"scoring: {e}")
         return Outcome(h, "failed", "failed", "invalid")

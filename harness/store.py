@@ -24,6 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+from harness import failpoints
 from harness.config import check_name
 from packforcing.errors import UserError
 
@@ -112,6 +113,7 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        failpoints.hit("write", str(path))
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
