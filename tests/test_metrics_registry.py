@@ -108,7 +108,8 @@ def test_missing_weights_message_lists_every_file(tmp_path):
 def test_clip_drift_compute_raises_on_missing_weights():
     m = METRICS.get("clip_drift")()
     with pytest.raises(MissingWeightsError, match="clip_weights: <not configured>"):
-        m.compute(MetricInput(frames=np.zeros((4, 8, 8, 3), np.uint8), prompt="p", fps=16))
+        m.compute(MetricInput(frames=np.zeros((4, 8, 8, 3), np.uint8), prompt="p", fps=16,
+                              config={"clip_drift": {"clip_weights": None}}))
 
 
 def test_score_without_video_and_nonstrict_skip(tmp_path):
@@ -122,7 +123,8 @@ def test_score_without_video_and_nonstrict_skip(tmp_path):
     assert score(None, ["systems"], stats=stats, cache_dir=tmp_path)["cache"] == {"systems": "miss"}
     # strict=False: a metric without weights is skipped with the message, the others run
     out = score(None, ["systems", "clip_drift"], stats=stats, prompt="p", fps=16,
-                frames=np.zeros((4, 8, 8, 3), np.uint8), strict=False, cache_dir=tmp_path)
+                frames=np.zeros((4, 8, 8, 3), np.uint8), strict=False, cache_dir=tmp_path,
+                config={"clip_drift": {"clip_weights": str(tmp_path / "absent.safetensors")}})
     assert out["cache"]["clip_drift"] == "skipped" and "clip_weights" in out["missing"]
     assert "kv_bytes" in out["metrics"]
 
