@@ -1,5 +1,6 @@
 """Engine self-consistency: cached block-wise rollout vs one masked forward; eviction order; Wan shape."""
 
+import pytest
 import torch
 
 from packforcing.cache import BlockInfo, CacheSpec, make_policy
@@ -17,10 +18,10 @@ def tiny(seed=0):
     return m
 
 
-def test_full_policy_rollout_equals_one_block_causal_forward():
+@pytest.mark.parametrize("bf,nblk", [(2, 3), (4, 18)])  # 72 frames: the full store grows past its first 64
+def test_full_policy_rollout_equals_one_block_causal_forward(bf, nblk):
     m = tiny()
     torch.manual_seed(1)
-    bf, nblk = 2, 3
     noise = torch.randn(1, 16, bf * nblk, 8, 8)
     ctx = torch.randn(1, 16, 32)
     steps = {}

@@ -211,3 +211,12 @@ def test_bad_options_are_one_line_errors():
     with pytest.raises(UserError, match="longer than the video"):
         make_policy("packforcing", sink_frames=16).plan(spec, 8, 4)
     _ = BlockInfo
+
+
+def test_unbounded_archive_grows_and_keeps_every_mid_block():
+    m = tiny_model()
+    pol = make_pf(m, mid_capacity=None, selection="all", top_k=2)
+    _, stats = run(m, pol, frames=48)  # 24 blocks: 21 mid blocks > the first archive of 16 + 2 slots
+    assert [f for _, f in pol.mid] == list(range(2, 44, 2))
+    assert stats[-1][0]["mid_tokens_attended"] == 21 * pol.n_c
+    assert pol.archive.capacity >= 21 * pol.n_c

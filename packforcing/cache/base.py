@@ -130,6 +130,15 @@ class KVStore:
     def allocated_bytes(self) -> int:
         return 2 * self.k.numel() * self.k.element_size()
 
+    def grown(self, capacity: int) -> "KVStore":
+        """A larger store holding this one's slots at the same indices (growth happens between blocks)."""
+        if capacity <= self.capacity:
+            return self
+        new = KVStore(self.spec, capacity)
+        n = self.capacity
+        new.k[:, :, :n], new.v[:, :, :n], new.pos[:n] = self.k, self.v, self.pos
+        return new
+
     def move(self, dst: int, src: int, n: int) -> None:
         """Copy slots [src, src+n) to [dst, dst+n) in every layer (overlap-safe)."""
         if n <= 0 or dst == src:

@@ -229,20 +229,14 @@ class PackForcingPolicy(CachePolicy):
     def _grow_mid(self, m: int) -> None:
         self.max_sel = max(m, 2 * self.max_sel)
         if hasattr(self, "store"):
-            new = KVStore(self.spec, self.mid_start + self.max_sel * self.n_c)
-            n = self.store.capacity
-            new.k[:, :, :n], new.v[:, :, :n], new.pos[:n] = self.store.k, self.store.v, self.store.pos
-            self.store = new
+            self.store = self.store.grown(self.mid_start + self.max_sel * self.n_c)
 
     def _alloc_slot(self) -> int:
         if not self.free:
             if self.cfg.mid_capacity is not None:
                 raise AssertionError("archive full with a bounded mid_capacity")
-            old = self.archive
             self.arch_cap *= 2
-            self.archive = KVStore(self.spec, self.arch_cap * self.n_c)
-            n = old.capacity
-            self.archive.k[:, :, :n], self.archive.v[:, :, :n], self.archive.pos[:n] = old.k, old.v, old.pos
+            self.archive = self.archive.grown(self.arch_cap * self.n_c)
             self.free = list(range(self.arch_cap // 2, self.arch_cap))
         return self.free.pop(0)
 

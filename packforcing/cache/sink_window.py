@@ -89,13 +89,8 @@ class SinkWindowPolicy(CachePolicy):
         self.store = KVStore(spec, cap)
 
     def _grow(self, tokens: int) -> None:
-        st = self.store
-        if tokens <= st.capacity:
-            return
-        new = KVStore(self.spec, max(tokens, 2 * st.capacity))
-        n = st.capacity
-        new.k[:, :, :n], new.v[:, :, :n], new.pos[:n] = st.k, st.v, st.pos
-        self.store = new
+        if tokens > self.store.capacity:
+            self.store = self.store.grown(max(tokens, 2 * self.store.capacity))
 
     def context(self, blk: BlockInfo) -> BlockView:
         tpf = self.spec.tokens_per_frame
