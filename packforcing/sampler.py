@@ -48,6 +48,7 @@ class FlowMatchSampler:
         sig = torch.linspace(1.0, 0.0, n + 1)[:-1]
         self.sigmas = s * sig / (1 + (s - 1) * sig)  # float32, as upstream
         self.timesteps = self.sigmas * n
+        self._on_device: dict[str, tuple[Tensor, Tensor]] = {}
         if schedule.warp:
             table = torch.cat([self.timesteps, torch.zeros(1)])
             idx = torch.tensor([n - int(t) for t in schedule.steps])
@@ -59,10 +60,18 @@ class FlowMatchSampler:
     def num_steps(self) -> int:
         return len(self.step_timesteps)
 
+    def _tables(self, device) -> tuple[Tensor, Tensor]:
+        """(timesteps, sigmas) on ``device``, copied once per device (no host copy in the step loop)."""
+        key = str(device)
+        if key not in self._on_device:
+            self._on_device[key] = (self.timesteps.to(device), self.sigmas.to(device))
+        return self._on_device[key]
+
     def sigma(self, t: Tensor) -> Tensor:
         """Sigma of the table timestep nearest to each entry of ``t`` (float32)."""
-        idx = (self.timesteps.to(t.device)[None, :] - t.reshape(-1, 1).float()).abs().argmin(dim=1)
-        return self.sigmas.to(t.device)[idx].view(t.shape)
+        ts, sig = self._tables(t.device)
+        idx = (ts[None, :] - t.reshape(-1, 1).float()).abs().argmin(dim=1)
+        return sig[idx].view(t.shape)
 
     def step_sigmas(self) -> Tensor:
         return self.sigma(self.step_timesteps)

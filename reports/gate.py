@@ -70,7 +70,7 @@ RULES: tuple[Rule, ...] = (
     Rule("pixel.*", True, abs_tol=0.02, rel_tol=0.05),
     Rule("kv_bytes*", False, rel_tol=0.01),
     Rule("tokens_attended*", False, rel_tol=0.0),
-    Rule("peak_memory_bytes", False, rel_tol=0.25),
+    Rule("peak_memory_bytes", False, rel_tol=0.25, gated=False),  # CPU: process max RSS, machine-dependent
     # wall-clock numbers depend on the machine and its load: shown, never failing
     Rule("fps*", True, rel_tol=0.5, gated=False),
     Rule("*latency*", False, rel_tol=0.5, gated=False),

@@ -104,7 +104,7 @@ class SinkWindowPolicy(CachePolicy):
         positions = self._positions(blk, held)
         check_positions(self.spec, positions, f"policy {self.name} at latent frame {blk.end}")
         self._grow((held + blk.frames) * tpf)
-        pos = torch.tensor(list(positions), dtype=torch.float64, device=self.store.pos.device)
+        pos = torch.arange(positions.start, positions.stop, dtype=torch.float64, device=self.store.pos.device)
         self.store.pos[held * tpf : (held + blk.frames) * tpf] = pos.repeat_interleave(tpf)
         self._record(held, blk)
         return BlockView(self.store, pos, cur_start=held * tpf)
