@@ -25,6 +25,11 @@ $PY -m packforcing.train.diffusion --stage ode --out "$RUN" --vae "$RUN/vae.safe
 keep "$RUN/ode.safetensors"
 $PY -m packforcing.train.diffusion --stage compressor --out "$RUN" --vae "$RUN/vae.safetensors" --scale "$S" $SM_D
 keep "$RUN/packforcing.safetensors"
+if [ -n "${DMD:-}" ]; then  # Self-Forcing DMD, three variants (SF window, teacher-forced CausVid, PackForcing)
+  echo "== dmd ($(( $(date +%s) - t0 )) s)"
+  $PY -m packforcing.train --stage dmd --out "$RUN" --vae "$RUN/vae.safetensors" --minutes "$(m ${DMD_MINUTES:-1.0})"
+  keep "$RUN"/dmd_*.safetensors
+fi
 echo "== clip ($(( $(date +%s) - t0 )) s)"
 $PY -m packforcing.train --stage clip --out "$RUN" --minutes "$(m 0.8)" --steps 100000 $SM_CLIP || echo "clip stage FAILED (independent of the others)"
 keep "$RUN/clip.safetensors"

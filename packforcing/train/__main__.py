@@ -1,4 +1,4 @@
-"""``python -m packforcing.train --stage vae|clip|latents|teacher|ode|compressor|all`` (see each module)."""
+"""``python -m packforcing.train --stage vae|clip|latents|teacher|ode|compressor|dmd|all`` (see each module)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,11 @@ def main(argv: list[str] | None = None) -> None:
 
         argv.remove("--stage"), argv.remove("clip")
         main_clip(argv)
+    elif stage == "dmd":
+        from packforcing.train.dmd import main as dmd_main
+
+        argv.remove("--stage"), argv.remove("dmd")
+        dmd_main(argv)
     else:
         from packforcing.train.diffusion import main as diffusion_main
 

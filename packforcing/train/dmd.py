@@ -1,0 +1,205 @@
+"""Self-Forcing DMD at toy scale, with a cache policy in the loop (paper §4.1 / App. C).
+
+One generator step:
+
+1. **Self-rollout** of a 5 s clip (20 latent frames, B_f = 4) through the *same* cache policy that runs
+   at inference: each block is denoised from noise against ``policy.context``; one exit step (shared by
+   all blocks, drawn uniformly) runs with autograd and gives the block's x0; the other steps and the
+   clean commit pass run without it (Self-Forcing's stochastic gradient truncation). With
+   ``context="data"`` the cache is filled with the data clip's clean blocks instead of the generated
+   ones (teacher forcing: the CausVid-style baseline).
+2. **Distribution matching**: noise the generated clip to a random sigma; the frozen teacher with CFG is
+   the real score, a trainable bidirectional critic the fake score; the generator is pushed along
+   ``(x0_fake - x0_real) / mean|x0 - x0_real|`` (DMD's normalised gradient).
+3. **Critic**: ``critic_ratio`` flow-matching steps on fresh detached generator samples per generator
+   step.
+
+With the ``packforcing`` policy and ``policy.train_compressor = True`` the compressed mid K/V keep
+their autograd graph, so the HR compressor is trained end to end by the same objective, as the paper
+does. At toy scale a 5-block clip gives the last block one mid block (sink 2 + recent 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from packforcing.cache import BlockInfo, CacheSpec, make_policy
+from packforcing.model.dit import WanDiT
+from packforcing.model.presets import get_preset
+from packforcing.sampler import FlowMatchSampler
+from packforcing.train.diffusion import _Log, cfg_flow, hardware, load_model_file, plot_log, sample_sigmas, save_model
+
+Tensor = torch.Tensor
+
+
+@dataclass
+class DMDConfig:
+    policy: str = "window"  # window (Self-Forcing) | packforcing | sink_window ...
+    policy_kwargs: str = "{}"  # JSON
+    context: str = "self"  # self (Self-Forcing) | data (teacher-forced, CausVid-style)
+    steps: int = 100000
+    minutes: float = 2.0
+    batch: int = 8
+    lr: float = 2e-6 * 50  # toy models tolerate a larger step than Wan's 2e-6
+    critic_lr: float = 1e-6 * 50
+    critic_ratio: int = 5
+    guidance: float = 3.0
+    shift: float = 5.0
+    block_frames: int = 4
+    seed: int = 0
+
+
+def self_rollout(gen: WanDiT, policy, sampler: FlowMatchSampler, text, noise: Tensor, bf: int, exit_step: int,
+                 data: Tensor | None = None) -> Tensor:
+    """Generate every block with the policy in the loop; only ``exit_step`` of each block has autograd."""
+    b, _, f, h, w = noise.shape
+    spec = CacheSpec.from_model(gen.cfg, batch=b, device=noise.device, dtype=next(gen.parameters()).dtype,
+                                token_hw=(h // 2, w // 2))
+    policy.reset(spec, f, bf)
+    outs = []
+    for i in range(f // bf):
+        blk = BlockInfo(i, i * bf, bf)
+        view = policy.context(blk)
+        x0 = sampler.denoise(gen, noise[:, :, blk.start : blk.end], text, view, grad_step=exit_step)
+        outs.append(x0)
+        clean = data[:, :, blk.start : blk.end] if data is not None else x0.detach()
+        policy.commit(gen, clean, text, view, blk)
+    return torch.cat(outs, 2)
+
+
+def dmd_grad_target(x0: Tensor, teacher: WanDiT, critic: WanDiT, ctx: Tensor, cfg: DMDConfig) -> Tensor:
+    """Regression target x0 - g for the generator (DMD): g = (x0_fake - x0_real) / mean|x0 - x0_real|."""
+    b, _, f = x0.shape[:3]
+    with torch.no_grad():
+        sig = sample_sigmas(b, cfg.shift, x0.device).clamp(0.02, 0.98)
+        eps = torch.randn_like(x0)
+        s5 = sig.view(-1, 1, 1, 1, 1)
+        xt = (1 - s5) * x0.detach() + s5 * eps
+        t = (sig * 1000).view(-1, 1).expand(b, f)
+        x0_real = xt - s5 * cfg_flow(teacher, xt, t, ctx, cfg.guidance)
+        x0_fake = xt - s5 * critic(xt, t, ctx)
+        norm = (x0.detach() - x0_real).abs().mean(dim=(1, 2, 3, 4), keepdim=True).clamp_min(1e-6)
+        g = (x0_fake - x0_real) / norm
+    return (x0 - g).detach()
+
+
+def train_dmd(data: dict, teacher_path: Path, student_path: Path, cfg: DMDConfig, device: torch.device, out: Path,
+              name: str, vae_path: str | None = None, log_every: int = 10) -> Path:
+    torch.manual_seed(cfg.seed)
+    teacher, _ = load_model_file(teacher_path, device=device)
+    teacher.requires_grad_(False).eval()
+    gen, extra = load_model_file(student_path, device=device)
+    gen.requires_grad_(True).train()
+    critic = WanDiT(get_preset("toy")).to(device)
+    critic.load_state_dict(teacher.state_dict())
+    critic.train()
+    kw = json.loads(cfg.policy_kwargs)
+    policy = make_policy(cfg.policy, **kw)
+    params = list(gen.parameters())
+    comp = None
+    if hasattr(policy, "build_compressor"):
+        from packforcing.model.vae import load_vae
+
+        comp = policy.build_compressor(gen.cfg).to(device)
+        if extra:
+            comp.hr.load_state_dict({k[3:]: v for k, v in extra.items() if k.startswith("hr.")})
+        vae = load_vae(vae_path, preset="toy", device=device) if "lr" in policy.cfg.compressor else None
+        comp.attach(vae, gen)
+        policy.attach(comp)
+        policy.train_compressor = True
+        params += [p for p in comp.parameters()]
+    g_opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.0, 0.999), weight_decay=0.0)
+    c_opt = torch.optim.AdamW(critic.parameters(), lr=cfg.critic_lr, betas=(0.0, 0.999), weight_decay=0.0)
+    sampler = FlowMatchSampler("self_forcing")
+    lat, ctx_all = data["latents"].to(device), data["context"].to(device)
+    nf = lat.shape[2] // cfg.block_frames * cfg.block_frames
+    log = _Log(out / f"dmd_{name}_log.jsonl", log_every)
+    t0 = time.time()
+    step = 0
+
+    def rollout_batch(grad: bool):
+        idx = torch.randint(0, lat.shape[0], (cfg.batch,), device=device)
+        ctx = ctx_all[idx]
+        noise = torch.randn(cfg.batch, lat.shape[1], nf, *lat.shape[3:], device=device)
+        exit_step = int(torch.randint(0, sampler.num_steps, (1,)))
+        data_ctx = lat[idx, :, :nf] if cfg.context == "data" else None
+        with torch.set_grad_enabled(grad):
+            text = gen.embed_text(ctx)
+            x0 = self_rollout(gen, policy, sampler, text, noise, cfg.block_frames, exit_step, data_ctx)
+        return x0, ctx
+
+    while step < cfg.steps and (time.time() - t0) < cfg.minutes * 60:
+        c_losses = []
+        for _ in range(cfg.critic_ratio):  # fake-score critic on fresh generator samples
+            with torch.no_grad():
+                x0, ctx = rollout_batch(False)
+            sig = sample_sigmas(cfg.batch, cfg.shift, device)
+            eps = torch.randn_like(x0)
+            s5 = sig.view(-1, 1, 1, 1, 1)
+            t = (sig * 1000).view(-1, 1).expand(cfg.batch, nf)
+            c_loss = F.mse_loss(critic((1 - s5) * x0 + s5 * eps, t, ctx).float(), eps - x0)
+            c_opt.zero_grad(set_to_none=True)
+            c_loss.backward()
+            torch.nn.utils.clip_grad_norm_(critic.parameters(), 1.0)
+            c_opt.step()
+            c_losses.append(c_loss.item())
+        x0, ctx = rollout_batch(True)
+        target = dmd_grad_target(x0, teacher, critic, ctx, cfg)
+        g_loss = 0.5 * F.mse_loss(x0.float(), target.float())
+        g_opt.zero_grad(set_to_none=True)
+        g_loss.backward()
+        gn = torch.nn.utils.clip_grad_norm_(params, 1.0)
+        g_opt.step()
+        log(step, g_loss=g_loss.item(), critic_loss=sum(c_losses) / len(c_losses), grad_norm=float(gn))
+        step += 1
+    log.close()
+    meta = {"stage": f"dmd_{name}", "steps": step, "wall_s": round(time.time() - t0, 1), "hardware": hardware(), **asdict(cfg)}
+    sd = dict(gen.state_dict())
+    if comp is not None:
+        sd.update({f"compressor.{k}": v for k, v in comp.state_dict().items()})
+    path = out / f"dmd_{name}.safetensors"
+    save_model(path, sd, meta)
+    plot_log(out / f"dmd_{name}_log.jsonl", out / f"dmd_{name}_loss.png", ["g_loss", "critic_loss"])
+    return path
+
+
+VARIANTS = {  # name -> (policy, policy_kwargs, context, initial weights)
+    "self_forcing": ("window", {"window_frames": 20}, "self", "ode.safetensors"),
+    "causvid": ("full", {}, "data", "ode.safetensors"),
+    "packforcing": ("packforcing", {"preset": "toy", "mid_kv": "transformer"}, "self", "packforcing.safetensors"),
+}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(prog="python -m packforcing.train.dmd")
+    ap.add_argument("--out", default="runs/toy")
+    ap.add_argument("--variants", default="self_forcing,causvid,packforcing")
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--vae", default=None)
+    ap.add_argument("--minutes", type=float, default=2.0)
+    ap.add_argument("--steps", type=int, default=100000)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--critic-ratio", type=int, default=5)
+    a = ap.parse_args(argv)
+    dev = torch.device(a.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    out = Path(a.out)
+    data = torch.load(out / "latents.pt", weights_only=True)
+    done = {}
+    for name in [v for v in a.variants.split(",") if v]:
+        pol, kw, ctx, init = VARIANTS[name]
+        cfg = DMDConfig(policy=pol, policy_kwargs=json.dumps(kw), context=ctx, minutes=a.minutes, steps=a.steps,
+                        batch=a.batch, critic_ratio=a.critic_ratio)
+        done[name] = str(train_dmd(data, out / "teacher.safetensors", out / init, cfg, dev, out, name, a.vae))
+    print(json.dumps(done))
+    return done
+
+
+if __name__ == "__main__":
+    main()
