@@ -277,5 +277,3 @@ def build_model(cfg: DiTConfig, device="cpu", dtype=torch.float32) -> WanDiT:
         m = WanDiT(cfg)
     return m.to(dtype=dtype).eval()
 
-
-_ = F  # (kept for backends that need functional ops)
