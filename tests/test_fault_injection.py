@@ -1,11 +1,14 @@
 """Fault injection on a 12-cell sweep (issue 10): killed workers, a failed write, NaN and OOM cells.
 
 Afterwards every cell is done or failed with its reason, no row is lost or duplicated, a re-launch
-re-runs only the unfinished cells, and the final table equals that of an undisturbed run. (Preemption
-with requeue and a hard-killed Slurm job: tests/test_slurm.py on the real local Slurm.)
+re-runs only the unfinished cells, and the final table equals that of an undisturbed run; through the
+local launcher and through the real local Slurm (preemption with requeue: tests/test_slurm.py).
 """
 
 import json
+import os
+
+import pytest
 
 from harness import store
 from harness.launch import launch
@@ -17,11 +20,25 @@ PROMPTS = ("a cat", "a dog FAIL_NAN", "a FAIL_OOM bird")  # NaN and OOM cells ar
 KEYS = ["hash", "status", "metric.fake.brightness", "metric.fake.kv_bytes"]
 
 
-def make_plan(root):
+def make_plan(root, *extra):
     inline = "[" + ",".join(json.dumps(p) for p in PROMPTS) + "]"
     return plan(get_sweep("sink_size"), overrides=[
         f"output_root={root}", "device=cpu", "metrics=[fake]", "prompts.source=inline", f"prompts.inline={inline}",
-        "prompts.n=null", "launcher.poll_s=0.1", "launcher.workers=2", "max_attempts=3"])
+        "prompts.n=null", "launcher.poll_s=0.1", "launcher.workers=2", "max_attempts=3", *extra])
+
+
+def _slurm_ready(monkeypatch) -> None:
+    from tests.test_slurm import _sinfo_ok, _slurm_env
+
+    if not _sinfo_ok():
+        if os.environ.get("PF_SLURM") == "1":
+            pytest.fail("PF_SLURM=1 but sinfo does not answer: run bash scripts/slurm_up.sh")
+        pytest.skip("no Slurm here (bash scripts/slurm_up.sh starts one)")
+    if "SLURM_CONF" in _slurm_env():
+        monkeypatch.setenv("SLURM_CONF", _slurm_env()["SLURM_CONF"])
+
+
+SLURM = ["launcher.poll_s=0.5", "launcher.cpus_per_task=1", "launcher.mem_gb=1", "launcher.timeout_min=5"]
 
 
 def table(root):
@@ -29,12 +46,16 @@ def table(root):
     return df[KEYS].sort_values("hash").reset_index(drop=True)
 
 
-def test_faults_leave_no_lost_or_duplicated_rows_and_relaunch_converges(tmp_path, monkeypatch):
+@pytest.mark.parametrize("launcher", ["local", pytest.param("slurm", marks=pytest.mark.slurm)])
+def test_faults_leave_no_lost_or_duplicated_rows_and_relaunch_converges(tmp_path, monkeypatch, launcher):
+    extra = SLURM if launcher == "slurm" else []
+    if launcher == "slurm":
+        _slurm_ready(monkeypatch)
     clean = make_plan(tmp_path / "clean")
     assert len(clean.cells) == 12
     assert launch(clean, FAKE_ENGINE, launcher="debug", progress=False).counts["done"] == 4
 
-    p = make_plan(tmp_path / "faulty")
+    p = make_plan(tmp_path / "faulty", *extra)
     ok = [c.hash for c in p.cells if c.config["prompt"] == "a cat"]
     faults = [f"generate@{ok[0]}:kill", f"score@{ok[1]}:kill", f"write@{ok[2]}#3:kill", f"write@{ok[3]}#3:enospc"]
     monkeypatch.setenv("PF_FAILPOINTS", ",".join(faults))
@@ -46,7 +67,7 @@ def test_faults_leave_no_lost_or_duplicated_rows_and_relaunch_converges(tmp_path
     launches = 0
     while unfinished() or launches == 0:
         todo = unfinished() if launches else [c.hash for c in p.cells]
-        rep = launch(p, FAKE_ENGINE, launcher="local", progress=False)
+        rep = launch(p, FAKE_ENGINE, launcher=launcher, progress=False)
         launches += 1
         assert rep.dispatched == len(todo)  # exactly the unfinished cells run again, never a done one
         recs = {r["cell_hash"]: r for r in store.iter_records(p.root, "sink_size")}
@@ -62,5 +83,5 @@ def test_faults_leave_no_lost_or_duplicated_rows_and_relaunch_converges(tmp_path
     assert max(r["attempts"] for r in recs if r["cell_hash"] in ok) == 2  # killed cells ran twice
     assert table(tmp_path / "faulty").equals(table(tmp_path / "clean"))
 
-    third = launch(p, FAKE_ENGINE, launcher="local", progress=False)
+    third = launch(p, FAKE_ENGINE, launcher=launcher, progress=False)
     assert third.dispatched == 0  # NaN/OOM cells are findings: not retried forever
