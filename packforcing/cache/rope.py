@@ -64,17 +64,34 @@ def _compute_dtype(x: Tensor) -> torch.dtype:
     return torch.float64 if x.dtype in (torch.float32, torch.float64) else torch.float32
 
 
-def rotate(x: Tensor, angles: Tensor) -> Tensor:
+class Rotary:
+    """The cos/sin of one forward's RoPE angles, computed once per compute dtype and shared by every
+    layer's q and k (instead of twice per layer)."""
+
+    def __init__(self, angles: Tensor):
+        self.angles = angles
+        self._cs: dict[torch.dtype, tuple[Tensor, Tensor]] = {}
+
+    def cos_sin(self, cd: torch.dtype) -> tuple[Tensor, Tensor]:
+        if cd not in self._cs:
+            self._cs[cd] = (torch.cos(self.angles).to(cd)[:, None, :], torch.sin(self.angles).to(cd)[:, None, :])
+        return self._cs[cd]
+
+
+def rotate(x: Tensor, angles: "Tensor | Rotary") -> Tensor:
     """Rotate pairs of the last dim of ``x`` [..., N, H, D] by ``angles`` [N, D/2] (or [N, P<=D/2]).
 
     When ``angles`` covers only the first P pairs, the rest of ``x`` is returned unchanged.
     """
     cd = _compute_dtype(x)
-    p = angles.shape[-1]
     d = x.shape[-1]
+    if isinstance(angles, Rotary):
+        cos, sin = angles.cos_sin(cd)
+    else:
+        cos = torch.cos(angles).to(cd)[:, None, :]  # [N, 1, P] broadcast over heads
+        sin = torch.sin(angles).to(cd)[:, None, :]
+    p = cos.shape[-1]
     xr = x[..., : 2 * p].to(cd).unflatten(-1, (p, 2))
-    cos = torch.cos(angles).to(cd)[:, None, :]  # [N, 1, P] broadcast over heads
-    sin = torch.sin(angles).to(cd)[:, None, :]
     x0, x1 = xr[..., 0], xr[..., 1]
     out = torch.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], dim=-1).flatten(-2).to(x.dtype)
     if 2 * p == d:

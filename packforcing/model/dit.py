@@ -251,7 +251,7 @@ class WanDiT(nn.Module):
         if frame_positions is None:
             frame_positions = torch.arange(f, device=x.device)
         pt, ph, pw = R.grid_positions(frame_positions, grid[1], grid[2])
-        angles = R.rope_angles(pt, ph, pw, self.cfg.head_dim, self.cfg.rope_theta)
+        angles = R.Rotary(R.rope_angles(pt, ph, pw, self.cfg.head_dim, self.cfg.rope_theta))
         e, e0 = self.time_embed(t)
         h = self.run_blocks(tokens, e0, angles, text, view, mask)
         return self.unpatchify(self.head(h, e).float(), grid)
@@ -261,7 +261,7 @@ class WanDiT(nn.Module):
         """Run hidden-space tokens [B, N, D] (e.g. PackForcing's compressed tokens) through the blocks
         at explicit (t, h, w) positions with one timestep per sample ``t`` [B]; returns hidden [B, N, D]."""
         _, e0 = self.time_embed(t.view(-1, 1))
-        angles = R.rope_angles(*positions, self.cfg.head_dim, self.cfg.rope_theta)
+        angles = R.Rotary(R.rope_angles(*positions, self.cfg.head_dim, self.cfg.rope_theta))
         return self.run_blocks(tokens, e0, angles, text, view)
 
 
