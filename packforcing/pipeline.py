@@ -8,7 +8,6 @@ Frames leave as soon as a block is finished (PackForcing App. D: 13 frames for t
 from __future__ import annotations
 
 import functools
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -252,14 +251,6 @@ def generate(spec: GenerationSpec, on_block: Callable[[int, Tensor, dict], None]
     }
     return GenerationResult(spec.video_path, n_px, res.block_stats, timings, _peak_memory(device),
                             spec.latents_path, asdict(spec))
-
-
-def env_info() -> dict:
-    import platform
-
-    return {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
-            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-            "hostname_hash": hash(os.uname().nodename) & 0xFFFF}
 
 
 def preflight(spec: GenerationSpec) -> None:
