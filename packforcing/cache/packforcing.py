@@ -150,7 +150,7 @@ class PackForcingPolicy(CachePolicy):
         for name, val in (("sink_frames", c.sink_frames), ("recent_frames", c.recent_frames)):
             if val % block_frames:
                 raise UserError(f"{name}={val} is not a whole number of blocks of {block_frames} latent frames; use a multiple of {block_frames}.")
-        if c.sink_frames >= num_frames and num_frames > 0 and c.sink_frames > 0 and c.sink_frames > num_frames:
+        if c.sink_frames > num_frames:
             raise UserError(f"sink_frames={c.sink_frames} is longer than the video ({num_frames} latent frames); lower sink_frames or generate more frames.")
         self.spec, self.bf = spec, block_frames
         tpf = spec.tokens_per_frame
