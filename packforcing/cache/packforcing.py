@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
+from packforcing.attention import attention
 from packforcing.cache import rope as R
 from packforcing.cache import selector as S
 from packforcing.cache.base import POLICIES, BlockInfo, BlockView, CachePolicy, CacheSpec, KVStore, check_positions
@@ -422,8 +423,6 @@ class PackForcingPolicy(CachePolicy):
             def attend(_, layer, q, k, v):  # noqa: N805
                 rec[layer] = (k, v)
                 ks, vs = st.k[layer, :, : lay.attend_end].to(k.dtype), st.v[layer, :, : lay.attend_end].to(v.dtype)
-                from packforcing.attention import attention
-
                 return attention(q, torch.cat([ks, k], 1), torch.cat([vs, v], 1))
 
         pt, ph, pw = self.c_pos

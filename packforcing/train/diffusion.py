@@ -29,12 +29,14 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from packforcing.model.dit import WanDiT
 from packforcing.model.presets import get_preset
 from packforcing.sampler import FlowMatchSampler
+from packforcing.train.common import autocast
 
 Tensor = torch.Tensor
 
@@ -49,50 +51,27 @@ def _device(name: str | None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-class _Log:
-    """JSONL loss log + console line every ``every`` steps."""
+def _logger(path: Path, every: int):
+    """The project's JSONL logger (``train.common.Logger``); a console line every ``every`` steps."""
+    from packforcing.train.common import Logger
 
-    def __init__(self, path: Path, every: int = 50):
-        self.path, self.every, self.t0 = path, every, time.time()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.f = open(path, "a")
+    log = Logger(path, stage=path.stem.removesuffix("_log"), echo=False)
+    inner = log.log
 
-    def __call__(self, step: int, **vals) -> None:
-        rec = {"step": step, "time_s": round(time.time() - self.t0, 2), **{k: float(v) for k, v in vals.items()}}
-        self.f.write(json.dumps(rec) + "\n")
-        self.f.flush()
-        if step % self.every == 0:
+    def log_step(step: int, **vals) -> dict:
+        rec = inner(step, **vals)
+        if step % every == 0:
             print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rec.items()), flush=True)
+        return rec
 
-    def close(self):
-        self.f.close()
+    log.log = log_step
+    return log
 
 
-def plot_log(jsonl: Path, png: Path, keys: list[str]) -> None:
-    try:
-        import matplotlib
+def plot_log(jsonl: Path, png: Path) -> None:
+    from packforcing.train.common import try_plot_losses
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        recs = [json.loads(x) for x in open(jsonl)]
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        for k in keys:
-            xs = [r["step"] for r in recs if k in r]
-            ys = [r[k] for r in recs if k in r]
-            if ys:
-                w = max(1, len(ys) // 50)
-                sm = [sum(ys[max(0, i - w + 1) : i + 1]) / len(ys[max(0, i - w + 1) : i + 1]) for i in range(len(ys))]
-                ax.plot(xs, sm, label=k)
-        ax.set_yscale("log")
-        ax.set_xlabel("step")
-        ax.legend()
-        ax.set_title(png.stem)
-        fig.tight_layout()
-        fig.savefig(png, dpi=100)
-        plt.close(fig)
-    except Exception as e:  # plots never fail training
-        print(f"(plot skipped: {e})")
+    try_plot_losses(jsonl, png, title=png.stem)
 
 
 def save_model(path: Path, sd: dict[str, Tensor], meta: dict) -> None:
@@ -146,7 +125,7 @@ def make_latents(vae_path: str | None, n_clips: int, latent_frames: int, seed: i
     with torch.no_grad():
         for i in range(0, n_clips, batch):
             chunk = clips[i : i + batch]
-            vid = torch.from_numpy(__import__("numpy").stack([c[0] for c in chunk])).to(device)
+            vid = torch.from_numpy(np.stack([c[0] for c in chunk])).to(device)
             vid = vid.permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
             lats.append(vae.encode(vid).float().cpu())
             prompts += [c[1] for c in chunk]
@@ -190,10 +169,10 @@ def train_teacher(data: dict, cfg: TeacherConfig, device: torch.device, out: Pat
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 200))
     lat, ctx = data["latents"].to(device), data["context"].to(device)
     n = lat.shape[0]
-    log = _Log(out / "teacher_log.jsonl", log_every)
+    log = _logger(out / "teacher_log.jsonl", log_every)
     t0 = time.time()
     step = 0
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    amp = autocast(device)
     while step < cfg.steps and (time.time() - t0) < cfg.minutes * 60:
         idx = torch.randint(0, n, (cfg.batch,), device=device)
         x0, c = lat[idx], ctx[idx].clone()
@@ -212,13 +191,13 @@ def train_teacher(data: dict, cfg: TeacherConfig, device: torch.device, out: Pat
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
-        log(step, loss=loss.item(), lr=sched.get_last_lr()[0])
+        log.log(step, loss=loss.item(), lr=sched.get_last_lr()[0])
         step += 1
     log.close()
     meta = {"stage": "teacher", "steps": step, "wall_s": round(time.time() - t0, 1), "hardware": hardware(), **asdict(cfg)}
     path = out / "teacher.safetensors"
     save_model(path, model.state_dict(), meta)
-    plot_log(out / "teacher_log.jsonl", out / "teacher_loss.png", ["loss"])
+    plot_log(out / "teacher_log.jsonl", out / "teacher_loss.png")
     return path
 
 
@@ -284,7 +263,7 @@ def train_ode(data: dict, teacher_path: Path, cfg: ODEConfig, device: torch.devi
         b = min(64, cfg.pairs - i)
         idx = torch.randint(0, ctx_all.shape[0], (b,), device=device, generator=g)
         noise = torch.randn((b, *lat_shape), device=device, generator=g)
-        amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+        amp = autocast(device)
         with amp:
             st, x0 = teacher_trajectories(teacher, ctx_all[idx], noise, ssig, cfg.guidance, cfg.teacher_steps)
         states.append(st.float())
@@ -306,11 +285,11 @@ def train_ode(data: dict, teacher_path: Path, cfg: ODEConfig, device: torch.devi
     mask = teacher_forcing_mask(nf, tpf, bf, device)
     pos = torch.cat([torch.arange(nf, device=device)] * 2)
     step_t = sampler.step_timesteps.to(device)
-    log = _Log(out / "ode_log.jsonl", log_every)
+    log = _logger(out / "ode_log.jsonl", log_every)
     step = 0
     t1 = time.time()
     n = finals.shape[0]
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    amp = autocast(device)
     while step < cfg.steps and (time.time() - t1) < cfg.minutes * 60:
         idx = torch.randint(0, n, (cfg.batch,), device=device)
         x0 = finals[idx]
@@ -331,14 +310,14 @@ def train_ode(data: dict, teacher_path: Path, cfg: ODEConfig, device: torch.devi
         loss.backward()
         torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
         opt.step()
-        log(step, loss=loss.item())
+        log.log(step, loss=loss.item())
         step += 1
     log.close()
     meta = {"stage": "ode", "steps": step, "pairs": int(n), "pairs_s": round(t_pairs, 1),
             "wall_s": round(time.time() - t0, 1), "hardware": hardware(), **asdict(cfg)}
     path = out / "ode.safetensors"
     save_model(path, student.state_dict(), meta)
-    plot_log(out / "ode_log.jsonl", out / "ode_loss.png", ["loss"])
+    plot_log(out / "ode_log.jsonl", out / "ode_loss.png")
     return path
 
 
@@ -403,7 +382,7 @@ def train_compressor(data: dict, student_path: Path, cfg: CompressorConfig, devi
         reps = math.ceil(nf / lat.shape[2])
         lat = torch.cat([lat] * reps, 2)  # tile clips in time for longer teacher-forced contexts
     lat = lat[:, :, :nf]
-    log = _Log(out / "compressor_log.jsonl", log_every)
+    log = _logger(out / "compressor_log.jsonl", log_every)
     t0 = time.time()
     step = 0
     while step < cfg.steps and (time.time() - t0) < cfg.minutes * 60:
@@ -428,7 +407,7 @@ def train_compressor(data: dict, student_path: Path, cfg: CompressorConfig, devi
             if step % log_every == 0:
                 no_mid = make_policy("packforcing", preset=cfg.preset, top_k=0).attach(comp)
                 base = F.mse_loss(_teacher_forced_rollout(model, no_mid, x, text, bf, noisy, t_last).float(), target.float())
-        log(step, loss=loss.item(), **({"loss_no_mid": base.item()} if base is not None else {}))
+        log.log(step, loss=loss.item(), **({"loss_no_mid": base.item()} if base is not None else {}))
         step += 1
     log.close()
     meta = {"stage": "compressor", "steps": step, "wall_s": round(time.time() - t0, 1), "hardware": hardware(),
@@ -437,7 +416,7 @@ def train_compressor(data: dict, student_path: Path, cfg: CompressorConfig, devi
     sd.update({f"compressor.{k}": v for k, v in comp.state_dict().items()})
     path = out / "packforcing.safetensors"
     save_model(path, sd, meta)
-    plot_log(out / "compressor_log.jsonl", out / "compressor_loss.png", ["loss", "loss_no_mid"])
+    plot_log(out / "compressor_log.jsonl", out / "compressor_loss.png")
     return path
 
 

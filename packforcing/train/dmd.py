@@ -34,7 +34,15 @@ from packforcing.cache import BlockInfo, CacheSpec, make_policy
 from packforcing.model.dit import WanDiT
 from packforcing.model.presets import get_preset
 from packforcing.sampler import FlowMatchSampler
-from packforcing.train.diffusion import _Log, cfg_flow, hardware, load_model_file, plot_log, sample_sigmas, save_model
+from packforcing.train.diffusion import (
+    _logger,
+    cfg_flow,
+    hardware,
+    load_model_file,
+    plot_log,
+    sample_sigmas,
+    save_model,
+)
 
 Tensor = torch.Tensor
 
@@ -120,7 +128,7 @@ def train_dmd(data: dict, teacher_path: Path, student_path: Path, cfg: DMDConfig
     sampler = FlowMatchSampler("self_forcing")
     lat, ctx_all = data["latents"].to(device), data["context"].to(device)
     nf = lat.shape[2] // cfg.block_frames * cfg.block_frames
-    log = _Log(out / f"dmd_{name}_log.jsonl", log_every)
+    log = _logger(out / f"dmd_{name}_log.jsonl", log_every)
     t0 = time.time()
     step = 0
 
@@ -157,7 +165,7 @@ def train_dmd(data: dict, teacher_path: Path, student_path: Path, cfg: DMDConfig
         g_loss.backward()
         gn = torch.nn.utils.clip_grad_norm_(params, 1.0)
         g_opt.step()
-        log(step, g_loss=g_loss.item(), critic_loss=sum(c_losses) / len(c_losses), grad_norm=float(gn))
+        log.log(step, g_loss=g_loss.item(), critic_loss=sum(c_losses) / len(c_losses), grad_norm=float(gn))
         step += 1
     log.close()
     meta = {"stage": f"dmd_{name}", "steps": step, "wall_s": round(time.time() - t0, 1), "hardware": hardware(), **asdict(cfg)}
@@ -166,7 +174,7 @@ def train_dmd(data: dict, teacher_path: Path, student_path: Path, cfg: DMDConfig
         sd.update({f"compressor.{k}": v for k, v in comp.state_dict().items()})
     path = out / f"dmd_{name}.safetensors"
     save_model(path, sd, meta)
-    plot_log(out / f"dmd_{name}_log.jsonl", out / f"dmd_{name}_loss.png", ["g_loss", "critic_loss"])
+    plot_log(out / f"dmd_{name}_log.jsonl", out / f"dmd_{name}_loss.png")
     return path
 
 
