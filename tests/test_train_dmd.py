@@ -53,3 +53,23 @@ def test_dmd_teacher_forced_variant_runs(tmp_path):
     out = train_dmd(data, tmp_path / "teacher.safetensors", tmp_path / "student.safetensors", cfg,
                     torch.device("cpu"), tmp_path, "cv")
     assert out.exists()
+
+
+def test_training_rollout_equals_inference_rollout():
+    """DMD's self-rollout (sampler.denoise, exit at the last step) and the inference rollout are two
+    loops; on the same noise stream they must produce the same video."""
+    from packforcing.cache import make_policy
+    from packforcing.rollout import rollout
+    from packforcing.sampler import FlowMatchSampler
+    from packforcing.train.dmd import self_rollout
+
+    torch.manual_seed(0)
+    m = WanDiT(get_preset("tiny")).eval()
+    noise, ctx = torch.randn(1, 16, 8, 8, 8), torch.randn(1, 16, 32)
+    sampler = FlowMatchSampler("self_forcing")
+    torch.manual_seed(5)
+    ref = rollout(m, make_policy("window", window_frames=6), sampler, ctx, noise, 2).latents
+    torch.manual_seed(5)
+    got = self_rollout(m, make_policy("window", window_frames=6), sampler, m.embed_text(ctx), noise, 2,
+                       exit_step=sampler.num_steps - 1)
+    torch.testing.assert_close(got.detach(), ref, atol=1e-5, rtol=1e-5)
