@@ -261,6 +261,16 @@ class CachePolicy:
 
     # Bookkeeping-only simulation for budgets (no tensors): list of per-block stats.
     def plan(self, spec: CacheSpec, num_frames: int, block_frames: int) -> list[dict]:
+        """Per-block stats of a whole video from the policy's bookkeeping alone (no model, no tensors):
+        ``_start`` sizes the state, ``_plan_block`` advances it by one block and returns its stats."""
+        self.store = None
+        self._start(spec, num_frames, block_frames)
+        return [self._plan_block(BlockInfo(i, i * block_frames, block_frames)) for i in range(num_frames // block_frames)]
+
+    def _start(self, spec: CacheSpec, num_frames: int, block_frames: int) -> None:
+        raise NotImplementedError
+
+    def _plan_block(self, blk: BlockInfo) -> dict:
         raise NotImplementedError
 
 

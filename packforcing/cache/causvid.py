@@ -163,18 +163,12 @@ class CausVidRestartPolicy(CachePolicy):
     def stats(self) -> dict:
         return dict(self._last)
 
-    def plan(self, spec: CacheSpec, num_frames: int, block_frames: int) -> list[dict]:
-        self.store = None
-        self._start(spec, num_frames, block_frames)
-        out = []
-        for i in range(num_frames // block_frames):
-            if i * block_frames == self.next_restart:
-                self._restart()
-                self.held = self.O
-                self.prefix_left = 0
-            blk = BlockInfo(i, i * block_frames, block_frames)
-            self._record(blk)
-            out.append(dict(self._last))
-            self.held += block_frames
-            self.out_index += 1
-        return out
+    def _plan_block(self, blk: BlockInfo) -> dict:
+        if blk.start == self.next_restart:
+            self._restart()
+            self.held = self.O
+            self.prefix_left = 0
+        self._record(blk)
+        self.held += blk.frames
+        self.out_index += 1
+        return dict(self._last)

@@ -228,14 +228,7 @@ class DeepForcingPolicy(CachePolicy):
     def stats(self) -> dict:
         return dict(self._last)
 
-    def plan(self, spec: CacheSpec, num_frames: int, block_frames: int) -> list[dict]:
-        self.store = None
-        self._start(spec, num_frames, block_frames)
-        out = []
-        for i in range(num_frames // block_frames):
-            blk = BlockInfo(i, i * block_frames, block_frames)
-            act = self._advance(blk)
-            self._record(blk, act)
-            out.append(dict(self._last))
-            self._commit_frames(blk)
-        return out
+    def _plan_block(self, blk: BlockInfo) -> dict:
+        self._record(blk, self._advance(blk))
+        self._commit_frames(blk)
+        return dict(self._last)

@@ -229,7 +229,7 @@ class PackForcingPolicy(CachePolicy):
 
     def _grow_mid(self, m: int) -> None:
         self.max_sel = max(m, 2 * self.max_sel)
-        if hasattr(self, "store"):
+        if getattr(self, "store", None) is not None:
             self.store = self.store.grown(self.mid_start + self.max_sel * self.n_c)
 
     def _alloc_slot(self) -> int:
@@ -246,7 +246,7 @@ class PackForcingPolicy(CachePolicy):
         sink_tok = min(blk.index, self.sink_blocks) * self.n_blk
         recent_tok = len(lay.recent_slots) * self.n_blk
         mid_tok = len(lay.mid_candidates) * self.n_c
-        alloc = (self.store.allocated_bytes + self.archive.allocated_bytes) if hasattr(self, "store") else (
+        alloc = (self.store.allocated_bytes + self.archive.allocated_bytes) if getattr(self, "store", None) is not None else (
             (self.mid_start + self.max_sel * self.n_c + self.arch_cap * self.n_c) * bpt)
         self._last = {
             "block": blk.index,
@@ -438,19 +438,14 @@ class PackForcingPolicy(CachePolicy):
         d["selections"] = self.selections
         return d
 
-    def plan(self, spec: CacheSpec, num_frames: int, block_frames: int) -> list[dict]:
-        self._start(spec, num_frames, block_frames)
-        out = []
-        for i in range(num_frames // block_frames):
-            blk = BlockInfo(i, i * block_frames, block_frames)
-            lay = self._advance(blk)
-            self._record(blk, lay)
-            out.append(dict(self._last))
-            self.committed += 1
-            if lay.phase == "ring":
-                self.ring_frames[lay.ring_slot] = blk.start
-                self.pending.append((self._alloc_slot_plan(), blk.start))
-        return out
+    def _plan_block(self, blk: BlockInfo) -> dict:
+        lay = self._advance(blk)
+        self._record(blk, lay)
+        self.committed += 1
+        if lay.phase == "ring":
+            self.ring_frames[lay.ring_slot] = blk.start
+            self.pending.append((self._alloc_slot_plan(), blk.start))
+        return dict(self._last)
 
     def _alloc_slot_plan(self) -> int:
         if not self.free:

@@ -115,14 +115,8 @@ class SinkWindowPolicy(CachePolicy):
     def stats(self) -> dict:
         return dict(self._last)
 
-    def plan(self, spec: CacheSpec, num_frames: int, block_frames: int) -> list[dict]:
-        self.store = None
-        self._start(spec, num_frames, block_frames)
-        out = []
-        for i in range(num_frames // block_frames):
-            blk = BlockInfo(i, i * block_frames, block_frames)
-            _, held = self._make_room(blk)
-            self._record(held, blk)
-            out.append(dict(self._last))
-            self.frames.extend(range(blk.start, blk.end))
-        return out
+    def _plan_block(self, blk: BlockInfo) -> dict:
+        _, held = self._make_room(blk)
+        self._record(held, blk)
+        self.frames.extend(range(blk.start, blk.end))
+        return dict(self._last)
