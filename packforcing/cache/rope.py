@@ -60,8 +60,13 @@ def grid_positions(frame_pos: Tensor, h: int, w: int, h_pos: Tensor | None = Non
     return t, hh, ww
 
 
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Rotations run in float64 for float32/64 tensors and in float32 for half types."""
+    return torch.float64 if dtype in (torch.float32, torch.float64) else torch.float32
+
+
 def _compute_dtype(x: Tensor) -> torch.dtype:
-    return torch.float64 if x.dtype in (torch.float32, torch.float64) else torch.float32
+    return compute_dtype(x.dtype)
 
 
 class Rotary:
@@ -84,12 +89,19 @@ def rotate(x: Tensor, angles: "Tensor | Rotary") -> Tensor:
     When ``angles`` covers only the first P pairs, the rest of ``x`` is returned unchanged.
     """
     cd = _compute_dtype(x)
-    d = x.shape[-1]
     if isinstance(angles, Rotary):
         cos, sin = angles.cos_sin(cd)
     else:
         cos = torch.cos(angles).to(cd)[:, None, :]  # [N, 1, P] broadcast over heads
         sin = torch.sin(angles).to(cd)[:, None, :]
+    return rotate_cs(x, cos, sin)
+
+
+def rotate_cs(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """:func:`rotate` with precomputed ``cos``/``sin`` [N, 1, P] in the compute dtype (pure elementwise:
+    the DiT's fused q/k preparation calls it inside ``torch.compile``)."""
+    cd = cos.dtype
+    d = x.shape[-1]
     p = cos.shape[-1]
     xr = x[..., : 2 * p].to(cd).unflatten(-1, (p, 2))
     x0, x1 = xr[..., 0], xr[..., 1]

@@ -49,17 +49,117 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        xf = x.float()
-        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+        return rms_norm(x, self.weight, self.eps)
 
 
 class LayerNorm(nn.LayerNorm):
     """LayerNorm computed in float32 (Wan's ``WanLayerNorm``)."""
 
     def forward(self, x: Tensor) -> Tensor:
-        w = self.weight.float() if self.weight is not None else None
-        b = self.bias.float() if self.bias is not None else None
-        return F.layer_norm(x.float(), self.normalized_shape, w, b, self.eps).type_as(x)
+        return _layer_norm(x, self.weight, self.bias, self.eps)
+
+
+# ---- the per-layer elementwise chains, as pure functions ---------------------------------------------
+# Their inputs have the current block's token count only (never the context length), so with
+# ``WanDiT.enable_compile()`` each is compiled once per block shape (``dynamic=False``, full graph)
+# and fused into one or two kernels; attention and the linears stay eager. Uncompiled, they run
+# exactly the ops of the original eager model (bit-identical).
+
+
+def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
+    xf = x.float()
+    return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).type_as(x) * weight
+
+
+def _layer_norm(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float) -> Tensor:
+    w = weight.float() if weight is not None else None
+    b = bias.float() if bias is not None else None
+    return F.layer_norm(x.float(), x.shape[-1:], w, b, eps).type_as(x)
+
+
+def _modulate(h: Tensor, shift: Tensor, scale: Tensor, out_dtype: torch.dtype) -> Tensor:
+    """adaLN: h [B, N, D] * (1 + scale) + shift, per group of N/G tokens (shift/scale [B, G, D])."""
+    b, n, d = h.shape
+    g = shift.shape[1]
+    h = h.float().view(b, g, n // g, d) * (1 + scale.unsqueeze(2)) + shift.unsqueeze(2)
+    return h.view(b, n, d).to(out_dtype)
+
+
+def _gate(y: Tensor, gt: Tensor) -> Tensor:
+    b, n, d = y.shape
+    g = gt.shape[1]
+    return (y.float().view(b, g, n // g, d) * gt.unsqueeze(2)).view(b, n, d)
+
+
+def ln_modulate(x: Tensor, shift: Tensor, scale: Tensor, eps: float, out_dtype: torch.dtype) -> Tensor:
+    """LayerNorm (no affine, fp32) + adaLN modulation, cast to the linears' dtype."""
+    return _modulate(_layer_norm(x, None, None, eps), shift, scale, out_dtype)
+
+
+def modulation_ln(x: Tensor, modulation: Tensor, e0: Tensor, eps: float, out_dtype: torch.dtype):
+    """Block start: the six modulation vectors e [B, G, 6, D] and the modulated norm1(x)."""
+    e = modulation.float().unsqueeze(1) + e0
+    return e, ln_modulate(x, e[:, :, 0], e[:, :, 1], eps, out_dtype)
+
+
+def qk_norm_rope(q: Tensor, k: Tensor, wq: Tensor | None, wk: Tensor | None, eps: float, cos: Tensor, sin: Tensor,
+                 num_heads: int) -> tuple[Tensor, Tensor]:
+    """qk RMSNorm (over the full dim) then 3D RoPE with per-token cos/sin [N, 1, D/2] (as ``rope.rotate``)."""
+    b, n, d = q.shape
+    shape = (b, n, num_heads, d // num_heads)
+    if wq is not None:
+        q, k = rms_norm(q, wq, eps), rms_norm(k, wk, eps)
+    return R.rotate_cs(q.view(shape), cos, sin), R.rotate_cs(k.view(shape), cos, sin)
+
+
+def gate_residual_norm(x: Tensor, y: Tensor, gt: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float,
+                       norm: bool, out_dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """After self-attention: x + gate * y, and norm3 of that for the cross-attention (cast)."""
+    x = x + _gate(y, gt)
+    h = _layer_norm(x, weight, bias, eps) if norm else x
+    return x, h.to(out_dtype)
+
+
+def residual_ln_modulate(x: Tensor, y: Tensor, shift: Tensor, scale: Tensor, eps: float,
+                         out_dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """After cross-attention: x + y (fp32), and the modulated norm2 of that for the FFN."""
+    x = x + y.float()
+    return x, ln_modulate(x, shift, scale, eps, out_dtype)
+
+
+def gate_residual(x: Tensor, y: Tensor, gt: Tensor) -> Tensor:
+    return x + _gate(y, gt)
+
+
+def gelu_tanh(x: Tensor) -> Tensor:
+    return F.gelu(x, approximate="tanh")
+
+
+class Elementwise:
+    """The elementwise functions one model runs: plain, or each wrapped in ``torch.compile``."""
+
+    NAMES = ("rms_norm", "modulation_ln", "ln_modulate", "qk_norm_rope", "gate_residual_norm", "residual_ln_modulate",
+             "gate_residual", "gelu_tanh")
+
+    def __init__(self, compiled: bool = False):
+        self.compiled = compiled
+        g = globals()
+        for name in self.NAMES:
+            fn = g[name]
+            if compiled:
+                fn = torch.compile(fn, dynamic=False, fullgraph=True)
+            setattr(self, name, fn)
+
+
+_EAGER = Elementwise(False)
+
+
+def _fns(module: nn.Module) -> Elementwise:
+    """The compiled set when the model enabled it and no gradient is being recorded, else the plain one."""
+    fns = getattr(module, "_elementwise", None)
+    if fns is None or torch.is_grad_enabled():
+        return _EAGER
+    return fns
 
 
 @dataclass
@@ -79,16 +179,21 @@ class SelfAttention(nn.Module):
         self.norm_q = RMSNorm(d, cfg.eps) if cfg.qk_norm else nn.Identity()
         self.norm_k = RMSNorm(d, cfg.eps) if cfg.qk_norm else nn.Identity()
 
-    def qkv(self, x: Tensor, angles: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def qkv(self, x: Tensor, angles: "Tensor | R.Rotary", fx: "Elementwise | None" = None) -> tuple[Tensor, Tensor, Tensor]:
         b, n, _ = x.shape
-        shape = (b, n, self.num_heads, self.head_dim)
-        q = self.norm_q(self.q(x)).view(shape)
-        k = self.norm_k(self.k(x)).view(shape)
-        v = self.v(x).view(shape)
-        return R.rotate(q, angles), R.rotate(k, angles), v
+        fx = fx or _fns(self)
+        if not isinstance(angles, R.Rotary):
+            angles = R.Rotary(angles)
+        cos, sin = angles.cos_sin(R.compute_dtype(self.q.weight.dtype))
+        norm = isinstance(self.norm_q, RMSNorm)
+        wq, wk = (self.norm_q.weight, self.norm_k.weight) if norm else (None, None)
+        eps = self.norm_q.eps if norm else 0.0
+        q, k = fx.qk_norm_rope(self.q(x), self.k(x), wq, wk, eps, cos, sin, self.num_heads)
+        return q, k, self.v(x).view(b, n, self.num_heads, self.head_dim)
 
-    def forward(self, x: Tensor, angles: Tensor, view: AttentionView | None, mask: Tensor | None) -> Tensor:
-        q, k, v = self.qkv(x, angles)
+    def forward(self, x: Tensor, angles: Tensor, view: AttentionView | None, mask: Tensor | None,
+                fx: "Elementwise | None" = None) -> Tensor:
+        q, k, v = self.qkv(x, angles, fx)
         out = attention(q, k, v, mask) if view is None else view.attend(self.layer, q, k, v)
         return self.o(out.flatten(2))
 
@@ -102,8 +207,9 @@ class CrossAttention(nn.Module):
         self.norm_q = RMSNorm(d, cfg.eps) if cfg.qk_norm else nn.Identity()
         self.norm_k = RMSNorm(d, cfg.eps) if cfg.qk_norm else nn.Identity()
 
-    def forward(self, x: Tensor, text: TextState) -> Tensor:
+    def forward(self, x: Tensor, text: TextState, fx: "Elementwise | None" = None) -> Tensor:
         b, n, _ = x.shape
+        fx = fx or _fns(self)
         kv = text.kv.get(self.layer)
         if kv is None or torch.is_grad_enabled():
             c = text.context
@@ -113,7 +219,10 @@ class CrossAttention(nn.Module):
                 text.kv[self.layer] = (k, v)
         else:
             k, v = kv
-        q = self.norm_q(self.q(x)).view(b, n, self.num_heads, self.head_dim)
+        q = self.q(x)
+        if isinstance(self.norm_q, RMSNorm):
+            q = fx.rms_norm(q, self.norm_q.weight, self.norm_q.eps)
+        q = q.view(b, n, self.num_heads, self.head_dim)
         return self.o(attention(q, k, v).flatten(2))
 
 
@@ -133,23 +242,19 @@ class Block(nn.Module):
 
     def forward(self, x: Tensor, e0: Tensor, angles: Tensor, text: TextState, view, mask) -> Tensor:
         # x [B, N, D] (float32 residual stream); e0 [B, G, 6, D] float32, G groups of N/G tokens.
-        b, n, d = x.shape
-        g = e0.shape[1]
-        e = (self.modulation.float().unsqueeze(1) + e0).unbind(2)  # 6 x [B, G, D]
+        # Elementwise work goes through ``fx`` (fused by torch.compile when enabled); linears and
+        # attention stay eager. The op sequence is the original one: uncompiled it is bit-identical.
+        fx = _fns(self)
         wdt = self.ffn[0].weight.dtype
-
-        def mod(h: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
-            h = h.float().view(b, g, n // g, d) * (1 + scale.unsqueeze(2)) + shift.unsqueeze(2)
-            return h.view(b, n, d).to(wdt)
-
-        def gate(y: Tensor, gt: Tensor) -> Tensor:
-            return (y.float().view(b, g, n // g, d) * gt.unsqueeze(2)).view(b, n, d)
-
-        y = self.self_attn(mod(self.norm1(x), e[0], e[1]), angles, view, mask)
-        x = x + gate(y, e[2])
-        x = x + self.cross_attn(self.norm3(x).to(wdt), text).float()
-        y = self.ffn(mod(self.norm2(x), e[3], e[4]))
-        return x + gate(y, e[5])
+        e, h = fx.modulation_ln(x, self.modulation, e0, self.norm1.eps, wdt)  # e [B, G, 6, D]
+        y = self.self_attn(h, angles, view, mask, fx)
+        n3 = self.norm3
+        affine = isinstance(n3, LayerNorm)
+        x, h = fx.gate_residual_norm(x, y, e[:, :, 2], n3.weight if affine else None, n3.bias if affine else None,
+                                     n3.eps if affine else 0.0, affine, wdt)
+        x, h = fx.residual_ln_modulate(x, self.cross_attn(h, text, fx), e[:, :, 3], e[:, :, 4], self.norm2.eps, wdt)
+        y = self.ffn[2](fx.gelu_tanh(self.ffn[0](h)))
+        return fx.gate_residual(x, y, e[:, :, 5])
 
 
 class Head(nn.Module):
@@ -187,6 +292,26 @@ class WanDiT(nn.Module):
         self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d))
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.num_layers))
         self.head = Head(cfg)
+
+    compile_elementwise = False
+
+    def enable_compile(self, on: bool = True) -> "WanDiT":
+        """Fuse the per-layer elementwise chains with ``torch.compile(dynamic=False, fullgraph=True)``
+        (inference only: under autograd the plain functions run). One compiled set serves every layer,
+        so each function compiles once per block shape (token count, frame groups, dtype); attention
+        over the variable-length context and the linears stay eager. Off by default."""
+        fns = Elementwise(True) if on else None
+        if on:
+            import torch._dynamo.config as dc
+
+            for name in ("recompile_limit", "cache_size_limit"):  # one graph per block shape; allow many
+                if hasattr(dc, name):
+                    setattr(dc, name, max(getattr(dc, name), 64))
+        for m in self.modules():
+            if isinstance(m, (Block, SelfAttention, CrossAttention)):
+                m._elementwise = fns
+        self.compile_elementwise = on
+        return self
 
     # ---- inputs --------------------------------------------------------------------------
     def embed_text(self, context: Tensor) -> TextState:
