@@ -204,6 +204,32 @@ def test_vae_stage_cpu_checkpoint_latent_stats_stream_and_resume(tmp_path):
     assert steps == [1, 2, 3]
 
 
+def test_vae_select_rule_and_self_describing_weights(tmp_path):
+    """vae-select keeps the first candidate over the PSNR bar (else the best), and the picked file
+    loads under the "toy" preset name with its own (wider) architecture from the metadata."""
+    from packforcing.model.vae import save_vae
+    from packforcing.train.vae import select_vae
+
+    runs = []
+    for preset, psnr in (("toy", 20.0), ("toy_w", 27.0), ("toy8", 29.0)):
+        d = tmp_path / preset
+        d.mkdir()
+        save_vae(build_vae(preset, seed=1), d / "vae.safetensors")
+        (d / "vae.json").write_text(json.dumps({"metrics": {"psnr": psnr}, "config": {"preset": preset}, "step": 5}))
+        runs.append(d)
+    picked = select_vae(runs, tmp_path / "out", min_psnr=26)
+    sel = json.loads((tmp_path / "out" / "vae_selection.json").read_text())
+    assert sel["picked"]["preset"] == "toy_w" and len(sel["candidates"]) == 3
+    vae = load_vae(picked, "toy")
+    assert vae.config.dim_mult == (1, 4, 8, 16)
+    x = torch.randn(1, 3, 5, 32, 32)
+    torch.testing.assert_close(vae.encode(x), build_vae("toy_w", seed=1).encode(x))
+    select_vae(runs[:1] + runs[2:], tmp_path / "out2", min_psnr=30)  # none over the bar: the best
+    assert json.loads((tmp_path / "out2" / "vae_selection.json").read_text())["picked"]["preset"] == "toy8"
+    with pytest.raises(UserError, match="none of"):
+        select_vae([tmp_path / "missing"], tmp_path / "out3")
+
+
 # --------------------------------------------------------------------------------------------------
 # clip
 

@@ -142,7 +142,14 @@ VAE_PRESETS: dict[str, VAEConfig] = {
     # Full-resolution 3-D convs dominate the CPU cost, so the cheap low-resolution levels get the
     # width. Not normalised until calibrated (``save_vae`` stores the statistics).
     "toy": VAEConfig(dim=4, dim_mult=(1, 2, 4, 8), num_res_blocks=1, latent_mean=None, latent_std=None),
+    # Wider candidates for the toy world, trained side by side by ``scripts/train_toy.sh``
+    # (VAE_CANDIDATES): the low-resolution levels 4x wider (1.9M), or twice the width everywhere (1.9M).
+    "toy_w": VAEConfig(dim=4, dim_mult=(1, 4, 8, 16), num_res_blocks=1, latent_mean=None, latent_std=None),
+    "toy8": VAEConfig(dim=8, dim_mult=(1, 2, 4, 8), num_res_blocks=1, latent_mean=None, latent_std=None),
 }
+
+# Architecture fields a weights file written by ``save_vae`` describes in its metadata.
+_ARCH_FIELDS = ("dim", "z_dim", "dim_mult", "num_res_blocks", "attn_scales", "temporal_downsample")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -755,6 +762,9 @@ def load_vae(
             raise UserError(f"no VAE weights in directory {path}: expected {cand[0].name} or {cand[1].name} there")
         path = found[0]
     sd = load_state_dict_file(path, what="VAE checkpoint")
+    arch = _read_architecture(path)
+    if arch is not None and name != "wan2.1":  # a self-describing file (save_vae) wins over the preset
+        cfg = replace(cfg, **arch)
     meta = _read_latent_stats(path)
     if meta is not None:
         cfg = replace(cfg, latent_mean=meta[0], latent_std=meta[1])
@@ -763,18 +773,33 @@ def load_vae(
     return vae.to(device=device, dtype=resolve_dtype(dtype)).eval().requires_grad_(False)
 
 
-def _read_latent_stats(path: Path) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None] | None:
-    import json
-
+def _read_metadata(path: Path) -> dict:
     if path.suffix != ".safetensors":
-        return None
+        return {}
     try:
         from safetensors import safe_open
 
         with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
+            return f.metadata() or {}
     except Exception:
+        return {}
+
+
+def _read_architecture(path: Path) -> dict | None:
+    """The architecture fields stored by :func:`save_vae` (``None`` for other files)."""
+    import json
+
+    meta = _read_metadata(path)
+    if meta.get("format") != "packforcing.wan_vae" or "config" not in meta:
         return None
+    d = json.loads(meta["config"])
+    return {k: tuple(d[k]) if isinstance(d[k], list) else d[k] for k in _ARCH_FIELDS if k in d}
+
+
+def _read_latent_stats(path: Path) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None] | None:
+    import json
+
+    meta = _read_metadata(path)
     if "latent_stats" not in meta:
         return None
     d = json.loads(meta["latent_stats"])

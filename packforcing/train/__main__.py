@@ -1,4 +1,4 @@
-"""``python -m packforcing.train --stage vae|clip|latents|teacher|ode|compressor|dmd|all`` (see each module)."""
+"""``python -m packforcing.train --stage vae|vae-select|clip|latents|teacher|ode|compressor|dmd|all`` (see each module)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,12 @@ from packforcing.errors import main_guard
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     stage = argv[argv.index("--stage") + 1] if "--stage" in argv else "all"
-    if stage == "vae":
+    if stage == "vae-select":
+        from packforcing.train.vae import main_select
+
+        argv.remove("--stage"), argv.remove("vae-select")
+        main_select(argv)
+    elif stage == "vae":
         from packforcing.train.vae import main_vae
 
         argv.remove("--stage"), argv.remove("vae")

@@ -281,6 +281,51 @@ def run_vae(cfg: VAETrainConfig) -> Path:
     return out
 
 
+def select_vae(runs: list[Path], out: Path, min_psnr: float = 26.0) -> Path:
+    """Pick one of several trained VAEs by a rule fixed before training: the first of ``runs`` (listed
+    cheapest first) whose held-out PSNR reaches ``min_psnr`` dB, else the one with the highest PSNR.
+    Copies its weights and sidecar to ``out/vae.safetensors`` / ``out/vae.json`` and writes the
+    evidence (every candidate's numbers and the rule) to ``out/vae_selection.json``."""
+    import shutil
+
+    cands = []
+    for r in runs:
+        side = Path(r) / "vae.json"
+        if not side.is_file():
+            print(f"vae-select: {r} has no vae.json (failed run?), skipped", flush=True)
+            continue
+        info = json.loads(side.read_text())
+        cands.append({"run": str(r), "psnr": float(info["metrics"]["psnr"]),
+                      "preset": info.get("config", {}).get("preset"), "steps": info.get("step"),
+                      "parameters": info.get("num_parameters_model")})
+    if not cands:
+        raise UserError(f"vae-select: none of {', '.join(map(str, runs))} holds a trained vae.json")
+    good = [c for c in cands if c["psnr"] >= min_psnr]
+    pick = good[0] if good else max(cands, key=lambda c: c["psnr"])
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("vae.safetensors", "vae.json", "vae_log.jsonl", "vae_loss.png"):
+        src = Path(pick["run"]) / name
+        if src.is_file() and src.resolve() != (out / name).resolve():
+            shutil.copyfile(src, out / name)
+    rule = f"first (cheapest) candidate with held-out PSNR >= {min_psnr} dB, else the highest PSNR"
+    (out / "vae_selection.json").write_text(json.dumps({"rule": rule, "candidates": cands, "picked": pick}, indent=1))
+    print(f"vae-select: picked {pick['run']} ({pick['preset']}, {pick['psnr']:.2f} dB) of "
+          + ", ".join(f"{c['preset']} {c['psnr']:.2f} dB" for c in cands), flush=True)
+    return out / "vae.safetensors"
+
+
+def main_select(args: list[str] | None = None) -> Path:
+    """CLI: ``python -m packforcing.train --stage vae-select --out DIR [--min-psnr 26] RUN_DIR...``."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m packforcing.train --stage vae-select")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--min-psnr", type=float, default=26.0)
+    ap.add_argument("runs", nargs="+")
+    a = ap.parse_args(args)
+    return select_vae([Path(r) for r in a.runs], Path(a.out), a.min_psnr)
+
+
 def main_vae(args: list[str] | None = None) -> Path:
     """CLI: ``python -m packforcing.train --stage vae [--steps N --minutes M --batch B ...]``."""
     return run_vae(VAETrainConfig.from_args(args))
@@ -288,5 +333,5 @@ def main_vae(args: list[str] | None = None) -> Path:
 
 __all__ = [
     "VAETrainConfig", "init_posterior", "vae_loss", "psnr", "evaluate_vae", "latent_stats",
-    "normalised_latent_moments", "stream_decode_gap", "run_vae", "main_vae",
+    "normalised_latent_moments", "stream_decode_gap", "run_vae", "main_vae", "select_vae",
 ]  # fmt: skip
