@@ -32,6 +32,7 @@ def test_cpu_smoke_run_writes_json(tmp_path, monkeypatch, capsys):
     assert d["backends"]["sdpa"]["status"] == "ok"
     assert d["backends"]["cudnn"]["status"] == "error"  # no cuDNN attention on the CPU: recorded, not fatal
     assert d["backend_used"] == "sdpa"
+    assert d["compile_elementwise"] is False and d["model"]["compile_elementwise"] is False  # auto: on with CUDA only
     pf = d["policies"]["packforcing"]
     assert pf["status"] == "done" and pf["blocks_done"] == 3
     assert len(pf["series"]["latency_s"]) == 3 and all(x > 0 for x in pf["series"]["latency_s"])

@@ -346,7 +346,7 @@ class WanDiT(nn.Module):
 
     # ---- forward -------------------------------------------------------------------------
     def run_blocks(self, tokens: Tensor, e0: Tensor, angles: Tensor, text: TextState, view=None, mask=None) -> Tensor:
-        x = tokens.float()
+        x = tokens.float().contiguous()  # one layout for every layer and caller (compiled graphs guard on strides)
         for blk in self.blocks:
             x = blk(x, e0, angles, text, view, mask)
         return x
