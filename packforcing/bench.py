@@ -278,6 +278,7 @@ class HookTimer:
         ("packforcing.cache.base", "KVStore", "shift", "shift"),
         ("packforcing.cache.base", "KVStore", "move", "move"),
         ("packforcing.cache.rope", None, "shift_temporal", "rotate"),
+        ("packforcing.cache.rope", None, "shift_temporal_", "rotate"),  # the in-place re-alignment (per-block path)
     )
 
     def __init__(self, clock: Clock):

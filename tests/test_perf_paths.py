@@ -2,6 +2,9 @@
 
 - the DiT's elementwise chains as pure functions (bit-identical to the original per-layer code) and,
   with ``WanDiT.enable_compile()``, fused by torch.compile (equal to eager within fp32 rounding);
+- top-k scores from key means cached at archive time (equal to brute force over all query-key pairs);
+- RoPE re-alignment in place on the temporal dims only (bit-identical to the out-of-place shift; the
+  rotated amount per block is only what moves, and flat after saturation);
 """
 
 import shutil
@@ -124,3 +127,112 @@ def test_compiled_elementwise_equals_eager_forward_and_rollout():
     # under autograd (training) the plain functions run: compiled graphs are for inference only
     m.enable_compile(False)
     assert not m.compile_elementwise and all(getattr(b, "_elementwise", None) is None for b in m.blocks)
+
+
+# ---- 2. top-k scoring from cached key means -----------------------------------------------------------------
+
+def test_scores_from_means_equal_brute_force_over_query_key_pairs():
+    from packforcing.cache.selector import affinity_scores, head_subset, key_means, scores_from_means, subsample_queries
+
+    g = torch.Generator().manual_seed(0)
+    b, n, h, d, n_c, m = 2, 96, 4, 32, 8, 6
+    q = torch.randn(b, n, h, d, generator=g, dtype=torch.float64)
+    k = torch.randn(b, m * n_c, h, d, generator=g, dtype=torch.float64)
+    for ratio in (1.0, 0.25):
+        for heads in ("half", "all"):
+            hs = head_subset(h, heads)
+            qs = subsample_queries(q, ratio)[:, :, hs]
+            # brute force: every (query, key) pair of every block, averaged over pairs, batch and heads
+            pair = torch.einsum("bihd,bjhd->bhij", qs, k[:, :, hs]) / d**0.5  # [B, h, n, m*n_c]
+            ref = pair.unflatten(-1, (m, n_c)).mean(dim=(0, 1, 2, 4))
+            got = scores_from_means(q, key_means(k, n_c), ratio, heads)
+            torch.testing.assert_close(got.double(), ref, atol=1e-6, rtol=1e-5)
+            torch.testing.assert_close(affinity_scores(q, k, n_c, ratio, heads).double(), ref, atol=1e-6, rtol=1e-5)
+    assert subsample_queries(q, 1.0) is q  # ratio 1: every query, no gather
+
+
+def test_policy_caches_each_archived_blocks_key_means_and_scores_with_them():
+    from packforcing.cache import packforcing as P
+
+    m = tiny_model()
+    scored = []
+    real = P.S.scores_from_means
+
+    def spy(q, km, ratio, heads):
+        scored.append(km.shape)
+        return real(q, km, ratio, heads)
+
+    pol = make_policy("packforcing", sink_frames=2, recent_frames=2, top_k=2, mid_capacity=4, compressor="hr",
+                      nc_spatial=2, nc_temporal=2, hr_channels=(8, 16))
+    torch.manual_seed(123)
+    pol.attach(pol.build_compressor(m.cfg))
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn(1, 16, 16, 8, 8, generator=g)
+    P.S.scores_from_means = spy
+    try:
+        with torch.no_grad():
+            rollout(m, pol, FlowMatchSampler("self_forcing"), torch.randn(1, 16, 32, generator=g), noise, 2)
+    finally:
+        P.S.scores_from_means = real
+    assert scored and all(s[1] > 2 for s in scored)  # scoring ran, over more candidates than top_k
+    n_c = pol.n_c
+    for slot, _start in pol.mid:  # cached means equal the mean of the archived keys, every layer
+        a = slot * n_c
+        torch.testing.assert_close(pol.kmean[:, :, slot], pol.archive.k[:, :, a : a + n_c].float().mean(2))
+
+
+# ---- 3. RoPE re-alignment in place, temporal dims only ------------------------------------------------------
+
+def test_inplace_temporal_shift_equals_out_of_place_and_recompute():
+    g = torch.Generator().manual_seed(0)
+    big = torch.randn(3, 1, 50, 4, 32, generator=g)
+    for delta in (-4.0, torch.arange(20, dtype=torch.float64) - 7):
+        ref = big.clone()
+        ref[:, :, 10:30] = R.shift_temporal(ref[:, :, 10:30], delta)
+        got = big.clone()
+        R.shift_temporal_(got[:, :, 10:30], delta)
+        assert torch.equal(got, ref)  # bit-identical; slots outside the range and the h/w dims untouched
+    # shift = recompute at the new positions
+    x = torch.randn(1, 12, 2, 32, generator=g, dtype=torch.float64)
+    pt, ph, pw = torch.arange(12.0), torch.arange(12.0) % 3, torch.arange(12.0) % 4
+    k = R.apply_rope(x, pt, ph, pw)
+    R.shift_temporal_(k, -5.0)
+    torch.testing.assert_close(k, R.apply_rope(x, pt - 5, ph, pw))
+
+
+def test_rope_work_per_block_is_only_what_moves_and_constant_after_saturation():
+    """Count the key elements the per-block path rotates: only temporal dims, only the recent block that moved
+    and the gathered mid blocks; flat once the cache is saturated."""
+    m = tiny_model()
+    counts = []
+    cur = [0]
+    real = R._INPLACE["fn"]
+
+    def counting(x, cos, sin):
+        cur[0] += x.numel()
+        return real(x, cos, sin)
+
+    pol = make_policy("packforcing", sink_frames=2, recent_frames=2, top_k=2, mid_capacity=2, compressor="hr",
+                      nc_spatial=2, nc_temporal=2, hr_channels=(8, 16))
+    torch.manual_seed(123)
+    pol.attach(pol.build_compressor(m.cfg))
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn(1, 16, 24, 8, 8, generator=g)
+
+    def on_block(i, x0, st):
+        counts.append(cur[0])
+        cur[0] = 0
+
+    R._INPLACE["fn"] = counting
+    try:
+        with torch.no_grad():
+            rollout(m, pol, FlowMatchSampler("self_forcing"), torch.randn(1, 16, 32, generator=g), noise, 2,
+                    on_block=on_block, keep_latents=False)
+    finally:
+        R._INPLACE["fn"] = real
+    L, H, D = m.cfg.num_layers, m.cfg.num_heads, m.cfg.head_dim
+    tp = 2 * R.split_pairs(D)[0]  # temporal dims (12 of 32 at the tiny shape)
+    steady = counts[6:]
+    assert len(set(steady)) == 1, counts
+    # per block: the recent block (re-aligned by -B_f) + the mid blocks gathered at their positions, temporal dims only
+    assert steady[0] == (pol.n_blk + pol.cfg.top_k * pol.n_c) * L * H * tp

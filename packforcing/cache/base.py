@@ -151,8 +151,7 @@ class KVStore:
         """Re-align slots [a, b) by ``delta`` temporal positions (PackForcing §3.4), all layers at once."""
         if b <= a or delta == 0:
             return
-        k = self.k[:, :, a:b]
-        self.k[:, :, a:b] = R.shift_temporal(k, float(delta), self.spec.rope_theta)
+        R.shift_temporal_(self.k[:, :, a:b], float(delta), self.spec.rope_theta)  # in place, temporal dims only
         self.pos[a:b] += delta
 
 

@@ -51,6 +51,14 @@ from packforcing.errors import UserError
 Tensor = torch.Tensor
 
 
+def _to_device(values: list, dtype: torch.dtype, device) -> Tensor:
+    """A small host list as a device tensor without a host synchronisation (pinned, non-blocking on CUDA)."""
+    t = torch.tensor(values, dtype=dtype)
+    if torch.device(device).type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 @dataclass(frozen=True)
 class PackForcingConfig:
     """Every PackForcing option; the paper's values are the defaults (paper.md §2, §4, §5)."""
@@ -182,6 +190,10 @@ class PackForcingPolicy(CachePolicy):
         self._start(spec, num_frames, block_frames)
         self.store = KVStore(spec, self.mid_start + self.max_sel * self.n_c)
         self.archive = KVStore(spec, self.arch_cap * self.n_c)
+        # per archived block, per layer and head: the mean of its compressed keys (top-k scoring, selector.py)
+        self.kmean = torch.zeros(spec.num_layers, spec.batch, self.arch_cap, spec.num_heads, spec.head_dim,
+                                 device=spec.device, dtype=torch.float32)
+        self._cand: tuple[Tensor, Tensor] | None = None
         self.graph_kv: dict[int, list] = {}  # training: archive slot -> per-layer (k, v) with autograd graph
         t_c, h_c, w_c = self.grid
         th, tw = spec.token_hw
@@ -238,6 +250,9 @@ class PackForcingPolicy(CachePolicy):
                 raise AssertionError("archive full with a bounded mid_capacity")
             self.arch_cap *= 2
             self.archive = self.archive.grown(self.arch_cap * self.n_c)
+            km = self.kmean.new_zeros(self.kmean.shape[:2] + (self.arch_cap,) + self.kmean.shape[3:])
+            km[:, :, : self.kmean.shape[2]] = self.kmean
+            self.kmean = km
             self.free = list(range(self.arch_cap // 2, self.arch_cap))
         return self.free.pop(0)
 
@@ -284,6 +299,7 @@ class PackForcingPolicy(CachePolicy):
         self._sel_done: set[int] = set()
         self._shared_idx: Tensor | None = None
         self.selections = 0
+        self._cand = self._cand_tensors(lay) if lay.n_sel and not self.train_compressor else None
         pre = None
         if lay.n_sel and self.train_compressor:
             if lay.mid_bases is None:
@@ -299,18 +315,19 @@ class PackForcingPolicy(CachePolicy):
         return BlockView(st, pos, lay.cur_start, lay.attend_end, pre_attend=pre, extra_kv=extra)
 
     def _cand_tensors(self, lay: _Layout):
+        """Archive slots and start frames of the block's mid candidates, on the device: built once per block
+        (not per layer) and copied from pinned memory without blocking the host (no synchronisation)."""
         dev = self.store.k.device
-        slots = torch.tensor([s for s, _ in lay.mid_candidates], device=dev)
-        starts = torch.tensor([f for _, f in lay.mid_candidates], device=dev, dtype=torch.float64)
-        return slots, starts
+        return (_to_device([s for s, _ in lay.mid_candidates], torch.long, dev),
+                _to_device([f for _, f in lay.mid_candidates], torch.float64, dev))
 
     def _gather(self, layer: int | None, idx, lay: _Layout) -> None:
         """Copy the chosen candidates' compressed K/V into the mid slots, rotated to their positions.
 
         ``idx``: candidate indices (python list or device tensor), in temporal order. ``layer`` None = all layers.
         """
-        slots, starts = self._cand_tensors(lay)
-        idx_t = torch.as_tensor(idx, device=slots.device)
+        slots, starts = self._cand if self._cand is not None else self._cand_tensors(lay)
+        idx_t = idx if torch.is_tensor(idx) else _to_device(list(idx), torch.long, slots.device)
         sel = slots[idx_t]
         tok = (sel[:, None] * self.n_c + torch.arange(self.n_c, device=sel.device)).flatten()
         if self.cfg.rope_adjust:
@@ -321,12 +338,11 @@ class PackForcingPolicy(CachePolicy):
         a = self.mid_start
         b = a + len(idx_t) * self.n_c
         ar, st = self.archive, self.store
-        if layer is None:
-            st.k[:, :, a:b] = R.shift_temporal(ar.k[:, :, tok], delta, self.spec.rope_theta)
-            st.v[:, :, a:b] = ar.v[:, :, tok]
-        else:
-            st.k[layer, :, a:b] = R.shift_temporal(ar.k[layer, :, tok], delta, self.spec.rope_theta)
-            st.v[layer, :, a:b] = ar.v[layer, :, tok]
+        dst_k = st.k[:, :, a:b] if layer is None else st.k[layer, :, a:b]
+        dst_v = st.v[:, :, a:b] if layer is None else st.v[layer, :, a:b]
+        dst_k.copy_(ar.k[:, :, tok] if layer is None else ar.k[layer, :, tok])
+        dst_v.copy_(ar.v[:, :, tok] if layer is None else ar.v[layer, :, tok])
+        R.shift_temporal_(dst_k, delta, self.spec.rope_theta)  # in place, temporal dims only
         st.pos[a:b] = delta + self.c_row_off.repeat(len(idx_t)).to(delta.device)
         self._sel_idx = idx_t
 
@@ -339,10 +355,9 @@ class PackForcingPolicy(CachePolicy):
         if c.score_scope == "shared" and self._shared_idx is not None:
             idx = self._shared_idx
         else:
-            slots, _ = self._cand_tensors(lay)
-            tok = (slots[:, None] * self.n_c + torch.arange(self.n_c, device=slots.device)).flatten()
-            with torch.no_grad():
-                scores = S.affinity_scores(q.detach(), self.archive.k[layer, :, tok], self.n_c, c.score_ratio, c.score_heads)
+            slots, _ = self._cand
+            with torch.no_grad():  # cached key means of the candidates (computed when each was archived)
+                scores = S.scores_from_means(q.detach(), self.kmean[layer][:, slots], c.score_ratio, c.score_heads)
             idx = S.select_topk(scores, lay.n_sel)
             self.selections += 1
             self._shared_idx = idx
@@ -395,6 +410,7 @@ class PackForcingPolicy(CachePolicy):
             ar.k[layer, :, a : a + self.n_c] = k.detach().to(ar.k.dtype)
             ar.v[layer, :, a : a + self.n_c] = v.detach().to(ar.v.dtype)
         ar.pos[a : a + self.n_c] = self.c_row_off
+        self.kmean[:, :, slot] = S.key_means(ar.k[:, :, a : a + self.n_c], self.n_c)[:, :, 0]  # all layers, once
         if grad:
             self.graph_kv[slot] = kv
 

@@ -135,3 +135,43 @@ def shift_temporal(k: Tensor, delta: Tensor | float | int, theta: float = 10000.
     elif delta.dim() == 0:
         delta = delta.expand(n)
     return rotate(k, temporal_angles(delta, k.shape[-1], theta))
+
+
+# ---- in-place re-alignment of cached keys (the per-block path) ------------------------------------------------
+
+def _rotate_pairs_(x: Tensor, cos: Tensor, sin: Tensor) -> None:
+    """In place: the pairs of ``x`` [..., N, H, 2P] (usually a strided view of a cache) rotated by
+    ``cos``/``sin`` [N or 1, 1, P] in the compute dtype; the same ops as :func:`rotate_cs`."""
+    p = cos.shape[-1]
+    xr = x.to(cos.dtype).unflatten(-1, (p, 2))
+    x0, x1 = xr[..., 0], xr[..., 1]
+    x.copy_(torch.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], dim=-1).flatten(-2))
+
+
+_INPLACE = {"fn": _rotate_pairs_, "fused": False}
+
+
+def set_fused(on: bool = True) -> None:
+    """Run the in-place temporal re-alignment as one ``torch.compile``-fused kernel per shape (one read and
+    one write of the temporal dims); ``WanDiT.enable_compile`` turns it on with the model's elementwise chains."""
+    if on and not _INPLACE["fused"]:
+        _INPLACE["fn"] = torch.compile(_rotate_pairs_, dynamic=False, fullgraph=True)
+    elif not on:
+        _INPLACE["fn"] = _rotate_pairs_
+    _INPLACE["fused"] = on
+
+
+def shift_temporal_(k: Tensor, delta: Tensor | float | int, theta: float = 10000.0) -> None:
+    """In-place :func:`shift_temporal`: only the temporal pairs of ``k`` [..., N, H, D] are read and written
+    (44 of 128 dims at Wan shape; h/w dims are not touched at all). ``delta`` is a python scalar (cos/sin
+    are P numbers) or a per-token tensor [N]. No host synchronisation."""
+    ft = inv_freqs(k.shape[-1], theta, device=k.device)[0]
+    p = ft.numel()
+    if torch.is_tensor(delta):
+        ang = (delta.to(device=k.device, dtype=torch.float64).expand(k.shape[-3])[:, None] * ft)[:, None, :]
+    else:
+        if float(delta) == 0.0:
+            return
+        ang = (float(delta) * ft).view(1, 1, p)
+    cd = _compute_dtype(k)
+    _INPLACE["fn"](k[..., : 2 * p], torch.cos(ang).to(cd), torch.sin(ang).to(cd))

@@ -1,11 +1,24 @@
 """Which mid blocks the current block attends to (paper §3.5, App. G).
 
-``topk``: score each candidate mid block m by the mean scaled dot product between a deterministic
-uniform subsample of the current block's queries and block m's compressed keys, over half of the
-heads (App. G, "half-head evaluation"); keep the ``top_k`` best, in temporal order. Because the mean
-of q·k over queries and keys equals the dot product of the means, the score costs one mean per block.
-Scores are computed at the first denoising step of each block and reused for the remaining steps.
-``fifo``: the ``top_k`` most recent mid blocks. ``all``: every archived mid block.
+``topk``: score each candidate mid block m by the mean scaled dot product between the current block's
+queries and block m's compressed keys, over half of the heads (App. G, "half-head evaluation"); keep the
+``top_k`` best, in temporal order. Scores are computed at the first denoising step of each block and
+reused for the remaining steps. ``fifo``: the ``top_k`` most recent mid blocks. ``all``: every archived
+mid block.
+
+How this relates to the paper's score. App. G defines
+``s_m = sum_{j<=L_k} sum_{i in S_q} (1/(B*N_opt)) sum_{b,h} q_{b,h,i}·k_{m,b,h,j} / sqrt(d)`` over a
+deterministic uniform subsample ``S_q`` of the queries. By linearity the double sum over (i, j) equals
+``|S_q| * L_k * mean_i(q) · mean_j(k)``, and ``|S_q|`` and ``L_k = N_c`` are the same for every
+candidate, so ranking by ``mean(q_sub) · mean(k_m) / sqrt(d)`` (what we compute) selects exactly the
+paper's blocks. The key means of a block never change once it is archived, so the policy computes
+them once, when the block is archived (``[L, B, H, D]`` per block, see :func:`key_means`), and each
+layer's scoring is one mean over the queries plus one ``[m, h, D]`` dot product — no gather of the
+candidates' keys. ``ratio`` is the size of ``S_q``: 0.125 (min 32 tokens) is the paper's / the
+unofficial code's subsample and stays the default; ``ratio=1`` scores with every current query, which
+is the exact "mean of q·k over all query-key pairs" (with the factorisation it costs the same).
+(Before the cached means, every layer re-read the m*N_c candidate keys from the archive to average
+them; the scores are the same up to float summation order.)
 """
 
 from __future__ import annotations
@@ -16,9 +29,11 @@ Tensor = torch.Tensor
 
 
 def subsample_queries(q: Tensor, ratio: float, min_tokens: int = 32) -> Tensor:
-    """Deterministic uniform subsample of query tokens: q [B, N, H, D] -> [B, n, H, D]."""
+    """Deterministic uniform subsample of query tokens: q [B, N, H, D] -> [B, n, H, D] (all when n = N)."""
     n = q.shape[1]
     keep = min(n, max(min_tokens, int(round(n * ratio))))
+    if keep == n:
+        return q
     idx = torch.linspace(0, n - 1, keep, device=q.device).round().long()
     return q.index_select(1, idx)
 
@@ -27,17 +42,26 @@ def head_subset(num_heads: int, heads: str) -> slice:
     return slice(0, max(1, num_heads // 2)) if heads == "half" else slice(0, num_heads)
 
 
+def key_means(k: Tensor, n_c: int) -> Tensor:
+    """Per-block key means in float32: k [..., m * n_c, H, D] (block-major) -> [..., m, H, D]."""
+    return k.float().unflatten(-3, (-1, n_c)).mean(-3)
+
+
+def scores_from_means(q: Tensor, k_means: Tensor, ratio: float = 0.125, heads: str = "half") -> Tensor:
+    """Scores [m] from current queries q [B, N, H, D] and candidates' cached key means [B, m, H, D]."""
+    hs = head_subset(q.shape[2], heads)
+    qs = subsample_queries(q, ratio)[:, :, hs].float().mean(1)  # [B, h, D]
+    b, _, d = qs.shape
+    return torch.einsum("bhd,bmhd->m", qs, k_means[:, :, hs].float()) / (b * qs.shape[1] * d**0.5)
+
+
 def affinity_scores(q: Tensor, k_mid: Tensor, n_c: int, ratio: float = 0.125, heads: str = "half") -> Tensor:
     """Scores [m] of m candidate blocks.
 
     q: current queries [B, N, H, D]; k_mid: candidates' keys [B, m * n_c, H, D] (block-major).
     s_m = mean over sampled queries i, keys j of block m, batch and the chosen heads of q_i·k_j / sqrt(D).
     """
-    hs = head_subset(q.shape[2], heads)
-    qs = subsample_queries(q, ratio)[:, :, hs].float().mean(1)  # [B, h, D]
-    b, _, _, d = k_mid.shape
-    km = k_mid[:, :, hs].float().view(b, -1, n_c, qs.shape[1], d).mean(2)  # [B, m, h, D]
-    return torch.einsum("bhd,bmhd->m", qs, km) / (b * qs.shape[1] * d**0.5)
+    return scores_from_means(q, key_means(k_mid, n_c), ratio, heads)
 
 
 def select_topk(scores: Tensor, k: int) -> Tensor:

@@ -307,6 +307,7 @@ class WanDiT(nn.Module):
             for name in ("recompile_limit", "cache_size_limit"):  # one graph per block shape; allow many
                 if hasattr(dc, name):
                     setattr(dc, name, max(getattr(dc, name), 64))
+        R.set_fused(on)  # the caches' in-place temporal re-alignment, fused the same way
         for m in self.modules():
             if isinstance(m, (Block, SelfAttention, CrossAttention)):
                 m._elementwise = fns
