@@ -188,7 +188,7 @@ class PackForcingPolicy(CachePolicy):
 
     def reset(self, spec: CacheSpec, num_frames: int, block_frames: int) -> None:
         self._start(spec, num_frames, block_frames)
-        self.store = KVStore(spec, self.mid_start + self.max_sel * self.n_c)
+        self.store = KVStore(spec, self._store_capacity())
         self.archive = KVStore(spec, self.arch_cap * self.n_c)
         # per archived block, per layer and head: the mean of its compressed keys (top-k scoring, selector.py)
         self.kmean = torch.zeros(spec.num_layers, spec.batch, self.arch_cap, spec.num_heads, spec.head_dim,
@@ -239,10 +239,17 @@ class PackForcingPolicy(CachePolicy):
         return _Layout("ring", (self.sink_blocks + r) * n_blk, end, cur_pos, r, recent, targets,
                        list(self.mid), n_sel, bases)
 
+    def _store_capacity(self) -> int:
+        """Sink + recent ring + the attended mid slots, plus N_c spare slots right after the attended context
+        where the compressed tokens' pass (``mid_kv='transformer'``) writes its own K/V: no per-layer
+        concatenation of the whole context (2 x 85 MB per layer at Wan shape), no allocation per block."""
+        spare = self.n_c if self.cfg.mid_kv == "transformer" else 0
+        return self.mid_start + self.max_sel * self.n_c + spare
+
     def _grow_mid(self, m: int) -> None:
         self.max_sel = max(m, 2 * self.max_sel)
         if getattr(self, "store", None) is not None:
-            self.store = self.store.grown(self.mid_start + self.max_sel * self.n_c)
+            self.store = self.store.grown(self._store_capacity())
 
     def _alloc_slot(self) -> int:
         if not self.free:
@@ -262,7 +269,7 @@ class PackForcingPolicy(CachePolicy):
         recent_tok = len(lay.recent_slots) * self.n_blk
         mid_tok = len(lay.mid_candidates) * self.n_c
         alloc = (self.store.allocated_bytes + self.archive.allocated_bytes) if getattr(self, "store", None) is not None else (
-            (self.mid_start + self.max_sel * self.n_c + self.arch_cap * self.n_c) * bpt)
+            (self._store_capacity() + self.arch_cap * self.n_c) * bpt)
         self._last = {
             "block": blk.index,
             "context_tokens": lay.attend_end - self.n_blk,
@@ -438,8 +445,15 @@ class PackForcingPolicy(CachePolicy):
 
             def attend(_, layer, q, k, v):  # noqa: N805
                 rec[layer] = (k, v)
-                ks, vs = st.k[layer, :, : lay.attend_end].to(k.dtype), st.v[layer, :, : lay.attend_end].to(v.dtype)
-                return attention(q, torch.cat([ks, k], 1), torch.cat([vs, v], 1))
+                if torch.is_grad_enabled() and (k.requires_grad or q.requires_grad):  # training: keep the graph
+                    ks, vs = st.k[layer, :, : lay.attend_end].to(k.dtype), st.v[layer, :, : lay.attend_end].to(v.dtype)
+                    return attention(q, torch.cat([ks, k], 1), torch.cat([vs, v], 1))
+                # Slots [attend_end, attend_end + N_c) are free here: past the attended context (unused ring or
+                # mid slots, rewritten before they are next attended, or the spare slots at the end).
+                a, b = lay.attend_end, lay.attend_end + k.shape[1]
+                st.k[layer, :, a:b] = k.to(st.k.dtype)
+                st.v[layer, :, a:b] = v.to(st.v.dtype)
+                return attention(q, st.k[layer, :, :b].to(k.dtype), st.v[layer, :, :b].to(v.dtype))
 
         pt, ph, pw = self.c_pos
         pos = (pt + lay.cur_pos, ph, pw)
