@@ -542,6 +542,23 @@ class Bench:
         if not on:
             return
         t0 = time.perf_counter()
+        try:
+            self._compile_shapes()
+        except Exception as e:  # noqa: BLE001 - a failed compile must not take the run down: measure eager
+            self.model.enable_compile(False)
+            self.res["compile_elementwise"] = self.res["model"]["compile_elementwise"] = False
+            msg = f"{type(e).__name__}: {str(e)[:300]}"
+            self.res["model"]["compile_elementwise_error"] = msg
+            self.res["errors"].append({"section": "model:compile_elementwise", "error": msg,
+                                       "traceback": traceback.format_exc()[-4000:]})
+            _log(f"!! elementwise compile failed, running eager: {msg}")
+            return
+        self.clock.sync()
+        self.res["model"]["compile_elementwise_s"] = round(time.perf_counter() - t0, 2)
+        _log(f"elementwise chains compiled for {self.res['model']['compile_elementwise_tokens']} tokens in "
+             f"{self.res['model']['compile_elementwise_s']} s")
+
+    def _compile_shapes(self) -> None:
         self.model.enable_compile()
         table = policy_table(self.args, self.args.preset)
         labels = [p for p in self.args.policies if p in table]
@@ -557,10 +574,18 @@ class Bench:
                 pos = tuple(torch.arange(n_c, device=self.device, dtype=torch.float64) % 4 for _ in range(3))
                 self.model.forward_tokens(h, pos, torch.zeros(1, device=self.device), self.text)
                 shapes.append(n_c)
-        self.clock.sync()
-        self.res["model"]["compile_elementwise_s"] = round(time.perf_counter() - t0, 2)
+                # the caches' in-place temporal re-alignment (rope.set_fused, dynamic token count): the recent
+                # ring's scalar shift, the all-layer mid gather and the per-layer top-k gather
+                from packforcing.cache import CacheSpec, KVStore
+                from packforcing.cache import rope as R
+
+                st = KVStore(CacheSpec.from_model(self.cfg, device=self.device, dtype=self.dtype), 3 * n_c)
+                per_tok = torch.full((n_c,), -4.0, dtype=torch.float64, device=self.device)
+                st.shift(0, n_c, -4)
+                R.shift_temporal_(st.k[:, :, n_c : 2 * n_c], per_tok, self.cfg.rope_theta)
+                R.shift_temporal_(st.k[0, :, 2 * n_c :], per_tok, self.cfg.rope_theta)
+                del st
         self.res["model"]["compile_elementwise_tokens"] = shapes
-        _log(f"elementwise chains compiled for {shapes} tokens in {self.res['model']['compile_elementwise_s']} s")
 
     def get_vae(self):
         if self.vae is None:

@@ -152,10 +152,15 @@ _INPLACE = {"fn": _rotate_pairs_, "fused": False}
 
 
 def set_fused(on: bool = True) -> None:
-    """Run the in-place temporal re-alignment as one ``torch.compile``-fused kernel per shape (one read and
-    one write of the temporal dims); ``WanDiT.enable_compile`` turns it on with the model's elementwise chains."""
+    """Run the in-place temporal re-alignment as one ``torch.compile``-fused kernel (one read and one write of
+    the temporal dims); ``WanDiT.enable_compile`` turns it on with the model's elementwise chains. Compiled
+    with dynamic shapes: the token count varies (recent block, 1..top_k gathered mid blocks), one graph each
+    for a scalar or per-token delta and for all-layer or one-layer views."""
     if on and not _INPLACE["fused"]:
-        _INPLACE["fn"] = torch.compile(_rotate_pairs_, dynamic=False, fullgraph=True)
+        import torch.fx.experimental._config as fx_config
+
+        fx_config.use_duck_shape = False  # equal sizes by coincidence (tiny shapes) must not become guards
+        _INPLACE["fn"] = torch.compile(_rotate_pairs_, dynamic=True, fullgraph=True)
     elif not on:
         _INPLACE["fn"] = _rotate_pairs_
     _INPLACE["fused"] = on
