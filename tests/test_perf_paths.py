@@ -252,9 +252,12 @@ def _live_tensors():
         warnings.simplefilter("ignore")  # isinstance on lazy module proxies in gc's list may warn
         objs = [o for o in gc.get_objects() if isinstance(o, torch.Tensor)]
     for o in objs:
+        try:
+            st = o.untyped_storage()
+            storages[st.data_ptr()] = st.nbytes()
+        except (RuntimeError, NotImplementedError):  # fake/meta tensors left by torch.compile: no storage
+            continue
         n += 1
-        st = o.untyped_storage()
-        storages[st.data_ptr()] = st.nbytes()
     return n, sum(storages.values())
 
 
