@@ -189,8 +189,8 @@ def rollout(
         live.pop(0)
         view = None
         st = dict(policy.stats())
-        if noise.device.type == "cuda":
-            torch.cuda.synchronize(noise.device)
+        if noise.device.type == "cuda":  # this stream only: a streaming decode on a side stream keeps running
+            torch.cuda.current_stream(noise.device).synchronize()
         st["latency_s"] = time.perf_counter() - t0
         stats_all.append(st)
         if out is not None:
