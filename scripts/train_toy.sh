@@ -10,6 +10,7 @@
 #   VAE_CANDIDATES  VAE presets trained side by side, cheapest first (default "toy"); with several,
 #                   `--stage vae-select` keeps the first reaching VAE_MIN_PSNR dB (else the best)
 #   VAE_MINUTES     minutes of each VAE run (default 1.2 * SCALE); VAE_ARGS: extra VAE options
+#                   (e.g. --init FILE: continue from trained weights)
 #   CLIP_MINUTES    minutes of the CLIP (default 0.8 * SCALE); it runs beside the VAE (independent)
 #   CLIP_ARGS       extra CLIP options (e.g. --model-config FILE)
 #   TEACHER_MINUTES teacher minutes (default 2.2 * SCALE); DMD_MINUTES minutes per DMD variant
@@ -69,8 +70,7 @@ if has teacher; then
     TM=$($PY -c "print(round(max(0.2, min($TM, ($DEADLINE_S - $(el) - 25) / 60)), 3))")
   fi
   echo "== teacher ($(el) s, ${TM} min)"
-  TS=$($PY -c "print($TM / $S)")
-  $PY -m packforcing.train.diffusion --stage teacher --out "$RUN" --vae "$RUN/vae.safetensors" --scale "$TS" $SM_D
+  $PY -m packforcing.train.diffusion --stage teacher --out "$RUN" --vae "$RUN/vae.safetensors" --minutes "$TM" $SM_D
   keep "$RUN/teacher.safetensors"
 fi
 if has ode; then

@@ -433,6 +433,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--clips", type=int, default=2048)
     ap.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1))
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every stage's minutes")
+    ap.add_argument("--minutes", type=float, default=None, help="this stage's minutes (overrides the default times --scale)")
     ap.add_argument("--steps", type=int, default=None, help="cap the steps of every stage (CPU smoke runs)")
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--pairs", type=int, default=None, help="ODE pairs from the teacher (default 1024)")
@@ -449,7 +450,7 @@ def main(argv: list[str] | None = None) -> dict:
             c.steps = a.steps
         if a.batch is not None:
             c.batch = a.batch
-        c.minutes *= a.scale
+        c.minutes = a.minutes if a.minutes is not None else c.minutes * a.scale
         return c
 
     if a.stage == "latents" or not lat_path.exists():

@@ -64,6 +64,7 @@ class VAETrainConfig(TrainConfig):
     batch: int = field(default=16, metadata={"help": "clips per step"})
     lr: float = field(default=1e-3, metadata={"help": "peak learning rate (AdamW)"})
     preset: str = field(default="toy", metadata={"help": "VAE preset (packforcing.model.vae.VAE_PRESETS)"})
+    init: str = field(default="", metadata={"help": "start from these VAE weights (.safetensors of the same preset; a new schedule)"})
     frames: int = field(default=9, metadata={"help": "frames per training clip, 1 + 4k (9 = 3 latent frames)"})
     crop: int = field(default=0, metadata={"help": "random square crop in pixels, a multiple of 8 (0: whole 128x128 frames)"})
     horizon_s: float = field(default=20.0, metadata={"help": "clip start times are uniform in [0, horizon_s] seconds"})
@@ -202,6 +203,12 @@ def run_vae(cfg: VAETrainConfig) -> Path:
     seed_everything(cfg.seed)
     vae = build_vae(cfg.preset, seed=cfg.seed)
     init_posterior(vae, cfg.init_log_var)
+    if cfg.init:
+        from packforcing.model.loading import check_state_dict, load_state_dict_file
+
+        sd = load_state_dict_file(cfg.init, what="VAE weights (--init)")
+        check_state_dict(vae, sd, cfg.init, what=f"WanVAE(preset={cfg.preset!r})")
+        vae.load_state_dict(sd)
     vae = vae.to(device).train()
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
     start, wall0 = 0, 0.0
