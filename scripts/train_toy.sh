@@ -11,9 +11,11 @@
 #                   `--stage vae-select` keeps the first reaching VAE_MIN_PSNR dB (else the best)
 #   VAE_MINUTES     minutes of each VAE run (default 1.2 * SCALE); VAE_ARGS: extra VAE options
 #                   (e.g. --init FILE: continue from trained weights)
+#   VAE_FILE        without the vae stage: use these VAE weights (copied to RUN_DIR/vae.safetensors)
 #   CLIP_MINUTES    minutes of the CLIP (default 0.8 * SCALE); it runs beside the VAE (independent)
 #   CLIP_ARGS       extra CLIP options (e.g. --model-config FILE)
 #   TEACHER_MINUTES teacher minutes (default 2.2 * SCALE); DMD_MINUTES minutes per DMD variant
+#   DMD_PARALLEL=1  train the DMD variants side by side (one process each; small models share a GPU)
 #   DEADLINE_S      wall seconds for this whole script: the teacher's budget shrinks to fit it
 set -euo pipefail
 RUN=${1:-runs/toy}
@@ -59,6 +61,8 @@ if has vae; then
     keep "$RUN/vae_selection.json"
   fi
   keep "$RUN/vae.safetensors" "$RUN/vae.json"
+elif [ -n "${VAE_FILE:-}" ]; then
+  cp "$VAE_FILE" "$RUN/vae.safetensors"
 fi
 if has latents; then
   echo "== latents ($(el) s)"
@@ -85,8 +89,19 @@ if has compressor; then
 fi
 if has dmd; then  # Self-Forcing DMD, three variants (SF window, teacher-forced CausVid, PackForcing)
   echo "== dmd ($(el) s)"
-  $PY -m packforcing.train --stage dmd --out "$RUN" --vae "$RUN/vae.safetensors" \
-    --minutes "${DMD_MINUTES:-$(m 1.0)}" --variants "${DMD_VARIANTS:-self_forcing,causvid,packforcing}" $SM_DMD
+  VARS=${DMD_VARIANTS:-self_forcing,causvid,packforcing}
+  if [ -n "${DMD_PARALLEL:-}" ]; then
+    pids=()
+    for v in ${VARS//,/ }; do
+      $PY -m packforcing.train --stage dmd --out "$RUN" --vae "$RUN/vae.safetensors" \
+        --minutes "${DMD_MINUTES:-$(m 1.0)}" --variants "$v" $SM_DMD > "$RUN/dmd_$v.log" 2>&1 &
+      pids+=($!)
+    done
+    for p in "${pids[@]}"; do wait "$p" || echo "a dmd variant FAILED (see $RUN/dmd_*.log)"; done
+  else
+    $PY -m packforcing.train --stage dmd --out "$RUN" --vae "$RUN/vae.safetensors" \
+      --minutes "${DMD_MINUTES:-$(m 1.0)}" --variants "$VARS" $SM_DMD
+  fi
   keep "$RUN"/dmd_*.safetensors
 fi
 if [ -n "$CLIP_PID" ]; then echo "== waiting for clip ($(el) s)"; wait "$CLIP_PID" || true; fi

@@ -184,7 +184,7 @@ def test_vae_stage_cpu_checkpoint_latent_stats_stream_and_resume(tmp_path):
     info = json.loads((out / "vae.json").read_text())
     assert info["step"] == 2 and info["config"]["frames"] == 5 and info["wall_time_s"] > 0
     m = info["metrics"]
-    assert np.isfinite(m["psnr"]) and m["psnr"] > 5
+    assert np.isfinite(m["psnr"]) and m["psnr"] > 5 and np.isfinite(m["psnr_last_quarter"])
     assert m["stream_max_abs_diff"] < 1e-4
     assert path.stat().st_size < 3 * 2**20  # the shipped toy VAE stays small
 
@@ -228,6 +228,20 @@ def test_vae_select_rule_and_self_describing_weights(tmp_path):
     assert json.loads((tmp_path / "out2" / "vae_selection.json").read_text())["picked"]["preset"] == "toy8"
     with pytest.raises(UserError, match="none of"):
         select_vae([tmp_path / "missing"], tmp_path / "out3")
+
+
+def test_committed_vae_init_reconstructs_past_its_training_clip_length():
+    """packforcing/train/assets/toy_vae_init.safetensors (the next GPU run's VAE, trained on 33-frame
+    clips) keeps its quality to the end of a 65-frame held-out clip, unlike the shipped toy VAE, which was
+    trained on 9-frame clips and falls apart after frame ~12 (docs/models/README.md)."""
+    from packforcing.train.vae import evaluate_vae
+
+    path = common.REPO_ROOT / "packforcing" / "train" / "assets" / "toy_vae_init.safetensors"
+    vae = load_vae(path, "toy")
+    assert vae.config.dim == 8
+    clips, _ = common.heldout_clips(1, 65, seed=common.HELDOUT_SEED)
+    m = evaluate_vae(vae, clips, torch.device("cpu"))
+    assert m["psnr"] > 22 and m["psnr_last_quarter"] > 22, m
 
 
 # --------------------------------------------------------------------------------------------------
