@@ -266,8 +266,9 @@ class HookTimer:
     """Times policy methods with events around each call (nested calls tracked), patched on the class.
 
     Categories per block: ``topk_scoring`` (``_select_hook`` minus the gather it calls), ``mid_gather``
-    (``_gather`` minus the rotation it calls: index + copy), ``rope_adjust`` (``KVStore.shift`` with its
-    rotation, plus the rotation of gathered mid keys), ``compress`` (``_compress_into``: the compressor
+    (``_gather`` minus the rotation it calls: index + copy; with the fused gather, CUDA, the copy *and* the
+    rotation of the mid keys, which is one kernel there), ``rope_adjust`` (``KVStore.shift`` with its
+    rotation, plus the rotation of gathered mid keys where it is a separate call), ``compress`` (``_compress_into``: the compressor
     and the pass of its tokens through the transformer), ``window_move`` (``KVStore.move``).
     """
 
@@ -584,6 +585,16 @@ class Bench:
                 st.shift(0, n_c, -4)
                 R.shift_temporal_(st.k[:, :, n_c : 2 * n_c], per_tok, self.cfg.rope_theta)
                 R.shift_temporal_(st.k[0, :, 2 * n_c :], per_tok, self.cfg.rope_theta)
+                # the mid gather with the rotation inside the copy (one Triton kernel on CUDA): all layers (the
+                # paper preset) and one layer with a selection index (top-k); each variant JIT-compiles once, here
+                cs = R.temporal_cos_sin(torch.tensor([8.0, 12.0], device=self.device), self.cfg.head_dim,
+                                        self.cfg.rope_theta, R.compute_dtype(self.dtype))
+                two = torch.tensor([1, 0], device=self.device)
+                R.gather_rotated_(st.k[:, :, n_c:], st.v[:, :, n_c:], st.k, st.v, two, n_c, *cs)
+                R.gather_rotated_(st.k[0, :, n_c:], st.v[0, :, n_c:], st.k[0], st.v[0], torch.tensor([2, 1, 0], device=self.device),
+                                  n_c, *cs, index=two)
+                self.res["model"]["rope_fused_kernels"] = {f"{k[0]}:{k[2]}".replace("torch.", ""): v
+                                                           for k, v in R._TRITON["ok"].items()}
                 del st
         self.res["model"]["compile_elementwise_tokens"] = shapes
 
@@ -977,6 +988,14 @@ class Bench:
             r["warmup_s"] = round(time.perf_counter() - t0, 2)
             _log(f"{label}: warm-up {warm} blocks in {r['warmup_s']} s")
 
+        if name == "packforcing":  # load the scoring kernels (topk, sort, einsum) before anything is timed
+            from packforcing.cache import selector as S
+            from packforcing.cache.packforcing import packforcing_config
+
+            pcfg = packforcing_config(**kw)
+            S.warm(self.device, self.cfg.num_heads, self.cfg.head_dim, bf * self.cfg.tokens_per_frame,
+                   max(2, pcfg.mid_capacity or 16), max(1, min(pcfg.top_k, pcfg.mid_capacity or 16)),
+                   pcfg.score_ratio, pcfg.score_heads)
         if cuda:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()

@@ -203,6 +203,22 @@ class PackForcingPolicy(CachePolicy):
         self.c_pos = R.grid_positions(rows, h_c, w_c, torch.arange(h_c, device=dev) * sh + sh // 2,
                                       torch.arange(w_c, device=dev) * sw + sw // 2)
         self.c_row_off = self.c_pos[0]  # [N_c] canonical temporal offsets
+        self._mid_tab: tuple[Tensor, Tensor, Tensor] | None = None
+        self._cand_means: Tensor | None = None
+
+    def _mid_tables(self, n: int) -> tuple[Tensor, Tensor, Tensor]:
+        """``rope_adjust``: mid slot i always holds a block at temporal base ``sink_frames + i * B_f``, so the
+        cos/sin of every slot's rotation ([n, t_pairs]) and the slots' positions ([n * N_c]) are fixed: computed
+        once (grown with the attended count), not per block or per layer."""
+        tab = self._mid_tab
+        if tab is None or tab[0].shape[0] < n:
+            m = max(n, self.max_sel)
+            dev = self.c_row_off.device
+            base = self.cfg.sink_frames + torch.arange(m, device=dev, dtype=torch.float64) * self.bf
+            cos, sin = R.temporal_cos_sin(base, self.spec.head_dim, self.spec.rope_theta, R.compute_dtype(self.spec.dtype))
+            pos = base.repeat_interleave(self.n_c) + self.c_row_off.repeat(m).to(base.device)
+            tab = self._mid_tab = (cos, sin, pos)
+        return tab[0][:n], tab[1][:n], tab[2][: n * self.n_c]
 
     # ---- bookkeeping ---------------------------------------------------------------------------
     def _advance(self, blk: BlockInfo) -> _Layout:
@@ -306,16 +322,26 @@ class PackForcingPolicy(CachePolicy):
         self._sel_done: set[int] = set()
         self._shared_idx: Tensor | None = None
         self.selections = 0
-        self._cand = self._cand_tensors(lay) if lay.n_sel and not self.train_compressor else None
+        self._cand = None
+        self._cand_means = None
         pre = None
         if lay.n_sel and self.train_compressor:
             if lay.mid_bases is None:
                 raise UserError("training the compressor needs every mid block attended (top_k >= mid blocks) or selection=fifo.")
             lay.attend_end -= lay.n_sel * self.n_c  # mid K/V come with their graph through extra_kv
         elif lay.n_sel:
-            if lay.mid_bases is not None:  # fifo / all / topk with every candidate selected
-                self._gather(None, list(range(len(lay.mid_candidates) - lay.n_sel, len(lay.mid_candidates))), lay)
+            if self.cfg.rope_adjust:  # the mid slots' positions depend on their index only: set once per block
+                a = self.mid_start
+                st.pos[a : a + lay.n_sel * self.n_c] = self._mid_tables(lay.n_sel)[2]
+            if lay.mid_bases is not None:  # fifo / all / topk with every candidate selected: the newest n_sel
+                chosen = lay.mid_candidates[len(lay.mid_candidates) - lay.n_sel :]
+                slots = _to_device([sl for sl, _ in chosen], torch.long, st.k.device)
+                starts = None if self.cfg.rope_adjust else _to_device([f for _, f in chosen], torch.float64, st.k.device)
+                self._gather(None, slots, starts, lay.n_sel)
             else:
+                self._cand = self._cand_tensors(lay)
+                # every layer's candidate key means, gathered once per block (not per layer): [L, B, m, H, D]
+                self._cand_means = self.kmean[:, :, self._cand[0]]
                 pre = self._select_hook
         self._record(blk, lay)
         extra = self._graph_extra if (self.train_compressor and lay.n_sel) else None
@@ -328,48 +354,47 @@ class PackForcingPolicy(CachePolicy):
         return (_to_device([s for s, _ in lay.mid_candidates], torch.long, dev),
                 _to_device([f for _, f in lay.mid_candidates], torch.float64, dev))
 
-    def _gather(self, layer: int | None, idx, lay: _Layout) -> None:
-        """Copy the chosen candidates' compressed K/V into the mid slots, rotated to their positions.
+    def _gather(self, layer: int | None, slots: Tensor, starts: Tensor | None, n: int, index: Tensor | None = None) -> None:
+        """Copy the chosen blocks' compressed K/V from the archive into the mid slots, keys rotated to their target
+        temporal positions in the same pass (:func:`packforcing.cache.rope.gather_rotated_`).
 
-        ``idx``: candidate indices (python list or device tensor), in temporal order. ``layer`` None = all layers.
+        ``slots``: archive slots [n] in temporal order, or the candidates' slots [m] with ``index`` [n] (the
+        selection, temporal order); ``starts``: their start frames (``rope_adjust=False`` only). ``layer`` None =
+        all layers at once.
         """
-        slots, starts = self._cand if self._cand is not None else self._cand_tensors(lay)
-        idx_t = idx if torch.is_tensor(idx) else _to_device(list(idx), torch.long, slots.device)
-        sel = slots[idx_t]
-        tok = (sel[:, None] * self.n_c + torch.arange(self.n_c, device=sel.device)).flatten()
-        if self.cfg.rope_adjust:
-            base = self.cfg.sink_frames + torch.arange(len(idx_t), device=sel.device, dtype=torch.float64) * self.bf
-        else:
-            base = starts[idx_t]
-        delta = base.repeat_interleave(self.n_c)  # archived at canonical temporal offsets (block at 0)
+        n_c = self.n_c
         a = self.mid_start
-        b = a + len(idx_t) * self.n_c
+        b = a + n * n_c
         ar, st = self.archive, self.store
-        dst_k = st.k[:, :, a:b] if layer is None else st.k[layer, :, a:b]
-        dst_v = st.v[:, :, a:b] if layer is None else st.v[layer, :, a:b]
-        dst_k.copy_(ar.k[:, :, tok] if layer is None else ar.k[layer, :, tok])
-        dst_v.copy_(ar.v[:, :, tok] if layer is None else ar.v[layer, :, tok])
-        R.shift_temporal_(dst_k, delta, self.spec.rope_theta)  # in place, temporal dims only
-        st.pos[a:b] = delta + self.c_row_off.repeat(len(idx_t)).to(delta.device)
-        self._sel_idx = idx_t
+        if self.cfg.rope_adjust:  # fixed per mid slot (positions set once per block in ``context``)
+            cos, sin, _ = self._mid_tables(n)
+        else:  # absolute positions: archived at canonical offsets (block at 0), rotated to the block's start
+            base = starts if index is None else starts[index]
+            cos, sin = R.temporal_cos_sin(base, self.spec.head_dim, self.spec.rope_theta, R.compute_dtype(st.k.dtype))
+            st.pos[a:b] = base.repeat_interleave(n_c) + self.c_row_off.repeat(n).to(base.device)
+        if layer is None:
+            R.gather_rotated_(st.k[:, :, a:b], st.v[:, :, a:b], ar.k, ar.v, slots, n_c, cos, sin, index)
+        else:
+            R.gather_rotated_(st.k[layer, :, a:b], st.v[layer, :, a:b], ar.k[layer], ar.v[layer], slots, n_c, cos, sin, index)
 
     def _select_hook(self, view: BlockView, layer: int, q: Tensor) -> None:
-        """Top-k by query-key affinity at the first denoising step (App. G); reused afterwards."""
+        """Top-k by query-key affinity at the first denoising step (App. G); reused afterwards. Per layer: the
+        query mean, one dot product with the candidates' cached key means, topk + sort, and one fused gather."""
         if view.step != 0 or layer in self._sel_done:
             return
         lay = self._layout
         c = self.cfg
+        slots, starts = self._cand
         if c.score_scope == "shared" and self._shared_idx is not None:
             idx = self._shared_idx
         else:
-            slots, _ = self._cand
             with torch.no_grad():  # cached key means of the candidates (computed when each was archived)
-                scores = S.scores_from_means(q.detach(), self.kmean[layer][:, slots], c.score_ratio, c.score_heads)
+                scores = S.scores_from_means(q.detach(), self._cand_means[layer], c.score_ratio, c.score_heads)
             idx = S.select_topk(scores, lay.n_sel)
             self.selections += 1
             self._shared_idx = idx
             self.last_scores = scores
-        self._gather(layer, idx, lay)
+        self._gather(layer, slots, starts, lay.n_sel, index=idx)
         self._sel_done.add(layer)
 
     def _graph_extra(self, view: BlockView, layer: int):

@@ -166,17 +166,164 @@ def set_fused(on: bool = True) -> None:
     _INPLACE["fused"] = on
 
 
-def shift_temporal_(k: Tensor, delta: Tensor | float | int, theta: float = 10000.0) -> None:
-    """In-place :func:`shift_temporal`: only the temporal pairs of ``k`` [..., N, H, D] are read and written
-    (44 of 128 dims at Wan shape; h/w dims are not touched at all). ``delta`` is a python scalar (cos/sin
-    are P numbers) or a per-token tensor [N]. No host synchronisation."""
-    ft = inv_freqs(k.shape[-1], theta, device=k.device)[0]
+# The fused one-pass Triton kernels (rope_triton.py) serve half-type CUDA keys once ``set_fused`` is on; each
+# (kernel variant, device) is checked once against the eager ops on a small case before it is trusted.
+_TRITON: dict = {"mod": None, "ok": {}}
+
+
+def _triton_for(k: Tensor):
+    """The Triton module when the fused kernels may serve ``k`` (CUDA, bf16/fp16, fused path on), else None."""
+    if not (_INPLACE["fused"] and k.is_cuda and k.dtype in (torch.float16, torch.bfloat16)):
+        return None
+    if _TRITON["mod"] is None:
+        try:
+            from packforcing.cache import rope_triton
+
+            _TRITON["mod"] = rope_triton
+        except Exception:  # noqa: BLE001 - no triton: the compiled/eager path serves
+            _TRITON["mod"] = False
+    return _TRITON["mod"] or None
+
+
+def _triton_checked(mod, kind: str, k: Tensor) -> bool:
+    """Run the fused kernel once on a small case against the eager ops (per variant, device and dtype)."""
+    key = (kind, k.device, k.dtype)
+    if key not in _TRITON["ok"]:
+        ok = False
+        try:
+            g = torch.Generator(device=k.device).manual_seed(0)
+            h, d = k.shape[-2], k.shape[-1]
+            src = torch.randn(2, 1, 12, h, d, generator=g, device=k.device).to(k.dtype)
+            if kind == "shift":
+                ref, got = src.clone(), src.clone()
+                _shift_eager_(ref[:, :, 2:9], -4.0, 10000.0)
+                _shift_triton_(mod, got[:, :, 2:9], -4.0, 10000.0)
+            else:
+                srcv = torch.randn_like(src)
+                slots = torch.tensor([2, 0], device=k.device)
+                cos, sin = temporal_cos_sin(torch.tensor([3.0, 11.0], device=k.device), d, 10000.0, compute_dtype(k.dtype))
+                outs = []
+                for fn in (_gather_eager_, _gather_triton_):
+                    dk, dv = torch.zeros_like(src[:, :, :8]), torch.zeros_like(src[:, :, :8])
+                    fn(*((mod,) if fn is _gather_triton_ else ()), dk, dv, src, srcv, slots, 4, cos, sin)
+                    outs.append(torch.cat([dk, dv], 2))
+                ref, got = outs
+                dk, dv = torch.zeros_like(src[:, :, :8]), torch.zeros_like(src[:, :, :8])  # the two-level variant
+                _gather_triton_(mod, dk[0], dv[0], src[0], srcv[0], torch.tensor([1, 2, 0], device=k.device), 4,
+                                cos, sin, index=torch.tensor([1, 2], device=k.device))
+                got = torch.cat([got, torch.cat([dk[0], dv[0]], 1)[None]], 0)
+                ref = torch.cat([ref, ref[:1]], 0)
+            tol = 2 * torch.finfo(k.dtype).eps  # at most one rounding of the half type apart (FMA contraction)
+            ok = bool(torch.allclose(got.float(), ref.float(), rtol=tol, atol=tol))
+        except Exception:  # noqa: BLE001 - a kernel that fails to build or run is not used
+            ok = False
+        _TRITON["ok"][key] = ok
+    return _TRITON["ok"][key]
+
+
+_FREQ: dict = {}
+_CS: dict = {}
+
+
+def _t_freqs(head_dim: int, theta: float, device) -> Tensor:
+    """Temporal inverse frequencies (float64), cached per (head dim, theta, device): no per-call arange/pow."""
+    key = (head_dim, float(theta), torch.device(device))
+    if key not in _FREQ:
+        _FREQ[key] = inv_freqs(head_dim, theta, device=device)[0]
+    return _FREQ[key]
+
+
+def temporal_cos_sin(delta: Tensor, head_dim: int, theta: float, cd: torch.dtype) -> tuple[Tensor, Tensor]:
+    """cos/sin [N, t_pairs] in ``cd`` of temporal shifts ``delta`` [N] (angles in float64, as everywhere)."""
+    ang = delta.to(torch.float64)[:, None] * _t_freqs(head_dim, theta, delta.device)
+    return torch.cos(ang).to(cd), torch.sin(ang).to(cd)
+
+
+def _scalar_cos_sin(delta: float, head_dim: int, theta: float, device, cd: torch.dtype) -> tuple[Tensor, Tensor]:
+    """cos/sin [1, t_pairs] of a scalar shift, cached (the recent ring moves by the same -B_f every block)."""
+    key = (float(delta), head_dim, float(theta), torch.device(device), cd)
+    cs = _CS.get(key)
+    if cs is None:
+        if len(_CS) > 256:
+            _CS.clear()
+        ang = (float(delta) * _t_freqs(head_dim, theta, device)).view(1, -1)
+        cs = _CS[key] = (torch.cos(ang).to(cd), torch.sin(ang).to(cd))
+    return cs
+
+
+def _shift_eager_(k: Tensor, delta, theta: float) -> None:
+    ft = _t_freqs(k.shape[-1], theta, k.device)
     p = ft.numel()
     if torch.is_tensor(delta):
         ang = (delta.to(device=k.device, dtype=torch.float64).expand(k.shape[-3])[:, None] * ft)[:, None, :]
+        cd = _compute_dtype(k)
+        cos, sin = torch.cos(ang).to(cd), torch.sin(ang).to(cd)
     else:
-        if float(delta) == 0.0:
-            return
-        ang = (float(delta) * ft).view(1, 1, p)
+        cos, sin = _scalar_cos_sin(float(delta), k.shape[-1], theta, k.device, _compute_dtype(k))
+        cos, sin = cos[:, None, :], sin[:, None, :]
+    _INPLACE["fn"](k[..., : 2 * p], cos, sin)
+
+
+def _shift_triton_(mod, k: Tensor, delta, theta: float) -> None:
     cd = _compute_dtype(k)
-    _INPLACE["fn"](k[..., : 2 * p], torch.cos(ang).to(cd), torch.sin(ang).to(cd))
+    if torch.is_tensor(delta):
+        cos, sin = temporal_cos_sin(delta.to(k.device).expand(k.shape[-3]), k.shape[-1], theta, cd)
+        div = 1
+    else:
+        cos, sin = _scalar_cos_sin(float(delta), k.shape[-1], theta, k.device, cd)
+        div = max(1, k.shape[-3])
+    mod.rotate_gather(k, cos, sin, div)
+
+
+def shift_temporal_(k: Tensor, delta: Tensor | float | int, theta: float = 10000.0) -> None:
+    """In-place :func:`shift_temporal`: only the temporal pairs of ``k`` [..., N, H, D] are read and written
+    (44 of 128 dims at Wan shape; h/w dims are not touched at all). ``delta`` is a python scalar (cos/sin
+    are P numbers, cached) or a per-token tensor [N]. No host synchronisation. With the fused path on, CUDA
+    half-type keys go through one Triton kernel (every layer of a store view in one launch)."""
+    if not torch.is_tensor(delta) and float(delta) == 0.0:
+        return
+    mod = _triton_for(k)
+    if mod is not None and _triton_checked(mod, "shift", k):
+        try:
+            _shift_triton_(mod, k, delta, theta)
+            return
+        except ValueError:  # a layout the kernel does not take: the generic path
+            pass
+    _shift_eager_(k, delta, theta)
+
+
+def _gather_eager_(dst_k: Tensor, dst_v: Tensor, src_k: Tensor, src_v: Tensor, slots: Tensor, n_c: int,
+                   cos: Tensor, sin: Tensor) -> None:
+    tok = (slots[:, None] * n_c + torch.arange(n_c, device=slots.device)).flatten()
+    dst_k.copy_(src_k.index_select(-3, tok))
+    dst_v.copy_(src_v.index_select(-3, tok))
+    p = cos.shape[-1]
+    _INPLACE["fn"](dst_k[..., : 2 * p], cos.repeat_interleave(n_c, 0)[:, None, :], sin.repeat_interleave(n_c, 0)[:, None, :])
+
+
+def _gather_triton_(mod, dst_k, dst_v, src_k, src_v, slots, n_c, cos, sin, index=None) -> None:
+    if index is None:
+        mod.rotate_gather(dst_k, cos, sin, n_c, src_k=src_k, dst_v=dst_v, src_v=src_v, index=slots, n_c=n_c)
+    else:
+        mod.rotate_gather(dst_k, cos, sin, n_c, src_k=src_k, dst_v=dst_v, src_v=src_v, index=index, slots=slots, n_c=n_c)
+
+
+def gather_rotated_(dst_k: Tensor, dst_v: Tensor, src_k: Tensor, src_v: Tensor, slots: Tensor, n_c: int,
+                    cos: Tensor, sin: Tensor, index: Tensor | None = None) -> None:
+    """Copy archived blocks into an attention store, rotating K's temporal pairs on the way (PackForcing's mid
+    gather, paper §3.4-3.5). ``src_*`` [..., S, H, D] hold blocks of ``n_c`` rows; block i of the destination
+    ``dst_*`` [..., n * n_c, H, D] (same leading dims) is source block ``slots[i]`` (``slots[index[i]]`` when
+    ``index`` is given), its keys rotated by ``cos[i]``/``sin[i]`` ([n, t_pairs] in the compute dtype, see
+    :func:`temporal_cos_sin`). Equals copy-then-:func:`shift_temporal_` with the per-token delta of each block
+    (bit-identical off the fused path). Fused (CUDA, half types): one kernel reads the archive once and writes
+    the store once, K and V, every layer of the view."""
+    mod = _triton_for(dst_k)
+    if mod is not None and _triton_checked(mod, "gather", dst_k):
+        try:
+            _gather_triton_(mod, dst_k, dst_v, src_k, src_v, slots, n_c, cos, sin, index)
+            return
+        except ValueError:
+            pass
+    if index is not None:
+        slots = slots[index]
+    _gather_eager_(dst_k, dst_v, src_k, src_v, slots, n_c, cos, sin)

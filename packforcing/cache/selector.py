@@ -28,14 +28,28 @@ import torch
 Tensor = torch.Tensor
 
 
+_SUB: dict = {}
+
+
+def subsample_index(n: int, keep: int, device) -> Tensor:
+    """The deterministic uniform subsample of ``keep`` of ``n`` query tokens (cached per shape and device: no
+    linspace/round per layer)."""
+    key = (n, keep, torch.device(device))
+    idx = _SUB.get(key)
+    if idx is None:
+        if len(_SUB) > 64:
+            _SUB.clear()
+        idx = _SUB[key] = torch.linspace(0, n - 1, keep, device=device).round().long()
+    return idx
+
+
 def subsample_queries(q: Tensor, ratio: float, min_tokens: int = 32) -> Tensor:
     """Deterministic uniform subsample of query tokens: q [B, N, H, D] -> [B, n, H, D] (all when n = N)."""
     n = q.shape[1]
     keep = min(n, max(min_tokens, int(round(n * ratio))))
     if keep == n:
         return q
-    idx = torch.linspace(0, n - 1, keep, device=q.device).round().long()
-    return q.index_select(1, idx)
+    return q.index_select(1, subsample_index(n, keep, q.device))
 
 
 def head_subset(num_heads: int, heads: str) -> slice:
@@ -47,12 +61,22 @@ def key_means(k: Tensor, n_c: int) -> Tensor:
     return k.float().unflatten(-3, (-1, n_c)).mean(-3)
 
 
+def query_mean(q: Tensor, ratio: float = 0.125, heads: str = "half") -> Tensor:
+    """Mean of the (subsampled) current queries over the chosen heads: q [B, N, H, D] -> [B, h, D] float32."""
+    hs = head_subset(q.shape[2], heads)
+    return subsample_queries(q, ratio)[:, :, hs].float().mean(1)
+
+
+def scores_from_query_mean(qs: Tensor, k_means_h: Tensor) -> Tensor:
+    """Scores [m] from a query mean [B, h, D] and candidates' key means already on the same heads [B, m, h, D]."""
+    b, _, d = qs.shape
+    return torch.einsum("bhd,bmhd->m", qs, k_means_h.float()) / (b * qs.shape[1] * d**0.5)
+
+
 def scores_from_means(q: Tensor, k_means: Tensor, ratio: float = 0.125, heads: str = "half") -> Tensor:
     """Scores [m] from current queries q [B, N, H, D] and candidates' cached key means [B, m, H, D]."""
     hs = head_subset(q.shape[2], heads)
-    qs = subsample_queries(q, ratio)[:, :, hs].float().mean(1)  # [B, h, D]
-    b, _, d = qs.shape
-    return torch.einsum("bhd,bmhd->m", qs, k_means[:, :, hs].float()) / (b * qs.shape[1] * d**0.5)
+    return scores_from_query_mean(query_mean(q, ratio, heads), k_means[:, :, hs])
 
 
 def affinity_scores(q: Tensor, k_mid: Tensor, n_c: int, ratio: float = 0.125, heads: str = "half") -> Tensor:
@@ -68,3 +92,13 @@ def select_topk(scores: Tensor, k: int) -> Tensor:
     """Indices of the k best scores, sorted ascending (temporal order of candidates). Ties -> older."""
     k = min(k, scores.numel())
     return torch.topk(scores, k, sorted=False).indices.sort().values
+
+
+def warm(device, num_heads: int, head_dim: int, tokens: int, m: int, k: int, ratio: float = 0.125,
+         heads: str = "half") -> None:
+    """Run the per-layer scoring ops once on zeros so that their kernels are loaded (CUDA loads modules lazily:
+    the first topk/sort/einsum of a process costs tens of ms) before anything is timed."""
+    q = torch.zeros(1, tokens, num_heads, head_dim, device=device)
+    hs = head_subset(num_heads, heads)
+    km = torch.zeros(1, m, num_heads, head_dim, device=device)[:, :, hs].contiguous()
+    select_topk(scores_from_query_mean(query_mean(q, ratio, heads), km), k)
