@@ -223,11 +223,54 @@ class RMSNorm(nn.Module):
         self.gamma = nn.Parameter(torch.ones((dim, 1, 1) if images else (dim, 1, 1, 1)))
 
     def forward(self, x: Tensor) -> Tensor:
-        # = F.normalize(x, dim=1) (eps 1e-12 on the norm), but with the sum of squares accumulated in
-        # fp32 and without the slow strided reduction of ``linalg_vector_norm`` on CPU.
-        gamma = self.gamma.view(-1, *([1] * (x.dim() - 2)))
-        inv = torch.rsqrt((x * x).sum(dim=1, keepdim=True, dtype=torch.float32).clamp_min(1e-24))
-        return x * inv.to(x.dtype) * (gamma * self.scale)
+        return rms_norm(x, self.gamma, self.scale)
+
+
+# ---- the decoder's elementwise chains, as pure functions ------------------------------------------
+# ``WanVAE.enable_compile()`` (opt-in, inference only) runs them through ``torch.compile(dynamic=False)``:
+# RMSNorm + SiLU in front of every causal conv, the residual add, the x2 nearest upsampling with its
+# casts; each becomes one or two fused kernels instead of 6-9 passes over the activation. The convs stay
+# eager. Uncompiled these are exactly the module code (the default path is unchanged).
+
+
+def rms_norm(x: Tensor, gamma: Tensor, scale: float) -> Tensor:
+    # = F.normalize(x, dim=1) (eps 1e-12 on the norm), but with the sum of squares accumulated in
+    # fp32 and without the slow strided reduction of ``linalg_vector_norm`` on CPU.
+    gamma = gamma.view(-1, *([1] * (x.dim() - 2)))
+    inv = torch.rsqrt((x * x).sum(dim=1, keepdim=True, dtype=torch.float32).clamp_min(1e-24))
+    return x * inv.to(x.dtype) * (gamma * scale)
+
+
+def rms_norm_silu(x: Tensor, gamma: Tensor, scale: float) -> Tensor:
+    return F.silu(rms_norm(x, gamma, scale))
+
+
+def residual_add(x: Tensor, h: Tensor) -> Tensor:
+    return x + h
+
+
+def upsample2x(x: Tensor) -> Tensor:
+    """Nearest 2x spatial upsampling of [B, C, T, H, W] (upstream: per frame, ``nearest-exact``, in fp32)."""
+    return F.interpolate(x.float(), scale_factor=(1.0, 2.0, 2.0), mode="nearest-exact").type_as(x)
+
+
+class _Compiled:
+    """The decoder's elementwise functions wrapped in ``torch.compile(dynamic=False, fullgraph=True)``."""
+
+    NAMES = ("rms_norm", "rms_norm_silu", "residual_add", "upsample2x")
+
+    def __init__(self):
+        g = globals()
+        for name in self.NAMES:
+            setattr(self, name, torch.compile(g[name], dynamic=False, fullgraph=True))
+
+
+def _fx(module: nn.Module) -> "_Compiled | None":
+    """The compiled set when the VAE enabled it and no gradient is being recorded (else the module code)."""
+    fx = getattr(module, "_compiled_fx", None)
+    if fx is None or torch.is_grad_enabled():
+        return None
+    return fx
 
 
 def _conv2d_per_frame(conv: nn.Conv2d, x: Tensor, stride: int = 1, padding: int = 0) -> Tensor:
@@ -236,8 +279,7 @@ def _conv2d_per_frame(conv: nn.Conv2d, x: Tensor, stride: int = 1, padding: int 
 
 
 def _upsample2x(x: Tensor) -> Tensor:
-    """Nearest 2x spatial upsampling of [B, C, T, H, W] (upstream: per frame, ``nearest-exact``, in fp32)."""
-    return F.interpolate(x.float(), scale_factor=(1.0, 2.0, 2.0), mode="nearest-exact").type_as(x)
+    return upsample2x(x)
 
 
 class Resample(nn.Module):
@@ -268,7 +310,8 @@ class Resample(nn.Module):
             x = self._double_frames(x, state)
         conv = self.resample[1]
         if self.mode.startswith("up"):
-            x = _conv2d_per_frame(conv, _upsample2x(x), padding=1)
+            fx = _fx(self)
+            x = _conv2d_per_frame(conv, fx.upsample2x(x) if fx is not None else _upsample2x(x), padding=1)
         else:
             x = _conv2d_per_frame(conv, F.pad(x, (0, 1, 0, 1)), stride=2)
         if self.mode == "downsample3d":
@@ -321,6 +364,12 @@ class ResidualBlock(nn.Module):
 
     def forward(self, x: Tensor, state: State) -> Tensor:
         h = self.shortcut(x)
+        fx = _fx(self)
+        if fx is not None and not self.training:  # norm+SiLU fused in front of each conv (dropout is identity)
+            r = self.residual
+            x = r[2](fx.rms_norm_silu(x, r[0].gamma, r[0].scale), state)
+            x = r[6](fx.rms_norm_silu(x, r[3].gamma, r[3].scale), state)
+            return fx.residual_add(x, h)
         for layer in self.residual:
             x = layer(x, state) if isinstance(layer, CausalConv3d) else layer(x)
         return x + h
@@ -340,7 +389,9 @@ class AttentionBlock(nn.Module):
 
     def forward(self, x: Tensor, state: State | None = None) -> Tensor:
         b, c, t, h, w = x.shape
-        qkv = _conv2d_per_frame(self.to_qkv, self.norm(x))  # [B, 3C, T, H, W]
+        fx = _fx(self)
+        xn = fx.rms_norm(x, self.norm.gamma, self.norm.scale) if fx is not None else self.norm(x)
+        qkv = _conv2d_per_frame(self.to_qkv, xn)  # [B, 3C, T, H, W]
         qkv = qkv.permute(0, 2, 3, 4, 1).reshape(b * t, 1, h * w, 3 * c)
         q, k, v = qkv.chunk(3, dim=-1)
         y = F.scaled_dot_product_attention(q, k, v)  # [BT, 1, HW, C]
@@ -424,9 +475,12 @@ class Decoder3d(nn.Module):
 
     def forward(self, x: Tensor, state: State) -> Tensor:
         x = self.conv1(x, state)
-        for seq in (self.middle, self.upsamples, self.head):
+        fx = _fx(self)
+        for seq in (self.middle, self.upsamples) if fx is not None else (self.middle, self.upsamples, self.head):
             for layer in seq:
                 x = _run(layer, x, state)
+        if fx is not None:
+            x = self.head[2](fx.rms_norm_silu(x, self.head[0].gamma, self.head[0].scale), state)
         return x
 
 
@@ -459,6 +513,27 @@ class WanVAE(nn.Module):
         self.register_buffer("latent_mean", torch.zeros(cfg.z_dim), persistent=False)
         self.register_buffer("latent_inv_std", torch.ones(cfg.z_dim), persistent=False)
         self.set_latent_stats(cfg.latent_mean, cfg.latent_std)
+
+    compile_decoder = False
+
+    def enable_compile(self, on: bool = True) -> "WanVAE":
+        """Opt-in: fuse the decoder's elementwise chains (RMSNorm + SiLU before each causal conv, residual adds,
+        the x2 nearest upsampling and its casts) with ``torch.compile(dynamic=False, fullgraph=True)``; the 3-D
+        convs, attention and the causal-cache bookkeeping stay eager. Inference only (under autograd the module
+        code runs); each function compiles once per activation shape of the decode (the first block of a stream
+        and later blocks differ in frames). Off by default: training and every other caller are unchanged."""
+        fx = _Compiled() if on else None
+        if on:
+            import torch._dynamo.config as dc
+
+            for name in ("recompile_limit", "cache_size_limit"):  # one graph per activation shape; allow many
+                if hasattr(dc, name):
+                    setattr(dc, name, max(getattr(dc, name), 64))
+        for m in self.decoder.modules():
+            if isinstance(m, (Decoder3d, ResidualBlock, AttentionBlock, Resample)):
+                m._compiled_fx = fx
+        self.compile_decoder = on
+        return self
 
     # -- latent statistics ------------------------------------------------------------------------
 
