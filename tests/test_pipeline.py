@@ -32,3 +32,18 @@ def test_preflight_and_bad_specs(tmp_path):
         preflight(GenerationSpec(policy="packforcin"))
     with pytest.raises(UserError, match="empty"):
         preflight(GenerationSpec(prompt="  "))
+
+
+def test_default_toy_checkpoint_per_policy(tmp_path, monkeypatch):
+    """Each policy runs its own shipped student where one exists, else the Self-Forcing student."""
+    from packforcing import pipeline
+    from packforcing.model import weights
+
+    monkeypatch.setattr(weights, "ASSETS", tmp_path)
+    assert pipeline.default_checkpoint("packforcing") == "toy:packforcing"
+    assert pipeline.default_checkpoint("causvid") == "toy:self_forcing"  # no causvid student shipped
+    assert pipeline.default_checkpoint("window") == "toy:self_forcing"
+    (tmp_path / "toy_dit_causvid.safetensors").write_bytes(b"")
+    assert pipeline.default_checkpoint("causvid") == "toy:causvid"
+    assert pipeline.default_checkpoint("causvid_restart") == "toy:causvid"
+    assert pipeline.default_checkpoint("sink_window") == "toy:self_forcing"
