@@ -1,7 +1,9 @@
 """Toy-scale findings: the paper's claims as paired comparisons against one PackForcing reference.
 
 Each variant changes one thing from the toy PackForcing default (sink 8, top-k 16, RoPE adjustment on,
-HR+LR compressor), except ``self_forcing`` (the baseline method). Every variant runs on the same
+HR+LR compressor), except ``self_forcing`` (the baseline method) and the selection pair: the default
+archive holds 16 mid blocks = top-k, so selection is a no-op there (a FIFO variant of the default gave
+bit-identical videos in a dry run); top-k and FIFO are compared with an archive of 64 on both sides. Every variant runs on the same
 prompts x seeds, so differences are paired. ``reports.findings`` turns the results into
 ``reports/toy/findings.md`` with bootstrap CIs and a verdict per claim.
 """
@@ -18,7 +20,8 @@ SWEEP = Sweep(
         Axis("variant", None, values=(
             Variant("packforcing", {"method": "packforcing"}),
             Variant("sink0", {"method": "packforcing", PF + "sink_frames": 0}),
-            Variant("fifo", {"method": "packforcing", PF + "selection": "fifo"}),
+            Variant("topk_archive64", {"method": "packforcing", PF + "mid_capacity": 64}),
+            Variant("fifo_archive64", {"method": "packforcing", PF + "mid_capacity": 64, PF + "selection": "fifo"}),
             Variant("rope_off", {"method": "packforcing", PF + "rope_adjust": False}),
             Variant("hr_only", {"method": "packforcing", PF + "compressor": "hr"}),
             Variant("lr_only", {"method": "packforcing", PF + "compressor": "lr"}),

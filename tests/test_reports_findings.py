@@ -27,12 +27,15 @@ def write_cells(root, effects):
 
 
 def test_verdicts_follow_planted_effects(tmp_path):
-    # sink0 is worse than the reference (paper direction), fifo is better (against it), rope_off equal.
-    write_cells(tmp_path, {"packforcing": 0.0, "sink0": 1.0, "fifo": -1.0, "rope_off": 0.0})
+    # sink0 is worse than the reference (paper direction), FIFO is better than its own top-k reference
+    # (against it; both far from the default, so the pairing must use topk_archive64), rope_off equal.
+    write_cells(tmp_path, {"packforcing": 0.0, "sink0": 1.0, "topk_archive64": 5.0, "fifo_archive64": 4.0,
+                           "rope_off": 0.0})
     res = build(tmp_path, tmp_path / "out")
     by = {(r["variant"], r["metric"]): r for r in res["claims"]}
     assert by[("sink0", "clip_score")]["verdict"] == "reproduced"
-    assert by[("fifo", "clip_score")]["verdict"] == "not reproduced"
+    assert by[("fifo_archive64", "clip_score")]["verdict"] == "not reproduced"
+    assert by[("fifo_archive64", "clip_score")]["reference"] == "topk_archive64"
     assert by[("hr_only", "clip_score")]["verdict"] == "not measured"
     assert by[("sink0", "clip_score")]["n"] == 16
     md = (tmp_path / "out" / "findings.md").read_text()
@@ -45,3 +48,20 @@ def test_verdict_rule():
     assert verdict(-0.5, -0.1, +1) == "not reproduced"
     assert verdict(-0.1, 0.5, +1) == "inconclusive"
     assert verdict(-0.5, -0.1, -1) == "reproduced"
+
+
+def test_selection_comparisons_have_something_to_select():
+    """FIFO vs top-k only differ when the archive holds more mid blocks than are attended: every cell of
+    the selection and findings sweeps that varies the selection keeps an archive larger than top-k."""
+    from harness.plan import plan
+    from sweeps.findings import SWEEP as FINDINGS
+    from sweeps.selection import SWEEP as SELECTION
+
+    for sweep in (SELECTION, FINDINGS):  # the scale changes sizes, not the policy settings
+        kws = [c.config["method"]["policy_kwargs"] for c in plan(sweep, scale="toy").cells]
+        fifo = [k for k in kws if k.get("selection") == "fifo"]
+        assert fifo, sweep.name
+        partners = [k for k in kws if k.get("selection") == "topk" and k["mid_capacity"] == fifo[0]["mid_capacity"]]
+        assert partners, sweep.name  # a top-k arm with the same archive exists
+        for k in fifo + partners:
+            assert k["mid_capacity"] is None or k["mid_capacity"] > k["top_k"], (sweep.name, k)
