@@ -99,11 +99,16 @@ def _has_compiler() -> bool:
     return any(shutil.which(c) for c in ("c++", "g++", "clang++"))
 
 
-def pf_rollout(m, frames=16, bf=2, **kw):
-    pol = make_policy("packforcing", sink_frames=2, recent_frames=2, top_k=2, mid_capacity=3, compressor="hr",
+def tiny_pf(m, mid_capacity=3, **kw):
+    """A small PackForcing policy (HR compressor, seeded init) attached to the tiny model ``m``."""
+    pol = make_policy("packforcing", sink_frames=2, recent_frames=2, top_k=2, mid_capacity=mid_capacity, compressor="hr",
                       nc_spatial=2, nc_temporal=2, hr_channels=(8, 16), **kw)
     torch.manual_seed(123)
-    pol.attach(pol.build_compressor(m.cfg))
+    return pol.attach(pol.build_compressor(m.cfg))
+
+
+def pf_rollout(m, frames=16, bf=2, **kw):
+    pol = tiny_pf(m, 3, **kw)
     g = torch.Generator().manual_seed(0)
     noise = torch.randn(1, 16, frames, 8, 8, generator=g)
     ctx = torch.randn(1, 16, 32, generator=g)
@@ -163,10 +168,7 @@ def test_policy_caches_each_archived_blocks_key_means_and_scores_with_them():
         scored.append(km.shape)
         return real(q, km, ratio, heads)
 
-    pol = make_policy("packforcing", sink_frames=2, recent_frames=2, top_k=2, mid_capacity=4, compressor="hr",
-                      nc_spatial=2, nc_temporal=2, hr_channels=(8, 16))
-    torch.manual_seed(123)
-    pol.attach(pol.build_compressor(m.cfg))
+    pol = tiny_pf(m, 4)
     g = torch.Generator().manual_seed(0)
     noise = torch.randn(1, 16, 16, 8, 8, generator=g)
     P.S.scores_from_means = spy
@@ -213,10 +215,7 @@ def test_rope_work_per_block_is_only_what_moves_and_constant_after_saturation():
         cur[0] += x.numel()
         return real(x, cos, sin)
 
-    pol = make_policy("packforcing", sink_frames=2, recent_frames=2, top_k=2, mid_capacity=2, compressor="hr",
-                      nc_spatial=2, nc_temporal=2, hr_channels=(8, 16))
-    torch.manual_seed(123)
-    pol.attach(pol.build_compressor(m.cfg))
+    pol = tiny_pf(m, 2)
     g = torch.Generator().manual_seed(0)
     noise = torch.randn(1, 16, 24, 8, 8, generator=g)
 
@@ -265,10 +264,7 @@ def test_live_tensors_and_store_allocation_are_constant_after_saturation():
     from torch.utils._python_dispatch import TorchDispatchMode
 
     m = tiny_model()
-    pol = make_policy("packforcing", sink_frames=2, recent_frames=2, top_k=2, mid_capacity=3, compressor="hr",
-                      nc_spatial=2, nc_temporal=2, hr_channels=(8, 16))
-    torch.manual_seed(123)
-    pol.attach(pol.build_compressor(m.cfg))
+    pol = tiny_pf(m, 3)
     g = torch.Generator().manual_seed(0)
     noise = torch.randn(1, 16, 28, 8, 8, generator=g)
     rows = []

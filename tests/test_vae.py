@@ -22,16 +22,6 @@ WEIGHTS = FIX / "wan_vae_tiny.safetensors"
 TOL = dict(atol=1e-4, rtol=1e-4)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # The test machine's 2 cores are shared; OpenMP threads spinning against other processes make
-    # these small convolutions 10-30x slower than one thread.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def golden():
     return load_file(str(FIX / "wan_vae_tiny_io.safetensors"))

@@ -6,20 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import torch
 
 from packforcing.model.vae import load_vae
 
 WEIGHTS = Path(__file__).parent / "fixtures" / "wan_vae_tiny.safetensors"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_compiled_decoder_equals_eager_and_streams_like_whole_decode():

@@ -86,7 +86,6 @@ class ClipTrainConfig(TrainConfig):
     frame_stride: int = field(default=8, metadata={"help": "frames between the sampled frames of a scene"})
     horizon_s: float = field(default=20.0, metadata={"help": "sampled windows start uniformly in [0, horizon_s] seconds"})
     weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay (not on gains, biases, embeddings)"})
-    grad_clip: float = field(default=1.0, metadata={"help": "clip the gradient norm (0: off)"})
     eval_every: int = field(default=0, metadata={"help": "log held-out retrieval every N steps (0: only at the end)"})
     eval_videos: int = field(default=100, metadata={"help": "held-out videos (and prompts) N for top-1 retrieval"})
     eval_frames: int = field(default=8, metadata={"help": "frames per held-out video (evenly spaced)"})

@@ -73,6 +73,7 @@ class TrainConfig:
     log_every: int = field(default=10, metadata={"help": "log every N steps"})
     save_every: int = field(default=0, metadata={"help": "also save the resume state every N steps (0: only at the end)"})
     warmup: int = field(default=50, metadata={"help": "linear warm-up steps"})
+    grad_clip: float = field(default=1.0, metadata={"help": "clip the gradient norm (0: off)"})
     wandb: bool = field(default=False, metadata={"help": "also log to wandb (offline unless WANDB_MODE says otherwise)"})
 
     stage: typing.ClassVar[str] = "train"

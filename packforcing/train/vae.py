@@ -73,7 +73,6 @@ class VAETrainConfig(TrainConfig):
     kl_weight: float = field(default=1e-6, metadata={"help": "weight of the KL term (mean over latent elements)"})
     init_log_var: float = field(default=-8.0, metadata={"help": "initial posterior log-variance (see init_posterior)"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
-    grad_clip: float = field(default=1.0, metadata={"help": "clip the gradient norm (0: off)"})
     eval_every: int = field(default=0, metadata={"help": "log held-out PSNR every N steps (0: only at the end)"})
     eval_clips: int = field(default=16, metadata={"help": "held-out clips for PSNR"})
     eval_frames: int = field(default=65, metadata={"help": "frames per held-out clip, 1 + 4k (longer than the training clips)"})
