@@ -278,10 +278,6 @@ def _conv2d_per_frame(conv: nn.Conv2d, x: Tensor, stride: int = 1, padding: int 
     return _conv3d(x, conv.weight.unsqueeze(2), conv.bias, stride=(1, stride, stride), padding=(0, padding, padding))
 
 
-def _upsample2x(x: Tensor) -> Tensor:
-    return upsample2x(x)
-
-
 class Resample(nn.Module):
     """Spatial x2 down/up-sampling, optionally with x2 in time (upstream ``Resample``).
 
@@ -311,7 +307,7 @@ class Resample(nn.Module):
         conv = self.resample[1]
         if self.mode.startswith("up"):
             fx = _fx(self)
-            x = _conv2d_per_frame(conv, fx.upsample2x(x) if fx is not None else _upsample2x(x), padding=1)
+            x = _conv2d_per_frame(conv, (fx.upsample2x if fx is not None else upsample2x)(x), padding=1)
         else:
             x = _conv2d_per_frame(conv, F.pad(x, (0, 1, 0, 1)), stride=2)
         if self.mode == "downsample3d":
