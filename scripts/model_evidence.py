@@ -43,7 +43,9 @@ def main() -> None:
     enc = build_text_encoder("toy", text_len=40)
     teacher, _ = load_dit("toy", "toy:teacher")
     ss = FlowMatchSampler("self_forcing").step_sigmas()
-    rows = {"data": [], "teacher": [], "self_forcing": [], "packforcing": []}
+    students = (("self_forcing", "window", {"window_frames": 20}), ("causvid", "causvid_restart", {}),
+                ("packforcing", "packforcing", {"preset": "toy"}))
+    rows = {"data": [], "teacher": [], **{name: [] for name, _, _ in students}}
     strips = {}
     for pid, seed, prompt in W.prompt_set(a.prompts, seed=7):
         scene = W.sample_scene(seed)
@@ -53,7 +55,7 @@ def main() -> None:
         with torch.no_grad():
             _, x0 = teacher_trajectories(teacher, ctx, torch.randn(1, 16, 20, 16, 16, generator=g), ss, 3.0, 24)
         vids = {"data": real, "teacher": decode_u8(vae, x0)}
-        for name, pol, kw in (("self_forcing", "window", {"window_frames": 20}), ("packforcing", "packforcing", {"preset": "toy"})):
+        for name, pol, kw in students:
             p = out / f"_tmp_{name}.mp4"
             generate(GenerationSpec(policy=pol, policy_kwargs=kw, num_latent_frames=20, prompt=prompt, seed=pid, video_path=str(p)))
             from packforcing.video import read_video
@@ -71,7 +73,7 @@ def main() -> None:
                for name, rs in rows.items()}
     # 120 s rollouts on this CPU
     timing = {}
-    for name, pol, kw in (("self_forcing", "window", {"window_frames": 20}), ("packforcing", "packforcing", {"preset": "toy"})):
+    for name, pol, kw in students:
         t = time.perf_counter()
         res = generate(GenerationSpec(policy=pol, policy_kwargs=kw, num_latent_frames=int(a.long_seconds * 4),
                                       prompt=W.prompt_set(1, seed=7)[0][2], seed=0, video_path=str(out / f"_long_{name}.mp4")))
