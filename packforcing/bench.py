@@ -839,7 +839,8 @@ class Bench:
             fixed += 4.0
         if "vae" not in a.skip:
             fixed += 12.0 if self.device.type == "cuda" else 1.0
-        if a.vae_compile == "on" or (a.vae_compile == "auto" and self.device.type == "cuda"):
+        needs_vae = "vae" not in a.skip or "e2e" not in a.skip
+        if needs_vae and (a.vae_compile == "on" or (a.vae_compile == "auto" and self.device.type == "cuda")):
             fixed += 45.0 if self.device.type == "cuda" else 30.0  # the decoder's graphs (~20 shapes), once
         compile_s = (90.0 if self.device.type == "cuda" else 5.0) if "compile" not in a.skip else 0.0
         e2e_s = 0.0
