@@ -29,7 +29,7 @@ import submitit
 from harness import config as C
 from harness import store
 from harness.plan import Cell, Plan
-from harness.runner import NO_RETRY, Engine, run_cells
+from harness.runner import NO_RETRY, Engine, made_with_current_weights, run_cells
 from packforcing.errors import UserError
 
 
@@ -74,6 +74,8 @@ def cell_state(cell: Cell, rescore: bool = False, retry_failed: bool = False) ->
     if rec["status"] == "running":
         return "busy" if store.is_locked(root, sweep, h) else "todo"
     if rec["status"] == "done":
+        if not made_with_current_weights(cell, rec):
+            return "todo"  # other weights (or made before fingerprints were recorded): generate again
         have = set(rec["config"].get("metrics") or [])
         return "todo" if rescore or not set(cell.config["metrics"]) <= have else "done"
     reason = (rec.get("failure") or {}).get("reason")

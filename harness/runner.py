@@ -19,6 +19,7 @@ exceptions propagate and leave the record ``running``; the next launch re-runs i
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import os
 import time
@@ -96,6 +97,59 @@ def metric_config(cell: Cell) -> dict:
     cfg = dict(cell.config.get("metric_config") or {})
     cfg.setdefault("device", resolve_device(cell.config["device"]))
     return cfg
+
+
+_FINGERPRINTS: dict[tuple, str] = {}
+
+
+def _file_fingerprint(path: Path) -> str:
+    """sha256 of a weights file (first 16 hex); files over 256 MB: size + the first and last MiB, so that
+    planning a Wan-scale sweep does not read 5 GB per cell. Cached per (path, size, mtime)."""
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _FINGERPRINTS:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            if st.st_size <= 256 << 20:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+            else:
+                h.update(str(st.st_size).encode())
+                h.update(f.read(1 << 20))
+                f.seek(-(1 << 20), os.SEEK_END)
+                h.update(f.read(1 << 20))
+        _FINGERPRINTS[key] = h.hexdigest()[:16]
+    return _FINGERPRINTS[key]
+
+
+def made_with_current_weights(cell: Cell, rec: dict) -> bool:
+    """Whether a stored record was made with the weights this cell would run with now."""
+    return rec.get("weights") == weights_fingerprint(spec_kwargs(cell, None))
+
+
+def weights_fingerprint(kw: dict) -> dict:
+    """Which weights a cell runs with, by content: {"dit": ..., "vae": ...} (file fingerprints; ``None``
+    where the file cannot be resolved here, e.g. a directory or a missing file, which generation reports).
+
+    The cell hash is taken of the config, which names weights (``toy:packforcing``, a file name), not
+    their content; a done cell whose recorded fingerprint differs from this one was made with other
+    weights and is generated again (``_run_locked``). Without this, replacing the shipped toy weights
+    silently reused every earlier result."""
+    from packforcing.model.vae import _ASSETS as VAE_ASSETS
+    from packforcing.model.weights import resolve_checkpoint
+    from packforcing.pipeline import default_checkpoint
+
+    out: dict[str, Optional[str]] = {}
+    try:
+        dit = resolve_checkpoint(kw.get("checkpoint") or default_checkpoint(kw["policy"]))
+    except Exception:  # noqa: BLE001 - generation reports a bad checkpoint with its own message
+        dit = None
+    vae = kw.get("vae_checkpoint")
+    vae = Path(vae) if vae else VAE_ASSETS / f"{kw.get('preset', 'toy')}_vae.safetensors"
+    for name, path in (("dit", dit), ("vae", vae)):
+        path = Path(path) if path is not None else None
+        out[name] = _file_fingerprint(path) if path is not None and path.is_file() else None
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -319,6 +373,9 @@ def _run_locked(cell: Cell, engine: Engine, path: Path, progress: bool, rescore:
     wanted = list(cell.config["metrics"])
     max_attempts = int(cell.config["max_attempts"])
     old = store.read_json(path)
+    weights = weights_fingerprint(spec_kwargs(cell, None))
+    if old is not None and old["status"] == "done" and old.get("weights") != weights:
+        old = None  # made with other weights (or before fingerprints were recorded): generate again
 
     if old is not None and old["status"] == "done":
         have = list(old["config"].get("metrics") or [])
@@ -357,6 +414,7 @@ def _run_locked(cell: Cell, engine: Engine, path: Path, progress: bool, rescore:
         return Outcome(h, "failed", "failed", "interrupted")
 
     rec = new_record(cell, attempts + 1)
+    rec["weights"] = weights
     store.write_json_atomic(path, rec)  # status running: a crash from here on is visible as such
     video.parent.mkdir(parents=True, exist_ok=True)
 

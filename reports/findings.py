@@ -126,6 +126,8 @@ def build(root: Path, out: Path) -> dict:
 
 
 def _plot(rows, path: Path) -> None:
+    """One panel per metric (their scales differ by 100x), each claim's paired difference with its CI,
+    coloured by verdict; PNG and SVG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -134,16 +136,24 @@ def _plot(rows, path: Path) -> None:
     rows = [r for r in rows if r["n"]]
     if not rows:
         return
-    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1))
-    for i, r in enumerate(rows):
-        c = {"reproduced": "tab:green", "not reproduced": "tab:red"}.get(r["verdict"], "tab:gray")
-        ax.errorbar(r["diff_mean"], i, xerr=[[r["diff_mean"] - r["ci_lo"]], [r["ci_hi"] - r["diff_mean"]]], fmt="o", color=c)
-    ax.axvline(0, color="k", lw=0.8)
-    ax.set_yticks(range(len(rows)), [r["claim"] for r in rows], fontsize=7)
-    ax.set_xlabel("reference - variant (paired, 95% CI); paper's side is > 0")
-    ax.set_title("TOY findings")
+    metrics = list(dict.fromkeys(r["metric"] for r in rows))
+    groups = [[r for r in rows if r["metric"] == m] for m in metrics]
+    fig, axes = plt.subplots(len(groups), 1, figsize=(8.5, 0.5 * len(rows) + 1.1 * len(groups)), squeeze=False,
+                             gridspec_kw={"height_ratios": [len(g) for g in groups]})
+    for ax, metric, group in zip(axes[:, 0], metrics, groups):
+        for i, r in enumerate(group):
+            c = {"reproduced": "tab:green", "not reproduced": "tab:red"}.get(r["verdict"], "tab:gray")
+            ax.errorbar(r["diff_mean"], i, xerr=[[r["diff_mean"] - r["ci_lo"]], [r["ci_hi"] - r["diff_mean"]]],
+                        fmt="o", color=c, capsize=3)
+        ax.axvline(0, color="k", lw=0.8)
+        ax.set_yticks(range(len(group)), [f"{r['claim'].split(':')[0]} ({r['verdict']})" for r in group], fontsize=7)
+        ax.set_ylim(-0.6, len(group) - 0.4)
+        ax.set_title(metric, fontsize=9, loc="left")
+    axes[-1, 0].set_xlabel("reference - variant (paired, 95% bootstrap CI); the paper's side is > 0")
+    fig.suptitle("TOY-scale findings (not comparable with the paper's values)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    fig.savefig(path.with_suffix(".svg"))
     plt.close(fig)
 
 

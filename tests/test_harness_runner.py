@@ -192,3 +192,25 @@ def test_wandb_sync_finds_unsynced_offline_runs(tmp_path):
     assert [d.name[-4:] for d in offline_runs(tmp_path / "wandb")] == ["aaaa"]
     assert len(offline_runs(tmp_path / "wandb", include_synced=True)) == 2
     assert offline_runs(tmp_path / "wandb", hashes={"bbbb"}) == []
+
+
+def test_done_cells_made_with_other_weights_run_again(tmp_path, calls):
+    """The cell hash names weights (toy:packforcing, a file name), not their content: a record carries
+    the weights' fingerprints, and a done cell made with other weights (or with none recorded, i.e. made
+    before fingerprints existed) is generated again instead of being reused."""
+    p = make_plan(tmp_path / "r")
+    assert launch(p, FAKE_ENGINE, launcher="debug", progress=False).ok and calls() == 8
+    recs = records(p.root)
+    fp = recs[p.cells[0].hash]["weights"]
+    assert set(fp) == {"dit", "vae"} and all(isinstance(v, str) and len(v) == 16 for v in fp.values())
+    for i, change in ((1, {"weights": {**fp, "dit": "0" * 16}}), (2, None)):
+        path = store.cell_path(p.root, "sink_size", p.cells[i].hash)
+        rec = store.read_json(path)
+        if change is None:
+            rec.pop("weights")
+        else:
+            rec.update(change)
+        store.write_json_atomic(path, rec)
+    rep = launch(p, FAKE_ENGINE, launcher="debug", progress=False)
+    assert rep.ok and rep.dispatched == 2 and calls() == 10
+    assert all(r["weights"] == fp for r in records(p.root).values())
