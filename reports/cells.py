@@ -161,11 +161,11 @@ def _plain(v: Any) -> Any:
     return v.item() if hasattr(v, "item") and not isinstance(v, (list, dict, str)) else v
 
 
-def _rows_from_frame(frame: pd.DataFrame, raw: dict[str, dict[str, Any]], root: Path) -> list[Row]:
+def _rows_from_frame(frame: pd.DataFrame, raw: dict[tuple[str, str], dict[str, Any]], root: Path) -> list[Row]:
     rows = []
     for rec in frame.to_dict(orient="records"):
         h = str(rec.get("hash"))
-        c = raw.get(h, {})
+        c = raw.get((str(rec.get("sweep")), h), {})
         axes = {k[5:]: _plain(v) for k, v in rec.items() if k.startswith("axis.") and not _missing(v)}
         if c.get("axes"):  # JSON keeps the types (bools, None) a parquet column may have lost
             axes = dict(c["axes"])
@@ -208,7 +208,9 @@ def load_results(
     if not root.is_dir():
         raise UserError(f"results root {root} does not exist; run a sweep first or pass --root")
     cells, problems = read_cell_files(root, sweeps, strict=strict)
-    raw = {c["cell_hash"]: c for c in cells}
+    # keyed by (sweep, hash): the hash leaves the sweep name out (it is cosmetic), so two sweeps that
+    # contain the same configuration share a hash, and each keeps its own axes
+    raw = {(c["sweep"], c["cell_hash"]): c for c in cells}
     loader = _store_loader() if use_store else None
     source = "json"
     frame = None

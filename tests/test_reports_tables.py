@@ -128,3 +128,19 @@ def test_bootstrap_ci():
     assert one.mean == 5.0 and not one.has_ci
     assert bootstrap_ci([]) is None
     assert bootstrap_ci([2.0, 2.0]).lo == 2.0
+
+
+def test_same_config_in_two_sweeps_keeps_each_sweeps_axes(tmp_path):
+    """The cell hash leaves the sweep name out, so one configuration run by two sweeps (the sink-size
+    sweep's sink 8 cell and the findings sweep's reference) has one hash in two folders. Each row must
+    keep its own sweep's axes: keyed by hash alone, the findings rows took the sink-size axes and the
+    findings table showed "(sink_frames=8)" rows with the wrong n."""
+    root = tmp_path / "r"
+    a = _cell("sink_size", {"sink_frames": 8}, "packforcing", 30, 0, {"clip_score": 30.0}, scale="toy")
+    b = dict(_cell("findings", {"variant": "packforcing"}, "packforcing", 30, 0, {"clip_score": 30.0}, scale="toy"),
+             cell_hash=a["cell_hash"])
+    _write(root, a)
+    _write(root, b)
+    for use_store in (True, False):
+        rows = {r.sweep: r for r in load_results(root, use_store=use_store).rows}
+        assert rows["sink_size"].axes == {"sink_frames": 8} and rows["findings"].axes == {"variant": "packforcing"}
