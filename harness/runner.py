@@ -135,7 +135,7 @@ def weights_fingerprint(kw: dict) -> dict:
     their content; a done cell whose recorded fingerprint differs from this one was made with other
     weights and is generated again (``_run_locked``). Without this, replacing the shipped toy weights
     silently reused every earlier result."""
-    from packforcing.model.vae import _ASSETS as VAE_ASSETS
+    from packforcing.model.vae import default_vae_path
     from packforcing.model.weights import resolve_checkpoint
     from packforcing.pipeline import default_checkpoint
 
@@ -144,10 +144,8 @@ def weights_fingerprint(kw: dict) -> dict:
         dit = resolve_checkpoint(kw.get("checkpoint") or default_checkpoint(kw["policy"]))
     except Exception:  # noqa: BLE001 - generation reports a bad checkpoint with its own message
         dit = None
-    vae = kw.get("vae_checkpoint")
-    vae = Path(vae) if vae else VAE_ASSETS / f"{kw.get('preset', 'toy')}_vae.safetensors"
+    vae = Path(kw["vae_checkpoint"]) if kw.get("vae_checkpoint") else default_vae_path(kw.get("preset", "toy"))
     for name, path in (("dit", dit), ("vae", vae)):
-        path = Path(path) if path is not None else None
         out[name] = _file_fingerprint(path) if path is not None and path.is_file() else None
     return out
 

@@ -90,17 +90,14 @@ fi
 if has dmd; then  # Self-Forcing DMD, three variants (SF window, teacher-forced CausVid, PackForcing)
   echo "== dmd ($(el) s)"
   VARS=${DMD_VARIANTS:-self_forcing,causvid,packforcing}
+  dmd() { $PY -m packforcing.train --stage dmd --out "$RUN" --vae "$RUN/vae.safetensors" \
+            --minutes "${DMD_MINUTES:-$(m 1.0)}" --variants "$1" $SM_DMD; }
   if [ -n "${DMD_PARALLEL:-}" ]; then
     pids=()
-    for v in ${VARS//,/ }; do
-      $PY -m packforcing.train --stage dmd --out "$RUN" --vae "$RUN/vae.safetensors" \
-        --minutes "${DMD_MINUTES:-$(m 1.0)}" --variants "$v" $SM_DMD > "$RUN/dmd_$v.log" 2>&1 &
-      pids+=($!)
-    done
+    for v in ${VARS//,/ }; do dmd "$v" > "$RUN/dmd_$v.log" 2>&1 & pids+=($!); done
     for p in "${pids[@]}"; do wait "$p" || echo "a dmd variant FAILED (see $RUN/dmd_*.log)"; done
   else
-    $PY -m packforcing.train --stage dmd --out "$RUN" --vae "$RUN/vae.safetensors" \
-      --minutes "${DMD_MINUTES:-$(m 1.0)}" --variants "$VARS" $SM_DMD
+    dmd "$VARS"
   fi
   keep "$RUN"/dmd_*.safetensors
 fi

@@ -3,8 +3,8 @@
 Each variant changes one thing from the toy PackForcing default (sink 8, top-k 16, RoPE adjustment on,
 HR+LR compressor), except ``self_forcing`` (the baseline method) and the selection pair: the default
 archive holds 16 mid blocks = top-k, so selection is a no-op there (a FIFO variant of the default gave
-bit-identical videos in a dry run); top-k and FIFO are compared with an archive of 64 on both sides. Every variant runs on the same
-prompts x seeds, so differences are paired. ``reports.findings`` turns the results into
+bit-identical videos in a dry run); top-k and FIFO are compared with an archive of 64 on both sides.
+Every variant runs on the same prompts x seeds, so differences are paired. ``reports.findings`` turns the results into
 ``reports/toy/findings.md`` with bootstrap CIs and a verdict per claim.
 """
 

@@ -67,6 +67,11 @@ WAN21_VAE_FILENAME = "Wan2.1_VAE.pth"
 _ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
 
+def default_vae_path(preset: str) -> Path:
+    """The shipped weights of a VAE preset, ``packforcing/assets/<preset>_vae.safetensors`` (may not exist)."""
+    return _ASSETS / f"{preset}_vae.safetensors"
+
+
 # --------------------------------------------------------------------------------------------------
 # config
 
@@ -814,7 +819,7 @@ def load_vae(
     name = preset if isinstance(preset, str) else "custom"
     cfg = preset if isinstance(preset, VAEConfig) else VAEConfig.preset(preset)
     if path is None:
-        default = _ASSETS / f"{name}_vae.safetensors"
+        default = default_vae_path(name)
         if default.is_file():
             path = default
         elif name == "wan2.1":
