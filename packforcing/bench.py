@@ -1400,6 +1400,13 @@ class Bench:
                     rel3 = (max(al.values()) - min(al.values())) / max(al.values())
                     add("(info) KV allocated (store + archive, current block slots included) flat within 1%", round(rel3, 4),
                         TARGETS["kv_flat_rel"], rel3 <= TARGETS["kv_flat_rel"], f"{max(al.values()) / GB:.3f} GB allocated")
+                now = {s: pf.get("at_length", {}).get(lkey(s), {}).get("allocated_now_bytes") for s in kv}
+                now = {s: v for s, v in now.items() if v}
+                if len(now) >= 2:  # everything alive after the block: a leak shows here first
+                    rel5 = (max(now.values()) - min(now.values())) / max(now.values())
+                    add("(info) GPU memory allocated after the block flat within 1% over the lengths reached", round(rel5, 4),
+                        TARGETS["kv_flat_rel"], rel5 <= TARGETS["kv_flat_rel"],
+                        ", ".join(f"{s:g}s {v / GB:.3f} GB" for s, v in now.items()))
                 pk = {s: pf.get("at_length", {}).get(lkey(s), {}).get("peak_bytes") for s in kv}
                 pk = {s: v for s, v in pk.items() if v}
                 if len(pk) >= 2:
@@ -1411,8 +1418,18 @@ class Bench:
             p120 = pf.get("at_length", {}).get(lkey(l120), {}).get("p50_ms")
             if p10 and p120:
                 ratio = p120 / p10
+                at = pf.get("at_length", {})
+                t10, t120 = at.get(lkey(min(self.args.lengths)), {}).get("tokens_attended"), at.get(lkey(l120), {}).get("tokens_attended")
+                why = (f"; tokens attended {t120} / {t10} = {t120 / t10:.3f} (the mid partition is still filling at "
+                       f"{min(self.args.lengths):g} s)" if t10 and t120 and t120 != t10 else "")
                 add(f"packforcing per-block latency p50 at {l120:g} s / at {min(self.args.lengths):g} s <= 1.05", round(ratio, 4),
-                    TARGETS["latency_ratio_120_10"], ratio <= TARGETS["latency_ratio_120_10"], f"{p120:.1f} ms / {p10:.1f} ms")
+                    TARGETS["latency_ratio_120_10"], ratio <= TARGETS["latency_ratio_120_10"], f"{p120:.1f} ms / {p10:.1f} ms{why}")
+            sat_s = [s for s in sorted(self.args.lengths) if s >= 30 and pf.get("at_length", {}).get(lkey(s), {}).get("p50_ms")]
+            if len(sat_s) >= 2:  # once the context stops growing the block cost must not drift
+                ps = [pf["at_length"][lkey(s)]["p50_ms"] for s in sat_s]
+                add(f"(info) per-block latency p50 from {sat_s[0]:g} s to {sat_s[-1]:g} s: max / min <= 1.05", round(max(ps) / min(ps), 4),
+                    TARGETS["latency_ratio_120_10"], max(ps) / min(ps) <= TARGETS["latency_ratio_120_10"],
+                    ", ".join(f"{s:g}s {v:.1f} ms" for s, v in zip(sat_s, ps)))
             else:
                 add("packforcing per-block latency p50 ratio <= 1.05", None, TARGETS["latency_ratio_120_10"], None,
                     f"not measured (reached {pf.get('seconds_reached', 0):.0f} s)")
