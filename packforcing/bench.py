@@ -610,6 +610,10 @@ class Bench:
             self.res["vae"]["preset"] = name
             self.res["vae"]["init_s"] = round(time.perf_counter() - t0, 2)
             self.res["vae"]["params"] = sum(p.numel() for p in self.vae.parameters())
+            cl = self.args.vae_channels_last
+            cl = cl == "on" or (cl == "auto" and self.device.type == "cuda")
+            self.vae.set_channels_last(cl)
+            self.res["vae"]["channels_last"] = cl
             self.compile_vae()
         return self.vae
 
@@ -1224,7 +1228,11 @@ class Bench:
 
     def e2e(self, mode: str, n_blocks: int) -> dict:
         """Rollout + streaming decode on the side stream; ``overlap`` reads frames one block late,
-        ``blocking`` reads each block's frames at once (pipeline.generate today)."""
+        ``blocking`` reads each block's frames at once (pipeline.generate today); ``priority`` is
+        ``overlap`` with the rollout on a high-priority CUDA stream and the decode on the lowest-priority
+        side stream, so that the decode takes only the SMs the transformer leaves idle."""
+        if mode not in ("overlap", "blocking", "priority"):
+            raise UserError(f"unknown end-to-end mode {mode!r}; use overlap, blocking or priority.")
         from packforcing.attention import use_backend
         from packforcing.rollout import rollout
         from packforcing.sampler import FlowMatchSampler
@@ -1265,13 +1273,21 @@ class Bench:
             pol = self.make_policy(name, kw)
             dec = vae.stream()
             r["side_stream"] = getattr(dec, "_stream", None) is not None
+            hi = None
+            if mode == "priority" and cuda:
+                lo_p, hi_p = torch.cuda.Stream.priority_range()  # (least, greatest): e.g. (0, -5)
+                hi = torch.cuda.Stream(device=self.device, priority=hi_p)
+                r["stream_priorities"] = {"rollout": hi_p, "decode": lo_p}
             noise = self._latent(n_blocks * bf)
             if cuda:
                 torch.cuda.synchronize()
                 torch.cuda.reset_peak_memory_stats()
+            if hi is not None:
+                hi.wait_stream(torch.cuda.current_stream(self.device))
             start_ev = self.clock.mark()
             t0 = time.perf_counter()
-            with torch.no_grad(), use_backend(self.res.get("backend_used") or "sdpa"):
+            with torch.no_grad(), use_backend(self.res.get("backend_used") or "sdpa"), (
+                    torch.cuda.stream(hi) if hi is not None else contextlib.nullcontext()):
                 rollout(self.model, pol, FlowMatchSampler("self_forcing"), self.text, noise, bf, on_block=on_block,
                         keep_latents=False, check_finite=False)
                 for p in pending:
@@ -1290,7 +1306,16 @@ class Bench:
                   "ttff_s": ready[0] if ready else (ttff_wall[0] if ttff_wall else None),
                   "ttff_host_s": ttff_wall[0] if ttff_wall else None})
         t = ready or wall
-        per = [b - a for a, b in zip(t[:-1], t[1:])][1:]  # skip the first gap (first block's decode)
+        # Steady = the gaps between frames ready once the cache is saturated: blocks of a cache still filling
+        # attend to fewer tokens and would flatter the rate. The first gap (first block's decode) never counts.
+        sat = saturation_block(plan_rows(self.cfg, name, bf, kw, max(64, n_blocks)))
+        first = max(1, sat)
+        if len(t) - first < 4:
+            first = 1
+            r["steady_note"] = (f"only {len(t)} blocks, the cache saturates at block {sat}: steady over blocks of a "
+                                f"cache still filling (optimistic); use --e2e-blocks >= {sat + 8}")
+        per = [b - a for a, b in zip(t[:-1], t[1:])][first:]
+        r["steady_from_block"] = first
         if per:
             r["period_s_median"] = statistics.median(per)
             r["fps_steady"] = 4 * bf / r["period_s_median"]
@@ -1299,7 +1324,10 @@ class Bench:
         pol = dec = noise = None
         pending.clear()
         self._free()
-        _log(f"e2e {mode}: {sum(frames)} frames in {total:.1f} s, steady {r.get('fps_steady', float('nan')):.1f} FPS, "
+        if r.get("steady_note"):
+            _log(f"e2e {mode}: {r['steady_note']}")
+        _log(f"e2e {mode}: {sum(frames)} frames in {total:.1f} s, steady {r.get('fps_steady', float('nan')):.1f} FPS "
+             f"(from block {first}), "
              f"overall {r['fps_overall']:.1f} FPS, first frame {r['ttff_s']:.2f} s")
         return r
 
@@ -1440,10 +1468,12 @@ class Bench:
             if shares is not None:
                 add("RoPE adjustment < 0.1% of block time (packforcing, median over steady blocks)", round(shares, 6), TARGETS["rope_share"],
                     shares < TARGETS["rope_share"], f"median {pf.get('rope_adjust_ms_median', 0):.3f} ms per block")
-        e2e = res.get("e2e", {}).get("overlap") or res.get("e2e", {}).get("blocking")
+        modes = [m for m in res.get("e2e", {}).values() if isinstance(m, dict) and m.get("fps_steady")]
+        e2e = max(modes, key=lambda m: m["fps_steady"]) if modes else None  # the fastest mode measured
         if e2e and e2e.get("fps_steady"):
             add(f"end-to-end FPS >= 22 ({e2e['mode']}, streaming VAE decode)", round(e2e["fps_steady"], 2), TARGETS["fps_e2e"],
-                e2e["fps_steady"] >= TARGETS["fps_e2e"], f"time to first frame {e2e.get('ttff_s') or float('nan'):.2f} s")
+                e2e["fps_steady"] >= TARGETS["fps_e2e"], f"time to first frame {e2e.get('ttff_s') or float('nan'):.2f} s; "
+                f"steady from block {e2e.get('steady_from_block')} of {e2e.get('blocks')}" + (f"; {e2e['steady_note']}" if e2e.get("steady_note") else ""))
         else:
             add("end-to-end FPS >= 22", None, TARGETS["fps_e2e"], None, "not measured")
         tk = res["policies"].get("packforcing_topk", {})
@@ -1733,11 +1763,16 @@ def parser() -> argparse.ArgumentParser:
                     help="window/sink_window RoPE: auto = relative only if a length passes Wan's 1,024-position table")
     ap.add_argument("--topk-blocks", type=int, default=32, help="blocks of the packforcing_topk run (0: skip)")
     ap.add_argument("--topk-mid-capacity", type=int, default=64, help="archive size of the packforcing_topk run (> top_k)")
-    ap.add_argument("--e2e-blocks", type=int, default=12)
-    ap.add_argument("--e2e-modes", type=_names, default=["overlap", "blocking"])
+    ap.add_argument("--e2e-blocks", type=int, default=32,
+                    help="blocks of each end-to-end run; its steady rate counts the blocks after the cache saturates (block 19 at Wan scale)")
+    ap.add_argument("--e2e-modes", type=_names, default=["overlap", "blocking", "priority"],
+                    help="end-to-end modes: overlap, blocking, priority (see Bench.e2e); the target uses the fastest")
     ap.add_argument("--vae-cudnn-benchmark", default="auto", choices=["auto", "on", "off"])
     ap.add_argument("--vae-compile", default="auto", choices=["auto", "on", "off"],
                     help="fuse the VAE decoder's elementwise chains with torch.compile (auto: on with CUDA)")
+    ap.add_argument("--vae-channels-last", default="auto", choices=["auto", "on", "off"],
+                    help="VAE decoder convs in channels-last layout (auto: on with CUDA; H100 probe: 246 -> 222 ms per "
+                         "16 frames compiled, scripts/vae_layout_probe.py)")
     ap.add_argument("--warmup-blocks", type=int, default=-1, help="-1: until the policy's context stops growing, plus 2")
     ap.add_argument("--p50-window", type=int, default=5, help="blocks ending at a length whose median is 'p50 at that length'")
     ap.add_argument("--matmul-n", type=int, default=8192)
@@ -1794,6 +1829,9 @@ def main(argv: list[str] | None = None) -> None:
     bad = [p for p in args.policies if p not in ("packforcing", "window", "sink_window", "full")]
     if bad:
         raise UserError(f"unknown policy {bad[0]!r} for the benchmark; use packforcing, window, sink_window, full.")
+    bad = [m for m in args.e2e_modes if m not in ("overlap", "blocking", "priority")]
+    if bad:
+        raise UserError(f"unknown end-to-end mode {bad[0]!r} in --e2e-modes; use overlap, blocking, priority.")
     from packforcing.cache.packforcing import packforcing_config
     from packforcing.model.presets import get_preset
 

@@ -42,6 +42,8 @@ def test_cpu_smoke_run_writes_json(tmp_path, monkeypatch, capsys):
     tk = d["policies"]["packforcing_topk"]
     assert tk["topk_blocks_scored"] >= 1 and tk["topk_scoring_share_scored"] > 0  # scoring ran and was timed
     assert d["e2e"]["overlap"]["frames"] == 13 + 16 + 16
+    # 3 blocks never reach the saturated cache: the steady rate says it is optimistic
+    assert d["e2e"]["overlap"]["steady_from_block"] == 1 and "cache still filling" in d["e2e"]["overlap"]["steady_note"]
     assert any(t["target"].startswith("packforcing model-only FPS") for t in d["targets"])
     out = capsys.readouterr().out
     assert "policy" in out and "[PASS]" in out or "[FAIL]" in out
@@ -90,3 +92,32 @@ def test_hook_timer_categories():
     assert c["rope_adjust"] == pytest.approx(3.0 + 2.0)  # ring shift + rotation of gathered keys
     assert c["compress"] == pytest.approx(10.0)
     assert ht.records == []
+
+
+def test_e2e_steady_rate_counts_only_blocks_of_the_saturated_cache(tmp_path, monkeypatch):
+    monkeypatch.delenv("OUT", raising=False)
+    torch.set_num_threads(1)
+    bench.main(["--allow-cpu", "--force-cpu", "--preset", "tiny", "--policies", "packforcing", "--lengths", "2",
+                "--skip", "vae,profile,compile,plot,topk", "--backends", "sdpa", "--sweep-reps", "1",
+                "--warmup-blocks", "0", "--e2e-modes", "overlap,priority", "--e2e-blocks", "26", "--out", str(tmp_path)])
+    d = json.loads(next(tmp_path.glob("perf_*.json")).read_text())
+    pf_kw = d["policies"]["packforcing"]["kwargs"]
+    rows = bench.plan_rows(get_preset("tiny"), "packforcing", 4, pf_kw, 64)
+    sat = bench.saturation_block(rows)
+    assert 1 < sat < 22
+    for mode in ("overlap", "priority"):
+        e = d["e2e"][mode]
+        assert e["steady_from_block"] == sat and "steady_note" not in e
+        t = e["frames_ready_s"] or e["block_wall_s"]
+        gaps = [b - a for a, b in zip(t[:-1], t[1:])][sat:]
+        assert e["period_s_median"] == pytest.approx(sorted(gaps)[len(gaps) // 2] if len(gaps) % 2 else
+                                                     (sorted(gaps)[len(gaps) // 2 - 1] + sorted(gaps)[len(gaps) // 2]) / 2)
+    target = next(t for t in d["targets"] if t["target"].startswith("end-to-end FPS"))
+    assert target["value"] == round(max(d["e2e"][m]["fps_steady"] for m in ("overlap", "priority")), 2)
+
+
+def test_unknown_e2e_mode_is_one_line(capsys):
+    with pytest.raises(SystemExit) as e:
+        bench.main(["--allow-cpu", "--force-cpu", "--preset", "tiny", "--e2e-modes", "overlapp"])
+    assert e.value.code == 2
+    assert "unknown end-to-end mode 'overlapp'" in capsys.readouterr().err

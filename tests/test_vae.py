@@ -255,3 +255,32 @@ def test_side_stream_decode_matches_golden(golden, monkeypatch):
     assert sync._stream is None
     same = torch.cat([sync.decode_block(z[:, :, :1]), sync.decode_block(z[:, :, 1:])], 2)
     torch.testing.assert_close(same, video, atol=0, rtol=0)
+
+
+@torch.no_grad()
+def test_channels_last_decode_matches_golden_and_switches_back(golden):
+    v = load_vae(WEIGHTS, "tiny")
+    z = golden["decode_input_z"]
+    v.set_channels_last(True)
+    convs = [m for m in v.decoder.modules() if isinstance(m, torch.nn.Conv3d)]
+    assert convs and all(m.weight.is_contiguous(memory_format=torch.channels_last_3d) for m in convs)
+    dec = v.stream()
+    video = torch.cat([dec.decode_block(z[:, :, :1]), dec.decode_block(z[:, :, 1:])], 2)
+    torch.testing.assert_close(video, golden["decode_whole"], **TOL)
+    v.set_channels_last(False)
+    assert not v.channels_last and all(m.weight.is_contiguous() for m in convs)
+    torch.testing.assert_close(v.decode(z), golden["decode_whole"], **TOL)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@torch.no_grad()
+def test_channels_last_and_low_priority_stream_on_gpu_match_golden(golden, monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    gpu = load_vae(WEIGHTS, "tiny", device="cuda").set_channels_last(True)
+    z = golden["decode_input_z"].cuda()
+    least, _ = torch.cuda.Stream.priority_range()
+    dec = gpu.stream(priority=least)
+    video = torch.cat([dec.submit(z[:, :, :1]).wait(), dec.submit(z[:, :, 1:]).wait()], 2)
+    torch.testing.assert_close(video.cpu(), golden["decode_whole"], **TOL)

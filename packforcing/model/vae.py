@@ -516,6 +516,21 @@ class WanVAE(nn.Module):
         self.set_latent_stats(cfg.latent_mean, cfg.latent_std)
 
     compile_decoder = False
+    channels_last = False
+
+    def set_channels_last(self, on: bool = True) -> "WanVAE":
+        """Opt-in: the decoder's conv weights and activations in channels-last (NDHWC) layout, which cuDNN's
+        bf16 3-D convolutions may run faster than NCDHW; the values are the same up to float rounding.
+        Only the decode path converts its input; parameters keep their names and shapes."""
+        fmt = torch.channels_last_3d if on else torch.contiguous_format
+        fmt2 = torch.channels_last if on else torch.contiguous_format
+        with torch.no_grad():
+            for m in [self.conv2, *self.decoder.modules()]:
+                w = getattr(m, "weight", None)
+                if isinstance(m, (nn.Conv3d, nn.Conv2d)) and w is not None:
+                    m.weight.data = w.data.contiguous(memory_format=fmt if w.dim() == 5 else fmt2)
+        self.channels_last = on
+        return self
 
     def enable_compile(self, on: bool = True) -> "WanVAE":
         """Opt-in: fuse the decoder's elementwise chains (RMSNorm + SiLU before each causal conv, residual adds,
@@ -623,6 +638,8 @@ class WanVAE(nn.Module):
         z = z.to(device=self.device, dtype=self.dtype)
         if normalize:
             z = self.denormalize(z)
+        if self.channels_last:
+            z = z.contiguous(memory_format=torch.channels_last_3d)
         return self.decoder(self.conv2(z), state)
 
     def decode(self, z: Tensor, normalize: bool = True, clamp: bool = False, chunk: int | None = 4) -> Tensor:
@@ -713,6 +730,7 @@ class StreamingDecoder:
         clamp: bool = False,
         chunk: int | None = None,
         side_stream: bool | None = None,
+        priority: int = 0,
     ):
         self.vae = vae
         self.normalize = normalize
@@ -720,7 +738,9 @@ class StreamingDecoder:
         self.chunk = chunk
         dev = vae.device
         use_side = (dev.type == "cuda") if side_stream is None else (side_stream and dev.type == "cuda")
-        self._stream = torch.cuda.Stream(device=dev) if use_side else None
+        # priority: CUDA stream priority of the side stream (lower = higher; 0, the default, is the lowest),
+        # so that a producer on a higher-priority stream keeps the SMs and the decode fills what it leaves.
+        self._stream = torch.cuda.Stream(device=dev, priority=priority) if use_side else None
         self._state: State = {}
         self.latent_frames = 0
         self.frames_out = 0
