@@ -121,3 +121,45 @@ def test_unknown_e2e_mode_is_one_line(capsys):
         bench.main(["--allow-cpu", "--force-cpu", "--preset", "tiny", "--e2e-modes", "overlapp"])
     assert e.value.code == 2
     assert "unknown end-to-end mode 'overlapp'" in capsys.readouterr().err
+
+
+def _targets(res, lengths):
+    class _B:  # Bench.targets reads only .res and .args
+        pass
+
+    b = _B()
+    b.res, b.args = res, bench.parser().parse_args(["--lengths", lengths])
+    return {t["target"]: t for t in bench.Bench.targets(b)}
+
+
+def test_targets_from_a_recorded_run_one_ratio_line_and_flatness_from_saturation():
+    gb = 1e9
+    at = {"10": (486.0, 3.652, 26052, 9.31), "60": (512.6, 3.987, 27872, 9.31), "120": (514.9, 3.987, 27872, 9.31),
+          "600": (514.0, 3.987, 27872, 9.95)}
+    pf = {"at_length": {k: {"p50_ms": p, "kv_bytes": kv * gb, "allocated_bytes": 5.775 * gb, "tokens_attended": n,
+                            "allocated_now_bytes": now * gb, "peak_bytes": (now + 0.37) * gb} for k, (p, kv, n, now) in at.items()},
+          "fps_model": 31.1, "p50_steady_ms": 514.0, "seconds_reached": 599.8}
+    t = _targets({"policies": {"packforcing": pf}, "e2e": {}}, "10,60,120,600")
+    ratio = [k for k in t if "latency p50" in k and "ratio" in k or "at 120 s / at 10 s" in k]
+    assert ratio == ["packforcing per-block latency p50 at 120 s / at 10 s <= 1.05"]  # no spurious 'not measured'
+    r = t[ratio[0]]
+    assert r["pass"] is False and r["value"] == round(514.9 / 486.0, 4) and "27872 / 26052 = 1.070" in r["note"]
+    flat = t["(info) per-block latency p50 from 60 s to 600 s: max / min <= 1.05"]
+    assert flat["pass"] is True and flat["value"] == round(514.9 / 512.6, 4)
+    leak = t["(info) GPU memory allocated after the block flat within 1% over the lengths reached"]
+    assert leak["pass"] is False and leak["value"] == round((9.95 - 9.31) / 9.95, 4)  # a leak shows here
+    assert t["packforcing KV held flat within 1% from 10 s to 600 s"]["pass"] is False
+
+
+def test_targets_ratio_not_measured_when_the_run_stopped_early():
+    pf = {"at_length": {"10": {"p50_ms": 480.0, "kv_bytes": 3.6e9, "tokens_attended": 26052}}, "seconds_reached": 12.0}
+    t = _targets({"policies": {"packforcing": pf}, "e2e": {}}, "10,120")
+    assert t["packforcing per-block latency p50 ratio <= 1.05"]["pass"] is None
+    assert not any("at 120 s / at 10 s" in k for k in t)
+
+
+def test_targets_two_lengths_give_the_ratio_once():
+    pf = {"at_length": {"10": {"p50_ms": 481.0, "kv_bytes": 3.652e9, "tokens_attended": 26052},
+                        "60": {"p50_ms": 505.0, "kv_bytes": 3.987e9, "tokens_attended": 27872}}, "seconds_reached": 59.8}
+    t = _targets({"policies": {"packforcing": pf}, "e2e": {}}, "10,60")
+    assert [k for k in t if "latency p50" in k] == ["packforcing per-block latency p50 at 60 s / at 10 s <= 1.05"]
