@@ -236,15 +236,22 @@ def test_default_toy_without_asset_warns(monkeypatch, tmp_path):
 # -- GPU: side-stream decode ----------------------------------------------------------------------
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@torch.no_grad()
-def test_side_stream_decode_matches_golden(golden, monkeypatch):
-    # cuDNN convolutions default to TF32 (~1e-2 off here); parity needs full fp32.
+@pytest.fixture
+def gpu_golden(golden, monkeypatch):
+    """The golden decode input on the GPU, with TF32 off: cuDNN convolutions default to TF32 (~1e-2 off
+    here) and parity needs full fp32."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    return golden["decode_input_z"].cuda()
+
+
+@pytest.mark.gpu
+@torch.no_grad()
+def test_side_stream_decode_matches_golden(golden, gpu_golden):
     gpu = load_vae(WEIGHTS, "tiny", device="cuda")
-    z = golden["decode_input_z"].cuda()
+    z = gpu_golden
     dec = gpu.stream()
     assert dec._stream is not None
     pend = [dec.submit(z[:, :, :1], to_host_uint8=True), dec.submit(z[:, :, 1:])]
@@ -273,13 +280,10 @@ def test_channels_last_decode_matches_golden_and_switches_back(golden):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @torch.no_grad()
-def test_channels_last_and_low_priority_stream_on_gpu_match_golden(golden, monkeypatch):
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+def test_channels_last_and_low_priority_stream_on_gpu_match_golden(golden, gpu_golden):
     gpu = load_vae(WEIGHTS, "tiny", device="cuda").set_channels_last(True)
-    z = golden["decode_input_z"].cuda()
+    z = gpu_golden
     least, _ = torch.cuda.Stream.priority_range()
     dec = gpu.stream(priority=least)
     video = torch.cat([dec.submit(z[:, :, :1]).wait(), dec.submit(z[:, :, 1:]).wait()], 2)
