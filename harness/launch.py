@@ -141,6 +141,29 @@ def _finished(cells: list[Cell]) -> int:
     return n
 
 
+def _settled(job, grace_s: float = 20.0, step_s: float = 2.0) -> bool:
+    """``job.done()``, confirmed when the job left no result file.
+
+    While Slurm requeues a preempted or timed-out job, accounting can report the attempt that just ended
+    (FAILED or CANCELLED) for a moment, and submitit's ``done()`` believes it: the job would be counted as
+    dead although it is pending again. Without a result file the state is re-read (forced) for up to
+    ``grace_s``; a job that is back to pending or running is not done.
+    """
+    if not job.done():
+        return False
+    paths = getattr(job, "paths", None)
+    if paths is None or paths.result_pickle.exists():
+        return True
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        time.sleep(step_s)
+        if paths.result_pickle.exists():
+            return True
+        if not job.done(force_check=True):
+            return False
+    return True
+
+
 def _wait(jobs: list, todo: list[Cell], bar, poll_s: float) -> list[str]:
     """Poll until every job finished, moving the bar from the store; return job-level errors."""
     errors: list[str] = []
@@ -151,7 +174,7 @@ def _wait(jobs: list, todo: list[Cell], bar, poll_s: float) -> list[str]:
             time.sleep(poll_s)
             still = []
             for j in pending:
-                if j.done():
+                if _settled(j):
                     try:
                         j.result()
                     except Exception as e:  # the job died (crash, kill, not requeued)

@@ -214,3 +214,28 @@ def test_done_cells_made_with_other_weights_run_again(tmp_path, calls):
     rep = launch(p, FAKE_ENGINE, launcher="debug", progress=False)
     assert rep.ok and rep.dispatched == 2 and calls() == 10
     assert all(r["weights"] == fp for r in records(p.root).values())
+
+
+class _FakeJob:
+    """submitit's Job surface that the launcher's wait loop reads: done(force_check), paths.result_pickle."""
+
+    def __init__(self, tmp_path, states, pickle=False):
+        self.states = list(states)  # what done(force_check=True) answers, in turn
+        self.paths = type("P", (), {"result_pickle": tmp_path / "r.pkl"})()
+        if pickle:
+            self.paths.result_pickle.write_bytes(b"x")
+
+    def done(self, force_check=False):
+        return self.states.pop(0) if force_check and self.states else True
+
+
+def test_settled_keeps_a_requeued_job_pending_and_confirms_a_dead_one(tmp_path):
+    from harness.launch import _settled
+
+    # accounting said FAILED for a moment during a requeue; the forced re-read says pending again
+    assert _settled(_FakeJob(tmp_path, [False]), grace_s=1.0, step_s=0.01) is False
+    # a job with its result file is done at once
+    assert _settled(_FakeJob(tmp_path, [], pickle=True), grace_s=1.0, step_s=0.01) is True
+    # a job that stays finished without a result (a crash) is done once the grace has passed
+    (tmp_path / "r.pkl").unlink()
+    assert _settled(_FakeJob(tmp_path, [True] * 1000), grace_s=0.05, step_s=0.01) is True

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from harness import store
-from harness.launch import CellJob, _executor, launch
+from harness.launch import CellJob, _executor, _settled, launch
 from harness.plan import plan
 from harness.sweep import get_sweep
 from harness.testing import FAKE_ENGINE
@@ -107,6 +107,12 @@ def test_slurm_preempted_job_is_requeued(tmp_path):
             subprocess.run(["scontrol", "update", f"JobId={job.job_id}", "StartTime=now"], check=True)
             break
         time.sleep(0.1)
+    # As the launcher waits (_settled): accounting may show the requeued attempt as FAILED for a moment,
+    # which submitit's done() alone takes for the end of the job.
+    for _ in range(180):
+        if _settled(job, grace_s=20.0, step_s=1.0):
+            break
+        time.sleep(1.0)
     out = job.result()
     assert out[0]["status"] == "done"
     rec = store.read_json(path)
