@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -141,27 +142,38 @@ def _finished(cells: list[Cell]) -> int:
     return n
 
 
-def _settled(job, grace_s: float = 20.0, step_s: float = 2.0) -> bool:
-    """``job.done()``, confirmed when the job left no result file.
+def _requeues_through_accounting(job) -> bool:
+    """Slurm jobs (and test doubles that say so); local and debug jobs know their process and never requeue."""
+    return bool(getattr(job, "requeues_through_accounting", isinstance(job, submitit.SlurmJob)))
 
-    While Slurm requeues a preempted or timed-out job, accounting can report the attempt that just ended
-    (FAILED or CANCELLED) for a moment, and submitit's ``done()`` believes it: the job would be counted as
-    dead although it is pending again. Without a result file the state is re-read (forced) for up to
-    ``grace_s``; a job that is back to pending or running is not done.
+
+# Slurm job states in which the controller still holds the job (a requeued job passes through them).
+_QUEUED = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING",
+           "SUSPENDED", "RESIZING", "STAGE_OUT", "SIGNALING"}
+
+
+def _still_queued(job) -> bool:
+    """Whether slurmctld (``squeue``, not accounting) still holds the job; False if it cannot say."""
+    try:
+        p = subprocess.run(["squeue", "-h", "-j", str(job.job_id), "-o", "%T"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return p.returncode == 0 and bool(set(p.stdout.split()) & _QUEUED)
+
+
+def _settled(job) -> bool:
+    """``job.done()``, confirmed for a Slurm job that left no result file.
+
+    While Slurm requeues a preempted or timed-out job, accounting (which submitit's ``done()`` reads) can
+    report the attempt that just ended as FAILED for a moment: the job would be counted as dead although
+    it is pending again. The controller's own queue is asked then; a job it still holds is not done.
     """
     if not job.done():
         return False
     paths = getattr(job, "paths", None)
-    if paths is None or paths.result_pickle.exists():
+    if paths is None or paths.result_pickle.exists() or not _requeues_through_accounting(job):
         return True
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        time.sleep(step_s)
-        if paths.result_pickle.exists():
-            return True
-        if not job.done(force_check=True):
-            return False
-    return True
+    return not _still_queued(job)
 
 
 def _wait(jobs: list, todo: list[Cell], bar, poll_s: float) -> list[str]:

@@ -216,26 +216,40 @@ def test_done_cells_made_with_other_weights_run_again(tmp_path, calls):
     assert all(r["weights"] == fp for r in records(p.root).values())
 
 
-class _FakeJob:
-    """submitit's Job surface that the launcher's wait loop reads: done(force_check), paths.result_pickle."""
 
-    def __init__(self, tmp_path, states, pickle=False):
-        self.states = list(states)  # what done(force_check=True) answers, in turn
+class _FakeJob:
+    """submitit's Job surface that the launcher's wait loop reads: done(), paths.result_pickle, job_id."""
+
+    requeues_through_accounting = True  # as a SlurmJob
+    job_id = "305"
+
+    def __init__(self, tmp_path, pickle=False):
         self.paths = type("P", (), {"result_pickle": tmp_path / "r.pkl"})()
         if pickle:
             self.paths.result_pickle.write_bytes(b"x")
 
     def done(self, force_check=False):
-        return self.states.pop(0) if force_check and self.states else True
+        return True  # what accounting said
 
 
-def test_settled_keeps_a_requeued_job_pending_and_confirms_a_dead_one(tmp_path):
-    from harness.launch import _settled
+def test_settled_keeps_a_requeued_job_pending_and_confirms_a_dead_one(tmp_path, monkeypatch):
+    from harness import launch
 
-    # accounting said FAILED for a moment during a requeue; the forced re-read says pending again
-    assert _settled(_FakeJob(tmp_path, [False]), grace_s=1.0, step_s=0.01) is False
-    # a job with its result file is done at once
-    assert _settled(_FakeJob(tmp_path, [], pickle=True), grace_s=1.0, step_s=0.01) is True
-    # a job that stays finished without a result (a crash) is done once the grace has passed
+    queue = {"305": "PENDING"}
+    monkeypatch.setattr(launch.subprocess, "run", lambda cmd, **kw: type("R", (), {
+        "returncode": 0 if cmd[3] in queue else 1, "stdout": queue.get(cmd[3], "") + "\n"})())
+    # accounting said FAILED during a requeue, but the controller holds the job, pending again
+    assert launch._settled(_FakeJob(tmp_path)) is False
+    queue["305"] = "RUNNING"
+    assert launch._settled(_FakeJob(tmp_path)) is False
+    # gone from the queue without a result file (a crash): done, and result() will raise
+    del queue["305"]
+    assert launch._settled(_FakeJob(tmp_path)) is True
+    # a job with its result file is done without asking the queue
+    queue["305"] = "PENDING"
+    assert launch._settled(_FakeJob(tmp_path, pickle=True)) is True
+    # a local job is done when submitit says so
+    local = _FakeJob(tmp_path)
+    local.requeues_through_accounting = False
     (tmp_path / "r.pkl").unlink()
-    assert _settled(_FakeJob(tmp_path, [True] * 1000), grace_s=0.05, step_s=0.01) is True
+    assert launch._settled(local) is True

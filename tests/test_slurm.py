@@ -110,7 +110,7 @@ def test_slurm_preempted_job_is_requeued(tmp_path):
     # As the launcher waits (_settled): accounting may show the requeued attempt as FAILED for a moment,
     # which submitit's done() alone takes for the end of the job.
     for _ in range(180):
-        if _settled(job, grace_s=20.0, step_s=1.0):
+        if _settled(job):
             break
         time.sleep(1.0)
     out = job.result()
