@@ -142,11 +142,6 @@ def _finished(cells: list[Cell]) -> int:
     return n
 
 
-def _requeues_through_accounting(job) -> bool:
-    """Slurm jobs (and test doubles that say so); local and debug jobs know their process and never requeue."""
-    return bool(getattr(job, "requeues_through_accounting", isinstance(job, submitit.SlurmJob)))
-
-
 # Slurm job states in which the controller still holds the job (a requeued job passes through them).
 _QUEUED = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING",
            "SUSPENDED", "RESIZING", "STAGE_OUT", "SIGNALING"}
@@ -167,11 +162,12 @@ def _settled(job) -> bool:
     While Slurm requeues a preempted or timed-out job, accounting (which submitit's ``done()`` reads) can
     report the attempt that just ended as FAILED for a moment: the job would be counted as dead although
     it is pending again. The controller's own queue is asked then; a job it still holds is not done.
+    Local and debug jobs know their process and never requeue: their ``done()`` stands.
     """
     if not job.done():
         return False
     paths = getattr(job, "paths", None)
-    if paths is None or paths.result_pickle.exists() or not _requeues_through_accounting(job):
+    if paths is None or paths.result_pickle.exists() or not isinstance(job, submitit.SlurmJob):
         return True
     return not _still_queued(job)
 

@@ -371,8 +371,7 @@ def _run_locked(cell: Cell, engine: Engine, path: Path, progress: bool, rescore:
     wanted = list(cell.config["metrics"])
     max_attempts = int(cell.config["max_attempts"])
     old = store.read_json(path)
-    weights = weights_fingerprint(spec_kwargs(cell, None))
-    if old is not None and old["status"] == "done" and old.get("weights") != weights:
+    if old is not None and old["status"] == "done" and not made_with_current_weights(cell, old):
         old = None  # made with other weights (or before fingerprints were recorded): generate again
 
     if old is not None and old["status"] == "done":
@@ -412,7 +411,7 @@ def _run_locked(cell: Cell, engine: Engine, path: Path, progress: bool, rescore:
         return Outcome(h, "failed", "failed", "interrupted")
 
     rec = new_record(cell, attempts + 1)
-    rec["weights"] = weights
+    rec["weights"] = weights_fingerprint(spec_kwargs(cell, None))  # files cached by (path, size, mtime)
     store.write_json_atomic(path, rec)  # status running: a crash from here on is visible as such
     video.parent.mkdir(parents=True, exist_ok=True)
 

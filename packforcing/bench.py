@@ -57,6 +57,7 @@ SCHEMA = 1
 GB = 1e9
 
 # Targets (issue 9). Values are compared as written here; docs/perf.md explains each.
+E2E_MODES = ("overlap", "blocking", "priority")  # see Bench.e2e
 TARGETS = {
     "kv_max_gb": 4.0,
     "kv_flat_rel": 0.01,
@@ -1231,8 +1232,6 @@ class Bench:
         ``blocking`` reads each block's frames at once (pipeline.generate today); ``priority`` is
         ``overlap`` with the rollout on a high-priority CUDA stream and the decode on the lowest-priority
         side stream, so that the decode takes only the SMs the transformer leaves idle."""
-        if mode not in ("overlap", "blocking", "priority"):
-            raise UserError(f"unknown end-to-end mode {mode!r}; use overlap, blocking or priority.")
         from packforcing.attention import use_backend
         from packforcing.rollout import rollout
         from packforcing.sampler import FlowMatchSampler
@@ -1286,8 +1285,7 @@ class Bench:
                 hi.wait_stream(torch.cuda.current_stream(self.device))
             start_ev = self.clock.mark()
             t0 = time.perf_counter()
-            with torch.no_grad(), use_backend(self.res.get("backend_used") or "sdpa"), (
-                    torch.cuda.stream(hi) if hi is not None else contextlib.nullcontext()):
+            with torch.no_grad(), use_backend(self.res.get("backend_used") or "sdpa"), torch.cuda.stream(hi):  # None: no-op
                 rollout(self.model, pol, FlowMatchSampler("self_forcing"), self.text, noise, bf, on_block=on_block,
                         keep_latents=False, check_finite=False)
                 for p in pending:
@@ -1765,7 +1763,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--topk-mid-capacity", type=int, default=64, help="archive size of the packforcing_topk run (> top_k)")
     ap.add_argument("--e2e-blocks", type=int, default=32,
                     help="blocks of each end-to-end run; its steady rate counts the blocks after the cache saturates (block 19 at Wan scale)")
-    ap.add_argument("--e2e-modes", type=_names, default=["overlap", "blocking", "priority"],
+    ap.add_argument("--e2e-modes", type=_names, default=list(E2E_MODES),
                     help="end-to-end modes: overlap, blocking, priority (see Bench.e2e); the target uses the fastest")
     ap.add_argument("--vae-cudnn-benchmark", default="auto", choices=["auto", "on", "off"])
     ap.add_argument("--vae-compile", default="auto", choices=["auto", "on", "off"],
@@ -1829,9 +1827,9 @@ def main(argv: list[str] | None = None) -> None:
     bad = [p for p in args.policies if p not in ("packforcing", "window", "sink_window", "full")]
     if bad:
         raise UserError(f"unknown policy {bad[0]!r} for the benchmark; use packforcing, window, sink_window, full.")
-    bad = [m for m in args.e2e_modes if m not in ("overlap", "blocking", "priority")]
+    bad = [m for m in args.e2e_modes if m not in E2E_MODES]
     if bad:
-        raise UserError(f"unknown end-to-end mode {bad[0]!r} in --e2e-modes; use overlap, blocking, priority.")
+        raise UserError(f"unknown end-to-end mode {bad[0]!r} in --e2e-modes; use {', '.join(E2E_MODES)}.")
     from packforcing.cache.packforcing import packforcing_config
     from packforcing.model.presets import get_preset
 

@@ -220,7 +220,6 @@ def test_done_cells_made_with_other_weights_run_again(tmp_path, calls):
 class _FakeJob:
     """submitit's Job surface that the launcher's wait loop reads: done(), paths.result_pickle, job_id."""
 
-    requeues_through_accounting = True  # as a SlurmJob
     job_id = "305"
 
     def __init__(self, tmp_path, pickle=False):
@@ -235,6 +234,7 @@ class _FakeJob:
 def test_settled_keeps_a_requeued_job_pending_and_confirms_a_dead_one(tmp_path, monkeypatch):
     from harness import launch
 
+    monkeypatch.setattr(launch.submitit, "SlurmJob", _FakeJob)  # the fake stands for a Slurm job
     queue = {"305": "PENDING"}
     monkeypatch.setattr(launch.subprocess, "run", lambda cmd, **kw: type("R", (), {
         "returncode": 0 if cmd[3] in queue else 1, "stdout": queue.get(cmd[3], "") + "\n"})())
@@ -249,7 +249,6 @@ def test_settled_keeps_a_requeued_job_pending_and_confirms_a_dead_one(tmp_path, 
     queue["305"] = "PENDING"
     assert launch._settled(_FakeJob(tmp_path, pickle=True)) is True
     # a local job is done when submitit says so
-    local = _FakeJob(tmp_path)
-    local.requeues_through_accounting = False
     (tmp_path / "r.pkl").unlink()
+    local = type("LocalFake", (), {"job_id": "305", "paths": _FakeJob(tmp_path).paths, "done": lambda self: True})()
     assert launch._settled(local) is True

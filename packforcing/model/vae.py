@@ -526,9 +526,8 @@ class WanVAE(nn.Module):
         fmt2 = torch.channels_last if on else torch.contiguous_format
         with torch.no_grad():
             for m in [self.conv2, *self.decoder.modules()]:
-                w = getattr(m, "weight", None)
-                if isinstance(m, (nn.Conv3d, nn.Conv2d)) and w is not None:
-                    m.weight.data = w.data.contiguous(memory_format=fmt if w.dim() == 5 else fmt2)
+                if isinstance(m, (nn.Conv3d, nn.Conv2d)):
+                    m.weight.data = m.weight.data.contiguous(memory_format=fmt if m.weight.dim() == 5 else fmt2)
         self.channels_last = on
         return self
 
