@@ -1,90 +1,167 @@
-"""Evidence for the shipped toy models (docs/models/): frame strips, 5 s quality vs the teacher on the
-toy world's ground truth, and timed 120 s rollouts on this CPU. Usage:
+"""Evidence for the toy models (docs/models/, issue 17's bars): held-out prompts, ground-truth scores,
+frame strips. Every sample is one (model, prompt, length) job; jobs run in a process pool on the CPU
+(one torch thread each), so a 16-core machine scores 32 prompts x 3 students x 3 lengths in minutes.
 
-    .venv/bin/python scripts/model_evidence.py --out docs/models [--prompts 8]
+    .venv/bin/python scripts/model_evidence.py --out docs/models/evidence [--prompts 32] [--workers 14]
+        [--teacher FILE] [--student self_forcing=FILE ...] [--vae FILE] [--only teacher,packforcing]
+
+Scores (``toyworld.persistence_report`` against each prompt's own scene, ``prompt_set(seed=7)``, the
+held-out stream): ``prompt_fidelity`` at 5 s and 60 s, ``reentry_persistence`` at 30 s, flicker, and
+``frame0_ratio`` = |frame 1 - frame 0| / median |frame t+1 - frame t| (t >= 1; issue 17 asks <= 2).
+Each summary carries the mean, a 95% bootstrap CI over prompts and n. Strips: 5 s and 120 s of
+prompt 0 for every model (``--strip-seconds``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import torch
+
+STUDENTS = {  # name -> (policy, policy options, default weights)
+    "self_forcing": ("window", {"window_frames": 20}, "toy:self_forcing"),
+    "causvid": ("causvid_restart", {}, "toy:causvid"),
+    "packforcing": ("packforcing", {"preset": "toy"}, "toy:packforcing"),
+}
 
 
-def decode_u8(vae, z):
-    from packforcing.video import to_uint8_frames
+def _frame0_ratio(v: np.ndarray) -> float:
+    d = np.abs(np.diff(v.astype(np.float32), axis=0)).mean(axis=(1, 2, 3))
+    return float(d[0] / max(np.median(d[1:]), 0.5))  # floor: half an 8-bit level if len(d) > 2 else float("nan")
 
-    return to_uint8_frames(vae.decode(z, clamp=True), batch=True)[0]
+
+def _job(args: tuple) -> dict:
+    """One sample: generate (or render) and score it. Runs in a worker process."""
+    import torch
+
+    torch.set_num_threads(1)
+    from packforcing import toyworld as W
+    from packforcing.video import read_video, to_uint8_frames
+
+    model, pid, seed, prompt, seconds, opts = args
+    scene = W.sample_scene(seed)
+    n_lat = int(round(seconds * 4))
+    t0 = time.perf_counter()
+    if model == "data":
+        v = W.render(scene, 1 + 4 * (n_lat - 1))
+    elif model == "teacher":
+        from packforcing.model.text import build_text_encoder
+        from packforcing.model.vae import load_vae
+        from packforcing.sampler import FlowMatchSampler
+        from packforcing.train.diffusion import load_model_file, teacher_trajectories
+
+        teacher, _ = load_model_file(Path(opts["teacher"]))
+        vae = load_vae(opts.get("vae"), preset="toy")
+        ctx = build_text_encoder("toy", text_len=40).encode([prompt])
+        g = torch.Generator().manual_seed(pid)
+        with torch.no_grad():
+            _, x0 = teacher_trajectories(teacher, ctx, torch.randn(1, 16, n_lat, 16, 16, generator=g),
+                                         FlowMatchSampler("self_forcing").step_sigmas(), 3.0, 24)
+            v = to_uint8_frames(vae.decode(x0, clamp=True), batch=True)[0]
+    else:
+        from packforcing.pipeline import GenerationSpec, generate
+
+        pol, kw, ckpt = STUDENTS[model]
+        path = Path(opts["tmp"]) / f"{model}_{pid}_{seconds}.mp4"
+        generate(GenerationSpec(policy=pol, policy_kwargs=kw, checkpoint=opts.get(model) or ckpt,
+                                vae_checkpoint=opts.get("vae"), num_latent_frames=n_lat, prompt=prompt, seed=pid,
+                                video_path=str(path)))
+        v = read_video(path)
+        path.unlink()
+    gen_s = time.perf_counter() - t0
+    seg = 5.0 if seconds <= 5 else 10.0
+    r = W.persistence_report(v, scene.to_dict(), fps=16, segment_s=seg)
+    out = {"model": model, "pid": pid, "seconds": seconds, "gen_s": round(gen_s, 2),
+           "prompt_fidelity": float(r["prompt_fidelity"]), "flicker": float(r["flicker"]),
+           "reentry_persistence": float(r["reentry_persistence"]), "frame0_ratio": _frame0_ratio(v)}
+    if opts.get("strip") and pid == 0 and seconds in opts["strip_seconds"]:
+        from packforcing.video import frame_strip
+
+        frame_strip(v, Path(opts["out"]) / f"strip_{seconds:g}s_{model}.png", n=8)
+    return out
+
+
+def bootstrap(x: list[float], n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float, int]:
+    """(mean, 2.5%, 97.5%, n) of the finite values, resampling prompts."""
+    a = np.asarray([v for v in x if np.isfinite(v)], dtype=float)
+    if len(a) == 0:
+        return float("nan"), float("nan"), float("nan"), 0
+    rng = np.random.default_rng(seed)
+    means = a[rng.integers(0, len(a), (n_boot, len(a)))].mean(1)
+    return float(a.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5)), len(a)
+
+
+def summarise(rows: list[dict]) -> dict:
+    out: dict = {}
+    for r in rows:
+        out.setdefault(r["model"], {}).setdefault(f"{r['seconds']:g}s", []).append(r)
+    summary = {}
+    for model, by_len in out.items():
+        summary[model] = {}
+        for length, rs in by_len.items():
+            summary[model][length] = {
+                k: dict(zip(("mean", "ci_lo", "ci_hi", "n"), bootstrap([r[k] for r in rs])))
+                for k in ("prompt_fidelity", "reentry_persistence", "flicker", "frame0_ratio", "gen_s")
+            }
+    return summary
 
 
 def main() -> None:
-    from packforcing import toyworld as W
-    from packforcing.model.text import build_text_encoder
-    from packforcing.model.vae import load_vae
-    from packforcing.model.weights import load_dit
-    from packforcing.pipeline import GenerationSpec, generate
-    from packforcing.sampler import FlowMatchSampler
-    from packforcing.train.diffusion import teacher_trajectories
-    from packforcing.video import frame_strip
-
     ap = argparse.ArgumentParser()
-    ap.add_argument("--out", default="docs/models")
-    ap.add_argument("--prompts", type=int, default=8)
-    ap.add_argument("--long-seconds", type=float, default=120)
+    ap.add_argument("--out", default="docs/models/evidence")
+    ap.add_argument("--prompts", type=int, default=32)
+    ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
+    ap.add_argument("--teacher", default="packforcing/assets/toy_dit_teacher.safetensors")
+    ap.add_argument("--vae", default=None)
+    ap.add_argument("--student", action="append", default=[], help="name=FILE (default: the shipped student)")
+    ap.add_argument("--only", default="", help="comma-separated models (data, teacher, self_forcing, causvid, packforcing)")
+    ap.add_argument("--lengths", default="5,60,30", help="seconds; 5: fidelity, 60: long fidelity, 30: re-entry persistence")
+    ap.add_argument("--long-prompts", type=int, default=0, help="prompts for lengths > 5 s (default: --prompts)")
+    ap.add_argument("--strip-seconds", default="5,120")
     a = ap.parse_args()
-    torch.set_num_threads(2)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    vae = load_vae(None, preset="toy")
-    enc = build_text_encoder("toy", text_len=40)
-    teacher, _ = load_dit("toy", "toy:teacher")
-    ss = FlowMatchSampler("self_forcing").step_sigmas()
-    students = (("self_forcing", "window", {"window_frames": 20}), ("causvid", "causvid_restart", {}),
-                ("packforcing", "packforcing", {"preset": "toy"}))
-    rows = {"data": [], "teacher": [], **{name: [] for name, _, _ in students}}
-    strips = {}
-    for pid, seed, prompt in W.prompt_set(a.prompts, seed=7):
-        scene = W.sample_scene(seed)
-        real = W.render(scene, 77)
-        ctx = enc.encode([prompt])
-        g = torch.Generator().manual_seed(pid)
-        with torch.no_grad():
-            _, x0 = teacher_trajectories(teacher, ctx, torch.randn(1, 16, 20, 16, 16, generator=g), ss, 3.0, 24)
-        vids = {"data": real, "teacher": decode_u8(vae, x0)}
-        for name, pol, kw in students:
-            p = out / f"_tmp_{name}.mp4"
-            generate(GenerationSpec(policy=pol, policy_kwargs=kw, num_latent_frames=20, prompt=prompt, seed=pid, video_path=str(p)))
-            from packforcing.video import read_video
+    (out / "_tmp").mkdir(exist_ok=True)
+    from packforcing import toyworld as W
 
-            vids[name] = read_video(p)
-            p.unlink()
-        for name, v in vids.items():
-            r = W.persistence_report(v, scene.to_dict(), fps=16, segment_s=5.0)
-            rows[name].append({"prompt_fidelity": float(r["prompt_fidelity"]), "flicker": float(r["flicker"])})
-            if pid == 0:
-                strips[name] = v
-    for name, v in strips.items():
-        frame_strip(v, out / f"sample_5s_{name}.png", n=8)
-    summary = {name: {k: float(np.nanmean([r[k] for r in rs])) for k in ("prompt_fidelity", "flicker")}
-               for name, rs in rows.items()}
-    # 120 s rollouts on this CPU
-    timing = {}
-    for name, pol, kw in students:
-        t = time.perf_counter()
-        res = generate(GenerationSpec(policy=pol, policy_kwargs=kw, num_latent_frames=int(a.long_seconds * 4),
-                                      prompt=W.prompt_set(1, seed=7)[0][2], seed=0, video_path=str(out / f"_long_{name}.mp4")))
-        timing[name] = {"seconds_of_video": a.long_seconds, "wall_s": round(time.perf_counter() - t, 1),
-                        "frames": res.num_frames, "fps_model": res.timings["fps_model"],
-                        "kv_bytes_last": res.block_stats[-1]["kv_bytes"]}
-        (out / f"_long_{name}.mp4").unlink()
-    info = {"n_prompts": a.prompts, "segment_s": 5.0, "quality_5s": summary, "rollout_120s_cpu": timing,
-            "threads": torch.get_num_threads()}
+    opts = {"teacher": a.teacher, "vae": a.vae, "tmp": str(out / "_tmp"), "out": str(out), "strip": True,
+            "strip_seconds": [float(s) for s in a.strip_seconds.split(",")],
+            **dict(kv.split("=", 1) for kv in a.student)}
+    models = [m for m in (a.only.split(",") if a.only else ["data", "teacher", *STUDENTS]) if m]
+    lengths = [float(s) for s in a.lengths.split(",")]
+    prompts = W.prompt_set(a.prompts, seed=7)
+    jobs = []
+    for m in models:
+        for sec in sorted(set(lengths) | ({120.0} if m in STUDENTS else set())):
+            if m == "teacher" and sec > 5:
+                continue  # the bidirectional teacher makes 5 s clips only
+            if sec == 120.0 and sec not in lengths:
+                jobs.append((m, 0, prompts[0][1], prompts[0][2], sec, opts))  # the 120 s strip only
+                continue
+            n = a.prompts if sec <= 5 else (a.long_prompts or a.prompts)
+            jobs += [(m, pid, seed, prompt, sec, opts) for pid, seed, prompt in prompts[:n]]
+    t = time.perf_counter()
+    rows = []
+    with ProcessPoolExecutor(a.workers) as pool:
+        for i, r in enumerate(pool.map(_job, jobs, chunksize=1)):
+            rows.append(r)
+            if (i + 1) % 16 == 0 or i + 1 == len(jobs):
+                print(f"[evidence] {i + 1}/{len(jobs)} samples, {time.perf_counter() - t:.0f} s", flush=True)
+    info = {"n_prompts": a.prompts, "prompt_set": "toyworld.prompt_set(n, seed=7)", "workers": a.workers,
+            "wall_s": round(time.perf_counter() - t, 1), "teacher": a.teacher, "vae": a.vae or "shipped",
+            "students": {m: opts.get(m) or STUDENTS[m][2] for m in STUDENTS if m in models},
+            "summary": summarise(rows), "samples": rows}
     (out / "evidence.json").write_text(json.dumps(info, indent=1))
-    print(json.dumps(info, indent=1))
+    for m, by_len in info["summary"].items():
+        for length, s in by_len.items():
+            pf, rp, f0 = s["prompt_fidelity"], s["reentry_persistence"], s["frame0_ratio"]
+            print(f"{m:13s} {length:>5s} fidelity {pf['mean']:.3f} [{pf['ci_lo']:.3f}, {pf['ci_hi']:.3f}] n={pf['n']}"
+                  f"  reentry {rp['mean']:.3f} (n={rp['n']})  frame0 {f0['mean']:.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -74,6 +74,12 @@ PRESETS: dict[str, DiTConfig] = {
         dim=128, ffn_dim=384, freq_dim=64, num_heads=4, num_layers=4, text_dim=32, text_len=40,
         video_hw=(128, 128),
     ),
+    # The toy teacher: same tokens and text as `toy`, ~5x the width budget. It never runs in a sweep
+    # (only in training: ODE pairs, DMD's real score), so it may be far larger than the students.
+    "toy_teacher": DiTConfig(
+        dim=256, ffn_dim=1024, freq_dim=64, num_heads=4, num_layers=6, text_dim=32, text_len=40,
+        video_hw=(128, 128),
+    ),
 }
 
 

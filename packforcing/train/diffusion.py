@@ -33,6 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from packforcing.errors import UserError
 from packforcing.model.dit import WanDiT
 from packforcing.model.presets import get_preset
 from packforcing.sampler import FlowMatchSampler
@@ -81,10 +82,11 @@ def save_model(path: Path, sd: dict[str, Tensor], meta: dict) -> None:
     path.with_suffix(".json").write_text(json.dumps(meta, indent=1))
 
 
-def load_model_file(path: Path, preset: str = "toy", device="cpu") -> tuple[WanDiT, dict]:
+def load_model_file(path: Path, preset: str | None = None, device="cpu") -> tuple[WanDiT, dict]:
+    """A stage's weights file as a float32 DiT of the preset recorded in it (or ``preset``)."""
     from packforcing.model.weights import load_dit
 
-    m, extra = load_dit(preset, str(path), device, torch.float32)
+    m, extra = load_dit(preset or model_preset(path), str(path), device, torch.float32)
     return m, extra
 
 
@@ -159,16 +161,67 @@ class TeacherConfig:
     shift: float = 5.0
     p_uncond: float = 0.1
     seed: int = 0
+    preset: str = "toy"  # "toy_teacher": a wider teacher (it never runs in a sweep)
+    init: str = ""  # continue from these weights (a campaign's previous run); the step count carries on
+    warmup: int = 200
+    heldout: int = 128  # clips held out of training for the held-out flow-matching loss
+
+
+def _file_meta(path: str | Path) -> dict:
+    """The ``train`` JSON a training stage wrote into a weights file's metadata ({} when absent)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+    return json.loads(meta.get("train", "{}"))
+
+
+def model_preset(path: str | Path, default: str = "toy") -> str:
+    """The DiT preset a training stage recorded in ``path`` (older files: ``default``)."""
+    return _file_meta(path).get("preset", default)
+
+
+@torch.no_grad()
+def heldout_flow_loss(model: WanDiT, lat: Tensor, ctx: Tensor, shift: float, seed: int = 0, batch: int = 32) -> float:
+    """Flow-matching loss on held-out clips at fixed noise and sigmas (seeded): comparable across runs
+    and sessions of a campaign, lower is better. Conditional (no prompt dropout)."""
+    g = torch.Generator(device=lat.device).manual_seed(seed)
+    was = model.training
+    model.eval()
+    tot, n = 0.0, 0
+    for i in range(0, lat.shape[0], batch):
+        x0, c = lat[i : i + batch], ctx[i : i + batch]
+        sig = sample_sigmas(x0.shape[0], shift, lat.device, generator=g)
+        eps = torch.randn(x0.shape, device=lat.device, generator=g)
+        s5 = sig.view(-1, 1, 1, 1, 1)
+        with autocast(lat.device):
+            v = model((1 - s5) * x0 + s5 * eps, (sig * 1000).view(-1, 1).expand(-1, x0.shape[2]), c)
+        tot += F.mse_loss(v.float(), eps - x0, reduction="sum").item()
+        n += x0.numel()
+    model.train(was)
+    return tot / n
 
 
 def train_teacher(data: dict, cfg: TeacherConfig, device: torch.device, out: Path, log_every: int = 100) -> Path:
-    """Bidirectional flow-matching teacher on 20-latent-frame clips."""
+    """Bidirectional flow-matching teacher on 20-latent-frame clips (a campaign stage: ``cfg.init``
+    continues a previous run's weights; the held-out loss is logged before and after)."""
     torch.manual_seed(cfg.seed)
-    model = WanDiT(get_preset("toy")).to(device).train()
+    model = WanDiT(get_preset(cfg.preset)).to(device).train()
+    steps_before = 0
+    if cfg.init:
+        from packforcing.model.loading import load_state_dict_file
+
+        model.load_state_dict({k: v.float() for k, v in load_state_dict_file(cfg.init, what="teacher (--init)").items()})
+        steps_before = int(_file_meta(cfg.init).get("steps_total", _file_meta(cfg.init).get("steps", 0)))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0, betas=(0.9, 0.99))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 200))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup))
     lat, ctx = data["latents"].to(device), data["context"].to(device)
+    hold = min(cfg.heldout, lat.shape[0] // 4)
+    lat_h, ctx_h, lat, ctx = lat[-hold:], ctx[-hold:], lat[:-hold], ctx[:-hold]
     n = lat.shape[0]
+    before = heldout_flow_loss(model, lat_h, ctx_h, cfg.shift)
+    print(f"teacher {cfg.preset}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params, {n} clips "
+          f"(+{hold} held out), held-out loss before {before:.4f}, steps before {steps_before}", flush=True)
     log = _logger(out / "teacher_log.jsonl", log_every)
     t0 = time.time()
     step = 0
@@ -191,10 +244,15 @@ def train_teacher(data: dict, cfg: TeacherConfig, device: torch.device, out: Pat
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
-        log.log(step, loss=loss.item(), lr=sched.get_last_lr()[0])
+        if step % log_every == 0:
+            log.log(steps_before + step, loss=loss.item(), lr=sched.get_last_lr()[0])
         step += 1
     log.close()
-    meta = {"stage": "teacher", "steps": step, "wall_s": round(time.time() - t0, 1), "hardware": hardware(), **asdict(cfg)}
+    after = heldout_flow_loss(model, lat_h, ctx_h, cfg.shift)
+    print(f"teacher: {step} steps, held-out loss {before:.4f} -> {after:.4f}", flush=True)
+    meta = {"stage": "teacher", "steps": step, "steps_total": steps_before + step, "wall_s": round(time.time() - t0, 1),
+            "hardware": hardware(), "heldout_loss_before": before, "heldout_loss_after": after,
+            "train_clips": n, **asdict(cfg)}
     path = out / "teacher.safetensors"
     save_model(path, model.state_dict(), meta)
     plot_log(out / "teacher_log.jsonl", out / "teacher_loss.png")
@@ -245,6 +303,7 @@ class ODEConfig:
     block_frames: int = 4
     teacher_steps: int = 40
     seed: int = 0
+    student_init: str = ""  # the student's initial weights (default: the teacher's, when it is a `toy` model)
 
 
 def train_ode(data: dict, teacher_path: Path, cfg: ODEConfig, device: torch.device, out: Path, log_every=100) -> Path:
@@ -273,15 +332,21 @@ def train_ode(data: dict, teacher_path: Path, cfg: ODEConfig, device: torch.devi
     t_pairs = time.time() - t0
     print(f"ODE pairs: {finals.shape[0]} in {t_pairs:.1f}s", flush=True)
     # 2) regression
-    student = WanDiT(get_preset("toy")).to(device)
-    student.load_state_dict(teacher.state_dict())
-    student.train()
+    if cfg.student_init:
+        student, _ = load_model_file(Path(cfg.student_init), device=device)
+    elif teacher.cfg == get_preset("toy"):
+        student = WanDiT(get_preset("toy")).to(device)
+        student.load_state_dict(teacher.state_dict())
+    else:
+        raise UserError(f"the teacher is not a `toy` model ({model_preset(teacher_path)}): give the student's "
+                        "initial weights with --student-init FILE (e.g. packforcing/assets/toy_dit_self_forcing.safetensors)")
+    student.requires_grad_(True).train()
     del teacher
     opt = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=0.0, betas=(0.9, 0.99))
     nf = lat_shape[1]
     bf = cfg.block_frames
     nb = nf // bf
-    tpf = (lat_shape[2] // 2) * (lat_shape[3] // 2)
+    tpf = (lat_shape[2] // student.cfg.patch_size[1]) * (lat_shape[3] // student.cfg.patch_size[2])
     mask = teacher_forcing_mask(nf, tpf, bf, device)
     pos = torch.cat([torch.arange(nf, device=device)] * 2)
     step_t = sampler.step_timesteps.to(device)
@@ -310,7 +375,8 @@ def train_ode(data: dict, teacher_path: Path, cfg: ODEConfig, device: torch.devi
         loss.backward()
         torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
         opt.step()
-        log.log(step, loss=loss.item())
+        if step % log_every == 0:
+            log.log(step, loss=loss.item())
         step += 1
     log.close()
     meta = {"stage": "ode", "steps": step, "pairs": int(n), "pairs_s": round(t_pairs, 1),
@@ -438,6 +504,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--pairs", type=int, default=None, help="ODE pairs from the teacher (default 1024)")
     ap.add_argument("--teacher-steps", type=int, default=None, help="Euler steps of the teacher ODE (default 40)")
+    ap.add_argument("--preset", default="toy", help="teacher: the DiT preset (toy | toy_teacher)")
+    ap.add_argument("--init", default="", help="teacher: continue from these weights (a campaign's previous run)")
+    ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--student-init", default="", help="ode: the student's initial weights (needed when the teacher is not a toy model)")
     a = ap.parse_args(argv)
     dev = _device(a.device)
     out = Path(a.out)
@@ -460,11 +530,15 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"latents {tuple(data['latents'].shape)} in {time.time() - t:.1f}s; std {data['latents'].std():.3f}", flush=True)
     data = torch.load(lat_path, weights_only=True)
     if a.stage in ("teacher", "all"):
-        done["teacher"] = str(train_teacher(data, cap(TeacherConfig()), dev, out))
+        tc = cap(TeacherConfig(preset=a.preset, init=a.init))
+        tc.lr = a.lr or tc.lr
+        done["teacher"] = str(train_teacher(data, tc, dev, out))
     if a.stage in ("ode", "all"):
         oc = cap(ODEConfig())
         oc.pairs = a.pairs or oc.pairs
         oc.teacher_steps = a.teacher_steps or oc.teacher_steps
+        oc.student_init = a.student_init
+        oc.lr = a.lr or oc.lr
         done["ode"] = str(train_ode(data, out / "teacher.safetensors", oc, dev, out))
     if a.stage in ("compressor", "all"):
         done["compressor"] = str(train_compressor(data, out / "ode.safetensors", cap(CompressorConfig()), dev, out, a.vae))

@@ -32,7 +32,6 @@ import torch.nn.functional as F
 
 from packforcing.cache import BlockInfo, CacheSpec, make_policy
 from packforcing.model.dit import WanDiT
-from packforcing.model.presets import get_preset
 from packforcing.sampler import FlowMatchSampler
 from packforcing.train.diffusion import (
     _logger,
@@ -62,6 +61,7 @@ class DMDConfig:
     shift: float = 5.0
     block_frames: int = 4
     seed: int = 0
+    ema: float = 0.99  # generator EMA decay (Self-Forcing ships generator_ema); 0 = no EMA
 
 
 def self_rollout(gen: WanDiT, policy, sampler: FlowMatchSampler, text, noise: Tensor, bf: int, exit_step: int,
@@ -105,7 +105,7 @@ def train_dmd(data: dict, teacher_path: Path, student_path: Path, cfg: DMDConfig
     teacher.requires_grad_(False).eval()
     gen, extra = load_model_file(student_path, device=device)
     gen.requires_grad_(True).train()
-    critic = WanDiT(get_preset("toy")).to(device)
+    critic = WanDiT(teacher.cfg).to(device)  # the fake score starts as the real one (teacher preset)
     critic.load_state_dict(teacher.state_dict())
     critic.train()
     kw = json.loads(cfg.policy_kwargs)
@@ -123,6 +123,7 @@ def train_dmd(data: dict, teacher_path: Path, student_path: Path, cfg: DMDConfig
         policy.attach(comp)
         policy.train_compressor = True
         params += [p for p in comp.parameters()]
+    ema = [p.detach().clone() for p in params] if cfg.ema > 0 else None
     g_opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.0, 0.999), weight_decay=0.0)
     c_opt = torch.optim.AdamW(critic.parameters(), lr=cfg.critic_lr, betas=(0.0, 0.999), weight_decay=0.0)
     sampler = FlowMatchSampler("self_forcing")
@@ -165,9 +166,16 @@ def train_dmd(data: dict, teacher_path: Path, student_path: Path, cfg: DMDConfig
         g_loss.backward()
         gn = torch.nn.utils.clip_grad_norm_(params, 1.0)
         g_opt.step()
+        if ema is not None:
+            with torch.no_grad():
+                torch._foreach_lerp_(ema, [p.detach() for p in params], 1.0 - cfg.ema)
         log.log(step, g_loss=g_loss.item(), critic_loss=sum(c_losses) / len(c_losses), grad_norm=float(gn))
         step += 1
     log.close()
+    if ema is not None:  # ship the EMA generator (and compressor), as Self-Forcing ships generator_ema
+        with torch.no_grad():
+            for p, e in zip(params, ema):
+                p.copy_(e)
     meta = {"stage": f"dmd_{name}", "steps": step, "wall_s": round(time.time() - t0, 1), "hardware": hardware(), **asdict(cfg)}
     sd = dict(gen.state_dict())
     if comp is not None:
@@ -195,7 +203,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--steps", type=int, default=100000)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--critic-ratio", type=int, default=5)
+    ap.add_argument("--teacher", default="", help="teacher weights (default: <out>/teacher.safetensors)")
+    ap.add_argument("--init", default="", help="initial weights per variant, 'name=FILE,...' (default: the chain's "
+                    "ode.safetensors / packforcing.safetensors in --out); a campaign continues shipped students this way")
+    ap.add_argument("--ema", type=float, default=0.99)
     a = ap.parse_args(argv)
+    inits = dict(kv.split("=", 1) for kv in a.init.split(",") if kv)
     dev = torch.device(a.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     out = Path(a.out)
     data = torch.load(out / "latents.pt", weights_only=True)
@@ -203,8 +216,10 @@ def main(argv: list[str] | None = None) -> dict:
     for name in [v for v in a.variants.split(",") if v]:
         pol, kw, ctx, init = VARIANTS[name]
         cfg = DMDConfig(policy=pol, policy_kwargs=json.dumps(kw), context=ctx, minutes=a.minutes, steps=a.steps,
-                        batch=a.batch, critic_ratio=a.critic_ratio)
-        done[name] = str(train_dmd(data, out / "teacher.safetensors", out / init, cfg, dev, out, name, a.vae))
+                        batch=a.batch, critic_ratio=a.critic_ratio, ema=a.ema)
+        teacher = Path(a.teacher) if a.teacher else out / "teacher.safetensors"
+        student = Path(inits[name]) if name in inits else out / init
+        done[name] = str(train_dmd(data, teacher, student, cfg, dev, out, name, a.vae))
     print(json.dumps(done))
     return done
 

@@ -77,6 +77,7 @@ class VAETrainConfig(TrainConfig):
     eval_clips: int = field(default=16, metadata={"help": "held-out clips for PSNR"})
     eval_frames: int = field(default=65, metadata={"help": "frames per held-out clip, 1 + 4k (longer than the training clips)"})
     stats_clips: int = field(default=32, metadata={"help": "held-out clips for the latent mean/std"})
+    train_part: str = field(default="all", metadata={"help": "all | decoder: 'decoder' freezes the encoder and keeps --init's latent statistics, so the latent space (and every diffusion model trained on it) stays valid"})
 
     stage = "vae"
 
@@ -92,6 +93,10 @@ class VAETrainConfig(TrainConfig):
             raise UserError(f"--crop must be 0 or a multiple of {sf} up to 128 (got {self.crop})")
         if self.eval_clips < 1 or self.stats_clips < 1:
             raise UserError("--eval-clips and --stats-clips must be >= 1")
+        if self.train_part not in ("all", "decoder"):
+            raise UserError(f"--train-part must be 'all' or 'decoder' (got {self.train_part!r})")
+        if self.train_part == "decoder" and not self.init:
+            raise UserError("--train-part decoder fine-tunes a trained VAE: pass its weights with --init FILE")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -100,8 +105,9 @@ class VAETrainConfig(TrainConfig):
 
 def vae_loss(vae: WanVAE, video: Tensor, cfg: VAETrainConfig, device: torch.device) -> tuple[Tensor, dict[str, Tensor]]:
     """The training objective on ``video`` [B, 3, T, H, W] in [-1, 1]: ``(loss, parts)``."""
-    with autocast(device):
+    with autocast(device), torch.set_grad_enabled(cfg.train_part == "all" and torch.is_grad_enabled()):
         mu, log_var = vae.encode_moments(video, chunk_latents=video.shape[2])
+    with autocast(device):
         mu, log_var = mu.float(), log_var.float().clamp(-30.0, 20.0)
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * log_var)
         recon = vae.decode(z, normalize=False, chunk=None)
@@ -138,7 +144,7 @@ def evaluate_vae(vae: WanVAE, clips: np.ndarray, device: torch.device, batch: in
     clips longer than the training clips), mean L1."""
     was_training = vae.training
     vae.eval()
-    ps, ps0, pst, l1 = [], [], [], []
+    ps, ps0, pst, l1, per_s = [], [], [], [], []
     for i in range(0, len(clips), batch):
         x = to_video(clips[i : i + batch], device)
         y = vae.decode(vae.encode(x, normalize=False, chunk_latents=x.shape[2]), normalize=False, chunk=None, clamp=True)
@@ -147,9 +153,13 @@ def evaluate_vae(vae: WanVAE, clips: np.ndarray, device: torch.device, batch: in
         tail = max(1, x.shape[2] // 4)  # the last quarter: far past a short training clip's length
         pst.append(psnr(y[:, :, -tail:], x[:, :, -tail:]))
         l1.append((y - x).abs().flatten(1).mean(1))
+        fps = 16  # toy world frame rate: one PSNR per second of video (a partial last second included)
+        per_s.append(torch.stack([psnr(y[:, :, s : s + fps], x[:, :, s : s + fps]) for s in range(0, x.shape[2], fps)], 1))
     vae.train(was_training)
+    seconds = torch.cat(per_s).mean(0)  # [seconds]: mean over clips
     return {"psnr": torch.cat(ps).mean().item(), "psnr_first_frame": torch.cat(ps0).mean().item(),
-            "psnr_last_quarter": torch.cat(pst).mean().item(), "l1": torch.cat(l1).mean().item()}
+            "psnr_last_quarter": torch.cat(pst).mean().item(), "l1": torch.cat(l1).mean().item(),
+            "psnr_min_second": seconds.min().item(), "psnr_per_second": [round(v, 2) for v in seconds.tolist()]}
 
 
 @torch.no_grad()
@@ -213,7 +223,16 @@ def run_vae(cfg: VAETrainConfig) -> Path:
         check_state_dict(vae, sd, cfg.init, what=f"WanVAE(preset={cfg.preset!r})")
         vae.load_state_dict(sd)
     vae = vae.to(device).train()
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
+    trained = list(vae.parameters())
+    if cfg.train_part == "decoder":  # the latent space stays the one every diffusion stage was trained on
+        from packforcing.model.vae import load_vae
+
+        kept = load_vae(cfg.init, preset=cfg.preset)
+        vae.set_latent_stats(kept.config.latent_mean, kept.config.latent_std)
+        vae.encoder.requires_grad_(False)
+        vae.conv1.requires_grad_(False)
+        trained = [p for p in vae.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trained, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
     start, wall0 = 0, 0.0
     if cfg.resume:
         st = load_train_state(paths.state, vae, opt)
@@ -240,7 +259,7 @@ def run_vae(cfg: VAETrainConfig) -> Path:
             loss, parts = vae_loss(vae, video, cfg, device)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            gnorm = torch.nn.utils.clip_grad_norm_(vae.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+            gnorm = torch.nn.utils.clip_grad_norm_(trained, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
             opt.step()
             step += 1
             acc.add(loss=loss.detach(), **parts, grad_norm=gnorm)
@@ -263,7 +282,10 @@ def run_vae(cfg: VAETrainConfig) -> Path:
         vae.eval()
         with strict_fp32():
             stats_clips, _ = heldout_clips(cfg.stats_clips, cfg.eval_frames, seed=HELDOUT_SEED + 1)
-            mean, std = latent_stats(vae, stats_clips, device)
+            if cfg.train_part == "decoder":
+                mean, std = torch.tensor(vae.config.latent_mean), torch.tensor(vae.config.latent_std)
+            else:
+                mean, std = latent_stats(vae, stats_clips, device)
             vae.set_latent_stats(mean, std)
             metrics: dict[str, Any] = evaluate_vae(vae, eval_clips, device)
             metrics.update(normalised_latent_moments(vae, eval_clips[: min(8, len(eval_clips))], device))
