@@ -26,7 +26,6 @@ import os
 import platform
 import random
 import signal
-import subprocess
 import sys
 import time
 import types
@@ -42,6 +41,7 @@ import torch.nn as nn
 
 from packforcing import toyworld as tw
 from packforcing.errors import UserError
+from packforcing.util import git_sha, resolve_device, write_json_atomic
 
 Tensor = torch.Tensor
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -143,22 +143,6 @@ def _optional(kind):
 # device, precision, seeding, hardware
 
 
-def resolve_device(name: str | torch.device = "auto") -> torch.device:
-    """``auto`` -> ``cuda`` if available else ``cpu``; asking for CUDA without it is a UserError."""
-    if isinstance(name, torch.device):
-        return name
-    name = (name or "auto").lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name} asked for CUDA but torch sees no GPU; use --device cpu")
-    return dev
-
-
 def autocast(device: torch.device, enabled: bool = True):
     """bf16 autocast on CUDA, a no-op elsewhere (CPU training stays float32)."""
     if enabled and device.type == "cuda":
@@ -206,14 +190,6 @@ def hardware_info(device: torch.device) -> dict[str, Any]:
     else:
         info["device_name"] = info["host_cpu"] or "cpu"
     return info
-
-
-def git_sha() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -489,16 +465,6 @@ def stage_paths(out: str | Path, stage: str) -> StagePaths:
     return StagePaths(Path(out), stage)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _jsonable(x: Any) -> Any:
     if isinstance(x, Mapping):
         return {str(k): _jsonable(v) for k, v in x.items()}
@@ -560,7 +526,7 @@ def save_checkpoint(
         "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     info.update(_jsonable(dict(extra or {})))
-    _atomic_write_text(path.with_suffix(".json"), json.dumps(info, indent=2) + "\n")
+    write_json_atomic(path.with_suffix(".json"), info, newline=True, indent=2)
     return path
 
 
