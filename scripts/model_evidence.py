@@ -29,6 +29,7 @@ def main() -> None:
     from packforcing.pipeline import GenerationSpec, generate
     from packforcing.sampler import FlowMatchSampler
     from packforcing.train.diffusion import teacher_trajectories
+    from packforcing.util import latent_frames
     from packforcing.video import frame_strip
 
     ap = argparse.ArgumentParser()
@@ -75,7 +76,7 @@ def main() -> None:
     timing = {}
     for name, pol, kw in students:
         t = time.perf_counter()
-        res = generate(GenerationSpec(policy=pol, policy_kwargs=kw, num_latent_frames=int(a.long_seconds * 4),
+        res = generate(GenerationSpec(policy=pol, policy_kwargs=kw, num_latent_frames=latent_frames(a.long_seconds, 4),
                                       prompt=W.prompt_set(1, seed=7)[0][2], seed=0, video_path=str(out / f"_long_{name}.mp4")))
         timing[name] = {"seconds_of_video": a.long_seconds, "wall_s": round(time.perf_counter() - t, 1),
                         "frames": res.num_frames, "fps_model": res.timings["fps_model"],
