@@ -53,3 +53,11 @@ def test_rendered_world_is_bit_identical_to_the_pinned_hashes():
     m = tw.measure(tw.render(scene, 16), scene)
     got["measure"] = _json_hash({k: np.asarray(v, dtype=np.float64).round(4).tolist() for k, v in m.items()})
     assert got == GOLDEN
+
+
+def test_every_public_name_is_importable_from_the_package():
+    import packforcing.toyworld.rendering as render_module
+
+    assert set(tw.__all__) <= set(dir(tw))
+    assert tw.render is render_module.render  # re-exported, not copied
+    assert tw._SHORT_BAR_GAP_S == (0.5, 2.0)  # read by train.diffusion
