@@ -28,7 +28,7 @@ CHECKPOINT_FORMAT = "packforcing.train/1"
 
 @dataclass(frozen=True)
 class StagePaths:
-    """Where a stage writes (see the module docstring)."""
+    """Where a stage writes (the files are listed in ``packforcing.train.common``'s docstring)."""
 
     out: Path
     stage: str
