@@ -15,9 +15,8 @@ where the results go. Everything is composed here, in one function (:func:`load_
 
 Every failure is a :class:`~packforcing.errors.UserError` whose one-line message names the key.
 
-Rule for the video length: ``num_latent_frames = ceil(seconds * fps / 4 / B_f) * B_f`` — the Wan
-VAE packs 4 pixel frames per latent frame, and the count is rounded *up* to whole blocks, so
-60 s at 16 fps is 240 latent frames for B_f = 4 and for B_f = 3; 5 s is 20 (B_f = 4) or 21 (B_f = 3).
+Rule for the video length: one for the whole project, ``packforcing.util.latent_frames``
+(``ceil(seconds * fps / 4 / B_f) * B_f``: whole blocks, rounded up).
 """
 
 from __future__ import annotations
@@ -25,7 +24,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
-import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -603,11 +601,6 @@ def check_name(name: str, what: str) -> str:
 # --------------------------------------------------------------------------------------------
 # Derived values
 # --------------------------------------------------------------------------------------------
-
-
-def num_latent_frames(seconds: int, fps: int, block_frames: int) -> int:
-    """``ceil(seconds * fps / 4 / B_f) * B_f`` (4 pixel frames per latent frame, whole blocks)."""
-    return int(math.ceil(seconds * fps / 4 / block_frames)) * block_frames
 
 
 def resolve_path(path: Optional[str], base: Optional[str] = None) -> Optional[str]:

@@ -19,6 +19,7 @@ from typing import Any, Optional, Sequence
 from harness import config as C
 from harness.sweep import Sweep
 from packforcing.errors import UserError
+from packforcing.util import latent_frames
 
 
 @dataclass(frozen=True)
@@ -146,8 +147,8 @@ def make_cell(container: dict, sweep: str, axes: dict, prompt: Prompt, seed: int
     cfg = {k: v for k, v in container.items() if k not in ("prompts", "seeds")}
     cfg["sweep"] = sweep
     cfg["output_root"] = output_root(container)
-    cfg["num_latent_frames"] = C.num_latent_frames(
-        container["seconds"], container["scale"]["fps"], container["method"]["block_frames"]
+    cfg["num_latent_frames"] = latent_frames(
+        container["seconds"], block_frames=container["method"]["block_frames"], fps=container["scale"]["fps"]
     )
     cfg.update(prompt=prompt.text, prompt_id=prompt.id, seed=int(seed), toy_scene=prompt.scene)
     return Cell(sweep=sweep, hash=cell_hash(cfg), axes=dict(axes), config=cfg)

@@ -31,6 +31,7 @@ from harness import config as C
 from harness import failpoints, store
 from harness.plan import Cell
 from packforcing.errors import UserError
+from packforcing.util import git_sha, resolve_device
 
 NO_RETRY = ("oom", "nan", "invalid")
 
@@ -61,17 +62,6 @@ class Engine:
     score_fn: Callable[..., dict] = metrics_score
 
 
-def resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    try:
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    except ImportError:
-        return "cpu"
-
-
 def spec_kwargs(cell: Cell, video_path: Optional[str]) -> dict:
     """The GenerationSpec fields of a cell (docs/CONTRACTS.md, "Engine API")."""
     c = cell.config
@@ -86,7 +76,7 @@ def spec_kwargs(cell: Cell, video_path: Optional[str]) -> dict:
         "num_latent_frames": c["num_latent_frames"],
         "prompt": c["prompt"],
         "seed": c["seed"],
-        "device": resolve_device(c["device"]),
+        "device": str(resolve_device(c["device"], check=False)),
         "dtype": sc["dtype"],
         "video_path": video_path,
         "fps": sc["fps"],
@@ -95,7 +85,7 @@ def spec_kwargs(cell: Cell, video_path: Optional[str]) -> dict:
 
 def metric_config(cell: Cell) -> dict:
     cfg = dict(cell.config.get("metric_config") or {})
-    cfg.setdefault("device", resolve_device(cell.config["device"]))
+    cfg.setdefault("device", str(resolve_device(cell.config["device"], check=False)))
     return cfg
 
 
@@ -137,11 +127,11 @@ def weights_fingerprint(kw: dict) -> dict:
     silently reused every earlier result."""
     from packforcing.model.vae import default_vae_path
     from packforcing.model.weights import resolve_checkpoint
-    from packforcing.pipeline import default_checkpoint
+    from packforcing.pipeline import dit_checkpoint
 
     out: dict[str, Optional[str]] = {}
     try:
-        dit = resolve_checkpoint(kw.get("checkpoint") or default_checkpoint(kw["policy"]))
+        dit = resolve_checkpoint(dit_checkpoint(kw.get("preset", "toy"), kw.get("checkpoint"), kw["policy"]))
     except Exception:  # noqa: BLE001 - generation reports a bad checkpoint with its own message
         dit = None
     vae = Path(kw["vae_checkpoint"]) if kw.get("vae_checkpoint") else default_vae_path(kw.get("preset", "toy"))
@@ -174,33 +164,6 @@ def _versions() -> dict:
     return out
 
 
-_GIT_SHA: Optional[str] = None
-
-
-def git_sha() -> str:
-    """HEAD of the repository (read from .git, no subprocess); '' if unknown."""
-    global _GIT_SHA
-    if _GIT_SHA is None:
-        _GIT_SHA = ""
-        g = C.REPO_ROOT / ".git"
-        try:
-            head = (g / "HEAD").read_text().strip()
-            if head.startswith("ref: "):
-                ref = head[5:]
-                p = g / ref
-                if p.exists():
-                    _GIT_SHA = p.read_text().strip()
-                else:
-                    for line in (g / "packed-refs").read_text().splitlines():
-                        if line.endswith(" " + ref):
-                            _GIT_SHA = line.split()[0]
-            else:
-                _GIT_SHA = head
-        except OSError:
-            pass
-    return _GIT_SHA
-
-
 def new_record(cell: Cell, attempts: int) -> dict:
     c = cell.config
     return {
@@ -219,7 +182,7 @@ def new_record(cell: Cell, attempts: int) -> dict:
         "prompt_id": c["prompt_id"],
         "seed": c["seed"],
         "config": c,
-        "git_sha": git_sha(),
+        "git_sha": git_sha() or "",
         "versions": _versions(),
         "timings": {},
         "metrics": {},

@@ -27,6 +27,7 @@ from typing import Any, Iterator, Optional
 from harness import failpoints
 from harness.config import check_name
 from packforcing.errors import UserError
+from packforcing.util import atomic_path
 
 SCHEMA = 1
 STATUSES = ("done", "failed", "running")
@@ -90,36 +91,12 @@ def check_writable(root: str | os.PathLike, sweep: str, create: bool = True) -> 
 # --------------------------------------------------------------------------------------------
 
 
-def _fsync_dir(d: Path) -> None:
-    try:
-        fd = os.open(d, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write tmp file in the same directory, fsync, os.replace, fsync the directory."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+    """Write tmp file in the same directory, fsync, os.replace, fsync the directory
+    (``packforcing.util.atomic_path``); the ``write`` failpoint fires before the replace."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
         failpoints.hit("write", str(path))
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:

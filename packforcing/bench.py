@@ -34,7 +34,6 @@ import argparse
 import contextlib
 import datetime as _dt
 import gc
-import json
 import math
 import os
 import platform
@@ -50,6 +49,7 @@ from pathlib import Path
 import torch
 
 from packforcing.errors import UserError, main_guard
+from packforcing.util import git_sha, latent_frames, write_json_atomic
 
 Tensor = torch.Tensor
 FPS = 16  # pixel frames per second
@@ -85,10 +85,8 @@ def _log(msg: str) -> None:
 
 
 def seconds_to_blocks(seconds: float, block_frames: int) -> int:
-    """Blocks needed for ``seconds`` of 16 fps video (4 pixel frames per latent frame; as budget.py)."""
-    latent = int(round(seconds * FPS / 4))
-    latent = max(block_frames, latent // block_frames * block_frames)
-    return latent // block_frames
+    """Blocks needed for ``seconds`` of 16 fps video (``packforcing.util.latent_frames``'s rule)."""
+    return latent_frames(seconds, block_frames, FPS) // block_frames
 
 
 def block_end_seconds(index: int, block_frames: int) -> float:
@@ -436,12 +434,7 @@ class Bench:
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             self.res["wall_s"] = round(time.perf_counter() - _T_START, 2)
-            tmp = self.json_path.with_suffix(".json.tmp")
-            with open(tmp, "w") as f:
-                json.dump(_clean(self.res), f, indent=1, allow_nan=False)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.json_path)
+            write_json_atomic(self.json_path, _clean(self.res), indent=1, allow_nan=False)
             self._copy_out(self.json_path)
         except Exception as e:  # noqa: BLE001
             print(f"[bench] could not write {self.json_path}: {e}", file=sys.stderr, flush=True)
@@ -485,11 +478,10 @@ class Bench:
             e["card"] = "cpu"
         try:
             root = Path(__file__).resolve().parent.parent
-            sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
-            e["git_sha"] = sha.stdout.strip() or None
+            e["git_sha"] = git_sha()
             st = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True,
                                 text=True, timeout=10)
-            e["git_dirty"] = bool(st.stdout.strip()) if sha.returncode == 0 else None
+            e["git_dirty"] = bool(st.stdout.strip()) if e["git_sha"] else None
         except Exception:  # noqa: BLE001
             e["git_sha"] = None
         _log(f"device {e.get('card')} driver {e.get('driver')} torch {e['torch']} cuda {e['cuda']} cudnn {e.get('cudnn')}")

@@ -17,6 +17,7 @@ from packforcing.cache import CacheSpec, make_policy
 from packforcing.cache.base import POLICIES
 from packforcing.errors import UserError, main_guard
 from packforcing.model.presets import get_preset
+from packforcing.util import latent_frames
 
 # Method presets at their papers' settings (block frames, policy kwargs), see docs/baselines.md.
 METHODS: dict[str, tuple[str, int, dict]] = {
@@ -32,8 +33,7 @@ def budget(preset: str, method: str, seconds: float, dtype_bytes: int = 2, fps: 
     policy, bf, kw = METHODS[method] if method in METHODS else (method, 4, {})
     cfg = get_preset(preset)
     spec = CacheSpec.from_model(cfg, dtype=torch.bfloat16 if dtype_bytes == 2 else torch.float32)
-    latent = int(round(seconds * fps / 4))
-    latent = max(bf, latent // bf * bf)
+    latent = latent_frames(seconds, bf, fps)
     plan = make_policy(policy, **kw).plan(spec, latent, bf)
     bpt = spec.bytes_per_token(dtype_bytes)
     out = {

@@ -12,6 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from packforcing.errors import UserError, main_guard
+from packforcing.util import latent_frames
 
 
 def parse_kv(items: list[str]) -> dict:
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     if a.latent_frames is None:
         secs = a.seconds if a.seconds is not None else 5.0
-        a.latent_frames = max(a.block_frames, int(round(secs * 16 / 4)) // a.block_frames * a.block_frames)
+        a.latent_frames = latent_frames(secs, a.block_frames)
     out = Path(a.out)
     if out.suffix not in (".mp4", ".safetensors"):
         raise UserError(f"--out must end in .mp4 (video) or .safetensors (latents), got {out.name!r}.")

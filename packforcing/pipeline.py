@@ -93,6 +93,18 @@ def default_checkpoint(policy: str) -> str:
     return f"toy:{name}"
 
 
+def dit_checkpoint(preset: str, checkpoint: str | None, policy: str) -> str:
+    """The DiT weights a generation runs with: ``checkpoint`` when given, else (toy preset only) the
+    shipped toy weights of ``policy`` (:func:`default_checkpoint`). Any other preset without a
+    checkpoint is a UserError: nothing is downloaded. Resolve the result to a file with
+    ``packforcing.model.weights.resolve_checkpoint``."""
+    if checkpoint is not None:
+        return checkpoint
+    if preset == "toy":
+        return default_checkpoint(policy)
+    raise UserError(f"preset {preset!r} needs checkpoint=<path to the DiT weights>; nothing is downloaded.")
+
+
 @functools.lru_cache(maxsize=4)
 def _load_model(preset: str, checkpoint: str | None, device: str, dtype: str):
     from packforcing.model.weights import load_dit
@@ -169,9 +181,7 @@ def generate(spec: GenerationSpec, on_block: Callable[[int, Tensor, dict], None]
     device = torch.device(spec.device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    ckpt = spec.checkpoint if spec.checkpoint is not None else (default_checkpoint(spec.policy) if spec.preset == "toy" else None)
-    if ckpt is None:
-        raise UserError(f"preset {spec.preset!r} needs checkpoint=<path to the DiT weights>; nothing is downloaded.")
+    ckpt = dit_checkpoint(spec.preset, spec.checkpoint, spec.policy)
     model, extra = _load_model(spec.preset, ckpt, spec.device, spec.dtype)
     cfg = model.cfg
     from packforcing.cache import POLICIES, load_all
@@ -273,9 +283,7 @@ def preflight(spec: GenerationSpec) -> None:
     spec.validate()
     get_preset(spec.preset)
     make_policy(spec.policy, **spec.policy_kwargs)
-    ckpt = spec.checkpoint if spec.checkpoint is not None else (default_checkpoint(spec.policy) if spec.preset == "toy" else None)
-    if ckpt is None:
-        raise UserError(f"preset {spec.preset!r} needs checkpoint=<path to the DiT weights>; nothing is downloaded.")
+    ckpt = dit_checkpoint(spec.preset, spec.checkpoint, spec.policy)
     p = resolve_checkpoint(ckpt)
     if not p.is_file():
         raise UserError(f"DiT checkpoint not found: {p}; put the weights there or fix the checkpoint path.")

@@ -19,6 +19,7 @@ from typing import Iterator, NamedTuple, Sequence
 import numpy as np
 
 from packforcing.errors import UserError
+from packforcing.util import replace_atomic
 
 # --------------------------------------------------------------------------------------------------
 # tensor <-> uint8 frames
@@ -173,9 +174,7 @@ class VideoWriter:
             self._discard()
             warnings.warn(f"no frames were written; {self.path} not created")
             return None
-        with open(self._tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(self._tmp, self.path)
+        replace_atomic(self._tmp, self.path)
         return self.path
 
     def abort(self) -> None:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from packforcing.errors import UserError, main_guard
+from packforcing.util import git_sha, write_json_atomic
 from reports.aggregate import group_rows
 from reports.cells import load_results
 
@@ -129,16 +130,14 @@ def summarize(root: str | Path, sweeps: Sequence[str] | None = None) -> dict[str
 
 def write_baseline(summary: dict[str, dict], baseline_dir: Path, overrides: Sequence[str]) -> list[Path]:
     baseline_dir.mkdir(parents=True, exist_ok=True)
-    sha = _git_sha()
+    sha = git_sha()
     written = []
     for sweep, groups in sorted(summary.items()):
         path = baseline_dir / f"{sweep}.json"
         data = {"schema": SCHEMA, "sweep": sweep, "git_sha": sha, "overrides": list(overrides),
                 "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "groups": groups}
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-        os.replace(tmp, path)
+        write_json_atomic(path, data, newline=True, indent=1, sort_keys=True)
         written.append(path)
     return written
 
@@ -333,14 +332,6 @@ def run_gate(baseline_dir: Path = BASELINE_DIR, results: Path | None = None, upd
     if sweeps:
         baseline = {k: v for k, v in baseline.items() if k in set(sweeps)}
     return compare(baseline, current, rules)
-
-
-def _git_sha() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).resolve().parent, timeout=10).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 @main_guard

@@ -11,11 +11,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from packforcing.util import write_json_atomic
 
 METHODS = ("packforcing", "self_forcing", "causvid", "full")
 # sweep name (as in sweeps/) -> (axis, values)
@@ -35,16 +36,6 @@ VBENCH = {  # 0-1 scale, as VBench returns them
 
 def _hash(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def make_cell(sweep: str, axes: dict, method: str, scale: str, seconds: int, prompt_id: int, seed: int,
@@ -140,7 +131,7 @@ def make_store(root: str | Path, scale: str = "toy", sweeps: tuple[str, ...] | N
                             rel = f"videos/{cell['cell_hash']}.mp4"
                             write_video(root / sweep / rel, seed=i)
                             cell["video"] = rel
-                        write_json_atomic(root / sweep / "cells" / f"{cell['cell_hash']}.json", cell)
+                        write_json_atomic(root / sweep / "cells" / f"{cell['cell_hash']}.json", cell, indent=1, sort_keys=True)
     return root
 
 

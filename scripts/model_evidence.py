@@ -45,7 +45,9 @@ def _job(args: tuple) -> dict:
 
     model, pid, seed, prompt, seconds, opts = args
     scene = W.sample_scene(seed)
-    n_lat = int(round(seconds * 4))
+    from packforcing.util import latent_frames
+
+    n_lat = latent_frames(seconds, 4)
     t0 = time.perf_counter()
     if model == "data":
         v = W.render(scene, 1 + 4 * (n_lat - 1))

@@ -6,6 +6,7 @@ from harness import config as C
 from harness.plan import cell_hash, plan
 from harness.sweep import get_sweep
 from packforcing.errors import UserError
+from packforcing.util import latent_frames
 
 INLINE = ["prompts.source=inline", 'prompts.inline=["a cat","a dog"]', "device=cpu"]
 
@@ -64,7 +65,7 @@ def test_overlay_yaml_only_sets_known_keys(tmp_path):
 
 @pytest.mark.parametrize("seconds, bf, expect", [(60, 4, 240), (120, 3, 480), (5, 4, 20), (5, 3, 21), (1, 3, 6)])
 def test_latent_frames_rule(seconds, bf, expect):
-    assert C.num_latent_frames(seconds, 16, bf) == expect
+    assert latent_frames(seconds, bf, 16) == expect  # the rule the harness plans with (packforcing.util)
     assert expect % bf == 0
 
 

@@ -1,4 +1,4 @@
-"""Tests of the procedural toy world (packforcing/toyworld.py): determinism, rendering, and the
+"""Tests of the procedural toy world (packforcing/toyworld/): determinism, rendering, and the
 ground-truth detectors that score memory (persistence), prompt fidelity and flicker."""
 
 from __future__ import annotations

@@ -13,10 +13,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from typing import Any, Mapping
 
 from harness.metrics.base import MetricResult
+from packforcing.util import write_json_atomic
 
 
 def canonical_json(obj: Any) -> str:
@@ -51,22 +51,8 @@ def _finite(obj: Any) -> Any:
 
 
 def atomic_write_json(path: str, obj: Any) -> None:
-    """Write JSON to ``path`` via a temp file in the same directory, fsync, then os.replace."""
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=d)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, sort_keys=True, allow_nan=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    """Write JSON to ``path`` atomically (``packforcing.util.write_json_atomic``)."""
+    write_json_atomic(path, obj, indent=1, sort_keys=True, allow_nan=False)
 
 
 class ScoreCache:

@@ -19,7 +19,6 @@ import logging
 import os
 import pickle
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Sequence
@@ -28,6 +27,7 @@ import torch
 import torch.nn as nn
 
 from packforcing.errors import UserError
+from packforcing.util import atomic_path
 
 Tensor = torch.Tensor
 log = logging.getLogger(__name__)
@@ -227,16 +227,8 @@ def save_state_dict_file(
             f"cannot create folder {p.parent} for {p.name}: {e.strerror or e}; choose a writable path"
         ) from None
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in sd.items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=dict(metadata) if metadata else None)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(p) as tmp:
+        save_file(tensors, str(tmp), metadata=dict(metadata) if metadata else None)
     return p
 
 
