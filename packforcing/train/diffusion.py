@@ -38,18 +38,13 @@ from packforcing.model.dit import WanDiT
 from packforcing.model.presets import get_preset
 from packforcing.sampler import FlowMatchSampler
 from packforcing.train.common import autocast
+from packforcing.util import resolve_device
 
 Tensor = torch.Tensor
 
 
 # ------------------------------------------------------------------------------------------------
 # small utilities
-
-
-def _device(name: str | None) -> torch.device:
-    if name:
-        return torch.device(name)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _logger(path: Path, every: int):
@@ -509,7 +504,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--student-init", default="", help="ode: the student's initial weights (needed when the teacher is not a toy model)")
     a = ap.parse_args(argv)
-    dev = _device(a.device)
+    dev = resolve_device(a.device or "auto")
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     done: dict = {}

@@ -42,6 +42,7 @@ from packforcing.train.diffusion import (
     sample_sigmas,
     save_model,
 )
+from packforcing.util import resolve_device
 
 Tensor = torch.Tensor
 
@@ -209,7 +210,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--ema", type=float, default=0.99)
     a = ap.parse_args(argv)
     inits = dict(kv.split("=", 1) for kv in a.init.split(",") if kv)
-    dev = torch.device(a.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = resolve_device(a.device or "auto")
     out = Path(a.out)
     data = torch.load(out / "latents.pt", weights_only=True)
     done = {}
