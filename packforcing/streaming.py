@@ -10,9 +10,10 @@ Modes (``DECODE_MODES``):
   lowest-priority side stream, so that the decode takes only the SMs the transformer leaves idle.
 
 On the CPU every mode decodes synchronously and gives the same frames; only the moment frames are read
-differs. The default (:func:`default_mode`) is the fastest measured on a GPU (``priority``: 23.4 FPS end to
-end on an H200 against 22.3 overlap and 22.7 blocking, docs/perf.md) and ``blocking`` on the CPU. On CUDA the
-VAE decoder also runs channels-last and with its elementwise chains compiled (:func:`prepare_vae`).
+differs. The default (:func:`default_mode`) is the fastest measured on a GPU (``priority``: 22.9 FPS steady
+end to end on an H100 against 21.6 overlap and 21.9 blocking, docs/perf.md; 23.4 / 22.3 / 22.7 on an H200,
+issue 18) and ``blocking`` on the CPU. On CUDA the VAE decoder also runs channels-last and with its
+elementwise chains compiled (:func:`prepare_vae`).
 Frames come out through :class:`FrameStream` as uint8 ``[T, H, W, 3]`` arrays, stitched across CausVid-style
 restarts by :class:`packforcing.rollout.SegmentStitcher`.
 """
