@@ -404,3 +404,35 @@ def test_generate_writes_the_frames_of_its_latents_decoded_blocking(tmp_path, mo
     got = np.concatenate(frames)
     assert got.shape[0] == res.num_frames == 1 + 4 * 7
     assert np.array_equal(got, ref)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_decode_modes_write_the_same_frames_and_priority_uses_its_streams():
+    """On CUDA: overlap and priority (side stream, frames read one block late; priority: the producer on a
+    high-priority stream) write the blocking mode's frames; channels-last + compiled decode stays within rounding."""
+    import numpy as np
+
+    from packforcing.streaming import DECODE_MODES, DecodeOptions, FrameStream, prepare_vae
+
+    vae = _tiny_vae().cuda()
+    g = torch.Generator(device="cuda").manual_seed(0)
+    z = [torch.randn(1, 16, 4, 8, 8, device="cuda", generator=g) for _ in range(5)]
+
+    def frames(mode):
+        out = []
+        fs = FrameStream(vae, mode, out.append)
+        with torch.no_grad(), fs.producing():
+            for x in z:
+                fs.block(x, {})
+            fs.flush()
+        assert fs.side_stream and all(e is not None for e in fs.decode_events)
+        assert (fs.producer is not None) == (mode == "priority")
+        return np.concatenate(out)
+
+    eager = {m: frames(m) for m in DECODE_MODES}
+    assert all(np.array_equal(eager[m], eager["blocking"]) for m in DECODE_MODES)
+    got = prepare_vae(vae, DecodeOptions().resolved("cuda"), (1, 16, 4, 8, 8))
+    assert got["channels_last"] and (got["compile"] or "compile_error" in got)
+    fast = frames(DecodeOptions().resolved("cuda").mode)
+    assert np.abs(fast.astype(int) - eager["blocking"].astype(int)).max() <= 1
