@@ -2,8 +2,9 @@
 
 Prints JSON: for each policy, the active context (tokens attended by one block, largest over the
 video), stored KV tokens and bytes (without the current block, largest over the video, bf16 by
-default), tokens per block and, for PackForcing, N_c. Pure bookkeeping (``CachePolicy.plan``): no
-model weights, no device.
+default), tokens per block, TFLOPs of a block at the widest context and, for PackForcing, N_c. Pure
+bookkeeping (``CachePolicy.plan``) through the cost model the benchmark uses
+(:mod:`packforcing.bench.cost`): no model weights, no device.
 """
 
 from __future__ import annotations
@@ -13,11 +14,10 @@ import json
 
 import torch
 
-from packforcing.cache import CacheSpec, make_policy
+from packforcing.cache import CacheSpec
 from packforcing.cache.base import POLICIES
 from packforcing.errors import UserError, main_guard
 from packforcing.model.presets import get_preset
-from packforcing.util import latent_frames
 
 # Method presets at their papers' settings (block frames, policy kwargs), see docs/baselines.md.
 METHODS: dict[str, tuple[str, int, dict]] = {
@@ -30,23 +30,22 @@ METHODS: dict[str, tuple[str, int, dict]] = {
 
 
 def budget(preset: str, method: str, seconds: float, dtype_bytes: int = 2, fps: int = 16) -> dict:
+    """Tokens attended, KV held and FLOPs per block of ``method`` over ``seconds`` (the cost model of
+    :mod:`packforcing.bench.cost`, shared with the benchmark)."""
+    from packforcing.bench import cost
+
     policy, bf, kw = METHODS[method] if method in METHODS else (method, 4, {})
     cfg = get_preset(preset)
     spec = CacheSpec.from_model(cfg, dtype=torch.bfloat16 if dtype_bytes == 2 else torch.float32)
-    latent = latent_frames(seconds, bf, fps)
-    plan = make_policy(policy, **kw).plan(spec, latent, bf)
-    bpt = spec.bytes_per_token(dtype_bytes)
+    latent = cost.latent_frames(seconds, bf, fps)
+    plan = cost.plan_video(spec, policy, kw, latent, bf)
     out = {
         "method": method, "policy": policy, "policy_kwargs": kw, "block_frames": bf, "seconds": seconds,
         "latent_frames": latent, "tokens_per_frame": spec.tokens_per_frame, "tokens_per_block": bf * spec.tokens_per_frame,
-        "active_context_tokens": max(p["tokens_attended"] for p in plan),
-        "stored_kv_tokens": max(p["kv_tokens"] for p in plan),
-        "stored_kv_bytes": max(p["kv_tokens"] for p in plan) * bpt,
-        "stored_kv_gb": round(max(p["kv_tokens"] for p in plan) * bpt / 1e9, 3),
-        "max_rope_position": max(p.get("max_position", 0) for p in plan),
+        **cost.context_cost(plan, spec.bytes_per_token(dtype_bytes)),
     }
-    if "n_c" in plan[-1]:
-        out["n_c"] = plan[-1]["n_c"]
+    widest = max(plan, key=lambda p: p["tokens_attended"])  # 4 steps + commit (+ compressed pass) at the widest context
+    out["block_tflops"] = round(cost.block_cost(cfg, widest, bf, cost.dit_params(cfg))["flops"] / 1e12, 1)
     return out
 
 

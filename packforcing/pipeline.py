@@ -7,6 +7,7 @@ Frames leave as soon as a block is finished (PackForcing App. D: 13 frames for t
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from dataclasses import asdict, dataclass, field
@@ -171,8 +172,11 @@ def _peak_memory(device: torch.device) -> int:
 
 @torch.no_grad()
 def generate(spec: GenerationSpec, on_block: Callable[[int, Tensor, dict], None] | None = None,
-             progress: bool = False) -> GenerationResult:
-    """Run one generation. Raises UserError (bad spec), FloatingPointError (NaN), OOM errors pass through."""
+             progress: bool = False, decode=None) -> GenerationResult:
+    """Run one generation. Raises UserError (bad spec), FloatingPointError (NaN), OOM errors pass through.
+
+    ``decode``: :class:`packforcing.streaming.DecodeOptions` of the streaming decode (default: the fastest
+    measured mode on CUDA, blocking on the CPU; the benchmark measures the same path)."""
     from packforcing.rollout import rollout
     from packforcing.sampler import FlowMatchSampler
 
@@ -205,47 +209,45 @@ def generate(spec: GenerationSpec, on_block: Callable[[int, Tensor, dict], None]
     def noise_fn(b, s, like):
         return torch.randn(like.shape, generator=g, device=device, dtype=torch.float32).to(like.dtype)
 
-    writer = stitch = None
+    writer = frames = None
     frames_written = 0
     first_frame_s: list[float] = []
     if spec.video_path is not None:
-        from packforcing.rollout import SegmentStitcher
+        from packforcing.streaming import DecodeOptions, FrameStream, prepare_vae
         from packforcing.video import VideoWriter
 
+        opts = (decode or DecodeOptions()).resolved(device)
+        prepare_vae(vae, opts, (1, cfg.in_dim, spec.block_frames, lh, lw))
         writer = VideoWriter(spec.video_path, fps=spec.fps).__enter__()
-        stitch = SegmentStitcher(vae.stream(clamp=True))
+        frames = FrameStream(vae, opts.mode, lambda arr: _write(arr))
     latents_out: list[Tensor] = []
 
-    def _write(px: Tensor | None) -> None:
+    def _write(arr) -> None:  # uint8 [T, H, W, 3]
         nonlocal frames_written
-        if px is None or px.shape[2] == 0:
-            return
-        from packforcing.video import to_uint8_frames
-
-        arr = to_uint8_frames(px, batch=True)[0]
         writer.write(arr)
         frames_written += arr.shape[0]
         if not first_frame_s:
             first_frame_s.append(time.perf_counter() - t_loaded)
 
     def _on_prefix(frame: int, z: Tensor) -> None:
-        if stitch is not None:
-            _write(stitch.prefix(z.to(vae.dtype)))
+        if frames is not None:
+            frames.prefix(z.to(vae.dtype))
 
     def _on_block(i: int, x0: Tensor, st: dict) -> None:
-        if stitch is not None:
-            _write(stitch.block(x0.to(vae.dtype), st))
+        if frames is not None:
+            frames.block(x0.to(vae.dtype), st)
         if spec.latents_path is not None:
             latents_out.append(x0.float().cpu())
         if on_block is not None:
             on_block(i, x0, st)
 
     try:
-        res = rollout(model, policy, sampler, context, noise, spec.block_frames, context_noise=spec.context_noise,
-                      noise_fn=noise_fn, on_block=_on_block, on_prefix=_on_prefix, keep_latents=False,
-                      progress=progress)
-        if stitch is not None:
-            _write(stitch.flush())
+        with frames.producing() if frames is not None else contextlib.nullcontext():
+            res = rollout(model, policy, sampler, context, noise, spec.block_frames, context_noise=spec.context_noise,
+                          noise_fn=noise_fn, on_block=_on_block, on_prefix=_on_prefix, keep_latents=False,
+                          progress=progress)
+            if frames is not None:
+                frames.flush()
     except BaseException:
         if writer is not None:
             writer.abort()

@@ -289,3 +289,150 @@ def test_live_tensors_and_store_allocation_are_constant_after_saturation():
     assert len(steady) >= 5 and len(set(steady)) == 1, rows  # same tensors, bytes, stores (never re-allocated)
     # the compressed tokens' pass writes its K/V into spare store slots: no concatenation of the whole context
     assert not cats or max(cats) < pol.n_blk, cats
+
+
+# ---- 5. streaming decode modes (packforcing.streaming, the pipeline's path) ----------------------------------
+
+def _stream_events(policy, frames, bf, schedule):
+    """One tiny rollout; its clean blocks and restarts in order: ("block", x0, stats) | ("prefix", z)."""
+    m = tiny_model()
+    g = torch.Generator().manual_seed(0)
+    ev = []
+    with torch.no_grad():
+        rollout(m, policy, FlowMatchSampler(schedule), torch.randn(1, 16, 32, generator=g),
+                torch.randn(1, 16, frames, 8, 8, generator=g), bf, noise_fn=lambda b, s, like: torch.randn(like.shape, generator=g),
+                on_block=lambda i, x0, st: ev.append(("block", x0.clone(), dict(st))),
+                on_prefix=lambda f, z: ev.append(("prefix", z.clone())))
+    return ev
+
+
+def _tiny_vae():
+    from packforcing.model.vae import VAEConfig, WanVAE
+
+    torch.manual_seed(0)
+    return WanVAE(VAEConfig.preset("tiny")).eval()
+
+
+@pytest.mark.parametrize("case", ["packforcing", "causvid_restart"])
+def test_every_decode_mode_writes_the_frames_of_the_blocking_stitched_decode(case):
+    """On the CPU every mode of the pipeline's FrameStream writes exactly the frames of the path generate() took
+    before (SegmentStitcher over vae.stream(clamp=True), each chunk to uint8), restarts included; ``overlap`` and
+    ``priority`` write a block's frames one block later."""
+    import numpy as np
+
+    from packforcing.rollout import SegmentStitcher
+    from packforcing.streaming import DECODE_MODES, FrameStream
+    from packforcing.video import to_uint8_frames
+
+    if case == "packforcing":
+        ev = _stream_events(tiny_pf(tiny_model(), 3), 16, 2, "self_forcing")
+    else:
+        vae0 = _tiny_vae()
+        ev = _stream_events(make_policy("causvid_restart", rollout_frames=4, overlap_frames=2).attach(vae=vae0), 8, 2, "causvid3")
+        assert any(e[0] == "prefix" for e in ev)
+    vae = _tiny_vae()
+    ref = []
+    st = SegmentStitcher(vae.stream(clamp=True))
+    with torch.no_grad():
+        for e in ev:
+            px = st.block(e[1], e[2]) if e[0] == "block" else st.prefix(e[1])
+            if px.shape[2]:
+                ref.append(to_uint8_frames(px, batch=True)[0])
+        px = st.flush()
+        if px is not None and px.shape[2]:
+            ref.append(to_uint8_frames(px, batch=True)[0])
+    ref = np.concatenate(ref)
+    n_lat = sum(e[1].shape[2] for e in ev if e[0] == "block")
+    assert ref.shape[0] == 1 + 4 * (n_lat - 1)
+    for mode in DECODE_MODES:
+        out, written = [], []
+        fs = FrameStream(vae, mode, out.append)
+        with torch.no_grad(), fs.producing():
+            for e in ev:
+                if e[0] == "block":
+                    fs.block(e[1], e[2])
+                    written.append(sum(a.shape[0] for a in out))
+                else:
+                    fs.prefix(e[1])
+            fs.flush()
+        got = np.concatenate(out)
+        assert got.dtype == np.uint8 and got.flags["C_CONTIGUOUS"]
+        assert np.array_equal(got, ref), mode
+        if case == "packforcing":
+            assert written[:2] == ([5, 13] if mode == "blocking" else [0, 5])  # overlap/priority: one block later
+            assert fs.block_frames == [5] + [8] * (len(ev) - 1) and fs.side_stream is False
+
+
+def test_generate_writes_the_frames_of_its_latents_decoded_blocking(tmp_path, monkeypatch):
+    """generate() on the CPU (default decode = blocking through FrameStream): the frames handed to the video writer
+    are exactly the streaming decode of the latents it generated, block by block, as before the move."""
+    import numpy as np
+    from safetensors.torch import load_file
+
+    from packforcing import pipeline, video
+    from packforcing.rollout import SegmentStitcher
+    from packforcing.streaming import DecodeOptions
+
+    frames = []
+
+    class Capture:
+        def __init__(self, path, fps=16):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def write(self, arr):
+            frames.append(np.array(arr))
+
+        def __exit__(self, *exc):
+            return False
+
+        def abort(self):
+            pass
+
+    monkeypatch.setattr(video, "VideoWriter", Capture)
+    spec = pipeline.GenerationSpec(policy="window", policy_kwargs={"window_frames": 8}, num_latent_frames=8,
+                                   video_path=str(tmp_path / "v.mp4"), latents_path=str(tmp_path / "z.safetensors"))
+    res = pipeline.generate(spec)
+    assert DecodeOptions().resolved("cpu") == DecodeOptions("blocking", False, False)
+    z = load_file(res.latents_path)["latents"]
+    vae = pipeline._load_vae(spec.preset, None, "cpu", "float32")
+    st = SegmentStitcher(vae.stream(clamp=True))
+    with torch.no_grad():
+        ref = np.concatenate([video.to_uint8_frames(st.block(z[:, :, i : i + 4], {}), batch=True)[0] for i in (0, 4)])
+    got = np.concatenate(frames)
+    assert got.shape[0] == res.num_frames == 1 + 4 * 7
+    assert np.array_equal(got, ref)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_decode_modes_write_the_same_frames_and_priority_uses_its_streams():
+    """On CUDA: overlap and priority (side stream, frames read one block late; priority: the producer on a
+    high-priority stream) write the blocking mode's frames; channels-last + compiled decode stays within rounding."""
+    import numpy as np
+
+    from packforcing.streaming import DECODE_MODES, DecodeOptions, FrameStream, prepare_vae
+
+    vae = _tiny_vae().cuda()
+    g = torch.Generator(device="cuda").manual_seed(0)
+    z = [torch.randn(1, 16, 4, 8, 8, device="cuda", generator=g) for _ in range(5)]
+
+    def frames(mode):
+        out = []
+        fs = FrameStream(vae, mode, out.append)
+        with torch.no_grad(), fs.producing():
+            for x in z:
+                fs.block(x, {})
+            fs.flush()
+        assert fs.side_stream and all(e is not None for e in fs.decode_events)
+        assert (fs.producer is not None) == (mode == "priority")
+        return np.concatenate(out)
+
+    eager = {m: frames(m) for m in DECODE_MODES}
+    assert all(np.array_equal(eager[m], eager["blocking"]) for m in DECODE_MODES)
+    got = prepare_vae(vae, DecodeOptions().resolved("cuda"), (1, 16, 4, 8, 8))
+    assert got["channels_last"] and (got["compile"] or "compile_error" in got)
+    fast = frames(DecodeOptions().resolved("cuda").mode)
+    assert np.abs(fast.astype(int) - eager["blocking"].astype(int)).max() <= 1

@@ -19,6 +19,7 @@ from packforcing.attention import attention
 from packforcing.cache import rope as R
 from packforcing.errors import UserError
 from packforcing.registry import Registry
+from packforcing.spans import span
 
 Tensor = torch.Tensor
 POLICIES: Registry = Registry("cache policy")
@@ -139,6 +140,7 @@ class KVStore:
         new.k[:, :, :n], new.v[:, :, :n], new.pos[:n] = self.k, self.v, self.pos
         return new
 
+    @span("kv.move")
     def move(self, dst: int, src: int, n: int) -> None:
         """Copy slots [src, src+n) to [dst, dst+n) in every layer (overlap-safe)."""
         if n <= 0 or dst == src:
@@ -147,6 +149,7 @@ class KVStore:
             t[:, :, dst : dst + n] = t[:, :, src : src + n].clone()
         self.pos[dst : dst + n] = self.pos[src : src + n].clone()
 
+    @span("kv.shift")
     def shift(self, a: int, b: int, delta: float) -> None:
         """Re-align slots [a, b) by ``delta`` temporal positions (PackForcing §3.4), all layers at once."""
         if b <= a or delta == 0:

@@ -47,6 +47,7 @@ from packforcing.cache import selector as S
 from packforcing.cache.base import POLICIES, BlockInfo, BlockView, CachePolicy, CacheSpec, KVStore, check_positions
 from packforcing.cache.compressor import PAPER_HR_CHANNELS, DualBranchCompressor, compressed_grid
 from packforcing.errors import UserError
+from packforcing.spans import span
 
 Tensor = torch.Tensor
 
@@ -384,6 +385,7 @@ class PackForcingPolicy(CachePolicy):
         return (_to_device([s for s, _ in lay.mid_candidates], torch.long, dev),
                 _to_device([f for _, f in lay.mid_candidates], torch.float64, dev))
 
+    @span("pf.gather")
     def _gather(self, layer: int | None, slots: Tensor, starts: Tensor | None, n: int, index: Tensor | None = None) -> None:
         """Copy the chosen blocks' compressed K/V from the archive into the mid slots, keys rotated to their target
         temporal positions in the same pass (:func:`packforcing.cache.rope.gather_rotated_`).
@@ -407,6 +409,7 @@ class PackForcingPolicy(CachePolicy):
         else:
             R.gather_rotated_(st.k[layer, :, a:b], st.v[layer, :, a:b], ar.k[layer], ar.v[layer], slots, n_c, cos, sin, index)
 
+    @span("pf.select")
     def _select_hook(self, view: BlockView, layer: int, q: Tensor) -> None:
         """Top-k by query-key affinity at the first denoising step (App. G); reused afterwards. Per layer: the
         query mean, one dot product with the candidates' cached key means, topk + sort, and one fused gather."""
@@ -454,6 +457,7 @@ class PackForcingPolicy(CachePolicy):
         self.pending.append((slot, blk.start))
 
     # ---- the compressed copy (dual-resolution shifting) -----------------------------------------
+    @span("pf.compress")
     def _compress_into(self, slot: int, blk: BlockInfo, x_clean: Tensor, model, text, lay: _Layout) -> None:
         if self.compressor is None:
             raise UserError("the packforcing policy has no compressor: load a checkpoint with compressor weights, "

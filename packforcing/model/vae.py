@@ -685,6 +685,11 @@ class PendingFrames:
     def num_frames(self) -> int:
         return int(self._video.shape[2])
 
+    @property
+    def event(self):
+        """The CUDA event recorded on the side stream when the frames (and their host copy) are done, or None."""
+        return self._event
+
     def ready(self) -> bool:
         return self._event is None or self._event.query()
 
@@ -743,6 +748,11 @@ class StreamingDecoder:
         self._state: State = {}
         self.latent_frames = 0
         self.frames_out = 0
+
+    @property
+    def side_stream(self) -> bool:
+        """Whether blocks decode on a CUDA side stream (``submit`` returns before the decode is done)."""
+        return self._stream is not None
 
     def reset(self) -> None:
         """Forget the cache: the next block is the first of a new video."""

@@ -1,0 +1,151 @@
+"""The benchmark's command line: ``python -m packforcing.bench`` (``make bench``); ``--help`` lists the flags."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import sys
+
+import torch
+
+import packforcing.bench as _pkg
+from packforcing.bench.core import Bench
+from packforcing.bench.plan import POLICY_LABELS, estimate_only, policy_table
+from packforcing.bench.timing import restart_wall
+from packforcing.errors import UserError, main_guard
+from packforcing.streaming import DECODE_MODES
+
+
+def _floats(s: str) -> list[float]:
+    try:
+        out = sorted({float(x) for x in s.split(",") if x.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated seconds, got {s!r}") from None
+    if not out or min(out) <= 0:
+        raise argparse.ArgumentTypeError("lengths must be positive seconds")
+    return out
+
+
+def _names(s: str) -> list[str]:
+    return [x.strip() for x in s.split(",") if x.strip()]
+
+
+def _opts(s: str) -> dict:
+    """'top_k=2,mid_capacity=none,rope_adjust=false' -> dict (ints, floats, bools, None)."""
+    out: dict = {}
+    for item in _names(s):
+        if "=" not in item:
+            raise argparse.ArgumentTypeError(f"expected key=value, got {item!r}")
+        k, v = (x.strip() for x in item.split("=", 1))
+        low = v.lower()
+        if low in ("none", "null"):
+            out[k] = None
+        elif low in ("true", "false"):
+            out[k] = low == "true"
+        else:
+            try:
+                out[k] = int(v)
+            except ValueError:
+                try:
+                    out[k] = float(v)
+                except ValueError:
+                    out[k] = v
+    return out
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m packforcing.bench", description=_pkg.__doc__.splitlines()[0])
+    ap.add_argument("--preset", default="wan2.1-1.3b", help="model preset (wan2.1-1.3b; tiny/toy only with --allow-cpu or for smoke runs)")
+    ap.add_argument("--policies", type=_names, default=["packforcing", "window", "sink_window", "full"])
+    ap.add_argument("--lengths", type=_floats, default=[10.0, 60.0, 120.0, 600.0], help="video lengths of interest, seconds")
+    ap.add_argument("--real-max-seconds", type=float, default=120.0,
+                    help="roll every policy for real up to this length first; longer only if the time budget allows (packforcing first)")
+    ap.add_argument("--time-budget", type=float, default=480.0, help="wall seconds for the whole run (sections are planned and cut to fit)")
+    ap.add_argument("--backend", default="auto", help="attention backend for the main numbers: auto (fastest of the sweep) or a name")
+    ap.add_argument("--backends", type=_names, default=["sdpa", "cudnn", "flash", "efficient"], help="backends to sweep")
+    ap.add_argument("--sweep-reps", type=int, default=3)
+    ap.add_argument("--compressor", default="hr", choices=["hr", "hr+lr", "lr"],
+                    help="PackForcing compressor branches (random weights); hr+lr/lr decode each block standalone with the VAE")
+    ap.add_argument("--pf-preset", default=None, help="packforcing preset (default: paper at Wan scale, toy otherwise)")
+    ap.add_argument("--pf-opts", type=_opts, default={}, help="packforcing option overrides, e.g. top_k=8,score_scope=shared")
+    ap.add_argument("--full-block-frames", type=int, default=4)
+    ap.add_argument("--window-rope", default="auto", choices=["auto", "absolute", "relative"],
+                    help="window/sink_window RoPE: auto = relative only if a length passes Wan's 1,024-position table")
+    ap.add_argument("--topk-blocks", type=int, default=32, help="blocks of the packforcing_topk run (0: skip)")
+    ap.add_argument("--topk-mid-capacity", type=int, default=64, help="archive size of the packforcing_topk run (> top_k)")
+    ap.add_argument("--e2e-blocks", type=int, default=32,
+                    help="blocks of each end-to-end run; its steady rate counts the blocks after the cache saturates (block 19 at Wan scale)")
+    ap.add_argument("--e2e-modes", type=_names, default=list(DECODE_MODES),
+                    help="end-to-end modes: overlap, blocking, priority (packforcing.streaming); the target uses the fastest")
+    ap.add_argument("--vae-cudnn-benchmark", default="auto", choices=["auto", "on", "off"])
+    ap.add_argument("--vae-compile", default="auto", choices=["auto", "on", "off"],
+                    help="fuse the VAE decoder's elementwise chains with torch.compile (auto: on with CUDA)")
+    ap.add_argument("--vae-channels-last", default="auto", choices=["auto", "on", "off"],
+                    help="VAE decoder convs in channels-last layout (auto: on with CUDA; H100 probe: 246 -> 222 ms per "
+                         "16 frames compiled, scripts/vae_layout_probe.py)")
+    ap.add_argument("--warmup-blocks", type=int, default=-1, help="-1: until the policy's context stops growing, plus 2")
+    ap.add_argument("--p50-window", type=int, default=5, help="blocks ending at a length whose median is 'p50 at that length'")
+    ap.add_argument("--matmul-n", type=int, default=8192)
+    ap.add_argument("--skip", type=_names, default=[], help="sections to skip: profile, vae, e2e, topk, compile, plot")
+    ap.add_argument("--compile-elementwise", default="auto", choices=["auto", "on", "off"],
+                    help="torch.compile the DiT's per-layer elementwise chains (auto: on with CUDA); compiled before "
+                         "any timing, its compile time recorded apart")
+    ap.add_argument("--dtype", default=None, choices=["bfloat16", "float32", "float16"], help="default bf16 on CUDA, float32 on CPU")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="reports/perf", help="output folder (also copied to $OUT when set)")
+    ap.add_argument("--allow-cpu", action="store_true", help="smoke run on the CPU (needs --preset tiny or toy)")
+    ap.add_argument("--force-cpu", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--estimate-only", action="store_true", help="print the FLOP/byte floor and the time plan from the cost model; run nothing")
+    return ap
+
+
+@main_guard
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser().parse_args(argv)
+    bad = [p for p in args.policies if p not in POLICY_LABELS]
+    if bad:
+        raise UserError(f"unknown policy {bad[0]!r} for the benchmark; use {', '.join(POLICY_LABELS)}.")
+    bad = [m for m in args.e2e_modes if m not in DECODE_MODES]
+    if bad:
+        raise UserError(f"unknown end-to-end mode {bad[0]!r} in --e2e-modes; use {', '.join(DECODE_MODES)}.")
+    from packforcing.cache import make_policy
+    from packforcing.model.presets import get_preset
+
+    get_preset(args.preset)  # unknown preset / policy options: one-line error before anything runs
+    for name, _, kw in policy_table(args, args.preset).values():
+        make_policy(name, **kw)
+    if args.estimate_only:
+        estimate_only(args)
+        return
+    cuda = torch.cuda.is_available() and not args.force_cpu
+    if not cuda:
+        if not args.allow_cpu:
+            print("skipped: no CUDA device", flush=True)
+            return
+        if args.preset not in ("tiny", "toy"):
+            raise UserError(f"--allow-cpu runs only the smoke presets (--preset tiny or toy), not {args.preset!r}.")
+        if "OMP_NUM_THREADS" not in os.environ:
+            torch.set_num_threads(1)
+    restart_wall()
+    bench = Bench(args, argv)
+
+    def _term(signum, frame):  # a killed run still leaves its JSON
+        bench.res["status"] = f"killed by signal {signum}"
+        bench.write()
+        raise SystemExit(128 + signum)
+
+    with contextlib.suppress(ValueError):
+        signal.signal(signal.SIGTERM, _term)
+    try:
+        bench.run()
+    finally:
+        if bench.res.get("status") == "running":
+            bench.res["status"] = "incomplete"
+            bench.write()
+
+
+if __name__ == "__main__":
+    main()

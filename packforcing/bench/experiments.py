@@ -1,0 +1,230 @@
+"""Experiments around the rollout: the card's ceilings (matmul, copy), the attention backends at PackForcing's
+saturated context (the fastest runs everything else) with the forward-time calibration of the planner, one
+profiled forward by kernel category, and one DiT layer eager vs ``torch.compile``."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from packforcing.bench.cost import forward_flops, plan_rows
+from packforcing.bench.plan import policy_table
+from packforcing.bench.timing import log, time_fn
+
+
+def ceilings(b) -> None:
+    """A bf16 matmul and a large device-to-device copy, measured once."""
+    c = b.res["ceilings"]
+    n = b.args.matmul_n if b.device.type == "cuda" else 256
+    x = torch.randn(n, n, device=b.device, dtype=b.dtype)
+    y = torch.randn(n, n, device=b.device, dtype=b.dtype)
+    t = time_fn(lambda: x @ y, b.clock, warmup=3, reps=10)
+    c["matmul"] = dict(t, n=n, dtype=str(b.dtype), tflops=2 * n**3 / (t["median_ms"] * 1e-3) / 1e12)
+    x = y = None  # free (the lambda above holds the names)
+    nbytes = (1 << 30) if b.device.type == "cuda" else (16 << 20)
+    src = torch.randn(nbytes // 4, device=b.device)
+    dst = torch.empty_like(src)
+    t = time_fn(lambda: dst.copy_(src), b.clock, warmup=2, reps=10)
+    c["copy"] = dict(t, bytes=nbytes, gbps=2 * nbytes / (t["median_ms"] * 1e-3) / 1e9)  # read + write
+    src = dst = None
+    b.free()
+    log(f"matmul {n}^3 {c['matmul']['tflops']:.0f} TFLOP/s; copy {c['copy']['gbps']:.0f} GB/s (read+write)")
+
+
+def _saturated_view(b, ctx_tokens: int, nq: int, bf: int = 4):
+    """A store of ``ctx_tokens`` random K/V and the view of a block at its end: what a saturated block attends."""
+    from packforcing.cache import CacheSpec, KVStore
+    from packforcing.cache.base import BlockView
+
+    store = KVStore(CacheSpec.from_model(b.cfg, device=b.device, dtype=b.dtype), ctx_tokens)
+    store.k.normal_()
+    store.v.normal_()
+    return store, BlockView(store, torch.arange(bf, device=b.device) + 20, cur_start=ctx_tokens - nq)
+
+
+def backends(b) -> None:
+    """Attention alone and one block forward at PackForcing's saturated context, per backend; then the
+    planner's calibration t(nq, nk) = a*nq + b*nq*nk with the backend used."""
+    from packforcing.attention import attention, use_backend
+
+    cfg, bf = b.cfg, 4
+    name, _, pfk = policy_table(b.args, b.args.preset)["packforcing"]
+    nk = max(r["tokens_attended"] for r in plan_rows(cfg, name, bf, pfk, 40))
+    nq = bf * cfg.tokens_per_frame
+    h, hd = cfg.num_heads, cfg.head_dim
+    b.res["calibration"]["context_tokens"] = nk
+    b.res["calibration"]["query_tokens"] = nq
+    x = b.latent(bf)
+    t = torch.full((1, bf), 1000.0, device=b.device)
+    reps = b.args.sweep_reps
+
+    def fwd_at(ctx_tokens: int):
+        store, view = _saturated_view(b, ctx_tokens, nq, bf)
+        return lambda: b.model(x, t, b.text, view=view), store
+
+    fwd, store = fwd_at(nk)
+    q = torch.randn(1, nq, h, hd, device=b.device, dtype=b.dtype)
+    k = torch.randn(1, nk, h, hd, device=b.device, dtype=b.dtype)
+    v = torch.randn(1, nk, h, hd, device=b.device, dtype=b.dtype)
+    attn_flops = 4 * nq * nk * h * hd
+    fw_flops = forward_flops(cfg, nq, nk)["total"]
+    best = None
+    for be in b.args.backends:
+        r: dict = {}
+        b.res["backends"][be] = r
+        try:
+            with torch.no_grad(), use_backend(be):
+                ta = time_fn(lambda: attention(q, k, v), b.clock, warmup=2, reps=max(reps, 5))
+                r["attention"] = dict(ta, tflops=attn_flops / (ta["median_ms"] * 1e-3) / 1e12)
+                tf = time_fn(fwd, b.clock, warmup=1, reps=reps)
+                r["forward"] = dict(tf, tflops=fw_flops / (tf["median_ms"] * 1e-3) / 1e12)
+            r["status"] = "ok"
+            log(f"backend {be:9s}: attention {ta['median_ms']:.2f} ms ({r['attention']['tflops']:.0f} TFLOP/s), "
+                f"forward {tf['median_ms']:.1f} ms")
+            if best is None or tf["median_ms"] < b.res["backends"][best]["forward"]["median_ms"]:
+                best = be
+        except Exception as e:  # noqa: BLE001 - a backend may not support the shape/dtype/device
+            r["status"] = "error"
+            r["error"] = f"{type(e).__name__}: {str(e)[:300]}"
+            log(f"backend {be:9s}: {r['error'][:120]}")
+    del store
+    q = k = v = fwd = None
+    b.free()
+    forced = b.args.backend
+    use = forced if forced != "auto" else (best or "sdpa")
+    b.res["backend_used"] = use
+    b.res["backend_choice"] = "forced" if forced != "auto" else ("fastest forward" if best else "fallback sdpa")
+    log(f"backend used: {use} ({b.res['backend_choice']})")
+    # Calibrate t(nq, nk) = a*nq + b*nq*nk from a forward with no context and the saturated one.
+    with torch.no_grad(), use_backend(use):
+        f0, s0 = fwd_at(nq)
+        t0 = time_fn(f0, b.clock, warmup=1, reps=reps)["median_ms"]
+        del f0, s0
+        b.free()
+    t1 = b.res["backends"].get(use, {}).get("forward", {}).get("median_ms")
+    if t1 is None:
+        with torch.no_grad(), use_backend(use):
+            f1, s1 = fwd_at(nk)
+            t1 = time_fn(f1, b.clock, warmup=1, reps=reps)["median_ms"]
+            del f1, s1
+    calibrate(b.res["calibration"], t0 * 1e-3, t1 * 1e-3, nq, nk)
+    b.free()
+
+
+def calibrate(c: dict, t0: float, t1: float, nq: int, nk: int) -> None:
+    """Fit t(nq, nk) = a*nq + b*nq*nk through a forward without context (``t0``) and at ``nk`` keys (``t1``)."""
+    slope = max((t1 - t0) / (nq * max(nk - nq, 1)), 0.0)
+    a = max(t0 / nq - slope * nq, 0.0)
+    c.update({"forward_s_no_context": t0, "forward_s_saturated": t1, "a_s_per_query": a,
+              "b_s_per_query_key": slope, "source": "measured"})
+
+
+def profile(b) -> None:
+    """Kernel time of one saturated PackForcing block forward by category (attention, GEMM, the rest)."""
+    if b.device.type != "cuda":
+        b.res["profile"] = {"skipped": "cpu"}
+        return
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as tprofile
+
+    from packforcing.attention import use_backend
+
+    cfg, bf = b.cfg, 4
+    nq = bf * cfg.tokens_per_frame
+    nk = b.res["calibration"].get("context_tokens") or nq
+    store, view = _saturated_view(b, nk, nq, bf)
+    x = b.latent(bf)
+    t = torch.full((1, bf), 1000.0, device=b.device)
+    with torch.no_grad(), use_backend(b.res["backend_used"] or "sdpa"):
+        b.model(x, t, b.text, view=view)
+        torch.cuda.synchronize()
+        w0 = time.perf_counter()
+        with tprofile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            b.model(x, t, b.text, view=view)
+            torch.cuda.synchronize()
+        wall = time.perf_counter() - w0
+    cats = {"attention": 0.0, "gemm": 0.0, "elementwise_other": 0.0}
+    kernels: dict[str, list] = {}
+    n = 0
+    for e in prof.events():
+        if getattr(e, "device_type", None) != DeviceType.CUDA:
+            continue
+        us = float(e.time_range.elapsed_us())
+        name = e.name
+        n += 1
+        low = name.lower()
+        if any(s in low for s in ("flash", "fmha", "sdpa", "attention", "attn", "mha")):
+            cats["attention"] += us
+        elif any(s in low for s in ("gemm", "xmma", "cutlass", "nvjet", "cublas", "matmul", "wgmma", "sm90_")):
+            cats["gemm"] += us
+        else:
+            cats["elementwise_other"] += us
+        k = kernels.setdefault(name[:120], [0.0, 0])
+        k[0] += us
+        k[1] += 1
+    total = sum(cats.values())
+    top = sorted(kernels.items(), key=lambda kv: -kv[1][0])[:15]
+    b.res["profile"] = {
+        "context_tokens": nk, "query_tokens": nq, "kernels": n, "kernel_ms_total": total / 1e3,
+        "wall_ms_profiled": wall * 1e3, "category_ms": {k: v / 1e3 for k, v in cats.items()},
+        "category_share": {k: (v / total if total else None) for k, v in cats.items()},
+        "top_kernels": [{"name": k, "ms": v[0] / 1e3, "calls": v[1]} for k, v in top],
+    }
+    log(f"profile: {n} kernels, {total / 1e3:.1f} ms kernel time; " +
+        ", ".join(f"{k} {v / 1e3:.1f} ms" for k, v in cats.items()))
+    del store, view
+    b.free()
+
+
+def compile_layer(b) -> None:
+    """One DiT layer at PackForcing's saturated context, eager vs ``torch.compile`` (default mode): the
+    gain from fusing the fp32 elementwise chains (norms, RoPE, modulation, gates), x num_layers."""
+    from packforcing.attention import use_backend
+    from packforcing.cache import rope as R
+
+    cfg, bf = b.cfg, 4
+    nq = bf * cfg.tokens_per_frame
+    nk = b.res["calibration"].get("context_tokens") or nq
+    held = _saturated_view(b, nk, nq, bf)  # (store, view): kept alive until the end
+    view = held[1]
+    fpos = view.frame_positions
+    x = b.latent(bf)
+    t = torch.full((1, bf), 1000.0, device=b.device)
+    rec = b.res.setdefault("compile", {})
+    with torch.no_grad(), use_backend(b.res["backend_used"] or "sdpa"):
+        tokens, grid = b.model.patchify(x)
+        pt, ph, pw = R.grid_positions(fpos, grid[1], grid[2])
+        angles = R.rope_angles(pt, ph, pw, cfg.head_dim, cfg.rope_theta)
+        _, e0 = b.model.time_embed(t)
+        h = tokens.float()
+        blk = b.model.blocks[0]
+        run = lambda f: f(h, e0, angles, b.text, view, None)  # noqa: E731
+        fused = b.model.compile_elementwise
+        if fused:  # the layer as the run used it (elementwise compiled), then fully eager
+            rec["elementwise_compiled_layer"] = time_fn(lambda: run(blk), b.clock, warmup=2, reps=10)
+            b.model.enable_compile(False)
+        try:
+            rec["eager_layer"] = time_fn(lambda: run(blk), b.clock, warmup=2, reps=10)
+        finally:
+            if fused:
+                b.model.enable_compile(True)
+        t0 = time.perf_counter()
+        cblk = torch.compile(blk)
+        run(cblk)
+        b.clock.sync()
+        rec["compile_s"] = time.perf_counter() - t0
+        rec["compiled_layer"] = time_fn(lambda: run(cblk), b.clock, warmup=2, reps=10)
+    e, c = rec["eager_layer"]["median_ms"], rec["compiled_layer"]["median_ms"]
+    rec["saving_ms_per_forward"] = (e - c) * cfg.num_layers
+    rec["saving_ms_per_block"] = (e - c) * cfg.num_layers * 5
+    log(f"one layer: eager {e:.2f} ms, compiled {c:.2f} ms (compile {rec['compile_s']:.0f} s): "
+        f"~{rec['saving_ms_per_block']:.0f} ms per block to gain")
+    if "elementwise_compiled_layer" in rec:
+        f = rec["elementwise_compiled_layer"]["median_ms"]
+        rec["elementwise_saving_ms_per_block"] = (e - f) * cfg.num_layers * 5
+        log(f"one layer with the elementwise chains compiled (as the run used it): {f:.2f} ms "
+            f"(~{rec['elementwise_saving_ms_per_block']:.0f} ms per block saved vs eager)")
+    held = view = None
+    b.free()

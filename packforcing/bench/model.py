@@ -1,0 +1,108 @@
+"""The model under test: a DiT of the preset with random weights on the device, its text K/V, and the
+optional compile of its elementwise chains for every token count the run will use (never timed)."""
+
+from __future__ import annotations
+
+import time
+import traceback
+
+import torch
+
+from packforcing.bench.cost import plan_rows
+from packforcing.bench.plan import policy_table
+from packforcing.bench.timing import log
+
+
+def build(b) -> None:
+    from packforcing.model.dit import build_model
+    from packforcing.model.presets import get_preset
+
+    b.cfg = cfg = get_preset(b.args.preset)
+    torch.manual_seed(b.args.seed)
+    t0 = time.perf_counter()
+    b.model = build_model(cfg, device=b.device, dtype=b.dtype).requires_grad_(False)
+    b.n_params = sum(p.numel() for p in b.model.parameters())
+    ctx = torch.randn(1, cfg.text_len, cfg.text_dim, device=b.device, dtype=b.dtype)
+    with torch.no_grad():
+        b.text = b.model.embed_text(ctx)
+    b.clock.sync()
+    b.res["model"] = {"preset": b.args.preset, "params": b.n_params, "init_s": round(time.perf_counter() - t0, 2),
+                      "tokens_per_frame": cfg.tokens_per_frame, "latent_hw": list(cfg.latent_hw),
+                      "weights": "random (default init, built on the device)"}
+    if b.device.type == "cuda":
+        b.res["model"]["allocated_bytes"] = torch.cuda.memory_allocated()
+    log(f"model {b.args.preset}: {b.n_params / 1e9:.3f} B params, init {b.res['model']['init_s']} s")
+    compile_elementwise(b)
+
+
+def compile_elementwise(b) -> None:
+    """``--compile-elementwise``: fuse the DiT's per-layer elementwise chains (``WanDiT.enable_compile``)
+    and compile them here, once per block shape the run will use (block tokens of each policy's B_f,
+    and the compressed tokens of a policy whose plan declares N_c), so that no measured block (nor any
+    warm-up) pays for it. The compile time is recorded apart (``model.compile_elementwise_s``)."""
+    mode = b.args.compile_elementwise
+    on = mode == "on" or (mode == "auto" and b.device.type == "cuda")
+    b.res["compile_elementwise"] = on
+    b.res["model"]["compile_elementwise"] = on
+    if not on:
+        return
+    t0 = time.perf_counter()
+    try:
+        _compile_shapes(b)
+    except Exception as e:  # noqa: BLE001 - a failed compile must not take the run down: measure eager
+        b.model.enable_compile(False)
+        b.res["compile_elementwise"] = b.res["model"]["compile_elementwise"] = False
+        msg = f"{type(e).__name__}: {str(e)[:300]}"
+        b.res["model"]["compile_elementwise_error"] = msg
+        b.res["errors"].append({"section": "model:compile_elementwise", "error": msg,
+                                "traceback": traceback.format_exc()[-4000:]})
+        log(f"!! elementwise compile failed, running eager: {msg}")
+        return
+    b.clock.sync()
+    b.res["model"]["compile_elementwise_s"] = round(time.perf_counter() - t0, 2)
+    log(f"elementwise chains compiled for {b.res['model']['compile_elementwise_tokens']} tokens in "
+        f"{b.res['model']['compile_elementwise_s']} s")
+
+
+def _compile_shapes(b) -> None:
+    cfg, dev = b.cfg, b.device
+    b.model.enable_compile()
+    table = policy_table(b.args, b.args.preset)
+    labels = [p for p in b.args.policies if p in table]
+    frames = sorted({table[p][1] for p in labels} | {4})
+    n_cs = sorted({plan_rows(cfg, *table[p], 3)[-1].get("n_c") or 0 for p in labels} - {0})
+    shapes = []
+    with torch.no_grad():
+        for bf in frames:  # a forward per block size: every elementwise function at that token count
+            b.model(b.latent(bf), torch.full((1, bf), 500.0, device=dev), b.text)
+            shapes.append(bf * cfg.tokens_per_frame)
+        for n_c in n_cs:  # the compressed tokens' pass (N_c tokens, one timestep)
+            h = torch.randn(1, n_c, cfg.dim, device=dev, dtype=b.dtype)
+            pos = tuple(torch.arange(n_c, device=dev, dtype=torch.float64) % 4 for _ in range(3))
+            b.model.forward_tokens(h, pos, torch.zeros(1, device=dev), b.text)
+            shapes.append(n_c)
+            _compile_rope(b, n_c)
+    b.res["model"]["compile_elementwise_tokens"] = shapes
+
+
+def _compile_rope(b, n_c: int) -> None:
+    """The caches' in-place temporal re-alignment (rope.set_fused, dynamic token count): the recent ring's
+    scalar shift, the all-layer mid gather and the per-layer top-k gather."""
+    from packforcing.cache import CacheSpec, KVStore
+    from packforcing.cache import rope as R
+
+    cfg, dev = b.cfg, b.device
+    st = KVStore(CacheSpec.from_model(cfg, device=dev, dtype=b.dtype), 3 * n_c)
+    per_tok = torch.full((n_c,), -4.0, dtype=torch.float64, device=dev)
+    st.shift(0, n_c, -4)
+    R.shift_temporal_(st.k[:, :, n_c : 2 * n_c], per_tok, cfg.rope_theta)
+    R.shift_temporal_(st.k[0, :, 2 * n_c :], per_tok, cfg.rope_theta)
+    # the mid gather with the rotation inside the copy (one Triton kernel on CUDA): all layers (the paper
+    # preset) and one layer with a selection index (top-k); each variant JIT-compiles once, here
+    cs = R.temporal_cos_sin(torch.tensor([8.0, 12.0], device=dev), cfg.head_dim, cfg.rope_theta, R.compute_dtype(b.dtype))
+    two = torch.tensor([1, 0], device=dev)
+    R.gather_rotated_(st.k[:, :, n_c:], st.v[:, :, n_c:], st.k, st.v, two, n_c, *cs)
+    R.gather_rotated_(st.k[0, :, n_c:], st.v[0, :, n_c:], st.k[0], st.v[0], torch.tensor([2, 1, 0], device=dev),
+                      n_c, *cs, index=two)
+    b.res["model"]["rope_fused_kernels"] = {f"{k[0]}:{k[2]}".replace("torch.", ""): v for k, v in R._TRITON["ok"].items()}
+    del st

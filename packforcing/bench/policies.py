@@ -1,0 +1,218 @@
+"""The policy section: a real ``packforcing.rollout.rollout`` per policy (4 denoising steps + the commit pass per
+block, random weights), with per-block latency, KV bytes (policy stats), memory at the lengths of interest,
+and the time inside the spans the policy emits (top-k scoring, RoPE re-alignment, mid gather, compression,
+window moves: :mod:`packforcing.spans`, collected by :class:`~packforcing.bench.timing.SpanTimer`)."""
+
+from __future__ import annotations
+
+import statistics
+import time
+import traceback
+
+import torch
+
+from packforcing.bench.cost import (
+    GB,
+    block_cost,
+    block_end_seconds,
+    dit_params,
+    first_block_past_sink,
+    floor_seconds,
+    lkey,
+    pixel_frames,
+    plan_rows,
+    saturation_block,
+    seconds_to_blocks,
+)
+from packforcing.bench.plan import est_policy, policy_table, warmup_blocks
+from packforcing.bench.timing import CATEGORIES, SpanTimer, log
+
+Tensor = torch.Tensor
+_scoring_warm: set = set()  # devices whose top-k scoring kernels are loaded
+
+
+class _StopRun(Exception):
+    """Raised from on_block to end a rollout at the time budget."""
+
+
+def _warm_scoring(b) -> None:
+    """Load the top-k scoring kernels (topk, sort, einsum; CUDA loads modules lazily) before anything is timed."""
+    from packforcing.cache import selector as S
+
+    if b.device in _scoring_warm:
+        return
+    cfg = b.cfg
+    S.warm(b.device, cfg.num_heads, cfg.head_dim, 4 * cfg.tokens_per_frame, 16, 16)
+    _scoring_warm.add(b.device)
+
+
+def run_policy(b, label: str, real_seconds: float, *, lengths: list[float], spans: bool = True,
+               warmup: int | None = None, n_blocks: int | None = None) -> dict:
+    from packforcing.attention import use_backend
+    from packforcing.rollout import rollout
+    from packforcing.sampler import FlowMatchSampler
+    from packforcing.spans import collecting
+
+    name, bf, kw = policy_table(b.args, b.args.preset, real_seconds)[label]
+    n_blocks = n_blocks or seconds_to_blocks(real_seconds, bf)
+    len_blocks = {s: seconds_to_blocks(s, bf) for s in lengths}
+    r: dict = {"policy": name, "block_frames": bf, "kwargs": kw, "real_seconds": real_seconds, "status": "running"}
+    b.res["policies"][label] = r
+    cuda = b.device.type == "cuda"
+    sampler = FlowMatchSampler("self_forcing")
+    backend = b.res.get("backend_used") or "sdpa"
+    r["length_blocks"] = {lkey(s): n for s, n in len_blocks.items()}
+    # Planned bookkeeping at every length of interest (what the real run reports where it gets there).
+    rows: list[dict] = []
+    try:
+        rows = plan_rows(b.cfg, name, bf, kw, max(list(len_blocks.values()) + [n_blocks]), b.dtype)
+        r["plan_at_length"] = {lkey(s): {k: rows[n - 1].get(k) for k in ("kv_bytes", "allocated_bytes", "tokens_attended", "kv_tokens")}
+                               for s, n in len_blocks.items()}
+        r["saturation_block"] = saturation_block(rows) if name != "full" else None
+    except Exception as e:  # noqa: BLE001
+        r["plan_error"] = f"{type(e).__name__}: {e}"
+    min_blocks = first_block_past_sink(rows) if rows else 0  # a sink: the video holds it and one block more
+    n_blocks = max(n_blocks, min_blocks)
+    r["blocks_planned"] = n_blocks
+    warm = warmup_blocks(b, label, n_blocks) if warmup is None else warmup
+    if 0 < warm < min_blocks:
+        warm = min_blocks
+    deadline = min(b.deadline - 15.0, time.perf_counter() + max(30.0, 2.5 * est_policy(b, label, n_blocks + warm, real_seconds) + 20))
+    r["deadline_in_s"] = round(deadline - time.perf_counter(), 1)
+
+    # -- warm-up: the same policy for the blocks until it saturates (kernel plans per context length)
+    if warm:
+        t0 = time.perf_counter()
+        pol = b.make_policy(name, kw)
+        try:
+            with torch.no_grad(), use_backend(backend):
+                rollout(b.model, pol, sampler, b.text, b.latent(warm * bf), bf, keep_latents=False, check_finite=False)
+        except torch.cuda.OutOfMemoryError:
+            r["warmup_oom"] = True
+        finally:
+            del pol
+            b.free()
+        r["warmup_blocks"] = warm
+        r["warmup_s"] = round(time.perf_counter() - t0, 2)
+        log(f"{label}: warm-up {warm} blocks in {r['warmup_s']} s")
+
+    if any("mid_blocks" in row for row in rows):  # a policy that selects among mid blocks
+        _warm_scoring(b)
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        r["allocated_before_bytes"] = torch.cuda.memory_allocated()
+    series = {k: [] for k in ("latency_s", "kv_bytes", "allocated_bytes", "tokens_attended", "kv_tokens",
+                              "peak_bytes", "seconds", *(c + "_ms" for c in CATEGORIES), "selections")}
+    at_len: dict = {}
+    want = {n - 1: s for s, n in len_blocks.items()}
+    timer = SpanTimer(b.clock) if spans else None
+    pol = noise = None
+    t_run = time.perf_counter()
+    last_print = [t_run]
+
+    def on_block(i: int, x0: Tensor, st: dict) -> None:
+        series["latency_s"].append(float(st["latency_s"]))
+        for k in ("kv_bytes", "allocated_bytes", "tokens_attended", "kv_tokens"):
+            series[k].append(int(st.get(k, 0)))
+        series["selections"].append(int(st.get("selections", 0)))
+        series["seconds"].append(block_end_seconds(i, bf))
+        peak = torch.cuda.max_memory_allocated() if cuda else 0
+        series["peak_bytes"].append(int(peak))
+        if timer is not None:
+            c = timer.flush()
+            for k in CATEGORIES:
+                series[k + "_ms"].append(round(c[k], 4))
+        if i in want:
+            at_len[lkey(want[i])] = {"block": i, "kv_bytes": int(st.get("kv_bytes", 0)),
+                                     "allocated_bytes": int(st.get("allocated_bytes", 0)),
+                                     "tokens_attended": int(st.get("tokens_attended", 0)), "peak_bytes": int(peak),
+                                     "allocated_now_bytes": int(torch.cuda.memory_allocated()) if cuda else 0,
+                                     "finite": bool(torch.isfinite(x0).all())}
+        now = time.perf_counter()
+        if now - last_print[0] > 10 or i == n_blocks - 1:
+            last_print[0] = now
+            log(f"{label}: block {i + 1}/{n_blocks} ({block_end_seconds(i, bf):.1f} s of video) "
+                f"{st['latency_s'] * 1e3:.0f} ms, KV {st.get('kv_bytes', 0) / GB:.2f} GB, peak {peak / GB:.1f} GB")
+        if now > deadline:
+            raise _StopRun()
+
+    status, reason = "done", None
+    try:
+        pol = b.make_policy(name, kw)
+        noise = b.latent(n_blocks * bf)
+        t_run = last_print[0] = time.perf_counter()
+        with torch.no_grad(), use_backend(backend), collecting(timer):
+            rollout(b.model, pol, sampler, b.text, noise, bf, on_block=on_block, keep_latents=False, check_finite=False)
+    except _StopRun:
+        status, reason = "stopped", "time budget"
+    except torch.cuda.OutOfMemoryError as e:
+        status, reason = "oom", str(e).split("\n")[0][:300]
+    except MemoryError as e:
+        status, reason = "oom", f"MemoryError: {str(e)[:200]}"
+    except Exception as e:  # noqa: BLE001 - keep the blocks measured so far (cuBLAS/cuDNN OOMs land here too)
+        msg = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+        status, reason = ("oom" if "out of memory" in msg.lower() else "error"), msg
+        b.res["errors"].append({"section": f"policy:{label}", "error": msg, "traceback": traceback.format_exc()[-4000:]})
+    finally:
+        del pol, noise
+        b.free()
+    done = len(series["latency_s"])
+    r.update({"status": status, "reason": reason, "blocks_done": done, "run_s": round(time.perf_counter() - t_run, 2),
+              "seconds_reached": block_end_seconds(done - 1, bf) if done else 0.0, "series": series, "at_length": at_len})
+    if cuda:
+        r["peak_bytes"] = int(torch.cuda.max_memory_allocated())
+    summarise(r, len_blocks, bf, b.args.p50_window, cfg=b.cfg, n_params=b.n_params or dit_params(b.cfg),
+              n_c=int(rows[-1].get("n_c") or 0) if rows else 0, rates=b.res.get("floor", {}).get("rates", {}))
+    log(f"{label}: {status}{' (' + reason + ')' if reason else ''} after {done} blocks "
+        f"({r['seconds_reached']:.1f} s), p50 {r.get('p50_steady_ms', float('nan')):.0f} ms, "
+        f"FPS {r.get('fps_model', float('nan')):.1f}")
+    return r
+
+
+def summarise(r: dict, len_blocks: dict, bf: int, p50_window: int, *, cfg, n_params: int, n_c: int, rates: dict) -> None:
+    """p50 latency at each length reached, the steady rate (blocks after saturation), the share of block time
+    in each span category, and the achieved rate against the floor of the last block."""
+    s = r["series"]
+    lat = s["latency_s"]
+    n = len(lat)
+    if not n:
+        return
+    w = max(1, p50_window)
+    for sec, nb in len_blocks.items():
+        if nb <= n:
+            win = lat[max(0, nb - w): nb]
+            r["at_length"].setdefault(lkey(sec), {})["p50_ms"] = statistics.median(win) * 1e3
+    start = max(min(n // 2, (r.get("saturation_block") or 0) + 1), 1) if n > 1 else 0
+    steady = lat[start:] or lat
+    r["steady_from_block"] = start
+    r["p50_steady_ms"] = statistics.median(steady) * 1e3
+    r["fps_model"] = 4 * bf / statistics.median(steady)
+    frames = sum(pixel_frames(i, bf) for i in range(n))
+    r["fps_model_overall"] = frames / sum(lat)
+    r["time_to_first_block_s"] = lat[0]
+    ms_block = [x * 1e3 for x in lat]
+    for k in CATEGORIES:
+        vals = s.get(k + "_ms") or []
+        if len(vals) == n:
+            sh = [v / blk for v, blk in zip(vals[start:], ms_block[start:]) if blk > 0]
+            r[f"{k}_share_median"] = statistics.median(sh) if sh else None
+            r[f"{k}_share_mean"] = (sum(vals[start:]) / sum(ms_block[start:])) if sum(ms_block[start:]) else None
+            r[f"{k}_ms_median"] = statistics.median(vals[start:]) if vals[start:] else None
+    sel = [i for i, v in enumerate(s["selections"]) if v > 0]
+    if sel and len(s.get("topk_scoring_ms") or []) == n:
+        r["topk_blocks_scored"] = len(sel)
+        r["topk_scoring_share_scored"] = sum(s["topk_scoring_ms"][i] for i in sel) / sum(ms_block[i] for i in sel)
+    mm = rates.get("matmul_tflops")
+    try:
+        cost = block_cost(cfg, {"tokens_attended": s["tokens_attended"][-1], "n_c": n_c}, bf, n_params)
+        t = statistics.median(lat[-max(1, w):])
+        r["last_block_flops"] = cost["flops"]
+        r["achieved_tflops_last"] = cost["flops"] / t / 1e12
+        if mm:
+            r["fraction_of_matmul_rate_last"] = r["achieved_tflops_last"] / mm
+        fs = floor_seconds(cost, rates)
+        r["floor_s_last"] = fs["floor_s"]
+        r["floor_over_measured_last"] = fs["floor_s"] / t
+    except Exception as e:  # noqa: BLE001
+        r["floor_error"] = str(e)
