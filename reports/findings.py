@@ -47,15 +47,17 @@ def _load(root: Path):
     return df
 
 
-def paired(df, variant: str, metric: str, reference: str = "packforcing"):
+def paired(df, variant: str, metric: str, reference: str = "packforcing", with_prompts: bool = False):
+    """reference - variant on the (prompt, seed) pairs both have (+ each pair's prompt id)."""
     col = f"metric.{metric}"
     if col not in df.columns:
-        return np.array([])
+        return (np.array([]), []) if with_prompts else np.array([])
     d = df[df["status"] == "done"]
     ref = d[d["axis.variant"] == reference].set_index(["prompt_id", "seed"])[col]
     var = d[d["axis.variant"] == variant].set_index(["prompt_id", "seed"])[col]
     both = ref.to_frame("r").join(var.to_frame("v"), how="inner").dropna()
-    return (both["r"] - both["v"]).to_numpy(dtype=float)
+    diff = (both["r"] - both["v"]).to_numpy(dtype=float)
+    return (diff, [str(k[0]) for k in both.index]) if with_prompts else diff
 
 
 def verdict(lo: float, hi: float, sign: int) -> str:
@@ -74,12 +76,12 @@ def build(root: Path, out: Path) -> dict:
     rows = []
     for claim, src, variant, metric, sign, *rest in CLAIMS:
         reference = rest[0] if rest else "packforcing"
-        diff = paired(df, variant, metric, reference)
+        diff, prompts = paired(df, variant, metric, reference, with_prompts=True)
         if diff.size == 0:
             rows.append({"claim": claim, "paper": src, "reference": reference, "variant": variant, "metric": metric,
                          "n": 0, "verdict": "not measured"})
             continue
-        ci = bootstrap_ci(diff, n=2000, seed=0)
+        ci = bootstrap_ci(diff, n=2000, seed=0, clusters=prompts)  # prompts resampled, seeds carried along
         rows.append({"claim": claim, "paper": src, "reference": reference, "variant": variant, "metric": metric,
                      "n": int(ci.n),
                      "diff_mean": float(ci.mean), "ci_lo": float(ci.lo), "ci_hi": float(ci.hi),
@@ -99,7 +101,7 @@ def build(root: Path, out: Path) -> dict:
         "",
         "Each claim is a paired difference (reference minus variant, same prompt and seed; the reference is the",
         "PackForcing default, except top-k vs FIFO, compared at an archive of 64 on both sides) with a",
-        "95% percentile bootstrap CI over prompt x seed samples. Verdict rule, fixed before the data: *reproduced*",
+        "95% percentile bootstrap CI that resamples prompts (each prompt's seeds carried along). Verdict rule, fixed before the data: *reproduced*",
         "if the CI lies on the paper's side of 0, *not reproduced* if on the other side, else *inconclusive*.",
         "Only the paper's direction is compared, never its values. Videos: see `results/findings/` and the run",
         "settings in `sweeps/findings.py`. Subject consistency has no toy counterpart in VBench; we use the",

@@ -1,11 +1,15 @@
 """Sink size N_sink (paper Table 3; Table 7 for the 20 s CLIP breakdown). Default 8 = 2 blocks."""
 
-from harness.sweep import Axis, Sweep
+from harness.sweep import Axis, Paper, Sweep
 
 SWEEP = Sweep(
     name="sink_size",
     title="sink size N_sink in latent frames (paper default 8)",
-    paper="Table 3, Table 7",
+    paper=Paper("Table 3, Table 7", table="table3", title="Table 3: sink size (N_sink, latent frames)",
+                columns=("clip_score", "vbench.subject_consistency", "vbench.dynamic_degree",
+                         "vbench.imaging_quality", "vbench.aesthetic_quality"),
+                segments="table7"),
+    reference={"sink_frames": 8},  # the paper's default: 2 blocks
     # Wan: {0, 4, 8, 16} latent frames = {0, 1, 2, 4} blocks of B_f = 4. The toy world runs at the
     # same 16 fps with the same B_f and a 5 s training window, so the same frame counts keep the
     # same proportions.

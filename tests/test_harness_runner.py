@@ -114,10 +114,13 @@ def test_table_written(tmp_path):
     launch(p, FAKE_ENGINE, launcher="debug", progress=False)
     path, md = write_table(p.root, p.sweep, p.axes, ("fake.brightness", "fake.kv_bytes", "absent.metric"), "t")
     assert path == tmp_path / "sink_size" / "table.md" and path.read_text() == md
-    lines = [ln for ln in md.splitlines() if ln.startswith("| ")]
-    assert lines[0] == "| sink_frames | fake.brightness | fake.kv_bytes | n | failed |"
-    assert [ln.split("|")[1].strip() for ln in lines[1:]] == ["0", "4", "8", "16"]
-    assert all(ln.split("|")[4].strip() == "2" for ln in lines[1:])  # n = 2 prompts x 1 seed
+    assert (tmp_path / "sink_size" / "table.json").is_file()
+    lines = [ln for ln in md.split("## ")[0].splitlines() if ln.startswith("| ")]
+    assert lines[0].startswith("| row | n (prompts × seeds) | fake.brightness | fake.kv_bytes (MB) |")
+    assert [ln.split("|")[1].strip() for ln in lines[1:]] == [
+        "sink_frames=0", "sink_frames=4", "sink_frames=8 (ref)", "sink_frames=16"]
+    assert all(ln.split("|")[2].strip() == "2 (2 prompts × 1 seeds)" for ln in lines[1:])
+    assert "absent.metric" not in md and "n<5 prompts, no CI" in md  # 2 prompts: values, not a CI
 
 
 KEYS = ["hash", "status", "method", "seconds", "prompt_id", "seed", "axis.selection", "metric.fake.brightness",
