@@ -16,12 +16,14 @@ from harness import evidence, store
 
 
 def sweep_table(root, sweep: str, axes: Sequence[str] = (), report: Sequence[str] = (), title: str = "",
-                hashes: Optional[set] = None) -> evidence.SweepTable:
-    """The evidence table of ``sweep`` in the store at ``root``. A registered sweep of that name
-    supplies its reference value and the declared order of its axis values."""
+                hashes: Optional[set] = None, scale: Optional[str] = None) -> evidence.SweepTable:
+    """The evidence table of ``sweep`` in the store at ``root`` (only ``hashes`` / ``scale`` when
+    given). A registered sweep of that name supplies its reference value, report columns and the
+    declared order of its axis values."""
     from harness.sweep import declared
 
-    recs = [r for r in store.iter_records(root, sweep) if hashes is None or r["cell_hash"] in hashes]
+    recs = [r for r in store.iter_records(root, sweep) if (hashes is None or r["cell_hash"] in hashes)
+            and (scale is None or r.get("scale") == scale)]
     spec = declared(sweep)
     reference, order = {}, {}
     if spec is not None:

@@ -98,9 +98,9 @@ class Table:
     def to_html(self) -> str:
         e = html.escape
         cls = f"scale-{e(self.scale)} kind-{e(self.kind or 'table')}"
-        out = [f'<section class="table-block {cls}" id="{e(self.id)}">', f"<h3>{e(self.title)}</h3>"]
-        if self.banner:
-            out.append(f'<div class="banner toy">{e(self.banner)}</div>')
+        # the page carries the one TOY banner; a toy table is tagged, not bannered again
+        tag = '<span class="toy-tag">TOY</span> ' if self.banner else ""
+        out = [f'<section class="table-block {cls}" id="{e(self.id)}">', f"<h3>{tag}{e(self.title)}</h3>"]
         out.append('<div class="scroll"><table>')
         out.append("<thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in self.header) + "</tr></thead>")
         out.append("<tbody>")

@@ -101,7 +101,7 @@ def test_toy_tables_have_a_banner_and_no_paper_numbers(tmp_path):
         assert not any("paper" in h.lower() for h in t.header)
         for r in t.rows:
             assert not any("[P]" in c or "n/f" in c for c in r)
-        assert "TOY SCALE" in t.to_markdown() and "TOY SCALE" in t.to_latex() and "banner toy" in t.to_html()
+        assert "TOY SCALE" in t.to_markdown() and "TOY SCALE" in t.to_latex() and "toy-tag" in t.to_html()
     t4 = next(t for t in tables if t.id == "table4-branches-toy")
     # rows in the sweep's declared order, then Δ rows against its declared reference (HR + LR)
     assert [r[0] for r in t4.rows] == ["HR only", "LR only", "HR + LR", "Δ HR only - HR + LR", "Δ LR only - HR + LR"]
