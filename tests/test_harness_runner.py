@@ -188,13 +188,15 @@ def test_wandb_sync_finds_unsynced_offline_runs(tmp_path):
     from harness.wandb_sync import offline_runs
 
     base = tmp_path / "wandb" / "wandb"
-    for name, synced in (("offline-run-20260101_000000-aaaa", False), ("offline-run-20260101_000001-bbbb", True)):
+    for name, synced in (("offline-run-20260101_000000-sink_size-aaaa", False),
+                         ("offline-run-20260101_000001-sink_size-bbbb", True)):
         (base / name).mkdir(parents=True)
         if synced:
             (base / name / "run-bbbb.wandb.synced").touch()
     assert [d.name[-4:] for d in offline_runs(tmp_path / "wandb")] == ["aaaa"]
     assert len(offline_runs(tmp_path / "wandb", include_synced=True)) == 2
-    assert offline_runs(tmp_path / "wandb", hashes={"bbbb"}) == []
+    assert offline_runs(tmp_path / "wandb", run_ids={"sink_size-bbbb"}) == []  # run id = <sweep>-<cell hash>
+    assert len(offline_runs(tmp_path / "wandb", run_ids={"sink_size-aaaa"})) == 1
 
 
 def test_done_cells_made_with_other_weights_run_again(tmp_path, calls):
