@@ -56,8 +56,11 @@ budget: setup ## KV budget of every policy: make budget ARGS="--preset wan2.1-1.
 vbench-env: ## create .venv-vbench (VBench pins old libraries; kept apart from the project)
 	bash scripts/make_vbench_env.sh
 
-wandb-sync: setup ## upload offline wandb runs kept under results/
-	$(PY) -m harness.wandb_sync
+wandb-sync: setup ## upload offline wandb runs kept under results/ (ARGS="--rebuild" re-creates cells, summary runs, report layouts first)
+	$(PY) -m harness.wandb_sync $(ARGS)
+
+wandb-report: setup ## lay out a sweep's wandb report: make wandb-report SWEEP=sink_size [ARGS="--entity ME --save"] (--save needs a server)
+	$(PY) -m harness.wandb_report --sweep "$(SWEEP)" $(ARGS)
 
 slurm-up: ## start a single-node Slurm with accounting on localhost (tests, demos)
 	bash scripts/slurm_up.sh
