@@ -1,9 +1,9 @@
 """The HTML report: built from a synthetic store, then opened in headless Chromium."""
 
 import re
-from html import escape as html_escape
 import shutil
 import subprocess
+from html import escape as html_escape
 
 import pytest
 
