@@ -143,10 +143,17 @@ def estimate(values: Sequence[float], clusters: Sequence[Any], paired: bool = Fa
     means = bootstrap_means(xs, [str(c) for c in cs], N_BOOT, SEED)
     a = (1.0 - LEVEL) / 2.0
     lo, hi = (float(q) for q in np.quantile(means, [a, 1.0 - a]))
-    p = None
-    if paired:
-        p = min(1.0, 2.0 * min(float((means <= 0).mean()), float((means >= 0).mean())))
+    p = two_sided_p(means) if paired else None
     return Estimate(mean, len(xs), k, min(lo, mean), max(hi, mean), p=p)
+
+
+def two_sided_p(means) -> float:
+    """Two-sided percentile-bootstrap p-value of mean = 0 from bootstrap replicates of the mean:
+    twice the smaller share of replicates on either side of 0 (at most 1)."""
+    import numpy as np
+
+    m = np.asarray(means, dtype=np.float64)
+    return min(1.0, 2.0 * min(float((m <= 0).mean()), float((m >= 0).mean())))
 
 
 def holm(pvalues: Sequence[Optional[float]]) -> list[Optional[float]]:

@@ -70,7 +70,8 @@ def verdict(lo: float, hi: float, sign: int) -> str:
 
 
 def build(root: Path, out: Path) -> dict:
-    from harness.metrics.stats import bootstrap_ci
+    from harness.evidence import holm, two_sided_p
+    from harness.metrics.stats import bootstrap_ci, bootstrap_means
 
     df = _load(root)
     rows = []
@@ -82,10 +83,14 @@ def build(root: Path, out: Path) -> dict:
                          "n": 0, "verdict": "not measured"})
             continue
         ci = bootstrap_ci(diff, n=2000, seed=0, clusters=prompts)  # prompts resampled, seeds carried along
+        p = two_sided_p(bootstrap_means(diff, prompts, 2000, 0))  # the same replicates as the CI
         rows.append({"claim": claim, "paper": src, "reference": reference, "variant": variant, "metric": metric,
-                     "n": int(ci.n),
-                     "diff_mean": float(ci.mean), "ci_lo": float(ci.lo), "ci_hi": float(ci.hi),
+                     "n": int(ci.n), "prompts": len(set(prompts)),
+                     "diff_mean": float(ci.mean), "ci_lo": float(ci.lo), "ci_hi": float(ci.hi), "p": p,
                      "verdict": verdict(ci.lo, ci.hi, sign)})
+    measured = [r for r in rows if r["n"]]
+    for r, adj in zip(measured, holm([r["p"] for r in measured])):
+        r["p_holm"] = adj
     means = {}
     for v in sorted(df["axis.variant"].dropna().unique()):
         d = df[(df["axis.variant"] == v) & (df["status"] == "done")]
@@ -106,16 +111,19 @@ def build(root: Path, out: Path) -> dict:
         "Only the paper's direction is compared, never its values. Videos: see `results/findings/` and the run",
         "settings in `sweeps/findings.py`. Subject consistency has no toy counterpart in VBench; we use the",
         "toy world's attribute persistence (`toy.persistence`), measured by its own detectors.",
+        "The claims are read together: p is the two-sided bootstrap p-value of each difference, and p (Holm) corrects",
+        f"it over the family of the {len(measured)} measured claims (Holm-Bonferroni); the verdict rule stays the CI rule",
+        "above, so a *reproduced* claim whose Holm p exceeds 0.05 is one to read with care.",
         "",
-        "| claim | paper | n | reference - variant (95% CI) | verdict |",
-        "|---|---|---|---|---|",
+        "| claim | paper | n | reference - variant (95% CI) | p | p (Holm) | verdict |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if r["n"] == 0:
-            lines.append(f"| {r['claim']} | {r['paper']} | 0 | — | {r['verdict']} |")
+            lines.append(f"| {r['claim']} | {r['paper']} | 0 | — | | | {r['verdict']} |")
         else:
             lines.append(f"| {r['claim']} | {r['paper']} | {r['n']} | {r['diff_mean']:+.4g} "
-                         f"[{r['ci_lo']:+.4g}, {r['ci_hi']:+.4g}] | **{r['verdict']}** |")
+                         f"[{r['ci_lo']:+.4g}, {r['ci_hi']:+.4g}] | {r['p']:.3g} | {r['p_holm']:.3g} | **{r['verdict']}** |")
     lines += ["", "## Per-variant means", "", "| variant | n | failed | clip_score | clip_drop | persistence | prompt fidelity | flicker |",
               "|---|---|---|---|---|---|---|---|"]
     for v, m in means.items():
