@@ -133,20 +133,12 @@ class Display:
 
 
 def display_for(metric: str, scale: str = "wan") -> Display:
-    """How a metric is shown: VBench x100 like the paper, bytes in GB (MB below Wan scale)."""
-    if metric.startswith("vbench."):
-        return Display(100.0, 2)
-    if metric.startswith("clip_"):
-        return Display(1.0, 2)
-    if metric.startswith("tokens_"):
-        return Display(1.0, 0)
-    if metric.endswith("_bytes"):
-        return Display(1e-9, 2, "GB") if scale == "wan" else Display(1e-6, 2, "MB")
-    if metric.startswith("fps"):
-        return Display(1.0, 2)
-    if metric.endswith("_s") or metric.startswith("latency"):
-        return Display(1.0, 3, "s")
-    return Display(1.0, 3)
+    """How a metric is shown: ``harness.evidence.unit_for`` (the one unit rule: VBench x100 like the
+    paper, bytes in GB at Wan scale and MB below, times in ms)."""
+    from harness.evidence import unit_for
+
+    u = unit_for(metric, scale)
+    return Display(u.factor, u.digits, "" if u.label == "x100" else u.label)
 
 
 def fmt_num(v: float | None, digits: int, signed: bool = False) -> str:
