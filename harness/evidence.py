@@ -13,9 +13,12 @@ Statistics (see /work/shared/reference/review.md):
   (``harness.metrics.stats.bootstrap_means``, the project's one resampling step, seed 0).
 - Differences are paired on (prompt, seed) against the row that has the reference value on the
   sweep's reference axes and the same values on the others.
-- p: two-sided percentile-bootstrap p-value of the paired mean difference (2 x the smaller share of
-  replicates on either side of 0). Holm-Bonferroni runs over the family of differences of the
-  sweep's report columns (the claims the sweep is read for); other metrics show their raw p only.
+- p: two-sided sign-flip randomization test of the paired mean difference, prompts as the units
+  (exact over all 2^k sign patterns up to 12 prompts, else 20,000 seeded draws): under "no effect" a
+  prompt's differences are as likely negative as positive. With 5 prompts the smallest p is 2/32 =
+  0.0625, which is honest at that n (a bootstrap p would reach 0). Holm-Bonferroni runs over the
+  family of differences of the sweep's report columns (the claims the sweep is read for); other
+  metrics show their raw p only.
 - Below ``MIN_CLUSTERS`` prompts a percentile interval is only the spread of a few values: the table
   lists the values instead of a CI.
 """
@@ -112,7 +115,7 @@ class Estimate:
     """Mean of ``n`` samples from ``clusters`` prompts, in the metric's stored unit.
 
     ``lo``/``hi``: 95% cluster-bootstrap CI, None below ``MIN_CLUSTERS`` prompts (then ``values``
-    lists the samples). ``p``: two-sided bootstrap p-value of mean = 0 (differences only).
+    lists the samples). ``p``: two-sided sign-flip p-value of mean = 0 over prompts (differences only).
     """
 
     mean: float
@@ -143,17 +146,36 @@ def estimate(values: Sequence[float], clusters: Sequence[Any], paired: bool = Fa
     means = bootstrap_means(xs, [str(c) for c in cs], N_BOOT, SEED)
     a = (1.0 - LEVEL) / 2.0
     lo, hi = (float(q) for q in np.quantile(means, [a, 1.0 - a]))
-    p = two_sided_p(means) if paired else None
+    p = sign_flip_p(xs, [str(c) for c in cs]) if paired else None
     return Estimate(mean, len(xs), k, min(lo, mean), max(hi, mean), p=p)
 
 
-def two_sided_p(means) -> float:
-    """Two-sided percentile-bootstrap p-value of mean = 0 from bootstrap replicates of the mean:
-    twice the smaller share of replicates on either side of 0 (at most 1)."""
+def sign_flip_p(values: Sequence[float], clusters: Sequence[Any], exact_up_to: int = 12, draws: int = 20000,
+                seed: int = SEED) -> float:
+    """Two-sided p-value of mean(values) = 0 by flipping the sign of whole clusters (prompts).
+
+    The statistic is |sum of the values| (the mean times a constant); each cluster contributes its
+    sum with a random sign. Exact over all sign patterns for up to ``exact_up_to`` clusters, else
+    ``draws`` seeded patterns (the observed one counted, so p > 0).
+    """
     import numpy as np
 
-    m = np.asarray(means, dtype=np.float64)
-    return min(1.0, 2.0 * min(float((m <= 0).mean()), float((m >= 0).mean())))
+    keys = sorted(set(map(str, clusters)))
+    index = {k: i for i, k in enumerate(keys)}
+    sums = np.zeros(len(keys))
+    for v, c in zip(values, clusters):
+        sums[index[str(c)]] += float(v)
+    observed = abs(sums.sum())
+    tol = 1e-12 * max(1.0, float(np.abs(sums).sum()))
+    k = len(keys)
+    if k <= exact_up_to:
+        signs = 1 - 2 * ((np.arange(2 ** k)[:, None] >> np.arange(k)) & 1)
+        stats = np.abs(signs @ sums)
+        return float((stats >= observed - tol).mean())
+    rng = np.random.default_rng(seed)
+    signs = rng.choice((-1.0, 1.0), size=(draws, k))
+    stats = np.abs(signs @ sums)
+    return float(((stats >= observed - tol).sum() + 1) / (draws + 1))
 
 
 def holm(pvalues: Sequence[Optional[float]]) -> list[Optional[float]]:
@@ -437,7 +459,7 @@ def build(records: Sequence[Mapping[str, Any]], *, sweep: str, axes: Sequence[st
     ]
     if reference:
         notes.append("Δ vs reference: row minus the reference row, paired on (prompt, seed), same CI method; "
-                     "p: two-sided bootstrap p-value of Δ = 0.")
+                     "p: two-sided sign-flip test of Δ = 0 with prompts as units (exact up to 12 prompts).")
         notes.append(f"Holm-Bonferroni over the {len(family)} differences of the report columns "
                      f"({', '.join(m for m in report if m in have) or 'none'}), read together; "
                      "other metrics show raw p only.")

@@ -40,12 +40,12 @@ def report_spec(sweep: str, axes: Sequence[str], report: Sequence[str], series: 
     """The report of one sweep as plain data (see the module docstring)."""
     cells = {"name": f"{sweep}: cells", "filters": f"Config('sweep') = '{sweep}' and Config('kind') = 'cell'"}
     summary = {"name": f"{sweep}: summary", "filters": f"Config('sweep') = '{sweep}' and Config('kind') = 'summary'"}
-    seg = [s for s in series if s.endswith("_per_segment")]
-    blk = [s for s in series if not s.endswith("_per_segment")]
+    from harness.wandb_sink import step_of
+
     sections: list[dict[str, Any]] = [
         {"title": "The table, with its evidence", "runset": summary,
          "text": "Mean [95% CI resampling prompts] per value, Δ against the sweep's reference paired on "
-                 "(prompt, seed), bootstrap p and Holm's p over the report columns: the numbers of "
+                 "(prompt, seed), sign-flip p and Holm's p over the report columns: the numbers of "
                  f"results/{sweep}/table.md.",
          "panels": [{"type": "table", "table_name": "evidence"}]
          + ([{"type": "media", "title": "ablation plots", "media_keys": [f"plots/{p}" for p in plots]}] if plots else [])},
@@ -56,10 +56,8 @@ def report_spec(sweep: str, axes: Sequence[str], report: Sequence[str], series: 
         panels: list[dict[str, Any]] = [
             {"type": "bar", "title": m, "metrics": [m], "groupby": key, "aggregate": "mean", "range": "stderr"}
             for m in report]
-        panels += [{"type": "line", "title": f"{s} by {axis}", "x": "segment", "y": [s], "groupby": key,
-                    "aggregate": "mean", "range": "stderr"} for s in seg]
-        panels += [{"type": "line", "title": f"{s} by {axis}", "x": "block", "y": [s], "groupby": key,
-                    "aggregate": "mean", "range": "stderr"} for s in blk]
+        panels += [{"type": "line", "title": f"{s} by {axis}", "x": step_of(s), "y": [s], "groupby": key,
+                    "aggregate": "mean", "range": "stderr"} for s in series]
         sections.append({"title": f"Grouped by {axis}", "runset": group, "panels": panels})
     sections.append({"title": "Frame strips", "runset": cells,
                      "panels": [{"type": "media", "title": "frames", "media_keys": ["frames"]}]})

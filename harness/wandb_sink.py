@@ -15,8 +15,9 @@ A cell's run (what a reviewer expects, /work/shared/reference/review.md):
   (``axis_<name>`` when the name is already a config key), so the UI can group by them;
 - summary = the metrics under the tables' names, ``status`` and, for a failed cell, ``failure_reason``
   and ``failure_message`` (failed cells are mirrored too, so panels show their holes);
-- history: per-segment series against ``segment`` and per-block series against ``block``
-  (``define_metric``), so they chart as lines; the frame strip as an image and the video.
+- history: each series against its step (``step_of``: per-segment CLIP against ``segment``, per-block
+  latency and KV bytes against ``block``; ``define_metric``), so they chart as lines; the frame strip
+  as an image and the video.
 """
 
 from __future__ import annotations
@@ -26,7 +27,14 @@ import re
 from pathlib import Path
 from typing import Any, Optional
 
-SEGMENT_SERIES = re.compile(r".*_per_segment$")  # charted against "segment"; every other series against "block"
+
+def step_of(series: str) -> str:
+    """The step metric a series is charted against: ``x_per_segment`` -> ``segment``, ``x_per_clip`` ->
+    ``clip``, ``block_*`` / ``x_per_block`` -> ``block``, anything else -> ``index``."""
+    m = re.search(r"_per_([a-z]+)$", series)
+    if m:
+        return m.group(1)
+    return "block" if series.startswith("block_") else "index"
 
 
 def wandb_dir(config: dict) -> Path:
@@ -114,13 +122,14 @@ def log_cell(rec: dict, config: dict, mode: Optional[str] = None) -> None:
         reinit="create_new",
     )
     try:
-        run.define_metric("segment")
-        run.define_metric("block")
         series = rec.get("series") or {}
+        steps = sorted({step_of(n) for n in series})
+        for step in steps:
+            run.define_metric(step)
         for name in series:
-            run.define_metric(name, step_metric="segment" if SEGMENT_SERIES.match(name) else "block")
-        for step in ("segment", "block"):
-            names = [n for n in series if (step == "segment") == bool(SEGMENT_SERIES.match(n))]
+            run.define_metric(name, step_metric=step_of(name))
+        for step in steps:
+            names = [n for n in series if step_of(n) == step]
             for i in range(max((len(series[n]) for n in names), default=0)):
                 row = {n: series[n][i] for n in names if i < len(series[n]) and series[n][i] is not None}
                 if row:

@@ -308,7 +308,7 @@ def render_html(results: Results, tables: list[Table], plots: list[Plot], sample
     parts.append('<h2 id="evidence">Sweep tables with evidence</h2>')
     parts.append("<p class=\"note\">The same numbers as each sweep's <code>results/&lt;sweep&gt;/table.md</code>: mean "
                  "[95% CI resampling prompts] per value (values instead of a CI below 5 prompts); Δ = value minus the "
-                 "sweep's reference, paired on (prompt, seed), with its CI, bootstrap p and the Holm-corrected p over "
+                 "sweep's reference, paired on (prompt, seed), with its CI, sign-flip p (prompts as units) and the Holm-corrected p over "
                  "the sweep's report columns. ↑/↓: which direction is better.</p>")
     for (sweep, scale), t in evidence.items():
         tag = '<span class="toy-tag">TOY</span> ' if scale != "wan" else ""

@@ -70,8 +70,8 @@ def verdict(lo: float, hi: float, sign: int) -> str:
 
 
 def build(root: Path, out: Path) -> dict:
-    from harness.evidence import holm, two_sided_p
-    from harness.metrics.stats import bootstrap_ci, bootstrap_means
+    from harness.evidence import holm, sign_flip_p
+    from harness.metrics.stats import bootstrap_ci
 
     df = _load(root)
     rows = []
@@ -83,7 +83,7 @@ def build(root: Path, out: Path) -> dict:
                          "n": 0, "verdict": "not measured"})
             continue
         ci = bootstrap_ci(diff, n=2000, seed=0, clusters=prompts)  # prompts resampled, seeds carried along
-        p = two_sided_p(bootstrap_means(diff, prompts, 2000, 0))  # the same replicates as the CI
+        p = sign_flip_p(diff, prompts)  # prompts as the units, like the CI
         rows.append({"claim": claim, "paper": src, "reference": reference, "variant": variant, "metric": metric,
                      "n": int(ci.n), "prompts": len(set(prompts)),
                      "diff_mean": float(ci.mean), "ci_lo": float(ci.lo), "ci_hi": float(ci.hi), "p": p,
@@ -111,7 +111,7 @@ def build(root: Path, out: Path) -> dict:
         "Only the paper's direction is compared, never its values. Videos: see `results/findings/` and the run",
         "settings in `sweeps/findings.py`. Subject consistency has no toy counterpart in VBench; we use the",
         "toy world's attribute persistence (`toy.persistence`), measured by its own detectors.",
-        "The claims are read together: p is the two-sided bootstrap p-value of each difference, and p (Holm) corrects",
+        "The claims are read together: p is a two-sided sign-flip test of each difference (prompts as units); p (Holm) corrects",
         f"it over the family of the {len(measured)} measured claims (Holm-Bonferroni); the verdict rule stays the CI rule",
         "above, so a *reproduced* claim whose Holm p exceeds 0.05 is one to read with care.",
         "",

@@ -41,6 +41,22 @@ def test_cluster_ci_is_wider_than_treating_seeds_as_independent():
     assert bootstrap_ci(vals, clusters=clus) == bootstrap_ci(vals, clusters=clus)  # deterministic
 
 
+def test_sign_flip_p_matches_enumeration_and_respects_clusters():
+    import itertools
+
+    vals = [0.5, 0.7, -0.2, 1.1, 0.3, 0.4, -0.1]
+    clus = ["a", "a", "b", "c", "d", "e", "e"]
+    sums = {k: sum(v for v, c in zip(vals, clus) if c == k) for k in sorted(set(clus))}
+    obs = abs(sum(sums.values()))
+    pats = list(itertools.product((-1, 1), repeat=len(sums)))
+    naive = sum(abs(sum(s * x for s, x in zip(p, sums.values()))) >= obs - 1e-12 for p in pats) / len(pats)
+    assert evidence.sign_flip_p(vals, clus) == pytest.approx(naive)
+    # many clusters: seeded Monte Carlo, deterministic, never 0
+    big = [1.0] * 20
+    p1, p2 = evidence.sign_flip_p(big, range(20)), evidence.sign_flip_p(big, range(20))
+    assert p1 == p2 and 0 < p1 < 1e-3
+
+
 def test_holm_matches_the_step_down_rule():
     p = [0.01, 0.04, 0.03, None, 0.005]
     # sorted: 0.005 (x4), 0.01 (x3), 0.03 (x2), 0.04 (x1), monotone
@@ -72,7 +88,8 @@ def test_paired_difference_against_the_reference_and_units():
     c = t.rows[0].cells["clip_score"]
     # the paired difference removes the prompt effect (3 per prompt): -1.0 / -1.05, tight CI
     assert c.delta.mean == pytest.approx(-1.025) and c.delta.has_ci and c.delta.hi - c.delta.lo < 0.06
-    assert c.delta.p < 0.01 and c.p_holm == pytest.approx(c.delta.p)  # a family of one
+    # every prompt's difference is negative: the exact sign-flip p is 2 / 2^6, Holm over a family of one
+    assert c.delta.p == pytest.approx(2 / 64) and c.p_holm == pytest.approx(c.delta.p)
     assert c.estimate.has_ci and c.estimate.hi - c.estimate.lo > 3  # the means carry the prompt spread
     assert t.rows[0].done == 12 and (t.rows[0].prompts, t.rows[0].seeds) == (6, 2)
     cols = {m.name: m for m in t.metrics}

@@ -10,7 +10,7 @@ import pytest
 
 from harness import wandb_report
 from harness.wandb_offline import dir_run_id, read_run, run_dirs
-from harness.wandb_sink import run_id, run_name
+from harness.wandb_sink import run_id, run_name, step_of
 from harness.wandb_sync import offline_runs, rebuild
 from reports.synthetic import make_store, write_json_atomic
 
@@ -103,3 +103,5 @@ def test_run_name_and_id_rules():
     rec = {"axes": {"rope_adjust": True}, "prompt_id": 3, "seed": 0}
     assert run_name(rec) == "rope_adjust=true · p03 · s0"
     assert run_id("sink_size", "abc") == "sink_size-abc" and run_id("a b", "summary") == "a_b-summary"
+    assert [step_of(s) for s in ("clip_score_per_segment", "block_latency_s", "kv_bytes_per_block",
+                                 "pixel.flicker_per_clip", "odd")] == ["segment", "block", "block", "clip", "index"]
