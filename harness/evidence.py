@@ -125,6 +125,7 @@ class Estimate:
     hi: Optional[float] = None
     values: tuple[float, ...] = ()
     p: Optional[float] = None
+    mde: Optional[float] = None  # differences: minimum detectable effect, 2.8 x SD of prompt means / sqrt(prompts)
 
     @property
     def has_ci(self) -> bool:
@@ -139,15 +140,23 @@ def estimate(values: Sequence[float], clusters: Sequence[Any], paired: bool = Fa
     xs, cs = [v for v, _ in pts], [c for _, c in pts]
     mean = sum(xs) / len(xs)
     k = len(set(map(str, cs)))
+    mde = None
+    if paired and k >= 2:
+        by: dict[str, list[float]] = {}
+        for v, c in zip(xs, cs):
+            by.setdefault(str(c), []).append(v)
+        pm = [sum(v) / len(v) for v in by.values()]
+        mu = sum(pm) / k
+        mde = 2.8 * math.sqrt(sum((x - mu) ** 2 for x in pm) / (k - 1)) / math.sqrt(k)
     if k < MIN_CLUSTERS:
-        return Estimate(mean, len(xs), k, values=tuple(xs))
+        return Estimate(mean, len(xs), k, values=tuple(xs), mde=mde)
     import numpy as np
 
     means = bootstrap_means(xs, [str(c) for c in cs], N_BOOT, SEED)
     a = (1.0 - LEVEL) / 2.0
     lo, hi = (float(q) for q in np.quantile(means, [a, 1.0 - a]))
     p = sign_flip_p(xs, [str(c) for c in cs]) if paired else None
-    return Estimate(mean, len(xs), k, min(lo, mean), max(hi, mean), p=p)
+    return Estimate(mean, len(xs), k, min(lo, mean), max(hi, mean), p=p, mde=mde)
 
 
 def sign_flip_p(values: Sequence[float], clusters: Sequence[Any], exact_up_to: int = 12, draws: int = 20000,
@@ -282,7 +291,8 @@ class SweepTable:
             out += ["", f"## {m.name} ({arrow(m.higher_is_better)}{', ' + m.unit.label if m.unit.label else ''})", ""]
             head = ["row", "n", "mean [95% CI]"]
             if self.reference:
-                head += ["Δ vs reference [95% CI]", "p", "p (Holm)" if m.in_family else "p (Holm: not in family)"]
+                head += ["Δ vs reference [95% CI]", "p", "p (Holm)" if m.in_family else "p (Holm: not in family)",
+                         "MDE (80% power)"]
             out.append("| " + " | ".join(head) + " |")
             out.append("|" + "|".join("---" for _ in head) + "|")
             for r in self.rows:
@@ -291,10 +301,12 @@ class SweepTable:
                         _esc(self.fmt(m.name, c.estimate))]
                 if self.reference:
                     if r.is_reference:
-                        line += ["reference", "", ""]
+                        line += ["reference", "", "", ""]
                     else:
+                        mde = c.delta.mde if c.delta is not None else None
                         line += [_esc(self.fmt(m.name, c.delta, signed=True)), _p(c.delta and c.delta.p),
-                                 _p(c.p_holm) if m.in_family else ""]
+                                 _p(c.p_holm) if m.in_family else "",
+                                 "" if mde is None else _num(mde * m.unit.factor, m.unit.digits)]
                 out.append("| " + " | ".join(line) + " |")
         out += [""] + [f"- {n}" for n in self.notes]
         return "\n".join(out) + "\n"
@@ -303,7 +315,7 @@ class SweepTable:
         """Plain JSON types: what ``table.json``, the HTML report and wandb read."""
         def est(e: Optional[Estimate]):
             return None if e is None else {"mean": e.mean, "lo": e.lo, "hi": e.hi, "n": e.n, "prompts": e.clusters,
-                                           "values": list(e.values), "p": e.p}
+                                           "values": list(e.values), "p": e.p, "mde": e.mde}
         return {
             "sweep": self.sweep, "title": self.title, "scale": self.scale, "axes": self.axes,
             "reference": self.reference, "family_size": self.family_size, "notes": self.notes,
@@ -458,6 +470,8 @@ def build(records: Sequence[Mapping[str, Any]], *, sweep: str, axes: Sequence[st
         f"each prompt's seeds along; below {MIN_CLUSTERS} prompts the values are listed instead of a CI.",
     ]
     if reference:
+        notes.append("MDE: the smallest |Δ| a two-sided test at α = 0.05 detects with 80% power, 2.8 × SD of the "
+                     "per-prompt mean differences / √prompts: an inconclusive Δ reads as 'smaller than the MDE'.")
         notes.append("Δ vs reference: row minus the reference row, paired on (prompt, seed), same CI method; "
                      "p: two-sided sign-flip test of Δ = 0 with prompts as units (exact up to 12 prompts).")
         notes.append(f"Holm-Bonferroni over the {len(family)} differences of the report columns "

@@ -70,7 +70,7 @@ def verdict(lo: float, hi: float, sign: int) -> str:
 
 
 def build(root: Path, out: Path) -> dict:
-    from harness.evidence import holm, sign_flip_p
+    from harness.evidence import estimate, holm, sign_flip_p
     from harness.metrics.stats import bootstrap_ci
 
     df = _load(root)
@@ -87,6 +87,7 @@ def build(root: Path, out: Path) -> dict:
         rows.append({"claim": claim, "paper": src, "reference": reference, "variant": variant, "metric": metric,
                      "n": int(ci.n), "prompts": len(set(prompts)),
                      "diff_mean": float(ci.mean), "ci_lo": float(ci.lo), "ci_hi": float(ci.hi), "p": p,
+                     "mde": estimate(diff, prompts, paired=True).mde,
                      "verdict": verdict(ci.lo, ci.hi, sign)})
     measured = [r for r in rows if r["n"]]
     for r, adj in zip(measured, holm([r["p"] for r in measured])):
@@ -113,17 +114,20 @@ def build(root: Path, out: Path) -> dict:
         "toy world's attribute persistence (`toy.persistence`), measured by its own detectors.",
         "The claims are read together: p is a two-sided sign-flip test of each difference (prompts as units); p (Holm) corrects",
         f"it over the family of the {len(measured)} measured claims (Holm-Bonferroni); the verdict rule stays the CI rule",
-        "above, so a *reproduced* claim whose Holm p exceeds 0.05 is one to read with care.",
+        "above, so a *reproduced* claim whose Holm p exceeds 0.05 is one to read with care. MDE: the smallest",
+        "difference detectable with 80% power at this n (2.8 x SD of per-prompt differences / sqrt(prompts)), so an",
+        "*inconclusive* claim reads as 'smaller than the MDE'.",
         "",
-        "| claim | paper | n | reference - variant (95% CI) | p | p (Holm) | verdict |",
-        "|---|---|---|---|---|---|---|",
+        "| claim | paper | n | reference - variant (95% CI) | p | p (Holm) | MDE | verdict |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if r["n"] == 0:
-            lines.append(f"| {r['claim']} | {r['paper']} | 0 | — | | | {r['verdict']} |")
+            lines.append(f"| {r['claim']} | {r['paper']} | 0 | — | | | | {r['verdict']} |")
         else:
             lines.append(f"| {r['claim']} | {r['paper']} | {r['n']} | {r['diff_mean']:+.4g} "
-                         f"[{r['ci_lo']:+.4g}, {r['ci_hi']:+.4g}] | {r['p']:.3g} | {r['p_holm']:.3g} | **{r['verdict']}** |")
+                         f"[{r['ci_lo']:+.4g}, {r['ci_hi']:+.4g}] | {r['p']:.3g} | {r['p_holm']:.3g} | "
+                         f"{'' if r['mde'] is None else format(r['mde'], '.3g')} | **{r['verdict']}** |")
     lines += ["", "## Per-variant means", "", "| variant | n | failed | clip_score | clip_drop | persistence | prompt fidelity | flicker |",
               "|---|---|---|---|---|---|---|---|"]
     for v, m in means.items():

@@ -91,6 +91,8 @@ def test_paired_difference_against_the_reference_and_units():
     # every prompt's difference is negative: the exact sign-flip p is 2 / 2^6, Holm over a family of one
     assert c.delta.p == pytest.approx(2 / 64) and c.p_holm == pytest.approx(c.delta.p)
     assert c.estimate.has_ci and c.estimate.hi - c.estimate.lo > 3  # the means carry the prompt spread
+    # MDE = 2.8 x SD of the per-prompt mean differences (all -1.025 here) / sqrt(6) = 0
+    assert c.delta.mde == pytest.approx(0.0, abs=1e-9) and "MDE (80% power)" in t.to_markdown()
     assert t.rows[0].done == 12 and (t.rows[0].prompts, t.rows[0].seeds) == (6, 2)
     cols = {m.name: m for m in t.metrics}
     assert cols["kv_bytes"].unit.label == "MB" and cols["kv_bytes"].higher_is_better is False
