@@ -8,7 +8,7 @@ LAUNCHER ?= local
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-all lint ablate report gate gate-update bench budget vbench-env wandb-sync slurm-up slurm-down train-toy clean
+.PHONY: help setup test test-all lint ablate report reports-toy gate gate-update wandb-report bench budget vbench-env wandb-sync slurm-up slurm-down train-toy clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}'
@@ -37,11 +37,15 @@ ablate: setup ## run a sweep: make ablate SWEEP=sink_size [SCALE=toy|wan] [LAUNC
 report: setup ## build the HTML report and tables from results/ (reports/site/index.html)
 	$(PY) -m reports.build --root results
 
-gate: setup ## regression gate: smallest toy sweeps vs reports/baseline/
-	$(PY) -m reports.gate
+reports-toy: setup ## regenerate the committed toy report output (reports/toy/) from results/ (the baseline's numbers are not touched)
+	$(PY) -m reports.findings --root results --out reports/toy
+	$(PY) -m reports.build --root results --out reports/toy/report
+
+gate: setup ## regression gate: run the smallest toy sweeps, compare with reports/baseline/
+	$(PY) -m harness.gate
 
 gate-update: setup ## rewrite reports/baseline/ on purpose
-	$(PY) -m reports.gate --update
+	$(PY) -m harness.gate --update
 
 bench: setup ## Wan-scale speed and memory benchmark (GPU only) -> reports/perf/
 	$(PY) -m packforcing.bench $(ARGS)
@@ -52,8 +56,11 @@ budget: setup ## KV budget of every policy: make budget ARGS="--preset wan2.1-1.
 vbench-env: ## create .venv-vbench (VBench pins old libraries; kept apart from the project)
 	bash scripts/make_vbench_env.sh
 
-wandb-sync: setup ## upload offline wandb runs kept under results/
-	$(PY) -m harness.wandb_sync
+wandb-sync: setup ## upload offline wandb runs kept under results/ (ARGS="--rebuild" re-creates cells, summary runs, report layouts first)
+	$(PY) -m harness.wandb_sync $(ARGS)
+
+wandb-report: setup ## lay out a sweep's wandb report: make wandb-report SWEEP=sink_size [ARGS="--entity ME --save"] (--save needs a server)
+	$(PY) -m harness.wandb_report --sweep "$(SWEEP)" $(ARGS)
 
 slurm-up: ## start a single-node Slurm with accounting on localhost (tests, demos)
 	bash scripts/slurm_up.sh

@@ -164,6 +164,9 @@ def _report(plan, rep, title: str) -> int:
     path, md = write_table(plan.root, plan.sweep, plan.axes, plan.report or (), title,
                            hashes={c.hash for c in plan.cells})
     print(md)
+    from harness.wandb_summary import mirror_sweep
+
+    mirror_sweep(plan.root, plan.sweep, plan.config)  # the sweep's summary run + report layout (if wandb is on)
     c = rep.counts
     print(f"{plan.sweep}: {c['done']} done, {c['failed']} failed, {c['running']} running, "
           f"{c['interrupted']} interrupted, {c['pending']} pending of {rep.total} "

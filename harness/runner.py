@@ -320,7 +320,12 @@ def run_cell(cell: Cell, engine: Engine = Engine(), *, progress: bool = False, r
     path = store.cell_path(root, sweep, h)
     try:
         with store.cell_lock(root, sweep, h):
-            return _run_locked(cell, engine, path, progress, rescore, retry_failed)
+            out = _run_locked(cell, engine, path, progress, rescore, retry_failed)
+            if out.action == "failed":  # failed cells are mirrored too, with their reason
+                rec = store.read_json(path)
+                if rec is not None:
+                    _mirror(rec, cell)
+            return out
     except store.CellBusy:
         return Outcome(h, "busy", "running")
 

@@ -6,7 +6,7 @@ Layout under the output root (docs/CONTRACTS.md, "Results store")::
     <root>/<sweep>/videos/<cell_hash>.mp4   its video
     <root>/<sweep>/locks/<cell_hash>.lock   flock held while a process works on the cell
     <root>/<sweep>/cells.parquet            roll-up, rebuilt by load_cells()
-    <root>/<sweep>/table.md                 summary table (harness.table)
+    <root>/<sweep>/table.md, table.json     the sweep's table with its evidence (harness.table, harness.evidence)
 
 Status lifecycle: absent -> running -> done | failed. A process that dies mid-cell leaves
 ``running`` (its lock is released by the kernel), which a re-launch re-runs.

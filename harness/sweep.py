@@ -9,7 +9,14 @@ A sweep file ``sweeps/<name>.py`` defines ``SWEEP = Sweep(...)``::
         base={"method": "packforcing"},
         defaults={"toy": {"prompts.n": 2, "seconds": 60}, "wan": {"prompts.n": 60}},
         report=("clip_score", "clip_drop", "vbench.subject_consistency"),
+        reference={"sink_frames": 8},
+        paper=Paper("Table 3, Table 7", table="table3", title="Table 3: sink size (N_sink, latent frames)",
+                    columns=("clip_score", "vbench.subject_consistency"), segments="table7"),
     )
+
+``reference`` is the value every other value is compared with (paired differences in the sweep's
+table; default: the first value of the first axis). ``paper`` says which of the paper's tables the sweep
+reproduces and which columns the paper reports; the reports read it (``reports.tables``).
 
 The grid is the Cartesian product of the axes; each point runs every prompt x seed. An axis value
 is either a plain value of ``key`` or a :class:`Variant` (a label setting several keys at once).
@@ -67,6 +74,23 @@ class Axis:
 
 
 @dataclass(frozen=True)
+class Paper:
+    """Where the paper reports a sweep: a citation, and the table the reports lay out for it.
+
+    ``table``: an id of ``reports/paper_reference.json`` (``table3``), or ``methods`` for the method
+    comparison (Tables 1, 2 and 9 together); None when the paper has no table for it. ``columns``: the
+    metrics the paper reports there, shown first. ``segments``: the reference table of CLIP per segment
+    (``table7``), when the paper breaks the sweep down over time.
+    """
+
+    cite: str
+    table: Optional[str] = None
+    title: str = ""
+    columns: tuple[str, ...] = ()
+    segments: Optional[str] = None
+
+
+@dataclass(frozen=True)
 class Sweep:
     """A grid over named axes plus the columns its report shows (metric names)."""
 
@@ -76,7 +100,28 @@ class Sweep:
     report: tuple[str, ...]
     base: Mapping[str, Any] = field(default_factory=dict)  # fixed values (and groups) for every cell
     defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # per scale: default size
-    paper: str = ""  # where the paper reports it
+    paper: Paper = Paper("")  # where the paper reports it, and the table the reports lay out
+    reference: Mapping[str, Any] = field(default_factory=dict)  # {axis: value} the others are compared with
+
+    def __post_init__(self):
+        if isinstance(self.paper, str):
+            object.__setattr__(self, "paper", Paper(self.paper))
+        names = [a.name for a in self.axes]
+        for axis, value in self.reference.items():
+            if axis not in names:
+                raise ValueError(f"sweep {self.name!r}: reference axis {axis!r} is not one of {names}")
+            labels = {repr(a.settings(v)[0]) for a in self.axes if a.name == axis
+                      for scale in ("toy", "wan") for v in a.values_at(scale)}
+            if repr(value) not in labels:
+                raise ValueError(f"sweep {self.name!r}: reference {axis}={value!r} is not one of its values")
+
+    def reference_values(self) -> dict[str, Any]:
+        """{axis: value} the differences are taken against: declared, else the first axis's first value
+        (other axes, e.g. a video length, are then compared within their own value)."""
+        if self.reference:
+            return dict(self.reference)
+        a = self.axes[0] if self.axes else None
+        return {a.name: a.settings(a.values[0])[0]} if a is not None and a.values else {}
 
     def points(self, scale: str) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
         """Yield (axes labels, {config key: value}) for every point of the grid."""
@@ -122,6 +167,12 @@ def load_sweeps(directory: Path = SWEEPS_DIR) -> Registry[Sweep]:
             SWEEPS.add(sw.name, sw)
     _LOADED = True
     return SWEEPS
+
+
+def declared(name: str) -> Optional[Sweep]:
+    """The registered sweep called ``name``, or None (an ad-hoc launch, a store from elsewhere)."""
+    reg = load_sweeps()
+    return reg.get(name) if name in reg.names() else None
 
 
 def get_sweep(name: str) -> Sweep:

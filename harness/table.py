@@ -1,82 +1,49 @@
-"""Summary table of a sweep: one row per axis value, mean of each report column over prompts x seeds.
+"""A sweep's table, written to ``<root>/<sweep>/table.md`` (and ``table.json``) at the end of a launch.
 
-Built from the results store only (``harness.store.load_cells``); written to
-``<root>/<sweep>/table.md`` and printed at the end of a launch.
+Built from the results store only (the cell records), through ``harness.evidence``: per axis value the
+mean with a 95% CI over prompts, n, the paired difference against the sweep's reference value with
+its CI and Holm-corrected p, every metric the cells carry with its unit and better direction. The
+HTML report and wandb's summary run show the same ``SweepTable``.
 """
 
 from __future__ import annotations
 
-import math
+import json
 from pathlib import Path
 from typing import Optional, Sequence
 
-from harness import store
+from harness import evidence, store
 
 
-def _fmt(v) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "–"
-    if isinstance(v, float):
-        a = abs(v)
-        if a != 0 and (a >= 1e6 or a < 1e-3):
-            return f"{v:.3e}"
-        return f"{v:.4g}" if a < 100 else f"{v:.2f}"
-    return str(v)
+def sweep_table(root, sweep: str, axes: Sequence[str] = (), report: Sequence[str] = (), title: str = "",
+                hashes: Optional[set] = None, scale: Optional[str] = None) -> evidence.SweepTable:
+    """The evidence table of ``sweep`` in the store at ``root`` (only ``hashes`` / ``scale`` when
+    given). A registered sweep of that name supplies its reference value, report columns and the
+    declared order of its axis values."""
+    from harness.sweep import declared
 
-
-def summary(df, axes: Sequence[str], report: Sequence[str], hashes: Optional[set] = None):
-    """(header, rows) of the table. ``hashes`` restricts it to the cells of the current grid."""
-    import pandas as pd
-
-    if hashes is not None and not df.empty:
-        df = df[df["hash"].isin(hashes)]
-    group = [f"axis.{a}" for a in axes if f"axis.{a}" in df.columns] or ["method"]
-    cols = [c for c in report if f"metric.{c}" in df.columns]
-    header = [g.removeprefix("axis.") for g in group] + cols + ["n", "failed"]
-    rows = []
-    if df.empty:
-        return header, rows
-    done = df[df["status"] == "done"]
-    failed = df[df["status"] == "failed"]
-    keys = df[group].drop_duplicates()
-    try:
-        keys = keys.sort_values(group)
-    except TypeError:  # mixed types in an axis column
-        pass
-    for _, key in keys.iterrows():
-        mask_d = pd.Series(True, index=done.index)
-        mask_f = pd.Series(True, index=failed.index)
-        for g in group:
-            mask_d &= done[g] == key[g]
-            mask_f &= failed[g] == key[g]
-        sub = done[mask_d]
-        row = [key[g] for g in group]
-        for c in cols:
-            vals = pd.to_numeric(sub[f"metric.{c}"], errors="coerce").dropna()
-            row.append(float(vals.mean()) if len(vals) else None)
-        row += [int(len(sub)), int(mask_f.sum())]
-        rows.append(row)
-    return header, rows
-
-
-def markdown(header, rows, title: str = "") -> str:
-    lines = [f"# {title}", ""] if title else []
-    lines.append("| " + " | ".join(header) + " |")
-    lines.append("|" + "|".join("---" for _ in header) + "|")
-    for r in rows:
-        lines.append("| " + " | ".join(_fmt(v) for v in r) + " |")
-    if not rows:
-        lines.append("| " + " | ".join("–" for _ in header) + " |")
-    return "\n".join(lines) + "\n"
+    recs = [r for r in store.iter_records(root, sweep) if (hashes is None or r["cell_hash"] in hashes)
+            and (scale is None or r.get("scale") == scale)]
+    spec = declared(sweep)
+    reference, order = {}, {}
+    if spec is not None:
+        scale = next((r.get("scale") for r in recs), "toy")
+        reference = spec.reference_values()
+        order = {a.name: [a.settings(v)[0] for v in a.values_at(scale)] for a in spec.axes}
+        axes = list(axes) or [a.name for a in spec.axes]
+        report = tuple(report) or spec.report
+        title = title or spec.title
+    return evidence.build(recs, sweep=sweep, axes=axes, report=report, reference=reference, order=order,
+                          title=title)
 
 
 def write_table(root, sweep: str, axes: Sequence[str], report: Sequence[str], title: str = "",
                 hashes: Optional[set] = None) -> tuple[Path, str]:
-    """Roll up the store, write ``table.md`` atomically, return (path, markdown)."""
-    df = store.load_cells(root, sweep)
-    header, rows = summary(df, axes, report, hashes)
-    note = "Mean over prompts x seeds of the done cells; n = done cells, failed = failed cells."
-    md = markdown(header, rows, title) + "\n" + note + "\n"
-    path = store.sweep_dir(root, sweep) / "table.md"
+    """Write ``table.md`` and ``table.json`` atomically; return (path of table.md, its markdown)."""
+    table = sweep_table(root, sweep, axes, report, title, hashes)
+    md = table.to_markdown()
+    d = store.sweep_dir(root, sweep)
+    store.write_bytes_atomic(d / "table.json", (json.dumps(table.to_dict(), indent=1) + "\n").encode("utf-8"))
+    path = d / "table.md"
     store.write_bytes_atomic(path, md.encode("utf-8"))
     return path, md

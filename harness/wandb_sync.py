@@ -3,6 +3,8 @@
     python -m harness.wandb_sync                      # every not-yet-synced run under results/wandb
     python -m harness.wandb_sync --sweep sink_size    # only that sweep's cells
     python -m harness.wandb_sync --rebuild            # first re-create the runs from the results JSON
+                                                      # (cells, done and failed; a summary run per sweep; the
+                                                      # report layout <wandb dir>/reports/<sweep>.json)
     python -m harness.wandb_sync --dry-run            # list what would be uploaded
 
 Uploading needs wandb credentials (``wandb login`` or ``WANDB_API_KEY``); nothing else in the
@@ -22,14 +24,13 @@ from typing import Optional, Sequence
 from packforcing.errors import UserError, main_guard
 
 
-def offline_runs(wandb_root: Path, hashes: Optional[set] = None, include_synced: bool = False) -> list[Path]:
-    base = wandb_root / "wandb"
-    if not base.is_dir():
-        return []
+def offline_runs(wandb_root: Path, run_ids: Optional[set] = None, include_synced: bool = False) -> list[Path]:
+    """The ``offline-run-*`` folders under ``wandb_root`` (only ``run_ids`` when given)."""
+    from harness.wandb_offline import dir_run_id, run_dirs
+
     out = []
-    for d in sorted(base.glob("offline-run-*")):
-        run_id = d.name.rsplit("-", 1)[-1]
-        if hashes is not None and run_id not in hashes:
+    for d in run_dirs(wandb_root):
+        if run_ids is not None and dir_run_id(d) not in run_ids:
             continue
         synced = any(d.glob("*.wandb.synced"))
         if synced and not include_synced:
@@ -38,21 +39,30 @@ def offline_runs(wandb_root: Path, hashes: Optional[set] = None, include_synced:
     return out
 
 
-def rebuild(root: Path, sweeps: Sequence[str], wandb_dir: Optional[str]) -> int:
-    """Re-log every cell record of ``sweeps`` as an offline wandb run; return how many."""
+def rebuild(root: Path, sweeps: Sequence[str], wandb_dir: Optional[str], plots: bool = True) -> int:
+    """Re-log every finished cell record of ``sweeps`` (done and failed) as an offline wandb run, then
+    each sweep's summary run and report layout; return how many runs."""
     from harness import store
+    from harness.wandb_report import spec_for_store, write_spec
     from harness.wandb_sink import log_cell
+    from harness.wandb_summary import log_sweep_summary
 
     n = 0
+    wdir = Path(wandb_dir) if wandb_dir else Path(root) / "wandb"
     for sweep in sweeps:
+        project = entity = None
         for rec in store.iter_records(root, sweep):
             if rec["status"] == "running":
                 continue
             cfg = dict(rec["config"])
             cfg["output_root"] = str(root)
-            cfg["wandb"] = {**cfg.get("wandb", {}), "dir": wandb_dir}
+            cfg["wandb"] = {**cfg.get("wandb", {}), "dir": str(wdir)}
+            project, entity = cfg["wandb"].get("project"), cfg["wandb"].get("entity")
             log_cell(rec, cfg, mode="offline")
             n += 1
+        if log_sweep_summary(root, sweep, wdir, "offline", project or "packforcing", entity, plots=plots):
+            n += 1
+            write_spec(spec_for_store(root, sweep, project or "packforcing", entity), wdir)
     return n
 
 
@@ -78,8 +88,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         store.sweep_dir(root, s)  # a plain name inside the root
     if args.rebuild and not args.dry_run:
         print(f"re-logged {rebuild(root, sweeps, str(wdir))} cell(s) as offline runs under {wdir}")
-    hashes = {r["cell_hash"] for s in sweeps for r in store.iter_records(root, s)} if args.sweep else None
-    runs = offline_runs(wdir, hashes, include_synced=args.force)
+    from harness.wandb_sink import run_id
+
+    ids = ({run_id(s, r["cell_hash"]) for s in sweeps for r in store.iter_records(root, s)}
+           | {run_id(s, "summary") for s in sweeps}) if args.sweep else None
+    runs = offline_runs(wdir, ids, include_synced=args.force)
     if not runs:
         print(f"nothing to sync under {wdir}")
         return 0

@@ -56,16 +56,19 @@ class Group:
         return [r.metrics[metric] for r in self.done if finite(r.metrics.get(metric))]
 
     def estimate(self, metric: str) -> Estimate | None:
-        return bootstrap_ci(self.values(metric))
+        """Mean with a 95% CI that resamples prompts (their seeds travel together)."""
+        done = [r for r in self.done if finite(r.metrics.get(metric))]
+        return bootstrap_ci([r.metrics[metric] for r in done], clusters=[str(r.prompt_id) for r in done])
 
     def series(self, name: str) -> list[list[float]]:
         return [r.series[name] for r in self.done if r.series.get(name)]
 
     def series_estimates(self, name: str) -> list[Estimate | None]:
         """Per-index estimate across samples; ragged series use the samples that reach the index."""
-        ss = self.series(name)
-        length = max((len(s) for s in ss), default=0)
-        return [bootstrap_ci([s[i] for s in ss if i < len(s)]) for i in range(length)]
+        ss = [(str(r.prompt_id), r.series[name]) for r in self.done if r.series.get(name)]
+        length = max((len(s) for _, s in ss), default=0)
+        return [bootstrap_ci([s[i] for _, s in ss if i < len(s)], clusters=[p for p, s in ss if i < len(s)])
+                for i in range(length)]
 
     def metric_names(self) -> set[str]:
         return {m for r in self.done for m in r.metrics}
@@ -96,7 +99,7 @@ def group_rows(rows: Iterable[Row], axes: Iterable[str] | None = None) -> list[G
 
 
 def paired_delta(a: Group, b: Group, metric: str) -> Estimate | None:
-    """Mean of ``a - b`` with a bootstrap CI, pairing samples by (prompt_id, seed).
+    """Mean of ``a - b`` with a bootstrap CI, pairing samples by (prompt_id, seed); prompts are the clusters.
 
     Falls back to the difference of the two means (no CI) when fewer than two samples pair up.
     """
@@ -104,7 +107,7 @@ def paired_delta(a: Group, b: Group, metric: str) -> Estimate | None:
     vb = {b.sample_key(r): r.metrics[metric] for r in b.done if finite(r.metrics.get(metric))}
     common = sorted(set(va) & set(vb))
     if len(common) >= 2:
-        return bootstrap_ci([va[k] - vb[k] for k in common])
+        return bootstrap_ci([va[k] - vb[k] for k in common], clusters=[k[0] for k in common])
     ea, eb = bootstrap_ci(va.values()), bootstrap_ci(vb.values())
     if ea is None or eb is None:
         return None

@@ -8,6 +8,13 @@ Writes, from the results store only:
     <out>/reference.md   the paper's numbers with provenance (reports/paper_reference.json)
     <out>/plots/*.png|svg
     <out>/media/*.png    frame strips of sample cells
+    <out>/findings/      the toy findings page (built from the store's ``findings`` sweep, else a copy
+                         of the committed reports/toy/findings.md) when one exists
+
+The page shows, per sweep: the sweep's table with its evidence (``harness.table.sweep_table``, the
+same numbers as ``results/<sweep>/table.md``), speed and memory, run metadata (git sha, weight
+fingerprints, lengths, prompts, seeds, when), and samples matched on (prompt, seed) across the axis
+values, with the prompt text and the time of each frame. One TOY banner heads a page with toy results.
 """
 
 from __future__ import annotations
@@ -15,21 +22,25 @@ from __future__ import annotations
 import argparse
 import html
 import os
+import shutil
 import sys
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from packforcing.errors import UserError, main_guard
 from reports.aggregate import group_rows
-from reports.cells import Results, load_results
-from reports.media import frame_strip
+from reports.cells import Results, Row, load_results
+from reports.media import Strip, frame_strip
 from reports.plots import Plot, build_plots
 from reports.reference import Reference, load_reference
 from reports.tables import (
     TOY_BANNER,
     Table,
+    _axis_sort,
+    axis_order,
     build_tables,
+    declared_sweep,
     fmt_seconds,
     reference_tables,
     render_latex,
@@ -52,6 +63,8 @@ margin:.5em 0} .note{font-size:.8em;color:#555;margin:.2em 0}
 figure img{max-width:640px;border:1px solid #ddd} figcaption{font-size:.8em;color:#444;max-width:640px}
 .sample{margin:.6em 0 1.2em} .sample img{display:block;max-width:100%;border:1px solid #ddd}
 video{max-width:480px;display:block;margin-top:.3em} .problems{color:#b00020}
+.toy-tag{background:#b00020;color:#fff;font-size:.7em;padding:0 .3em;border-radius:2px}
+.matched td{vertical-align:top;text-align:left} .times{font-size:.75em;color:#555} .meta td{text-align:left}
 #render-check{font-size:.75em;color:#888}
 """
 
@@ -74,91 +87,267 @@ window.addEventListener('load', function () {
 
 
 @dataclass
-class Sample:
-    title: str
-    strip: Path | None
-    video: Path | None
+class SampleCell:
+    """One axis value's cell of a matched sample (None when that value has no video for the key)."""
+
+    label: str
+    row: Row | None
+    strip: Strip | None = None
+
+
+@dataclass
+class SampleSet:
+    """Samples of one sweep matched on (prompt, seed): the same prompt and noise under every value."""
+
+    sweep: str
     scale: str
+    prompt_id: str
+    seed: str
+    prompt: str | None
+    cells: list[SampleCell] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return all(c.row is not None for c in self.cells)
 
 
 def _rel(path: Path, out: Path) -> str:
     return Path(os.path.relpath(Path(path).resolve(), out.resolve())).as_posix()
 
 
-def pick_samples(results: Results, out: Path, per_sweep: int = 6, make_strips: bool = True) -> list[Sample]:
-    """One sample cell (first done cell with a video) per group, up to ``per_sweep`` per sweep."""
-    samples = []
+def _group_label(g, many_methods: bool, many_lengths: bool) -> str:
+    parts = [f"{k}={v}" for k, v in g.axes.items()]
+    if many_methods:
+        parts.insert(0, g.method)
+    if many_lengths:
+        parts.append(fmt_seconds(g.seconds))
+    return ", ".join(parts) or g.method
+
+
+def pick_samples(results: Results, out: Path, per_sweep: int = 8, make_strips: bool = True) -> list[SampleSet]:
+    """Per sweep and scale, the (prompt, seed) with a video under the most axis values (ties: the
+    smallest key), shown under every value (up to ``per_sweep``), in the sweep's declared order."""
+    sets = []
     for sweep in results.sweeps():
-        count = 0
-        for g in group_rows(results.select(sweep)):
-            if count >= per_sweep:
-                break
-            cell = next((r for r in g.done if r.video is not None and r.video.is_file()), None)
-            if cell is None:
+        spec = declared_sweep(sweep)
+        first = spec.axes[0].name if spec is not None and spec.axes else None
+        order = axis_order(spec, first) if first else []
+        for scale in sorted({r.scale for r in results.select(sweep)}):
+            groups = group_rows(results.select(sweep, scale))
+            if first:
+                from reports.reference import canonical_value
+
+                groups.sort(key=lambda g: (g.method, g.seconds or 0,
+                                           _axis_sort(canonical_value(first, g.axes.get(first)), order)))
+            groups = groups[:per_sweep]
+            videos = [{(str(r.prompt_id), str(r.seed)): r for r in g.done if r.video is not None and r.video.is_file()}
+                      for g in groups]
+            counts = Counter(k for v in videos for k in v)
+            if not counts:
                 continue
-            axes = ", ".join(f"{k}={v}" for k, v in g.axes.items())
-            title = (f"{sweep}: {g.method}, {fmt_seconds(g.seconds)}" + (f", {axes}" if axes else "")
-                     + f" (prompt {cell.prompt_id}, seed {cell.seed}, cell {cell.hash})")
-            strip = frame_strip(cell.video, out / "media" / f"{cell.hash}.png") if make_strips else None
-            samples.append(Sample(title, strip, cell.video, g.scale))
-            count += 1
-    return samples
+            key = min(counts, key=lambda k: (-counts[k], k))
+            prompt = next((v[key].prompt for v in videos if key in v), None)
+            many_m = len({g.method for g in groups}) > 1
+            many_l = len({g.seconds for g in groups}) > 1
+            smp = SampleSet(sweep, scale, key[0], key[1], prompt)
+            for g, v in zip(groups, videos):
+                r = v.get(key)
+                strip = frame_strip(r.video, out / "media" / f"{sweep}-{r.hash}.png") if (r and make_strips) else None
+                smp.cells.append(SampleCell(_group_label(g, many_m, many_l), r, strip))
+            sets.append(smp)
+    return sets
 
 
-def render_html(results: Results, tables: list[Table], plots: list[Plot], samples: list[Sample],
-                ref_tables: list[Table], out: Path) -> str:
+def samples_html(sets: list[SampleSet], out: Path) -> list[str]:
     e = html.escape
+    parts = []
+    for smp in sets:
+        toy = '<span class="toy-tag">TOY</span> ' if smp.scale != "wan" else ""
+        parts.append(f'<div class="sample" data-sweep="{e(smp.sweep)}" data-prompt-id="{e(smp.prompt_id)}" '
+                     f'data-seed="{e(smp.seed)}"><h3>{toy}{e(smp.sweep)} ({e(smp.scale)}): prompt {e(smp.prompt_id)}, '
+                     f'seed {e(smp.seed)}</h3><p class="prompt">Prompt: <q>{e(smp.prompt or "?")}</q> &middot; the same '
+                     "prompt and seed (so the same initial noise) under every value"
+                     + ("" if smp.complete else "; values without a video for it are marked") + "</p>")
+        parts.append('<div class="scroll"><table class="matched"><thead><tr><th>value</th><th>frames (time in the video)'
+                     "</th><th>video</th><th>cell</th></tr></thead><tbody>")
+        for c in smp.cells:
+            if c.row is None:
+                parts.append(f'<tr class="missing"><td>{e(c.label)}</td><td colspan="3">no video for this prompt and seed'
+                             "</td></tr>")
+                continue
+            strip = ""
+            if c.strip is not None:
+                times = " &middot; ".join(f"{t:.1f} s" for t in c.strip.times)
+                strip = (f'<img src="{e(_rel(c.strip.png, out))}" alt="frames of {e(c.label)}">'
+                         f'<div class="times">frames at {times}</div>')
+            parts.append(f'<tr class="sample-cell" data-prompt-id="{e(str(c.row.prompt_id))}" '
+                         f'data-seed="{e(str(c.row.seed))}"><td>{e(c.label)}</td><td>{strip}</td>'
+                         f'<td><video controls preload="metadata" src="{e(_rel(c.row.video, out))}"></video></td>'
+                         f"<td><code>{e(c.row.hash)}</code><br>written {e(c.row.created or '?')}</td></tr>")
+        parts.append("</tbody></table></div></div>")
+    return parts
+
+
+def run_metadata(rows: list[Row]) -> list[tuple[str, str]]:
+    """(field, value) lines describing how a sweep's cells were made."""
+    def many(values, fmt=str):
+        vals = sorted({fmt(v) for v in values if v not in (None, "")})
+        return ", ".join(vals) if vals else "not recorded"
+    prompts = {}
+    for r in rows:
+        prompts.setdefault(str(r.prompt_id), r.prompt)
+    created = sorted(r.created for r in rows if r.created)
+    status = Counter(r.status for r in rows)
+    return [
+        ("cells", ", ".join(f"{n} {k}" for k, n in sorted(status.items()))),
+        ("git sha", many(r.git_sha for r in rows)),
+        ("weights (DiT)", many(r.weights.get("dit") for r in rows)),
+        ("weights (VAE)", many(r.weights.get("vae") for r in rows)),
+        ("length", many((r.seconds for r in rows), fmt_seconds) + " (latent frames: "
+         + many(r.num_latent_frames for r in rows) + ")"),
+        ("seeds", many(r.seed for r in rows)),
+        ("prompts", f"{len(prompts)}: " + "; ".join(f"{k}: {v or '?'}" for k, v in sorted(prompts.items())[:12])
+         + ("; ..." if len(prompts) > 12 else "")),
+        ("written", f"{created[0]} to {created[-1]}" if created else "not recorded"),
+    ]
+
+
+SPEED_MEMORY = ("kv_bytes", "peak_memory_bytes", "tokens_attended_max", "fps_model", "fps_e2e", "first_frame_s",
+                "block_latency_p50_s", "block_latency_p95_s", "latency_growth")
+
+
+def evidence_html(t, metrics: list[str] | None = None, tid: str = "") -> str:
+    """A ``harness.evidence.SweepTable`` as HTML: per row, n and each metric's mean [95% CI] with its
+    Δ vs the reference [CI] and Holm-corrected p (``metrics``: only these)."""
+    e = html.escape
+    cols = [m for m in t.metrics if metrics is None or m.name in metrics]
+    if not cols:
+        return ""
+    head = "".join(f"<th>{e(m.name)}{' (' + e(m.unit.label) + ')' if m.unit.label else ''} "
+                   f"{ {True: '↑', False: '↓'}.get(m.higher_is_better, '')}</th>" for m in cols)
+    out = [f'<div class="scroll"><table class="evidence" id="{e(tid)}"><thead><tr><th>row</th><th>n</th>{head}'
+           "</tr></thead><tbody>"]
+    for r in t.rows:
+        cells = []
+        for m in cols:
+            c = r.cells[m.name]
+            text = e(t.fmt(m.name, c.estimate))
+            if t.reference and not r.is_reference and c.delta is not None:
+                p = "" if c.delta.p is None else f"; p {c.delta.p:.3g}" + (
+                    f", Holm {c.p_holm:.3g}" if c.p_holm is not None else "")
+                text += f"<br><small>Δ {e(t.fmt(m.name, c.delta, signed=True))}{e(p)}</small>"
+            cells.append(f"<td>{text}</td>")
+        out.append(f"<tr><td>{e(r.label)}{' (reference)' if r.is_reference else ''}</td><td>{e(t.n_text(r))}</td>"
+                   + "".join(cells) + "</tr>")
+    out.append("</tbody></table></div>")
+    return "\n".join(out)
+
+
+def findings_link(results: Results, out: Path) -> str | None:
+    """Relative link to the findings page: built from the store's ``findings`` sweep when it has one,
+    else the committed reports/toy/findings.md (copied next to the page when the page is elsewhere)."""
+    if "findings" in results.sweeps():
+        from reports.findings import build as build_findings
+
+        try:
+            build_findings(results.root, out / "findings")
+            return "findings/findings.md"
+        except UserError:
+            pass
+    committed = Path(__file__).resolve().parent / "toy" / "findings.md"
+    if not committed.is_file():
+        return None
+    if out.resolve().is_relative_to(committed.parent):
+        return _rel(committed, out)
+    (out / "findings").mkdir(parents=True, exist_ok=True)
+    for f in committed.parent.glob("findings.*"):
+        shutil.copy2(f, out / "findings" / f.name)
+    return "findings/findings.md"
+
+
+def render_html(results: Results, tables: list[Table], plots: list[Plot], samples: list[SampleSet],
+                ref_tables: list[Table], out: Path, evidence: dict | None = None, findings: str | None = None) -> str:
+    e = html.escape
+    evidence = evidence or {}
     counts = Counter((r.sweep, r.scale, r.status) for r in results.rows)
     by_scale: dict[str, list[Table]] = {}
     for t in tables:
         by_scale.setdefault(t.scale, []).append(t)
     scales = sorted(by_scale, key=lambda s: (s != "wan", s))
+    root = results.root if not results.root.is_absolute() else Path(_rel(results.root, out))
     parts = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         "<title>PackForcing evaluation report</title>", f"<style>{CSS}</style>",
         f"<script>{RENDER_CHECK_JS}</script>", "</head><body>",
         "<h1>PackForcing evaluation report</h1>",
-        f'<p>Results store: <code>{e(str(results.root))}</code> &middot; {len(results.rows)} cells '
+    ]
+    if any(r.scale != "wan" for r in results.rows):
+        parts.append(f'<div class="banner toy" id="toy-banner">{e(TOY_BANNER)} Everything marked '
+                     '<span class="toy-tag">TOY</span> is toy scale; the paper\'s numbers appear only beside Wan-scale '
+                     "results and in the reference section.</div>")
+    parts += [
+        f'<p>Results store: <code>{e(root.as_posix())}</code> (relative to this page) &middot; {len(results.rows)} cells '
         f'&middot; read with <code>{e(results.frame_source)}</code> &middot; '
         '<a href="tables.md">tables.md</a> &middot; <a href="tables.tex">tables.tex</a> &middot; '
-        '<a href="reference.md">reference.md</a></p>',
+        '<a href="reference.md">reference.md</a>'
+        + (f' &middot; <a id="findings-link" href="{e(findings)}">toy findings: the paper\'s claims as paired '
+           "differences with CIs and verdicts</a>" if findings else "") + "</p>",
         '<p id="render-check">render check: pending</p>',
     ]
-    if any(s != "wan" for s in scales) or any(p.scale != "wan" for p in plots):
-        parts.append(f'<div class="banner toy">{e(TOY_BANNER)} Toy tables and plots are marked; the '
-                     "paper's numbers appear only beside Wan-scale results and in the reference section.</div>")
-    # table of contents
     parts.append("<nav><h2>Contents</h2><ul>")
+    parts += ['<li><a href="#evidence">Sweep tables with evidence (CIs, paired differences)</a></li>',
+              '<li><a href="#speed-memory">Speed and memory</a></li>', '<li><a href="#metadata">Run metadata</a></li>',
+              '<li><a href="#samples">Samples matched on prompt and seed</a></li>']
     for s in scales:
-        parts.append(f'<li><a href="#scale-{e(s)}">Tables, {e(s)} scale</a></li>')
-    parts += ['<li><a href="#plots">Plots</a></li>', '<li><a href="#samples">Sample videos</a></li>',
-              '<li><a href="#reference">Paper reference numbers</a></li>',
+        parts.append(f'<li><a href="#scale-{e(s)}">Paper tables, {e(s)} scale</a></li>')
+    parts += ['<li><a href="#plots">Plots</a></li>', '<li><a href="#reference">Paper reference numbers</a></li>',
               '<li><a href="#cells">Cells in the store</a></li>', "</ul></nav>"]
     if not tables:
         parts.append("<p>No cells found: run a sweep (make ablate SWEEP=...) first.</p>")
+    parts.append('<h2 id="evidence">Sweep tables with evidence</h2>')
+    parts.append("<p class=\"note\">The same numbers as each sweep's <code>results/&lt;sweep&gt;/table.md</code>: mean "
+                 "[95% CI resampling prompts] per value (values instead of a CI below 5 prompts); Δ = value minus the "
+                 "sweep's reference, paired on (prompt, seed), with its CI, sign-flip p (prompts as units) and the Holm-corrected p over "
+                 "the sweep's report columns. ↑/↓: which direction is better.</p>")
+    for (sweep, scale), t in evidence.items():
+        tag = '<span class="toy-tag">TOY</span> ' if scale != "wan" else ""
+        ref = ", ".join(f"{k}={v}" for k, v in t.reference.items()) or "none"
+        parts.append(f"<h3>{tag}{e(t.title or sweep)} (sweep '{e(sweep)}', {e(scale)}; reference {e(ref)})</h3>")
+        parts.append(evidence_html(t, tid=f"evidence-{sweep}-{scale}"))
+    parts.append('<h2 id="speed-memory">Speed and memory</h2>')
+    shown = 0
+    for (sweep, scale), t in evidence.items():
+        block = evidence_html(t, list(SPEED_MEMORY), tid=f"speed-{sweep}-{scale}")
+        if block:
+            tag = '<span class="toy-tag">TOY</span> ' if scale != "wan" else ""
+            parts += [f"<h3>{tag}{e(sweep)} ({e(scale)})</h3>", block]
+            shown += 1
+    parts.append("<p class=\"note\">KV cache held and peak memory in MB (toy) / GB (Wan); model and end-to-end "
+                 "frames per second; times in ms. Wall-clock numbers depend on the machine and its load: compare "
+                 "only cells measured together.</p>" if shown else "<p>No speed or memory metric in the store.</p>")
+    parts.append('<h2 id="metadata">Run metadata</h2>')
+    for sweep in results.sweeps():
+        for scale in sorted({r.scale for r in results.select(sweep)}):
+            rows = results.select(sweep, scale)
+            parts.append(f'<h3>{e(sweep)} ({e(scale)})</h3><div class="scroll"><table class="meta" '
+                         f'data-sweep="{e(sweep)}"><tbody>')
+            parts += [f'<tr data-field="{e(k)}"><th>{e(k)}</th><td>{e(v)}</td></tr>' for k, v in run_metadata(rows)]
+            parts.append("</tbody></table></div>")
+    parts.append('<h2 id="samples">Samples matched on prompt and seed</h2>')
+    parts += samples_html(samples, out)
+    if not samples:
+        parts.append("<p>No cell has a video.</p>")
     for s in scales:
-        parts.append(f'<h2 id="scale-{e(s)}">Tables, {e(s)} scale</h2>')
-        if s != "wan":
-            parts.append(f'<div class="banner toy">{e(TOY_BANNER)}</div>')
+        parts.append(f'<h2 id="scale-{e(s)}">Paper tables, {e(s)} scale</h2>')
         parts += [t.to_html() for t in by_scale[s]]
     parts.append('<h2 id="plots">Plots</h2>')
     for p in plots:
         parts.append(f'<figure id="{e(p.id)}"><a href="{e(_rel(p.svg, out))}"><img src="{e(_rel(p.png, out))}" '
-                     f'alt="{e(p.title)}"></a><figcaption>{"<b>TOY SCALE.</b> " if p.scale != "wan" else ""}'
+                     f'alt="{e(p.title)}"></a><figcaption>{"<span class=toy-tag>TOY</span> " if p.scale != "wan" else ""}'
                      f"{e(p.title)}. {e(p.caption)} (<a href=\"{e(_rel(p.svg, out))}\">SVG</a>)</figcaption></figure>")
     if not plots:
         parts.append("<p>No plottable series or metrics.</p>")
-    parts.append('<h2 id="samples">Sample videos</h2>')
-    for smp in samples:
-        parts.append('<div class="sample">' + f"<b>{'[TOY] ' if smp.scale != 'wan' else ''}{e(smp.title)}</b>")
-        if smp.strip is not None:
-            parts.append(f'<img src="{e(_rel(smp.strip, out))}" alt="frames of {e(smp.title)}">')
-        if smp.video is not None:
-            parts.append(f'<video controls preload="metadata" src="{e(_rel(smp.video, out))}"></video>')
-        parts.append("</div>")
-    if not samples:
-        parts.append("<p>No cell has a video.</p>")
     parts.append('<h2 id="reference">Paper reference numbers</h2>')
     parts.append("<p>From <code>reports/paper_reference.json</code>: every number carries a provenance tag; "
                  "<code>n/f</code> = not found; <code>?</code> = a cell touched by a known inconsistency. "
@@ -176,6 +365,14 @@ def render_html(results: Results, tables: list[Table], plots: list[Plot], sample
     return "\n".join(parts) + "\n"
 
 
+def sweep_evidence(results: Results) -> dict:
+    """{(sweep, scale): harness.evidence.SweepTable}: the tables ``table.md`` holds, per scale."""
+    from harness.table import sweep_table
+
+    return {(sweep, scale): sweep_table(results.root, sweep, scale=scale)
+            for sweep in results.sweeps() for scale in sorted({r.scale for r in results.select(sweep)})}
+
+
 def build(root: str | Path, out: str | Path = DEFAULT_OUT, sweeps: list[str] | None = None,
           media: bool = True, ref: Reference | None = None) -> Path:
     """Build the whole report under ``out``; returns the path of ``index.html``."""
@@ -187,11 +384,13 @@ def build(root: str | Path, out: str | Path = DEFAULT_OUT, sweeps: list[str] | N
     refs = reference_tables(ref)
     plots = build_plots(results, ref, out / "plots")
     samples = pick_samples(results, out, make_strips=media) if media else []
+    evidence = sweep_evidence(results)
+    findings = findings_link(results, out)
     (out / "tables.md").write_text("# PackForcing evaluation tables\n\n" + render_markdown(tables))
     (out / "tables.tex").write_text(render_latex(tables))
     (out / "reference.md").write_text("# Paper reference numbers\n\n" + render_markdown(refs))
     index = out / "index.html"
-    index.write_text(render_html(results, tables, plots, samples, refs, out))
+    index.write_text(render_html(results, tables, plots, samples, refs, out, evidence, findings))
     return index
 
 

@@ -42,6 +42,10 @@ class Row:
     video: Path | None = None
     failure_reason: str | None = None
     prompt: str | None = None
+    created: str | None = None  # when the record was written (UTC, ISO 8601)
+    git_sha: str | None = None
+    weights: dict[str, str] = field(default_factory=dict)  # content fingerprints of the DiT / VAE files
+    num_latent_frames: int | None = None
 
     @property
     def done(self) -> bool:
@@ -190,7 +194,8 @@ def _rows_from_frame(frame: pd.DataFrame, raw: dict[tuple[str, str], dict[str, A
             prompt_id=_plain(rec.get("prompt_id")), seed=_plain(rec.get("seed")),
             axes=axes, metrics=metrics, series=series, video=video,
             failure_reason=failure.get("reason") if isinstance(failure, dict) else None,
-            prompt=c.get("prompt"),
+            prompt=c.get("prompt"), created=c.get("created"), git_sha=c.get("git_sha"),
+            weights=dict(c.get("weights") or {}), num_latent_frames=c.get("num_latent_frames"),
         ))
     return rows
 

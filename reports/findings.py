@@ -47,15 +47,17 @@ def _load(root: Path):
     return df
 
 
-def paired(df, variant: str, metric: str, reference: str = "packforcing"):
+def paired(df, variant: str, metric: str, reference: str = "packforcing", with_prompts: bool = False):
+    """reference - variant on the (prompt, seed) pairs both have (+ each pair's prompt id)."""
     col = f"metric.{metric}"
     if col not in df.columns:
-        return np.array([])
+        return (np.array([]), []) if with_prompts else np.array([])
     d = df[df["status"] == "done"]
     ref = d[d["axis.variant"] == reference].set_index(["prompt_id", "seed"])[col]
     var = d[d["axis.variant"] == variant].set_index(["prompt_id", "seed"])[col]
     both = ref.to_frame("r").join(var.to_frame("v"), how="inner").dropna()
-    return (both["r"] - both["v"]).to_numpy(dtype=float)
+    diff = (both["r"] - both["v"]).to_numpy(dtype=float)
+    return (diff, [str(k[0]) for k in both.index]) if with_prompts else diff
 
 
 def verdict(lo: float, hi: float, sign: int) -> str:
@@ -68,22 +70,28 @@ def verdict(lo: float, hi: float, sign: int) -> str:
 
 
 def build(root: Path, out: Path) -> dict:
+    from harness.evidence import estimate, holm, sign_flip_p
     from harness.metrics.stats import bootstrap_ci
 
     df = _load(root)
     rows = []
     for claim, src, variant, metric, sign, *rest in CLAIMS:
         reference = rest[0] if rest else "packforcing"
-        diff = paired(df, variant, metric, reference)
+        diff, prompts = paired(df, variant, metric, reference, with_prompts=True)
         if diff.size == 0:
             rows.append({"claim": claim, "paper": src, "reference": reference, "variant": variant, "metric": metric,
                          "n": 0, "verdict": "not measured"})
             continue
-        ci = bootstrap_ci(diff, n=2000, seed=0)
+        ci = bootstrap_ci(diff, n=2000, seed=0, clusters=prompts)  # prompts resampled, seeds carried along
+        p = sign_flip_p(diff, prompts)  # prompts as the units, like the CI
         rows.append({"claim": claim, "paper": src, "reference": reference, "variant": variant, "metric": metric,
-                     "n": int(ci.n),
-                     "diff_mean": float(ci.mean), "ci_lo": float(ci.lo), "ci_hi": float(ci.hi),
+                     "n": int(ci.n), "prompts": len(set(prompts)),
+                     "diff_mean": float(ci.mean), "ci_lo": float(ci.lo), "ci_hi": float(ci.hi), "p": p,
+                     "mde": estimate(diff, prompts, paired=True).mde,
                      "verdict": verdict(ci.lo, ci.hi, sign)})
+    measured = [r for r in rows if r["n"]]
+    for r, adj in zip(measured, holm([r["p"] for r in measured])):
+        r["p_holm"] = adj
     means = {}
     for v in sorted(df["axis.variant"].dropna().unique()):
         d = df[(df["axis.variant"] == v) & (df["status"] == "done")]
@@ -99,21 +107,27 @@ def build(root: Path, out: Path) -> dict:
         "",
         "Each claim is a paired difference (reference minus variant, same prompt and seed; the reference is the",
         "PackForcing default, except top-k vs FIFO, compared at an archive of 64 on both sides) with a",
-        "95% percentile bootstrap CI over prompt x seed samples. Verdict rule, fixed before the data: *reproduced*",
+        "95% percentile bootstrap CI that resamples prompts (each prompt's seeds carried along). Verdict rule, fixed before the data: *reproduced*",
         "if the CI lies on the paper's side of 0, *not reproduced* if on the other side, else *inconclusive*.",
         "Only the paper's direction is compared, never its values. Videos: see `results/findings/` and the run",
         "settings in `sweeps/findings.py`. Subject consistency has no toy counterpart in VBench; we use the",
         "toy world's attribute persistence (`toy.persistence`), measured by its own detectors.",
+        "The claims are read together: p is a two-sided sign-flip test of each difference (prompts as units); p (Holm) corrects",
+        f"it over the family of the {len(measured)} measured claims (Holm-Bonferroni); the verdict rule stays the CI rule",
+        "above, so a *reproduced* claim whose Holm p exceeds 0.05 is one to read with care. MDE: the smallest",
+        "difference detectable with 80% power at this n (2.8 x SD of per-prompt differences / sqrt(prompts)), so an",
+        "*inconclusive* claim reads as 'smaller than the MDE'.",
         "",
-        "| claim | paper | n | reference - variant (95% CI) | verdict |",
-        "|---|---|---|---|---|",
+        "| claim | paper | n | reference - variant (95% CI) | p | p (Holm) | MDE | verdict |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if r["n"] == 0:
-            lines.append(f"| {r['claim']} | {r['paper']} | 0 | — | {r['verdict']} |")
+            lines.append(f"| {r['claim']} | {r['paper']} | 0 | — | | | | {r['verdict']} |")
         else:
             lines.append(f"| {r['claim']} | {r['paper']} | {r['n']} | {r['diff_mean']:+.4g} "
-                         f"[{r['ci_lo']:+.4g}, {r['ci_hi']:+.4g}] | **{r['verdict']}** |")
+                         f"[{r['ci_lo']:+.4g}, {r['ci_hi']:+.4g}] | {r['p']:.3g} | {r['p_holm']:.3g} | "
+                         f"{'' if r['mde'] is None else format(r['mde'], '.3g')} | **{r['verdict']}** |")
     lines += ["", "## Per-variant means", "", "| variant | n | failed | clip_score | clip_drop | persistence | prompt fidelity | flicker |",
               "|---|---|---|---|---|---|---|---|"]
     for v, m in means.items():

@@ -1,9 +1,7 @@
-"""Regression gate: ``python -m reports.gate [--results DIR] [--update]``.
+"""Regression gate, the reading half: ``python -m reports.gate --results DIR [--update]``.
 
-Without ``--results`` it runs the smallest toy configuration of the main sweeps (the 'gate' size,
-``GATE_OVERRIDES``) through a pluggable runner (default: the harness CLI,
-``python -m harness ablate --sweep S --scale toy --launcher debug <overrides>`` with ``PF_RESULTS``
-pointing at a scratch store); with ``--results DIR`` it reads an existing store instead.
+``python -m harness.gate`` (``make gate``) runs the smallest toy configuration of the main sweeps and
+then gates that store with this module; here only results are read.
 
 The per-group means (group = sweep, scale, method, length, axis values) are compared with the
 committed ``reports/baseline/<sweep>.json`` using a per-metric direction and tolerance (``RULES``).
@@ -18,13 +16,10 @@ import datetime as _dt
 import fnmatch
 import json
 import math
-import os
-import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 from packforcing.errors import UserError, main_guard
 from packforcing.util import git_sha, write_json_atomic
@@ -32,13 +27,8 @@ from reports.aggregate import group_rows
 from reports.cells import load_results
 
 BASELINE_DIR = Path(__file__).resolve().parent / "baseline"
-GATE_SWEEPS = ("methods", "sink_size", "branches", "selection", "rope")
-# The 'gate' size: one prompt, one seed, at the sweep's toy defaults otherwise. The runner passes
-# these as Hydra-style overrides to the harness CLI.
-GATE_OVERRIDES: tuple[str, ...] = ("prompts.n=1", "seeds=[0]")
+GATE_SWEEPS = ("methods", "sink_size", "branches", "selection", "rope")  # what the baseline holds by default
 SCHEMA = 1
-
-Runner = Callable[[str, Path, Sequence[str]], None]  # (sweep, results root, overrides) -> None
 
 
 @dataclass(frozen=True)
@@ -149,10 +139,10 @@ def read_baseline(baseline_dir: Path) -> dict[str, dict]:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as e:
             raise UserError(f"baseline {path} is not valid JSON ({e}); fix it or run "
-                            "`python -m reports.gate --update`") from None
+                            "`python -m harness.gate --update`") from None
         if data.get("schema") != SCHEMA or "groups" not in data:
             raise UserError(f"baseline {path} has an unknown format; regenerate it with "
-                            "`python -m reports.gate --update`")
+                            "`python -m harness.gate --update`")
         out[data.get("sweep", path.stem)] = data["groups"]
     return out
 
@@ -268,100 +258,65 @@ def compare(baseline: dict[str, dict], current: dict[str, dict], rules: Sequence
     return rep
 
 
-# ---- running the toy sweeps ----------------------------------------------------------------------
-def harness_cli_runner(sweep: str, root: Path, overrides: Sequence[str]) -> None:
-    """Run one sweep at toy scale through the harness CLI into the store at ``root``."""
-    cmd = [sys.executable, "-m", "harness", "ablate", "--sweep", sweep, "--scale", "toy",
-           "--launcher", "debug", *overrides]
-    env = {**os.environ, "PF_RESULTS": str(root), "WANDB_MODE": os.environ.get("WANDB_MODE", "disabled")}
-    try:
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    except OSError as e:
-        raise UserError(f"cannot run the harness ({e}); use --results DIR to gate an existing store") from None
-    if proc.returncode != 0:
-        lines = [ln for ln in (proc.stdout + "\n" + proc.stderr).splitlines() if ln.strip() and "%|" not in ln]
-        tail = " | ".join(ln.strip() for ln in lines[-3:])
-        if any((root / sweep / "cells").glob("*.json")):  # cells failed: the comparison shows them
-            print(f"gate: warning: sweep {sweep} exited {proc.returncode}: {tail}", file=sys.stderr)
-            return
-        raise UserError(f"`{' '.join(cmd[1:])}` failed (exit {proc.returncode}): {tail}; "
-                        "fix the sweep or gate an existing store with --results DIR")
-
-
-def run_sweeps(sweeps: Sequence[str], root: Path, runner: Runner = harness_cli_runner,
-               overrides: Sequence[str] = GATE_OVERRIDES) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    for s in sweeps:
-        runner(s, root, overrides)
-    return root
-
-
-def run_gate(baseline_dir: Path = BASELINE_DIR, results: Path | None = None, update: bool = False,
-             sweeps: Sequence[str] | None = None, runner: Runner = harness_cli_runner,
-             overrides: Sequence[str] = GATE_OVERRIDES, work_dir: Path | None = None,
+# ---- gating a store ------------------------------------------------------------------------------
+def evaluate(baseline_dir: Path = BASELINE_DIR, results: Path | None = None, update: bool = False,
+             sweeps: Sequence[str] | None = None, overrides: Sequence[str] = (),
              rules: Sequence[Rule] = RULES) -> GateReport | list[Path] | None:
-    """The gate as a function. Returns the written baseline files (``update``), the report, or
-    None when there is no baseline to compare with."""
+    """Gate the existing store at ``results`` (read only): the report, the written baseline files
+    (``update``), or None when there is no baseline to compare with. Generating the gate's sweeps
+    is the harness's job (``harness.gate``)."""
     baseline_dir = Path(baseline_dir)
     baseline = {} if update else read_baseline(baseline_dir)
     if not update and not baseline:
         return None
+    if results is None or not Path(results).is_dir():
+        raise UserError(f"results store {results} does not exist; pass an existing --results DIR")
     wanted = list(sweeps) if sweeps else (list(baseline) if baseline else list(GATE_SWEEPS))
-    if results is None:
-        tmp = None
-        if work_dir is None:
-            tmp = tempfile.TemporaryDirectory(prefix="pf-gate-")
-            work_dir = Path(tmp.name)
-        try:
-            run_sweeps(wanted, Path(work_dir), runner, overrides)
-            current = summarize(work_dir, wanted)
-        finally:
-            if tmp is not None:
-                tmp.cleanup()
-    else:
-        if not Path(results).is_dir():
-            raise UserError(f"results store {results} does not exist; pass an existing --results DIR")
-        current = summarize(results, wanted)
+    current = summarize(results, wanted)
     if update:
         if not current:
             raise UserError("no cells to take a baseline from; run the sweeps first or check --results/--sweeps")
         if not any(g["metrics"] for groups in current.values() for g in groups.values()):
             raise UserError("every cell failed or has no metric: fix the runs before taking a baseline "
                             "(see the sweeps' table.md)")
-        return write_baseline(current, baseline_dir, overrides if results is None else ())
+        return write_baseline(current, baseline_dir, overrides)
     if sweeps:
         baseline = {k: v for k, v in baseline.items() if k in set(sweeps)}
     return compare(baseline, current, rules)
 
 
-@main_guard
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m reports.gate", description=__doc__.splitlines()[0])
-    ap.add_argument("--results", type=Path, help="gate an existing results store instead of running the toy sweeps")
-    ap.add_argument("--update", action="store_true", help="rewrite the baseline from the results (on purpose)")
-    ap.add_argument("--baseline", type=Path, default=BASELINE_DIR, help="baseline folder (default: reports/baseline)")
-    ap.add_argument("--sweeps", help=f"comma-separated sweeps (default: the baseline's, or {','.join(GATE_SWEEPS)})")
-    ap.add_argument("--work", type=Path, help="keep the gate's toy store here instead of a temporary folder")
-    ap.add_argument("--strict", action="store_true", help="exit 2 when there is no baseline (default: skip, exit 0)")
-    ap.add_argument("-v", "--verbose", action="store_true", help="list unchanged metrics too")
-    a = ap.parse_args(argv)
-    sweeps = [s for s in (a.sweeps or "").split(",") if s] or None
-    out = run_gate(a.baseline, a.results, a.update, sweeps, work_dir=a.work)
+def print_outcome(out: GateReport | list[Path] | None, baseline: Path, verbose: bool, strict: bool) -> int:
+    """Print what ``evaluate`` returned; the exit code (0 passed/skipped/written, 1 regressions)."""
     if out is None:
-        msg = (f"no baseline in {a.baseline}: nothing to compare with; create one on purpose with "
-               "`python -m reports.gate --update` (make gate-update) and commit it")
-        if a.strict:
+        msg = (f"no baseline in {baseline}: nothing to compare with; create one on purpose with "
+               "`python -m harness.gate --update` (make gate-update) and commit it")
+        if strict:
             raise UserError(msg)
         print(f"gate: SKIPPED: {msg}")
         return 0
     if isinstance(out, list):
         print("gate: baseline written: " + ", ".join(str(p) for p in out))
         return 0
-    table = out.table(a.verbose)
+    table = out.table(verbose)
     if table:
         print(table)
     print(out.summary())
     return 0 if out.passed else 1
+
+
+@main_guard
+def main(argv: list[str] | None = None) -> int:
+    """Gate an existing store (read only); ``python -m harness.gate`` runs the toy sweeps first."""
+    ap = argparse.ArgumentParser(prog="python -m reports.gate", description=__doc__.splitlines()[0])
+    ap.add_argument("--results", type=Path, required=True, help="the results store to gate")
+    ap.add_argument("--update", action="store_true", help="rewrite the baseline from the results (on purpose)")
+    ap.add_argument("--baseline", type=Path, default=BASELINE_DIR, help="baseline folder (default: reports/baseline)")
+    ap.add_argument("--sweeps", help=f"comma-separated sweeps (default: the baseline's, or {','.join(GATE_SWEEPS)})")
+    ap.add_argument("--strict", action="store_true", help="exit 2 when there is no baseline (default: skip, exit 0)")
+    ap.add_argument("-v", "--verbose", action="store_true", help="list unchanged metrics too")
+    a = ap.parse_args(argv)
+    sweeps = [s for s in (a.sweeps or "").split(",") if s] or None
+    return print_outcome(evaluate(a.baseline, a.results, a.update, sweeps), a.baseline, a.verbose, a.strict)
 
 
 if __name__ == "__main__":

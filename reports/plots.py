@@ -3,7 +3,8 @@
 - CLIP score over time per method (series ``clip_score_per_segment``), mean with a 95% CI band.
 - KV memory against video length per method (metric ``kv_bytes`` vs the cell's ``seconds``).
 - Block latency against block index per method (series ``block_latency_s``).
-- One bar chart per ablation sweep (axis values x metrics) with 95% CI error bars.
+- One ablation chart per sweep that declares a paper table: the mean of each axis value as a point with
+  its 95% CI (resampling prompts), one panel per metric (the paper's columns first).
 
 Toy-scale figures carry a TOY banner and never show the paper's numbers; at Wan scale the paper's
 known values are drawn as separate, labelled markers.
@@ -23,11 +24,12 @@ from reports.cells import Results
 from reports.reference import Reference, canonical_method, canonical_value
 from reports.tables import (
     CLIP_SERIES,
-    TABLE_AXES,
     _axis_sort,
     _ordered_methods,
     ablation_extras,
+    axis_order,
     axis_value_label,
+    declared_sweep,
     display_for,
     fmt_seconds,
     metric_header,
@@ -196,16 +198,17 @@ def block_latency(sweep: str, scale: str, groups: list[Group], ref: Reference, o
     return [Plot(pid, title, png, svg, scale, sweep, "Mean per block with a 95% bootstrap band.")]
 
 
-def ablation_bars(sweep: str, scale: str, groups: list[Group], axis: str, ref: Reference,
-                  out: Path) -> list[Plot]:
-    paper_cols = TABLE_AXES[axis][1] if axis in TABLE_AXES else ()
+def ablation_points(sweep: str, scale: str, groups: list[Group], axis: str, paper_cols: tuple[str, ...],
+                    order: list, ref: Reference, out: Path) -> list[Plot]:
+    """Each axis value's mean as a point with its 95% CI whiskers (no bars: a bar implies a zero the
+    axis does not show); one panel per metric, the paper's columns first, up to four."""
     have = set().union(*(g.metric_names() for g in groups)) if groups else set()
     metrics = [m for m in list(paper_cols) + ablation_extras(sweep, groups) if m in have]
     metrics = list(dict.fromkeys(metrics))[:4]
     if not metrics:
         return []
     groups = sorted(groups, key=lambda g: (g.method, g.seconds or 0,
-                                           _axis_sort(canonical_value(axis, g.axes.get(axis)), axis)))
+                                           _axis_sort(canonical_value(axis, g.axes.get(axis)), order)))
     title = f"Ablation '{axis}' (sweep '{sweep}', {scale}), mean and 95% CI"
     fig, axes = _figure(title, scale, ncols=len(metrics))
     with matplotlib.rc_context(RC):
@@ -216,22 +219,21 @@ def ablation_bars(sweep: str, scale: str, groups: list[Group], axis: str, ref: R
             d = display_for(m, scale)
             ests = [g.estimate(m) for g in groups]
             ests = [None if e is None else e.scaled(d.factor) for e in ests]
-            xs = list(range(len(groups)))
-            ys = [e.mean if e else 0.0 for e in ests]
-            lo = [(e.mean - e.lo) if e and e.has_ci else 0.0 for e in ests]
-            hi = [(e.hi - e.mean) if e and e.has_ci else 0.0 for e in ests]
-            ax.bar(xs, ys, yerr=[lo, hi], capsize=3, color="#4c72b0", alpha=0.85)
-            finite = [e for e in ests if e]
-            if finite:
-                low = min((e.lo if e.has_ci else e.mean) for e in finite)
-                high = max((e.hi if e.has_ci else e.mean) for e in finite)
-                pad = (high - low) * 0.3 or abs(high) * 0.05 or 1.0
-                ax.set_ylim(low - pad, high + pad)
-            ax.set_xticks(xs, labels, fontsize=7)
+            pts = [(i, e) for i, e in enumerate(ests) if e is not None]
+            ax.errorbar([i for i, _ in pts], [e.mean for _, e in pts],
+                        yerr=[[e.mean - e.lo if e.has_ci else 0.0 for _, e in pts],
+                              [e.hi - e.mean if e.has_ci else 0.0 for _, e in pts]],
+                        fmt="o", capsize=4, color="#4c72b0")
+            for i, e in pts:
+                if not e.has_ci:
+                    ax.annotate("n<2", (i, e.mean), textcoords="offset points", xytext=(4, 4), fontsize=6)
+            ax.set_xticks(range(len(groups)), labels, fontsize=7)
+            ax.set_xlim(-0.5, len(groups) - 0.5)
             ax.set_title(metric_header(m, ref, scale), fontsize=8)
     pid = f"ablation-{sweep}-{axis}-{scale}"
     png, svg = _save(fig, out, pid)
-    return [Plot(pid, title, png, svg, scale, sweep, "Bars: mean over prompts x seeds; whiskers: 95% bootstrap CI.")]
+    return [Plot(pid, title, png, svg, scale, sweep, "Points: mean over prompts x seeds; whiskers: 95% bootstrap "
+                 "CI resampling prompts (the axis does not start at zero: read the whiskers, not heights).")]
 
 
 def build_plots(results: Results, ref: Reference, out: Path) -> list[Plot]:
@@ -242,15 +244,18 @@ def build_plots(results: Results, ref: Reference, out: Path) -> list[Plot]:
             rows = results.select(sweep, scale)
             axes = {a for r in rows for a in r.axes}
             groups = group_rows(rows)
+            spec = declared_sweep(sweep)
+            paper = spec.paper if spec is not None else None
             if "method" in axes:
                 groups = _ordered_methods(groups, ref)
                 lab = lambda g: ref.method_label(g.method)  # noqa: E731
                 plots += clip_over_time(sweep, scale, groups, ref, out, lab)
                 plots += kv_vs_length(sweep, scale, groups, ref, out)
                 plots += block_latency(sweep, scale, groups, ref, out, lab)
-            for axis in TABLE_AXES:
-                if axis in axes:
-                    lab = lambda g, a=axis: axis_value_label(a, g.axes.get(a), ref)  # noqa: E731
-                    plots += ablation_bars(sweep, scale, groups, axis, ref, out)
-                    plots += clip_over_time(sweep, scale, groups, ref, out, lab, ref_table=None, tag=axis)
+            if paper is not None and paper.table and paper.table != "methods" and spec.axes[0].name in axes:
+                axis = spec.axes[0].name
+                lab = lambda g, a=axis: axis_value_label(a, g.axes.get(a), ref)  # noqa: E731
+                plots += ablation_points(sweep, scale, groups, axis, tuple(paper.columns), axis_order(spec, axis),
+                                         ref, out)
+                plots += clip_over_time(sweep, scale, groups, ref, out, lab, ref_table=None, tag=axis)
     return plots

@@ -1,12 +1,17 @@
-"""Means with percentile-bootstrap confidence intervals over the samples (prompts x seeds) of a group."""
+"""Means with 95% percentile-bootstrap CIs for the reports (``harness.metrics.stats`` does the resampling).
+
+One bootstrap in the project: ``harness.metrics.stats.bootstrap_ci`` (deterministic seed, cluster
+resampling over prompts when ``clusters`` is given). This module only adapts its result to the
+reports' ``Estimate`` (no interval from a single sample).
+"""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Iterable, Sequence
 
-import numpy as np
+from harness.metrics.stats import bootstrap_ci as _bootstrap_ci
 
 N_BOOT = 2000
 CI_LEVEL = 0.95
@@ -35,43 +40,31 @@ class Estimate:
 
 
 def bootstrap_ci(
-    values: Iterable[float], level: float = CI_LEVEL, n_boot: int = N_BOOT, seed: int = SEED
+    values: Iterable[float], level: float = CI_LEVEL, n_boot: int = N_BOOT, seed: int = SEED,
+    clusters: Sequence[Any] | None = None,
 ) -> Estimate | None:
     """Mean and percentile-bootstrap CI of the mean of ``values``; None when no finite sample.
 
-    Uses ``harness.metrics.stats.bootstrap_ci`` when available (same percentile bootstrap), else the
-    local implementation below. Non-finite values are dropped. Deterministic for a given ``seed``. With one sample there is no
-    interval (``lo = hi = None``); with identical samples the interval collapses to the mean.
+    ``clusters`` (one key per value, e.g. the prompt id) resamples whole clusters. Non-finite values
+    are dropped. With one sample there is no interval (``lo = hi = None``); with identical samples the
+    interval collapses to the mean.
     """
-    x = np.asarray([v for v in values if v is not None], dtype=np.float64)
-    x = x[np.isfinite(x)]
-    if x.size == 0:
+    pairs = [(v, c) for v, c in zip(values, clusters if clusters is not None else _none())
+             if v is not None and math.isfinite(float(v))]
+    if not pairs:
         return None
-    shared = _shared_bootstrap()
-    if shared is not None:  # the metrics' own implementation, so reports and metrics agree
-        ci = shared(x.tolist(), n=n_boot, seed=seed, level=level)
-        if ci.n <= 1:
-            return Estimate(float(ci.mean), None, None, int(ci.n))
-        return Estimate(float(ci.mean), float(min(ci.lo, ci.mean)), float(max(ci.hi, ci.mean)), int(ci.n))
-    mean = float(x.mean())
-    if x.size == 1:
-        return Estimate(mean, None, None, 1)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, x.size, size=(n_boot, x.size))
-    means = x[idx].mean(axis=1)
-    alpha = (1.0 - level) / 2.0
-    lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
-    # Keep the printed interval around the printed mean despite floating-point noise.
-    return Estimate(mean, float(min(lo, mean)), float(max(hi, mean)), int(x.size))
+    xs = [float(v) for v, _ in pairs]
+    ci = _bootstrap_ci(xs, n=n_boot, seed=seed, level=level,
+                       clusters=None if clusters is None else [c for _, c in pairs])
+    if ci.n <= 1:
+        return Estimate(float(ci.mean), None, None, int(ci.n))
+    # keep the printed interval around the printed mean despite floating-point noise
+    return Estimate(float(ci.mean), float(min(ci.lo, ci.mean)), float(max(ci.hi, ci.mean)), int(ci.n))
 
 
-def _shared_bootstrap():
-    """``harness.metrics.stats.bootstrap_ci`` when the harness is importable, else None."""
-    try:
-        from harness.metrics.stats import bootstrap_ci as shared  # type: ignore[import-not-found]
-    except Exception:  # the reports also work without the harness
-        return None
-    return shared
+def _none():
+    while True:
+        yield None
 
 
 def is_number(v: object) -> bool:

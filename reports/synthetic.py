@@ -74,6 +74,7 @@ def make_cell(sweep: str, axes: dict, method: str, scale: str, seconds: int, pro
         "num_latent_frames": seconds * 4, "prompt": f"synthetic prompt {prompt_id}",
         "prompt_id": prompt_id, "seed": seed, "config": {"synthetic": True, "axes": axes},
         "git_sha": "0" * 40, "versions": {"python": "3", "torch": "synthetic", "packforcing": "0"},
+        "weights": {"dit": "d1d1d1d1d1d1d1d1", "vae": "fefefefefefefefe"},
         "timings": {"generate_s": 1.0, "score_s": 0.1, "first_frame_s": 0.1},
         "metrics": metrics, "series": series, "records": {},
         "video": video, "created": "2026-01-01T00:00:00Z",
@@ -107,7 +108,7 @@ def make_store(root: str | Path, scale: str = "toy", sweeps: tuple[str, ...] | N
                oom_full_at: int | None = 120, lengths: tuple[int, ...] | None = None) -> Path:
     """Write a synthetic store: the sweeps of ``SWEEP_AXES`` at ``scale``; returns ``root``.
 
-    ``videos``: one tiny mp4 for the first cell of each sweep. ``lengths``: the methods sweep's
+    ``videos``: one tiny mp4 for prompt 0, seed 0 of every axis value (a sample matched across values). ``lengths``: the methods sweep's
     video lengths in seconds (default 60/120 at Wan scale, 8/16 at toy); other sweeps use the first.
     """
     root = Path(root)
@@ -127,7 +128,7 @@ def make_store(root: str | Path, scale: str = "toy", sweeps: tuple[str, ...] | N
                             status, failure = "failed", {"reason": "oom", "message": "CUDA out of memory"}
                         axes = {axis: value, "seconds": seconds} if axis == "method" else {axis: value}
                         cell = make_cell(sweep, axes, method, scale, seconds, p, s, quality, rng, status, failure)
-                        if videos and status == "done" and p == 0 and s == 0 and i == 0 and seconds == lengths[0]:
+                        if videos and status == "done" and p == 0 and s == 0 and seconds == lengths[0]:
                             rel = f"videos/{cell['cell_hash']}.mp4"
                             write_video(root / sweep / rel, seed=i)
                             cell["video"] = rel

@@ -6,8 +6,9 @@ Every table is built from ONE sweep at ONE scale:
   "ours vs paper" table, the paper's number with its provenance tag and the difference.
 - Toy scale: our numbers only, under a TOY banner; no paper column ever.
 
-Which table a sweep feeds is decided by its axes (see ``TABLE_AXES``); a sweep with none of those
-axes gets a generic table so that nothing in the store is invisible.
+Which paper table a sweep feeds is what the sweep declares (``sweeps/<name>.py``: ``Sweep.paper``,
+its table id and columns; ``Sweep.reference``, the value the others are compared with). A sweep that
+declares no table (or is not registered) gets a generic table so that nothing in the store is invisible.
 """
 
 from __future__ import annotations
@@ -16,12 +17,15 @@ import html
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from reports.aggregate import Group, group_rows, paired_delta
 from reports.cells import Results, Row
 from reports.reference import RefCell, Reference, canonical_method, canonical_value
 from reports.stats import Estimate, bootstrap_ci
+
+if TYPE_CHECKING:
+    from harness.sweep import Sweep
 
 TOY_BANNER = ("TOY SCALE: a tiny model on the procedural toy world. These numbers are NOT comparable "
               "with the paper's, which are deliberately not shown beside them.")
@@ -42,18 +46,6 @@ SPEED_METRICS = ("fps_model", "fps_e2e", "first_frame_s", "block_latency_p50_s",
                  "latency_p50", "latency_growth")
 CLIP_SERIES = "clip_score_per_segment"
 
-# axis -> (paper table, columns the paper reports for it, title)
-TABLE_AXES: dict[str, tuple[str, tuple[str, ...], str]] = {
-    "sink_frames": ("table3", ("clip_score", "vbench.subject_consistency", "vbench.dynamic_degree",
-                               "vbench.imaging_quality", "vbench.aesthetic_quality"),
-                    "Table 3: sink size (N_sink, latent frames)"),
-    "compressor": ("table4", ("vbench.imaging_quality", "vbench.overall_consistency", "clip_score"),
-                   "Table 4: compression branches"),
-    "selection": ("table5", ("vbench.subject_consistency", "clip_score"),
-                  "Table 5: mid-block selection, FIFO vs top-k"),
-    "rope_adjust": ("table8", ("clip_score", "clip_drop"),
-                    "RoPE adjustment ablation (Table 8)"),
-}
 AXIS_LABELS = {"sink_frames": "N_sink", "compressor": "Compressor", "selection": "Selection",
                "rope_adjust": "RoPE adjust", "method": "Method"}
 
@@ -106,9 +98,9 @@ class Table:
     def to_html(self) -> str:
         e = html.escape
         cls = f"scale-{e(self.scale)} kind-{e(self.kind or 'table')}"
-        out = [f'<section class="table-block {cls}" id="{e(self.id)}">', f"<h3>{e(self.title)}</h3>"]
-        if self.banner:
-            out.append(f'<div class="banner toy">{e(self.banner)}</div>')
+        # the page carries the one TOY banner; a toy table is tagged, not bannered again
+        tag = '<span class="toy-tag">TOY</span> ' if self.banner else ""
+        out = [f'<section class="table-block {cls}" id="{e(self.id)}">', f"<h3>{tag}{e(self.title)}</h3>"]
         out.append('<div class="scroll"><table>')
         out.append("<thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in self.header) + "</tr></thead>")
         out.append("<tbody>")
@@ -141,20 +133,12 @@ class Display:
 
 
 def display_for(metric: str, scale: str = "wan") -> Display:
-    """How a metric is shown: VBench x100 like the paper, bytes in GB (MB below Wan scale)."""
-    if metric.startswith("vbench."):
-        return Display(100.0, 2)
-    if metric.startswith("clip_"):
-        return Display(1.0, 2)
-    if metric.startswith("tokens_"):
-        return Display(1.0, 0)
-    if metric.endswith("_bytes"):
-        return Display(1e-9, 2, "GB") if scale == "wan" else Display(1e-6, 2, "MB")
-    if metric.startswith("fps"):
-        return Display(1.0, 2)
-    if metric.endswith("_s") or metric.startswith("latency"):
-        return Display(1.0, 3, "s")
-    return Display(1.0, 3)
+    """How a metric is shown: ``harness.evidence.unit_for`` (the one unit rule: VBench x100 like the
+    paper, bytes in GB at Wan scale and MB below, times in ms)."""
+    from harness.evidence import unit_for
+
+    u = unit_for(metric, scale)
+    return Display(u.factor, u.digits, "" if u.label == "x100" else u.label)
 
 
 def fmt_num(v: float | None, digits: int, signed: bool = False) -> str:
@@ -236,15 +220,32 @@ def _extra_metrics(groups: list[Group], exclude: Iterable[str]) -> list[str]:
     return sorted(m for m in have if m not in ex)
 
 
-def declared_report(sweep: str) -> tuple[str, ...] | None:
-    """The metric columns ``sweeps/<sweep>.py`` declares (``SWEEP.report``), when the harness has it."""
-    try:
-        from harness.sweep import load_sweeps  # type: ignore[import-not-found]
+def declared_sweep(sweep: str) -> "Sweep | None":
+    """The sweep ``sweeps/<sweep>.py`` declares (its paper table, columns, reference, axis order)."""
+    from harness.sweep import declared
 
-        reg = load_sweeps()
-        return tuple(reg.get(sweep).report) if sweep in reg.names() else None
-    except Exception:  # the harness is optional for the reports
-        return None
+    return declared(sweep)
+
+
+def declared_report(sweep: str) -> tuple[str, ...] | None:
+    """The metric columns ``sweeps/<sweep>.py`` declares (``SWEEP.report``)."""
+    spec = declared_sweep(sweep)
+    return None if spec is None else tuple(spec.report)
+
+
+def axis_order(spec: "Sweep | None", axis: str) -> list[Any]:
+    """The declared order of an axis's values (both scales), canonicalised."""
+    if spec is None:
+        return []
+    out: list[Any] = []
+    for a in spec.axes:
+        if a.name == axis:
+            for scale in ("toy", "wan"):
+                for v in a.values_at(scale):
+                    c = canonical_value(axis, a.settings(v)[0])
+                    if c not in out:
+                        out.append(c)
+    return out
 
 
 def ablation_extras(sweep: str, groups: list[Group]) -> list[str]:
@@ -539,31 +540,41 @@ def table9(sweep: str, scale: str, rows: list[Row], ref: Reference) -> list[Tabl
 
 
 # ---- ablations (Tables 3, 4, 5, RoPE) ------------------------------------------------------------
-def _delta_rows(axis: str, groups: list[Group], metrics: list[str], a_val: Any, b_val: Any,
-                label: str) -> tuple[list[list[str]], dict[tuple, dict[str, Estimate | None]]]:
-    """Rows 'Δ a - b' (paired over prompt x seed) for each (method, seconds, other axes)."""
+def _delta_rows(axis: str, groups: list[Group], metrics: list[str], reference: Any, order: list[Any],
+                ref: Reference) -> tuple[list[list[str]], dict[tuple, dict[str, Estimate | None]]]:
+    """Rows 'Δ value - reference' (paired over prompt x seed) for each other value of ``axis`` in each
+    context (method, length, other axes); ``by_ctx`` maps (context, value) to the estimates."""
     rows, by_ctx = [], {}
-    ctx = lambda g: _ctx(axis, g)  # noqa: E731
-    a = {ctx(g): g for g in groups if canonical_value(axis, g.axes.get(axis)) == a_val}
-    b = {ctx(g): g for g in groups if canonical_value(axis, g.axes.get(axis)) == b_val}
-    for key in sorted(set(a) & set(b), key=str):
-        ests = {m: paired_delta(a[key], b[key], m) for m in metrics}
-        by_ctx[key] = ests
+    base = {_ctx(axis, g): g for g in groups if canonical_value(axis, g.axes.get(axis)) == reference}
+    others = [g for g in groups if canonical_value(axis, g.axes.get(axis)) != reference and _ctx(axis, g) in base]
+    others.sort(key=lambda g: (str(_ctx(axis, g)), _axis_sort(canonical_value(axis, g.axes.get(axis)), order)))
+    for g in others:
+        b = base[_ctx(axis, g)]
+        ests = {m: paired_delta(g, b, m) for m in metrics}
+        by_ctx[(_ctx(axis, g), repr(canonical_value(axis, g.axes.get(axis))))] = ests
         cells = []
         for m in metrics:
-            d = display_for(m, a[key].scale)
+            d = display_for(m, g.scale)
             e = ests[m]
             cells.append(fmt_est(None if e is None else e.scaled(d.factor), d.digits, signed=True))
-        rows.append((key, cells))
-    return [[label, *c] for _, c in rows], by_ctx
+        label = (f"Δ {axis_value_label(axis, g.axes.get(axis), ref)} - "
+                 f"{axis_value_label(axis, b.axes.get(axis), ref)}")
+        rows.append([label, *cells])
+    return rows, by_ctx
 
 
-def ablation_tables(sweep: str, scale: str, rows: list[Row], axis: str, ref: Reference) -> list[Table]:
-    ref_name, paper_cols, title = TABLE_AXES[axis]
+def ablation_tables(sweep: str, scale: str, rows: list[Row], spec: "Sweep", ref: Reference) -> list[Table]:
+    """The paper table ``spec.paper`` names, over the sweep's first axis, with paired Δ rows against
+    the sweep's reference value (and, at Wan scale, ours vs the paper's values and stated deltas)."""
+    paper = spec.paper
+    axis = spec.axes[0].name
+    ref_name, paper_cols, title = paper.table, tuple(paper.columns), paper.title or paper.cite
+    order = axis_order(spec, axis)
+    reference = canonical_value(axis, spec.reference_values().get(axis))
     groups = group_rows(rows)
     groups.sort(key=lambda g: (canonical_method(g.method), g.seconds or 0,
                                tuple(str(v) for k, v in g.axes.items() if k != axis),
-                               _axis_sort(canonical_value(axis, g.axes.get(axis)), axis)))
+                               _axis_sort(canonical_value(axis, g.axes.get(axis)), order)))
     metrics = list(paper_cols) if scale == "wan" else _present(groups, paper_cols)
     metrics = list(dict.fromkeys(metrics + ablation_extras(sweep, groups)))
     if not metrics:
@@ -579,25 +590,11 @@ def ablation_tables(sweep: str, scale: str, rows: list[Row], axis: str, ref: Ref
             + [cell_text(g, m) for m in metrics] for g in groups]
     notes = [] if scale != "wan" else [WAN_NOTE]
     pad = len(header) - len(metrics) - 1
-    deltas: dict[tuple, dict[str, Estimate | None]] = {}
-    delta_label = {"selection": "Δ top-k - FIFO", "rope_adjust": "Δ on - off"}.get(axis, "Δ")
-    if axis == "selection":
-        drows, deltas = _delta_rows(axis, groups, metrics, "topk", "fifo", delta_label)
-        body += [[r[0]] + [""] * pad + r[1:] for r in drows]
-        if drows:
-            notes.append("Δ rows: paired over (prompt, seed) with a 95% bootstrap CI.")
-    if axis == "rope_adjust":
-        drows, deltas = _delta_rows(axis, groups, metrics, True, False, delta_label)
-        body += [[r[0]] + [""] * pad + r[1:] for r in drows]
-        for key in deltas:
-            on, off = _on_off(axis, groups, key)
-            red = drop_reduction(on, off)
-            row = ["CLIP-drop reduction"] + [""] * pad + [
-                (fmt_num(100 * red, 1) + " %") if (m == "clip_drop" and red is not None) else ""
-                for m in metrics]
-            body.append(row)
-        if drows:
-            notes.append("Δ rows: paired over (prompt, seed); CLIP-drop reduction = 1 - drop(on)/drop(off).")
+    drows, deltas = _delta_rows(axis, groups, metrics, reference, order, ref)
+    body += [[r[0]] + [""] * pad + r[1:] for r in drows]
+    if drows:
+        notes.append(f"Δ rows: each value minus the reference {axis_value_label(axis, reference, ref)} "
+                     "(declared by the sweep), paired over (prompt, seed), 95% CI resampling prompts.")
     tid = _slug(ref_name, sweep, scale)
     out = [Table(id=tid, title=f"{title} (sweep '{sweep}', {scale})", header=header, rows=body,
                  scale=scale, kind="ours", sweep=sweep, banner=_scale_banner(scale), notes=notes)]
@@ -608,7 +605,7 @@ def ablation_tables(sweep: str, scale: str, rows: list[Row], axis: str, ref: Ref
                              row_label=lambda g: axis_value_label(axis, g.axes.get(axis), ref)
                              + (f", {ref.method_label(g.method)}" if multi_method else ""),
                              sweep=sweep)
-        extra = _compare_deltas(axis, groups, deltas, ref, delta_label)
+        extra = _compare_deltas(axis, groups, ref_name, ref)
         if cmp_ is not None and extra:
             cmp_.rows += extra
         elif extra:
@@ -621,11 +618,9 @@ def ablation_tables(sweep: str, scale: str, rows: list[Row], axis: str, ref: Ref
     return out
 
 
-AXIS_ORDER = {"compressor": ("hr", "lr", "hr+lr"), "selection": ("fifo", "topk")}
-
-
-def _axis_sort(v: Any, axis: str | None = None) -> tuple:
-    order = AXIS_ORDER.get(axis or "", ())
+def _axis_sort(v: Any, order: Iterable[Any] = ()) -> tuple:
+    """Sort key: the sweep's declared order first, then numbers, bools, strings."""
+    order = list(order)
     if v in order:
         return (-1, order.index(v), "")
     if isinstance(v, bool):
@@ -639,10 +634,8 @@ def _ctx(axis: str, g: Group) -> tuple:
     return (g.method, g.seconds, tuple((k, str(v)) for k, v in g.axes.items() if k != axis))
 
 
-def _on_off(axis: str, groups: list[Group], key: tuple) -> tuple[Group, Group]:
-    pick = lambda want: next(g for g in groups if _ctx(axis, g) == key  # noqa: E731
-                             and canonical_value(axis, g.axes.get(axis)) is want)
-    return pick(True), pick(False)
+def _find(groups: list[Group], axis: str, ctx: tuple, value: Any) -> Group | None:
+    return next((g for g in groups if _ctx(axis, g) == ctx and canonical_value(axis, g.axes.get(axis)) == value), None)
 
 
 def drop_reduction(on: Group, off: Group) -> float | None:
@@ -653,46 +646,57 @@ def drop_reduction(on: Group, off: Group) -> float | None:
     return 1.0 - a.mean / b.mean
 
 
-def _compare_deltas(axis: str, groups: list[Group], deltas: dict[tuple, dict[str, Estimate | None]],
-                    ref: Reference, delta_label: str) -> list[list[str]]:
-    """Lines comparing our Δ rows (and RoPE's drop reduction) with the paper's stated deltas."""
+def _compare_deltas(axis: str, groups: list[Group], ref_name: str, ref: Reference) -> list[list[str]]:
+    """The paper's stated deltas and reductions of table ``ref_name`` (each names its two sides,
+    ``a`` and ``b``) against ours, paired over (prompt, seed), in every context that has both sides."""
     rows = []
-    ref_name = TABLE_AXES[axis][0]
+    contexts = sorted({_ctx(axis, g) for g in groups}, key=str)
     for d in ref.table(ref_name).deltas:
-        for key, ests in deltas.items():
-            seconds = key[1]
-            if dict(d.a).get("seconds") not in (None, seconds):
+        a_val, b_val = dict(d.a).get(axis), dict(d.b).get(axis)
+        for ctx in contexts:
+            if dict(d.a).get("seconds") not in (None, ctx[1]):
                 continue
+            ga, gb = _find(groups, axis, ctx, a_val), _find(groups, axis, ctx, b_val)
+            if ga is None or gb is None:
+                continue
+            label = f"Δ {axis_value_label(axis, a_val, ref)} - {axis_value_label(axis, b_val, ref)}"
             if d.kind == "delta":
                 disp = display_for(d.metric)
-                e = ests.get(d.metric)
+                e = paired_delta(ga, gb, d.metric)
                 e = None if e is None else e.scaled(disp.factor)
                 diff = None if e is None else e.mean - d.value
-                rows.append([delta_label, metric_header(d.metric, ref),
+                rows.append([label, metric_header(d.metric, ref),
                              fmt_est(e, disp.digits, signed=True), str(DASH if e is None else e.n),
                              f"{d.value:+.2f} {d.provenance_label}", fmt_num(diff, 2, signed=True),
                              ", ".join(d.flags)])
             elif d.kind == "reduction":
-                on, off = _on_off(axis, groups, key)
-                red = drop_reduction(on, off)
-                rows.append(["CLIP-drop reduction (on vs off)", metric_header(d.metric, ref),
-                             DASH if red is None else f"{100 * red:.1f} %", str(min(on.n, off.n)),
+                red = drop_reduction(ga, gb)
+                rows.append([f"CLIP-drop reduction ({axis_value_label(axis, a_val, ref)} vs "
+                             f"{axis_value_label(axis, b_val, ref)})", metric_header(d.metric, ref),
+                             DASH if red is None else f"{100 * red:.1f} %", str(min(ga.n, gb.n)),
                              f"{100 * d.value:.0f} % {d.provenance_label}",
                              DASH if red is None else f"{100 * (red - d.value):+.1f} pp",
                              ", ".join(d.flags)])
     return rows
 
 
-def sink_segment_tables(sweep: str, scale: str, rows: list[Row], ref: Reference) -> list[Table]:
-    """Table 7 layout: CLIP per segment for each sink size (compared with Table 7 at 120 s)."""
+def _paper_name(table_id: str) -> str:
+    m = re.fullmatch(r"table(\d+)", table_id)
+    return f"Table {m.group(1)}" if m else table_id
+
+
+def axis_segment_tables(sweep: str, scale: str, rows: list[Row], spec: "Sweep", ref: Reference) -> list[Table]:
+    """CLIP per segment for each value of the sweep's axis (Table 7's layout when the sweep declares
+    ``paper.segments``), compared with that reference table at Wan scale."""
+    axis = spec.axes[0].name
+    order = axis_order(spec, axis)
     groups = group_rows(rows)
-    groups.sort(key=lambda g: (g.method, _axis_sort(canonical_value("sink_frames",
-                                                                     g.axes.get("sink_frames")))))
+    groups.sort(key=lambda g: (g.method, _axis_sort(canonical_value(axis, g.axes.get(axis)), order)))
+    seg = spec.paper.segments
     return segment_table(
-        "table7", "Table 7: CLIP per segment by sink size", sweep, scale, groups, ref,
-        row_label=lambda g: f"N_sink={g.axes.get('sink_frames')}", first_col="N_sink",
-        ref_table="table7", ref_key=lambda g: {"sink_frames": g.axes.get("sink_frames"),
-                                               "seconds": g.seconds})
+        seg, f"{_paper_name(seg)}: CLIP per segment by {AXIS_LABELS.get(axis, axis)}", sweep, scale, groups, ref,
+        row_label=lambda g: f"{AXIS_LABELS.get(axis, axis)}={g.axes.get(axis)}", first_col=AXIS_LABELS.get(axis, axis),
+        ref_table=seg, ref_key=lambda g: {axis: g.axes.get(axis), "seconds": g.seconds})
 
 
 def generic_table(sweep: str, scale: str, rows: list[Row], ref: Reference) -> list[Table]:
@@ -714,24 +718,24 @@ def sweep_axes(rows: list[Row]) -> set[str]:
 
 
 def build_tables(results: Results, ref: Reference) -> list[Table]:
-    """Every table the store supports: per sweep and scale, chosen by the sweep's axes."""
+    """Every table the store supports: per sweep and scale, the paper table the sweep declares."""
     tables: list[Table] = []
     for sweep in results.sweeps():
+        spec = declared_sweep(sweep)
+        paper = spec.paper.table if spec is not None else None
         for scale in sorted({r.scale for r in results.select(sweep)}):
             rows = results.select(sweep, scale)
-            axes = sweep_axes(rows)
             before = len(tables)
-            if "method" in axes:
+            if paper == "methods":
                 tables += table1(sweep, scale, rows, ref)
                 tables += table2(sweep, scale, rows, ref)
                 tables += table9(sweep, scale, rows, ref)
                 if scale == "wan":
                     tables += text_deltas_table(sweep, rows, ref)
-            for axis in TABLE_AXES:
-                if axis in axes:
-                    tables += ablation_tables(sweep, scale, rows, axis, ref)
-                    if axis == "sink_frames":
-                        tables += sink_segment_tables(sweep, scale, rows, ref)
+            elif paper and spec.axes and spec.axes[0].name in sweep_axes(rows):
+                tables += ablation_tables(sweep, scale, rows, spec, ref)
+                if spec.paper.segments:
+                    tables += axis_segment_tables(sweep, scale, rows, spec, ref)
             if len(tables) == before:
                 tables += generic_table(sweep, scale, rows, ref)
     rank = lambda t: int(m.group(1)) if (m := re.match(r"table(\d+)", t.id)) else (  # noqa: E731

@@ -8,14 +8,15 @@ Every variant runs on the same prompts x seeds, so differences are paired. ``rep
 ``reports/toy/findings.md`` with bootstrap CIs and a verdict per claim.
 """
 
-from harness.sweep import Axis, Sweep, Variant
+from harness.sweep import Axis, Paper, Sweep, Variant
 
 PF = "method.policy_kwargs."
 
 SWEEP = Sweep(
     name="findings",
     title="toy findings: PackForcing reference vs one change at a time",
-    paper="Tables 2, 3, 4, 5; App. H.2",
+    paper=Paper("Tables 2, 3, 4, 5; App. H.2"),  # read as claims by reports.findings, not as one table
+    reference={"variant": "packforcing"},
     axes=(
         Axis("variant", None, values=(
             Variant("packforcing", {"method": "packforcing"}),

@@ -1,11 +1,12 @@
 """PackForcing vs the baselines at 60 s and 120 s (paper Table 1, Table 2, Table 9)."""
 
-from harness.sweep import Axis, Sweep
+from harness.sweep import Axis, Paper, Sweep
 
 SWEEP = Sweep(
     name="methods",
     title="methods at 60 s and 120 s",
-    paper="Table 1, Table 2, Table 9",
+    paper=Paper("Table 1, Table 2, Table 9", table="methods", title="Methods (Tables 1, 2 and 9)"),
+    reference={"method": "packforcing"},  # each baseline against PackForcing at the same length
     axes=(
         Axis("method", "method",
              values=("packforcing", "self_forcing", "causvid", "longlive", "rolling_forcing", "deep_forcing")),

@@ -1,11 +1,12 @@
 """How compressed mid tokens become per-layer K/V: through the transformer vs a learned projection."""
 
-from harness.sweep import Axis, Sweep
+from harness.sweep import Axis, Paper, Sweep
 
 SWEEP = Sweep(
     name="mid_kv",
     title="mid K/V: transformer pass vs projection",
-    paper="Sec. 3.3 (open question, paper.md §10.4)",
+    paper=Paper("Sec. 3.3 (open question, paper.md §10.4)"),
+    reference={"mid_kv": "transformer"},
     axes=(Axis("mid_kv", "method.policy_kwargs.mid_kv", values=("transformer", "projection")),),
     base={"method": "packforcing"},
     defaults={

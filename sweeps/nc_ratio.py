@@ -5,7 +5,7 @@ block, the paper's N_c. Each variant needs a compressor trained with that factor
 checkpoint per variant; point method.checkpoint at it).
 """
 
-from harness.sweep import Axis, Sweep, Variant
+from harness.sweep import Axis, Paper, Sweep, Variant
 
 
 def _v(s: int, t: int) -> Variant:
@@ -15,7 +15,8 @@ def _v(s: int, t: int) -> Variant:
 SWEEP = Sweep(
     name="nc_ratio",
     title="compressor factors nc_spatial x nc_temporal (paper default s4t2, N_c = 182)",
-    paper="Sec. 3.3 (no table; design choice)",
+    paper=Paper("Sec. 3.3 (no table; design choice)"),
+    reference={"nc": "s4t2"},  # the paper's N_c = 182
     axes=(Axis("nc", values=(_v(2, 2), _v(4, 2), _v(8, 2), _v(4, 1), _v(4, 4))),),
     base={"method": "packforcing"},
     defaults={

@@ -31,7 +31,7 @@ def fake(root, *prompts):
 def test_ablate_run_status_validate(tmp_path, capsys):
     rc, out, err = run(["ablate", "--sweep", "rope", "--launcher", "debug", *fake(tmp_path)], capsys)
     assert rc == 0, err
-    assert "| rope_adjust |" in out and (tmp_path / "rope" / "table.md").exists()
+    assert "| rope_adjust=true (ref) |" in out and (tmp_path / "rope" / "table.md").exists()  # the sweep's reference row
     rc, out, _ = run(["status", "--sweep", "rope", *fake(tmp_path)], capsys)
     assert rc == 0 and "rope" in out and "pending" in out
     assert out.splitlines()[-1].split()[1:3] == ["2", "0"]  # 2 done, 0 failed

@@ -114,10 +114,13 @@ def test_table_written(tmp_path):
     launch(p, FAKE_ENGINE, launcher="debug", progress=False)
     path, md = write_table(p.root, p.sweep, p.axes, ("fake.brightness", "fake.kv_bytes", "absent.metric"), "t")
     assert path == tmp_path / "sink_size" / "table.md" and path.read_text() == md
-    lines = [ln for ln in md.splitlines() if ln.startswith("| ")]
-    assert lines[0] == "| sink_frames | fake.brightness | fake.kv_bytes | n | failed |"
-    assert [ln.split("|")[1].strip() for ln in lines[1:]] == ["0", "4", "8", "16"]
-    assert all(ln.split("|")[4].strip() == "2" for ln in lines[1:])  # n = 2 prompts x 1 seed
+    assert (tmp_path / "sink_size" / "table.json").is_file()
+    lines = [ln for ln in md.split("## ")[0].splitlines() if ln.startswith("| ")]
+    assert lines[0].startswith("| row | n (prompts × seeds) | fake.brightness | fake.kv_bytes (MB) |")
+    assert [ln.split("|")[1].strip() for ln in lines[1:]] == [
+        "sink_frames=0", "sink_frames=4", "sink_frames=8 (ref)", "sink_frames=16"]
+    assert all(ln.split("|")[2].strip() == "2 (2 prompts × 1 seeds)" for ln in lines[1:])
+    assert "absent.metric" not in md and "n<5 prompts, no CI" in md  # 2 prompts: values, not a CI
 
 
 KEYS = ["hash", "status", "method", "seconds", "prompt_id", "seed", "axis.selection", "metric.fake.brightness",
@@ -185,13 +188,15 @@ def test_wandb_sync_finds_unsynced_offline_runs(tmp_path):
     from harness.wandb_sync import offline_runs
 
     base = tmp_path / "wandb" / "wandb"
-    for name, synced in (("offline-run-20260101_000000-aaaa", False), ("offline-run-20260101_000001-bbbb", True)):
+    for name, synced in (("offline-run-20260101_000000-sink_size-aaaa", False),
+                         ("offline-run-20260101_000001-sink_size-bbbb", True)):
         (base / name).mkdir(parents=True)
         if synced:
             (base / name / "run-bbbb.wandb.synced").touch()
     assert [d.name[-4:] for d in offline_runs(tmp_path / "wandb")] == ["aaaa"]
     assert len(offline_runs(tmp_path / "wandb", include_synced=True)) == 2
-    assert offline_runs(tmp_path / "wandb", hashes={"bbbb"}) == []
+    assert offline_runs(tmp_path / "wandb", run_ids={"sink_size-bbbb"}) == []  # run id = <sweep>-<cell hash>
+    assert len(offline_runs(tmp_path / "wandb", run_ids={"sink_size-aaaa"})) == 1
 
 
 def test_done_cells_made_with_other_weights_run_again(tmp_path, calls):

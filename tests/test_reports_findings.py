@@ -38,6 +38,10 @@ def test_verdicts_follow_planted_effects(tmp_path):
     assert by[("fifo_archive64", "clip_score")]["reference"] == "topk_archive64"
     assert by[("hr_only", "clip_score")]["verdict"] == "not measured"
     assert by[("sink0", "clip_score")]["n"] == 16
+    # the claims are read together: raw and Holm-corrected p side by side, Holm never below the raw p
+    measured = [r for r in res["claims"] if r["n"]]
+    assert all(r["p_holm"] >= r["p"] for r in measured) and by[("sink0", "clip_score")]["p"] < 0.01
+    assert "p (Holm)" in (tmp_path / "out" / "findings.md").read_text()
     md = (tmp_path / "out" / "findings.md").read_text()
     assert "TOY" in md and "reproduced" in md
     assert (tmp_path / "out" / "findings.png").exists()

@@ -1,12 +1,15 @@
-"""Regression gate on synthetic toy results generated in tmp."""
+"""Regression gate on synthetic toy results generated in tmp: harness.gate generates, reports.gate reads."""
 
 import json
+from pathlib import Path
 
 import pytest
 
+from harness import gate as hgate
+from harness.gate import GATE_OVERRIDES, run_gate
 from packforcing.errors import UserError
 from reports import gate
-from reports.gate import GATE_OVERRIDES, read_baseline, run_gate
+from reports.gate import read_baseline
 from reports.synthetic import make_store
 
 SWEEPS = ("sink_size", "selection")
@@ -79,11 +82,29 @@ def test_update_refuses_a_baseline_of_failed_cells(tmp_path):
 
 
 def test_no_baseline_skips_loudly_and_strict_errors(tmp_path, capsys):
-    assert gate.main(["--baseline", str(tmp_path / "none")]) == 0
+    assert hgate.main(["--baseline", str(tmp_path / "none")]) == 0
     assert "gate: SKIPPED" in capsys.readouterr().out
     with pytest.raises(SystemExit) as e:
-        gate.main(["--baseline", str(tmp_path / "none"), "--strict"])
+        hgate.main(["--baseline", str(tmp_path / "none"), "--strict"])
     assert e.value.code == 2
+    # the harness gate on an existing store is the reports gate's reading
+    results = make_store(tmp_path / "results", "toy", sweeps=("selection",), n_prompts=1, n_seeds=1, videos=False)
+    assert hgate.main(["--results", str(results), "--baseline", str(tmp_path / "b"), "--update"]) == 0
+    assert hgate.main(["--results", str(results), "--baseline", str(tmp_path / "b")]) == 0
+    assert "gate: passed" in capsys.readouterr().out
+
+
+def test_reports_only_read_results():
+    """Generation lives in the harness: no reports module imports the launcher or runs a sweep."""
+    import ast
+
+    for path in (Path(__file__).resolve().parents[1] / "reports").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | {
+            a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        assert not imported & {"harness.gate", "harness.launch", "harness.runner", "harness.cli"}, path.name
+        strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+        assert "ablate" not in strings, path.name
 
 
 def test_rules_and_committed_baseline_format():

@@ -3,6 +3,7 @@
 import re
 import shutil
 import subprocess
+from html import escape as html_escape
 
 import pytest
 
@@ -36,11 +37,31 @@ def test_report_files_and_relative_links(site):
     assert list((out / "media").glob("*.png"))  # frame strips made with PyAV
     links = re.findall(r'(?:src|href)="([^"#]+)"', html)
     assert links and not [u for u in links if u.startswith(("/", "file:", "http"))]
-    assert "<video" in html and "../results/" in html
-    assert html.count('class="banner toy"') >= 2 and "TOY SCALE" in html
+    assert "<video" in html and "../results/" in html and str(out.parent) not in html  # no absolute paths
+    assert html.count('class="banner toy"') == 1 and "TOY SCALE" in html  # one TOY banner
     assert "[Deep Forcing paper]" in html and "n/f" in html
+    assert 'id="findings-link" href="findings/findings.md"' in html and (out / "findings" / "findings.md").is_file()
+    # the sweep's evidence table holds the same numbers as its table.md
+    from harness.table import sweep_table
+
+    t = sweep_table(out.parent / "results", "sink_size", scale="toy")
+    ref_row = next(r for r in t.rows if r.is_reference)
+    assert html_escape(t.fmt("clip_score", ref_row.cells["clip_score"].estimate)) in html
+    assert 'id="speed-memory"' in html and "kv_bytes (MB) ↓" in html
 
 
+def test_samples_are_matched_on_prompt_and_seed(site):
+    html = site.read_text()
+    blocks = re.findall(r'<div class="sample" data-sweep="([^"]+)" data-prompt-id="([^"]+)" data-seed="([^"]+)">(.*?)'
+                        r"</table></div></div>", html, re.S)
+    assert {b[0] for b in blocks} == {"methods", "sink_size", "selection"}
+    for sweep, pid, seed, body in blocks:
+        cells = re.findall(r'<tr class="sample-cell" data-prompt-id="([^"]+)" data-seed="([^"]+)"', body)
+        assert len(cells) >= 2 and set(cells) == {(pid, seed)}, sweep  # every value shows the same prompt and seed
+        assert f"synthetic prompt {pid}" in body and "frames at 0.0 s" in body
+
+
+@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install -y chromium)")
 def test_report_renders_in_headless_chromium(site, tmp_path):
     html = site.read_text()
@@ -55,6 +76,12 @@ def test_report_renders_in_headless_chromium(site, tmp_path):
     assert int(attrs["tables"]) == n_tables > 10
     assert int(attrs["images"]) == n_imgs > 5
     assert int(attrs["images-loaded"]) == n_imgs, f"broken images: {attrs.get('broken')}"
+    # the rendered DOM holds matched samples (one prompt and seed per sweep, under every value) and metadata
+    rows = re.findall(r'<tr class="sample-cell" data-prompt-id="([^"]+)" data-seed="([^"]+)"', dom.stdout)
+    assert len(rows) >= 4 + 4 + 2 and len(set(rows)) <= 3
+    for field in ("git sha", "weights (DiT)", "weights (VAE)", "length", "prompts", "seeds"):
+        assert f'<tr data-field="{field}">' in dom.stdout, field
+    assert "d1d1d1d1d1d1d1d1" in dom.stdout and "synthetic prompt 0" in dom.stdout
     shot = tmp_path / "shot.png"
     subprocess.run(cmd + [f"--screenshot={shot}", "--window-size=1280,2000", site.as_uri()],
                    capture_output=True, text=True, timeout=120)

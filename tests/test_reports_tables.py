@@ -70,10 +70,10 @@ def test_wan_tables_put_ours_beside_the_paper(wan_store):
     t2 = tables["table2-methods-wan-60-vs-paper"]
     first = next(r for r in t2.rows if r[0] == "PackForcing" and r[1] == "CLIP 0-10 s")
     assert first[2].startswith("34.04") and first[5] == "+0.00"
-    # Table 5: paired delta top-k - FIFO vs the paper's +0.8
+    # Table 5: paired delta against the sweep's declared reference (top-k); vs the paper's top-k - FIFO +0.8
     t5 = tables["table5-selection-wan"]
-    delta = next(r for r in t5.rows if r[0].startswith("Δ top-k"))
-    assert "+1.00" in delta[2]
+    delta = next(r for r in t5.rows if r[0] == "Δ FIFO - top-k")
+    assert delta[2].startswith("-1.00")
     t5c = tables["table5-selection-wan-vs-paper"]
     d = next(r for r in t5c.rows if r[0].startswith("Δ") and r[1].startswith("Subject"))
     assert d[4] == "+0.80 [P]" and d[5] == "+0.20"
@@ -101,9 +101,30 @@ def test_toy_tables_have_a_banner_and_no_paper_numbers(tmp_path):
         assert not any("paper" in h.lower() for h in t.header)
         for r in t.rows:
             assert not any("[P]" in c or "n/f" in c for c in r)
-        assert "TOY SCALE" in t.to_markdown() and "TOY SCALE" in t.to_latex() and "banner toy" in t.to_html()
+        assert "TOY SCALE" in t.to_markdown() and "TOY SCALE" in t.to_latex() and "toy-tag" in t.to_html()
     t4 = next(t for t in tables if t.id == "table4-branches-toy")
-    assert [r[0] for r in t4.rows] == ["HR only", "LR only", "HR + LR"]
+    # rows in the sweep's declared order, then Δ rows against its declared reference (HR + LR)
+    assert [r[0] for r in t4.rows] == ["HR only", "LR only", "HR + LR", "Δ HR only - HR + LR", "Δ LR only - HR + LR"]
+
+
+def test_paper_tables_come_from_the_sweep_declaration(tmp_path, monkeypatch):
+    """The reports read ``Sweep.paper`` and ``Sweep.reference``: redeclare them and the tables follow."""
+    import dataclasses
+
+    from harness import sweep as sweep_mod
+
+    root = make_store(tmp_path / "toy", "toy", sweeps=("branches",), n_prompts=2, n_seeds=1, videos=False)
+    spec = sweep_mod.declared("branches")
+    other = dataclasses.replace(spec, reference={"compressor": "hr"},
+                                paper=sweep_mod.Paper("made up", table="table4", title="Declared title",
+                                                      columns=("toy.persistence",)))
+    monkeypatch.setattr(sweep_mod, "declared", lambda name: other if name == "branches" else None)
+    (t,) = [t for t in build_tables(load_results(root), load_reference()) if t.sweep == "branches"]
+    assert t.title.startswith("Declared title") and t.header[2] == "toy.persistence"  # the declared column first
+    assert [r[0] for r in t.rows if r[0].startswith("Δ")] == ["Δ LR only - HR only", "Δ HR + LR - HR only"]
+    monkeypatch.setattr(sweep_mod, "declared", lambda name: None)  # not declared: the generic table
+    (g,) = build_tables(load_results(root), load_reference())
+    assert g.id == "sweep-branches-toy"
 
 
 def test_json_reader_matches_the_store_and_reports_bad_files(wan_store):
