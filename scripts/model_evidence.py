@@ -17,11 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: the repo's packages first
 
 STUDENTS = {  # name -> (policy, policy options, default weights)
     "self_forcing": ("window", {"window_frames": 20}, "toy:self_forcing"),

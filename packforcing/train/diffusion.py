@@ -245,9 +245,9 @@ def train_teacher(data: dict, cfg: TeacherConfig, device: torch.device, out: Pat
     log.close()
     after = heldout_flow_loss(model, lat_h, ctx_h, cfg.shift)
     print(f"teacher: {step} steps, held-out loss {before:.4f} -> {after:.4f}", flush=True)
-    meta = {"stage": "teacher", "steps": step, "steps_total": steps_before + step, "wall_s": round(time.time() - t0, 1),
+    meta = {**asdict(cfg), "stage": "teacher", "steps": step, "steps_total": steps_before + step, "wall_s": round(time.time() - t0, 1),
             "hardware": hardware(), "heldout_loss_before": before, "heldout_loss_after": after,
-            "train_clips": n, **asdict(cfg)}
+            "train_clips": n}
     path = out / "teacher.safetensors"
     save_model(path, model.state_dict(), meta)
     plot_log(out / "teacher_log.jsonl", out / "teacher_loss.png")
@@ -374,8 +374,8 @@ def train_ode(data: dict, teacher_path: Path, cfg: ODEConfig, device: torch.devi
             log.log(step, loss=loss.item())
         step += 1
     log.close()
-    meta = {"stage": "ode", "steps": step, "pairs": int(n), "pairs_s": round(t_pairs, 1),
-            "wall_s": round(time.time() - t0, 1), "hardware": hardware(), **asdict(cfg)}
+    meta = {**asdict(cfg), "stage": "ode", "steps": step, "pairs": int(n), "pairs_s": round(t_pairs, 1),
+            "wall_s": round(time.time() - t0, 1), "hardware": hardware()}
     path = out / "ode.safetensors"
     save_model(path, student.state_dict(), meta)
     plot_log(out / "ode_log.jsonl", out / "ode_loss.png")
@@ -471,8 +471,8 @@ def train_compressor(data: dict, student_path: Path, cfg: CompressorConfig, devi
         log.log(step, loss=loss.item(), **({"loss_no_mid": base.item()} if base is not None else {}))
         step += 1
     log.close()
-    meta = {"stage": "compressor", "steps": step, "wall_s": round(time.time() - t0, 1), "hardware": hardware(),
-            "objective": "match full-history prediction of the last block (teacher-forced)", **asdict(cfg)}
+    meta = {**asdict(cfg), "stage": "compressor", "steps": step, "wall_s": round(time.time() - t0, 1), "hardware": hardware(),
+            "objective": "match full-history prediction of the last block (teacher-forced)"}
     sd = dict(model.state_dict())
     sd.update({f"compressor.{k}": v for k, v in comp.state_dict().items()})
     path = out / "packforcing.safetensors"

@@ -177,7 +177,7 @@ def train_dmd(data: dict, teacher_path: Path, student_path: Path, cfg: DMDConfig
         with torch.no_grad():
             for p, e in zip(params, ema):
                 p.copy_(e)
-    meta = {"stage": f"dmd_{name}", "steps": step, "wall_s": round(time.time() - t0, 1), "hardware": hardware(), **asdict(cfg)}
+    meta = {**asdict(cfg), "stage": f"dmd_{name}", "steps": step, "wall_s": round(time.time() - t0, 1), "hardware": hardware()}
     sd = dict(gen.state_dict())
     if comp is not None:
         sd.update({f"compressor.{k}": v for k, v in comp.state_dict().items()})
