@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from packforcing.errors import UserError, main_guard
+from reports import memory_control
 
 # (claim, paper source, variant compared against the reference, metric, sign[, reference]): the paper
 # says sign * (reference - variant) > 0. The reference is the PackForcing default unless a sixth field
@@ -101,9 +102,13 @@ def build(root: Path, out: Path) -> dict:
         means[v]["n"] = int(len(d))
         means[v]["failed"] = int(((df["axis.variant"] == v) & (df["status"] == "failed")).sum())
     out.mkdir(parents=True, exist_ok=True)
-    (out / "findings.json").write_text(json.dumps({"claims": rows, "variants": means}, indent=1))
+    (out / "findings.json").write_text(json.dumps({"claims": rows, "variants": means,
+                                                   "memory_control": memory_control.load(out)}, indent=1))
+    control = memory_control.load(out)
     lines = [
         "# TOY-SCALE FINDINGS (not comparable with the paper's numbers)",
+        "",
+        memory_control.statement(control),
         "",
         "Each claim is a paired difference (reference minus variant, same prompt and seed; the reference is the",
         "PackForcing default, except top-k vs FIFO, compared at an archive of 64 on both sides) with a",
