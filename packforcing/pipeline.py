@@ -79,15 +79,12 @@ def _branches(spec: GenerationSpec) -> str:
     return str(spec.policy_kwargs.get("compressor", default))
 
 
-# Which shipped toy DiT a policy runs with by default: each method's own distilled student where one is
-# shipped (DMD with that method's cache in the loop), else the Self-Forcing student.
-TOY_WEIGHTS_FOR_POLICY = {"packforcing": "packforcing", "causvid": "causvid", "causvid_restart": "causvid"}
-
-
 def default_checkpoint(policy: str) -> str:
+    """The shipped toy DiT a policy runs with by default (the method table's ``toy_weights``)."""
+    from packforcing.methods import toy_weights_for_policy
     from packforcing.model.weights import toy_asset
 
-    name = TOY_WEIGHTS_FOR_POLICY.get(policy, "self_forcing")
+    name = toy_weights_for_policy(policy)
     if name != "packforcing" and not toy_asset(name).is_file():
         name = "self_forcing"
     return f"toy:{name}"

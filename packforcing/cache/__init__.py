@@ -1,4 +1,9 @@
-"""KV cache container and policies. ``make_policy(name, **kwargs)`` builds one by registry name."""
+"""KV cache container and policies. ``make_policy(name, **kwargs)`` builds one by registry name.
+
+A policy is one module that declares its options dataclass and registers itself with
+:func:`register_policy`; the modules below are the shipped ones (imported on first use by
+:func:`load_all`). A policy defined elsewhere registers itself when its module is imported.
+"""
 
 from packforcing.cache.base import (
     POLICIES,
@@ -7,22 +12,23 @@ from packforcing.cache.base import (
     CachePolicy,
     CacheSpec,
     KVStore,
+    PolicyOptions,
     WindowInfo,
     make_policy,
+    policy_options,
+    register_policy,
 )
 
 _MODULES = ("full", "window", "sink_window", "packforcing", "causvid", "rolling_forcing", "deep_forcing")
 
 
 def load_all() -> None:
+    """Import (and so register) every shipped policy module."""
     import importlib
 
     for m in _MODULES:
-        try:
-            importlib.import_module(f"packforcing.cache.{m}")
-        except ModuleNotFoundError as e:  # a policy module not written yet
-            if e.name != f"packforcing.cache.{m}":
-                raise
+        importlib.import_module(f"packforcing.cache.{m}")
 
 
-__all__ = ["POLICIES", "BlockInfo", "BlockView", "CachePolicy", "CacheSpec", "KVStore", "WindowInfo", "make_policy", "load_all"]
+__all__ = ["POLICIES", "BlockInfo", "BlockView", "CachePolicy", "CacheSpec", "KVStore", "PolicyOptions", "WindowInfo",
+           "make_policy", "policy_options", "register_policy", "load_all"]

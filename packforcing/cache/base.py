@@ -11,17 +11,52 @@ the model hands ``q, k, v`` as ``[B, N, H, D]``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
 from packforcing.attention import attention
 from packforcing.cache import rope as R
 from packforcing.errors import UserError
+from packforcing.options import build_options, check_fields
 from packforcing.registry import Registry
 
 Tensor = torch.Tensor
 POLICIES: Registry = Registry("cache policy")
+
+
+def whole_blocks(values: dict[str, int | None], block_frames: int, prefix: str = "") -> None:
+    """Partitions that hold whole blocks (a sink, a recent ring): each value must be a multiple of B_f.
+    The one place this rule is written; ``prefix`` names where the values come from (a config key)."""
+    for name, v in values.items():
+        if v is not None and v % block_frames:
+            raise UserError(f"{prefix}{name}={v} is not a whole number of blocks of {block_frames} latent frames "
+                            f"(a multiple of block_frames); the partitions hold whole blocks.")
+
+
+@dataclass
+class PolicyOptions:
+    """Base of every policy's options dataclass (one field per option, constraints as field metadata:
+    :func:`packforcing.options.choices`, :func:`packforcing.options.at_least`). The harness puts the
+    same class in its Hydra ConfigStore; ``check`` holds the rules that need the block size."""
+
+    def check(self, block_frames: int, prefix: str = "") -> None:
+        """Cross-field rules that depend on B_f (default: none)."""
+
+    def as_kwargs(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def register_policy(name: str, options: type[PolicyOptions]):
+    """Class decorator: register a cache policy under ``name`` with its options dataclass."""
+
+    def deco(cls):
+        cls.name = name
+        cls.Options = options
+        POLICIES.register(name)(cls)
+        return cls
+
+    return deco
 
 
 @dataclass(frozen=True)
@@ -220,6 +255,7 @@ class CachePolicy:
     """
 
     name = "base"
+    Options: type[PolicyOptions] = PolicyOptions  # set by register_policy
 
     def reset(self, spec: CacheSpec, num_frames: int, block_frames: int) -> None:
         raise NotImplementedError
@@ -273,13 +309,18 @@ class CachePolicy:
         raise NotImplementedError
 
 
-def make_policy(name: str, **kwargs) -> CachePolicy:
-    """Build a registered policy by name (imports the policy modules on first use)."""
+def policy_options(name: str, **kwargs) -> PolicyOptions:
+    """The options dataclass of policy ``name`` filled from ``kwargs`` (unknown keys and bad values are one-line
+    UserErrors)."""
     from packforcing.cache import load_all
 
     load_all()
-    cls = POLICIES.get(name)
-    try:
-        return cls(**kwargs)
-    except TypeError as e:
-        raise UserError(f"bad options for cache policy {name!r}: {e}. Check the policy_kwargs of the method.") from None
+    opts = build_options(POLICIES.get(name).Options, kwargs, name)
+    check_fields(opts, "policy_kwargs")
+    return opts
+
+
+def make_policy(name: str, **kwargs) -> CachePolicy:
+    """Build a registered policy by name from its options (imports the policy modules on first use)."""
+    opts = policy_options(name, **kwargs)
+    return POLICIES.get(name)(**opts.as_kwargs())

@@ -27,15 +27,42 @@ policy (21 frames) with the ``causvid3``/``causvid4`` schedule (docs/baselines.m
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Optional
+
 import torch
 
-from packforcing.cache.base import POLICIES, BlockInfo, BlockView, CachePolicy, CacheSpec, KVStore, check_positions
+from packforcing.cache.base import (
+    BlockInfo,
+    BlockView,
+    CachePolicy,
+    CacheSpec,
+    KVStore,
+    PolicyOptions,
+    check_positions,
+    register_policy,
+    whole_blocks,
+)
 from packforcing.errors import UserError
+from packforcing.options import at_least
 
 Tensor = torch.Tensor
 
 
-@POLICIES.register("causvid_restart")
+@dataclass
+class CausVidRestartOptions(PolicyOptions):
+    """CausVid's long-video recipe: fixed-length rollouts restarted with an overlap.
+
+    None = the default: 21 frames rounded down to whole blocks; one block of overlap."""
+
+    rollout_frames: Optional[int] = at_least(1, None)
+    overlap_frames: Optional[int] = at_least(0, None)
+
+    def check(self, block_frames: int, prefix: str = "") -> None:
+        whole_blocks({"rollout_frames": self.rollout_frames, "overlap_frames": self.overlap_frames}, block_frames, prefix)
+
+
+@register_policy("causvid_restart", CausVidRestartOptions)
 class CausVidRestartPolicy(CachePolicy):
     """Restart every ``rollout_frames`` latent frames with a fresh cache, seeded by an overlap block.
 
@@ -44,8 +71,6 @@ class CausVidRestartPolicy(CachePolicy):
     rollouts with no overlap (nothing pushed, nothing dropped). Needs a VAE (:meth:`attach`) when it
     restarts with an overlap.
     """
-
-    name = "causvid_restart"
 
     def __init__(self, rollout_frames: int | None = None, overlap_frames: int | None = None, vae=None):
         if rollout_frames is not None and rollout_frames <= 0:
@@ -68,10 +93,7 @@ class CausVidRestartPolicy(CachePolicy):
         bf = block_frames
         s = self.rollout_frames if self.rollout_frames is not None else max(bf, 21 // bf * bf)
         o = self.overlap_frames if self.overlap_frames is not None else bf
-        if s % bf:
-            raise UserError(f"rollout_frames={s} is not a whole number of blocks of {bf} latent frames; use a multiple of {bf}.")
-        if o % bf:
-            raise UserError(f"overlap_frames={o} is not a whole number of blocks of {bf} latent frames; use a multiple of {bf}.")
+        whole_blocks({"rollout_frames": s, "overlap_frames": o}, bf)
         if o >= s:
             raise UserError(f"overlap_frames={o} must be smaller than rollout_frames={s}.")
         self.spec, self.bf, self.S, self.O = spec, bf, s, o

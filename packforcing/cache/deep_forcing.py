@@ -28,20 +28,42 @@ every slot) are kept on the device; selection, gathers and rotations never leave
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from packforcing.cache import rope as R
-from packforcing.cache.base import POLICIES, BlockInfo, BlockView, CachePolicy, CacheSpec, KVStore, check_positions
+from packforcing.cache.base import (
+    BlockInfo,
+    BlockView,
+    CachePolicy,
+    CacheSpec,
+    KVStore,
+    PolicyOptions,
+    check_positions,
+    register_policy,
+)
 from packforcing.errors import UserError
+from packforcing.options import at_least
 
 Tensor = torch.Tensor
 
 
-@POLICIES.register("deep_forcing")
+@dataclass
+class DeepForcingOptions(PolicyOptions):
+    """Deep Forcing: deep sink + participative compression (top-C by query-key score) + recent."""
+
+    sink_frames: int = at_least(0, 10)
+    budget_frames: int = at_least(0, 16)
+    recent_frames: int = at_least(0, 4)
+    window_frames: int = at_least(1, 21)
+    participative: bool = True
+    rope_adjust: bool = True
+
+
+@register_policy("deep_forcing", DeepForcingOptions)
 class DeepForcingPolicy(CachePolicy):
     """Deep sink (S frames, re-aligned) ‖ top-C participating tokens ‖ recent R frames, window W."""
-
-    name = "deep_forcing"
 
     def __init__(self, sink_frames: int = 10, budget_frames: int = 16, recent_frames: int = 4,
                  window_frames: int = 21, participative: bool = True, rope_adjust: bool = True):

@@ -38,15 +38,27 @@ rotated to their target temporal position when gathered into the mid slots.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
+from typing import Optional
 
 import torch
 
 from packforcing.attention import attention
 from packforcing.cache import rope as R
 from packforcing.cache import selector as S
-from packforcing.cache.base import POLICIES, BlockInfo, BlockView, CachePolicy, CacheSpec, KVStore, check_positions
+from packforcing.cache.base import (
+    BlockInfo,
+    BlockView,
+    CachePolicy,
+    CacheSpec,
+    KVStore,
+    PolicyOptions,
+    check_positions,
+    register_policy,
+    whole_blocks,
+)
 from packforcing.cache.compressor import PAPER_HR_CHANNELS, DualBranchCompressor, compressed_grid
 from packforcing.errors import UserError
+from packforcing.options import at_least, choices
 
 Tensor = torch.Tensor
 
@@ -89,24 +101,36 @@ class _CompressedPassView:
         return attention(q, st.k[layer, :, :b].to(k.dtype), st.v[layer, :, :b].to(v.dtype))
 
 
-@dataclass(frozen=True)
-class PackForcingConfig:
-    """Every PackForcing option; the paper's values are the defaults (paper.md §2, §4, §5)."""
+@dataclass
+class PackForcingConfig(PolicyOptions):
+    """Every PackForcing option (the policy's options dataclass); the paper's values are the defaults
+    (paper.md §2, §4, §5). |C| = (N_sink/B_f)·n + top_k·N_c + (N_recent/B_f + 1)·n tokens per layer.
 
-    sink_frames: int = 8  # N_sink latent frames (2 blocks)
-    recent_frames: int = 4  # N_recent latent frames (1 block), plus the current block
-    top_k: int = 16  # mid blocks attended
-    mid_capacity: int | None = 16  # archived mid blocks (FIFO); None = unbounded
-    selection: str = "topk"  # "topk" | "fifo" | "all"
+    ``preset`` names a row of :data:`PACKFORCING_PRESETS` the other fields override; ``hr_channels``
+    None = the preset's (the paper's HR CNN widths unless the preset says otherwise)."""
+
+    preset: str = choices("paper", "toy", "zero_shot", default="paper")
+    sink_frames: int = at_least(0, 8)  # N_sink latent frames (2 blocks), a multiple of B_f
+    recent_frames: int = at_least(0, 4)  # N_recent latent frames (1 block), plus the current block
+    top_k: int = at_least(0, 16)  # mid blocks attended
+    mid_capacity: Optional[int] = at_least(0, 16)  # archived mid blocks (FIFO); None = unbounded
+    selection: str = choices("topk", "fifo", "all", default="topk")  # dynamic top-k vs newest-k vs all
     score_ratio: float = 0.125  # query subsample ratio for affinity scores (min 32 tokens)
-    score_heads: str = "half"  # "half" | "all"
-    score_scope: str = "per_layer"  # "per_layer" | "shared" (layer 0's choice for every layer)
-    rope_adjust: bool = True
-    compressor: str = "hr+lr"  # branches: "hr+lr" | "hr" | "lr"
-    nc_spatial: int = 4  # token-grid spatial factor (4 -> 7x13 at Wan shape)
-    nc_temporal: int = 2  # temporal factor (2 -> 2 rows per 4-frame block)
-    mid_kv: str = "transformer"  # "transformer" | "projection"
-    hr_channels: tuple[int, ...] = field(default=PAPER_HR_CHANNELS)
+    score_heads: str = choices("half", "all", default="half")
+    score_scope: str = choices("per_layer", "shared", default="per_layer")  # shared: layer 0's choice for all
+    rope_adjust: bool = True  # incremental temporal RoPE re-alignment (§3.4)
+    compressor: str = choices("hr+lr", "hr", "lr", default="hr+lr")  # dual-branch compressor branches (§3.3)
+    nc_spatial: int = at_least(1, 4)  # token-grid spatial factor (4 -> 7x13 at Wan shape)
+    nc_temporal: int = at_least(1, 2)  # temporal factor (2 -> 2 rows per 4-frame block)
+    mid_kv: str = choices("transformer", "projection", default="transformer")  # how N_c tokens become K/V
+    hr_channels: Optional[tuple[int, ...]] = None  # HR CNN widths; None = the preset's
+
+    @property
+    def hr_widths(self) -> tuple[int, ...]:
+        return tuple(self.hr_channels) if self.hr_channels is not None else PAPER_HR_CHANNELS
+
+    def check(self, block_frames: int, prefix: str = "") -> None:
+        whole_blocks({"sink_frames": self.sink_frames, "recent_frames": self.recent_frames}, block_frames, prefix)
 
     def validate(self) -> "PackForcingConfig":
         checks = [
@@ -127,22 +151,25 @@ class PackForcingConfig:
 
 
 PACKFORCING_PRESETS = {
-    "paper": PackForcingConfig(),
+    "paper": PackForcingConfig(hr_channels=PAPER_HR_CHANNELS),
     # Toy scale: the same frame counts (the toy world runs at 16 fps with the same B_f = 4), smaller HR CNN.
-    "toy": PackForcingConfig(hr_channels=(16, 32, 64, 128)),
+    "toy": PackForcingConfig(preset="toy", hr_channels=(16, 32, 64, 128)),
     # Zero-shot reading (paper "or zero-shot without any training"): no trained parameters.
-    "zero_shot": PackForcingConfig(compressor="lr", mid_kv="transformer"),
+    "zero_shot": PackForcingConfig(preset="zero_shot", compressor="lr", mid_kv="transformer", hr_channels=PAPER_HR_CHANNELS),
 }
 
 
 def packforcing_config(preset: str = "paper", **overrides) -> PackForcingConfig:
+    """The preset's config with ``overrides`` on top (``hr_channels=None`` keeps the preset's)."""
     if preset not in PACKFORCING_PRESETS:
         raise UserError(f"unknown packforcing preset {preset!r}; known: {', '.join(PACKFORCING_PRESETS)}.")
-    known = set(asdict(PACKFORCING_PRESETS[preset]))
+    known = set(asdict(PACKFORCING_PRESETS[preset])) - {"preset"}
     bad = sorted(set(overrides) - known)
     if bad:
         raise UserError(f"unknown packforcing option(s) {', '.join(bad)}; known: {', '.join(sorted(known))}.")
-    if "hr_channels" in overrides and overrides["hr_channels"] is not None:
+    if overrides.get("hr_channels", ()) is None:
+        del overrides["hr_channels"]
+    if "hr_channels" in overrides:
         overrides["hr_channels"] = tuple(overrides["hr_channels"])
     return replace(PACKFORCING_PRESETS[preset], **overrides).validate()
 
@@ -163,11 +190,9 @@ class _Layout:
     mid_bases: list[int] | None = None  # target temporal base per mid slot (None: chosen on device)
 
 
-@POLICIES.register("packforcing")
+@register_policy("packforcing", PackForcingConfig)
 class PackForcingPolicy(CachePolicy):
     """Sink ‖ compressed mid (top-k) ‖ recent + current, with incremental RoPE adjustment."""
-
-    name = "packforcing"
 
     def __init__(self, preset: str = "paper", compressor_module: DualBranchCompressor | None = None, **options):
         self.cfg = packforcing_config(preset, **options)
@@ -181,14 +206,12 @@ class PackForcingPolicy(CachePolicy):
     def build_compressor(self, model_cfg) -> DualBranchCompressor:
         c = self.cfg
         return DualBranchCompressor(model_cfg.in_dim, model_cfg.dim, c.nc_spatial, c.nc_temporal, c.compressor,
-                                    c.hr_channels, model_cfg.patch_size[1])
+                                    c.hr_widths, model_cfg.patch_size[1])
 
     # ---- sizes -----------------------------------------------------------------------------
     def _start(self, spec: CacheSpec, num_frames: int, block_frames: int) -> None:
         c = self.cfg
-        for name, val in (("sink_frames", c.sink_frames), ("recent_frames", c.recent_frames)):
-            if val % block_frames:
-                raise UserError(f"{name}={val} is not a whole number of blocks of {block_frames} latent frames; use a multiple of {block_frames}.")
+        c.check(block_frames)
         if c.sink_frames > num_frames:
             raise UserError(f"sink_frames={c.sink_frames} is longer than the video ({num_frames} latent frames); lower sink_frames or generate more frames.")
         self.spec, self.bf = spec, block_frames

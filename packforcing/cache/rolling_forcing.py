@@ -31,21 +31,26 @@ call attends anchor + window (upstream's arithmetic does the same).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Optional
+
 import torch
 
 from packforcing.attention import attention
 from packforcing.cache import rope as R
 from packforcing.cache.base import (
-    POLICIES,
     BlockInfo,
     BlockView,
     CachePolicy,
     CacheSpec,
     KVStore,
+    PolicyOptions,
     WindowInfo,
     check_positions,
+    register_policy,
 )
 from packforcing.errors import UserError
+from packforcing.options import at_least
 
 Tensor = torch.Tensor
 
@@ -83,7 +88,18 @@ class RollingWindowView:
         return attention(q, torch.cat(ks + [k], 1), torch.cat(vs + [v], 1))
 
 
-@POLICIES.register("rolling_forcing")
+@dataclass
+class RollingForcingOptions(PolicyOptions):
+    """Rolling Forcing: staggered joint denoising over a window of blocks plus a re-RoPE'd anchor.
+
+    None = the default: the schedule's step count; one block; (W + 2) blocks."""
+
+    window_blocks: Optional[int] = at_least(1, None)
+    sink_frames: Optional[int] = at_least(0, None)
+    max_attention_frames: Optional[int] = at_least(1, None)
+
+
+@register_policy("rolling_forcing", RollingForcingOptions)
 class RollingForcingPolicy(CachePolicy):
     """Rolling Forcing: W-block staggered window, anchor re-RoPE'd before a working cache, cap on attention.
 
@@ -91,8 +107,6 @@ class RollingForcingPolicy(CachePolicy):
     ``sink_frames``: anchor frames A (None = one block); ``max_attention_frames``: cap (None =
     (W + 2) blocks = 21 at B_f = 3).
     """
-
-    name = "rolling_forcing"
 
     def __init__(self, window_blocks: int | None = None, sink_frames: int | None = None,
                  max_attention_frames: int | None = None):

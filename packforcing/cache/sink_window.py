@@ -14,17 +14,38 @@ Keys are stored after RoPE; ``store.pos`` records the temporal position each slo
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Optional
+
 import torch
 
-from packforcing.cache.base import POLICIES, BlockInfo, BlockView, CachePolicy, CacheSpec, KVStore, check_positions
+from packforcing.cache.base import (
+    BlockInfo,
+    BlockView,
+    CachePolicy,
+    CacheSpec,
+    KVStore,
+    PolicyOptions,
+    check_positions,
+    register_policy,
+)
 from packforcing.errors import UserError
+from packforcing.options import at_least, choices
 
 
-@POLICIES.register("sink_window")
+@dataclass
+class SinkWindowOptions(PolicyOptions):
+    """Frame sink + sliding window (LongLive: 12 frames including a 3-frame sink); the window includes the
+    sink and the current block. ``window_frames`` None = no window."""
+
+    window_frames: Optional[int] = at_least(1, None)
+    sink_frames: int = at_least(0, 0)
+    rope: str = choices("absolute", "relative", default="absolute")
+
+
+@register_policy("sink_window", SinkWindowOptions)
 class SinkWindowPolicy(CachePolicy):
     """Sink + sliding window of full-resolution frames (Self-Forcing ``sink_size``/``local_attn_size``)."""
-
-    name = "sink_window"
 
     def __init__(self, window_frames: int | None = None, sink_frames: int = 0, rope: str = "absolute"):
         if rope not in ("absolute", "relative"):
