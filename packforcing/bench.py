@@ -376,7 +376,6 @@ class Bench:
         self.text = None
         self.vae = None
         self.cfg = None
-        self._comp_cache: dict = {}
         stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
         self.stamp = stamp
         self.out_dir = Path(args.out)
@@ -650,21 +649,11 @@ class Bench:
         _log(f"VAE decoder elementwise chains compiled in {v['compile_s']} s (3 warm blocks included)")
 
     def make_policy(self, name: str, kwargs: dict):
-        from packforcing.cache import make_policy
+        from packforcing.cache import bind_policy, make_policy
 
         pol = make_policy(name, **kwargs)
-        if hasattr(pol, "build_compressor"):
-            key = (kwargs.get("preset"), kwargs.get("compressor"))
-            comp = self._comp_cache.get(key)
-            if comp is None:
-                with torch.device(self.device):
-                    comp = pol.build_compressor(self.cfg)
-                comp = comp.to(device=self.device, dtype=self.dtype).eval().requires_grad_(False)
-                vae = self.get_vae() if "lr" in comp.branches else None
-                comp.attach(vae, self.model)
-                self._comp_cache[key] = comp
-            pol.attach(comp)
-        return pol
+        with torch.device(self.device):  # fresh (random) policy weights are fine for timing
+            return bind_policy(pol, self.model, vae=self.get_vae() if pol.needs().vae else None)
 
     def _latent(self, frames: int) -> Tensor:
         lh, lw = self.cfg.latent_hw

@@ -71,14 +71,6 @@ class GenerationResult:
     spec: dict = field(default_factory=dict)
 
 
-def _branches(spec: GenerationSpec) -> str:
-    from packforcing.cache.packforcing import PACKFORCING_PRESETS
-
-    preset = spec.policy_kwargs.get("preset", "paper")
-    default = PACKFORCING_PRESETS[preset].compressor if preset in PACKFORCING_PRESETS else "hr+lr"
-    return str(spec.policy_kwargs.get("compressor", default))
-
-
 def default_checkpoint(policy: str) -> str:
     """The shipped toy DiT a policy runs with by default (the method table's ``toy_weights``)."""
     from packforcing.methods import toy_weights_for_policy
@@ -116,33 +108,6 @@ def clear_caches() -> None:
         f.cache_clear()
 
 
-def build_policy(spec: GenerationSpec, model, extra: dict, vae):
-    """The cache policy of ``spec``, with PackForcing's compressor built, loaded and attached."""
-    from packforcing.cache import make_policy
-
-    policy = make_policy(spec.policy, **spec.policy_kwargs)
-    if hasattr(policy, "build_compressor"):
-        comp = policy.build_compressor(model.cfg)
-        if comp.hr is not None:
-            if not extra:
-                raise UserError(
-                    f"checkpoint {spec.checkpoint or default_checkpoint(spec.policy)} has no compressor weights for the HR "
-                    "branch; use a PackForcing checkpoint, or compressor='lr' (zero-shot)."
-                )
-            from packforcing.model.loading import check_state_dict
-
-            hr = {k[3:]: v for k, v in extra.items() if k.startswith("hr.")}
-            check_state_dict(comp.hr, hr, spec.checkpoint or "checkpoint", what="HR compressor",
-                             hint="the compressor options (nc_spatial, nc_temporal, hr_channels) must match training")
-        p = next(model.parameters())
-        comp = comp.to(device=p.device, dtype=p.dtype).eval().requires_grad_(False)
-        comp.attach(vae, model)
-        policy.attach(comp)
-    if hasattr(policy, "attach_vae"):
-        policy.attach_vae(vae)
-    return policy
-
-
 def _peak_memory(device: torch.device) -> int:
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
@@ -171,18 +136,18 @@ def generate(spec: GenerationSpec, on_block: Callable[[int, Tensor, dict], None]
         raise UserError(f"preset {spec.preset!r} needs checkpoint=<path to the DiT weights>; nothing is downloaded.")
     model, extra = _load_model(spec.preset, ckpt, spec.device, spec.dtype)
     cfg = model.cfg
-    from packforcing.cache import POLICIES, load_all
+    from packforcing.cache import make_policy
 
-    load_all()
-    pol_cls = POLICIES.get(spec.policy)
-    lr_branch = hasattr(pol_cls, "build_compressor") and "lr" in _branches(spec)
-    need_vae = spec.video_path is not None or lr_branch or hasattr(pol_cls, "attach_vae")
+    policy = make_policy(spec.policy, **spec.policy_kwargs)
+    need_vae = spec.video_path is not None or policy.needs().vae
     vae = _load_vae(spec.preset, spec.vae_checkpoint, spec.device, spec.dtype) if need_vae else None
     enc = _load_text(spec.text_encoder, cfg.text_len, cfg.text_dim, spec.device)
     context = enc.encode([spec.prompt]).to(device)
     t_loaded = time.perf_counter()
 
-    policy = build_policy(spec, model, extra, vae)
+    from packforcing.cache import bind_policy
+
+    bind_policy(policy, model, vae=vae, state_dict=extra, source=str(ckpt))
     sampler = FlowMatchSampler(spec.schedule)
     g = torch.Generator(device=device).manual_seed(int(spec.seed))
     lh, lw = cfg.latent_hw

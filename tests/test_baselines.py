@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from packforcing.attention import BACKENDS, attention, use_backend
-from packforcing.cache import POLICIES, BlockInfo, CacheSpec, load_all, make_policy
+from packforcing.cache import POLICIES, BlockInfo, CacheSpec, bind_policy, load_all, make_policy
 from packforcing.cache import rope as R
 from packforcing.errors import UserError
 from packforcing.model.dit import TextState, WanDiT
@@ -148,7 +148,7 @@ def test_window_must_divide_the_steps_and_restarts_need_a_segment_aware_consumer
     with pytest.raises(UserError, match="divide the schedule"):
         rollout(m, make_policy("rolling_forcing", window_blocks=3), FlowMatchSampler("rolling5"),
                 torch.zeros(1, 4, 8), id_noise(8), 2)
-    pol = make_policy("causvid_restart", rollout_frames=4, overlap_frames=2).attach(vae=TagVAE())
+    pol = bind_policy(make_policy("causvid_restart", rollout_frames=4, overlap_frames=2), None, vae=TagVAE())
     with pytest.raises(UserError, match="on_prefix"):
         rollout(m, pol, FlowMatchSampler("causvid4"), torch.zeros(1, 4, 8), id_noise(8), 2,
                 noise_fn=lambda b, s, like: like, on_block=lambda i, x, st: None)
@@ -211,7 +211,7 @@ def causvid_reference(frames, bf, S, O):
 @pytest.mark.parametrize("S,O,F", [(6, 2, 14), (6, 4, 14), (8, 2, 20)])
 def test_causvid_restart_attends_its_segment_at_local_positions(S, O, F):
     bf = 2
-    m, res = probe_run(make_policy("causvid_restart", rollout_frames=S, overlap_frames=O).attach(vae=TagVAE()),
+    m, res = probe_run(bind_policy(make_policy("causvid_restart", rollout_frames=S, overlap_frames=O), None, vae=TagVAE()),
                        F, bf, "causvid4", on_prefix=lambda f, z: None)
     got = []
     for e in m.log:
@@ -239,7 +239,7 @@ def test_causvid_stitched_video_has_exact_frame_count_and_no_duplicates(S, O, F)
         if px is not None and px.shape[2]:
             chunks.append(px)
 
-    probe_run(make_policy("causvid_restart", rollout_frames=S, overlap_frames=O).attach(vae=vae), F, 2, "causvid4",
+    probe_run(bind_policy(make_policy("causvid_restart", rollout_frames=S, overlap_frames=O), None, vae=vae), F, 2, "causvid4",
               on_block=lambda i, x0, s: put(st.block(x0, s)), on_prefix=lambda f, z: put(st.prefix(z)))
     put(st.flush())
     tags = (torch.cat(chunks, 2)[0, 0, :, 0, 0] * 1e3).round().long().tolist()
@@ -264,7 +264,7 @@ def test_causvid_restart_with_real_tiny_model_and_vae():
         if px is not None:
             n.append(px.shape[2])
 
-    pol = make_policy("causvid_restart", rollout_frames=4, overlap_frames=2).attach(vae=vae)
+    pol = bind_policy(make_policy("causvid_restart", rollout_frames=4, overlap_frames=2), None, vae=vae)
     with torch.no_grad():
         res = rollout(m, pol, FlowMatchSampler("causvid3"), torch.randn(1, 16, 32), torch.randn(1, 16, 8, 8, 8), 2,
                       on_block=lambda i, x0, s: (stats.append(s), put(st.block(x0, s))),

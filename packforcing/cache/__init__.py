@@ -12,8 +12,10 @@ from packforcing.cache.base import (
     CachePolicy,
     CacheSpec,
     KVStore,
+    Needs,
     PolicyOptions,
     WindowInfo,
+    bind_policy,
     make_policy,
     policy_options,
     register_policy,
@@ -30,5 +32,5 @@ def load_all() -> None:
         importlib.import_module(f"packforcing.cache.{m}")
 
 
-__all__ = ["POLICIES", "BlockInfo", "BlockView", "CachePolicy", "CacheSpec", "KVStore", "PolicyOptions", "WindowInfo",
-           "make_policy", "policy_options", "register_policy", "load_all"]
+__all__ = ["POLICIES", "BlockInfo", "BlockView", "CachePolicy", "CacheSpec", "KVStore", "Needs", "PolicyOptions", "WindowInfo",
+           "bind_policy", "make_policy", "policy_options", "register_policy", "load_all"]

@@ -236,6 +236,18 @@ class BlockView:
         return attention(q, kk, vv)
 
 
+@dataclass(frozen=True)
+class Needs:
+    """What a policy needs bound before it runs (declared by :meth:`CachePolicy.needs`, provided by
+    :func:`bind_policy`): ``vae`` a frozen VAE (decode / re-encode frames); ``weights`` trained parameters of
+    its own, read from the DiT checkpoint's extra tensors (e.g. PackForcing's HR compressor); ``trainable``
+    parameters that training updates end to end (``bind_policy(train=True)``)."""
+
+    vae: bool = False
+    weights: bool = False
+    trainable: bool = False
+
+
 class CachePolicy:
     """Base class of cache policies. Subclasses implement ``reset``, ``context``, ``finish``, ``stats``.
 
@@ -256,6 +268,23 @@ class CachePolicy:
 
     name = "base"
     Options: type[PolicyOptions] = PolicyOptions  # set by register_policy
+
+    def needs(self) -> Needs:
+        """What :func:`bind_policy` must provide (default: nothing)."""
+        return Needs()
+
+    def bind(self, model, *, vae=None, state_dict: dict | None = None, train: bool = False,
+             source: str = "checkpoint") -> None:
+        """Take what :meth:`needs` declared (called by :func:`bind_policy` only)."""
+
+    def parameters(self) -> list:
+        """Parameters that training updates (bound with ``train=True``); none by default."""
+        return []
+
+    def extra_state(self) -> dict:
+        """The policy's own weights as a checkpoint stores them (``compressor.*`` keys, prefix stripped): what
+        :func:`bind_policy` takes back as ``state_dict``. Empty by default."""
+        return {}
 
     def reset(self, spec: CacheSpec, num_frames: int, block_frames: int) -> None:
         raise NotImplementedError
@@ -324,3 +353,22 @@ def make_policy(name: str, **kwargs) -> CachePolicy:
     """Build a registered policy by name from its options (imports the policy modules on first use)."""
     opts = policy_options(name, **kwargs)
     return POLICIES.get(name)(**opts.as_kwargs())
+
+
+def bind_policy(policy: CachePolicy, model, *, vae=None, state_dict: dict | None = None, train: bool = False,
+                source: str = "checkpoint") -> CachePolicy:
+    """The one binding step: give ``policy`` what it declared in :meth:`CachePolicy.needs`.
+
+    ``vae``: the frozen VAE (required when the policy needs one); ``state_dict``: the checkpoint's extra
+    tensors (``compressor.*`` with the prefix stripped; ``{}`` = the checkpoint has none, which is an error
+    for a policy that needs trained weights; None = fresh parameters, as training starts); ``train``: its
+    trainable parameters keep their autograd graph and :meth:`CachePolicy.parameters` returns them;
+    ``source`` names the checkpoint in errors. Returns ``policy``.
+    """
+    need = policy.needs()
+    if need.vae and vae is None:
+        raise UserError(f"cache policy {policy.name!r} needs the VAE, and none was given; pass vae=... "
+                        f"(load_vae) or change the policy's options.")
+    policy.bind(model, vae=vae if need.vae else None, state_dict=state_dict if need.weights else None,
+                train=train and need.trainable, source=source)
+    return policy

@@ -38,6 +38,7 @@ from packforcing.cache.base import (
     CachePolicy,
     CacheSpec,
     KVStore,
+    Needs,
     PolicyOptions,
     check_positions,
     register_policy,
@@ -68,7 +69,7 @@ class CausVidRestartPolicy(CachePolicy):
 
     ``rollout_frames`` None = 21 rounded down to whole blocks (21 at B_f = 3, 20 at B_f = 4);
     ``overlap_frames`` None = one block (upstream default 3 = one block at B_f = 3); 0 = independent
-    rollouts with no overlap (nothing pushed, nothing dropped). Needs a VAE (:meth:`attach`) when it
+    rollouts with no overlap (nothing pushed, nothing dropped). Needs a VAE (:func:`packforcing.cache.bind_policy`) when it
     restarts with an overlap.
     """
 
@@ -81,12 +82,12 @@ class CausVidRestartPolicy(CachePolicy):
         self.vae = vae
         self.store: KVStore | None = None
 
-    def attach(self, vae=None) -> "CausVidRestartPolicy":
-        """Attach the (frozen) VAE that decodes and re-encodes the overlap frame."""
-        self.vae = vae
-        return self
+    def needs(self) -> Needs:
+        """The (frozen) VAE that decodes and re-encodes the overlap frame (not with ``overlap_frames=0``)."""
+        return Needs(vae=self.overlap_frames != 0)
 
-    attach_vae = attach  # the name packforcing.pipeline.build_policy looks for
+    def bind(self, model, *, vae=None, state_dict=None, train=False, source="checkpoint") -> None:
+        self.vae = vae
 
     # ---- bookkeeping shared by real runs and plans -----------------------------------------
     def _start(self, spec: CacheSpec, num_frames: int, block_frames: int) -> None:
@@ -146,7 +147,7 @@ class CausVidRestartPolicy(CachePolicy):
             return None
         if self.vae is None:
             raise UserError("causvid_restart re-encodes a decoded frame at every restart and needs the VAE: "
-                            "attach one (policy.attach(vae=...)), or set overlap_frames=0.")
+                            "bind one (bind_policy(policy, model, vae=...)), or set overlap_frames=0.")
         seg = torch.cat(self.seg_latents, dim=2)  # [B, C, S, H, W] segment-local latents
         s, o = self.S, self.O
         vae = self.vae

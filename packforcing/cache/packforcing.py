@@ -51,6 +51,7 @@ from packforcing.cache.base import (
     CachePolicy,
     CacheSpec,
     KVStore,
+    Needs,
     PolicyOptions,
     check_positions,
     register_policy,
@@ -197,9 +198,40 @@ class PackForcingPolicy(CachePolicy):
     def __init__(self, preset: str = "paper", compressor_module: DualBranchCompressor | None = None, **options):
         self.cfg = packforcing_config(preset, **options)
         self.compressor = compressor_module
-        self.train_compressor = False  # set by training: mid K/V keep their autograd graph
+        self.train_compressor = False  # bound with train=True: mid K/V keep their autograd graph
+
+    def needs(self) -> Needs:
+        """The compressor: HR weights from the checkpoint, the frozen VAE for the LR branch; trainable end to end."""
+        c = self.cfg.compressor
+        return Needs(vae="lr" in c, weights="hr" in c, trainable=True)
+
+    def bind(self, model, *, vae=None, state_dict=None, train=False, source="checkpoint") -> None:
+        """Build the dual-branch compressor for ``model``, load its HR weights (``hr.*`` of ``state_dict``; None =
+        fresh), put it on the model's device and dtype, and attach the VAE and backbone."""
+        comp = self.build_compressor(model.cfg)
+        if comp.hr is not None and state_dict is not None:
+            hr = {k[3:]: v for k, v in state_dict.items() if k.startswith("hr.")}
+            if not hr:
+                raise UserError(f"checkpoint {source} has no compressor weights for the HR branch; use a PackForcing "
+                                "checkpoint, or compressor='lr' (zero-shot).")
+            from packforcing.model.loading import check_state_dict
+
+            check_state_dict(comp.hr, hr, source, what="HR compressor",
+                             hint="the compressor options (nc_spatial, nc_temporal, hr_channels) must match training")
+        p = next(model.parameters())
+        comp = comp.to(device=p.device, dtype=p.dtype).train(train).requires_grad_(train)
+        comp.attach(vae, model)
+        self.attach(comp)
+        self.train_compressor = train
+
+    def parameters(self) -> list:
+        return [p for p in self.compressor.parameters() if p.requires_grad] if self.train_compressor else []
+
+    def extra_state(self) -> dict:
+        return dict(self.compressor.state_dict()) if self.compressor is not None else {}
 
     def attach(self, compressor_module: DualBranchCompressor | None = None) -> "PackForcingPolicy":
+        """Use a compressor module built elsewhere (tests, a shared module); :func:`bind_policy` is the usual way."""
         self.compressor = compressor_module
         return self
 

@@ -359,20 +359,17 @@ def _teacher_forced_rollout(model, policy, x: Tensor, ctx_state, bf: int, last_n
 
 def train_compressor(data: dict, student_path: Path, cfg: CompressorConfig, device: torch.device, out: Path,
                      vae_path: str | None = None, log_every: int = 50) -> Path:
-    from packforcing.cache import make_policy
+    from packforcing.cache import bind_policy, make_policy
     from packforcing.model.vae import load_vae
 
     torch.manual_seed(cfg.seed)
     model, _ = load_model_file(student_path, device=device)
     model.requires_grad_(False).eval()
     pol = make_policy("packforcing", preset=cfg.preset, mid_kv=cfg.mid_kv)
-    comp = pol.build_compressor(model.cfg).to(device)
-    vae = load_vae(vae_path, preset="toy", device=device) if "lr" in pol.cfg.compressor else None
-    comp.attach(vae, model)
-    pol.attach(comp)
-    pol.train_compressor = True
+    vae = load_vae(vae_path, preset="toy", device=device) if pol.needs().vae else None
+    bind_policy(pol, model, vae=vae, train=True)
     full = make_policy("full")
-    params = [p for p in comp.parameters() if p.requires_grad]
+    params = pol.parameters()
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     sampler = FlowMatchSampler("self_forcing")
     bf = 4
@@ -405,7 +402,7 @@ def train_compressor(data: dict, student_path: Path, cfg: CompressorConfig, devi
         with torch.no_grad():  # how much of the gap to "no mid at all" the compressor closes
             base = None
             if step % log_every == 0:
-                no_mid = make_policy("packforcing", preset=cfg.preset, top_k=0).attach(comp)
+                no_mid = make_policy("packforcing", preset=cfg.preset, top_k=0).attach(pol.compressor)  # shared
                 base = F.mse_loss(_teacher_forced_rollout(model, no_mid, x, text, bf, noisy, t_last).float(), target.float())
         log.log(step, loss=loss.item(), **({"loss_no_mid": base.item()} if base is not None else {}))
         step += 1
@@ -413,7 +410,7 @@ def train_compressor(data: dict, student_path: Path, cfg: CompressorConfig, devi
     meta = {"stage": "compressor", "steps": step, "wall_s": round(time.time() - t0, 1), "hardware": hardware(),
             "objective": "match full-history prediction of the last block (teacher-forced)", **asdict(cfg)}
     sd = dict(model.state_dict())
-    sd.update({f"compressor.{k}": v for k, v in comp.state_dict().items()})
+    sd.update({f"compressor.{k}": v for k, v in pol.extra_state().items()})
     path = out / "packforcing.safetensors"
     save_model(path, sd, meta)
     plot_log(out / "compressor_log.jsonl", out / "compressor_loss.png")

@@ -14,7 +14,7 @@ One generator step:
 3. **Critic**: ``critic_ratio`` flow-matching steps on fresh detached generator samples per generator
    step.
 
-With the ``packforcing`` policy and ``policy.train_compressor = True`` the compressed mid K/V keep
+With the ``packforcing`` policy bound with ``train=True`` (``bind_policy``) the compressed mid K/V keep
 their autograd graph, so the HR compressor is trained end to end by the same objective, as the paper
 does. At toy scale a 5-block clip gives the last block one mid block (sink 2 + recent 1).
 """
@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from packforcing.cache import BlockInfo, CacheSpec, make_policy
+from packforcing.cache import BlockInfo, CacheSpec, bind_policy, make_policy
 from packforcing.model.dit import WanDiT
 from packforcing.model.presets import get_preset
 from packforcing.sampler import FlowMatchSampler
@@ -110,19 +110,11 @@ def train_dmd(data: dict, teacher_path: Path, student_path: Path, cfg: DMDConfig
     critic.train()
     kw = json.loads(cfg.policy_kwargs)
     policy = make_policy(cfg.policy, **kw)
-    params = list(gen.parameters())
-    comp = None
-    if hasattr(policy, "build_compressor"):
-        from packforcing.model.vae import load_vae
+    from packforcing.model.vae import load_vae
 
-        comp = policy.build_compressor(gen.cfg).to(device)
-        if extra:
-            comp.hr.load_state_dict({k[3:]: v for k, v in extra.items() if k.startswith("hr.")})
-        vae = load_vae(vae_path, preset="toy", device=device) if "lr" in policy.cfg.compressor else None
-        comp.attach(vae, gen)
-        policy.attach(comp)
-        policy.train_compressor = True
-        params += [p for p in comp.parameters()]
+    vae = load_vae(vae_path, preset="toy", device=device) if policy.needs().vae else None
+    bind_policy(policy, gen, vae=vae, state_dict=extra or None, train=True, source=str(student_path))
+    params = list(gen.parameters()) + policy.parameters()
     g_opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.0, 0.999), weight_decay=0.0)
     c_opt = torch.optim.AdamW(critic.parameters(), lr=cfg.critic_lr, betas=(0.0, 0.999), weight_decay=0.0)
     sampler = FlowMatchSampler("self_forcing")
@@ -170,8 +162,7 @@ def train_dmd(data: dict, teacher_path: Path, student_path: Path, cfg: DMDConfig
     log.close()
     meta = {"stage": f"dmd_{name}", "steps": step, "wall_s": round(time.time() - t0, 1), "hardware": hardware(), **asdict(cfg)}
     sd = dict(gen.state_dict())
-    if comp is not None:
-        sd.update({f"compressor.{k}": v for k, v in comp.state_dict().items()})
+    sd.update({f"compressor.{k}": v for k, v in policy.extra_state().items()})
     path = out / f"dmd_{name}.safetensors"
     save_model(path, sd, meta)
     plot_log(out / f"dmd_{name}_log.jsonl", out / f"dmd_{name}_loss.png")
