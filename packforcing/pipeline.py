@@ -186,7 +186,7 @@ def generate(spec: GenerationSpec, on_block: Callable[[int, Tensor, dict], None]
 
     def _on_block(i: int, x0: Tensor, st: dict) -> None:
         if stitch is not None:
-            _write(stitch.block(x0.to(vae.dtype), st))
+            _write(stitch.block(x0.to(vae.dtype), policy.decode_hold()))
         if spec.latents_path is not None:
             latents_out.append(x0.float().cpu())
         if on_block is not None:

@@ -15,6 +15,7 @@ import torch
 from packforcing.attention import BACKENDS, attention, use_backend
 from packforcing.cache import POLICIES, BlockInfo, CacheSpec, bind_policy, load_all, make_policy
 from packforcing.cache import rope as R
+from packforcing.cache.base import Phase
 from packforcing.errors import UserError
 from packforcing.model.dit import TextState, WanDiT
 from packforcing.model.presets import get_preset
@@ -76,7 +77,7 @@ class ProbeModel(torch.nn.Module):
             with use_backend("test_capture"):
                 view.attend(layer, q, k, v)
             cq, ck, cv = _CAPTURED[-1]
-            self.log.append({"layer": layer, "step": view.step, "ids": ids.tolist(), "t": t[0].tolist(),
+            self.log.append({"layer": layer, "step": view.phase.step, "ids": ids.tolist(), "t": t[0].tolist(),
                              "pos": view.frame_positions.tolist(), "q": cq, "k": ck, "v": cv})
         return torch.zeros_like(x)
 
@@ -137,7 +138,12 @@ def test_window_of_one_block_is_bitwise_the_denoise_then_commit_loop(policy, kw)
         for i in range(5):
             blk = BlockInfo(i, 2 * i, 2)
             view = pol.context(blk)
-            x0 = sampler.denoise(m, noise[:, :, 2 * i : 2 * i + 2], text, view)
+            x = noise[:, :, 2 * i : 2 * i + 2]
+            for j in range(sampler.num_steps):  # the denoising loop written out (the old sampler.denoise)
+                t = sampler.step_timesteps[j].expand(1, 2)
+                x0 = sampler.x0_from_flow(m(x, t, text, view=view.at(Phase(step=j))), x, t)
+                if j + 1 < sampler.num_steps:
+                    x = sampler.add_noise(x0, torch.randn_like(x0), sampler.step_timesteps[j + 1].expand(1, 2))
             pol.commit(m, x0, text, view, blk)
             ref.append(x0)
     assert torch.equal(new, torch.cat(ref, 2))
@@ -239,8 +245,9 @@ def test_causvid_stitched_video_has_exact_frame_count_and_no_duplicates(S, O, F)
         if px is not None and px.shape[2]:
             chunks.append(px)
 
-    probe_run(bind_policy(make_policy("causvid_restart", rollout_frames=S, overlap_frames=O), None, vae=vae), F, 2, "causvid4",
-              on_block=lambda i, x0, s: put(st.block(x0, s)), on_prefix=lambda f, z: put(st.prefix(z)))
+    pol = bind_policy(make_policy("causvid_restart", rollout_frames=S, overlap_frames=O), None, vae=vae)
+    probe_run(pol, F, 2, "causvid4",
+              on_block=lambda i, x0, s: put(st.block(x0, pol.decode_hold())), on_prefix=lambda f, z: put(st.prefix(z)))
     put(st.flush())
     tags = (torch.cat(chunks, 2)[0, 0, :, 0, 0] * 1e3).round().long().tolist()
     if O == 0:  # independent rollouts, decoded as one stream: nothing dropped, nothing pushed
@@ -267,7 +274,7 @@ def test_causvid_restart_with_real_tiny_model_and_vae():
     pol = bind_policy(make_policy("causvid_restart", rollout_frames=4, overlap_frames=2), None, vae=vae)
     with torch.no_grad():
         res = rollout(m, pol, FlowMatchSampler("causvid3"), torch.randn(1, 16, 32), torch.randn(1, 16, 8, 8, 8), 2,
-                      on_block=lambda i, x0, s: (stats.append(s), put(st.block(x0, s))),
+                      on_block=lambda i, x0, s: (stats.append(s), put(st.block(x0, pol.decode_hold()))),
                       on_prefix=lambda f, z: put(st.prefix(z)))
     put(st.flush())
     assert torch.isfinite(res.latents).all()

@@ -190,15 +190,51 @@ class KVStore:
         self.pos[a:b] += delta
 
 
+@dataclass(frozen=True)
+class Phase:
+    """Which model call a view serves, handed to the policy as an argument (never a mutable flag).
+
+    ``step``: the denoising call on this view (0 = a block's first step, where top-k selection and Deep
+    Forcing's compression happen; a window of blocks counts its calls); ``commit``: the clean commit pass
+    (the block re-run at t = context_noise that writes its K/V); ``train``: the training attention path
+    (the current K/V are concatenated to the context instead of written into the store, so autograd's
+    graph stays valid), chosen by the block loop, never read from the grad mode.
+    """
+
+    step: int = 0
+    commit: bool = False
+    train: bool = False
+
+
+COMMIT = Phase(step=-1, commit=True)
+
+
+class PhaseView:
+    """A view bound to one :class:`Phase`: what the model is handed (``frame_positions``, ``attend``)."""
+
+    __slots__ = ("view", "phase")
+
+    def __init__(self, view, phase: Phase):
+        self.view, self.phase = view, phase
+
+    @property
+    def frame_positions(self) -> Tensor:
+        return self.view.frame_positions
+
+    def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        return self.view.attend(layer, q, k, v, self.phase)
+
+
 class BlockView:
     """Attention view for one block over a contiguous prefix of a :class:`KVStore`.
 
     The current block's K/V are written at slots [cur_start, cur_start + n) and the queries attend to
     ``store[attend_start:attend_end]`` (context + current; ``attend_start`` defaults to 0 and
-    ``attend_end`` to the end of the current block). ``pre_attend(view, layer, q)`` runs first (e.g. top-k selection at step 0);
-    ``extra_kv(view, layer)`` may append context that lives outside the store (e.g. training-time
-    compressed K/V that must keep their autograd graph). Under autograd nothing is written: the
-    current K/V are concatenated to the stored context instead, so the graph stays valid.
+    ``attend_end`` to the end of the current block). ``pre_attend(view, layer, q, phase)`` runs first (e.g.
+    top-k selection at step 0); ``extra_kv(view, layer)`` may append context that lives outside the store
+    (e.g. training-time compressed K/V that must keep their autograd graph). On the training path
+    (``phase.train``) nothing is written: the current K/V are concatenated to the stored context instead,
+    so the graph stays valid. The model gets ``view.at(phase)``.
     """
 
     def __init__(self, store: KVStore, frame_positions: Tensor, cur_start: int, attend_end: int | None = None,
@@ -210,18 +246,20 @@ class BlockView:
         self.attend_end = attend_end
         self.pre_attend = pre_attend
         self.extra_kv = extra_kv
-        self.step = 0
 
-    def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    def at(self, phase: Phase) -> PhaseView:
+        return PhaseView(self, phase)
+
+    def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor, phase: Phase = Phase()) -> Tensor:
         if self.pre_attend is not None:
-            self.pre_attend(self, layer, q)
+            self.pre_attend(self, layer, q, phase)
         s = self.store
         a = self.cur_start
         b = a + k.shape[1]
         end = b if self.attend_end is None else max(b, self.attend_end)
         lo = self.attend_start
         extra = self.extra_kv(self, layer) if self.extra_kv is not None else None
-        if torch.is_grad_enabled() and (k.requires_grad or q.requires_grad):
+        if phase.train:
             ks = [s.k[layer, :, lo:a], k, s.k[layer, :, b:end]]
             vs = [s.v[layer, :, lo:a], v, s.v[layer, :, b:end]]
         else:
@@ -260,7 +298,7 @@ class CachePolicy:
       Forcing: the number of steps). The rollout calls it before ``reset``.
     - ``context_window(win)``: the view for a window of blocks; the default serves one-block windows
       with ``context(block)``. The rollout asks for a new view whenever the window's blocks change
-      and reuses it (``view.step`` = 0, 1, ... counts the calls) while they stay the same.
+      and reuses it while they stay the same; each model call gets ``view.at(Phase(step=0, 1, ...))``.
     - ``prefix(out_frame)``: clean latents to push through the cache (at t = 0) before the block
       that starts at output frame ``out_frame``, or None (CausVid's restart overlap). Asked only
       between windows.
@@ -311,13 +349,17 @@ class CachePolicy:
     def commit(self, model, x_clean: Tensor, text, view: BlockView, blk: BlockInfo, context_noise: float = 0.0) -> None:
         b, _, f = x_clean.shape[:3]
         t = torch.full((b, f), float(context_noise), device=x_clean.device)
-        view.step = -1
         with torch.no_grad():  # the clean re-run only writes K/V; it never carries gradient
-            model(x_clean, t, text, view=view)
+            model(x_clean, t, text, view=view.at(COMMIT))
         self.finish(blk, x_clean, model, text)
 
     def finish(self, blk: BlockInfo, x_clean: Tensor, model, text) -> None:
         pass
+
+    def decode_hold(self) -> int:
+        """Pixel frames at the end of the last committed block's decode that a streaming decoder must hold back,
+        because a later restart replaces them (CausVid's recipe; see ``rollout.SegmentStitcher``). 0 by default."""
+        return 0
 
     def stats(self) -> dict:
         """Cost of the last block: context_tokens, tokens_attended, kv_tokens, kv_bytes, allocated_bytes."""

@@ -16,8 +16,8 @@ the last ``overlap - 1`` latents of the previous rollout. Here that is one polic
 - frame accounting: segment 0 generates S frames, every later one S - O new frames. Upstream drops the
   last ``4(O-1)+1`` pixel frames of every rollout; the next rollout's overlap decodes (fresh stream)
   to exactly that many frames, which take their place. Blocks of a segment that a restart follows
-  carry ``stats["hold_frames"] = 4(O-1)+1`` so that a streaming consumer
-  (:class:`packforcing.rollout.SegmentStitcher`) holds them back and replaces them. The stitched video
+  return ``decode_hold() = 4(O-1)+1`` (also reported as ``stats["hold_frames"]``) so that a streaming
+  consumer (:class:`packforcing.rollout.SegmentStitcher`) holds them back and replaces them. The stitched video
   of F generated latent frames has exactly ``1 + 4(F-1)`` frames, none twice. Upstream also drops
   the tail of the *last* rollout; we keep it (the output length is the requested one).
 
@@ -182,6 +182,9 @@ class CausVidRestartPolicy(CachePolicy):
             self.out_index += 1
         if self.O > 0 and self._followed():
             self.seg_latents.append(x_clean.detach())
+
+    def decode_hold(self) -> int:
+        return self.hold if self._followed() else 0
 
     def stats(self) -> dict:
         return dict(self._last)

@@ -39,6 +39,7 @@ from packforcing.cache.base import (
     CachePolicy,
     CacheSpec,
     KVStore,
+    Phase,
     PolicyOptions,
     check_positions,
     register_policy,
@@ -190,16 +191,21 @@ class DeepForcingPolicy(CachePolicy):
                 self.pos_l[:, :a] += delta
                 self.sink_pos = target
 
-    def _hook(self, view: BlockView, layer: int, q: Tensor) -> None:
-        if view.step == 0 and self._pending is not None and layer not in self._done:
+    def _hook(self, view: BlockView, layer: int, q: Tensor, phase: Phase) -> None:
+        if phase.commit:
+            if self.R > self.bf:  # remember the clean re-run's queries (recent queries)
+                self._remember_queries(layer, q)
+        elif phase.step == 0 and self._pending is not None and layer not in self._done:
             self._compress(layer, q)
             self._done.add(layer)
-        elif view.step == -1 and self.R > self.bf:  # remember the clean re-run's queries (recent queries)
-            b, n, h, d = q.shape
-            sums = q.detach().float().view(b, n // self.tpf, self.tpf, h, d).sum(2)
-            hist = self.qhist[layer]
-            hist.extend(sums.unbind(1))
-            del hist[: max(0, len(hist) - (self.R - self.bf))]
+
+    def _remember_queries(self, layer: int, q: Tensor) -> None:
+        """Keep the per-frame query sums of the clean re-run (the recent queries of the next compression)."""
+        b, n, h, d = q.shape
+        sums = q.detach().float().view(b, n // self.tpf, self.tpf, h, d).sum(2)
+        hist = self.qhist[layer]
+        hist.extend(sums.unbind(1))
+        del hist[: max(0, len(hist) - (self.R - self.bf))]
 
     def _compress(self, layer: int, q: Tensor) -> None:
         """Participative compression of one layer at the first denoising step (all on the device)."""

@@ -52,6 +52,7 @@ from packforcing.cache.base import (
     CacheSpec,
     KVStore,
     Needs,
+    Phase,
     PolicyOptions,
     check_positions,
     register_policy,
@@ -84,14 +85,14 @@ class _CompressedPassView:
 
     frame_positions = None
 
-    def __init__(self, store: KVStore, attend_end: int, n_layers: int):
-        self.store, self.attend_end = store, attend_end
+    def __init__(self, store: KVStore, attend_end: int, n_layers: int, train: bool):
+        self.store, self.attend_end, self.train = store, attend_end, train
         self.kv: list = [None] * n_layers
 
     def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         self.kv[layer] = (k, v)
         st, end = self.store, self.attend_end
-        if torch.is_grad_enabled() and (k.requires_grad or q.requires_grad):  # training: keep the graph
+        if self.train:  # training the compressor: keep the graph
             ks, vs = st.k[layer, :, :end].to(k.dtype), st.v[layer, :, :end].to(v.dtype)
             return attention(q, torch.cat([ks, k], 1), torch.cat([vs, v], 1))
         # Slots [end, end + N_c) are free here: past the attended context (unused ring or mid slots,
@@ -462,10 +463,10 @@ class PackForcingPolicy(CachePolicy):
         else:
             R.gather_rotated_(st.k[layer, :, a:b], st.v[layer, :, a:b], ar.k[layer], ar.v[layer], slots, n_c, cos, sin, index)
 
-    def _select_hook(self, view: BlockView, layer: int, q: Tensor) -> None:
+    def _select_hook(self, view: BlockView, layer: int, q: Tensor, phase: Phase) -> None:
         """Top-k by query-key affinity at the first denoising step (App. G); reused afterwards. Per layer: the
         query mean, one dot product with the candidates' cached key means, topk + sort, and one fused gather."""
-        if view.step != 0 or layer in self._sel_done:
+        if phase.commit or phase.step != 0 or layer in self._sel_done:
             return
         lay = self._layout
         c = self.cfg
@@ -520,7 +521,7 @@ class PackForcingPolicy(CachePolicy):
             if c.mid_kv == "projection":
                 kv = self._project(model, h)
             else:
-                kv = self._through_transformer(model, h, text, lay)
+                kv = self._through_transformer(model, h, text, lay, grad)
         a = slot * self.n_c
         ar = self.archive
         for layer, (k, v) in enumerate(kv):
@@ -544,10 +545,10 @@ class PackForcingPolicy(CachePolicy):
             out.append((R.rotate(k, angles), v))
         return out
 
-    def _through_transformer(self, model, h: Tensor, text, lay: _Layout) -> list[tuple[Tensor, Tensor]]:
+    def _through_transformer(self, model, h: Tensor, text, lay: _Layout, train: bool) -> list[tuple[Tensor, Tensor]]:
         """Pass the compressed tokens through every layer at t=0, attending to the block's context
         (the clean block included); keep each layer's K/V, re-based to canonical temporal offsets."""
-        rec = _CompressedPassView(self.store, lay.attend_end, len(model.blocks))
+        rec = _CompressedPassView(self.store, lay.attend_end, len(model.blocks), train)
         pt, ph, pw = self.c_pos
         pos = (pt + lay.cur_pos, ph, pw)
         t0 = torch.zeros(h.shape[0], device=h.device)

@@ -39,11 +39,14 @@ import torch
 from packforcing.attention import attention
 from packforcing.cache import rope as R
 from packforcing.cache.base import (
+    COMMIT,
     BlockInfo,
     BlockView,
     CachePolicy,
     CacheSpec,
     KVStore,
+    Phase,
+    PhaseView,
     PolicyOptions,
     WindowInfo,
     check_positions,
@@ -66,14 +69,16 @@ class RollingWindowView:
         self.anchor_delta = anchor_delta
         self.working = working  # token slots [a, b) of the working cache
         self.theta = theta
-        self.step = 0
+
+    def at(self, phase: Phase) -> PhaseView:
+        return PhaseView(self, phase)
 
     def anchor_keys(self, layer: int) -> Tensor:
         """The anchor's keys of ``layer`` as attended: rotated by ``anchor_delta`` temporal positions."""
         k = self.store.k[layer, :, : self.anchor_tokens]
         return R.shift_temporal(k, self.anchor_delta, self.theta) if self.anchor_delta else k
 
-    def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor, phase: Phase = Phase()) -> Tensor:
         s = self.store
         ks, vs = [], []
         if self.anchor_tokens:
@@ -215,9 +220,8 @@ class RollingForcingPolicy(CachePolicy):
         self.commit_layout = {"frames": list(range(lo, blk.end))}
         b, _, f = x_clean.shape[:3]
         t = torch.full((b, f), float(context_noise), device=x_clean.device)
-        cv.step = -1
         with torch.no_grad():
-            model(x_clean, t, text, view=cv)
+            model(x_clean, t, text, view=cv.at(COMMIT))
         self.finish(blk, x_clean, model, text)
 
     def stats(self) -> dict:

@@ -30,9 +30,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from packforcing.cache import BlockInfo, CacheSpec, bind_policy, make_policy
+from packforcing.cache import bind_policy, make_policy
 from packforcing.model.dit import WanDiT
 from packforcing.model.presets import get_preset
+from packforcing.rollout import rollout
 from packforcing.sampler import FlowMatchSampler
 from packforcing.train.diffusion import (
     _logger,
@@ -67,19 +68,8 @@ class DMDConfig:
 def self_rollout(gen: WanDiT, policy, sampler: FlowMatchSampler, text, noise: Tensor, bf: int, exit_step: int,
                  data: Tensor | None = None) -> Tensor:
     """Generate every block with the policy in the loop; only ``exit_step`` of each block has autograd."""
-    b, _, f, h, w = noise.shape
-    spec = CacheSpec.from_model(gen.cfg, batch=b, device=noise.device, dtype=next(gen.parameters()).dtype,
-                                token_hw=(h // 2, w // 2))
-    policy.reset(spec, f, bf)
-    outs = []
-    for i in range(f // bf):
-        blk = BlockInfo(i, i * bf, bf)
-        view = policy.context(blk)
-        x0 = sampler.denoise(gen, noise[:, :, blk.start : blk.end], text, view, grad_step=exit_step)
-        outs.append(x0)
-        clean = data[:, :, blk.start : blk.end] if data is not None else x0.detach()
-        policy.commit(gen, clean, text, view, blk)
-    return torch.cat(outs, 2)
+    return rollout(gen, policy, sampler, text, noise, bf, grad_step=exit_step, stop_step=exit_step, clean_context=data,
+                   check_finite=False, record_stats=False).latents
 
 
 def dmd_grad_target(x0: Tensor, teacher: WanDiT, critic: WanDiT, ctx: Tensor, cfg: DMDConfig) -> Tensor:
