@@ -118,11 +118,8 @@ def check_runnable(plan, engine, create: bool = True) -> None:
 
 
 def engine_preflight(plan) -> None:
-    """Ask the engine whether each distinct method's weights are there, before any cell runs.
-
-    Uses ``packforcing.pipeline.preflight(spec)`` when the engine has it; otherwise resolves the
-    DiT checkpoint the way ``generate`` does (``packforcing.model.weights.resolve_checkpoint``).
-    """
+    """Ask the engine (``packforcing.pipeline.preflight(spec)``) whether each distinct method's weights are
+    there, before any cell runs."""
     from harness.runner import spec_kwargs
 
     try:
@@ -137,21 +134,7 @@ def engine_preflight(plan) -> None:
         if key in seen:
             continue
         seen.add(key)
-        pre = getattr(pipeline, "preflight", None)
-        if pre is not None:
-            pre(pipeline.GenerationSpec(**kw))
-            continue
-        ckpt = kw["checkpoint"]
-        if ckpt is None and kw["preset"] == "toy" and hasattr(pipeline, "default_checkpoint"):
-            ckpt = pipeline.default_checkpoint(kw["policy"])
-        if ckpt is not None:
-            try:
-                from packforcing.model.weights import resolve_checkpoint
-            except ImportError:
-                return
-            path = resolve_checkpoint(ckpt)
-            if not path.exists():
-                raise UserError(f"checkpoint not found: {path} (method {cell.config['method']['name']}).")
+        pipeline.preflight(pipeline.GenerationSpec(**kw))
 
 
 def _plan(args, sweep, launcher: Optional[str] = None, name: Optional[str] = None):

@@ -82,6 +82,29 @@ def default_checkpoint(policy: str) -> str:
     return f"toy:{name}"
 
 
+def _vae_preset(preset: str) -> str:
+    return "wan2.1" if preset == "wan2.1-1.3b" else preset
+
+
+def _dit_checkpoint(spec: GenerationSpec) -> str | None:
+    """The DiT checkpoint ``spec`` runs with: its own, else the policy's shipped toy student at toy scale."""
+    if spec.checkpoint is not None:
+        return spec.checkpoint
+    return default_checkpoint(spec.policy) if spec.preset == "toy" else None
+
+
+def weight_files(spec: GenerationSpec) -> dict[str, Path | None]:
+    """Which weight files ``generate(spec)`` loads: ``{"dit": path, "vae": path}`` (None: no DiT file named,
+    which ``generate`` refuses). The harness fingerprints these; it never re-derives them. Raises UserError
+    for an unknown shipped toy checkpoint."""
+    from packforcing.model.vae import default_vae_path
+    from packforcing.model.weights import resolve_checkpoint
+
+    ckpt = _dit_checkpoint(spec)
+    vae = Path(spec.vae_checkpoint) if spec.vae_checkpoint else default_vae_path(_vae_preset(spec.preset))
+    return {"dit": resolve_checkpoint(ckpt) if ckpt is not None else None, "vae": vae}
+
+
 @functools.lru_cache(maxsize=4)
 def _load_model(preset: str, checkpoint: str | None, device: str, dtype: str):
     from packforcing.model.weights import load_dit
@@ -93,7 +116,7 @@ def _load_model(preset: str, checkpoint: str | None, device: str, dtype: str):
 def _load_vae(preset: str, path: str | None, device: str, dtype: str):
     from packforcing.model.vae import load_vae
 
-    return load_vae(path, preset="wan2.1" if preset == "wan2.1-1.3b" else preset, device=device, dtype=dtype)
+    return load_vae(path, preset=_vae_preset(preset), device=device, dtype=dtype)
 
 
 @functools.lru_cache(maxsize=4)
@@ -131,7 +154,7 @@ def generate(spec: GenerationSpec, on_block: Callable[[int, Tensor, dict], None]
     device = torch.device(spec.device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    ckpt = spec.checkpoint if spec.checkpoint is not None else (default_checkpoint(spec.policy) if spec.preset == "toy" else None)
+    ckpt = _dit_checkpoint(spec)
     if ckpt is None:
         raise UserError(f"preset {spec.preset!r} needs checkpoint=<path to the DiT weights>; nothing is downloaded.")
     model, extra = _load_model(spec.preset, ckpt, spec.device, spec.dtype)
@@ -230,15 +253,13 @@ def preflight(spec: GenerationSpec) -> None:
     and every weight file it will read exists. Raises UserError naming the first problem."""
     from packforcing.cache import make_policy
     from packforcing.model.presets import get_preset
-    from packforcing.model.weights import resolve_checkpoint
 
     spec.validate()
     get_preset(spec.preset)
     make_policy(spec.policy, **spec.policy_kwargs)
-    ckpt = spec.checkpoint if spec.checkpoint is not None else (default_checkpoint(spec.policy) if spec.preset == "toy" else None)
-    if ckpt is None:
+    p = weight_files(spec)["dit"]
+    if p is None:
         raise UserError(f"preset {spec.preset!r} needs checkpoint=<path to the DiT weights>; nothing is downloaded.")
-    p = resolve_checkpoint(ckpt)
     if not p.is_file():
         raise UserError(f"DiT checkpoint not found: {p}; put the weights there or fix the checkpoint path.")
     if spec.vae_checkpoint is not None and not Path(spec.vae_checkpoint).exists():

@@ -15,8 +15,8 @@ from dataclasses import dataclass, fields
 
 import torch
 
+from packforcing import rope as R
 from packforcing.attention import attention
-from packforcing.cache import rope as R
 from packforcing.errors import UserError
 from packforcing.options import build_options, check_fields
 from packforcing.registry import Registry

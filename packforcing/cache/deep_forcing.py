@@ -5,7 +5,7 @@ Deep Forcing (baselines.md §4.4, arXiv 2512.05081) runs Self-Forcing's rolling 
 
 - **Deep Sink**: the first ``sink_frames`` (S = 10, about half the window) latent frames are never
   evicted, and their keys are re-aligned in temporal RoPE (a temporal-only rotation,
-  :func:`packforcing.cache.rope.shift_temporal`) so that the sink sits right before the tail.
+  :func:`packforcing.rope.shift_temporal`) so that the sink sits right before the tail.
 - **Participative Compression**: when the next block would not fit in the window, the cache is
   compressed to ``budget_frames`` (N = 16) frames' worth of tokens, once per block, at its first
   denoising step: sink ‖ top-C ‖ recent, where recent = the last ``recent_frames`` (R = 4) frames
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
-from packforcing.cache import rope as R
+from packforcing import rope as R
 from packforcing.cache.base import (
     BlockInfo,
     BlockView,

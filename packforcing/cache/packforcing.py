@@ -17,7 +17,7 @@ Per layer the context is sink ‖ mid ‖ recent + current:
   relative positions, so we anchor the packing at 0 (sink at 0..N_sink-1, selected mid blocks next in
   temporal order, then recent, then current): outputs equal the paper's end-anchored packing, and
   every index stays inside the 1,024-entry RoPE table for any length. Re-alignment is a temporal-only
-  rotation of cached keys (:func:`packforcing.cache.rope.shift_temporal`), applied to the recent ring
+  rotation of cached keys (:func:`packforcing.rope.shift_temporal`), applied to the recent ring
   when positions move and to mid blocks as they are gathered. With ``rope_adjust=False`` keys keep
   their absolute positions (and a run past the RoPE table is refused).
 
@@ -42,8 +42,8 @@ from typing import Optional
 
 import torch
 
+from packforcing import rope as R
 from packforcing.attention import attention
-from packforcing.cache import rope as R
 from packforcing.cache import selector as S
 from packforcing.cache.base import (
     BlockInfo,
@@ -442,7 +442,7 @@ class PackForcingPolicy(CachePolicy):
 
     def _gather(self, layer: int | None, slots: Tensor, starts: Tensor | None, n: int, index: Tensor | None = None) -> None:
         """Copy the chosen blocks' compressed K/V from the archive into the mid slots, keys rotated to their target
-        temporal positions in the same pass (:func:`packforcing.cache.rope.gather_rotated_`).
+        temporal positions in the same pass (:func:`packforcing.rope.gather_rotated_`).
 
         ``slots``: archive slots [n] in temporal order, or the candidates' slots [m] with ``index`` [n] (the
         selection, temporal order); ``starts``: their start frames (``rope_adjust=False`` only). ``layer`` None =

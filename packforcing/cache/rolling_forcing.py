@@ -36,8 +36,8 @@ from typing import Optional
 
 import torch
 
+from packforcing import rope as R
 from packforcing.attention import attention
-from packforcing.cache import rope as R
 from packforcing.cache.base import (
     COMMIT,
     BlockInfo,
