@@ -207,7 +207,7 @@ def plan_rows(cfg, name: str, bf: int, kwargs: dict, n_blocks: int, dtype=torch.
 
     spec = CacheSpec.from_model(cfg, dtype=dtype)
     n_blocks = max(n_blocks, 3)  # packforcing needs the video to hold its sink
-    return make_policy(name, **kwargs).plan(spec, n_blocks * bf, bf)
+    return [r.as_dict() for r in make_policy(name, **kwargs).plan(spec, n_blocks * bf, bf)]
 
 
 def saturation_block(rows: list[dict]) -> int:

@@ -41,14 +41,14 @@ def budget(preset: str, method: str, seconds: float, dtype_bytes: int = 2, fps: 
     out = {
         "method": method, "policy": policy, "policy_kwargs": kw, "block_frames": bf, "seconds": seconds,
         "latent_frames": latent, "tokens_per_frame": spec.tokens_per_frame, "tokens_per_block": bf * spec.tokens_per_frame,
-        "active_context_tokens": max(p["tokens_attended"] for p in plan),
-        "stored_kv_tokens": max(p["kv_tokens"] for p in plan),
-        "stored_kv_bytes": max(p["kv_tokens"] for p in plan) * bpt,
-        "stored_kv_gb": round(max(p["kv_tokens"] for p in plan) * bpt / 1e9, 3),
-        "max_rope_position": max(p.get("max_position", 0) for p in plan),
+        "active_context_tokens": max(p.tokens_attended for p in plan),
+        "stored_kv_tokens": max(p.kv_tokens for p in plan),
+        "stored_kv_bytes": max(p.kv_tokens for p in plan) * bpt,
+        "stored_kv_gb": round(max(p.kv_tokens for p in plan) * bpt / 1e9, 3),
+        "max_rope_position": max(p.max_position for p in plan),
     }
-    if "n_c" in plan[-1]:
-        out["n_c"] = plan[-1]["n_c"]
+    if "n_c" in plan[-1].as_dict():  # PackForcing's compressed block size
+        out["n_c"] = plan[-1].as_dict()["n_c"]
     return out
 
 

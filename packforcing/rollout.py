@@ -223,7 +223,7 @@ def rollout(
         finished += 1
         st: dict = {}
         if record_stats:
-            st = dict(policy.stats())
+            st = policy.stats().as_dict()  # the JSON layout of the block's stats
             if noise.device.type == "cuda":  # this stream only: a streaming decode on a side stream keeps running
                 torch.cuda.current_stream(noise.device).synchronize()
             st["latency_s"] = time.perf_counter() - t0

@@ -283,7 +283,7 @@ def test_causvid_restart_with_real_tiny_model_and_vae():
     spec = CacheSpec.from_model(m.cfg, token_hw=(4, 4))
     plan = make_policy("causvid_restart", rollout_frames=4, overlap_frames=2).plan(spec, 8, 2)
     keys = ["context_tokens", "tokens_attended", "kv_tokens", "kv_bytes", "hold_frames", "segment"]
-    assert [{k: s[k] for k in keys} for s in stats] == [{k: p[k] for k in keys} for p in plan]
+    assert [{k: s[k] for k in keys} for s in stats] == [{k: getattr(p, k) for k in keys} for p in plan]
 
 
 # ---- Rolling Forcing ---------------------------------------------------------------------------
@@ -381,7 +381,7 @@ def test_rolling_forcing_plan_matches_real_stats():
                 torch.randn(1, 16, 20, 8, 8), 2, on_block=lambda i, x, st: stats.append(st))
     plan = make_policy("rolling_forcing").plan(CacheSpec.from_model(m.cfg, token_hw=(4, 4)), 20, 2)
     keys = ["context_tokens", "tokens_attended", "kv_tokens", "kv_bytes", "window_frames"]
-    assert [{k: s[k] for k in keys} for s in stats] == [{k: p[k] for k in keys} for p in plan]
+    assert [{k: s[k] for k in keys} for s in stats] == [{k: getattr(p, k) for k in keys} for p in plan]
 
 
 # ---- Deep Forcing ------------------------------------------------------------------------------
@@ -487,7 +487,7 @@ def test_deep_forcing_real_model_plan_matches_stats_and_rope_adjust_changes_outp
         outs[adj] = r.latents
         plan = make_policy("deep_forcing", **kw).plan(CacheSpec.from_model(m.cfg, token_hw=(4, 4)), 20, 2)
         keys = ["context_tokens", "tokens_attended", "kv_tokens", "kv_bytes", "compressed"]
-        assert [{k: s[k] for k in keys} for s in stats] == [{k: p[k] for k in keys} for p in plan]
+        assert [{k: s[k] for k in keys} for s in stats] == [{k: getattr(p, k) for k in keys} for p in plan]
     torch.testing.assert_close(outs[True][:, :, :8], outs[False][:, :, :8])  # before the window fills
     assert not torch.allclose(outs[True][:, :, 10:], outs[False][:, :, 10:])
 
@@ -512,7 +512,7 @@ def test_longlive_relative_rope_runs_past_the_1024_frame_table():
         assert view.frame_positions.tolist() == list(range(held, held + bf))
         assert pol.store.pos[: (held + bf)].tolist() == list(range(held + bf))  # every slot at its frame order
         assert pol.frames[:3] == [0, 1, 2]
-    assert F > 1024 and pol.stats()["max_position"] == 11
+    assert F > 1024 and pol.stats().max_position == 11
     with pytest.raises(UserError, match="RoPE"):  # the absolute mode stops at the table
         ab = make_policy("sink_window", window_frames=12, sink_frames=3, rope="absolute")
         ab.reset(spec, F, bf)
@@ -537,13 +537,13 @@ def test_every_registered_policy_plans_context_tokens_and_bytes_at_wan_shape(bf)
         plan = make_policy(name).plan(spec, frames, bf)
         assert len(plan) == frames // bf
         for p in plan:
-            assert isinstance(p["context_tokens"], int) and isinstance(p["kv_bytes"], int)
-            assert p["tokens_attended"] >= p["context_tokens"] >= 0
+            assert isinstance(p.context_tokens, int) and isinstance(p.kv_bytes, int)
+            assert p.tokens_attended >= p.context_tokens >= 0
     tpf = cfg.tokens_per_frame
     if bf == 3:  # the methods' own numbers at their own block size
-        assert max(p["tokens_attended"] for p in make_policy("rolling_forcing").plan(spec, frames, 3)) == 21 * tpf
-        assert max(p["tokens_attended"] for p in make_policy("deep_forcing").plan(spec, frames, 3)) == 21 * tpf
-        assert {p["context_tokens"] for p in make_policy("deep_forcing").plan(spec, frames, 3)[10:]} == {16 * tpf}
+        assert max(p.tokens_attended for p in make_policy("rolling_forcing").plan(spec, frames, 3)) == 21 * tpf
+        assert max(p.tokens_attended for p in make_policy("deep_forcing").plan(spec, frames, 3)) == 21 * tpf
+        assert {p.context_tokens for p in make_policy("deep_forcing").plan(spec, frames, 3)[10:]} == {16 * tpf}
         cv = make_policy("causvid_restart").plan(spec, frames, 3)
-        assert max(p["tokens_attended"] for p in cv) == 21 * tpf
-        assert math.isclose(cv[6]["kv_bytes"] / 2**30, 18 * 274.21875 / 1024, rel_tol=1e-6)  # 18 frames held
+        assert max(p.tokens_attended for p in cv) == 21 * tpf
+        assert math.isclose(cv[6].kv_bytes / 2**30, 18 * 274.21875 / 1024, rel_tol=1e-6)  # 18 frames held

@@ -11,7 +11,7 @@ the model hands ``q, k, v`` as ``[B, N, H, D]``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 
 import torch
 
@@ -274,6 +274,30 @@ class BlockView:
         return attention(q, kk, vv)
 
 
+@dataclass
+class BlockStats:
+    """What one block costs (a policy's third answer, DESIGN.md "one rollout, many policies"): tokens attended,
+    K/V held and allocated. Field names are the JSON keys that results files, stats sidecars and reports/perf
+    JSONs carry; a policy reports more by subclassing (its fields default, None = not reported).
+
+    ``context_tokens``: cached tokens the block attends besides itself; ``tokens_attended``: context + current;
+    ``kv_tokens``/``kv_bytes``: K/V held after the previous block (current excluded, all layers);
+    ``allocated_bytes``: the storage allocated; ``max_position``: the largest temporal RoPE index used.
+    """
+
+    block: int
+    context_tokens: int
+    tokens_attended: int
+    kv_tokens: int
+    kv_bytes: int
+    allocated_bytes: int
+    max_position: int
+
+    def as_dict(self) -> dict:
+        """The JSON layout (fields that are None left out)."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
 @dataclass(frozen=True)
 class Needs:
     """What a policy needs bound before it runs (declared by :meth:`CachePolicy.needs`, provided by
@@ -361,12 +385,12 @@ class CachePolicy:
         because a later restart replaces them (CausVid's recipe; see ``rollout.SegmentStitcher``). 0 by default."""
         return 0
 
-    def stats(self) -> dict:
-        """Cost of the last block: context_tokens, tokens_attended, kv_tokens, kv_bytes, allocated_bytes."""
+    def stats(self) -> BlockStats:
+        """Cost of the last block (:class:`BlockStats`)."""
         raise NotImplementedError
 
     # Bookkeeping-only simulation for budgets (no tensors): list of per-block stats.
-    def plan(self, spec: CacheSpec, num_frames: int, block_frames: int) -> list[dict]:
+    def plan(self, spec: CacheSpec, num_frames: int, block_frames: int) -> list[BlockStats]:
         """Per-block stats of a whole video from the policy's bookkeeping alone (no model, no tensors):
         ``_start`` sizes the state, ``_plan_block`` advances it by one block and returns its stats."""
         self.store = None
@@ -376,7 +400,7 @@ class CachePolicy:
     def _start(self, spec: CacheSpec, num_frames: int, block_frames: int) -> None:
         raise NotImplementedError
 
-    def _plan_block(self, blk: BlockInfo) -> dict:
+    def _plan_block(self, blk: BlockInfo) -> BlockStats:
         raise NotImplementedError
 
 

@@ -34,6 +34,7 @@ import torch
 
 from packforcing.cache.base import (
     BlockInfo,
+    BlockStats,
     BlockView,
     CachePolicy,
     CacheSpec,
@@ -48,6 +49,14 @@ from packforcing.errors import UserError
 from packforcing.options import at_least
 
 Tensor = torch.Tensor
+
+
+@dataclass
+class CausVidStats(BlockStats):
+    """Block stats plus the segment (restart count) and the pixel frames a later restart replaces."""
+
+    segment: int = 0
+    hold_frames: int = 0
 
 
 @dataclass
@@ -106,7 +115,7 @@ class CausVidRestartPolicy(CachePolicy):
         self.prefix_left = 0  # overlap blocks still to be committed
         self.out_index = 0  # generated blocks so far
         self.seg_latents: list[Tensor] = []
-        self._last: dict = {}
+        self._last: CausVidStats | None = None
 
     def _followed(self) -> bool:
         """Does a restart follow the current segment?"""
@@ -115,17 +124,17 @@ class CausVidRestartPolicy(CachePolicy):
     def _record(self, blk: BlockInfo) -> None:
         tpf = self.spec.tokens_per_frame
         bpt = self.spec.bytes_per_token()
-        self._last = {
-            "block": self.out_index,
-            "segment": self.segment,
-            "context_tokens": self.held * tpf,
-            "tokens_attended": (self.held + blk.frames) * tpf,
-            "kv_tokens": self.held * tpf,
-            "kv_bytes": self.held * tpf * bpt,
-            "allocated_bytes": self.store.allocated_bytes if self.store is not None else self.S * tpf * bpt,
-            "max_position": self.held + blk.frames - 1,
-            "hold_frames": self.hold if self._followed() else 0,
-        }
+        self._last = CausVidStats(
+            block=self.out_index,
+            segment=self.segment,
+            context_tokens=self.held * tpf,
+            tokens_attended=(self.held + blk.frames) * tpf,
+            kv_tokens=self.held * tpf,
+            kv_bytes=self.held * tpf * bpt,
+            allocated_bytes=self.store.allocated_bytes if self.store is not None else self.S * tpf * bpt,
+            max_position=self.held + blk.frames - 1,
+            hold_frames=self.hold if self._followed() else 0,
+        )
 
     def _restart(self) -> None:
         self.held = 0
@@ -186,10 +195,10 @@ class CausVidRestartPolicy(CachePolicy):
     def decode_hold(self) -> int:
         return self.hold if self._followed() else 0
 
-    def stats(self) -> dict:
-        return dict(self._last)
+    def stats(self) -> CausVidStats:
+        return self._last
 
-    def _plan_block(self, blk: BlockInfo) -> dict:
+    def _plan_block(self, blk: BlockInfo) -> CausVidStats:
         if blk.start == self.next_restart:
             self._restart()
             self.held = self.O
@@ -197,4 +206,4 @@ class CausVidRestartPolicy(CachePolicy):
         self._record(blk)
         self.held += blk.frames
         self.out_index += 1
-        return dict(self._last)
+        return self._last

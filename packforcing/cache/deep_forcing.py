@@ -35,6 +35,7 @@ import torch
 from packforcing import rope as R
 from packforcing.cache.base import (
     BlockInfo,
+    BlockStats,
     BlockView,
     CachePolicy,
     CacheSpec,
@@ -48,6 +49,16 @@ from packforcing.errors import UserError
 from packforcing.options import at_least
 
 Tensor = torch.Tensor
+
+
+@dataclass
+class DeepForcingStats(BlockStats):
+    """Block stats plus the partitions (sink, kept top-C tokens, recent) and whether this block compressed."""
+
+    sink_tokens: int = 0
+    kept_tokens: int = 0
+    recent_tokens: int = 0
+    compressed: bool = False
 
 
 @dataclass
@@ -97,7 +108,7 @@ class DeepForcingPolicy(CachePolicy):
         self.sink_pos = 0  # temporal position of the sink's first frame (FIFO mode; python)
         self.compressions = 0
         self._pending: dict | None = None
-        self._last: dict = {}
+        self._last: DeepForcingStats | None = None
 
     def _held(self) -> int:
         return self.sink_n * self.tpf + self.kept_n + len(self.tail) * self.tpf
@@ -124,19 +135,19 @@ class DeepForcingPolicy(CachePolicy):
         tpf = self.tpf
         held = self._held()
         bpt = self.spec.bytes_per_token()
-        self._last = {
-            "block": blk.index,
-            "context_tokens": held,
-            "tokens_attended": held + blk.frames * tpf,
-            "sink_tokens": self.sink_n * tpf,
-            "kept_tokens": self.kept_n,
-            "recent_tokens": len(self.tail) * tpf,
-            "kv_tokens": held,
-            "kv_bytes": held * bpt,
-            "allocated_bytes": self.store.allocated_bytes if self.store is not None else self.W * tpf * bpt,
-            "max_position": blk.end - 1,
-            "compressed": act["kind"] is not None,
-        }
+        self._last = DeepForcingStats(
+            block=blk.index,
+            context_tokens=held,
+            tokens_attended=held + blk.frames * tpf,
+            sink_tokens=self.sink_n * tpf,
+            kept_tokens=self.kept_n,
+            recent_tokens=len(self.tail) * tpf,
+            kv_tokens=held,
+            kv_bytes=held * bpt,
+            allocated_bytes=self.store.allocated_bytes if self.store is not None else self.W * tpf * bpt,
+            max_position=blk.end - 1,
+            compressed=act["kind"] is not None,
+        )
 
     def _commit_frames(self, blk: BlockInfo) -> None:
         for f in range(blk.start, blk.end):
@@ -253,10 +264,10 @@ class DeepForcingPolicy(CachePolicy):
         self._pending = None
         self._commit_frames(blk)
 
-    def stats(self) -> dict:
-        return dict(self._last)
+    def stats(self) -> DeepForcingStats:
+        return self._last
 
-    def _plan_block(self, blk: BlockInfo) -> dict:
+    def _plan_block(self, blk: BlockInfo) -> DeepForcingStats:
         self._record(blk, self._advance(blk))
         self._commit_frames(blk)
-        return dict(self._last)
+        return self._last

@@ -47,6 +47,7 @@ from packforcing.attention import attention
 from packforcing.cache import selector as S
 from packforcing.cache.base import (
     BlockInfo,
+    BlockStats,
     BlockView,
     CachePolicy,
     CacheSpec,
@@ -101,6 +102,20 @@ class _CompressedPassView:
         st.k[layer, :, a:b] = k.to(st.k.dtype)
         st.v[layer, :, a:b] = v.to(st.v.dtype)
         return attention(q, st.k[layer, :, :b].to(k.dtype), st.v[layer, :, :b].to(v.dtype))
+
+
+@dataclass
+class PackForcingStats(BlockStats):
+    """Block stats plus the partitions: sink, recent, mid (attended N_c tokens, archived blocks, compressed copies
+    still pending in recent), N_c, and (real runs) the top-k selections made for the block."""
+
+    sink_tokens: int = 0
+    recent_tokens: int = 0
+    mid_tokens_attended: int = 0
+    mid_blocks: int = 0
+    kv_pending_tokens: int = 0
+    n_c: int = 0
+    selections: Optional[int] = None
 
 
 @dataclass
@@ -268,7 +283,7 @@ class PackForcingPolicy(CachePolicy):
         arch = (c.mid_capacity if c.mid_capacity is not None else 16) + self.recent_blocks + 1
         self.arch_cap = arch
         self.free = list(range(arch))
-        self._last: dict = {}
+        self._last: PackForcingStats | None = None
         self._layout: _Layout | None = None
         self.selections = 0
 
@@ -372,21 +387,21 @@ class PackForcingPolicy(CachePolicy):
         mid_tok = len(lay.mid_candidates) * self.n_c
         alloc = (self.store.allocated_bytes + self.archive.allocated_bytes) if getattr(self, "store", None) is not None else (
             (self._store_capacity() + self.arch_cap * self.n_c) * bpt)
-        self._last = {
-            "block": blk.index,
-            "context_tokens": lay.attend_end - self.n_blk,
-            "tokens_attended": lay.attend_end,
-            "sink_tokens": sink_tok,
-            "recent_tokens": recent_tok,
-            "mid_tokens_attended": lay.n_sel * self.n_c,
-            "mid_blocks": len(lay.mid_candidates),
-            "kv_tokens": sink_tok + recent_tok + mid_tok,
-            "kv_pending_tokens": len(self.pending) * self.n_c,
-            "kv_bytes": (sink_tok + recent_tok + mid_tok) * bpt,
-            "allocated_bytes": alloc,
-            "max_position": lay.cur_pos + self.bf - 1,
-            "n_c": self.n_c,
-        }
+        self._last = PackForcingStats(
+            block=blk.index,
+            context_tokens=lay.attend_end - self.n_blk,
+            tokens_attended=lay.attend_end,
+            sink_tokens=sink_tok,
+            recent_tokens=recent_tok,
+            mid_tokens_attended=lay.n_sel * self.n_c,
+            mid_blocks=len(lay.mid_candidates),
+            kv_tokens=sink_tok + recent_tok + mid_tok,
+            kv_pending_tokens=len(self.pending) * self.n_c,
+            kv_bytes=(sink_tok + recent_tok + mid_tok) * bpt,
+            allocated_bytes=alloc,
+            max_position=lay.cur_pos + self.bf - 1,
+            n_c=self.n_c,
+        )
 
     # ---- policy interface ----------------------------------------------------------------------
     def context(self, blk: BlockInfo) -> BlockView:
@@ -557,19 +572,17 @@ class PackForcingPolicy(CachePolicy):
         return [(R.shift_temporal(k, delta, self.spec.rope_theta), v) for k, v in rec.kv]
 
     # ---- stats and plans -------------------------------------------------------------------------
-    def stats(self) -> dict:
-        d = dict(self._last)
-        d["selections"] = self.selections
-        return d
+    def stats(self) -> PackForcingStats:
+        return replace(self._last, selections=self.selections)
 
-    def _plan_block(self, blk: BlockInfo) -> dict:
+    def _plan_block(self, blk: BlockInfo) -> PackForcingStats:
         lay = self._advance(blk)
         self._record(blk, lay)
         self.committed += 1
         if lay.phase == "ring":
             self.ring_frames[lay.ring_slot] = blk.start
             self.pending.append((self._alloc_slot_plan(), blk.start))
-        return dict(self._last)
+        return self._last
 
     def _alloc_slot_plan(self) -> int:
         if not self.free:

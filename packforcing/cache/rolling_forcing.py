@@ -41,6 +41,7 @@ from packforcing.attention import attention
 from packforcing.cache.base import (
     COMMIT,
     BlockInfo,
+    BlockStats,
     BlockView,
     CachePolicy,
     CacheSpec,
@@ -94,6 +95,14 @@ class RollingWindowView:
 
 
 @dataclass
+class RollingStats(BlockStats):
+    """Block stats of the call that made the block clean, plus the window's frames and the anchor's tokens."""
+
+    window_frames: int = 0
+    anchor_tokens: int = 0
+
+
+@dataclass
 class RollingForcingOptions(PolicyOptions):
     """Rolling Forcing: staggered joint denoising over a window of blocks plus a re-RoPE'd anchor.
 
@@ -140,7 +149,7 @@ class RollingForcingPolicy(CachePolicy):
         self.spec, self.bf, self.num_frames = spec, bf, num_frames
         self.anchor_n = 0  # anchor frames committed (< A until the anchor is complete)
         self.roll: list[int] = []  # absolute frames held in the FIFO after the anchor, oldest first
-        self._last: dict = {}
+        self._last: RollingStats | None = None
 
     def _slot(self, frame: int) -> int:
         """Token slot of a held frame."""
@@ -163,17 +172,17 @@ class RollingForcingPolicy(CachePolicy):
         bpt = self.spec.bytes_per_token()
         ctx = an + max(0, s - w_lo) if s > 0 else 0
         held = self.anchor_n + len(self.roll)
-        self._last = {
-            "block": win_first,
-            "window_frames": e - s,
-            "context_tokens": ctx * tpf,
-            "tokens_attended": (ctx + e - s) * tpf,
-            "anchor_tokens": an * tpf,
-            "kv_tokens": held * tpf,
-            "kv_bytes": held * tpf * bpt,
-            "allocated_bytes": self.store.allocated_bytes if self.store is not None else (self.A + self.cap) * tpf * bpt,
-            "max_position": e - 1,
-        }
+        self._last = RollingStats(
+            block=win_first,
+            window_frames=e - s,
+            context_tokens=ctx * tpf,
+            tokens_attended=(ctx + e - s) * tpf,
+            anchor_tokens=an * tpf,
+            kv_tokens=held * tpf,
+            kv_bytes=held * tpf * bpt,
+            allocated_bytes=self.store.allocated_bytes if self.store is not None else (self.A + self.cap) * tpf * bpt,
+            max_position=e - 1,
+        )
 
     def _hold(self, blk: BlockInfo) -> None:
         """Make room for and register the frames of a committed block (FIFO after the anchor)."""
@@ -224,10 +233,10 @@ class RollingForcingPolicy(CachePolicy):
             model(x_clean, t, text, view=cv.at(COMMIT))
         self.finish(blk, x_clean, model, text)
 
-    def stats(self) -> dict:
-        return dict(self._last)
+    def stats(self) -> RollingStats:
+        return self._last
 
-    def plan(self, spec: CacheSpec, num_frames: int, block_frames: int) -> list[dict]:
+    def plan(self, spec: CacheSpec, num_frames: int, block_frames: int) -> list[RollingStats]:
         """Per emitted block: the stats of the call that made it clean (the rollout's call order)."""
         self.store = None
         self._start(spec, num_frames, block_frames)
@@ -247,6 +256,6 @@ class RollingForcingPolicy(CachePolicy):
                 item[1] += 1
             if live[0][1] == steps:
                 i = live.pop(0)[0]
-                out.append(dict(self._last))
+                out.append(self._last)
                 self._hold(BlockInfo(i, i * block_frames, block_frames))
         return out
