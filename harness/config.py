@@ -63,9 +63,6 @@ GROUPS = ("scale", "method")
 
 SCALES = ("toy", "wan")
 LAUNCHERS = ("local", "debug", "slurm")
-SCHEDULES = ("self_forcing", "causvid3", "causvid4", "rolling5")
-
-
 # Option fields: ``choices``/``at_least`` are the engine's (packforcing.options), so that a cache policy's
 # options dataclass, declared once in its module, is this schema's ``method.policy_kwargs`` node as is.
 
@@ -77,7 +74,7 @@ class MethodConfig:
     name: str = "packforcing"
     policy: str = "packforcing"  # a registered cache policy (packforcing.cache.POLICIES)
     policy_kwargs: Any = MISSING  # the policy's options dataclass, set by the method preset
-    schedule: str = choices(*SCHEDULES, default="self_forcing")
+    schedule: str = "self_forcing"  # a registered sampler schedule (packforcing.sampler.SCHEDULES)
     block_frames: int = at_least(1, 4)  # B_f
     checkpoint: Optional[str] = None  # DiT weights, relative to scale.checkpoint_dir; None = toy default
 
@@ -417,6 +414,12 @@ def validate(cfg) -> None:
             f"config key method.policy: policy {m.policy!r} takes {want.__name__}, but the method preset "
             f"{m.name!r} carries {type(m.policy_kwargs).__name__}; pick a method preset instead (method=...)."
         )
+    from packforcing.sampler import SCHEDULES
+
+    try:
+        SCHEDULES.get(m.schedule)
+    except UserError as e:
+        raise UserError(f"config key method.schedule: {e}") from None
     B = m.block_frames
     m.policy_kwargs.check(B, prefix="config key method.policy_kwargs.")
     if obj.scale.name == "toy" and B != 4:
