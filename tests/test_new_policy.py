@@ -33,8 +33,8 @@ class KeepLastOptions(PolicyOptions):
 class KeepLastPolicy(SinkWindowPolicy):
     """A window of the last ``keep_frames`` frames, no sink."""
 
-    def __init__(self, keep_frames: int = 12):
-        super().__init__(window_frames=keep_frames, sink_frames=0)
+    def __init__(self, *, keep_frames: int):  # make_policy passes every field of KeepLastOptions
+        super().__init__(window_frames=keep_frames, sink_frames=0, rope="absolute")
 
 
 register_method(Method("test_keep_last", "test_keep_last", {"keep_frames": 12}, toy_options={"keep_frames": 8}))

@@ -82,13 +82,13 @@ class CausVidRestartPolicy(CachePolicy):
     restarts with an overlap.
     """
 
-    def __init__(self, rollout_frames: int | None = None, overlap_frames: int | None = None, vae=None):
+    def __init__(self, *, rollout_frames: int | None, overlap_frames: int | None):  # values: CausVidRestartOptions
         if rollout_frames is not None and rollout_frames <= 0:
             raise UserError(f"rollout_frames must be positive, got {rollout_frames}.")
         if overlap_frames is not None and overlap_frames < 0:
             raise UserError(f"overlap_frames must be >= 0, got {overlap_frames}.")
         self.rollout_frames, self.overlap_frames = rollout_frames, overlap_frames
-        self.vae = vae
+        self.vae = None  # bound by bind_policy (needs().vae)
         self.store: KVStore | None = None
 
     def needs(self) -> Needs:

@@ -77,8 +77,8 @@ class DeepForcingOptions(PolicyOptions):
 class DeepForcingPolicy(CachePolicy):
     """Deep sink (S frames, re-aligned) ‖ top-C participating tokens ‖ recent R frames, window W."""
 
-    def __init__(self, sink_frames: int = 10, budget_frames: int = 16, recent_frames: int = 4,
-                 window_frames: int = 21, participative: bool = True, rope_adjust: bool = True):
+    def __init__(self, *, sink_frames: int, budget_frames: int, recent_frames: int, window_frames: int,
+                 participative: bool, rope_adjust: bool):  # values: DeepForcingOptions (make_policy)
         for n, v in (("sink_frames", sink_frames), ("budget_frames", budget_frames), ("recent_frames", recent_frames)):
             if v < 0:
                 raise UserError(f"{n} must be >= 0, got {v}.")

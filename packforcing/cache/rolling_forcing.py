@@ -122,8 +122,8 @@ class RollingForcingPolicy(CachePolicy):
     (W + 2) blocks = 21 at B_f = 3).
     """
 
-    def __init__(self, window_blocks: int | None = None, sink_frames: int | None = None,
-                 max_attention_frames: int | None = None):
+    def __init__(self, *, window_blocks: int | None, sink_frames: int | None,
+                 max_attention_frames: int | None):  # values: RollingForcingOptions (make_policy)
         if window_blocks is not None and window_blocks < 1:
             raise UserError(f"window_blocks must be >= 1 or null (= the schedule's steps), got {window_blocks}.")
         if sink_frames is not None and sink_frames < 0:

@@ -48,7 +48,7 @@ class SinkWindowOptions(PolicyOptions):
 class SinkWindowPolicy(CachePolicy):
     """Sink + sliding window of full-resolution frames (Self-Forcing ``sink_size``/``local_attn_size``)."""
 
-    def __init__(self, window_frames: int | None = None, sink_frames: int = 0, rope: str = "absolute"):
+    def __init__(self, *, window_frames: int | None, sink_frames: int, rope: str):  # values: SinkWindowOptions
         if rope not in ("absolute", "relative"):
             raise UserError(f"rope must be 'absolute' or 'relative', got {rope!r}.")
         if window_frames is not None and window_frames <= 0:

@@ -19,5 +19,5 @@ class WindowOptions(PolicyOptions):
 class WindowPolicy(SinkWindowPolicy):
     """The last ``window_frames`` frames (current block included) at absolute positions."""
 
-    def __init__(self, window_frames: int = 21, rope: str = "absolute"):
+    def __init__(self, *, window_frames: int, rope: str):  # values: WindowOptions (make_policy)
         super().__init__(window_frames=window_frames, sink_frames=0, rope=rope)
