@@ -1,8 +1,9 @@
 """KV cache container and policies. ``make_policy(name, **kwargs)`` builds one by registry name.
 
 A policy is one module that declares its options dataclass and registers itself with
-:func:`register_policy`; the modules below are the shipped ones (imported on first use by
-:func:`load_all`). A policy defined elsewhere registers itself when its module is imported.
+:func:`register_policy`. Every module of this package but the helpers is a policy module, imported on
+first use by :func:`load_all` (a new file here needs no other edit); a policy defined elsewhere registers
+itself when its module is imported.
 """
 
 from packforcing.cache.base import (
@@ -21,15 +22,17 @@ from packforcing.cache.base import (
     register_policy,
 )
 
-_MODULES = ("full", "window", "sink_window", "packforcing", "causvid", "rolling_forcing", "deep_forcing")
+_HELPERS = frozenset({"base", "compressor", "selector", "rope", "rope_triton"})  # modules that are not policies
 
 
 def load_all() -> None:
-    """Import (and so register) every shipped policy module."""
+    """Import (and so register) every policy module of this package."""
     import importlib
+    import pkgutil
 
-    for m in _MODULES:
-        importlib.import_module(f"packforcing.cache.{m}")
+    for m in pkgutil.iter_modules(__path__):
+        if m.name not in _HELPERS:
+            importlib.import_module(f"{__name__}.{m.name}")
 
 
 __all__ = ["POLICIES", "BlockInfo", "BlockView", "CachePolicy", "CacheSpec", "KVStore", "Needs", "PolicyOptions", "WindowInfo",
