@@ -193,12 +193,11 @@ _STORED: set[str] = set()  # what is in the ConfigStore already ("harness", meth
 def method_nodes(name: str) -> tuple["MethodConfig", dict[str, dict]]:
     """The Hydra nodes of method ``name`` of the engine's method table: the method node (Wan values, the
     policy's options dataclass as ``policy_kwargs``) and one overlay per scale (what differs there)."""
-    from packforcing.cache import POLICIES, load_all
+    from packforcing.cache import policy_options
     from packforcing.methods import METHODS
 
-    load_all()
     m = METHODS.get(name)
-    opts = POLICIES.get(m.policy).Options(**m.options)
+    opts = policy_options(m.policy, **m.options)  # the policy's options dataclass (bad keys: one-line error)
     node = MethodConfig(name=name, policy=m.policy, policy_kwargs=opts, schedule=m.schedule)
     toy: dict = {"block_frames": m.toy_block_frames}
     if m.toy_options:
