@@ -118,11 +118,8 @@ def check_runnable(plan, engine, create: bool = True) -> None:
 
 
 def engine_preflight(plan) -> None:
-    """Ask the engine whether each distinct method's weights are there, before any cell runs.
-
-    Uses ``packforcing.pipeline.preflight(spec)``, which resolves the DiT checkpoint the way
-    ``generate`` does (``packforcing.pipeline.dit_checkpoint``).
-    """
+    """Ask the engine (``packforcing.pipeline.preflight(spec)``) whether each distinct method's weights are
+    there, before any cell runs."""
     from harness.runner import spec_kwargs
 
     try:

@@ -22,8 +22,6 @@ Rule for the video length: one for the whole project, ``packforcing.util.latent_
 from __future__ import annotations
 
 import copy
-import dataclasses
-import difflib
 import os
 import re
 from dataclasses import dataclass, field
@@ -33,6 +31,7 @@ from typing import Any, Iterable, List, Optional, Sequence
 from omegaconf import MISSING
 
 from packforcing.errors import UserError
+from packforcing.options import at_least, check_fields, choices  # noqa: F401 (re-exported for the harness)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,112 +61,18 @@ GROUPS = ("scale", "method")
 
 SCALES = ("toy", "wan")
 LAUNCHERS = ("local", "debug", "slurm")
-SCHEDULES = ("self_forcing", "causvid3", "causvid4", "rolling5")
-POLICIES = ("packforcing", "window", "sink_window", "full", "causvid_restart", "rolling_forcing", "deep_forcing")
-
-
-def choices(*values: Any, default: Any) -> Any:
-    """A field whose value must be one of ``values`` (checked after every merge)."""
-    return field(default=default, metadata={"choices": tuple(values)})
-
-
-def at_least(lo: int | float, default: Any) -> Any:
-    """A numeric field that must be >= ``lo`` (``None`` allowed where the type is Optional)."""
-    return field(default=default, metadata={"min": lo})
-
-
-# --------------------------------------------------------------------------------------------
-# Cache-policy keyword arguments, one dataclass per policy (names as the engine's policies take them)
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class PackForcingKwargs:
-    """PackForcing's three-partition cache (paper §3.2–3.5); sizes in latent frames / blocks.
-
-    |C| = (N_sink/B_f)·n + top_k·N_c + (N_recent/B_f + 1)·n tokens per layer. Field names and
-    defaults follow ``packforcing.cache.packforcing.PackForcingConfig``.
-    """
-
-    preset: str = choices("paper", "toy", "zero_shot", default="paper")  # engine preset the fields override
-    sink_frames: int = at_least(0, 8)  # N_sink (multiple of B_f); paper default 8 = 2 blocks
-    recent_frames: int = at_least(0, 4)  # N_recent (multiple of B_f); paper default 4 = 1 block
-    top_k: int = at_least(0, 16)  # mid blocks attended per step (N_top)
-    mid_capacity: Optional[int] = at_least(0, 16)  # compressed blocks archived (FIFO beyond); None = all
-    selection: str = choices("topk", "fifo", "all", default="topk")  # dynamic top-k vs newest-k vs all
-    score_ratio: float = 0.125  # query subsample ratio of the affinity scores
-    score_heads: str = choices("half", "all", default="half")
-    score_scope: str = choices("per_layer", "shared", default="per_layer")
-    rope_adjust: bool = True  # incremental temporal RoPE re-alignment (§3.4)
-    compressor: str = choices("hr+lr", "hr", "lr", default="hr+lr")  # dual-branch compressor (§3.3)
-    nc_spatial: int = at_least(1, 4)  # spatial down-sampling of the compressor (per side)
-    nc_temporal: int = at_least(1, 2)  # temporal down-sampling of the compressor
-    mid_kv: str = choices("transformer", "projection", default="transformer")  # how N_c tokens become K/V
-
-
-@dataclass
-class WindowKwargs:
-    """Self-Forcing rolling cache: the last ``window_frames`` frames (current block included)."""
-
-    window_frames: int = at_least(1, 21)
-    rope: str = choices("absolute", "relative", default="absolute")
-
-
-@dataclass
-class SinkWindowKwargs:
-    """LongLive-style frame sink + short window (window includes the sink and the current block)."""
-
-    window_frames: Optional[int] = at_least(1, 12)
-    sink_frames: int = at_least(0, 3)
-    rope: str = choices("absolute", "relative", default="absolute")
-
-
-@dataclass
-class FullKwargs:
-    """Global cache: every earlier frame stays visible (no arguments)."""
-
-
-@dataclass
-class CausVidRestartKwargs:
-    """CausVid's long-video recipe: fixed-length rollouts restarted with an overlap.
-
-    None = the engine's default: 21 frames rounded down to whole blocks; one block of overlap."""
-
-    rollout_frames: Optional[int] = at_least(1, None)
-    overlap_frames: Optional[int] = at_least(0, None)
-
-
-@dataclass
-class RollingForcingKwargs:
-    """Rolling Forcing: staggered joint denoising over a window of blocks plus a re-RoPE'd anchor.
-
-    None = the engine's default: the schedule's step count; one block; (W + 2) blocks."""
-
-    window_blocks: Optional[int] = at_least(1, None)
-    sink_frames: Optional[int] = at_least(0, None)
-    max_attention_frames: Optional[int] = at_least(1, None)
-
-
-@dataclass
-class DeepForcingKwargs:
-    """Deep Forcing: deep sink + participative compression (top-C by query-key score) + recent."""
-
-    sink_frames: int = at_least(0, 10)
-    budget_frames: int = at_least(0, 16)
-    recent_frames: int = at_least(0, 4)
-    window_frames: int = at_least(1, 21)
-    participative: bool = True
-    rope_adjust: bool = True
+# Option fields: ``choices``/``at_least`` are the engine's (packforcing.options), so that a cache policy's
+# options dataclass, declared once in its module, is this schema's ``method.policy_kwargs`` node as is.
 
 
 @dataclass
 class MethodConfig:
-    """A method = cache policy + its kwargs + sampler schedule + B_f + checkpoint."""
+    """A method = cache policy + its kwargs + sampler schedule + B_f + checkpoint (``packforcing.methods``)."""
 
     name: str = "packforcing"
-    policy: str = choices(*POLICIES, default="packforcing")
-    policy_kwargs: Any = MISSING  # a *Kwargs dataclass, set by the method preset
-    schedule: str = choices(*SCHEDULES, default="self_forcing")
+    policy: str = "packforcing"  # a registered cache policy (packforcing.cache.POLICIES)
+    policy_kwargs: Any = MISSING  # the policy's options dataclass, set by the method preset
+    schedule: str = "self_forcing"  # a registered sampler schedule (packforcing.sampler.SCHEDULES)
     block_frames: int = at_least(1, 4)  # B_f
     checkpoint: Optional[str] = None  # DiT weights, relative to scale.checkpoint_dir; None = toy default
 
@@ -261,57 +166,10 @@ class HarnessConfig:
 
 
 # --------------------------------------------------------------------------------------------
-# Method presets (paper Table 1 baselines, baselines.md §2–4). Wan values first; toy overlays
-# keep the same structure with B_f = 4 (the toy models are trained with 4-frame blocks).
+# Method presets come from the engine's method table (packforcing.methods: paper Table 1 baselines,
+# baselines.md §2–4), each policy's options node from the policy's own options dataclass.
 # --------------------------------------------------------------------------------------------
 
-
-@dataclass(frozen=True)
-class _Preset:
-    policy: str
-    kwargs: Any
-    schedule: str
-    wan: dict
-    toy: dict
-
-
-METHOD_PRESETS: dict[str, _Preset] = {
-    "packforcing": _Preset(
-        "packforcing", PackForcingKwargs(), "self_forcing",
-        wan={"block_frames": 4, "checkpoint": "packforcing.safetensors"},
-        toy={"block_frames": 4, "policy_kwargs": {"preset": "toy"}},
-    ),
-    "self_forcing": _Preset(  # rolling window of local_attn_size = 21 frames, no sink
-        "window", WindowKwargs(window_frames=21), "self_forcing",
-        wan={"block_frames": 3, "checkpoint": "self_forcing_dmd.pt"},
-        toy={"block_frames": 4, "policy_kwargs": {"window_frames": 20}},
-    ),
-    "causvid": _Preset(  # 4-step official weights, restart + 1-block overlap for long videos
-        "causvid_restart", CausVidRestartKwargs(), "causvid4",
-        wan={"block_frames": 3, "checkpoint": "causvid_4step.pt"},
-        toy={"block_frames": 4},  # rollout 20 frames, overlap 1 block (engine defaults at B_f = 4)
-    ),
-    "longlive": _Preset(  # window 12 frames including a 3-frame sink
-        "sink_window", SinkWindowKwargs(window_frames=12, sink_frames=3), "self_forcing",
-        wan={"block_frames": 3, "checkpoint": "longlive.pt"},
-        toy={"block_frames": 4, "policy_kwargs": {"window_frames": 12, "sink_frames": 4}},
-    ),
-    "rolling_forcing": _Preset(
-        "rolling_forcing", RollingForcingKwargs(), "rolling5",
-        wan={"block_frames": 3, "checkpoint": "rolling_forcing_dmd.pt"},
-        toy={"block_frames": 4},  # anchor 1 block, cap (W + 2) blocks (engine defaults)
-    ),
-    "deep_forcing": _Preset(  # training-free on Self-Forcing weights: S=10, N=16, R=4
-        "deep_forcing", DeepForcingKwargs(), "self_forcing",
-        wan={"block_frames": 3, "checkpoint": "self_forcing_dmd.pt"},
-        toy={"block_frames": 4, "policy_kwargs": {"sink_frames": 8, "window_frames": 20}},
-    ),
-    "full": _Preset(
-        "full", FullKwargs(), "self_forcing",
-        wan={"block_frames": 3, "checkpoint": "self_forcing_dmd.pt"},
-        toy={"block_frames": 4},
-    ),
-}
 
 SCALE_PRESETS: dict[str, ScaleConfig] = {
     "toy": ScaleConfig(name="toy", metrics=["systems", "toy_truth", "pixel_dynamics", "clip_drift"]),
@@ -327,26 +185,45 @@ SCALE_PRESETS: dict[str, ScaleConfig] = {
     ),
 }
 
-_REGISTERED = False
+_STORED: set[str] = set()  # what is in the ConfigStore already ("harness", method names)
+
+
+def method_nodes(name: str) -> tuple["MethodConfig", dict[str, dict]]:
+    """The Hydra nodes of method ``name`` of the engine's method table: the method node (Wan values, the
+    policy's options dataclass as ``policy_kwargs``) and one overlay per scale (what differs there)."""
+    from packforcing.cache import policy_options
+    from packforcing.methods import METHODS
+
+    m = METHODS.get(name)
+    opts = policy_options(m.policy, **m.options)  # the policy's options dataclass (bad keys: one-line error)
+    node = MethodConfig(name=name, policy=m.policy, policy_kwargs=opts, schedule=m.schedule)
+    toy: dict = {"block_frames": m.toy_block_frames}
+    if m.toy_options:
+        toy["policy_kwargs"] = dict(m.toy_options)
+    return node, {"wan": {"block_frames": m.block_frames, "checkpoint": m.checkpoint}, "toy": toy}
 
 
 def register_configs() -> None:
-    """Put the schema and every preset into Hydra's ConfigStore (idempotent)."""
-    global _REGISTERED
-    if _REGISTERED:
-        return
+    """Put the schema, the scales and every method of the method table into Hydra's ConfigStore (idempotent;
+    a method registered later is added on the next call)."""
     from hydra.core.config_store import ConfigStore
 
+    from packforcing.methods import method_names
+
     cs = ConfigStore.instance()
-    cs.store(name="harness", node=HarnessConfig)
-    for name, sc in SCALE_PRESETS.items():
-        cs.store(group="scale", name=name, node=sc)
-    for name, p in METHOD_PRESETS.items():
-        node = MethodConfig(name=name, policy=p.policy, policy_kwargs=p.kwargs, schedule=p.schedule)
+    if "harness" not in _STORED:
+        cs.store(name="harness", node=HarnessConfig)
+        for name, sc in SCALE_PRESETS.items():
+            cs.store(group="scale", name=name, node=sc)
+        _STORED.add("harness")
+    for name in method_names():
+        if name in _STORED:
+            continue
+        node, overlays = method_nodes(name)
         cs.store(group="method", name=name, node=node)
         for scale in SCALES:
-            cs.store(group="method_scale", name=f"{name}_{scale}", node=dict(getattr(p, scale)))
-    _REGISTERED = True
+            cs.store(group="method_scale", name=f"{name}_{scale}", node=overlays[scale])
+        _STORED.add(name)
 
 
 # --------------------------------------------------------------------------------------------
@@ -415,10 +292,10 @@ def _compose(groups: dict[str, str], overlays: Sequence[str]):
     for g, v in groups.items():
         if g == "scale" and v not in SCALES:
             raise UserError(f"unknown scale {v!r}; choose one of {', '.join(SCALES)}.")
-        if g == "method" and v not in METHOD_PRESETS:
-            close = difflib.get_close_matches(str(v), list(METHOD_PRESETS), n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise UserError(f"unknown method {v!r}.{hint} Known: {', '.join(METHOD_PRESETS)}.")
+        if g == "method":
+            from packforcing.methods import METHODS
+
+            METHODS.get(v)  # unknown method -> did-you-mean error
     key = tuple(sorted(groups.items()))
     if key not in _COMPOSED:
         hydra_overrides = [f"{g}={v}" for g, v in groups.items()]
@@ -512,34 +389,6 @@ def to_container(cfg) -> dict:
 # --------------------------------------------------------------------------------------------
 
 
-def _check_fields(obj: Any, path: str) -> None:
-    if not dataclasses.is_dataclass(obj):
-        return
-    for f in dataclasses.fields(obj):
-        v = getattr(obj, f.name)
-        key = f"{path}.{f.name}" if path else f.name
-        ch = f.metadata.get("choices")
-        if ch is not None and v not in ch:
-            close = difflib.get_close_matches(str(v), [str(c) for c in ch], n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise UserError(f"config key {key}: {v!r} is not one of {', '.join(map(str, ch))}{hint}.")
-        lo = f.metadata.get("min")
-        if lo is not None and v is not None and v < lo:
-            raise UserError(f"config key {key}: {v!r} is below the minimum {lo}.")
-        _check_fields(v, key)
-
-
-_KWARGS_FOR_POLICY = {
-    "packforcing": PackForcingKwargs,
-    "window": WindowKwargs,
-    "sink_window": SinkWindowKwargs,
-    "full": FullKwargs,
-    "causvid_restart": CausVidRestartKwargs,
-    "rolling_forcing": RollingForcingKwargs,
-    "deep_forcing": DeepForcingKwargs,
-}
-
-
 def validate(cfg) -> None:
     """Check types, choices, ranges and cross-field rules; raise UserError naming the key."""
     from omegaconf import OmegaConf
@@ -548,23 +397,28 @@ def validate(cfg) -> None:
         obj: HarnessConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
     except Exception as e:
         raise UserError(_omegaconf_message(e)) from None
-    _check_fields(obj, "")
+    check_fields(obj, "")
     m = obj.method
-    want = _KWARGS_FOR_POLICY[m.policy]
+    from packforcing.cache import POLICIES, load_all
+
+    load_all()
+    try:
+        want = POLICIES.get(m.policy).Options
+    except UserError as e:
+        raise UserError(f"config key method.policy: {e}") from None
     if type(m.policy_kwargs) is not want:
         raise UserError(
             f"config key method.policy: policy {m.policy!r} takes {want.__name__}, but the method preset "
             f"{m.name!r} carries {type(m.policy_kwargs).__name__}; pick a method preset instead (method=...)."
         )
+    from packforcing.sampler import SCHEDULES
+
+    try:
+        SCHEDULES.get(m.schedule)
+    except UserError as e:
+        raise UserError(f"config key method.schedule: {e}") from None
     B = m.block_frames
-    if m.policy == "packforcing":
-        kw = m.policy_kwargs
-        for k in ("sink_frames", "recent_frames"):
-            if getattr(kw, k) % B:
-                raise UserError(
-                    f"config key method.policy_kwargs.{k}: {getattr(kw, k)} is not a multiple of "
-                    f"block_frames ({B}); the partitions hold whole blocks."
-                )
+    m.policy_kwargs.check(B, prefix="config key method.policy_kwargs.")
     if obj.scale.name == "toy" and B != 4:
         raise UserError(f"config key method.block_frames: the toy models are trained with 4-frame blocks, got {B}.")
     if not obj.seeds:

@@ -125,16 +125,14 @@ def weights_fingerprint(kw: dict) -> dict:
     their content; a done cell whose recorded fingerprint differs from this one was made with other
     weights and is generated again (``_run_locked``). Without this, replacing the shipped toy weights
     silently reused every earlier result."""
-    from packforcing.model.vae import default_vae_path
-    from packforcing.model.weights import resolve_checkpoint
-    from packforcing.pipeline import dit_checkpoint
+    from packforcing.pipeline import GenerationSpec, weight_files
 
     out: dict[str, Optional[str]] = {}
     try:
-        dit = resolve_checkpoint(dit_checkpoint(kw.get("preset", "toy"), kw.get("checkpoint"), kw["policy"]))
+        files = weight_files(GenerationSpec(**kw))  # what generate() will load, as the engine decides it
     except Exception:  # noqa: BLE001 - generation reports a bad checkpoint with its own message
-        dit = None
-    vae = Path(kw["vae_checkpoint"]) if kw.get("vae_checkpoint") else default_vae_path(kw.get("preset", "toy"))
+        files = {"dit": None, "vae": None}
+    dit, vae = files["dit"], files["vae"]
     for name, path in (("dit", dit), ("vae", vae)):
         out[name] = _file_fingerprint(path) if path is not None and path.is_file() else None
     return out

@@ -17,16 +17,18 @@ import torch
 from packforcing.cache import CacheSpec
 from packforcing.cache.base import POLICIES
 from packforcing.errors import UserError, main_guard
+from packforcing.methods import METHODS, method_names
 from packforcing.model.presets import get_preset
 
-# Method presets at their papers' settings (block frames, policy kwargs), see docs/baselines.md.
-METHODS: dict[str, tuple[str, int, dict]] = {
-    "packforcing": ("packforcing", 4, {}),
-    "self_forcing": ("window", 3, {"window_frames": 21}),
-    "longlive": ("sink_window", 3, {"window_frames": 12, "sink_frames": 3}),
-    "causvid": ("window", 3, {"window_frames": 21}),
-    "full": ("full", 3, {}),
-}
+
+def method_setting(preset: str, method: str) -> tuple[str, int, dict]:
+    """(policy, B_f, options) of a method of the method table at the scale of ``preset`` (its papers' settings
+    at Wan scale, docs/baselines.md), or of a bare policy name (B_f = 4, default options)."""
+    if method not in METHODS:
+        return method, 4, {}
+    m = METHODS.get(method)
+    scale = "toy" if preset == "toy" else "wan"
+    return m.policy, m.block_frames_at(scale), m.options_at(scale)
 
 
 def budget(preset: str, method: str, seconds: float, dtype_bytes: int = 2, fps: int = 16) -> dict:
@@ -34,7 +36,7 @@ def budget(preset: str, method: str, seconds: float, dtype_bytes: int = 2, fps: 
     :mod:`packforcing.bench.cost`, shared with the benchmark)."""
     from packforcing.bench import cost
 
-    policy, bf, kw = METHODS[method] if method in METHODS else (method, 4, {})
+    policy, bf, kw = method_setting(preset, method)
     cfg = get_preset(preset)
     spec = CacheSpec.from_model(cfg, dtype=torch.bfloat16 if dtype_bytes == 2 else torch.float32)
     latent = cost.latent_frames(seconds, bf, fps)
@@ -53,15 +55,17 @@ def budget(preset: str, method: str, seconds: float, dtype_bytes: int = 2, fps: 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m packforcing.budget", description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="wan2.1-1.3b")
-    ap.add_argument("--policy", default="all", help="a method (packforcing, self_forcing, longlive, causvid, full), a policy name, or 'all'")
+    ap.add_argument("--policy", default="all", help="a method of packforcing.methods, a policy name, or 'all'")
     ap.add_argument("--seconds", type=float, default=120.0)
     ap.add_argument("--dtype-bytes", type=int, default=2)
     a = ap.parse_args(argv)
     from packforcing.cache import load_all
 
     load_all()
+    methods = method_names()
     if a.policy == "all":
-        names = list(METHODS) + [p for p in POLICIES.names() if p not in {m[0] for m in METHODS.values()}]
+        used = {METHODS.get(m).policy for m in methods}
+        names = methods + [p for p in POLICIES.names() if p not in used]
     elif a.policy in METHODS or a.policy in POLICIES:
         names = [a.policy]
     else:

@@ -72,23 +72,12 @@ class GenerationResult:
     spec: dict = field(default_factory=dict)
 
 
-def _branches(spec: GenerationSpec) -> str:
-    from packforcing.cache.packforcing import PACKFORCING_PRESETS
-
-    preset = spec.policy_kwargs.get("preset", "paper")
-    default = PACKFORCING_PRESETS[preset].compressor if preset in PACKFORCING_PRESETS else "hr+lr"
-    return str(spec.policy_kwargs.get("compressor", default))
-
-
-# Which shipped toy DiT a policy runs with by default: each method's own distilled student where one is
-# shipped (DMD with that method's cache in the loop), else the Self-Forcing student.
-TOY_WEIGHTS_FOR_POLICY = {"packforcing": "packforcing", "causvid": "causvid", "causvid_restart": "causvid"}
-
-
 def default_checkpoint(policy: str) -> str:
+    """The shipped toy DiT a policy runs with by default (the method table's ``toy_weights``)."""
+    from packforcing.methods import toy_weights_for_policy
     from packforcing.model.weights import toy_asset
 
-    name = TOY_WEIGHTS_FOR_POLICY.get(policy, "self_forcing")
+    name = toy_weights_for_policy(policy)
     if name != "packforcing" and not toy_asset(name).is_file():
         name = "self_forcing"
     return f"toy:{name}"
@@ -106,6 +95,23 @@ def dit_checkpoint(preset: str, checkpoint: str | None, policy: str) -> str:
     raise UserError(f"preset {preset!r} needs checkpoint=<path to the DiT weights>; nothing is downloaded.")
 
 
+def _vae_preset(preset: str) -> str:
+    return "wan2.1" if preset == "wan2.1-1.3b" else preset
+
+
+def weight_files(spec: GenerationSpec) -> dict[str, Path | None]:
+    """Which weight files ``generate(spec)`` loads: ``{"dit": path, "vae": path}`` (None: no DiT file named,
+    which ``generate`` refuses). The harness fingerprints these; it never re-derives them. Raises UserError
+    for an unknown shipped toy checkpoint."""
+    from packforcing.model.vae import default_vae_path
+    from packforcing.model.weights import resolve_checkpoint
+
+    named = spec.checkpoint is not None or spec.preset == "toy"
+    dit = resolve_checkpoint(dit_checkpoint(spec.preset, spec.checkpoint, spec.policy)) if named else None
+    vae = Path(spec.vae_checkpoint) if spec.vae_checkpoint else default_vae_path(_vae_preset(spec.preset))
+    return {"dit": dit, "vae": vae}
+
+
 @functools.lru_cache(maxsize=4)
 def _load_model(preset: str, checkpoint: str | None, device: str, dtype: str):
     from packforcing.model.weights import load_dit
@@ -117,7 +123,7 @@ def _load_model(preset: str, checkpoint: str | None, device: str, dtype: str):
 def _load_vae(preset: str, path: str | None, device: str, dtype: str):
     from packforcing.model.vae import load_vae
 
-    return load_vae(path, preset="wan2.1" if preset == "wan2.1-1.3b" else preset, device=device, dtype=dtype)
+    return load_vae(path, preset=_vae_preset(preset), device=device, dtype=dtype)
 
 
 @functools.lru_cache(maxsize=4)
@@ -130,33 +136,6 @@ def _load_text(name: str, text_len: int, text_dim: int, device: str):
 def clear_caches() -> None:
     for f in (_load_model, _load_vae, _load_text):
         f.cache_clear()
-
-
-def build_policy(spec: GenerationSpec, model, extra: dict, vae):
-    """The cache policy of ``spec``, with PackForcing's compressor built, loaded and attached."""
-    from packforcing.cache import make_policy
-
-    policy = make_policy(spec.policy, **spec.policy_kwargs)
-    if hasattr(policy, "build_compressor"):
-        comp = policy.build_compressor(model.cfg)
-        if comp.hr is not None:
-            if not extra:
-                raise UserError(
-                    f"checkpoint {spec.checkpoint or default_checkpoint(spec.policy)} has no compressor weights for the HR "
-                    "branch; use a PackForcing checkpoint, or compressor='lr' (zero-shot)."
-                )
-            from packforcing.model.loading import check_state_dict
-
-            hr = {k[3:]: v for k, v in extra.items() if k.startswith("hr.")}
-            check_state_dict(comp.hr, hr, spec.checkpoint or "checkpoint", what="HR compressor",
-                             hint="the compressor options (nc_spatial, nc_temporal, hr_channels) must match training")
-        p = next(model.parameters())
-        comp = comp.to(device=p.device, dtype=p.dtype).eval().requires_grad_(False)
-        comp.attach(vae, model)
-        policy.attach(comp)
-    if hasattr(policy, "attach_vae"):
-        policy.attach_vae(vae)
-    return policy
 
 
 def _peak_memory(device: torch.device) -> int:
@@ -188,18 +167,18 @@ def generate(spec: GenerationSpec, on_block: Callable[[int, Tensor, dict], None]
     ckpt = dit_checkpoint(spec.preset, spec.checkpoint, spec.policy)
     model, extra = _load_model(spec.preset, ckpt, spec.device, spec.dtype)
     cfg = model.cfg
-    from packforcing.cache import POLICIES, load_all
+    from packforcing.cache import make_policy
 
-    load_all()
-    pol_cls = POLICIES.get(spec.policy)
-    lr_branch = hasattr(pol_cls, "build_compressor") and "lr" in _branches(spec)
-    need_vae = spec.video_path is not None or lr_branch or hasattr(pol_cls, "attach_vae")
+    policy = make_policy(spec.policy, **spec.policy_kwargs)
+    need_vae = spec.video_path is not None or policy.needs().vae
     vae = _load_vae(spec.preset, spec.vae_checkpoint, spec.device, spec.dtype) if need_vae else None
     enc = _load_text(spec.text_encoder, cfg.text_len, cfg.text_dim, spec.device)
     context = enc.encode([spec.prompt]).to(device)
     t_loaded = time.perf_counter()
 
-    policy = build_policy(spec, model, extra, vae)
+    from packforcing.cache import bind_policy
+
+    bind_policy(policy, model, vae=vae, state_dict=extra, source=str(ckpt))
     sampler = FlowMatchSampler(spec.schedule)
     g = torch.Generator(device=device).manual_seed(int(spec.seed))
     lh, lw = cfg.latent_hw
@@ -235,7 +214,7 @@ def generate(spec: GenerationSpec, on_block: Callable[[int, Tensor, dict], None]
 
     def _on_block(i: int, x0: Tensor, st: dict) -> None:
         if frames is not None:
-            frames.block(x0.to(vae.dtype), st)
+            frames.block(x0.to(vae.dtype), policy.decode_hold())
         if spec.latents_path is not None:
             latents_out.append(x0.float().cpu())
         if on_block is not None:
@@ -280,13 +259,12 @@ def preflight(spec: GenerationSpec) -> None:
     and every weight file it will read exists. Raises UserError naming the first problem."""
     from packforcing.cache import make_policy
     from packforcing.model.presets import get_preset
-    from packforcing.model.weights import resolve_checkpoint
 
     spec.validate()
     get_preset(spec.preset)
     make_policy(spec.policy, **spec.policy_kwargs)
-    ckpt = dit_checkpoint(spec.preset, spec.checkpoint, spec.policy)
-    p = resolve_checkpoint(ckpt)
+    dit_checkpoint(spec.preset, spec.checkpoint, spec.policy)  # no DiT named for this preset: the clear error
+    p = weight_files(spec)["dit"]
     if not p.is_file():
         raise UserError(f"DiT checkpoint not found: {p}; put the weights there or fix the checkpoint path.")
     if spec.vae_checkpoint is not None and not Path(spec.vae_checkpoint).exists():

@@ -9,7 +9,7 @@ Each model call denoises a *window* of blocks at per-frame timesteps ([B, F], wh
   Self-Forcing's loop: each block is denoised through all steps, then committed (bit-identical to
   denoising one block at a time; tests/test_rollout_parity.py holds it to upstream).
 - ``policy.context_window(win)`` gives the view; a new view is asked for whenever the window's
-  blocks change, and ``view.step`` counts the calls made on it (0 = the block's first step for W = 1).
+  blocks change, and each call gets ``view.at(Phase(step=calls))`` (0 = the block's first call).
 - When a block has done its last step its x0 is clean: the policy commits it (a re-run at t =
   ``context_noise`` writes its K/V, plus whatever the policy keeps) and ``on_block`` receives it.
 - Between windows a policy may push clean context latents through the cache (``policy.prefix``, e.g.
@@ -19,17 +19,24 @@ Each model call denoises a *window* of blocks at per-frame timesteps ([B, F], wh
 
 Block indices and start frames in :class:`BlockInfo` count the *cache stream* (context pushes
 included); ``on_block`` indices and the returned latents count generated output frames only.
+
+The same loop serves training (one-block windows): ``grad_step`` runs that step with autograd and the
+training attention path (Self-Forcing's stochastic gradient truncation, DMD's self-rollout),
+``stop_step`` takes a block's x0 at that step, ``clean_context`` commits clean data blocks in place of
+the generated ones (teacher forcing), ``start_step`` starts from noise already at a later step, and
+``commit_final=False`` leaves the last block uncommitted (teacher-forced prediction of a last block).
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 
-from packforcing.cache.base import BlockInfo, CachePolicy, CacheSpec, WindowInfo
+from packforcing.cache.base import BlockInfo, CachePolicy, CacheSpec, Phase, WindowInfo
 from packforcing.errors import UserError
 from packforcing.sampler import FlowMatchSampler
 
@@ -70,6 +77,12 @@ def rollout(
     keep_latents: bool = True,
     progress: bool = False,
     check_finite: bool = True,
+    grad_step: int | None = None,
+    stop_step: int | None = None,
+    start_step: int = 0,
+    clean_context: Tensor | None = None,
+    commit_final: bool = True,
+    record_stats: bool = True,
 ) -> RolloutResult:
     """Generate ``noise.shape[2]`` latent frames block by block.
 
@@ -80,6 +93,13 @@ def rollout(
     pushed through the cache first (context only). ``on_prefix(out_frame, latents)`` is called when
     the policy pushes context before output frame ``out_frame`` (a restart): a streaming decoder must
     restart there (:class:`SegmentStitcher`). Raises ``FloatingPointError`` if a block is not finite.
+
+    Training options (one-block windows only): ``grad_step`` the step that runs with autograd and the
+    training attention path (the others run without autograd; None: the caller's grad mode, inference
+    attention); ``stop_step`` the step whose x0 is a block's result (default the last); ``start_step`` the
+    step ``noise`` is at; ``clean_context`` [B, C, F, H, W] clean latents committed instead of the generated
+    blocks; ``commit_final`` False: the last block is not committed; ``record_stats`` False: no per-block
+    stats, latency or device synchronisation.
     """
     b, _, f, h, w = noise.shape
     bf = block_frames
@@ -96,6 +116,13 @@ def rollout(
             f"{n_steps} steps; use a schedule whose step count is a multiple of {wb} (e.g. rolling5 for 5)."
         )
     stagger = n_steps // wb  # calls between two blocks entering the window
+    stop = n_steps - 1 if stop_step is None else int(stop_step)
+    if not 0 <= start_step <= stop < n_steps:
+        raise UserError(f"start_step={start_step} and stop_step={stop_step} must satisfy 0 <= start <= stop < {n_steps} steps.")
+    training = grad_step is not None or stop != n_steps - 1 or start_step or clean_context is not None
+    if wb != 1 and training:
+        raise UserError(f"cache policy {policy.name!r} denoises {wb} blocks per call; the training options of the "
+                        "rollout (grad_step, stop_step, start_step, clean_context) need one block per call.")
     cfg = model.cfg
     ph, pw = cfg.patch_size[1:]
     spec = CacheSpec.from_model(cfg, batch=b, device=noise.device, dtype=next(model.parameters()).dtype,
@@ -103,7 +130,7 @@ def rollout(
     policy.reset(spec, k0 + f, bf)
     if not hasattr(text, "context"):
         text = model.embed_text(text)
-    out = torch.empty_like(noise) if keep_latents else None
+    outs: list[Tensor] = []
     stats_all: list[dict] = []
     prefixes: list[tuple[int, int]] = []
     stream = [0, 0]  # next cache-stream block index and frame
@@ -134,8 +161,9 @@ def rollout(
     view = None
     calls = 0
     nxt = 0
+    finished = 0
     t0 = time.perf_counter()
-    while len(stats_all) < n_blocks:
+    while finished < n_blocks:
         if nxt < n_blocks and (not live or live[-1].step >= stagger):
             out_frame = nxt * bf
             if not live:
@@ -151,7 +179,7 @@ def rollout(
                     prefixes.append((out_frame, int(z.shape[2])))
                     if on_prefix is not None:
                         on_prefix(out_frame, z)
-            live.append(_Live(next_block(), nxt, noise[:, :, out_frame : out_frame + bf]))
+            live.append(_Live(next_block(), nxt, noise[:, :, out_frame : out_frame + bf], start_step))
             nxt += 1
             view = None
         if view is None:
@@ -163,15 +191,17 @@ def rollout(
         else:
             x = torch.cat([l.x for l in live], dim=2)
             t = torch.cat([st_dev[l.step].expand(b, bf) for l in live], dim=1)
-        view.step = calls
-        x0 = sampler.x0_from_flow(model(x, t, text, view=view), x, t)
+        train = grad_step is not None and live[0].step == grad_step
+        grad = torch.set_grad_enabled(train) if grad_step is not None else contextlib.nullcontext()
+        with grad:
+            x0 = sampler.x0_from_flow(model(x, t, text, view=view.at(Phase(step=calls, train=train))), x, t)
         calls += 1
         done = None
         for j, l in enumerate(live):
             x0j = x0 if len(live) == 1 else x0[:, :, j * bf : (j + 1) * bf]
             if on_step is not None:
                 on_step(l.out, l.step, l.x, x0j)
-            if l.step == n_steps - 1:
+            if l.step == stop:
                 done = (l, x0j)
                 continue
             t_next = st_dev[l.step + 1].expand(b, bf)
@@ -185,16 +215,21 @@ def rollout(
             raise AssertionError("only the oldest block of a window can finish")
         if check_finite and not torch.isfinite(x0c).all():
             raise FloatingPointError(f"block {l.out} produced NaN/inf latents")
-        policy.commit(model, x0c, text, view, l.blk, context_noise)
+        if commit_final or l.out < n_blocks - 1:
+            clean = x0c.detach() if clean_context is None else clean_context[:, :, l.out * bf : (l.out + 1) * bf]
+            policy.commit(model, clean, text, view, l.blk, context_noise)
         live.pop(0)
         view = None
-        st = dict(policy.stats())
-        if noise.device.type == "cuda":  # this stream only: a streaming decode on a side stream keeps running
-            torch.cuda.current_stream(noise.device).synchronize()
-        st["latency_s"] = time.perf_counter() - t0
-        stats_all.append(st)
-        if out is not None:
-            out[:, :, l.out * bf : (l.out + 1) * bf] = x0c
+        finished += 1
+        st: dict = {}
+        if record_stats:
+            st = policy.stats().as_dict()  # the JSON layout of the block's stats
+            if noise.device.type == "cuda":  # this stream only: a streaming decode on a side stream keeps running
+                torch.cuda.current_stream(noise.device).synchronize()
+            st["latency_s"] = time.perf_counter() - t0
+            stats_all.append(st)
+        if keep_latents:
+            outs.append(x0c)
         if on_block is not None:
             on_block(l.out, x0c, st)
         if bar is not None:
@@ -202,6 +237,7 @@ def rollout(
         t0 = time.perf_counter()
     if bar is not None:
         bar.close()
+    out = (outs[0] if len(outs) == 1 else torch.cat(outs, 2)) if keep_latents else None
     return RolloutResult(out, stats_all, prefixes)
 
 
@@ -212,13 +248,13 @@ class SegmentStitcher:
     Wire it as::
 
         s = SegmentStitcher(vae.stream())
-        rollout(..., on_block=lambda i, x0, st: write(s.block(x0, st)),
+        rollout(..., on_block=lambda i, x0, st: write(s.block(x0, policy.decode_hold())),
                 on_prefix=lambda f, z: write(s.prefix(z)))
         write(s.flush())
 
     For policies that never restart, ``block`` returns each block's frames at once (no lag) and
-    ``flush`` returns nothing. A policy that restarts (CausVid's recipe) marks the blocks of a segment
-    that a restart will follow with ``stats["hold_frames"] = n``: the last n frames decoded so far are
+    ``flush`` returns nothing. A policy that restarts (CausVid's recipe) returns ``decode_hold() = n``
+    after each block of a segment that a restart will follow: the last n frames decoded so far are
     held back. At the restart ``prefix(z)`` starts a fresh decode stream with the overlap latents
     ``z``; their ``1 + 4(k - 1)`` frames replace the held frames (CausVid drops the last
     ``4(overlap - 1) + 1`` frames of every rollout but the last), so no frame is written twice and the
@@ -235,12 +271,13 @@ class SegmentStitcher:
         self.frames_out += px.shape[2]
         return px
 
-    def block(self, x0: Tensor, stats: dict) -> Tensor:
+    def block(self, x0: Tensor, hold_frames: int = 0) -> Tensor:
+        """Frames of a finished block; ``hold_frames``: the policy's ``decode_hold()`` after this block."""
         px = self.decoder.decode_block(x0)
         if self.held is not None:
             px = torch.cat([self.held, px], dim=2)
             self.held = None
-        n = min(int(stats.get("hold_frames", 0) or 0), px.shape[2])
+        n = min(int(hold_frames), px.shape[2])
         if n > 0:
             self.held = px[:, :, px.shape[2] - n :]
             px = px[:, :, : px.shape[2] - n]
@@ -253,7 +290,7 @@ class SegmentStitcher:
         held = self.held
         if held is None or held.shape[2] < n:
             got = 0 if held is None else held.shape[2]
-            raise AssertionError(f"a restart replaces {n} frames but only {got} were held back (hold_frames)")
+            raise AssertionError(f"a restart replaces {n} frames but only {got} were held back (decode_hold)")
         self.held = px
         return self._out(held[:, :, : held.shape[2] - n])
 

@@ -10,7 +10,6 @@ with shift 5 -> [1000, 937.5, 833.3, 625].
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -37,7 +36,7 @@ SCHEDULES.add("rolling5", Schedule((1000, 800, 600, 400, 200), shift=5.0, warp=T
 
 
 class FlowMatchSampler:
-    """Sigma table, x0 from a flow prediction, re-noising, and the per-block denoising loop."""
+    """Sigma table, x0 from a flow prediction and re-noising (the denoising loop is ``packforcing.rollout``)."""
 
     def __init__(self, schedule: Schedule | str = "self_forcing"):
         if isinstance(schedule, str):
@@ -84,35 +83,3 @@ class FlowMatchSampler:
     def add_noise(self, x0: Tensor, eps: Tensor, t: Tensor) -> Tensor:
         sig = self.sigma(t).to(x0.dtype)[:, None, :, None, None]
         return (1 - sig) * x0 + sig * eps
-
-    def denoise(
-        self,
-        model,
-        x: Tensor,
-        text,
-        view=None,
-        noise_fn: Callable[[int, Tensor], Tensor] | None = None,
-        on_step: Callable[[int, Tensor, Tensor], None] | None = None,
-        grad_step: int | None = None,
-    ) -> Tensor:
-        """Denoise one block from pure noise ``x`` [B, C, F, H, W] against the view's context.
-
-        ``noise_fn(step, like)`` gives the re-noising draw after ``step`` (default ``randn_like``).
-        ``grad_step``: only that step runs with autograd (Self-Forcing's stochastic truncation);
-        the loop stops there and returns its x0. ``None`` runs all steps without changing grad mode.
-        """
-        b, _, f = x.shape[:3]
-        for i in range(self.num_steps):
-            t = self.step_timesteps[i].to(x.device).expand(b, f)
-            if view is not None:
-                view.step = i
-            with torch.set_grad_enabled(torch.is_grad_enabled() if grad_step is None else i == grad_step):
-                x0 = self.x0_from_flow(model(x, t, text, view=view), x, t)
-            if on_step is not None:
-                on_step(i, x, x0)
-            if i == self.num_steps - 1 or (grad_step is not None and i == grad_step):
-                return x0
-            t_next = self.step_timesteps[i + 1].to(x.device).expand(b, f)
-            eps = noise_fn(i, x0) if noise_fn is not None else torch.randn_like(x0)
-            x = self.add_noise(x0.detach() if grad_step is not None else x0, eps, t_next)
-        return x

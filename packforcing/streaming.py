@@ -114,7 +114,7 @@ class FrameStream:
 
         fs = FrameStream(vae, "priority", write)
         with fs.producing():  # the rollout's stream (high priority in ``priority`` mode)
-            rollout(..., on_block=lambda i, x0, st: fs.block(x0, st), on_prefix=lambda f, z: fs.prefix(z))
+            rollout(..., on_block=lambda i, x0, st: fs.block(x0, policy.decode_hold()), on_prefix=lambda f, z: fs.prefix(z))
             fs.flush()
 
     ``block_frames`` (frames decoded per block) and ``decode_events`` (CUDA: an event recorded when each
@@ -138,7 +138,7 @@ class FrameStream:
         self.side_stream = self.decoder.side_stream
         self.write = write
         self.stitch = SegmentStitcher(_ReadFrames())
-        self.queue: deque = deque()  # (pending frames, block stats), oldest first
+        self.queue: deque = deque()  # (pending frames, frames to hold back), oldest first
         self.block_frames: list[int] = []
         self.decode_events: list = []
 
@@ -164,12 +164,13 @@ class FrameStream:
 
     def _drain(self, keep: int) -> None:
         while len(self.queue) > keep:
-            p, st = self.queue.popleft()
-            self._emit(self.stitch.block(p, st))
+            p, hold = self.queue.popleft()
+            self._emit(self.stitch.block(p, hold))
 
-    def block(self, x0: Tensor, stats: dict) -> None:
-        """A clean block: its decode starts now; frames are written now (``blocking``) or one block later."""
-        self.queue.append((self._submit(x0), stats))
+    def block(self, x0: Tensor, hold_frames: int = 0) -> None:
+        """A clean block: its decode starts now; frames are written now (``blocking``) or one block later.
+        ``hold_frames``: the policy's ``decode_hold()`` after this block (a restarting policy's overlap)."""
+        self.queue.append((self._submit(x0), hold_frames))
         self._drain(self.lag)
 
     def prefix(self, z: Tensor) -> None:

@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from packforcing.attention import BACKENDS, attention, use_backend
-from packforcing.cache import POLICIES, BlockInfo, CacheSpec, load_all, make_policy
+from packforcing.cache import POLICIES, BlockInfo, CacheSpec, bind_policy, load_all, make_policy
 from packforcing.cache import rope as R
+from packforcing.cache.base import Phase
 from packforcing.errors import UserError
 from packforcing.model.dit import TextState, WanDiT
 from packforcing.model.presets import get_preset
@@ -76,7 +77,7 @@ class ProbeModel(torch.nn.Module):
             with use_backend("test_capture"):
                 view.attend(layer, q, k, v)
             cq, ck, cv = _CAPTURED[-1]
-            self.log.append({"layer": layer, "step": view.step, "ids": ids.tolist(), "t": t[0].tolist(),
+            self.log.append({"layer": layer, "step": view.phase.step, "ids": ids.tolist(), "t": t[0].tolist(),
                              "pos": view.frame_positions.tolist(), "q": cq, "k": ck, "v": cv})
         return torch.zeros_like(x)
 
@@ -137,7 +138,12 @@ def test_window_of_one_block_is_bitwise_the_denoise_then_commit_loop(policy, kw)
         for i in range(5):
             blk = BlockInfo(i, 2 * i, 2)
             view = pol.context(blk)
-            x0 = sampler.denoise(m, noise[:, :, 2 * i : 2 * i + 2], text, view)
+            x = noise[:, :, 2 * i : 2 * i + 2]
+            for j in range(sampler.num_steps):  # the denoising loop written out (the old sampler.denoise)
+                t = sampler.step_timesteps[j].expand(1, 2)
+                x0 = sampler.x0_from_flow(m(x, t, text, view=view.at(Phase(step=j))), x, t)
+                if j + 1 < sampler.num_steps:
+                    x = sampler.add_noise(x0, torch.randn_like(x0), sampler.step_timesteps[j + 1].expand(1, 2))
             pol.commit(m, x0, text, view, blk)
             ref.append(x0)
     assert torch.equal(new, torch.cat(ref, 2))
@@ -148,7 +154,7 @@ def test_window_must_divide_the_steps_and_restarts_need_a_segment_aware_consumer
     with pytest.raises(UserError, match="divide the schedule"):
         rollout(m, make_policy("rolling_forcing", window_blocks=3), FlowMatchSampler("rolling5"),
                 torch.zeros(1, 4, 8), id_noise(8), 2)
-    pol = make_policy("causvid_restart", rollout_frames=4, overlap_frames=2).attach(vae=TagVAE())
+    pol = bind_policy(make_policy("causvid_restart", rollout_frames=4, overlap_frames=2), None, vae=TagVAE())
     with pytest.raises(UserError, match="on_prefix"):
         rollout(m, pol, FlowMatchSampler("causvid4"), torch.zeros(1, 4, 8), id_noise(8), 2,
                 noise_fn=lambda b, s, like: like, on_block=lambda i, x, st: None)
@@ -211,7 +217,7 @@ def causvid_reference(frames, bf, S, O):
 @pytest.mark.parametrize("S,O,F", [(6, 2, 14), (6, 4, 14), (8, 2, 20)])
 def test_causvid_restart_attends_its_segment_at_local_positions(S, O, F):
     bf = 2
-    m, res = probe_run(make_policy("causvid_restart", rollout_frames=S, overlap_frames=O).attach(vae=TagVAE()),
+    m, res = probe_run(bind_policy(make_policy("causvid_restart", rollout_frames=S, overlap_frames=O), None, vae=TagVAE()),
                        F, bf, "causvid4", on_prefix=lambda f, z: None)
     got = []
     for e in m.log:
@@ -239,8 +245,9 @@ def test_causvid_stitched_video_has_exact_frame_count_and_no_duplicates(S, O, F)
         if px is not None and px.shape[2]:
             chunks.append(px)
 
-    probe_run(make_policy("causvid_restart", rollout_frames=S, overlap_frames=O).attach(vae=vae), F, 2, "causvid4",
-              on_block=lambda i, x0, s: put(st.block(x0, s)), on_prefix=lambda f, z: put(st.prefix(z)))
+    pol = bind_policy(make_policy("causvid_restart", rollout_frames=S, overlap_frames=O), None, vae=vae)
+    probe_run(pol, F, 2, "causvid4",
+              on_block=lambda i, x0, s: put(st.block(x0, pol.decode_hold())), on_prefix=lambda f, z: put(st.prefix(z)))
     put(st.flush())
     tags = (torch.cat(chunks, 2)[0, 0, :, 0, 0] * 1e3).round().long().tolist()
     if O == 0:  # independent rollouts, decoded as one stream: nothing dropped, nothing pushed
@@ -264,10 +271,10 @@ def test_causvid_restart_with_real_tiny_model_and_vae():
         if px is not None:
             n.append(px.shape[2])
 
-    pol = make_policy("causvid_restart", rollout_frames=4, overlap_frames=2).attach(vae=vae)
+    pol = bind_policy(make_policy("causvid_restart", rollout_frames=4, overlap_frames=2), None, vae=vae)
     with torch.no_grad():
         res = rollout(m, pol, FlowMatchSampler("causvid3"), torch.randn(1, 16, 32), torch.randn(1, 16, 8, 8, 8), 2,
-                      on_block=lambda i, x0, s: (stats.append(s), put(st.block(x0, s))),
+                      on_block=lambda i, x0, s: (stats.append(s), put(st.block(x0, pol.decode_hold()))),
                       on_prefix=lambda f, z: put(st.prefix(z)))
     put(st.flush())
     assert torch.isfinite(res.latents).all()
@@ -276,7 +283,7 @@ def test_causvid_restart_with_real_tiny_model_and_vae():
     spec = CacheSpec.from_model(m.cfg, token_hw=(4, 4))
     plan = make_policy("causvid_restart", rollout_frames=4, overlap_frames=2).plan(spec, 8, 2)
     keys = ["context_tokens", "tokens_attended", "kv_tokens", "kv_bytes", "hold_frames", "segment"]
-    assert [{k: s[k] for k in keys} for s in stats] == [{k: p[k] for k in keys} for p in plan]
+    assert [{k: s[k] for k in keys} for s in stats] == [{k: getattr(p, k) for k in keys} for p in plan]
 
 
 # ---- Rolling Forcing ---------------------------------------------------------------------------
@@ -374,7 +381,7 @@ def test_rolling_forcing_plan_matches_real_stats():
                 torch.randn(1, 16, 20, 8, 8), 2, on_block=lambda i, x, st: stats.append(st))
     plan = make_policy("rolling_forcing").plan(CacheSpec.from_model(m.cfg, token_hw=(4, 4)), 20, 2)
     keys = ["context_tokens", "tokens_attended", "kv_tokens", "kv_bytes", "window_frames"]
-    assert [{k: s[k] for k in keys} for s in stats] == [{k: p[k] for k in keys} for p in plan]
+    assert [{k: s[k] for k in keys} for s in stats] == [{k: getattr(p, k) for k in keys} for p in plan]
 
 
 # ---- Deep Forcing ------------------------------------------------------------------------------
@@ -480,7 +487,7 @@ def test_deep_forcing_real_model_plan_matches_stats_and_rope_adjust_changes_outp
         outs[adj] = r.latents
         plan = make_policy("deep_forcing", **kw).plan(CacheSpec.from_model(m.cfg, token_hw=(4, 4)), 20, 2)
         keys = ["context_tokens", "tokens_attended", "kv_tokens", "kv_bytes", "compressed"]
-        assert [{k: s[k] for k in keys} for s in stats] == [{k: p[k] for k in keys} for p in plan]
+        assert [{k: s[k] for k in keys} for s in stats] == [{k: getattr(p, k) for k in keys} for p in plan]
     torch.testing.assert_close(outs[True][:, :, :8], outs[False][:, :, :8])  # before the window fills
     assert not torch.allclose(outs[True][:, :, 10:], outs[False][:, :, 10:])
 
@@ -505,7 +512,7 @@ def test_longlive_relative_rope_runs_past_the_1024_frame_table():
         assert view.frame_positions.tolist() == list(range(held, held + bf))
         assert pol.store.pos[: (held + bf)].tolist() == list(range(held + bf))  # every slot at its frame order
         assert pol.frames[:3] == [0, 1, 2]
-    assert F > 1024 and pol.stats()["max_position"] == 11
+    assert F > 1024 and pol.stats().max_position == 11
     with pytest.raises(UserError, match="RoPE"):  # the absolute mode stops at the table
         ab = make_policy("sink_window", window_frames=12, sink_frames=3, rope="absolute")
         ab.reset(spec, F, bf)
@@ -530,13 +537,13 @@ def test_every_registered_policy_plans_context_tokens_and_bytes_at_wan_shape(bf)
         plan = make_policy(name).plan(spec, frames, bf)
         assert len(plan) == frames // bf
         for p in plan:
-            assert isinstance(p["context_tokens"], int) and isinstance(p["kv_bytes"], int)
-            assert p["tokens_attended"] >= p["context_tokens"] >= 0
+            assert isinstance(p.context_tokens, int) and isinstance(p.kv_bytes, int)
+            assert p.tokens_attended >= p.context_tokens >= 0
     tpf = cfg.tokens_per_frame
     if bf == 3:  # the methods' own numbers at their own block size
-        assert max(p["tokens_attended"] for p in make_policy("rolling_forcing").plan(spec, frames, 3)) == 21 * tpf
-        assert max(p["tokens_attended"] for p in make_policy("deep_forcing").plan(spec, frames, 3)) == 21 * tpf
-        assert {p["context_tokens"] for p in make_policy("deep_forcing").plan(spec, frames, 3)[10:]} == {16 * tpf}
+        assert max(p.tokens_attended for p in make_policy("rolling_forcing").plan(spec, frames, 3)) == 21 * tpf
+        assert max(p.tokens_attended for p in make_policy("deep_forcing").plan(spec, frames, 3)) == 21 * tpf
+        assert {p.context_tokens for p in make_policy("deep_forcing").plan(spec, frames, 3)[10:]} == {16 * tpf}
         cv = make_policy("causvid_restart").plan(spec, frames, 3)
-        assert max(p["tokens_attended"] for p in cv) == 21 * tpf
-        assert math.isclose(cv[6]["kv_bytes"] / 2**30, 18 * 274.21875 / 1024, rel_tol=1e-6)  # 18 frames held
+        assert max(p.tokens_attended for p in cv) == 21 * tpf
+        assert math.isclose(cv[6].kv_bytes / 2**30, 18 * 274.21875 / 1024, rel_tol=1e-6)  # 18 frames held

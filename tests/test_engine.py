@@ -69,7 +69,7 @@ def test_plan_matches_real_stats():
     spec = CacheSpec.from_model(m.cfg, token_hw=(4, 4))
     planned = make_policy("sink_window", window_frames=6, sink_frames=2).plan(spec, 10, 2)
     keys = ["context_tokens", "tokens_attended", "kv_tokens", "kv_bytes"]
-    assert [{k: r[k] for k in keys} for r in real] == [{k: p[k] for k in keys} for p in planned]
+    assert [{k: r[k] for k in keys} for r in real] == [{k: getattr(p, k) for k in keys} for p in planned]
 
 
 def test_wan_shape_on_meta_device():
@@ -82,7 +82,7 @@ def test_wan_shape_on_meta_device():
     assert cfg.tokens_per_frame == 1560
     spec = CacheSpec.from_model(cfg, dtype=torch.bfloat16)
     st = make_policy("full").plan(spec, 8, 4)
-    per_frame = (st[1]["kv_bytes"] - st[0]["kv_bytes"]) // 4
+    per_frame = (st[1].kv_bytes - st[0].kv_bytes) // 4
     assert per_frame == 30 * 2 * 1560 * 1536 * 2  # ~274 MiB per latent frame in bf16
     x = torch.empty(1, 16, 4, 60, 104, device="meta")
     out = m(x, torch.zeros(1, 4, device="meta"), torch.empty(1, 512, 4096, device="meta"))

@@ -142,8 +142,8 @@ class _OldSelection(P.PackForcingPolicy):
             _old_gather(st.k[layer, :, a:b], st.v[layer, :, a:b], ar.k[layer], ar.v[layer], sel, self.n_c, base)
         st.pos[a:b] = base.repeat_interleave(self.n_c) + self.c_row_off.repeat(n)
 
-    def _select_hook(self, view, layer, q):
-        if view.step != 0 or layer in self._sel_done:
+    def _select_hook(self, view, layer, q, phase):
+        if phase.commit or phase.step != 0 or layer in self._sel_done:
             return
         slots, starts = self._cand
         with torch.no_grad():

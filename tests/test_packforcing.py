@@ -24,15 +24,15 @@ def wan_plan(seconds, **kw):
 def test_wan_budget_matches_paper_and_stays_flat_to_ten_minutes():
     for seconds in (10, 20, 60, 120, 600):
         plan = wan_plan(seconds)
-        assert plan[-1]["n_c"] == 182
-        assert max(p["tokens_attended"] for p in plan) <= 27_872
-        assert max(p["kv_tokens"] for p in plan) <= 21_632
+        assert plan[-1].n_c == 182
+        assert max(p.tokens_attended for p in plan) <= 27_872
+        assert max(p.kv_tokens for p in plan) <= 21_632
     steady = wan_plan(600)[20:]  # from block 20 (20 s) on, 16 mid blocks exist
-    assert {p["tokens_attended"] for p in steady} == {27_872}
-    assert {p["kv_tokens"] for p in steady} == {21_632}
-    gb = steady[0]["kv_bytes"] / 1e9
+    assert {p.tokens_attended for p in steady} == {27_872}
+    assert {p.kv_tokens for p in steady} == {21_632}
+    gb = steady[0].kv_bytes / 1e9
     assert abs(gb - 3.99) < 0.01, gb
-    assert max(p["max_position"] for p in wan_plan(600)) < 1024
+    assert max(p.max_position for p in wan_plan(600)) < 1024
 
 
 def test_rope_shift_equals_recompute():

@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from packforcing.cache import make_policy
+from packforcing.cache import bind_policy, make_policy
 from packforcing.cache import rope as R
 from packforcing.model.dit import WanDiT
 from packforcing.model.presets import get_preset
@@ -294,14 +294,14 @@ def test_live_tensors_and_store_allocation_are_constant_after_saturation():
 # ---- 5. streaming decode modes (packforcing.streaming, the pipeline's path) ----------------------------------
 
 def _stream_events(policy, frames, bf, schedule):
-    """One tiny rollout; its clean blocks and restarts in order: ("block", x0, stats) | ("prefix", z)."""
+    """One tiny rollout; its clean blocks and restarts in order: ("block", x0, decode hold) | ("prefix", z)."""
     m = tiny_model()
     g = torch.Generator().manual_seed(0)
     ev = []
     with torch.no_grad():
         rollout(m, policy, FlowMatchSampler(schedule), torch.randn(1, 16, 32, generator=g),
                 torch.randn(1, 16, frames, 8, 8, generator=g), bf, noise_fn=lambda b, s, like: torch.randn(like.shape, generator=g),
-                on_block=lambda i, x0, st: ev.append(("block", x0.clone(), dict(st))),
+                on_block=lambda i, x0, st: ev.append(("block", x0.clone(), policy.decode_hold())),
                 on_prefix=lambda f, z: ev.append(("prefix", z.clone())))
     return ev
 
@@ -328,7 +328,8 @@ def test_every_decode_mode_writes_the_frames_of_the_blocking_stitched_decode(cas
         ev = _stream_events(tiny_pf(tiny_model(), 3), 16, 2, "self_forcing")
     else:
         vae0 = _tiny_vae()
-        ev = _stream_events(make_policy("causvid_restart", rollout_frames=4, overlap_frames=2).attach(vae=vae0), 8, 2, "causvid3")
+        ev = _stream_events(bind_policy(make_policy("causvid_restart", rollout_frames=4, overlap_frames=2), tiny_model(), vae=vae0),
+                            8, 2, "causvid3")
         assert any(e[0] == "prefix" for e in ev)
     vae = _tiny_vae()
     ref = []
@@ -400,7 +401,7 @@ def test_generate_writes_the_frames_of_its_latents_decoded_blocking(tmp_path, mo
     vae = pipeline._load_vae(spec.preset, None, "cpu", "float32")
     st = SegmentStitcher(vae.stream(clamp=True))
     with torch.no_grad():
-        ref = np.concatenate([video.to_uint8_frames(st.block(z[:, :, i : i + 4], {}), batch=True)[0] for i in (0, 4)])
+        ref = np.concatenate([video.to_uint8_frames(st.block(z[:, :, i : i + 4], 0), batch=True)[0] for i in (0, 4)])
     got = np.concatenate(frames)
     assert got.shape[0] == res.num_frames == 1 + 4 * 7
     assert np.array_equal(got, ref)
@@ -424,7 +425,7 @@ def test_cuda_decode_modes_write_the_same_frames_and_priority_uses_its_streams()
         fs = FrameStream(vae, mode, out.append)
         with torch.no_grad(), fs.producing():
             for x in z:
-                fs.block(x, {})
+                fs.block(x, 0)
             fs.flush()
         assert fs.side_stream and all(e is not None for e in fs.decode_events)
         assert (fs.producer is not None) == (mode == "priority")

@@ -41,9 +41,8 @@ def test_default_toy_checkpoint_per_policy(tmp_path, monkeypatch):
 
     monkeypatch.setattr(weights, "ASSETS", tmp_path)
     assert pipeline.default_checkpoint("packforcing") == "toy:packforcing"
-    assert pipeline.default_checkpoint("causvid") == "toy:self_forcing"  # no causvid student shipped
+    assert pipeline.default_checkpoint("causvid_restart") == "toy:self_forcing"  # no causvid student shipped
     assert pipeline.default_checkpoint("window") == "toy:self_forcing"
     (tmp_path / "toy_dit_causvid.safetensors").write_bytes(b"")
-    assert pipeline.default_checkpoint("causvid") == "toy:causvid"
     assert pipeline.default_checkpoint("causvid_restart") == "toy:causvid"
     assert pipeline.default_checkpoint("sink_window") == "toy:self_forcing"

@@ -56,8 +56,8 @@ def test_dmd_teacher_forced_variant_runs(tmp_path):
 
 
 def test_training_rollout_equals_inference_rollout():
-    """DMD's self-rollout (sampler.denoise, exit at the last step) and the inference rollout are two
-    loops; on the same noise stream they must produce the same video."""
+    """DMD's self-rollout (the rollout with grad_step = stop_step = the last step) and the inference rollout
+    must produce the same video on the same noise stream."""
     from packforcing.cache import make_policy
     from packforcing.rollout import rollout
     from packforcing.sampler import FlowMatchSampler

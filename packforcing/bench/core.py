@@ -43,7 +43,6 @@ class Bench:
         self.vae = None
         self.cfg = None
         self.n_params = None
-        self.comp_cache: dict = {}
         stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
         self.stamp = stamp
         self.out_dir = Path(args.out)
@@ -135,24 +134,14 @@ class Bench:
         return torch.randn(1, self.cfg.in_dim, frames, lh, lw, device=self.device, dtype=self.dtype)
 
     def make_policy(self, name: str, kwargs: dict):
-        """The policy with random-weight compressor modules where it has a compressor (built once per
-        preset and branches, the VAE attached for the LR branch)."""
+        """The policy bound through the engine's one binding step (random-weight compressor modules are
+        fine for timing; the VAE is given where the policy declares it needs one)."""
         from packforcing.bench.vae import get_vae
-        from packforcing.cache import make_policy
+        from packforcing.cache import bind_policy, make_policy
 
         pol = make_policy(name, **kwargs)
-        if hasattr(pol, "build_compressor"):
-            key = (kwargs.get("preset"), kwargs.get("compressor"))
-            comp = self.comp_cache.get(key)
-            if comp is None:
-                with torch.device(self.device):
-                    comp = pol.build_compressor(self.cfg)
-                comp = comp.to(device=self.device, dtype=self.dtype).eval().requires_grad_(False)
-                vae = get_vae(self) if "lr" in comp.branches else None
-                comp.attach(vae, self.model)
-                self.comp_cache[key] = comp
-            pol.attach(comp)
-        return pol
+        with torch.device(self.device):
+            return bind_policy(pol, self.model, vae=get_vae(self) if pol.needs().vae else None)
 
     # ---- environment ------------------------------------------------------------------------------------
     def env(self) -> None:

@@ -55,7 +55,7 @@ def plan_video(spec, name: str, kwargs: dict, num_frames: int, block_frames: int
     """Per-block stats of policy ``name`` over a video of ``num_frames`` latent frames (bookkeeping only)."""
     from packforcing.cache import make_policy
 
-    return make_policy(name, **kwargs).plan(spec, num_frames, block_frames)
+    return [r.as_dict() for r in make_policy(name, **kwargs).plan(spec, num_frames, block_frames)]
 
 
 def plan_rows(cfg, name: str, bf: int, kwargs: dict, n_blocks: int, dtype=torch.bfloat16) -> list[dict]:

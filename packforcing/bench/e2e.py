@@ -47,7 +47,7 @@ def end_to_end(b, mode: str, n_blocks: int) -> dict:
         fs = FrameStream(vae, mode, write)
 
         def on_block(i: int, x0: Tensor, st: dict) -> None:
-            fs.block(x0, st)
+            fs.block(x0, pol.decode_hold())
             wall.append(time.perf_counter() - t0)
 
         r["side_stream"] = fs.side_stream

@@ -1,4 +1,10 @@
-"""KV cache container and policies. ``make_policy(name, **kwargs)`` builds one by registry name."""
+"""KV cache container and policies. ``make_policy(name, **kwargs)`` builds one by registry name.
+
+A policy is one module that declares its options dataclass and registers itself with
+:func:`register_policy`. Every module of this package but the helpers is a policy module, imported on
+first use by :func:`load_all` (a new file here needs no other edit); a policy defined elsewhere registers
+itself when its module is imported.
+"""
 
 from packforcing.cache.base import (
     POLICIES,
@@ -7,22 +13,27 @@ from packforcing.cache.base import (
     CachePolicy,
     CacheSpec,
     KVStore,
+    Needs,
+    PolicyOptions,
     WindowInfo,
+    bind_policy,
     make_policy,
+    policy_options,
+    register_policy,
 )
 
-_MODULES = ("full", "window", "sink_window", "packforcing", "causvid", "rolling_forcing", "deep_forcing")
+_HELPERS = frozenset({"base", "compressor", "selector", "rope", "rope_triton"})  # modules that are not policies
 
 
 def load_all() -> None:
+    """Import (and so register) every policy module of this package."""
     import importlib
+    import pkgutil
 
-    for m in _MODULES:
-        try:
-            importlib.import_module(f"packforcing.cache.{m}")
-        except ModuleNotFoundError as e:  # a policy module not written yet
-            if e.name != f"packforcing.cache.{m}":
-                raise
+    for m in pkgutil.iter_modules(__path__):
+        if m.name not in _HELPERS:
+            importlib.import_module(f"{__name__}.{m.name}")
 
 
-__all__ = ["POLICIES", "BlockInfo", "BlockView", "CachePolicy", "CacheSpec", "KVStore", "WindowInfo", "make_policy", "load_all"]
+__all__ = ["POLICIES", "BlockInfo", "BlockView", "CachePolicy", "CacheSpec", "KVStore", "Needs", "PolicyOptions", "WindowInfo",
+           "bind_policy", "make_policy", "policy_options", "register_policy", "load_all"]

@@ -11,18 +11,53 @@ the model hands ``q, k, v`` as ``[B, N, H, D]``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 
 import torch
 
+from packforcing import rope as R
 from packforcing.attention import attention
-from packforcing.cache import rope as R
 from packforcing.errors import UserError
+from packforcing.options import build_options, check_fields
 from packforcing.registry import Registry
 from packforcing.spans import span
 
 Tensor = torch.Tensor
 POLICIES: Registry = Registry("cache policy")
+
+
+def whole_blocks(values: dict[str, int | None], block_frames: int, prefix: str = "") -> None:
+    """Partitions that hold whole blocks (a sink, a recent ring): each value must be a multiple of B_f.
+    The one place this rule is written; ``prefix`` names where the values come from (a config key)."""
+    for name, v in values.items():
+        if v is not None and v % block_frames:
+            raise UserError(f"{prefix}{name}={v} is not a whole number of blocks of {block_frames} latent frames "
+                            f"(a multiple of block_frames); the partitions hold whole blocks.")
+
+
+@dataclass
+class PolicyOptions:
+    """Base of every policy's options dataclass (one field per option, constraints as field metadata:
+    :func:`packforcing.options.choices`, :func:`packforcing.options.at_least`). The harness puts the
+    same class in its Hydra ConfigStore; ``check`` holds the rules that need the block size."""
+
+    def check(self, block_frames: int, prefix: str = "") -> None:
+        """Cross-field rules that depend on B_f (default: none)."""
+
+    def as_kwargs(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def register_policy(name: str, options: type[PolicyOptions]):
+    """Class decorator: register a cache policy under ``name`` with its options dataclass."""
+
+    def deco(cls):
+        cls.name = name
+        cls.Options = options
+        POLICIES.register(name)(cls)
+        return cls
+
+    return deco
 
 
 @dataclass(frozen=True)
@@ -158,15 +193,51 @@ class KVStore:
         self.pos[a:b] += delta
 
 
+@dataclass(frozen=True)
+class Phase:
+    """Which model call a view serves, handed to the policy as an argument (never a mutable flag).
+
+    ``step``: the denoising call on this view (0 = a block's first step, where top-k selection and Deep
+    Forcing's compression happen; a window of blocks counts its calls); ``commit``: the clean commit pass
+    (the block re-run at t = context_noise that writes its K/V); ``train``: the training attention path
+    (the current K/V are concatenated to the context instead of written into the store, so autograd's
+    graph stays valid), chosen by the block loop, never read from the grad mode.
+    """
+
+    step: int = 0
+    commit: bool = False
+    train: bool = False
+
+
+COMMIT = Phase(step=-1, commit=True)
+
+
+class PhaseView:
+    """A view bound to one :class:`Phase`: what the model is handed (``frame_positions``, ``attend``)."""
+
+    __slots__ = ("view", "phase")
+
+    def __init__(self, view, phase: Phase):
+        self.view, self.phase = view, phase
+
+    @property
+    def frame_positions(self) -> Tensor:
+        return self.view.frame_positions
+
+    def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        return self.view.attend(layer, q, k, v, self.phase)
+
+
 class BlockView:
     """Attention view for one block over a contiguous prefix of a :class:`KVStore`.
 
     The current block's K/V are written at slots [cur_start, cur_start + n) and the queries attend to
     ``store[attend_start:attend_end]`` (context + current; ``attend_start`` defaults to 0 and
-    ``attend_end`` to the end of the current block). ``pre_attend(view, layer, q)`` runs first (e.g. top-k selection at step 0);
-    ``extra_kv(view, layer)`` may append context that lives outside the store (e.g. training-time
-    compressed K/V that must keep their autograd graph). Under autograd nothing is written: the
-    current K/V are concatenated to the stored context instead, so the graph stays valid.
+    ``attend_end`` to the end of the current block). ``pre_attend(view, layer, q, phase)`` runs first (e.g.
+    top-k selection at step 0); ``extra_kv(view, layer)`` may append context that lives outside the store
+    (e.g. training-time compressed K/V that must keep their autograd graph). On the training path
+    (``phase.train``) nothing is written: the current K/V are concatenated to the stored context instead,
+    so the graph stays valid. The model gets ``view.at(phase)``.
     """
 
     def __init__(self, store: KVStore, frame_positions: Tensor, cur_start: int, attend_end: int | None = None,
@@ -178,18 +249,20 @@ class BlockView:
         self.attend_end = attend_end
         self.pre_attend = pre_attend
         self.extra_kv = extra_kv
-        self.step = 0
 
-    def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    def at(self, phase: Phase) -> PhaseView:
+        return PhaseView(self, phase)
+
+    def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor, phase: Phase = Phase()) -> Tensor:
         if self.pre_attend is not None:
-            self.pre_attend(self, layer, q)
+            self.pre_attend(self, layer, q, phase)
         s = self.store
         a = self.cur_start
         b = a + k.shape[1]
         end = b if self.attend_end is None else max(b, self.attend_end)
         lo = self.attend_start
         extra = self.extra_kv(self, layer) if self.extra_kv is not None else None
-        if torch.is_grad_enabled() and (k.requires_grad or q.requires_grad):
+        if phase.train:
             ks = [s.k[layer, :, lo:a], k, s.k[layer, :, b:end]]
             vs = [s.v[layer, :, lo:a], v, s.v[layer, :, b:end]]
         else:
@@ -204,6 +277,42 @@ class BlockView:
         return attention(q, kk, vv)
 
 
+@dataclass
+class BlockStats:
+    """What one block costs (a policy's third answer, DESIGN.md "one rollout, many policies"): tokens attended,
+    K/V held and allocated. Field names are the JSON keys that results files, stats sidecars and reports/perf
+    JSONs carry; a policy reports more by subclassing (its fields default, None = not reported).
+
+    ``context_tokens``: cached tokens the block attends besides itself; ``tokens_attended``: context + current;
+    ``kv_tokens``/``kv_bytes``: K/V held after the previous block (current excluded, all layers);
+    ``allocated_bytes``: the storage allocated; ``max_position``: the largest temporal RoPE index used.
+    """
+
+    block: int
+    context_tokens: int
+    tokens_attended: int
+    kv_tokens: int
+    kv_bytes: int
+    allocated_bytes: int
+    max_position: int
+
+    def as_dict(self) -> dict:
+        """The JSON layout (fields that are None left out)."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a policy needs bound before it runs (declared by :meth:`CachePolicy.needs`, provided by
+    :func:`bind_policy`): ``vae`` a frozen VAE (decode / re-encode frames); ``weights`` trained parameters of
+    its own, read from the DiT checkpoint's extra tensors (e.g. PackForcing's HR compressor); ``trainable``
+    parameters that training updates end to end (``bind_policy(train=True)``)."""
+
+    vae: bool = False
+    weights: bool = False
+    trainable: bool = False
+
+
 class CachePolicy:
     """Base class of cache policies. Subclasses implement ``reset``, ``context``, ``finish``, ``stats``.
 
@@ -216,13 +325,31 @@ class CachePolicy:
       Forcing: the number of steps). The rollout calls it before ``reset``.
     - ``context_window(win)``: the view for a window of blocks; the default serves one-block windows
       with ``context(block)``. The rollout asks for a new view whenever the window's blocks change
-      and reuses it (``view.step`` = 0, 1, ... counts the calls) while they stay the same.
+      and reuses it while they stay the same; each model call gets ``view.at(Phase(step=0, 1, ...))``.
     - ``prefix(out_frame)``: clean latents to push through the cache (at t = 0) before the block
       that starts at output frame ``out_frame``, or None (CausVid's restart overlap). Asked only
       between windows.
     """
 
     name = "base"
+    Options: type[PolicyOptions] = PolicyOptions  # set by register_policy
+
+    def needs(self) -> Needs:
+        """What :func:`bind_policy` must provide (default: nothing)."""
+        return Needs()
+
+    def bind(self, model, *, vae=None, state_dict: dict | None = None, train: bool = False,
+             source: str = "checkpoint") -> None:
+        """Take what :meth:`needs` declared (called by :func:`bind_policy` only)."""
+
+    def parameters(self) -> list:
+        """Parameters that training updates (bound with ``train=True``); none by default."""
+        return []
+
+    def extra_state(self) -> dict:
+        """The policy's own weights as a checkpoint stores them (``compressor.*`` keys, prefix stripped): what
+        :func:`bind_policy` takes back as ``state_dict``. Empty by default."""
+        return {}
 
     def reset(self, spec: CacheSpec, num_frames: int, block_frames: int) -> None:
         raise NotImplementedError
@@ -249,20 +376,24 @@ class CachePolicy:
     def commit(self, model, x_clean: Tensor, text, view: BlockView, blk: BlockInfo, context_noise: float = 0.0) -> None:
         b, _, f = x_clean.shape[:3]
         t = torch.full((b, f), float(context_noise), device=x_clean.device)
-        view.step = -1
         with torch.no_grad():  # the clean re-run only writes K/V; it never carries gradient
-            model(x_clean, t, text, view=view)
+            model(x_clean, t, text, view=view.at(COMMIT))
         self.finish(blk, x_clean, model, text)
 
     def finish(self, blk: BlockInfo, x_clean: Tensor, model, text) -> None:
         pass
 
-    def stats(self) -> dict:
-        """Cost of the last block: context_tokens, tokens_attended, kv_tokens, kv_bytes, allocated_bytes."""
+    def decode_hold(self) -> int:
+        """Pixel frames at the end of the last committed block's decode that a streaming decoder must hold back,
+        because a later restart replaces them (CausVid's recipe; see ``rollout.SegmentStitcher``). 0 by default."""
+        return 0
+
+    def stats(self) -> BlockStats:
+        """Cost of the last block (:class:`BlockStats`)."""
         raise NotImplementedError
 
     # Bookkeeping-only simulation for budgets (no tensors): list of per-block stats.
-    def plan(self, spec: CacheSpec, num_frames: int, block_frames: int) -> list[dict]:
+    def plan(self, spec: CacheSpec, num_frames: int, block_frames: int) -> list[BlockStats]:
         """Per-block stats of a whole video from the policy's bookkeeping alone (no model, no tensors):
         ``_start`` sizes the state, ``_plan_block`` advances it by one block and returns its stats."""
         self.store = None
@@ -272,17 +403,41 @@ class CachePolicy:
     def _start(self, spec: CacheSpec, num_frames: int, block_frames: int) -> None:
         raise NotImplementedError
 
-    def _plan_block(self, blk: BlockInfo) -> dict:
+    def _plan_block(self, blk: BlockInfo) -> BlockStats:
         raise NotImplementedError
 
 
-def make_policy(name: str, **kwargs) -> CachePolicy:
-    """Build a registered policy by name (imports the policy modules on first use)."""
+def policy_options(name: str, **kwargs) -> PolicyOptions:
+    """The options dataclass of policy ``name`` filled from ``kwargs`` (unknown keys and bad values are one-line
+    UserErrors)."""
     from packforcing.cache import load_all
 
     load_all()
-    cls = POLICIES.get(name)
-    try:
-        return cls(**kwargs)
-    except TypeError as e:
-        raise UserError(f"bad options for cache policy {name!r}: {e}. Check the policy_kwargs of the method.") from None
+    opts = build_options(POLICIES.get(name).Options, kwargs, name)
+    check_fields(opts, "policy_kwargs")
+    return opts
+
+
+def make_policy(name: str, **kwargs) -> CachePolicy:
+    """Build a registered policy by name from its options (imports the policy modules on first use)."""
+    opts = policy_options(name, **kwargs)
+    return POLICIES.get(name)(**opts.as_kwargs())
+
+
+def bind_policy(policy: CachePolicy, model, *, vae=None, state_dict: dict | None = None, train: bool = False,
+                source: str = "checkpoint") -> CachePolicy:
+    """The one binding step: give ``policy`` what it declared in :meth:`CachePolicy.needs`.
+
+    ``vae``: the frozen VAE (required when the policy needs one); ``state_dict``: the checkpoint's extra
+    tensors (``compressor.*`` with the prefix stripped; ``{}`` = the checkpoint has none, which is an error
+    for a policy that needs trained weights; None = fresh parameters, as training starts); ``train``: its
+    trainable parameters keep their autograd graph and :meth:`CachePolicy.parameters` returns them;
+    ``source`` names the checkpoint in errors. Returns ``policy``.
+    """
+    need = policy.needs()
+    if need.vae and vae is None:
+        raise UserError(f"cache policy {policy.name!r} needs the VAE, and none was given; pass vae=... "
+                        f"(load_vae) or change the policy's options.")
+    policy.bind(model, vae=vae if need.vae else None, state_dict=state_dict if need.weights else None,
+                train=train and need.trainable, source=source)
+    return policy

@@ -16,8 +16,8 @@ the last ``overlap - 1`` latents of the previous rollout. Here that is one polic
 - frame accounting: segment 0 generates S frames, every later one S - O new frames. Upstream drops the
   last ``4(O-1)+1`` pixel frames of every rollout; the next rollout's overlap decodes (fresh stream)
   to exactly that many frames, which take their place. Blocks of a segment that a restart follows
-  carry ``stats["hold_frames"] = 4(O-1)+1`` so that a streaming consumer
-  (:class:`packforcing.rollout.SegmentStitcher`) holds them back and replaces them. The stitched video
+  return ``decode_hold() = 4(O-1)+1`` (also reported as ``stats["hold_frames"]``) so that a streaming
+  consumer (:class:`packforcing.rollout.SegmentStitcher`) holds them back and replaces them. The stitched video
   of F generated latent frames has exactly ``1 + 4(F-1)`` frames, none twice. Upstream also drops
   the tail of the *last* rollout; we keep it (the output length is the requested one).
 
@@ -27,51 +27,83 @@ policy (21 frames) with the ``causvid3``/``causvid4`` schedule (docs/baselines.m
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Optional
+
 import torch
 
-from packforcing.cache.base import POLICIES, BlockInfo, BlockView, CachePolicy, CacheSpec, KVStore, check_positions
+from packforcing.cache.base import (
+    BlockInfo,
+    BlockStats,
+    BlockView,
+    CachePolicy,
+    CacheSpec,
+    KVStore,
+    Needs,
+    PolicyOptions,
+    check_positions,
+    register_policy,
+    whole_blocks,
+)
 from packforcing.errors import UserError
+from packforcing.options import at_least
 
 Tensor = torch.Tensor
 
 
-@POLICIES.register("causvid_restart")
+@dataclass
+class CausVidStats(BlockStats):
+    """Block stats plus the segment (restart count) and the pixel frames a later restart replaces."""
+
+    segment: int = 0
+    hold_frames: int = 0
+
+
+@dataclass
+class CausVidRestartOptions(PolicyOptions):
+    """CausVid's long-video recipe: fixed-length rollouts restarted with an overlap.
+
+    None = the default: 21 frames rounded down to whole blocks; one block of overlap."""
+
+    rollout_frames: Optional[int] = at_least(1, None)
+    overlap_frames: Optional[int] = at_least(0, None)
+
+    def check(self, block_frames: int, prefix: str = "") -> None:
+        whole_blocks({"rollout_frames": self.rollout_frames, "overlap_frames": self.overlap_frames}, block_frames, prefix)
+
+
+@register_policy("causvid_restart", CausVidRestartOptions)
 class CausVidRestartPolicy(CachePolicy):
     """Restart every ``rollout_frames`` latent frames with a fresh cache, seeded by an overlap block.
 
     ``rollout_frames`` None = 21 rounded down to whole blocks (21 at B_f = 3, 20 at B_f = 4);
     ``overlap_frames`` None = one block (upstream default 3 = one block at B_f = 3); 0 = independent
-    rollouts with no overlap (nothing pushed, nothing dropped). Needs a VAE (:meth:`attach`) when it
+    rollouts with no overlap (nothing pushed, nothing dropped). Needs a VAE (:func:`packforcing.cache.bind_policy`) when it
     restarts with an overlap.
     """
 
-    name = "causvid_restart"
-
-    def __init__(self, rollout_frames: int | None = None, overlap_frames: int | None = None, vae=None):
+    def __init__(self, *, rollout_frames: int | None, overlap_frames: int | None):  # values: CausVidRestartOptions
         if rollout_frames is not None and rollout_frames <= 0:
             raise UserError(f"rollout_frames must be positive, got {rollout_frames}.")
         if overlap_frames is not None and overlap_frames < 0:
             raise UserError(f"overlap_frames must be >= 0, got {overlap_frames}.")
         self.rollout_frames, self.overlap_frames = rollout_frames, overlap_frames
-        self.vae = vae
+        self.vae = None  # bound by bind_policy (needs().vae)
         self.store: KVStore | None = None
 
-    def attach(self, vae=None) -> "CausVidRestartPolicy":
-        """Attach the (frozen) VAE that decodes and re-encodes the overlap frame."""
-        self.vae = vae
-        return self
+    def needs(self) -> Needs:
+        """The (frozen) VAE that decodes and re-encodes the overlap frame (not with ``overlap_frames=0``)."""
+        return Needs(vae=self.overlap_frames != 0)
 
-    attach_vae = attach  # the name packforcing.pipeline.build_policy looks for
+    def bind(self, model, *, vae=None, state_dict=None, train=False, source="checkpoint") -> None:
+        self.vae = vae
 
     # ---- bookkeeping shared by real runs and plans -----------------------------------------
     def _start(self, spec: CacheSpec, num_frames: int, block_frames: int) -> None:
         bf = block_frames
         s = self.rollout_frames if self.rollout_frames is not None else max(bf, 21 // bf * bf)
         o = self.overlap_frames if self.overlap_frames is not None else bf
-        if s % bf:
-            raise UserError(f"rollout_frames={s} is not a whole number of blocks of {bf} latent frames; use a multiple of {bf}.")
-        if o % bf:
-            raise UserError(f"overlap_frames={o} is not a whole number of blocks of {bf} latent frames; use a multiple of {bf}.")
+        whole_blocks({"rollout_frames": s, "overlap_frames": o}, bf)
         if o >= s:
             raise UserError(f"overlap_frames={o} must be smaller than rollout_frames={s}.")
         self.spec, self.bf, self.S, self.O = spec, bf, s, o
@@ -83,7 +115,7 @@ class CausVidRestartPolicy(CachePolicy):
         self.prefix_left = 0  # overlap blocks still to be committed
         self.out_index = 0  # generated blocks so far
         self.seg_latents: list[Tensor] = []
-        self._last: dict = {}
+        self._last: CausVidStats | None = None
 
     def _followed(self) -> bool:
         """Does a restart follow the current segment?"""
@@ -92,17 +124,17 @@ class CausVidRestartPolicy(CachePolicy):
     def _record(self, blk: BlockInfo) -> None:
         tpf = self.spec.tokens_per_frame
         bpt = self.spec.bytes_per_token()
-        self._last = {
-            "block": self.out_index,
-            "segment": self.segment,
-            "context_tokens": self.held * tpf,
-            "tokens_attended": (self.held + blk.frames) * tpf,
-            "kv_tokens": self.held * tpf,
-            "kv_bytes": self.held * tpf * bpt,
-            "allocated_bytes": self.store.allocated_bytes if self.store is not None else self.S * tpf * bpt,
-            "max_position": self.held + blk.frames - 1,
-            "hold_frames": self.hold if self._followed() else 0,
-        }
+        self._last = CausVidStats(
+            block=self.out_index,
+            segment=self.segment,
+            context_tokens=self.held * tpf,
+            tokens_attended=(self.held + blk.frames) * tpf,
+            kv_tokens=self.held * tpf,
+            kv_bytes=self.held * tpf * bpt,
+            allocated_bytes=self.store.allocated_bytes if self.store is not None else self.S * tpf * bpt,
+            max_position=self.held + blk.frames - 1,
+            hold_frames=self.hold if self._followed() else 0,
+        )
 
     def _restart(self) -> None:
         self.held = 0
@@ -124,7 +156,7 @@ class CausVidRestartPolicy(CachePolicy):
             return None
         if self.vae is None:
             raise UserError("causvid_restart re-encodes a decoded frame at every restart and needs the VAE: "
-                            "attach one (policy.attach(vae=...)), or set overlap_frames=0.")
+                            "bind one (bind_policy(policy, model, vae=...)), or set overlap_frames=0.")
         seg = torch.cat(self.seg_latents, dim=2)  # [B, C, S, H, W] segment-local latents
         s, o = self.S, self.O
         vae = self.vae
@@ -160,10 +192,13 @@ class CausVidRestartPolicy(CachePolicy):
         if self.O > 0 and self._followed():
             self.seg_latents.append(x_clean.detach())
 
-    def stats(self) -> dict:
-        return dict(self._last)
+    def decode_hold(self) -> int:
+        return self.hold if self._followed() else 0
 
-    def _plan_block(self, blk: BlockInfo) -> dict:
+    def stats(self) -> CausVidStats:
+        return self._last
+
+    def _plan_block(self, blk: BlockInfo) -> CausVidStats:
         if blk.start == self.next_restart:
             self._restart()
             self.held = self.O
@@ -171,4 +206,4 @@ class CausVidRestartPolicy(CachePolicy):
         self._record(blk)
         self.held += blk.frames
         self.out_index += 1
-        return dict(self._last)
+        return self._last

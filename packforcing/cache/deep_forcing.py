@@ -5,7 +5,7 @@ Deep Forcing (baselines.md §4.4, arXiv 2512.05081) runs Self-Forcing's rolling 
 
 - **Deep Sink**: the first ``sink_frames`` (S = 10, about half the window) latent frames are never
   evicted, and their keys are re-aligned in temporal RoPE (a temporal-only rotation,
-  :func:`packforcing.cache.rope.shift_temporal`) so that the sink sits right before the tail.
+  :func:`packforcing.rope.shift_temporal`) so that the sink sits right before the tail.
 - **Participative Compression**: when the next block would not fit in the window, the cache is
   compressed to ``budget_frames`` (N = 16) frames' worth of tokens, once per block, at its first
   denoising step: sink ‖ top-C ‖ recent, where recent = the last ``recent_frames`` (R = 4) frames
@@ -28,23 +28,57 @@ every slot) are kept on the device; selection, gathers and rotations never leave
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from packforcing.cache import rope as R
-from packforcing.cache.base import POLICIES, BlockInfo, BlockView, CachePolicy, CacheSpec, KVStore, check_positions
+from packforcing import rope as R
+from packforcing.cache.base import (
+    BlockInfo,
+    BlockStats,
+    BlockView,
+    CachePolicy,
+    CacheSpec,
+    KVStore,
+    Phase,
+    PolicyOptions,
+    check_positions,
+    register_policy,
+)
 from packforcing.errors import UserError
+from packforcing.options import at_least
 
 Tensor = torch.Tensor
 
 
-@POLICIES.register("deep_forcing")
+@dataclass
+class DeepForcingStats(BlockStats):
+    """Block stats plus the partitions (sink, kept top-C tokens, recent) and whether this block compressed."""
+
+    sink_tokens: int = 0
+    kept_tokens: int = 0
+    recent_tokens: int = 0
+    compressed: bool = False
+
+
+@dataclass
+class DeepForcingOptions(PolicyOptions):
+    """Deep Forcing: deep sink + participative compression (top-C by query-key score) + recent."""
+
+    sink_frames: int = at_least(0, 10)
+    budget_frames: int = at_least(0, 16)
+    recent_frames: int = at_least(0, 4)
+    window_frames: int = at_least(1, 21)
+    participative: bool = True
+    rope_adjust: bool = True
+
+
+@register_policy("deep_forcing", DeepForcingOptions)
 class DeepForcingPolicy(CachePolicy):
     """Deep sink (S frames, re-aligned) ‖ top-C participating tokens ‖ recent R frames, window W."""
 
-    name = "deep_forcing"
-
-    def __init__(self, sink_frames: int = 10, budget_frames: int = 16, recent_frames: int = 4,
-                 window_frames: int = 21, participative: bool = True, rope_adjust: bool = True):
+    def __init__(self, *, sink_frames: int, budget_frames: int, recent_frames: int, window_frames: int,
+                 participative: bool, rope_adjust: bool):  # values: DeepForcingOptions (make_policy)
         for n, v in (("sink_frames", sink_frames), ("budget_frames", budget_frames), ("recent_frames", recent_frames)):
             if v < 0:
                 raise UserError(f"{n} must be >= 0, got {v}.")
@@ -74,7 +108,7 @@ class DeepForcingPolicy(CachePolicy):
         self.sink_pos = 0  # temporal position of the sink's first frame (FIFO mode; python)
         self.compressions = 0
         self._pending: dict | None = None
-        self._last: dict = {}
+        self._last: DeepForcingStats | None = None
 
     def _held(self) -> int:
         return self.sink_n * self.tpf + self.kept_n + len(self.tail) * self.tpf
@@ -101,19 +135,19 @@ class DeepForcingPolicy(CachePolicy):
         tpf = self.tpf
         held = self._held()
         bpt = self.spec.bytes_per_token()
-        self._last = {
-            "block": blk.index,
-            "context_tokens": held,
-            "tokens_attended": held + blk.frames * tpf,
-            "sink_tokens": self.sink_n * tpf,
-            "kept_tokens": self.kept_n,
-            "recent_tokens": len(self.tail) * tpf,
-            "kv_tokens": held,
-            "kv_bytes": held * bpt,
-            "allocated_bytes": self.store.allocated_bytes if self.store is not None else self.W * tpf * bpt,
-            "max_position": blk.end - 1,
-            "compressed": act["kind"] is not None,
-        }
+        self._last = DeepForcingStats(
+            block=blk.index,
+            context_tokens=held,
+            tokens_attended=held + blk.frames * tpf,
+            sink_tokens=self.sink_n * tpf,
+            kept_tokens=self.kept_n,
+            recent_tokens=len(self.tail) * tpf,
+            kv_tokens=held,
+            kv_bytes=held * bpt,
+            allocated_bytes=self.store.allocated_bytes if self.store is not None else self.W * tpf * bpt,
+            max_position=blk.end - 1,
+            compressed=act["kind"] is not None,
+        )
 
     def _commit_frames(self, blk: BlockInfo) -> None:
         for f in range(blk.start, blk.end):
@@ -168,16 +202,21 @@ class DeepForcingPolicy(CachePolicy):
                 self.pos_l[:, :a] += delta
                 self.sink_pos = target
 
-    def _hook(self, view: BlockView, layer: int, q: Tensor) -> None:
-        if view.step == 0 and self._pending is not None and layer not in self._done:
+    def _hook(self, view: BlockView, layer: int, q: Tensor, phase: Phase) -> None:
+        if phase.commit:
+            if self.R > self.bf:  # remember the clean re-run's queries (recent queries)
+                self._remember_queries(layer, q)
+        elif phase.step == 0 and self._pending is not None and layer not in self._done:
             self._compress(layer, q)
             self._done.add(layer)
-        elif view.step == -1 and self.R > self.bf:  # remember the clean re-run's queries (recent queries)
-            b, n, h, d = q.shape
-            sums = q.detach().float().view(b, n // self.tpf, self.tpf, h, d).sum(2)
-            hist = self.qhist[layer]
-            hist.extend(sums.unbind(1))
-            del hist[: max(0, len(hist) - (self.R - self.bf))]
+
+    def _remember_queries(self, layer: int, q: Tensor) -> None:
+        """Keep the per-frame query sums of the clean re-run (the recent queries of the next compression)."""
+        b, n, h, d = q.shape
+        sums = q.detach().float().view(b, n // self.tpf, self.tpf, h, d).sum(2)
+        hist = self.qhist[layer]
+        hist.extend(sums.unbind(1))
+        del hist[: max(0, len(hist) - (self.R - self.bf))]
 
     def _compress(self, layer: int, q: Tensor) -> None:
         """Participative compression of one layer at the first denoising step (all on the device)."""
@@ -225,10 +264,10 @@ class DeepForcingPolicy(CachePolicy):
         self._pending = None
         self._commit_frames(blk)
 
-    def stats(self) -> dict:
-        return dict(self._last)
+    def stats(self) -> DeepForcingStats:
+        return self._last
 
-    def _plan_block(self, blk: BlockInfo) -> dict:
+    def _plan_block(self, blk: BlockInfo) -> DeepForcingStats:
         self._record(blk, self._advance(blk))
         self._commit_frames(blk)
-        return dict(self._last)
+        return self._last

@@ -17,7 +17,7 @@ Per layer the context is sink ‖ mid ‖ recent + current:
   relative positions, so we anchor the packing at 0 (sink at 0..N_sink-1, selected mid blocks next in
   temporal order, then recent, then current): outputs equal the paper's end-anchored packing, and
   every index stays inside the 1,024-entry RoPE table for any length. Re-alignment is a temporal-only
-  rotation of cached keys (:func:`packforcing.cache.rope.shift_temporal`), applied to the recent ring
+  rotation of cached keys (:func:`packforcing.rope.shift_temporal`), applied to the recent ring
   when positions move and to mid blocks as they are gathered. With ``rope_adjust=False`` keys keep
   their absolute positions (and a run past the RoPE table is refused).
 
@@ -38,15 +38,30 @@ rotated to their target temporal position when gathered into the mid slots.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
+from typing import Optional
 
 import torch
 
+from packforcing import rope as R
 from packforcing.attention import attention
-from packforcing.cache import rope as R
 from packforcing.cache import selector as S
-from packforcing.cache.base import POLICIES, BlockInfo, BlockView, CachePolicy, CacheSpec, KVStore, check_positions
+from packforcing.cache.base import (
+    BlockInfo,
+    BlockStats,
+    BlockView,
+    CachePolicy,
+    CacheSpec,
+    KVStore,
+    Needs,
+    Phase,
+    PolicyOptions,
+    check_positions,
+    register_policy,
+    whole_blocks,
+)
 from packforcing.cache.compressor import PAPER_HR_CHANNELS, DualBranchCompressor, compressed_grid
 from packforcing.errors import UserError
+from packforcing.options import at_least, choices
 from packforcing.spans import span
 
 Tensor = torch.Tensor
@@ -72,14 +87,14 @@ class _CompressedPassView:
 
     frame_positions = None
 
-    def __init__(self, store: KVStore, attend_end: int, n_layers: int):
-        self.store, self.attend_end = store, attend_end
+    def __init__(self, store: KVStore, attend_end: int, n_layers: int, train: bool):
+        self.store, self.attend_end, self.train = store, attend_end, train
         self.kv: list = [None] * n_layers
 
     def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         self.kv[layer] = (k, v)
         st, end = self.store, self.attend_end
-        if torch.is_grad_enabled() and (k.requires_grad or q.requires_grad):  # training: keep the graph
+        if self.train:  # training the compressor: keep the graph
             ks, vs = st.k[layer, :, :end].to(k.dtype), st.v[layer, :, :end].to(v.dtype)
             return attention(q, torch.cat([ks, k], 1), torch.cat([vs, v], 1))
         # Slots [end, end + N_c) are free here: past the attended context (unused ring or mid slots,
@@ -90,24 +105,50 @@ class _CompressedPassView:
         return attention(q, st.k[layer, :, :b].to(k.dtype), st.v[layer, :, :b].to(v.dtype))
 
 
-@dataclass(frozen=True)
-class PackForcingConfig:
-    """Every PackForcing option; the paper's values are the defaults (paper.md §2, §4, §5)."""
+@dataclass
+class PackForcingStats(BlockStats):
+    """Block stats plus the partitions: sink, recent, mid (attended N_c tokens, archived blocks, compressed copies
+    still pending in recent), N_c, and (real runs) the top-k selections made for the block."""
 
-    sink_frames: int = 8  # N_sink latent frames (2 blocks)
-    recent_frames: int = 4  # N_recent latent frames (1 block), plus the current block
-    top_k: int = 16  # mid blocks attended
-    mid_capacity: int | None = 16  # archived mid blocks (FIFO); None = unbounded
-    selection: str = "topk"  # "topk" | "fifo" | "all"
+    sink_tokens: int = 0
+    recent_tokens: int = 0
+    mid_tokens_attended: int = 0
+    mid_blocks: int = 0
+    kv_pending_tokens: int = 0
+    n_c: int = 0
+    selections: Optional[int] = None
+
+
+@dataclass
+class PackForcingConfig(PolicyOptions):
+    """Every PackForcing option (the policy's options dataclass); the paper's values are the defaults
+    (paper.md §2, §4, §5). |C| = (N_sink/B_f)·n + top_k·N_c + (N_recent/B_f + 1)·n tokens per layer.
+
+    ``preset`` names a row of :data:`PACKFORCING_PRESETS` the other fields override; ``hr_channels``
+    None = the preset's (the paper's HR CNN widths unless the preset says otherwise)."""
+
+    preset: str = choices("paper", "toy", "zero_shot", default="paper")
+    sink_frames: int = at_least(0, 8)  # N_sink latent frames (2 blocks), a multiple of B_f
+    recent_frames: int = at_least(0, 4)  # N_recent latent frames (1 block), plus the current block
+    top_k: int = at_least(0, 16)  # mid blocks attended
+    mid_capacity: Optional[int] = at_least(0, 16)  # archived mid blocks (FIFO); None = unbounded
+    selection: str = choices("topk", "fifo", "all", default="topk")  # dynamic top-k vs newest-k vs all
     score_ratio: float = 0.125  # query subsample ratio for affinity scores (min 32 tokens)
-    score_heads: str = "half"  # "half" | "all"
-    score_scope: str = "per_layer"  # "per_layer" | "shared" (layer 0's choice for every layer)
-    rope_adjust: bool = True
-    compressor: str = "hr+lr"  # branches: "hr+lr" | "hr" | "lr"
-    nc_spatial: int = 4  # token-grid spatial factor (4 -> 7x13 at Wan shape)
-    nc_temporal: int = 2  # temporal factor (2 -> 2 rows per 4-frame block)
-    mid_kv: str = "transformer"  # "transformer" | "projection"
-    hr_channels: tuple[int, ...] = field(default=PAPER_HR_CHANNELS)
+    score_heads: str = choices("half", "all", default="half")
+    score_scope: str = choices("per_layer", "shared", default="per_layer")  # shared: layer 0's choice for all
+    rope_adjust: bool = True  # incremental temporal RoPE re-alignment (§3.4)
+    compressor: str = choices("hr+lr", "hr", "lr", default="hr+lr")  # dual-branch compressor branches (§3.3)
+    nc_spatial: int = at_least(1, 4)  # token-grid spatial factor (4 -> 7x13 at Wan shape)
+    nc_temporal: int = at_least(1, 2)  # temporal factor (2 -> 2 rows per 4-frame block)
+    mid_kv: str = choices("transformer", "projection", default="transformer")  # how N_c tokens become K/V
+    hr_channels: Optional[tuple[int, ...]] = None  # HR CNN widths; None = the preset's
+
+    @property
+    def hr_widths(self) -> tuple[int, ...]:
+        return tuple(self.hr_channels) if self.hr_channels is not None else PAPER_HR_CHANNELS
+
+    def check(self, block_frames: int, prefix: str = "") -> None:
+        whole_blocks({"sink_frames": self.sink_frames, "recent_frames": self.recent_frames}, block_frames, prefix)
 
     def validate(self) -> "PackForcingConfig":
         checks = [
@@ -128,22 +169,25 @@ class PackForcingConfig:
 
 
 PACKFORCING_PRESETS = {
-    "paper": PackForcingConfig(),
+    "paper": PackForcingConfig(hr_channels=PAPER_HR_CHANNELS),
     # Toy scale: the same frame counts (the toy world runs at 16 fps with the same B_f = 4), smaller HR CNN.
-    "toy": PackForcingConfig(hr_channels=(16, 32, 64, 128)),
+    "toy": PackForcingConfig(preset="toy", hr_channels=(16, 32, 64, 128)),
     # Zero-shot reading (paper "or zero-shot without any training"): no trained parameters.
-    "zero_shot": PackForcingConfig(compressor="lr", mid_kv="transformer"),
+    "zero_shot": PackForcingConfig(preset="zero_shot", compressor="lr", mid_kv="transformer", hr_channels=PAPER_HR_CHANNELS),
 }
 
 
 def packforcing_config(preset: str = "paper", **overrides) -> PackForcingConfig:
+    """The preset's config with ``overrides`` on top (``hr_channels=None`` keeps the preset's)."""
     if preset not in PACKFORCING_PRESETS:
         raise UserError(f"unknown packforcing preset {preset!r}; known: {', '.join(PACKFORCING_PRESETS)}.")
-    known = set(asdict(PACKFORCING_PRESETS[preset]))
+    known = set(asdict(PACKFORCING_PRESETS[preset])) - {"preset"}
     bad = sorted(set(overrides) - known)
     if bad:
         raise UserError(f"unknown packforcing option(s) {', '.join(bad)}; known: {', '.join(sorted(known))}.")
-    if "hr_channels" in overrides and overrides["hr_channels"] is not None:
+    if overrides.get("hr_channels", ()) is None:
+        del overrides["hr_channels"]
+    if "hr_channels" in overrides:
         overrides["hr_channels"] = tuple(overrides["hr_channels"])
     return replace(PACKFORCING_PRESETS[preset], **overrides).validate()
 
@@ -164,32 +208,59 @@ class _Layout:
     mid_bases: list[int] | None = None  # target temporal base per mid slot (None: chosen on device)
 
 
-@POLICIES.register("packforcing")
+@register_policy("packforcing", PackForcingConfig)
 class PackForcingPolicy(CachePolicy):
     """Sink ‖ compressed mid (top-k) ‖ recent + current, with incremental RoPE adjustment."""
-
-    name = "packforcing"
 
     def __init__(self, preset: str = "paper", compressor_module: DualBranchCompressor | None = None, **options):
         self.cfg = packforcing_config(preset, **options)
         self.compressor = compressor_module
-        self.train_compressor = False  # set by training: mid K/V keep their autograd graph
+        self.train_compressor = False  # bound with train=True: mid K/V keep their autograd graph
+
+    def needs(self) -> Needs:
+        """The compressor: HR weights from the checkpoint, the frozen VAE for the LR branch; trainable end to end."""
+        c = self.cfg.compressor
+        return Needs(vae="lr" in c, weights="hr" in c, trainable=True)
+
+    def bind(self, model, *, vae=None, state_dict=None, train=False, source="checkpoint") -> None:
+        """Build the dual-branch compressor for ``model``, load its HR weights (``hr.*`` of ``state_dict``; None =
+        fresh), put it on the model's device and dtype, and attach the VAE and backbone."""
+        comp = self.build_compressor(model.cfg)
+        if comp.hr is not None and state_dict is not None:
+            hr = {k[3:]: v for k, v in state_dict.items() if k.startswith("hr.")}
+            if not hr:
+                raise UserError(f"checkpoint {source} has no compressor weights for the HR branch; use a PackForcing "
+                                "checkpoint, or compressor='lr' (zero-shot).")
+            from packforcing.model.loading import check_state_dict
+
+            check_state_dict(comp.hr, hr, source, what="HR compressor",
+                             hint="the compressor options (nc_spatial, nc_temporal, hr_channels) must match training")
+        p = next(model.parameters())
+        comp = comp.to(device=p.device, dtype=p.dtype).train(train).requires_grad_(train)
+        comp.attach(vae, model)
+        self.attach(comp)
+        self.train_compressor = train
+
+    def parameters(self) -> list:
+        return [p for p in self.compressor.parameters() if p.requires_grad] if self.train_compressor else []
+
+    def extra_state(self) -> dict:
+        return dict(self.compressor.state_dict()) if self.compressor is not None else {}
 
     def attach(self, compressor_module: DualBranchCompressor | None = None) -> "PackForcingPolicy":
+        """Use a compressor module built elsewhere (tests, a shared module); :func:`bind_policy` is the usual way."""
         self.compressor = compressor_module
         return self
 
     def build_compressor(self, model_cfg) -> DualBranchCompressor:
         c = self.cfg
         return DualBranchCompressor(model_cfg.in_dim, model_cfg.dim, c.nc_spatial, c.nc_temporal, c.compressor,
-                                    c.hr_channels, model_cfg.patch_size[1])
+                                    c.hr_widths, model_cfg.patch_size[1])
 
     # ---- sizes -----------------------------------------------------------------------------
     def _start(self, spec: CacheSpec, num_frames: int, block_frames: int) -> None:
         c = self.cfg
-        for name, val in (("sink_frames", c.sink_frames), ("recent_frames", c.recent_frames)):
-            if val % block_frames:
-                raise UserError(f"{name}={val} is not a whole number of blocks of {block_frames} latent frames; use a multiple of {block_frames}.")
+        c.check(block_frames)
         if c.sink_frames > num_frames:
             raise UserError(f"sink_frames={c.sink_frames} is longer than the video ({num_frames} latent frames); lower sink_frames or generate more frames.")
         self.spec, self.bf = spec, block_frames
@@ -213,7 +284,7 @@ class PackForcingPolicy(CachePolicy):
         arch = (c.mid_capacity if c.mid_capacity is not None else 16) + self.recent_blocks + 1
         self.arch_cap = arch
         self.free = list(range(arch))
-        self._last: dict = {}
+        self._last: PackForcingStats | None = None
         self._layout: _Layout | None = None
         self.selections = 0
 
@@ -317,21 +388,21 @@ class PackForcingPolicy(CachePolicy):
         mid_tok = len(lay.mid_candidates) * self.n_c
         alloc = (self.store.allocated_bytes + self.archive.allocated_bytes) if getattr(self, "store", None) is not None else (
             (self._store_capacity() + self.arch_cap * self.n_c) * bpt)
-        self._last = {
-            "block": blk.index,
-            "context_tokens": lay.attend_end - self.n_blk,
-            "tokens_attended": lay.attend_end,
-            "sink_tokens": sink_tok,
-            "recent_tokens": recent_tok,
-            "mid_tokens_attended": lay.n_sel * self.n_c,
-            "mid_blocks": len(lay.mid_candidates),
-            "kv_tokens": sink_tok + recent_tok + mid_tok,
-            "kv_pending_tokens": len(self.pending) * self.n_c,
-            "kv_bytes": (sink_tok + recent_tok + mid_tok) * bpt,
-            "allocated_bytes": alloc,
-            "max_position": lay.cur_pos + self.bf - 1,
-            "n_c": self.n_c,
-        }
+        self._last = PackForcingStats(
+            block=blk.index,
+            context_tokens=lay.attend_end - self.n_blk,
+            tokens_attended=lay.attend_end,
+            sink_tokens=sink_tok,
+            recent_tokens=recent_tok,
+            mid_tokens_attended=lay.n_sel * self.n_c,
+            mid_blocks=len(lay.mid_candidates),
+            kv_tokens=sink_tok + recent_tok + mid_tok,
+            kv_pending_tokens=len(self.pending) * self.n_c,
+            kv_bytes=(sink_tok + recent_tok + mid_tok) * bpt,
+            allocated_bytes=alloc,
+            max_position=lay.cur_pos + self.bf - 1,
+            n_c=self.n_c,
+        )
 
     # ---- policy interface ----------------------------------------------------------------------
     def context(self, blk: BlockInfo) -> BlockView:
@@ -388,7 +459,7 @@ class PackForcingPolicy(CachePolicy):
     @span("pf.gather")
     def _gather(self, layer: int | None, slots: Tensor, starts: Tensor | None, n: int, index: Tensor | None = None) -> None:
         """Copy the chosen blocks' compressed K/V from the archive into the mid slots, keys rotated to their target
-        temporal positions in the same pass (:func:`packforcing.cache.rope.gather_rotated_`).
+        temporal positions in the same pass (:func:`packforcing.rope.gather_rotated_`).
 
         ``slots``: archive slots [n] in temporal order, or the candidates' slots [m] with ``index`` [n] (the
         selection, temporal order); ``starts``: their start frames (``rope_adjust=False`` only). ``layer`` None =
@@ -410,10 +481,10 @@ class PackForcingPolicy(CachePolicy):
             R.gather_rotated_(st.k[layer, :, a:b], st.v[layer, :, a:b], ar.k[layer], ar.v[layer], slots, n_c, cos, sin, index)
 
     @span("pf.select")
-    def _select_hook(self, view: BlockView, layer: int, q: Tensor) -> None:
+    def _select_hook(self, view: BlockView, layer: int, q: Tensor, phase: Phase) -> None:
         """Top-k by query-key affinity at the first denoising step (App. G); reused afterwards. Per layer: the
         query mean, one dot product with the candidates' cached key means, topk + sort, and one fused gather."""
-        if view.step != 0 or layer in self._sel_done:
+        if phase.commit or phase.step != 0 or layer in self._sel_done:
             return
         lay = self._layout
         c = self.cfg
@@ -469,7 +540,7 @@ class PackForcingPolicy(CachePolicy):
             if c.mid_kv == "projection":
                 kv = self._project(model, h)
             else:
-                kv = self._through_transformer(model, h, text, lay)
+                kv = self._through_transformer(model, h, text, lay, grad)
         a = slot * self.n_c
         ar = self.archive
         for layer, (k, v) in enumerate(kv):
@@ -493,10 +564,10 @@ class PackForcingPolicy(CachePolicy):
             out.append((R.rotate(k, angles), v))
         return out
 
-    def _through_transformer(self, model, h: Tensor, text, lay: _Layout) -> list[tuple[Tensor, Tensor]]:
+    def _through_transformer(self, model, h: Tensor, text, lay: _Layout, train: bool) -> list[tuple[Tensor, Tensor]]:
         """Pass the compressed tokens through every layer at t=0, attending to the block's context
         (the clean block included); keep each layer's K/V, re-based to canonical temporal offsets."""
-        rec = _CompressedPassView(self.store, lay.attend_end, len(model.blocks))
+        rec = _CompressedPassView(self.store, lay.attend_end, len(model.blocks), train)
         pt, ph, pw = self.c_pos
         pos = (pt + lay.cur_pos, ph, pw)
         t0 = torch.zeros(h.shape[0], device=h.device)
@@ -505,19 +576,17 @@ class PackForcingPolicy(CachePolicy):
         return [(R.shift_temporal(k, delta, self.spec.rope_theta), v) for k, v in rec.kv]
 
     # ---- stats and plans -------------------------------------------------------------------------
-    def stats(self) -> dict:
-        d = dict(self._last)
-        d["selections"] = self.selections
-        return d
+    def stats(self) -> PackForcingStats:
+        return replace(self._last, selections=self.selections)
 
-    def _plan_block(self, blk: BlockInfo) -> dict:
+    def _plan_block(self, blk: BlockInfo) -> PackForcingStats:
         lay = self._advance(blk)
         self._record(blk, lay)
         self.committed += 1
         if lay.phase == "ring":
             self.ring_frames[lay.ring_slot] = blk.start
             self.pending.append((self._alloc_slot_plan(), blk.start))
-        return dict(self._last)
+        return self._last
 
     def _alloc_slot_plan(self) -> int:
         if not self.free:

@@ -31,21 +31,30 @@ call attends anchor + window (upstream's arithmetic does the same).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Optional
+
 import torch
 
+from packforcing import rope as R
 from packforcing.attention import attention
-from packforcing.cache import rope as R
 from packforcing.cache.base import (
-    POLICIES,
+    COMMIT,
     BlockInfo,
+    BlockStats,
     BlockView,
     CachePolicy,
     CacheSpec,
     KVStore,
+    Phase,
+    PhaseView,
+    PolicyOptions,
     WindowInfo,
     check_positions,
+    register_policy,
 )
 from packforcing.errors import UserError
+from packforcing.options import at_least
 
 Tensor = torch.Tensor
 
@@ -61,14 +70,16 @@ class RollingWindowView:
         self.anchor_delta = anchor_delta
         self.working = working  # token slots [a, b) of the working cache
         self.theta = theta
-        self.step = 0
+
+    def at(self, phase: Phase) -> PhaseView:
+        return PhaseView(self, phase)
 
     def anchor_keys(self, layer: int) -> Tensor:
         """The anchor's keys of ``layer`` as attended: rotated by ``anchor_delta`` temporal positions."""
         k = self.store.k[layer, :, : self.anchor_tokens]
         return R.shift_temporal(k, self.anchor_delta, self.theta) if self.anchor_delta else k
 
-    def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor, phase: Phase = Phase()) -> Tensor:
         s = self.store
         ks, vs = [], []
         if self.anchor_tokens:
@@ -83,7 +94,26 @@ class RollingWindowView:
         return attention(q, torch.cat(ks + [k], 1), torch.cat(vs + [v], 1))
 
 
-@POLICIES.register("rolling_forcing")
+@dataclass
+class RollingStats(BlockStats):
+    """Block stats of the call that made the block clean, plus the window's frames and the anchor's tokens."""
+
+    window_frames: int = 0
+    anchor_tokens: int = 0
+
+
+@dataclass
+class RollingForcingOptions(PolicyOptions):
+    """Rolling Forcing: staggered joint denoising over a window of blocks plus a re-RoPE'd anchor.
+
+    None = the default: the schedule's step count; one block; (W + 2) blocks."""
+
+    window_blocks: Optional[int] = at_least(1, None)
+    sink_frames: Optional[int] = at_least(0, None)
+    max_attention_frames: Optional[int] = at_least(1, None)
+
+
+@register_policy("rolling_forcing", RollingForcingOptions)
 class RollingForcingPolicy(CachePolicy):
     """Rolling Forcing: W-block staggered window, anchor re-RoPE'd before a working cache, cap on attention.
 
@@ -92,10 +122,8 @@ class RollingForcingPolicy(CachePolicy):
     (W + 2) blocks = 21 at B_f = 3).
     """
 
-    name = "rolling_forcing"
-
-    def __init__(self, window_blocks: int | None = None, sink_frames: int | None = None,
-                 max_attention_frames: int | None = None):
+    def __init__(self, *, window_blocks: int | None, sink_frames: int | None,
+                 max_attention_frames: int | None):  # values: RollingForcingOptions (make_policy)
         if window_blocks is not None and window_blocks < 1:
             raise UserError(f"window_blocks must be >= 1 or null (= the schedule's steps), got {window_blocks}.")
         if sink_frames is not None and sink_frames < 0:
@@ -121,7 +149,7 @@ class RollingForcingPolicy(CachePolicy):
         self.spec, self.bf, self.num_frames = spec, bf, num_frames
         self.anchor_n = 0  # anchor frames committed (< A until the anchor is complete)
         self.roll: list[int] = []  # absolute frames held in the FIFO after the anchor, oldest first
-        self._last: dict = {}
+        self._last: RollingStats | None = None
 
     def _slot(self, frame: int) -> int:
         """Token slot of a held frame."""
@@ -144,17 +172,17 @@ class RollingForcingPolicy(CachePolicy):
         bpt = self.spec.bytes_per_token()
         ctx = an + max(0, s - w_lo) if s > 0 else 0
         held = self.anchor_n + len(self.roll)
-        self._last = {
-            "block": win_first,
-            "window_frames": e - s,
-            "context_tokens": ctx * tpf,
-            "tokens_attended": (ctx + e - s) * tpf,
-            "anchor_tokens": an * tpf,
-            "kv_tokens": held * tpf,
-            "kv_bytes": held * tpf * bpt,
-            "allocated_bytes": self.store.allocated_bytes if self.store is not None else (self.A + self.cap) * tpf * bpt,
-            "max_position": e - 1,
-        }
+        self._last = RollingStats(
+            block=win_first,
+            window_frames=e - s,
+            context_tokens=ctx * tpf,
+            tokens_attended=(ctx + e - s) * tpf,
+            anchor_tokens=an * tpf,
+            kv_tokens=held * tpf,
+            kv_bytes=held * tpf * bpt,
+            allocated_bytes=self.store.allocated_bytes if self.store is not None else (self.A + self.cap) * tpf * bpt,
+            max_position=e - 1,
+        )
 
     def _hold(self, blk: BlockInfo) -> None:
         """Make room for and register the frames of a committed block (FIFO after the anchor)."""
@@ -201,15 +229,14 @@ class RollingForcingPolicy(CachePolicy):
         self.commit_layout = {"frames": list(range(lo, blk.end))}
         b, _, f = x_clean.shape[:3]
         t = torch.full((b, f), float(context_noise), device=x_clean.device)
-        cv.step = -1
         with torch.no_grad():
-            model(x_clean, t, text, view=cv)
+            model(x_clean, t, text, view=cv.at(COMMIT))
         self.finish(blk, x_clean, model, text)
 
-    def stats(self) -> dict:
-        return dict(self._last)
+    def stats(self) -> RollingStats:
+        return self._last
 
-    def plan(self, spec: CacheSpec, num_frames: int, block_frames: int) -> list[dict]:
+    def plan(self, spec: CacheSpec, num_frames: int, block_frames: int) -> list[RollingStats]:
         """Per emitted block: the stats of the call that made it clean (the rollout's call order)."""
         self.store = None
         self._start(spec, num_frames, block_frames)
@@ -229,6 +256,6 @@ class RollingForcingPolicy(CachePolicy):
                 item[1] += 1
             if live[0][1] == steps:
                 i = live.pop(0)[0]
-                out.append(dict(self._last))
+                out.append(self._last)
                 self._hold(BlockInfo(i, i * block_frames, block_frames))
         return out

@@ -14,19 +14,41 @@ Keys are stored after RoPE; ``store.pos`` records the temporal position each slo
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Optional
+
 import torch
 
-from packforcing.cache.base import POLICIES, BlockInfo, BlockView, CachePolicy, CacheSpec, KVStore, check_positions
+from packforcing.cache.base import (
+    BlockInfo,
+    BlockStats,
+    BlockView,
+    CachePolicy,
+    CacheSpec,
+    KVStore,
+    PolicyOptions,
+    check_positions,
+    register_policy,
+)
 from packforcing.errors import UserError
+from packforcing.options import at_least, choices
 
 
-@POLICIES.register("sink_window")
+@dataclass
+class SinkWindowOptions(PolicyOptions):
+    """Frame sink + sliding window (LongLive: 12 frames including a 3-frame sink); the window includes the
+    sink and the current block. ``window_frames`` None = no window."""
+
+    window_frames: Optional[int] = at_least(1, None)
+    sink_frames: int = at_least(0, 0)
+    rope: str = choices("absolute", "relative", default="absolute")
+
+
+@register_policy("sink_window", SinkWindowOptions)
 class SinkWindowPolicy(CachePolicy):
     """Sink + sliding window of full-resolution frames (Self-Forcing ``sink_size``/``local_attn_size``)."""
 
-    name = "sink_window"
-
-    def __init__(self, window_frames: int | None = None, sink_frames: int = 0, rope: str = "absolute"):
+    def __init__(self, *, window_frames: int | None, sink_frames: int, rope: str):  # values: SinkWindowOptions
         if rope not in ("absolute", "relative"):
             raise UserError(f"rope must be 'absolute' or 'relative', got {rope!r}.")
         if window_frames is not None and window_frames <= 0:
@@ -46,7 +68,7 @@ class SinkWindowPolicy(CachePolicy):
                 f"sink_frames ({self.sink_frames}) + block ({block_frames}) exceed window_frames ({self.window_frames}); "
                 f"make the window larger or the sink smaller."
             )
-        self._last: dict = {}
+        self._last: BlockStats | None = None
 
     def _make_room(self, blk: BlockInfo) -> tuple[int, int]:
         """Evict the oldest non-sink frames if the block does not fit. Returns (evicted, frames held)."""
@@ -70,15 +92,15 @@ class SinkWindowPolicy(CachePolicy):
     def _record(self, held: int, blk: BlockInfo) -> None:
         tpf = self.spec.tokens_per_frame
         bpt = self.spec.bytes_per_token()
-        self._last = {
-            "block": blk.index,
-            "context_tokens": held * tpf,
-            "tokens_attended": (held + blk.frames) * tpf,
-            "kv_tokens": held * tpf,
-            "kv_bytes": held * tpf * bpt,
-            "allocated_bytes": self.store.allocated_bytes if self.store is not None else self.capacity_frames * tpf * bpt,
-            "max_position": max(self._positions(blk, held)),
-        }
+        self._last = BlockStats(
+            block=blk.index,
+            context_tokens=held * tpf,
+            tokens_attended=(held + blk.frames) * tpf,
+            kv_tokens=held * tpf,
+            kv_bytes=held * tpf * bpt,
+            allocated_bytes=self.store.allocated_bytes if self.store is not None else self.capacity_frames * tpf * bpt,
+            max_position=max(self._positions(blk, held)),
+        )
 
     # ---- policy interface ------------------------------------------------------------------
     def reset(self, spec: CacheSpec, num_frames: int, block_frames: int) -> None:
@@ -112,11 +134,11 @@ class SinkWindowPolicy(CachePolicy):
     def finish(self, blk: BlockInfo, x_clean, model, text) -> None:
         self.frames.extend(range(blk.start, blk.end))
 
-    def stats(self) -> dict:
-        return dict(self._last)
+    def stats(self) -> BlockStats:
+        return self._last
 
-    def _plan_block(self, blk: BlockInfo) -> dict:
+    def _plan_block(self, blk: BlockInfo) -> BlockStats:
         _, held = self._make_room(blk)
         self._record(held, blk)
         self.frames.extend(range(blk.start, blk.end))
-        return dict(self._last)
+        return self._last

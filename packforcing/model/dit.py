@@ -17,8 +17,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from packforcing import rope as R
 from packforcing.attention import attention
-from packforcing.cache import rope as R
 from packforcing.model.presets import DiTConfig
 
 Tensor = torch.Tensor

@@ -398,42 +398,29 @@ class CompressorConfig:
     seed: int = 0
 
 
-def _teacher_forced_rollout(model, policy, x: Tensor, ctx_state, bf: int, last_noisy: Tensor, t_last: Tensor):
-    """Commit clean blocks 0..n-2 through ``policy``, then predict the last block (noisy) against it."""
-    from packforcing.cache import CacheSpec
-    from packforcing.cache.base import BlockInfo
+def _teacher_forced_rollout(model, policy, sampler, x: Tensor, ctx_state, bf: int, last_noisy: Tensor, step: int):
+    """Commit clean blocks 0..n-2 through ``policy``, then predict the last block from ``last_noisy`` (at denoising
+    ``step``) against it; returns its x0. With grad enabled that call keeps autograd's graph."""
+    from packforcing.rollout import rollout
 
-    b, _, f, h, w = x.shape
-    spec = CacheSpec.from_model(model.cfg, batch=b, device=x.device, dtype=next(model.parameters()).dtype,
-                                token_hw=(h // 2, w // 2))
-    policy.reset(spec, f, bf)
-    nb = f // bf
-    for i in range(nb - 1):
-        blk = BlockInfo(i, i * bf, bf)
-        view = policy.context(blk)
-        policy.commit(model, x[:, :, blk.start : blk.end], ctx_state, view, blk)
-    blk = BlockInfo(nb - 1, (nb - 1) * bf, bf)
-    view = policy.context(blk)
-    view.step = 1  # selection (when needed) is made at step 0 only; here every mid block is attended
-    return model(last_noisy, t_last, ctx_state, view=view)
+    grad = step if torch.is_grad_enabled() else None
+    return rollout(model, policy, sampler, ctx_state, last_noisy, bf, initial_latents=x[:, :, :-bf], start_step=step,
+                   stop_step=step, grad_step=grad, commit_final=False, check_finite=False, record_stats=False).latents
 
 
 def train_compressor(data: dict, student_path: Path, cfg: CompressorConfig, device: torch.device, out: Path,
                      vae_path: str | None = None, log_every: int = 50) -> Path:
-    from packforcing.cache import make_policy
+    from packforcing.cache import bind_policy, make_policy
     from packforcing.model.vae import load_vae
 
     torch.manual_seed(cfg.seed)
     model, _ = load_model_file(student_path, device=device)
     model.requires_grad_(False).eval()
     pol = make_policy("packforcing", preset=cfg.preset, mid_kv=cfg.mid_kv)
-    comp = pol.build_compressor(model.cfg).to(device)
-    vae = load_vae(vae_path, preset="toy", device=device) if "lr" in pol.cfg.compressor else None
-    comp.attach(vae, model)
-    pol.attach(comp)
-    pol.train_compressor = True
+    vae = load_vae(vae_path, preset="toy", device=device) if pol.needs().vae else None
+    bind_policy(pol, model, vae=vae, train=True)
     full = make_policy("full")
-    params = [p for p in comp.parameters() if p.requires_grad]
+    params = pol.parameters()
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     sampler = FlowMatchSampler("self_forcing")
     bf = 4
@@ -454,11 +441,12 @@ def train_compressor(data: dict, student_path: Path, cfg: CompressorConfig, devi
         t_last = sampler.step_timesteps[k].to(device).expand(cfg.batch, bf)
         eps = torch.randn_like(x[:, :, -bf:])
         noisy = sampler.add_noise(x[:, :, -bf:], eps, t_last)
+        sig2 = sampler.sigma(t_last[:1, :1]).double().square().item()  # flow error = x0 error / sigma
         with torch.no_grad():
-            target = _teacher_forced_rollout(model, full, x, text, bf, noisy, t_last)
+            target = _teacher_forced_rollout(model, full, sampler, x, text, bf, noisy, k)
         with torch.enable_grad():
-            pred = _teacher_forced_rollout(model, pol, x, text, bf, noisy, t_last)
-            loss = F.mse_loss(pred.float(), target.float())
+            pred = _teacher_forced_rollout(model, pol, sampler, x, text, bf, noisy, k)
+            loss = F.mse_loss(pred.float(), target.float()) / sig2
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -466,15 +454,16 @@ def train_compressor(data: dict, student_path: Path, cfg: CompressorConfig, devi
         with torch.no_grad():  # how much of the gap to "no mid at all" the compressor closes
             base = None
             if step % log_every == 0:
-                no_mid = make_policy("packforcing", preset=cfg.preset, top_k=0).attach(comp)
-                base = F.mse_loss(_teacher_forced_rollout(model, no_mid, x, text, bf, noisy, t_last).float(), target.float())
+                no_mid = make_policy("packforcing", preset=cfg.preset, top_k=0).attach(pol.compressor)  # shared
+                base = F.mse_loss(_teacher_forced_rollout(model, no_mid, sampler, x, text, bf, noisy, k).float(),
+                                  target.float()) / sig2
         log.log(step, loss=loss.item(), **({"loss_no_mid": base.item()} if base is not None else {}))
         step += 1
     log.close()
     meta = {**asdict(cfg), "stage": "compressor", "steps": step, "wall_s": round(time.time() - t0, 1), "hardware": hardware(),
             "objective": "match full-history prediction of the last block (teacher-forced)"}
     sd = dict(model.state_dict())
-    sd.update({f"compressor.{k}": v for k, v in comp.state_dict().items()})
+    sd.update({f"compressor.{k}": v for k, v in pol.extra_state().items()})
     path = out / "packforcing.safetensors"
     save_model(path, sd, meta)
     plot_log(out / "compressor_log.jsonl", out / "compressor_loss.png")

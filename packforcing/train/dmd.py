@@ -14,7 +14,7 @@ One generator step:
 3. **Critic**: ``critic_ratio`` flow-matching steps on fresh detached generator samples per generator
    step.
 
-With the ``packforcing`` policy and ``policy.train_compressor = True`` the compressed mid K/V keep
+With the ``packforcing`` policy bound with ``train=True`` (``bind_policy``) the compressed mid K/V keep
 their autograd graph, so the HR compressor is trained end to end by the same objective, as the paper
 does. At toy scale a 5-block clip gives the last block one mid block (sink 2 + recent 1).
 """
@@ -30,8 +30,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from packforcing.cache import BlockInfo, CacheSpec, make_policy
+from packforcing.cache import bind_policy, make_policy
 from packforcing.model.dit import WanDiT
+from packforcing.rollout import rollout
 from packforcing.sampler import FlowMatchSampler
 from packforcing.train.diffusion import (
     _logger,
@@ -68,19 +69,8 @@ class DMDConfig:
 def self_rollout(gen: WanDiT, policy, sampler: FlowMatchSampler, text, noise: Tensor, bf: int, exit_step: int,
                  data: Tensor | None = None) -> Tensor:
     """Generate every block with the policy in the loop; only ``exit_step`` of each block has autograd."""
-    b, _, f, h, w = noise.shape
-    spec = CacheSpec.from_model(gen.cfg, batch=b, device=noise.device, dtype=next(gen.parameters()).dtype,
-                                token_hw=(h // 2, w // 2))
-    policy.reset(spec, f, bf)
-    outs = []
-    for i in range(f // bf):
-        blk = BlockInfo(i, i * bf, bf)
-        view = policy.context(blk)
-        x0 = sampler.denoise(gen, noise[:, :, blk.start : blk.end], text, view, grad_step=exit_step)
-        outs.append(x0)
-        clean = data[:, :, blk.start : blk.end] if data is not None else x0.detach()
-        policy.commit(gen, clean, text, view, blk)
-    return torch.cat(outs, 2)
+    return rollout(gen, policy, sampler, text, noise, bf, grad_step=exit_step, stop_step=exit_step, clean_context=data,
+                   check_finite=False, record_stats=False).latents
 
 
 def dmd_grad_target(x0: Tensor, teacher: WanDiT, critic: WanDiT, ctx: Tensor, cfg: DMDConfig) -> Tensor:
@@ -111,19 +101,11 @@ def train_dmd(data: dict, teacher_path: Path, student_path: Path, cfg: DMDConfig
     critic.train()
     kw = json.loads(cfg.policy_kwargs)
     policy = make_policy(cfg.policy, **kw)
-    params = list(gen.parameters())
-    comp = None
-    if hasattr(policy, "build_compressor"):
-        from packforcing.model.vae import load_vae
+    from packforcing.model.vae import load_vae
 
-        comp = policy.build_compressor(gen.cfg).to(device)
-        if extra:
-            comp.hr.load_state_dict({k[3:]: v for k, v in extra.items() if k.startswith("hr.")})
-        vae = load_vae(vae_path, preset="toy", device=device) if "lr" in policy.cfg.compressor else None
-        comp.attach(vae, gen)
-        policy.attach(comp)
-        policy.train_compressor = True
-        params += [p for p in comp.parameters()]
+    vae = load_vae(vae_path, preset="toy", device=device) if policy.needs().vae else None
+    bind_policy(policy, gen, vae=vae, state_dict=extra or None, train=True, source=str(student_path))
+    params = list(gen.parameters()) + policy.parameters()
     ema = [p.detach().clone() for p in params] if cfg.ema > 0 else None
     g_opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.0, 0.999), weight_decay=0.0)
     c_opt = torch.optim.AdamW(critic.parameters(), lr=cfg.critic_lr, betas=(0.0, 0.999), weight_decay=0.0)
@@ -179,8 +161,7 @@ def train_dmd(data: dict, teacher_path: Path, student_path: Path, cfg: DMDConfig
                 p.copy_(e)
     meta = {**asdict(cfg), "stage": f"dmd_{name}", "steps": step, "wall_s": round(time.time() - t0, 1), "hardware": hardware()}
     sd = dict(gen.state_dict())
-    if comp is not None:
-        sd.update({f"compressor.{k}": v for k, v in comp.state_dict().items()})
+    sd.update({f"compressor.{k}": v for k, v in policy.extra_state().items()})
     path = out / f"dmd_{name}.safetensors"
     save_model(path, sd, meta)
     plot_log(out / f"dmd_{name}_log.jsonl", out / f"dmd_{name}_loss.png")
