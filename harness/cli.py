@@ -118,40 +118,19 @@ def check_runnable(plan, engine, create: bool = True) -> None:
 
 
 def engine_preflight(plan) -> None:
-    """Ask the engine whether each distinct method's weights are there, before any cell runs.
-
-    Uses ``packforcing.pipeline.preflight(spec)`` when the engine has it; otherwise resolves the
-    DiT checkpoint the way ``generate`` does (``packforcing.model.weights.resolve_checkpoint``).
-    """
+    """Ask the engine (``packforcing.pipeline.preflight``) whether each distinct method's weights are
+    there, before any cell runs."""
     from harness.runner import spec_kwargs
+    from packforcing import pipeline
 
-    try:
-        from packforcing import pipeline
-    except ImportError as e:
-        raise UserError(f"the engine (packforcing.pipeline) failed to import: {e}.") from None
     seen = set()
     for cell in plan.cells:
         kw = spec_kwargs(cell, None)
         kw["device"] = "cpu"  # existence of files only; the worker picks the device
         key = (kw["preset"], kw["checkpoint"], kw["policy"], kw["vae_checkpoint"], kw["text_encoder"])
-        if key in seen:
-            continue
-        seen.add(key)
-        pre = getattr(pipeline, "preflight", None)
-        if pre is not None:
-            pre(pipeline.GenerationSpec(**kw))
-            continue
-        ckpt = kw["checkpoint"]
-        if ckpt is None and kw["preset"] == "toy" and hasattr(pipeline, "default_checkpoint"):
-            ckpt = pipeline.default_checkpoint(kw["policy"])
-        if ckpt is not None:
-            try:
-                from packforcing.model.weights import resolve_checkpoint
-            except ImportError:
-                return
-            path = resolve_checkpoint(ckpt)
-            if not path.exists():
-                raise UserError(f"checkpoint not found: {path} (method {cell.config['method']['name']}).")
+        if key not in seen:
+            seen.add(key)
+            pipeline.preflight(pipeline.GenerationSpec(**kw))
 
 
 def _plan(args, sweep, launcher: Optional[str] = None, name: Optional[str] = None):

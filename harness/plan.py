@@ -86,18 +86,12 @@ def cell_hash(cell_config: dict) -> str:
 
 def _toy_prompts(n: int, seed: int) -> list[Prompt]:
     """``toyworld.prompt_set(n, seed)`` -> prompts with their ground-truth scene dicts."""
-    try:
-        from packforcing import toyworld
-    except ImportError as e:
-        raise UserError(f"toy prompts need packforcing.toyworld, which failed to import ({e}).") from None
+    from packforcing import toyworld
+
     out = []
-    for i, item in enumerate(toyworld.prompt_set(n, seed)):
-        if isinstance(item, str):
-            out.append(Prompt(i, item, None))
-        else:  # (prompt_id, scene_seed, prompt)
-            pid, scene_seed, text = item
-            scene = json.loads(json.dumps(toyworld.sample_scene(int(scene_seed)).to_dict()))  # plain types
-            out.append(Prompt(int(pid), str(text), scene))
+    for pid, scene_seed, text in toyworld.prompt_set(n, seed):
+        scene = json.loads(json.dumps(toyworld.sample_scene(int(scene_seed)).to_dict()))  # plain types
+        out.append(Prompt(int(pid), str(text), scene))
     return out
 
 

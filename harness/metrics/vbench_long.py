@@ -11,7 +11,7 @@ Protocol (VBench-Long ``long_custom_input`` without scene splitting, without ``d
    clip) trades that for a small pixel change.
 2. Score every clip with ``VBench.evaluate(mode="custom_input", local=True)`` from the real
    ``vbench`` 0.1.5 package, in its own venv (``.venv-vbench``, ``scripts/make_vbench_env.sh``),
-   through ``scripts/vbench_worker.py`` (subprocess, argument list, JSON files in and out). The
+   through ``harness/metrics/vbench_worker.py`` (subprocess, argument list, JSON files in and out). The
    project never imports vbench.
 3. Per video: mean over clips. Values are on VBench's native scale (0-1; overall_consistency is a
    ViCLIP cosine, ~0.2-0.3): the paper's tables show them x100.
@@ -50,7 +50,7 @@ from packforcing.errors import UserError
 
 REPO = Path(__file__).resolve().parents[2]
 ASSETS = Path(__file__).resolve().parent / "assets"
-WORKER = REPO / "scripts" / "vbench_worker.py"
+WORKER = Path(__file__).resolve().parent / "vbench_worker.py"  # run by the VBench venv; installed with the package
 
 _DINO = "dino_model/facebookresearch_dino_main"
 #: dimension -> files it reads: ("cache", path relative to cache_dir) or ("torch_home", relative path)

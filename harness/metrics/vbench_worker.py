@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""VBench worker. Runs INSIDE the VBench venv (.venv-vbench, built by scripts/make_vbench_env.sh).
+"""VBench worker. Runs INSIDE the VBench venv as a script, never imported by the project (.venv-vbench, built by scripts/make_vbench_env.sh).
 
 The project never imports vbench (it pins numpy<2, timm<=1.0.12, transformers==4.33.2).
 ``harness/metrics/vbench_long.py`` splits a long video into clips, writes a request JSON, and runs
