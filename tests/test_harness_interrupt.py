@@ -6,6 +6,7 @@ main with the fake engine) in its own process group, as a terminal's foreground 
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -19,11 +20,12 @@ from harness import store
 REPO = Path(__file__).resolve().parents[1]
 DRIVER = ("import sys; from harness.cli import main; from harness.testing import FAKE_ENGINE; "
           "sys.exit(main(sys.argv[1:], engine=FAKE_ENGINE))")
-PROMPTS = '["a SLEEP cat","a SLEEP dog"]'  # SLEEP: 3 s per cell -> 8 cells on 2 workers ~ 12 s
+PROMPTS = '["a SLEEP cat","a SLEEP dog"]'  # SLEEP: 3 s per cell -> 4 cells on 2 workers ~ 6 s
+N = 4
 
 
 def args(root):
-    return ["ablate", "--sweep", "sink_size", "--launcher", "local", f"output_root={root}", "device=cpu",
+    return ["ablate", "--sweep", "sink_size", "--launcher", "local", "sink_frames=0,4", f"output_root={root}", "device=cpu",
             "metrics=[fake]", "prompts.source=inline", f"prompts.inline={PROMPTS}", "prompts.n=null",
             "launcher.poll_s=0.2", "launcher.workers=2", "progress=false"]
 
@@ -78,24 +80,21 @@ def test_interrupt_stops_the_workers_and_prints_one_line_with_the_resume_command
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
     how = "Ctrl-C" if sig == signal.SIGINT else "SIGTERM"
-    assert lines[0].startswith(f"interrupted ({how}): sink_size: ") and " of 8 cells done" in lines[0]
+    assert lines[0].startswith(f"interrupted ({how}): sink_size: ") and f" of {N} cells done" in lines[0]
     assert all(gone(pid) for pid in pids), "a worker outlived its launcher"
     n = len(generate_lines(log))
     time.sleep(4)
     assert len(generate_lines(log)) == n  # nothing runs on
     finished = done_count(tmp_path)
-    assert f": {finished} of 8 cells done" in lines[0]
+    assert f": {finished} of {N} cells done" in lines[0]
     resume = lines[0].split("resume: ", 1)[1]
-    assert resume.startswith("python -m harness ablate --sweep sink_size --launcher local output_root=")
-    argv = resume.split(" ", 3)[3]  # the command's own arguments, run again through the same driver
-    import shlex
-
-    q = start(tmp_path, log, *shlex.split(argv))
+    assert resume.startswith("python -m harness ablate --sweep sink_size --launcher local sink_frames=0,4 output_root=")
+    q = start(tmp_path, log, *shlex.split(resume)[3:])  # the command's own arguments, through the same driver
     out, err = q.communicate(timeout=180)
     assert q.returncode == 0, err
-    assert done_count(tmp_path) == 8
+    assert done_count(tmp_path) == N
     m = re.search(r"this launch ran (\d+); (\d+) ran in another launch; (\d+) were already done", out)
-    assert m and int(m.group(1)) == 8 - finished and int(m.group(3)) == finished, out
+    assert m and int(m.group(1)) == N - finished and int(m.group(3)) == finished, out
 
 
 @pytest.mark.slow
@@ -110,10 +109,10 @@ def test_two_concurrent_launches_count_the_cells_the_other_ran(tmp_path):
         m = re.search(r"this launch ran (\d+); (\d+) ran in another launch; (\d+) were already done", out)
         assert m, out
         here, other, before = map(int, m.groups())
-        assert here + other + before == 8, out
+        assert here + other + before == N, out
         ran.append(here)
-    assert sum(ran) == 8  # every cell ran once, in one of the two launches
-    assert len(generate_lines(log)) == 8
-    assert done_count(tmp_path) == 8
+    assert sum(ran) == N  # every cell ran once, in one of the two launches
+    assert len(generate_lines(log)) == N
+    assert done_count(tmp_path) == N
     rec = json.loads((tmp_path / "sink_size" / "launch.json").read_text())
     assert rec["sweep"] == "sink_size"

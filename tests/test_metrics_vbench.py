@@ -86,16 +86,24 @@ def test_temporal_flickering_for_real_and_missing_weights_still_runs_the_rest(vi
     assert [f for _, _, fs in os.walk(tmp_path / "empty_cache") for f in fs] == []
 
 
-@needs_venv
-@pytest.mark.slow  # two worker start-ups (~10 s each) + tiny models
-def test_weight_dimensions_with_random_checkpoints(videos, tmp_path):
-    cache = tmp_path / "vbench_cache"
-    dims = ["background_consistency", "aesthetic_quality", "motion_smoothness"]
+@pytest.fixture(scope="module")
+def random_cache(tmp_path_factory):
+    """VBench's cache layout with RANDOM weights for every runnable dimension that needs weights."""
+    cache = tmp_path_factory.mktemp("vbench_cache")
+    dims = [d for d in RUNNABLE if d != "temporal_flickering"]
     p = subprocess.run([PY, str(vl.WORKER), "make-random-weights", "--cache-dir", str(cache), "--dims", ",".join(dims)],
-                       capture_output=True, text=True, timeout=600)
+                       capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stderr[-2000:]
     made = json.loads(p.stdout.strip().splitlines()[-1])
     assert sorted(made) == sorted(dims)
+    return cache
+
+
+@needs_venv
+@pytest.mark.slow  # two worker start-ups (~10 s each) + tiny models
+def test_weight_dimensions_with_random_checkpoints(videos, random_cache):
+    cache = random_cache
+    dims = ["background_consistency", "aesthetic_quality", "motion_smoothness"]
     m = METRICS.get("vbench_long")()
     cfg = {"vbench_long": {"cache_dir": str(cache), "dimensions": dims + ["temporal_flickering"], "threads": 1,
                            "clip2clip": True}}
@@ -161,11 +169,8 @@ print("RESULT " + json.dumps(res))
 
 @needs_venv
 @pytest.mark.slow  # random weights for 5 dimensions + two VBench runs on CPU
-def test_single_clip_equals_vbenchs_own_aggregate_for_every_dimension_that_runs(tmp_path):
-    cache = tmp_path / "vbench_cache"
-    p = subprocess.run([PY, str(vl.WORKER), "make-random-weights", "--cache-dir", str(cache), "--dims",
-                        ",".join(RUNNABLE)], capture_output=True, text=True, timeout=900)
-    assert p.returncode == 0, p.stderr[-2000:]
+def test_single_clip_equals_vbenchs_own_aggregate_for_every_dimension_that_runs(tmp_path, random_cache):
+    cache = random_cache
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 60, (2 * FPS, 64, 96, 3), dtype=np.uint8)  # one 2 s clip: dark noise + a moving square
     for t in range(len(frames)):
