@@ -44,7 +44,8 @@ def _common(p: argparse.ArgumentParser, sweep: bool) -> None:
         p.add_argument("--sweep", nargs="?", const="", default=None, help="sweep name (python -m harness ls)")
     p.add_argument("--scale", choices=None, default=None, help="model scale: toy (default) or wan")
     p.add_argument("--overlay", action="append", default=[], metavar="FILE.yaml",
-                   help="YAML file merged over the config (only existing keys); repeatable")
+                   help="YAML file merged over the config after the sweep's presets, before key=value overrides "
+                        "(only existing keys); repeatable")
     p.add_argument("overrides", nargs="*", help="key=value overrides (Hydra grammar)")
 
 
@@ -376,6 +377,9 @@ def main(argv: Optional[Sequence[str]] = None, engine=None) -> int:
     except KeyboardInterrupt:  # outside a launch's workers (planning, the table): nothing to stop
         print("interrupted (Ctrl-C); nothing was left running.", file=sys.stderr, flush=True)
         return 130
+    except BrokenPipeError:  # stdout closed early (`... --cfg job | head`): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def entry() -> None:
