@@ -92,7 +92,15 @@ _STUB = "#!/bin/sh\necho \"offline VBench run: refused to run $(basename \"$0\")
 
 
 def default_python() -> str:
-    return os.environ.get("PF_VBENCH_PYTHON") or str(REPO / ".venv-vbench" / "bin" / "python")
+    """``$PF_VBENCH_PYTHON``, else ``.venv-vbench`` of the checkout, else of the working directory (an installed
+    package has no checkout around it)."""
+    if os.environ.get("PF_VBENCH_PYTHON"):
+        return os.environ["PF_VBENCH_PYTHON"]
+    for root in (REPO, Path.cwd()):
+        py = root / ".venv-vbench" / "bin" / "python"
+        if py.is_file():
+            return str(py)
+    return str(REPO / ".venv-vbench" / "bin" / "python")
 
 
 def long_mode_clips(num_frames: int, fps: float, clip_s: float = LONG_MODE_CLIP_S) -> list[tuple[int, int]]:
