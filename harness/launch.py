@@ -236,8 +236,9 @@ def _wait(jobs: list, todo: list[Cell], bar, poll_s: float, outcomes: list[dict]
     return errors
 
 
-class _Terminated(Exception):
-    """SIGTERM reached the launcher."""
+class _Terminated(BaseException):
+    """SIGTERM reached the launcher (a BaseException, like KeyboardInterrupt: no ``except Exception`` on the
+    way, e.g. the runner's around a cell in the debug launcher, may take it for a failure)."""
 
 
 def _raise_terminated(signum, frame):  # noqa: ARG001
