@@ -116,3 +116,17 @@ def test_two_concurrent_launches_count_the_cells_the_other_ran(tmp_path):
     assert done_count(tmp_path) == N
     rec = json.loads((tmp_path / "sink_size" / "launch.json").read_text())
     assert rec["sweep"] == "sink_size"
+
+
+@pytest.mark.slow
+def test_sigterm_in_the_debug_launcher_leaves_the_cell_unfinished_not_failed(tmp_path):
+    log = tmp_path / "fake.log"
+    argv = [a if a != "local" else "debug" for a in args(tmp_path)]
+    p = start(tmp_path, log, *argv)
+    wait_for_workers(log, n=1)
+    os.kill(p.pid, signal.SIGTERM)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 128 + int(signal.SIGTERM), (out, err)
+    assert err.strip().splitlines()[-1].startswith("interrupted (SIGTERM): sink_size: 0 of 4 cells done, 0 failed")
+    recs = list(store.iter_records(tmp_path, "sink_size"))
+    assert [r["status"] for r in recs] == ["running"]  # re-run by the next launch, not a failure of the cell
