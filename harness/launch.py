@@ -16,8 +16,8 @@ never run or write the same cell twice (a cell the other launch ran is counted a
 
 Stopping: local workers start with SIGINT ignored, so a Ctrl-C reaches only the launcher, which
 then stops them itself (SIGTERM, forwarded by submitit's controller to the worker, which exits
-leaving its cell ``running``: the next launch re-runs it; SIGKILL after a grace period) and raises
-:class:`LaunchInterrupted`. A launcher terminated with SIGTERM does the same for its local workers
+leaving its cell ``running``: the next launch re-runs it; SIGKILL after a grace period), gives the
+stopped cells their attempt back (a user's stop is not a crash) and raises :class:`LaunchInterrupted`. A launcher terminated with SIGTERM does the same for its local workers
 (Slurm jobs outlive it; Ctrl-C cancels them).
 """
 
@@ -282,6 +282,22 @@ def _stop(jobs: list, grace_s: float = 10.0, cancel_slurm: bool = True) -> None:
             proc.wait()
 
 
+def _uncount_stopped(cells: list[Cell], since: str) -> None:
+    """A cell this launch started and the user stopped was not tried and lost: give its attempt back, so that
+    repeated Ctrl-C never turns it into a failed ``interrupted`` cell (``max_attempts`` counts crashes)."""
+    for c in cells:
+        root, h = c.config["output_root"], c.hash
+        path = store.cell_path(root, c.sweep, h)
+        rec = store.read_json(path)
+        if rec is None or rec["status"] != "running" or rec.get("created", "") < since:
+            continue
+        with contextlib.suppress(store.CellBusy), store.cell_lock(root, c.sweep, h):
+            rec = store.read_json(path)
+            if rec is not None and rec["status"] == "running" and rec.get("attempts", 0) > 0:
+                rec["attempts"] -= 1
+                store.write_json_atomic(path, rec)
+
+
 @contextlib.contextmanager
 def _sigint_ignored() -> Iterator[None]:
     """Processes started inside inherit SIGINT ignored: a Ctrl-C in the terminal reaches only the launcher."""
@@ -340,6 +356,7 @@ def launch(plan: Plan, engine: Engine = Engine(), *, launcher: Optional[str] = N
     progress = plan.config["progress"] if progress is None else progress
     sdir = store.check_writable(plan.root, plan.sweep)
 
+    started = store.utcnow()
     states = {c.hash: cell_state(c, rescore, retry_failed) for c in plan.cells}
     todo = [c for c in plan.cells if states[c.hash] == "todo"]
     n_done = sum(s == "done" for s in states.values())
@@ -404,6 +421,7 @@ def launch(plan: Plan, engine: Engine = Engine(), *, launcher: Optional[str] = N
     if stopped is not None:
         with _sigint_ignored() if main_thread else contextlib.nullcontext():  # a second Ctrl-C: still stop cleanly
             _stop(jobs, cancel_slurm=stopped == signal.SIGINT)
+            _uncount_stopped(todo, started)
     counts = store.status_counts(plan.root, plan.sweep, [c.hash for c in plan.cells])
     elsewhere = n_busy + sum(o.get("action") in ("busy", "skipped") for o in outcomes)
     rep = LaunchReport(plan.sweep, len(plan.cells), n_done, n_failed, n_busy, len(todo), counts, errors, elsewhere)

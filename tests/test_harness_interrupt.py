@@ -82,6 +82,8 @@ def test_interrupt_stops_the_workers_and_prints_one_line_with_the_resume_command
     how = "Ctrl-C" if sig == signal.SIGINT else "SIGTERM"
     assert lines[0].startswith(f"interrupted ({how}): sink_size: ") and f" of {N} cells done" in lines[0]
     assert all(gone(pid) for pid in pids), "a worker outlived its launcher"
+    stopped = [r for r in store.iter_records(tmp_path, "sink_size") if r["status"] == "running"]
+    assert stopped and all(r["attempts"] == 0 for r in stopped)  # given back: repeated Ctrl-C never fails a cell
     n = len(generate_lines(log))
     time.sleep(4)
     assert len(generate_lines(log)) == n  # nothing runs on
@@ -130,3 +132,4 @@ def test_sigterm_in_the_debug_launcher_leaves_the_cell_unfinished_not_failed(tmp
     assert err.strip().splitlines()[-1].startswith("interrupted (SIGTERM): sink_size: 0 of 4 cells done, 0 failed")
     recs = list(store.iter_records(tmp_path, "sink_size"))
     assert [r["status"] for r in recs] == ["running"]  # re-run by the next launch, not a failure of the cell
+    assert recs[0]["attempts"] == 0  # a stop by the user is not an attempt (max_attempts counts crashes)
