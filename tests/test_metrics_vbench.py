@@ -191,3 +191,23 @@ def test_single_clip_equals_vbenchs_own_aggregate_for_every_dimension_that_runs(
         assert len(r.series[f"vbench.{d}_per_clip"]) == 1
         assert r.values[f"vbench.{d}"] == pytest.approx(float(ref[d]), rel=1e-5, abs=1e-6), d
     assert 0.0 <= r.values["vbench.imaging_quality"] <= 1.0  # VBench's scale, not MUSIQ's 0-100
+
+
+def test_aggregate_puts_every_dimension_on_vbenchs_scale_and_records_deviations():
+    """Without the venv: a worker answer (per-clip scores as VBench leaves them) -> values and records."""
+    m = METRICS.get("vbench_long")()
+    cfg = m.settings({"vbench_long": {"dimensions": ["imaging_quality", "overall_consistency"],
+                                      "clip_lengths": {"overall_consistency": 10}}})
+    clips = {"2s": {"clips": [{"file": f"clip_{i:04d}.mp4", "index": i, "start": s, "end": s + 32}
+                              for i, s in enumerate((0, 32, 56))]},
+             "10s": {"clips": [{"file": "clip_0000.mp4", "index": 0, "start": 0, "end": 88}]}}
+    out = {"jobs": {"imaging_quality": {"scores": {"clip_0000.mp4": 40.0, "clip_0001.mp4": 50.0,
+                                                   "clip_0002.mp4": 66.0}, "seconds": 1.0},
+                    "overall_consistency": {"scores": {"clip_0000.mp4": 0.25}, "seconds": 1.0}}}
+    r = m._aggregate(cfg, cfg["dimensions"], [], clips, out, 0.0)
+    assert r.series["vbench.imaging_quality_per_clip"] == pytest.approx([0.40, 0.50, 0.66])  # MUSIQ 0-100 -> 0-1
+    assert r.values["vbench.imaging_quality"] == pytest.approx((0.40 + 0.50 + 0.66) / 3)  # each clip once
+    assert r.values["vbench.overall_consistency"] == pytest.approx(0.25)
+    proto = {x["dimension"]: x for x in r.records if "clip_s" in x}
+    assert proto["imaging_quality"]["deviation"] is None and proto["imaging_quality"]["scale"] == 0.01
+    assert "10 s clips" in proto["overall_consistency"]["deviation"] and "2 s" in proto["overall_consistency"]["deviation"]
