@@ -31,8 +31,13 @@ test-all: setup ## run every test, GPU ones included (on a GPU machine)
 lint: setup ## ruff
 	$(PY) -m ruff check packforcing harness sweeps reports tests
 
-ablate: setup ## run a sweep: make ablate SWEEP=sink_size [SCALE=toy|wan] [LAUNCHER=local|debug|slurm] [ARGS="key=value ..."]
+ablate: setup ## run a sweep: make ablate SWEEP=sink_size [SCALE=toy|wan] [LAUNCHER=local|debug|slurm] [ARGS="key=value ..."]; no SWEEP: list them
+ifeq ($(strip $(SWEEP)),)
+	@$(PY) -m harness ls --scale $(SCALE)
+	@echo "run one with: make ablate SWEEP=<sweep> [SCALE=toy|wan] [ARGS=\"key=value ...\"]"
+else
 	$(PY) -m harness ablate --sweep "$(SWEEP)" --scale $(SCALE) --launcher $(LAUNCHER) $(ARGS)
+endif
 
 report: setup ## build the HTML report and tables from results/ (reports/site/index.html)
 	$(PY) -m reports.build --root results

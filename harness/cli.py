@@ -10,13 +10,24 @@ Examples::
     python -m harness status
 
 Overrides are ``key=value`` in Hydra's grammar (``seeds=[0,1]``, ``method=self_forcing``,
-``prompts.inline=["a cat"]``). Exit codes: 0 every cell done, 1 some cell failed or is not done,
-2 a problem with the command or the config (one ``error:`` line on stderr).
+``prompts.inline=["a cat"]``). Hydra habits that work: ``key=a,b`` / ``key=range(0,3)`` (with or
+without ``-m``) sweeps that key through the planner and launcher; on a sweep, ``axis=a,b`` (axis name
+or config key) runs a subset of its values; ``--cfg job`` prints the resolved config and runs nothing.
+A launch records its command in ``<output_root>/<sweep>/launch.json``: ``status`` replays it, so no
+override has to be repeated (except ``output_root`` when it is not the default).
+
+Exit codes: 0 every cell done, 1 some cell failed or is not done, 2 a problem with the command or
+the config (one ``error:`` line on stderr), 130 / 143 interrupted (Ctrl-C / SIGTERM; one line says
+what finished and the command that resumes).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
+import shlex
+import signal
 import sys
 from typing import Optional, Sequence
 
@@ -33,7 +44,8 @@ def _common(p: argparse.ArgumentParser, sweep: bool) -> None:
         p.add_argument("--sweep", nargs="?", const="", default=None, help="sweep name (python -m harness ls)")
     p.add_argument("--scale", choices=None, default=None, help="model scale: toy (default) or wan")
     p.add_argument("--overlay", action="append", default=[], metavar="FILE.yaml",
-                   help="YAML file merged over the config (only existing keys); repeatable")
+                   help="YAML file merged over the config after the sweep's presets, before key=value overrides "
+                        "(only existing keys); repeatable")
     p.add_argument("overrides", nargs="*", help="key=value overrides (Hydra grammar)")
 
 
@@ -52,12 +64,21 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--rescore", action="store_true", help="re-score done cells with every requested metric")
         p.add_argument("--retry-failed", action="store_true",
                        help="run failed cells again whatever the reason (e.g. after adding weights or memory)")
-    p = sub.add_parser("status", help="done / failed / running / pending cells per sweep")
+        _hydra_flags(p)
+    p = sub.add_parser("status", help="done / failed / running / pending cells per sweep (replays the last launch)")
     _common(p, sweep=True)
     p = sub.add_parser("validate", help="check a config (or a sweep's configs) without running")
     _common(p, sweep=True)
     p.add_argument("--name", default="run")
+    _hydra_flags(p)
     return ap
+
+
+def _hydra_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-m", "--multirun", action="store_true",
+                   help="accepted as in Hydra: key=a,b sweeps expand with or without it")
+    p.add_argument("--cfg", choices=("job", "all"), default=None,
+                   help="print the resolved config (every grid point of a sweep) and run nothing")
 
 
 # --------------------------------------------------------------------------------------------
@@ -118,30 +139,97 @@ def check_runnable(plan, engine, create: bool = True) -> None:
 
 
 def engine_preflight(plan) -> None:
-    """Ask the engine (``packforcing.pipeline.preflight(spec)``) whether each distinct method's weights are
+    """Ask the engine (``packforcing.pipeline.preflight``) whether each distinct method's weights are
     there, before any cell runs."""
     from harness.runner import spec_kwargs
+    from packforcing import pipeline
 
-    try:
-        from packforcing import pipeline
-    except ImportError as e:
-        raise UserError(f"the engine (packforcing.pipeline) failed to import: {e}.") from None
     seen = set()
     for cell in plan.cells:
         kw = spec_kwargs(cell, None)
         kw["device"] = "cpu"  # existence of files only; the worker picks the device
         key = (kw["preset"], kw["checkpoint"], kw["policy"], kw["vae_checkpoint"], kw["text_encoder"])
-        if key in seen:
-            continue
-        seen.add(key)
-        pipeline.preflight(pipeline.GenerationSpec(**kw))
+        if key not in seen:
+            seen.add(key)
+            pipeline.preflight(pipeline.GenerationSpec(**kw))
 
 
-def _plan(args, sweep, launcher: Optional[str] = None, name: Optional[str] = None):
-    from harness.plan import plan
+@dataclasses.dataclass(frozen=True)
+class Invocation:
+    """What a launch was asked to do: enough to plan it again (``status``) or resume it."""
 
-    return plan(sweep, scale=args.scale, overrides=args.overrides, overlays=args.overlay,
-                launcher=launcher, name=name)
+    cmd: str  # ablate | run | validate
+    sweep: Optional[str] = None  # a registered sweep (ablate / validate --sweep)
+    name: Optional[str] = None  # results folder of `run`
+    scale: Optional[str] = None
+    launcher: Optional[str] = None
+    overlays: tuple[str, ...] = ()
+    overrides: tuple[str, ...] = ()
+
+    @classmethod
+    def from_args(cls, args) -> "Invocation":
+        return cls(cmd=args.cmd, sweep=getattr(args, "sweep", None), name=getattr(args, "name", None),
+                   scale=args.scale, launcher=getattr(args, "launcher", None),
+                   overlays=tuple(os.path.abspath(o) for o in args.overlay), overrides=tuple(args.overrides))
+
+    def command(self) -> str:
+        """The command line that runs this launch again (done cells are skipped)."""
+        argv = ["python", "-m", "harness", self.cmd]
+        for flag, v in (("--sweep", self.sweep), ("--name", self.name if self.cmd == "run" else None),
+                        ("--scale", self.scale), ("--launcher", self.launcher)):
+            if v is not None:
+                argv += [flag, v]
+        for o in self.overlays:
+            argv += ["--overlay", o]
+        return shlex.join(argv + list(self.overrides))
+
+
+LAUNCH_RECORD = "launch.json"
+
+
+def _record_launch(plan, inv: Invocation) -> None:
+    from harness import store
+
+    store.write_json_atomic(store.sweep_dir(plan.root, plan.sweep) / LAUNCH_RECORD,
+                            {"schema": 1, **dataclasses.asdict(inv), "command": inv.command(),
+                             "created": store.utcnow()})
+
+
+def _recorded_launch(root: str, sweep: str) -> Optional[Invocation]:
+    from harness import store
+
+    rec = store.read_json(store.sweep_dir(root, sweep) / LAUNCH_RECORD)
+    if rec is None:
+        return None
+    fields = {f.name for f in dataclasses.fields(Invocation)}
+    kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in rec.items() if k in fields}
+    return Invocation(**kw)
+
+
+def resolve(inv: Invocation):
+    """``(plan, title)`` of an invocation: the sweep (registered, a subset of it, or ad hoc from
+    ``key=a,b``) expanded into cells."""
+    from harness.plan import expand, plan
+
+    base = None
+    if inv.cmd == "ablate" or (inv.cmd in ("validate", "status") and inv.sweep is not None):
+        base = _sweep_or_list(inv.sweep, inv.scale or "toy")
+    sweep, plain = expand(base, inv.overrides, scale=inv.scale, name=inv.name)
+    p = plan(sweep, scale=inv.scale, overrides=plain, overlays=inv.overlays, launcher=inv.launcher, name=inv.name)
+    title = f"{sweep.name}: {sweep.title}" if sweep is not None else p.sweep
+    return p, title
+
+
+def _print_config(plan) -> None:
+    """``--cfg job``: the resolved config of every grid point (YAML documents), as Hydra prints it."""
+    from omegaconf import OmegaConf
+
+    for i, (labels, container) in enumerate(plan.points):
+        if i:
+            print("---")
+        if labels:
+            print("# " + " ".join(f"{k}={v}" for k, v in labels.items()))
+        print(OmegaConf.to_yaml(OmegaConf.create(container)).rstrip())
 
 
 def _print_cells(plan) -> None:
@@ -167,7 +255,8 @@ def _report(plan, rep, title: str) -> int:
     c = rep.counts
     print(f"{plan.sweep}: {c['done']} done, {c['failed']} failed, {c['running']} running, "
           f"{c['interrupted']} interrupted, {c['pending']} pending of {rep.total} "
-          f"(this launch ran {rep.dispatched}; {rep.skipped_done} were already done). Table: {path}")
+          f"(this launch ran {rep.ran_here}; {rep.ran_elsewhere} ran in another launch; "
+          f"{rep.skipped_done} were already done). Table: {path}")
     bad = [r for r in store.iter_records(plan.root, plan.sweep)
            if r["status"] == "failed" and r["cell_hash"] in {x.hash for x in plan.cells}]
     for r in bad[:10]:
@@ -179,22 +268,29 @@ def _report(plan, rep, title: str) -> int:
 
 
 def cmd_launch(args, engine=None) -> int:
-    from harness.launch import launch
+    from harness.launch import LaunchInterrupted, launch
     from harness.runner import Engine
 
     engine = engine or Engine()
-    if args.cmd == "ablate":
-        sweep = _sweep_or_list(args.sweep, args.scale or "toy")
-        plan = _plan(args, sweep, launcher=args.launcher)
-        title = f"{sweep.name}: {sweep.title}"
-    else:
-        plan = _plan(args, None, launcher=args.launcher, name=args.name)
-        title = f"{plan.sweep}"
+    inv = Invocation.from_args(args)
+    plan, title = resolve(inv)
+    if args.cfg:
+        _print_config(plan)
+        return 0
     check_runnable(plan, engine, create=not args.dry_run)
     if args.dry_run:
         _print_cells(plan)
         return 0
-    rep = launch(plan, engine, rescore=args.rescore, retry_failed=args.retry_failed)
+    _record_launch(plan, inv)
+    try:
+        rep = launch(plan, engine, rescore=args.rescore, retry_failed=args.retry_failed)
+    except LaunchInterrupted as e:
+        r, c = e.report, e.report.counts
+        how = "Ctrl-C" if e.signum == signal.SIGINT else signal.Signals(e.signum).name
+        print(f"interrupted ({how}): {plan.sweep}: {c['done']} of {r.total} cells done, {c['failed']} failed "
+              f"(workers stopped; unfinished cells re-run on resume); resume: {inv.command()}",
+              file=sys.stderr, flush=True)
+        return 128 + int(e.signum)
     return _report(plan, rep, title)
 
 
@@ -207,25 +303,28 @@ def cmd_status(args) -> int:
     from harness import config as C
     from harness import store
     from harness.plan import output_root
-    from harness.sweep import get_sweep, load_sweeps
+    from harness.sweep import load_sweeps
 
     names = [args.sweep] if args.sweep else load_sweeps().names()
     root = output_root(C.to_container(C.load_config(
         [o for o in args.overrides if o.split("=", 1)[0] == "output_root"], overlays=args.overlay)))
+    asked = Invocation("status", args.sweep, None, args.scale, None,
+                       tuple(os.path.abspath(o) for o in args.overlay), tuple(args.overrides))
+    own = bool(args.scale or args.overlay or any(o.split("=", 1)[0] != "output_root" for o in args.overrides))
     rows = []
-    for n in names:
-        sw = get_sweep(n)
-        try:  # pending = cells of the grid (at this scale, with these overrides) not in the store
-            plan = _plan(args, sw)
-            root = plan.root
-            c = store.status_counts(root, sw.name, [x.hash for x in plan.cells])
+    extra = [s for s in store.list_sweeps(root) if s not in names and not args.sweep]
+    for n in names + extra:
+        rec = None if own else _recorded_launch(root, n)
+        inv = rec or (dataclasses.replace(asked, sweep=n) if n in names else None)
+        if inv is None:  # results of a launch that left no record: counts only
+            rows.append((n, store.status_counts(root, n)))
+            continue
+        try:  # pending = cells of the launched grid (scale, overrides, subset) not in the store
+            plan, _ = resolve(inv)
+            c = store.status_counts(plan.root, plan.sweep, [x.hash for x in plan.cells])
         except UserError as e:
-            c = {**store.status_counts(root, sw.name), "pending": "?"}
-            c["note"] = str(e)
-        rows.append((sw.name, c))
-    for s in store.list_sweeps(root):
-        if s not in names and not args.sweep:
-            rows.append((s, store.status_counts(root, s)))
+            c = {**store.status_counts(root, n), "pending": "?", "note": str(e)}
+        rows.append((n, c))
     cols = ("done", "failed", "running", "interrupted", "pending", "other")
     print(f"results: {root}")
     print(f"{'sweep':<14}" + "".join(f"{c:>12}" for c in cols))
@@ -243,8 +342,10 @@ def cmd_validate(args, engine=None) -> int:
     from harness.runner import Engine
 
     engine = engine or Engine()
-    sweep = _sweep_or_list(args.sweep, args.scale or "toy") if args.sweep is not None else None
-    plan = _plan(args, sweep, name=getattr(args, "name", None))
+    plan, _ = resolve(Invocation.from_args(args))
+    if args.cfg:
+        _print_config(plan)
+        return 0
     check_runnable(plan, engine, create=False)
     first = dict(plan.cells[0].config) if plan.cells else plan.config
     print(OmegaConf.to_yaml(OmegaConf.create(first)).rstrip())
@@ -268,14 +369,40 @@ def main(argv: Optional[Sequence[str]] = None, engine=None) -> int:
     launcher = getattr(args, "launcher", None)
     if launcher is not None and launcher not in ("local", "debug", "slurm"):
         raise UserError(f"unknown launcher {launcher!r}; choose local, debug or slurm.")
-    if args.cmd in ("ablate", "run"):
-        return cmd_launch(args, engine)
-    if args.cmd == "ls":
-        return cmd_ls(args)
-    if args.cmd == "status":
-        return cmd_status(args)
-    return cmd_validate(args, engine)
+    try:
+        if args.cmd in ("ablate", "run"):
+            return cmd_launch(args, engine)
+        if args.cmd == "ls":
+            return cmd_ls(args)
+        if args.cmd == "status":
+            return cmd_status(args)
+        return cmd_validate(args, engine)
+    except KeyboardInterrupt:  # outside a launch's workers (planning, the table): nothing to stop
+        print("interrupted (Ctrl-C); nothing was left running.", file=sys.stderr, flush=True)
+        return 130
+    except BrokenPipeError:  # stdout closed early (`... --cfg job | head`): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def entry() -> None:
     sys.exit(main())
+
+
+def _entry_for(cmd: str) -> None:
+    sys.exit(main([cmd, *sys.argv[1:]]))
+
+
+def ablate_entry() -> None:
+    """``pf-ablate`` = ``python -m harness ablate``."""
+    _entry_for("ablate")
+
+
+def run_entry() -> None:
+    """``pf-run`` = ``python -m harness run``."""
+    _entry_for("run")
+
+
+def status_entry() -> None:
+    """``pf-status`` = ``python -m harness status``."""
+    _entry_for("status")

@@ -7,11 +7,12 @@ where the results go. Everything is composed here, in one function (:func:`load_
 1. Hydra composes the structured schema with the chosen config-group options
    (``scale=toy|wan``, ``method=<preset>``; each method preset has a per-scale overlay
    ``method_scale/<method>_<scale>`` picked by defaults-list interpolation).
-2. YAML overlay files (``--overlay file.yaml``) are merged on top: they may only set keys that
+2. A sweep's fixed values and default size (``preset_values``).
+3. YAML overlay files (``--overlay file.yaml``) are merged on top: they may only set keys that
    exist in the schema, with values of the right type.
-3. ``key=value`` overrides (Hydra override grammar) are applied in order, then the sweep's axis
+4. ``key=value`` overrides (Hydra override grammar) are applied in order, then the sweep's axis
    values.
-4. Field constraints (``choices``, ``min``) and cross-field rules are checked.
+5. Field constraints (``choices``, ``min``) and cross-field rules are checked.
 
 Every failure is a :class:`~packforcing.errors.UserError` whose one-line message names the key.
 
@@ -282,8 +283,8 @@ def _omegaconf_message(e: Exception) -> str:
 _COMPOSED: dict = {}  # group choices -> composed config (composition is the slow step)
 
 
-def _compose(groups: dict[str, str], overlays: Sequence[str]):
-    """Compose schema + group options with Hydra, then merge YAML overlays (struct mode)."""
+def _compose(groups: dict[str, str]):
+    """Compose schema + group options with Hydra (struct mode; free-form mappings stay open)."""
     from hydra import compose, initialize
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
@@ -312,6 +313,13 @@ def _compose(groups: dict[str, str], overlays: Sequence[str]):
     OmegaConf.set_struct(cfg, True)
     for free in (cfg.launcher.slurm_extra, cfg.metric_config):  # free-form mappings: any key
         OmegaConf.set_struct(free, False)
+    return cfg
+
+
+def _merge_overlays(cfg, overlays: Sequence[str]):
+    """Merge YAML overlay files (only keys of the schema, values of the right type)."""
+    from omegaconf import OmegaConf
+
     for path in overlays:
         p = Path(path)
         if not p.is_file():
@@ -358,9 +366,10 @@ def load_config(
     for o in parsed:
         if o.key in protected:
             raise UserError(f"override {o.text!r} sets a sweep axis; the sweep sets {o.key} itself.")
-    cfg = _compose({g: chosen[g] for g in GROUPS if g in chosen}, overlays)
+    cfg = _compose({g: chosen[g] for g in GROUPS if g in chosen})
     for key, value in preset_values:
         _apply(cfg, key, value, "sweep preset")
+    cfg = _merge_overlays(cfg, overlays)  # after the sweep's presets: an overlay's values win over them
     for o in parsed:
         if o.key not in GROUPS:
             _apply(cfg, o.key, o.value, f"override {o.text!r}")
@@ -434,15 +443,21 @@ def validate(cfg) -> None:
     if p.source == "toyworld" and p.n is None:
         raise UserError("config key prompts.n: toyworld prompts need a count, e.g. prompts.n=2.")
     check_name(obj.sweep, "sweep")
-    # submitit writes these into #SBATCH lines: a newline or a space there would add script lines
-    slurm_vals = [("launcher.partition", obj.launcher.partition)]
+    # submitit writes these into `#SBATCH --key=<shlex-quoted value>` lines: anything Slurm takes (a100|h100,
+    # node[01-03], a100&large, gpu:a100:2, 1-00:00:00, user@host) except what would break the line or its
+    # quoting (whitespace, control characters, quotes, backslashes)
     if not isinstance(obj.launcher.slurm_extra, dict):
         raise UserError("config key launcher.slurm_extra: expected a mapping of sbatch options, e.g. {qos: high}.")
+    slurm_vals = [("launcher.partition", obj.launcher.partition)]
     for k, v in obj.launcher.slurm_extra.items():
-        slurm_vals += [(f"launcher.slurm_extra key {k!r}", k), (f"launcher.slurm_extra.{k}", v)]
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", str(k)):
+            raise UserError(f"config key launcher.slurm_extra: {k!r} is not an sbatch option name (e.g. constraint, "
+                            f"exclude, qos).")
+        slurm_vals.append((f"launcher.slurm_extra.{k}", v))
     for where, v in slurm_vals:
-        if v is not None and not re.fullmatch(r"[A-Za-z0-9_.,:=@+/%-]+", str(v)):
-            raise UserError(f"config key {where}: {v!r} may only hold letters, digits and _.,:=@+/%- (no spaces).")
+        if v is not None and (isinstance(v, (dict, list)) or not re.fullmatch(r"[^\s\x00-\x1f\x7f'\"`\\]+", str(v))):
+            raise UserError(f"config key {where}: {v!r} cannot go into an #SBATCH line (no spaces, quotes, "
+                            f"backslashes or control characters; e.g. constraint=a100|h100, exclude=node[01-03]).")
 
 
 def check_name(name: str, what: str) -> str:

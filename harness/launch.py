@@ -11,7 +11,14 @@ as a Slurm job array (``slurm``), all through submitit and the same worker calla
 
 Idempotence: before dispatching, cells whose record is ``done`` (with every requested metric)
 or ``failed`` for good are skipped; the worker re-checks under the cell's lock, so two launches
-never run or write the same cell twice.
+never run or write the same cell twice (a cell the other launch ran is counted as such:
+``LaunchReport.ran_elsewhere``).
+
+Stopping: local workers start with SIGINT ignored, so a Ctrl-C reaches only the launcher, which
+then stops them itself (SIGTERM, forwarded by submitit's controller to the worker, which exits
+leaving its cell ``running``: the next launch re-runs it; SIGKILL after a grace period), gives the
+stopped cells their attempt back (a user's stop is not a crash) and raises :class:`LaunchInterrupted`. A launcher terminated with SIGTERM does the same for its local workers
+(Slurm jobs outlive it; Ctrl-C cancels them).
 """
 
 from __future__ import annotations
@@ -19,8 +26,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -38,7 +47,8 @@ class CellJob(submitit.helpers.Checkpointable):
     """The worker callable: run a list of cells. Checkpointable: requeued on preemption/timeout."""
 
     def __init__(self, cells: list[Cell], engine: Engine = Engine(), progress: bool = False,
-                 rescore: bool = False, requeues: int = 0, max_requeue: int = 2, retry_failed: bool = False):
+                 rescore: bool = False, requeues: int = 0, max_requeue: int = 2, retry_failed: bool = False,
+                 exit_on_sigterm: bool = False):
         self.cells = cells
         self.engine = engine
         self.progress = progress
@@ -46,8 +56,11 @@ class CellJob(submitit.helpers.Checkpointable):
         self.requeues = requeues
         self.max_requeue = max_requeue
         self.retry_failed = retry_failed
+        self.exit_on_sigterm = exit_on_sigterm  # local workers: the launcher stops them with SIGTERM
 
     def __call__(self) -> list[dict]:
+        if self.exit_on_sigterm:  # (submitit ignores SIGTERM in its jobs: right on Slurm, not for a local stop)
+            signal.signal(signal.SIGTERM, _exit_on_signal)
         outs = run_cells(self.cells, self.engine, progress=self.progress, rescore=self.rescore, in_worker=True,
                          retry_failed=self.retry_failed and self.requeues == 0)
         return [dataclasses.asdict(o) for o in outs]
@@ -57,8 +70,21 @@ class CellJob(submitit.helpers.Checkpointable):
         if self.requeues >= self.max_requeue:
             return None  # submitit then gives up on this task: its unfinished cell stays `running`
         nxt = CellJob(self.cells, self.engine, self.progress, self.rescore, self.requeues + 1, self.max_requeue,
-                      self.retry_failed)
+                      self.retry_failed, self.exit_on_sigterm)
         return submitit.helpers.DelayedSubmission(nxt, *args, **kwargs)
+
+
+def _exit_on_signal(signum, frame):  # noqa: ARG001
+    raise SystemExit(128 + signum)  # the cell's record stays `running`: the next launch re-runs it
+
+
+class LaunchInterrupted(Exception):
+    """The launch was stopped (Ctrl-C or SIGTERM) after stopping its local workers; ``report`` says what finished."""
+
+    def __init__(self, report: "LaunchReport", signum: int):
+        super().__init__(f"launch of {report.sweep} interrupted")
+        self.report = report
+        self.signum = signum
 
 
 # --------------------------------------------------------------------------------------------
@@ -95,6 +121,12 @@ class LaunchReport:
     dispatched: int
     counts: dict
     job_errors: list[str]
+    ran_elsewhere: int = 0  # cells another launch held or ran meanwhile (busy, or done under its lock)
+
+    @property
+    def ran_here(self) -> int:
+        """Cells this launch's workers ran (generated, scored or failed), not the ones another launch ran."""
+        return max(0, self.dispatched - self.ran_elsewhere + self.busy)
 
     @property
     def ok(self) -> bool:
@@ -172,8 +204,9 @@ def _settled(job) -> bool:
     return not _still_queued(job)
 
 
-def _wait(jobs: list, todo: list[Cell], bar, poll_s: float) -> list[str]:
-    """Poll until every job finished, moving the bar from the store; return job-level errors."""
+def _wait(jobs: list, todo: list[Cell], bar, poll_s: float, outcomes: list[dict]) -> list[str]:
+    """Poll until every job finished, moving the bar from the store; collect the jobs' cell outcomes
+    into ``outcomes``; return job-level errors. On an interrupt the jobs are left to the caller."""
     errors: list[str] = []
     seen = 0
     pending = list(jobs)
@@ -184,7 +217,7 @@ def _wait(jobs: list, todo: list[Cell], bar, poll_s: float) -> list[str]:
             for j in pending:
                 if _settled(j):
                     try:
-                        j.result()
+                        outcomes.extend(j.result() or [])
                     except Exception as e:  # the job died (crash, kill, not requeued)
                         first = str(e).strip().splitlines()
                         errors.append(f"job {j.job_id}: {type(e).__name__}: {first[-1] if first else ''}"[:500])
@@ -195,15 +228,84 @@ def _wait(jobs: list, todo: list[Cell], bar, poll_s: float) -> list[str]:
             if now > seen:
                 bar.update(now - seen)
                 seen = now
-    except KeyboardInterrupt:
-        for j in pending:
-            with contextlib.suppress(Exception):
-                j.cancel(check=False)
-        raise
+    finally:
+        jobs[:] = pending  # what is still running, for _stop
     now = _finished(todo)
     if now > seen:
         bar.update(now - seen)
     return errors
+
+
+class _Terminated(BaseException):
+    """SIGTERM reached the launcher (a BaseException, like KeyboardInterrupt: no ``except Exception`` on the
+    way, e.g. the runner's around a cell in the debug launcher, may take it for a failure)."""
+
+
+def _raise_terminated(signum, frame):  # noqa: ARG001
+    raise _Terminated()
+
+
+def _children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (Linux /proc; empty elsewhere)."""
+    out: list[int] = []
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{tid}/children") as f:
+                out += [int(x) for x in f.read().split()]
+    return out
+
+
+def _stop(jobs: list, grace_s: float = 10.0, cancel_slurm: bool = True) -> None:
+    """Stop still-running jobs: local ones by SIGTERM (the controller forwards it to the worker), then
+    SIGKILL to the controller and its workers after ``grace_s``; Slurm ones by ``scancel`` if asked."""
+    local = []
+    for j in jobs:
+        proc = getattr(j, "_process", None)
+        if proc is not None:
+            if proc.poll() is None:
+                kids = _children(proc.pid)
+                with contextlib.suppress(OSError):
+                    proc.send_signal(signal.SIGTERM)
+                local.append((proc, kids))
+        elif cancel_slurm:
+            with contextlib.suppress(Exception):
+                j.cancel(check=False)
+    deadline = time.monotonic() + grace_s
+    for proc, kids in local:
+        with contextlib.suppress(Exception):
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        for pid in [*kids, *_children(proc.pid)]:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _uncount_stopped(cells: list[Cell], since: str) -> None:
+    """A cell this launch started and the user stopped was not tried and lost: give its attempt back, so that
+    repeated Ctrl-C never turns it into a failed ``interrupted`` cell (``max_attempts`` counts crashes)."""
+    for c in cells:
+        root, h = c.config["output_root"], c.hash
+        path = store.cell_path(root, c.sweep, h)
+        rec = store.read_json(path)
+        if rec is None or rec["status"] != "running" or rec.get("created", "") < since:
+            continue
+        with contextlib.suppress(store.CellBusy), store.cell_lock(root, c.sweep, h):
+            rec = store.read_json(path)
+            if rec is not None and rec["status"] == "running" and rec.get("attempts", 0) > 0:
+                rec["attempts"] -= 1
+                store.write_json_atomic(path, rec)
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Processes started inside inherit SIGINT ignored: a Ctrl-C in the terminal reaches only the launcher."""
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 def _local_gpus() -> list[int]:
@@ -254,6 +356,7 @@ def launch(plan: Plan, engine: Engine = Engine(), *, launcher: Optional[str] = N
     progress = plan.config["progress"] if progress is None else progress
     sdir = store.check_writable(plan.root, plan.sweep)
 
+    started = store.utcnow()
     states = {c.hash: cell_state(c, rescore, retry_failed) for c in plan.cells}
     todo = [c for c in plan.cells if states[c.hash] == "todo"]
     n_done = sum(s == "done" for s in states.values())
@@ -261,10 +364,16 @@ def launch(plan: Plan, engine: Engine = Engine(), *, launcher: Optional[str] = N
     n_busy = sum(s == "busy" for s in states.values())
     bar = _bar(len(plan.cells), n_done + n_failed, plan.sweep, progress)
     errors: list[str] = []
+    outcomes: list[dict] = []
+    jobs: list = []
+    main_thread = threading.current_thread() is threading.main_thread()
+    old_term = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
+    stopped: Optional[int] = None
     try:
         if todo and name == "debug":
-            run_cells(todo, engine, progress=progress, rescore=rescore, retry_failed=retry_failed,
-                      on_done=lambda o: bar.update(1))
+            outs = run_cells(todo, engine, progress=progress, rescore=rescore, retry_failed=retry_failed,
+                             on_done=lambda o: bar.update(1))
+            outcomes = [dataclasses.asdict(o) for o in outs]
         elif todo and name in ("local", "slurm"):
             gpus = int(lcfg["gpus_per_node"])
             if name == "local":
@@ -279,24 +388,43 @@ def launch(plan: Plan, engine: Engine = Engine(), *, launcher: Optional[str] = N
             else:
                 groups = _chunks(todo, int(lcfg["cells_per_job"]))
             ex = _executor(name, sdir / "submitit", lcfg, max(len(g) for g in groups))
-            jobs = []
-            with _repo_on_pythonpath():
-                if name == "local":
+            local = name == "local"
+
+            def job(g):
+                return CellJob(g, engine, progress, rescore, 0, int(lcfg["max_requeue"]), retry_failed,
+                               exit_on_sigterm=local)
+
+            with _repo_on_pythonpath(), (_sigint_ignored() if local and main_thread else contextlib.nullcontext()):
+                if local:
                     for i, g in enumerate(groups):
                         if gpus > 0:  # LocalExecutor sets CUDA_VISIBLE_DEVICES from these ids
                             ex.update_parameters(gpus_per_node=gpus, visible_gpus=devices[i * gpus:(i + 1) * gpus])
-                        jobs.append(ex.submit(CellJob(g, engine, progress, rescore, 0, int(lcfg["max_requeue"]), retry_failed)))
+                        jobs.append(ex.submit(job(g)))
                 else:
                     with ex.batch():  # one Slurm job array
                         for g in groups:
-                            jobs.append(ex.submit(CellJob(g, engine, progress, rescore, 0, int(lcfg["max_requeue"]), retry_failed)))
-            if name == "local":
+                            jobs.append(ex.submit(job(g)))
+            if local:
                 for j in jobs:  # same filesystem: no need to wait 15 s for the result file of a dead worker
                     j._results_timeout_s = 1
-            errors = _wait(jobs, todo, bar, float(lcfg["poll_s"]))
+            errors = _wait(jobs, todo, bar, float(lcfg["poll_s"]), outcomes)
         elif todo:
             raise ValueError(f"unknown launcher {name!r}")
+    except KeyboardInterrupt:
+        stopped = signal.SIGINT
+    except _Terminated:
+        stopped = signal.SIGTERM
     finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, old_term)
         bar.close()
+    if stopped is not None:
+        with _sigint_ignored() if main_thread else contextlib.nullcontext():  # a second Ctrl-C: still stop cleanly
+            _stop(jobs, cancel_slurm=stopped == signal.SIGINT)
+            _uncount_stopped(todo, started)
     counts = store.status_counts(plan.root, plan.sweep, [c.hash for c in plan.cells])
-    return LaunchReport(plan.sweep, len(plan.cells), n_done, n_failed, n_busy, len(todo), counts, errors)
+    elsewhere = n_busy + sum(o.get("action") in ("busy", "skipped") for o in outcomes)
+    rep = LaunchReport(plan.sweep, len(plan.cells), n_done, n_failed, n_busy, len(todo), counts, errors, elsewhere)
+    if stopped is not None:
+        raise LaunchInterrupted(rep, stopped)
+    return rep

@@ -9,6 +9,7 @@ prompt (text, id, toy scene) and one seed, plus ``num_latent_frames``.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import random
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from harness import config as C
-from harness.sweep import Sweep
+from harness.sweep import Axis, Sweep, Variant
 from packforcing.errors import UserError
 from packforcing.util import latent_frames
 
@@ -55,6 +56,7 @@ class Plan:
     cells: list[Cell]
     axes: tuple[str, ...]
     report: tuple[str, ...]
+    points: list[tuple[dict, dict]] = dataclasses.field(default_factory=list)  # (axis labels, launch config)
 
 
 def canonical_json(obj: Any) -> str:
@@ -87,18 +89,12 @@ def cell_hash(cell_config: dict) -> str:
 
 def _toy_prompts(n: int, seed: int) -> list[Prompt]:
     """``toyworld.prompt_set(n, seed)`` -> prompts with their ground-truth scene dicts."""
-    try:
-        from packforcing import toyworld
-    except ImportError as e:
-        raise UserError(f"toy prompts need packforcing.toyworld, which failed to import ({e}).") from None
+    from packforcing import toyworld
+
     out = []
-    for i, item in enumerate(toyworld.prompt_set(n, seed)):
-        if isinstance(item, str):
-            out.append(Prompt(i, item, None))
-        else:  # (prompt_id, scene_seed, prompt)
-            pid, scene_seed, text = item
-            scene = json.loads(json.dumps(toyworld.sample_scene(int(scene_seed)).to_dict()))  # plain types
-            out.append(Prompt(int(pid), str(text), scene))
+    for pid, scene_seed, text in toyworld.prompt_set(n, seed):
+        scene = json.loads(json.dumps(toyworld.sample_scene(int(scene_seed)).to_dict()))  # plain types
+        out.append(Prompt(int(pid), str(text), scene))
     return out
 
 
@@ -201,6 +197,7 @@ def plan(
     seen: set[str] = set()
     first: Optional[dict] = None
     prompt_cache: dict[str, list[Prompt]] = {}
+    point_configs: list[tuple[dict, dict]] = []
     for labels, settings in points:
         g = dict(groups)
         values = []
@@ -212,6 +209,7 @@ def plan(
         cfg = C.load_config(overrides, overlays=overlays, preset_values=preset, groups=g,
                             axis_values=values, protected=protected)
         container = C.to_container(cfg)
+        point_configs.append((dict(labels), container))
         if first is None:
             first = container
         key = canonical_json(container["prompts"])
@@ -231,4 +229,106 @@ def plan(
         cells=cells,
         axes=tuple(a.name for a in sweep.axes) if sweep is not None else (),
         report=tuple(sweep.report) if sweep is not None else tuple(),
+        points=point_configs,
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Hydra habits: `key=a,b` sweeps and subsets of a sweep's axis values
+# --------------------------------------------------------------------------------------------
+
+
+def _sweep_values(text: str) -> Optional[tuple[str, list]]:
+    """``(key, values)`` when ``text`` is a Hydra sweep override (``k=a,b``, ``k=range(0,3)``), else None."""
+    if "=" not in text:
+        return None
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        o = OverridesParser.create().parse_override(text)
+    except Exception:  # not Hydra grammar: C.parse_overrides reports it with its own message
+        return None
+    if not o.is_sweep_override():
+        return None
+    try:
+        values = list(o.sweep_iterator())
+    except Exception:
+        raise UserError(f"override {text!r}: only choice (a,b,c) and range(...) sweeps are supported.") from None
+    return o.key_or_group, values
+
+
+def _is_list_key(key: str) -> bool:
+    """Whether ``key`` (dotted) is a list field of the schema (``seeds``, ``metrics``, ``prompts.inline``)."""
+    import typing
+
+    node: Any = C.HarnessConfig
+    for part in key.split("."):
+        if not dataclasses.is_dataclass(node):
+            return False
+        hints = typing.get_type_hints(node)
+        if part not in hints:
+            return False
+        node = hints[part]
+    return typing.get_origin(node) in (list, typing.List)
+
+
+def _label_matches(label: Any, value: Any) -> bool:
+    return label == value or str(label).lower() == str(value).lower()
+
+
+def expand(sweep: Optional[Sweep], overrides: Sequence[str], *, scale: Optional[str] = None,
+           name: Optional[str] = None) -> tuple[Optional[Sweep], list[str]]:
+    """Turn Hydra-style sweep overrides into a :class:`Sweep`; return it with the plain overrides left.
+
+    - ``key=a,b`` (or ``range(...)``) on a key that is not an axis adds an axis over those values
+      (without a sweep: an ad-hoc sweep named ``name``, default ``run``), so the cells run through
+      the same planner and launcher as a declared sweep;
+    - ``axis=a,b`` or ``axis=a``, by axis name or config key, keeps only those values of a sweep's axis.
+    """
+    plain: list[str] = []
+    given: list[tuple[str, list]] = []
+    for text in overrides:
+        sv = _sweep_values(text)
+        if sv is None and sweep is not None and "=" in text:
+            key = text.split("=", 1)[0]
+            if any(key in (a.name, a.key) for a in sweep.axes):
+                sv = (key, [C.parse_overrides([text])[0].value])
+        if sv is None:
+            plain.append(text)
+        else:
+            given.append(sv)
+    if not given:
+        return sweep, plain
+    eff_scale = next((str(o.value) for o in reversed(C.parse_overrides(plain)) if o.key == "scale"),
+                     scale or (sweep.base.get("scale") if sweep is not None else None) or "toy")
+    axes = list(sweep.axes) if sweep is not None else []
+    added: list[str] = []
+    for key, values in given:
+        if key == "scale":
+            raise UserError("scale cannot be swept (its own values and sizes): run each scale with --scale.")
+        if len({repr(v) for v in values}) != len(values):
+            raise UserError(f"override {key}=...: a value is repeated.")
+        i = next((i for i, a in enumerate(axes) if key in (a.name, a.key)), None)
+        if i is None:
+            if "=" in key or not key:
+                raise UserError(f"malformed sweep override for {key!r}.")
+            short = key.rsplit(".", 1)[-1]
+            if _is_list_key(key):  # seeds=0,1 sweeps seeds=[0] and seeds=[1]
+                values = [v if isinstance(v, list) else Variant(v, {key: [v]}) for v in values]
+            axes.append(Axis(short if short not in {a.name for a in axes} else key, key, values=tuple(values)))
+            added.append(key)
+            continue
+        a = axes[i]
+        have = a.values_at(eff_scale)
+        labels = [a.settings(v)[0] for v in have]
+        bad = [v for v in values if not any(_label_matches(lb, v) for lb in labels)]
+        if bad:
+            raise UserError(f"{key}={','.join(map(str, bad))}: not a value of axis {a.name!r} at scale {eff_scale} "
+                            f"(its values: {', '.join(map(str, labels))}).")
+        keep = tuple(v for v, lb in zip(have, labels) if any(_label_matches(lb, x) for x in values))
+        axes[i] = dataclasses.replace(a, values=keep, toy=keep if a.toy is not None else None)
+    if sweep is None:
+        sweep_name = C.check_name(name or "run", "run")
+        return Sweep(name=sweep_name, title=f"ad-hoc sweep over {', '.join(added)}", axes=tuple(axes),
+                     report=()), plain
+    return dataclasses.replace(sweep, axes=tuple(axes)), plain

@@ -143,22 +143,25 @@ def weights_fingerprint(kw: dict) -> dict:
 # --------------------------------------------------------------------------------------------
 
 
+#: record key -> distribution name, read from package metadata (nothing is imported)
+RECORDED_VERSIONS = {"torch": "torch", "numpy": "numpy", "open_clip": "open_clip_torch", "av": "av",
+                     "wandb": "wandb"}
+
+
 def _versions() -> dict:
+    """Versions that can change a cell's numbers: Python, packforcing and :data:`RECORDED_VERSIONS`
+    (``None`` for a package that is not installed)."""
     import platform
+    from importlib.metadata import PackageNotFoundError, version
 
-    out = {"python": platform.python_version()}
-    try:
-        import packforcing
+    import packforcing
 
-        out["packforcing"] = packforcing.__version__
-    except Exception:  # pragma: no cover
-        pass
-    try:
-        from importlib.metadata import version
-
-        out["torch"] = version("torch")
-    except Exception:
-        pass
+    out = {"python": platform.python_version(), "packforcing": packforcing.__version__}
+    for key, dist in RECORDED_VERSIONS.items():
+        try:
+            out[key] = version(dist)
+        except PackageNotFoundError:
+            out[key] = None
     return out
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build the VBench venv (.venv-vbench) that harness/metrics/vbench_long.py calls through
-# scripts/vbench_worker.py. The project never imports vbench; this venv is separate because vbench
+# harness/metrics/vbench_worker.py. The project never imports vbench; this venv is separate because vbench
 # pins numpy<2, timm<=1.0.12 and transformers==4.33.2, which clash with the project venv.
 #
 # Usage: bash scripts/make_vbench_env.sh [VENV_DIR]     (default: .venv-vbench in the repo root)
@@ -15,7 +15,7 @@
 # 6.7 GB) needs a torchvision op shim and cannot use a GPU, so it is not used.
 # "setuptools<81": openai-clip imports pkg_resources. VBench-Long's own entry point is not used
 # (the harness cuts clips itself), so scenedetect/moviepy/dreamsim/peft are not needed.
-# No weights are downloaded here or later (see scripts/vbench_worker.py).
+# No weights are downloaded here or later (see harness/metrics/vbench_worker.py).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -8,7 +8,7 @@ res["metrics"], res["series"], res["records"]      # -> the cell JSON
 ```
 
 Registered metrics (outputs in each module's docstring):
-- ``vbench_long``  VBench dimensions on 2 s / 10 s clips through the separate VBench venv.
+- ``vbench_long``  VBench dimensions on VBench-Long's 2 s clips through the separate VBench venv.
 - ``clip_drift``   per-segment text-frame CLIP score (open_clip), first/last/drop/slope.
 - ``toy_truth``    toy-world ground truth: persistence, prompt fidelity, flicker.
 - ``systems``      KV bytes, tokens attended, memory, block latency, FPS, time to first frame.

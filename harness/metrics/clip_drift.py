@@ -24,7 +24,8 @@ Model: ``clip_model`` is an open_clip model name (``"ViT-B-32"``) or the path of
 config json (the toy default ``pf-toy-clip`` resolves to ``harness/metrics/assets/pf-toy-clip.json``:
 embed 128, 128 px, patch 16, 2+2 layers); ``clip_weights`` is a local state-dict file
 (.safetensors, or a torch file loaded with ``weights_only=True``; an open_clip training checkpoint
-``{"state_dict": ...}`` works too). Nothing is downloaded.
+``{"state_dict": ...}`` works too), loaded by open_clip itself (``create_model(name, pretrained=<file>)``).
+Nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -80,30 +81,30 @@ def resolve_model_name(clip_model: str) -> tuple[str, str | None]:
     return clip_model, None
 
 
-def load_state_dict(path: str) -> dict:
-    """safetensors, or torch.load(weights_only=True); unwraps ``state_dict``/``model`` and ``module.``."""
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
+def _fit_report(name: str, clip_weights: str) -> str:
+    """Why ``clip_weights`` does not load into ``name``: key and shape differences (error path only)."""
+    import logging
 
-        sd = load_file(path, device="cpu")
-    else:
-        import torch
+    import open_clip
+    from open_clip.factory import load_state_dict
 
-        try:
-            sd = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise UserError(f"cannot load CLIP weights {path} with weights_only=True ({type(e).__name__}): "
-                            f"save a plain state dict or .safetensors") from None
-    for key in ("state_dict", "model"):
-        if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
-            sd = sd[key]
-    if not isinstance(sd, dict):
-        raise UserError(f"CLIP weights {path} hold a {type(sd).__name__}, expected a state dict")
-    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.items()}
+    logging.disable(logging.WARNING)  # the bare model below is only for its key list: no "random init" warning
+    try:
+        own = open_clip.create_model(name, pretrained=None, device="cpu").state_dict()
+    finally:
+        logging.disable(logging.NOTSET)
+    sd = load_state_dict(clip_weights, weights_only=True)
+    missing = sorted(set(own) - set(sd))
+    unexpected = sorted(set(sd) - set(own))
+    shape = [k for k in own if k in sd and tuple(own[k].shape) != tuple(sd[k].shape)]
+    return (f"{len(missing)} missing (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]}), "
+            f"{len(shape)} with another shape (e.g. {shape[:3]})")
 
 
 @functools.lru_cache(maxsize=2)
 def _load_clip_cached(clip_model: str, clip_weights: str, mtime: float, device: str) -> ClipBundle:
+    import pickle
+
     import open_clip
 
     name, cfg_path = resolve_model_name(clip_model)
@@ -112,19 +113,18 @@ def _load_clip_cached(clip_model: str, clip_weights: str, mtime: float, device: 
     if name not in open_clip.list_models():
         raise UserError(f"unknown open_clip model {clip_model!r}: give a model name from open_clip.list_models() "
                         f"or the path of a config json")
-    model = open_clip.create_model(name, pretrained=None, device="cpu")
-    sd = load_state_dict(clip_weights)
-    own = model.state_dict()
-    missing = sorted(set(own) - set(sd))
-    unexpected = sorted(set(sd) - set(own))
-    shape = [k for k in own if k in sd and tuple(own[k].shape) != tuple(sd[k].shape)]
-    if missing or unexpected or shape:
-        raise UserError(
-            f"CLIP weights {clip_weights} do not fit model {name!r}: {len(missing)} missing "
-            f"(e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]}), "
-            f"{len(shape)} with another shape (e.g. {shape[:3]})"
-        )
-    model.load_state_dict(sd, strict=True)
+    # open_clip's own loader (strict, weights_only; .safetensors, {"state_dict": ...} and "module." handled)
+    try:
+        model = open_clip.create_model(name, pretrained=clip_weights, device="cpu", require_pretrained=True,
+                                       weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise UserError(f"cannot load CLIP weights {clip_weights} with weights_only=True ({type(e).__name__}): "
+                        f"save a plain state dict or .safetensors") from None
+    except RuntimeError as e:
+        if "state_dict" not in str(e):
+            raise
+        raise UserError(f"CLIP weights {clip_weights} do not fit model {name!r}: "
+                        f"{_fit_report(name, clip_weights)}") from None
     model.eval().to(device)
     pp = open_clip.get_model_preprocess_cfg(model)
     size = pp.get("size", model.visual.image_size)

@@ -1,20 +1,28 @@
 """VBench-Long: VBench's own dimension code on fixed-length clips of a long video.
 
-Protocol (VBench-Long ``long_custom_input`` without scene splitting, without ``dev_flag``):
-1. Split the video into consecutive clips of the dimension's length at the video's own fps
-   (``assets/vbench_clip_length.yaml``: 2 s, or 10 s for overall_consistency / temporal_style /
-   human_action; a trailing remainder of at least ``min_clip_fraction`` of a clip is kept as a
-   shorter last clip). Clips are written losslessly (H.264 RGB, qp 0), so splitting does not
-   change the pixels VBench reads; they live in a temp dir (``work_dir``) removed afterwards. At
-   832x480 lossless clips of grainy video measured ~22 MB per 2 s clip (~1.3 GB of temp per
-   minute of video for the 2 s + 10 s sets); ``clip_crf: 10`` (near-lossless yuv420p, ~3 MB per
-   clip) trades that for a small pixel change.
+Protocol (VBench-Long ``long_custom_input`` without scene splitting, without ``dev_flag``; read
+from vbench2_beta_long 0.1.5, ``VBenchLong.preprocess`` / ``split_video_into_clips`` /
+``reorganize_clips_results``):
+1. Split the video into consecutive clips of ``int(fps) * 2`` frames (long mode forces 2 s for every
+   dimension, 10 s dimensions included; :func:`long_mode_clips`). A remainder shorter than a clip is
+   not a short clip: like upstream, the last clip is the video's last full-length window, which
+   overlaps the clip before it; a video shorter than one clip is scored whole. Every clip counts
+   once in the mean, as upstream. A per-dimension ``clip_lengths`` override is a deviation from
+   long mode: it is written next to the number (``vbench.<dim>`` record ``deviation``).
+   Clips are written losslessly (H.264 RGB, qp 0), so splitting does not change the pixels VBench
+   reads (upstream re-encodes them lossy); they live in a temp dir (``work_dir``) removed
+   afterwards. At 832x480 lossless clips of grainy video measured ~22 MB per 2 s clip (~0.7 GB of
+   temp per minute of video); ``clip_crf: 10`` (near-lossless yuv420p, ~3 MB per clip) trades that
+   for a small pixel change.
 2. Score every clip with ``VBench.evaluate(mode="custom_input", local=True)`` from the real
    ``vbench`` 0.1.5 package, in its own venv (``.venv-vbench``, ``scripts/make_vbench_env.sh``),
-   through ``scripts/vbench_worker.py`` (subprocess, argument list, JSON files in and out). The
-   project never imports vbench.
-3. Per video: mean over clips. Values are on VBench's native scale (0-1; overall_consistency is a
-   ViCLIP cosine, ~0.2-0.3): the paper's tables show them x100.
+   through ``harness/metrics/vbench_worker.py`` (subprocess, argument list, JSON files in and out;
+   it prints one progress line per dimension, relayed to stderr). The project never imports vbench.
+3. Per video: the mean over clips, on VBench's own scale: VBench's per-video imaging_quality is
+   MUSIQ's 0-100 and only its aggregate is divided by 100 (``vbench.imaging_quality`` and in
+   VBench-Long's ``reorganize_clips_results``), so per-clip scores are divided by 100 here
+   (:data:`NATIVE_SCALE`); every value is then on VBench's 0-1 scale (overall_consistency is a
+   ViCLIP cosine, ~0.2-0.3); the paper's tables show them x100.
 Optional clip-to-clip term (``clip2clip: true``, off by default; VBench-Long's ``dev_flag`` uses
 DINOv2/DreamSim, which need other weights): the first frames of all 2 s clips form one short video,
 scored with the same dimension (subject/background consistency, i.e. DINO / CLIP similarity to the
@@ -45,12 +53,11 @@ from pathlib import Path
 
 from harness.metrics import METRICS
 from harness.metrics.base import Metric, MetricInput, MetricResult, MissingWeightsError
-from harness.metrics.video import ClipWriter, clip_bounds
+from harness.metrics.video import ClipWriter
 from packforcing.errors import UserError
 
 REPO = Path(__file__).resolve().parents[2]
-ASSETS = Path(__file__).resolve().parent / "assets"
-WORKER = REPO / "scripts" / "vbench_worker.py"
+WORKER = Path(__file__).resolve().parent / "vbench_worker.py"  # run by the VBench venv; installed with the package
 
 _DINO = "dino_model/facebookresearch_dino_main"
 #: dimension -> files it reads: ("cache", path relative to cache_dir) or ("torch_home", relative path)
@@ -73,6 +80,10 @@ DIMENSION_FILES: dict[str, list[tuple[str, str]]] = {
                        ("cache", "ViCLIP/bpe_simple_vocab_16e6.txt.gz")],
     "human_action": [("cache", "umt_model/l16_ptk710_ftk710_ftk400_f16_res224.pth")],
 }
+#: VBench-Long's long mode (``long_custom_input``): every dimension on 2 s clips
+LONG_MODE_CLIP_S = 2.0
+#: factor from VBench's per-video score to the scale of its aggregate (imaging_quality: MUSIQ 0-100 -> 0-1)
+NATIVE_SCALE = {"imaging_quality": 0.01}
 #: the paper's 7 VBench-Long dimensions (Sec. 4.1) + temporal_flickering (needs no weights)
 DEFAULT_DIMENSIONS = ("dynamic_degree", "motion_smoothness", "overall_consistency", "imaging_quality",
                       "aesthetic_quality", "subject_consistency", "background_consistency", "temporal_flickering")
@@ -81,14 +92,34 @@ _STUB = "#!/bin/sh\necho \"offline VBench run: refused to run $(basename \"$0\")
 
 
 def default_python() -> str:
-    return os.environ.get("PF_VBENCH_PYTHON") or str(REPO / ".venv-vbench" / "bin" / "python")
+    """``$PF_VBENCH_PYTHON``, else ``.venv-vbench`` of the checkout, else of the working directory (an installed
+    package has no checkout around it)."""
+    if os.environ.get("PF_VBENCH_PYTHON"):
+        return os.environ["PF_VBENCH_PYTHON"]
+    for root in (REPO, Path.cwd()):
+        py = root / ".venv-vbench" / "bin" / "python"
+        if py.is_file():
+            return str(py)
+    return str(REPO / ".venv-vbench" / "bin" / "python")
 
 
-def load_clip_lengths(path: str | os.PathLike | None = None) -> dict[str, float]:
-    import yaml
+def long_mode_clips(num_frames: int, fps: float, clip_s: float = LONG_MODE_CLIP_S) -> list[tuple[int, int]]:
+    """``[(start, end)]`` frame ranges of VBench-Long's clips of a ``num_frames`` video.
 
-    with open(path or ASSETS / "vbench_clip_length.yaml") as f:
-        return {str(k): float(v) for k, v in (yaml.safe_load(f) or {}).items()}
+    Clips hold ``int(fps) * clip_s`` frames (upstream: ``int(avg_fps) * duration``), back to back; a
+    remainder becomes one more full-length clip ending at the last frame (overlapping the previous
+    clip); a video shorter than one clip is one clip of every frame.
+    """
+    n = max(1, int(round(int(fps) * float(clip_s))))
+    if num_frames <= 0:
+        return []
+    if num_frames < n:
+        return [(0, num_frames)]
+    full = num_frames // n
+    out = [(i * n, (i + 1) * n) for i in range(full)]
+    if num_frames % n:
+        out.append((num_frames - n, num_frames))
+    return out
 
 
 @METRICS.register("vbench_long")
@@ -96,7 +127,7 @@ class VBenchLong(Metric):
     """VBench dimensions per 2 s / 10 s clip through the VBench venv, averaged per video."""
 
     name = "vbench_long"
-    version = "1"
+    version = "2"  # 2: VBench's own scale (imaging_quality / 100), long-mode 2 s clips, upstream last clip
     higher_is_better = True
     needs = ("frames", "fps", "prompt")
     partial_ok = True
@@ -107,9 +138,7 @@ class VBenchLong(Metric):
         "python": None,  # -> $PF_VBENCH_PYTHON or <repo>/.venv-vbench/bin/python
         "device": "cpu",
         "threads": None,
-        "clip_length_config": None,  # -> assets/vbench_clip_length.yaml
-        "clip_lengths": {},  # per-dimension overrides, seconds
-        "min_clip_fraction": 0.5,
+        "clip_lengths": {},  # per-dimension seconds; a deviation from long mode's 2 s, recorded as such
         "clip_crf": None,  # None: lossless clips (exact pixels, large); an int: H.264 yuv420p at that crf
         "clip2clip": False,
         "clip2clip_weights": {"subject_consistency": [0.7, 0.3], "background_consistency": [0.8, 0.2]},
@@ -132,9 +161,8 @@ class VBenchLong(Metric):
         if bad:
             raise UserError(f"vbench_long cannot score {bad} (custom-input VBench supports "
                             f"{', '.join(sorted(DIMENSION_FILES))})")
-        lengths = load_clip_lengths(s["clip_length_config"])
-        lengths.update({k: float(v) for k, v in dict(s["clip_lengths"]).items()})
-        s["clip_lengths"] = {d: lengths.get(d, 2.0) for d in dims}
+        lengths = {k: float(v) for k, v in dict(s["clip_lengths"]).items()}
+        s["clip_lengths"] = {d: lengths.get(d, LONG_MODE_CLIP_S) for d in dims}
         s["dimensions"] = dims
         return s
 
@@ -179,8 +207,7 @@ class VBenchLong(Metric):
             t0 = time.perf_counter()
             lengths = sorted({cfg["clip_lengths"][d] for d in dims})
             c2c_dims = [d for d in dims if cfg["clip2clip"] and d in CLIP2CLIP_DIMS]
-            clips = self._split(inp, fps, lengths, float(cfg["min_clip_fraction"]), work, with_first=bool(c2c_dims),
-                                crf=cfg["clip_crf"])
+            clips = self._split(inp, fps, lengths, work, with_first=bool(c2c_dims), crf=cfg["clip_crf"])
             split_s = time.perf_counter() - t0
             jobs = []
             for d in dims:
@@ -196,41 +223,39 @@ class VBenchLong(Metric):
                 shutil.rmtree(work, ignore_errors=True)
         return self._aggregate(cfg, dims, c2c_dims, clips, out, split_s)
 
-    def _split(self, inp: MetricInput, fps: float, lengths: list[float], min_frac: float, work: str,
-               with_first: bool, crf: int | None = None) -> dict:
-        """Stream the video once, writing every clip set (one directory per clip length)."""
+    def _split(self, inp: MetricInput, fps: float, lengths: list[float], work: str, with_first: bool,
+               crf: int | None = None) -> dict:
+        """Stream the video once, writing every clip set (one directory per clip length; clips may overlap)."""
         n = inp.num_frames
         plans = {}
         for L in lengths:
             k = _len_key(L)
-            bounds = clip_bounds(n, fps, L, min_frac)
-            plans[k] = {"dir": os.path.join(work, f"clips_{k}"), "bounds": bounds, "clips": []}
-        first_bounds = clip_bounds(n, fps, 2.0, min_frac)
-        starts = {s for s, _ in first_bounds}
-        writers: dict[str, tuple[int, int, ClipWriter]] = {}
+            plans[k] = {"dir": os.path.join(work, f"clips_{k}"), "bounds": long_mode_clips(n, fps, L), "clips": []}
+            if not plans[k]["bounds"]:
+                raise UserError(f"vbench_long: video has no frames to cut a {k} clip ({n} frames at {fps} fps)")
+        starts = {s for s, _ in long_mode_clips(n, fps)}
+        open_: dict[str, list[tuple[int, ClipWriter]]] = {k: [] for k in plans}
         first_frames = []
         for t, frame in enumerate(inp.iter_frames()):
             h, w = frame.shape[:2]
             for k, plan in plans.items():
-                cur = writers.get(k)
-                if cur is None or t >= cur[1]:
-                    if cur is not None:
-                        cur[2].close()
-                        writers.pop(k)
-                    nxt = [(s, e) for s, e in plan["bounds"] if s == t]
-                    if nxt:
-                        s, e = nxt[0]
+                for s, e in plan["bounds"]:
+                    if s == t:
                         i = len(plan["clips"])
                         f = f"clip_{i:04d}.mp4"
                         plan["clips"].append({"file": f, "index": i, "start": s, "end": e})
-                        writers[k] = (s, e, ClipWriter(os.path.join(plan["dir"], f), fps, h, w, lossless=crf is None,
-                                                       crf=18 if crf is None else int(crf)))
-                if k in writers and writers[k][0] <= t < writers[k][1]:
-                    writers[k][2].write(frame)
+                        open_[k].append((e, ClipWriter(os.path.join(plan["dir"], f), fps, h, w, lossless=crf is None,
+                                                       crf=18 if crf is None else int(crf))))
+                for e, wr in open_[k]:
+                    wr.write(frame)
+                for e, wr in [x for x in open_[k] if x[0] == t + 1]:
+                    wr.close()
+                open_[k] = [x for x in open_[k] if x[0] != t + 1]
             if with_first and t in starts:
                 first_frames.append(frame)
-        for _, _, wr in writers.values():
-            wr.close()
+        for items in open_.values():
+            for _, wr in items:
+                wr.close()
         if with_first and len(first_frames) >= 2:
             import numpy as np
 
@@ -242,9 +267,6 @@ class VBenchLong(Metric):
             plans["first"] = {"dir": d, "clips": [{"file": "first_frames.mp4", "index": 0, "start": 0, "end": n}]}
         elif with_first:
             plans["first"] = {"dir": os.path.join(work, "clips_first"), "clips": []}
-        for k, plan in plans.items():
-            if not plan["clips"] and k != "first":
-                raise UserError(f"vbench_long: video too short to cut a {k} clip ({n} frames at {fps} fps)")
         return plans
 
     def _call_worker(self, cfg: dict, work: str, jobs: list[dict]) -> dict:
@@ -270,13 +292,9 @@ class VBenchLong(Metric):
         if cfg["threads"]:
             env["OMP_NUM_THREADS"] = str(cfg["threads"])
         cmd = [cfg["python"], str(WORKER), "score", "--request", req_path, "--output", out_path]
-        try:
-            p = subprocess.run(cmd, env=env, cwd=work, capture_output=True, text=True, timeout=cfg["timeout_s"])
-        except subprocess.TimeoutExpired:
-            raise RuntimeError(f"VBench worker timed out after {cfg['timeout_s']} s") from None
-        if p.returncode != 0 or not os.path.isfile(out_path):
-            tail = (p.stderr or p.stdout or "")[-2000:]
-            raise RuntimeError(f"VBench worker failed (exit {p.returncode}): {tail}")
+        rc, tail = _run_worker(cmd, env, work, float(cfg["timeout_s"]))
+        if rc != 0 or not os.path.isfile(out_path):
+            raise RuntimeError(f"VBench worker failed (exit {rc}): {tail}")
         with open(out_path) as f:
             return json.load(f)
 
@@ -292,13 +310,19 @@ class VBenchLong(Metric):
         for d in dims:
             key = _len_key(cfg["clip_lengths"][d])
             scores = jobs.get(d, {}).get("scores", {})
+            scale = NATIVE_SCALE.get(d, 1.0)
             per_clip = []
             for c in clips[key]["clips"]:
                 v = scores.get(c["file"])
-                v = float("nan") if v is None else float(v)
+                v = float("nan") if v is None else float(v) * scale
                 per_clip.append(v)
                 records.append({"dimension": d, "clip": c["index"], "start_frame": c["start"], "end_frame": c["end"],
                                 "score": v})
+            L = cfg["clip_lengths"][d]
+            records.append({"dimension": d, "clip_s": L, "clips": len(per_clip), "scale": scale,
+                            "deviation": None if L == LONG_MODE_CLIP_S else
+                            f"{L:g} s clips (config vbench_long.clip_lengths); VBench-Long's long mode uses "
+                            f"{LONG_MODE_CLIP_S:g} s"})
             finite = [v for v in per_clip if math.isfinite(v)]
             inclip = sum(finite) / len(finite) if finite else float("nan")
             values[f"vbench.{d}"] = inclip
@@ -314,6 +338,40 @@ class VBenchLong(Metric):
                         "dimension_s": {j: e.get("seconds") for j, e in jobs.items()},
                         "versions": out.get("versions", {})})
         return MetricResult(values=values, series=series, records=records)
+
+
+PROGRESS = "PF-PROGRESS "  # the worker's progress lines on stdout start with this
+
+
+def _run_worker(cmd: list[str], env: dict, cwd: str, timeout_s: float) -> tuple[int, str]:
+    """Run the worker; relay its per-dimension progress lines to stderr; (exit code, output tail)."""
+    import sys
+    import threading
+
+    with tempfile.TemporaryFile("w+") as err:
+        p = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=err, text=True, bufsize=1)
+        fired = threading.Event()
+        timer = threading.Timer(timeout_s, lambda: (fired.set(), p.kill()))
+        timer.start()
+        other: list[str] = []
+        try:
+            assert p.stdout is not None
+            for line in p.stdout:
+                if line.startswith(PROGRESS):
+                    print(f"vbench_long: {line[len(PROGRESS):].strip()}", file=sys.stderr, flush=True)
+                else:
+                    other = (other + [line])[-50:]
+            rc = p.wait()
+        finally:
+            timer.cancel()
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        if fired.is_set():
+            raise RuntimeError(f"VBench worker timed out after {timeout_s:g} s")
+        err.seek(0)
+        tail = (err.read() or "".join(other))[-2000:]
+    return rc, tail
 
 
 def _len_key(seconds: float) -> str:

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""VBench worker. Runs INSIDE the VBench venv (.venv-vbench, built by scripts/make_vbench_env.sh).
+"""VBench worker. Runs INSIDE the VBench venv as a script, never imported by the project (.venv-vbench, built by scripts/make_vbench_env.sh).
 
 The project never imports vbench (it pins numpy<2, timm<=1.0.12, transformers==4.33.2).
 ``harness/metrics/vbench_long.py`` splits a long video into clips, writes a request JSON, and runs
@@ -77,6 +77,11 @@ def versions() -> dict:
     return out
 
 
+def _progress(msg: str) -> None:
+    """One progress line on stdout (the harness relays lines with this prefix to its stderr)."""
+    print(f"PF-PROGRESS {msg}", flush=True)
+
+
 def score(request_path: str, output_path: str) -> int:
     with open(request_path) as f:
         req = json.load(f)
@@ -93,9 +98,11 @@ def score(request_path: str, output_path: str) -> int:
     full_info = os.path.join(os.path.dirname(vbench.__file__), "VBench_full_info.json")
     work = req["work_dir"]
     out = {"versions": versions(), "jobs": {}}
-    for spec in req["jobs"]:
+    jobs = req["jobs"]
+    for i, spec in enumerate(jobs, 1):
         dim = spec["dim"]
         t0 = time.perf_counter()
+        _progress(f"[{i}/{len(jobs)}] {spec['id']}: scoring {len(spec['clips'])} clip(s)")
         entry = {"scores": {}, "mean": None, "seconds": 0.0, "error": None}
         try:
             out_dir = os.path.join(work, "vbench_out", spec["id"])
@@ -115,6 +122,8 @@ def score(request_path: str, output_path: str) -> int:
             entry["error"] = f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=6)}"
         entry["seconds"] = time.perf_counter() - t0
         out["jobs"][spec["id"]] = entry
+        _progress(f"[{i}/{len(jobs)}] {spec['id']}: " + (f"failed after {entry['seconds']:.1f} s" if entry["error"]
+                                                          else f"done in {entry['seconds']:.1f} s"))
     tmp = output_path + ".tmp"
     with open(tmp, "w") as f:
         json.dump(out, f, allow_nan=True)
