@@ -331,4 +331,8 @@ def expand(sweep: Optional[Sweep], overrides: Sequence[str], *, scale: Optional[
         sweep_name = C.check_name(name or "run", "run")
         return Sweep(name=sweep_name, title=f"ad-hoc sweep over {', '.join(added)}", axes=tuple(axes),
                      report=()), plain
-    return dataclasses.replace(sweep, axes=tuple(axes)), plain
+    # a subset that leaves out the reference value compares with the first value kept (Sweep.reference_values)
+    ref = {ax: v for ax, v in sweep.reference.items()
+           if any(repr(a.settings(x)[0]) == repr(v) for a in axes if a.name == ax for s in ("toy", "wan")
+                  for x in a.values_at(s))}
+    return dataclasses.replace(sweep, axes=tuple(axes), reference=ref), plain
