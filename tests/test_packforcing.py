@@ -66,15 +66,20 @@ def make_pf(m, **kw):
     return pol.attach(comp)
 
 
-def run(m, pol, frames=20, bf=2, seed=0, **kw):
+def run(m, pol, frames=20, bf=2, seed=0, on_block=None, **kw):
     g = torch.Generator().manual_seed(seed)
     noise = torch.randn(1, 16, frames, 8, 8, generator=g)
     ctx = torch.randn(1, 16, 32, generator=g)
     stats = []
+
+    def record(i, x0, st):
+        stats.append((st, list(pol.mid), list(pol.pending)))
+        if on_block is not None:
+            on_block(i, x0, st)
+
     with torch.no_grad():
         res = rollout(m, pol, FlowMatchSampler("self_forcing"), ctx, noise, bf,
-                      noise_fn=lambda b, s, like: torch.randn(like.shape, generator=g),
-                      on_block=lambda i, x0, st: stats.append((st, list(pol.mid), list(pol.pending))), **kw)
+                      noise_fn=lambda b, s, like: torch.randn(like.shape, generator=g), on_block=record, **kw)
     return res, stats
 
 
@@ -133,16 +138,48 @@ def test_rope_adjust_positions_stay_bounded_and_off_keeps_absolute():
 
 
 def test_incremental_recent_realignment_equals_recomputing_keys():
+    """The recent ring's keys, re-aligned incrementally (temporal-only rotations, paper §3.4), equal the keys
+    recomputed from scratch: each layer's key projection (+ qk-norm) of the block's clean commit-pass input,
+    with RoPE applied afresh at the positions the store says the keys are at. Checked after every block."""
     m = tiny_model()
-    pol = make_pf(m, rope_adjust=True)
-    run(m, pol, frames=24)
-    st = pol.store
-    for slot in range(pol.ring):
-        if pol.ring_frames[slot] is None:
-            continue
-        a = (pol.sink_blocks + slot) * pol.n_blk
-        pos = st.pos[a : a + pol.n_blk]
-        assert torch.all(pos >= pol.ring_pos[slot]) and torch.all(pos < pol.ring_pos[slot] + pol.bf)
+    pol = make_pf(m, rope_adjust=True, recent_frames=4)
+    inputs: dict = {}  # layer -> self-attention input of the latest clean commit pass
+    commit_x: dict = {}  # block index -> {layer: input}
+    checked = {"slots": 0, "moved": 0}
+
+    def hook(mod, args):
+        view = args[2]
+        if getattr(getattr(view, "phase", None), "commit", False):
+            inputs[mod.layer] = args[0].detach().clone()
+
+    hooks = [blk.self_attn.register_forward_pre_hook(hook) for blk in m.blocks]
+
+    def on_block(i, x0, st):
+        commit_x[i] = dict(inputs)
+        s, tpf = pol.store, pol.spec.tokens_per_frame
+        h, w = pol.spec.token_hw
+        _, ph, pw = R.grid_positions(torch.arange(pol.bf), h, w)
+        for slot in range(pol.ring):
+            f = pol.ring_frames[slot]
+            if f is None:
+                continue
+            a = (pol.sink_blocks + slot) * pol.n_blk
+            pt = s.pos[a : a + pol.n_blk]
+            angles = R.rope_angles(pt, ph, pw, m.cfg.head_dim, m.cfg.rope_theta)
+            for layer, blk in enumerate(m.blocks):
+                x = commit_x[f // pol.bf][layer]
+                k = blk.self_attn.qkv(x, angles)[1]  # projection + norm + RoPE at the new positions, from scratch
+                torch.testing.assert_close(s.k[layer, :, a : a + pol.n_blk], k, atol=2e-5, rtol=1e-5)
+            checked["slots"] += 1
+            checked["moved"] += int(pt[0]) != f  # realigned away from the absolute position it was committed at
+            assert int(pt[tpf * (pol.bf - 1)]) == int(pt[0]) + pol.bf - 1
+
+    try:
+        run(m, pol, frames=32, on_block=on_block)
+    finally:
+        for hk in hooks:
+            hk.remove()
+    assert checked["slots"] > 20 and checked["moved"] > 10
 
 
 @pytest.mark.slow
