@@ -22,6 +22,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from packforcing.attention import use_backend
 from packforcing.cache import make_policy
 from packforcing.cache import rope as R
 from packforcing.cache.compressor import compressed_grid
@@ -29,7 +30,6 @@ from packforcing.model.presets import get_preset
 from packforcing.rollout import rollout
 from packforcing.sampler import FlowMatchSampler
 from tests.test_baselines import _CAPTURED, DEC, HD, ProbeModel, decode, id_noise
-from packforcing.attention import use_backend
 
 TINY = get_preset("tiny")
 MID_TAG = 1000  # values of compressed tokens carry 1000 + the block's first frame id
