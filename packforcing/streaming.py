@@ -114,8 +114,14 @@ class FrameStream:
 
         fs = FrameStream(vae, "priority", write)
         with fs.producing():  # the rollout's stream (high priority in ``priority`` mode)
-            rollout(..., on_block=lambda i, x0, st: fs.block(x0, policy.decode_hold()), on_prefix=lambda f, z: fs.prefix(z))
+            rollout(..., on_block=lambda i, x0, st: fs.block(x0, policy.decode_hold()), on_prefix=lambda f, z: fs.prefix(z),
+                    decoded=lambda i: fs.last_pixels())
             fs.flush()
+
+    ``last_pixels()`` hands the block just submitted, as decoded (pixels in [-1, 1] on the device), to a policy that
+    takes the output frames (PackForcing's LR branch: no second decode). On CUDA the caller's stream then waits for
+    that decode (an event, no host synchronisation): in ``overlap``/``priority`` mode the LR branch puts the block's
+    decode before the next block's denoising.
 
     ``block_frames`` (frames decoded per block) and ``decode_events`` (CUDA: an event recorded when each
     block's frames reached the host, else None) are kept for timing.
@@ -141,6 +147,7 @@ class FrameStream:
         self.queue: deque = deque()  # (pending frames, frames to hold back), oldest first
         self.block_frames: list[int] = []
         self.decode_events: list = []
+        self._last = None  # the PendingFrames of the block submitted last
 
     @contextlib.contextmanager
     def producing(self):
@@ -158,6 +165,7 @@ class FrameStream:
 
     def _submit(self, z: Tensor):
         p = self.decoder.submit(z, to_host_uint8=True)
+        self._last = p
         self.block_frames.append(p.num_frames)
         self.decode_events.append(p.event)
         return p
@@ -172,6 +180,10 @@ class FrameStream:
         ``hold_frames``: the policy's ``decode_hold()`` after this block (a restarting policy's overlap)."""
         self.queue.append((self._submit(x0), hold_frames))
         self._drain(self.lag)
+
+    def last_pixels(self) -> Tensor | None:
+        """Pixels [B, 3, T, H, W] (in [-1, 1], on the device) of the block submitted last, ordered on the current stream."""
+        return None if self._last is None else self._last.wait()
 
     def prefix(self, z: Tensor) -> None:
         """A restart with clean overlap latents ``z``: frames so far are read, the decoder starts a new video."""

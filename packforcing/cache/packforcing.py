@@ -198,6 +198,10 @@ class PackForcingConfig(PolicyOptions):
     nc_temporal: int = at_least(1, 2)  # temporal factor (2 -> 2 rows per 4-frame block)
     mid_kv: str = choices("transformer", "projection", default="transformer")  # how N_c tokens become K/V
     hr_channels: Optional[tuple[int, ...]] = None  # HR CNN widths; None = the preset's
+    # LR branch pixels: "decoded" = the frames the streaming decoder made for the output, handed by the block loop
+    # (rollout(decoded=...); a standalone decode when none are handed: training, a rollout without a decoder);
+    # "standalone" = always decode the block again on its own (the behaviour before issue 18)
+    lr_frames: str = choices("decoded", "standalone", default="decoded")
 
     @property
     def hr_widths(self) -> tuple[int, ...]:
@@ -213,6 +217,7 @@ class PackForcingConfig(PolicyOptions):
             (self.score_scope in ("per_layer", "shared"), f"score_scope must be per_layer or shared, got {self.score_scope!r}"),
             (self.mid_kv in ("transformer", "projection"), f"mid_kv must be transformer or projection, got {self.mid_kv!r}"),
             (self.compressor in ("hr+lr", "hr", "lr"), f"compressor must be hr+lr, hr or lr, got {self.compressor!r}"),
+            (self.lr_frames in ("decoded", "standalone"), f"lr_frames must be decoded or standalone, got {self.lr_frames!r}"),
             (self.sink_frames >= 0 and self.recent_frames >= 0, "sink_frames and recent_frames must be >= 0"),
             (self.top_k >= 0, f"top_k must be >= 0, got {self.top_k}"),
             (self.mid_capacity is None or self.mid_capacity >= 0, f"mid_capacity must be >= 0 or null, got {self.mid_capacity}"),
@@ -388,6 +393,7 @@ class PackForcingPolicy(CachePolicy):
         self.c_row_off = self.c_pos[0]  # [N_c] canonical temporal offsets
         self._mid_tab: tuple[Tensor, Tensor, Tensor] | None = None
         self._cand_means: Tensor | None = None
+        self._deferred: tuple | None = None  # a committed block whose compressed copy waits for its decoded frames
 
     def _mid_tables(self, n: int) -> tuple[Tensor, Tensor, Tensor]:
         """``rope_adjust``: mid slot i always holds a block at temporal base ``sink_frames + i * B_f``, so the
@@ -493,6 +499,9 @@ class PackForcingPolicy(CachePolicy):
     def context(self, blk: BlockInfo) -> BlockView:
         if blk.index != self.committed:
             raise AssertionError(f"blocks must come in order: expected {self.committed}, got {blk.index}")
+        if self._deferred is not None:  # no decoded frames came for the last block: decode it standalone (the store
+            self._compress_into(*self._deferred)  # still holds that block's context: nothing has moved yet)
+            self._deferred = None
         lay = self._advance(blk)
         self._layout = lay
         check_positions(self.spec, range(lay.cur_pos, lay.cur_pos + self.bf), f"packforcing (rope_adjust={self.cfg.rope_adjust}) at latent frame {blk.end}")
@@ -672,19 +681,37 @@ class PackForcingPolicy(CachePolicy):
         self.ring_frames[lay.ring_slot] = blk.start
         self.ring_pos[lay.ring_slot] = lay.cur_pos
         slot = self._alloc_slot()
-        self._compress_into(slot, blk, x_clean, model, text, lay)
         self.pending.append((slot, blk.start))
+        if self.wants_frames():  # the LR branch pools the block's decoded output frames (take_frames) when they come
+            self._deferred = (slot, blk, x_clean, model, text, lay)
+        else:
+            self._compress_into(slot, blk, x_clean, model, text, lay)
+
+    def wants_frames(self) -> bool:
+        """The LR branch reuses the streaming decoder's frames (``lr_frames='decoded'``; not while training)."""
+        return "lr" in self.cfg.compressor and self.cfg.lr_frames == "decoded" and not self.train_compressor
+
+    def take_frames(self, blk: BlockInfo, frames: Tensor) -> None:
+        """The committed block's decoded output frames [B, 3, T, H, W]: make its compressed copy from them now (the
+        store still holds the block's context, as at commit)."""
+        d = self._deferred
+        if d is None or d[1].index != blk.index:
+            return
+        self._deferred = None
+        self._compress_into(*d, frames=frames.to(self.store.k.device))
 
     # ---- the compressed copy (dual-resolution shifting) -----------------------------------------
     @span("pf.compress")
-    def _compress_into(self, slot: int, blk: BlockInfo, x_clean: Tensor, model, text, lay: _Layout) -> None:
+    def _compress_into(self, slot: int, blk: BlockInfo, x_clean: Tensor, model, text, lay: _Layout,
+                       frames: Tensor | None = None) -> None:
         if self.compressor is None:
             raise UserError("the packforcing policy has no compressor: load a checkpoint with compressor weights, "
                             "or use the zero_shot preset (compressor='lr').")
         c = self.cfg
         grad = self.train_compressor and torch.is_grad_enabled()
         with torch.set_grad_enabled(grad):
-            h = self.compressor(x_clean, self.spec.token_hw)  # [B, N_c, D]
+            hw = self.spec.token_hw
+            h = self.compressor(x_clean, hw) if frames is None else self.compressor(x_clean, hw, frames=frames)  # [B, N_c, D]
             if c.mid_kv == "projection":
                 kv = self._project(model, h)
             else:
