@@ -12,7 +12,8 @@ Modes (``DECODE_MODES``):
 On the CPU every mode decodes synchronously and gives the same frames; only the moment frames are read
 differs. The default (:func:`default_mode`) is the fastest measured on a GPU (``priority``: 22.9 FPS steady
 end to end on an H100 against 21.6 overlap and 21.9 blocking, docs/perf.md; 23.4 / 22.3 / 22.7 on an H200,
-issue 18) and ``blocking`` on the CPU. On CUDA the VAE decoder also runs channels-last and with its
+issue 18; all with PackForcing's HR branch only and an archive of 16 = top-k, selection inert) and ``blocking`` on
+the CPU. On CUDA the VAE decoder also runs channels-last and with its
 elementwise chains compiled (:func:`prepare_vae`).
 Frames come out through :class:`FrameStream` as uint8 ``[T, H, W, 3]`` arrays, stitched across CausVid-style
 restarts by :class:`packforcing.rollout.SegmentStitcher`.
