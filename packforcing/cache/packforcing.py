@@ -102,16 +102,16 @@ class MidArchive:
 
     def _chunk(self, slot: int) -> tuple[int, int]:
         c = slot // self.chunk
-        while c >= len(self.k):
+        while c >= len(self.k):  # block-major chunks [chunk, L, B, N_c, H, D]: each block (and layer) contiguous
             sp = self.spec
-            shape = (sp.num_layers, sp.batch, self.chunk * self.n_c, sp.num_heads, sp.head_dim)
+            shape = (self.chunk, sp.num_layers, sp.batch, self.n_c, sp.num_heads, sp.head_dim)
             self.k.append(torch.zeros(shape, dtype=sp.dtype, pin_memory=self.pinned))
             self.v.append(torch.zeros(shape, dtype=sp.dtype, pin_memory=self.pinned))
-        return c, (slot % self.chunk) * self.n_c
+        return c, slot % self.chunk
 
     def block(self, slot: int) -> tuple[Tensor, Tensor]:
-        c, a = self._chunk(slot)
-        return self.k[c][:, :, a : a + self.n_c], self.v[c][:, :, a : a + self.n_c]
+        c, i = self._chunk(slot)
+        return self.k[c][i], self.v[c][i]
 
     @property
     def allocated_bytes(self) -> int:
