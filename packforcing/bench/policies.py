@@ -75,7 +75,7 @@ def run_policy(b, label: str, real_seconds: float, *, lengths: list[float], span
     rows: list[dict] = []
     try:
         rows = plan_rows(b.cfg, name, bf, kw, max(list(len_blocks.values()) + [n_blocks]), b.dtype)
-        r["plan_at_length"] = {lkey(s): {k: rows[n - 1].get(k) for k in ("kv_bytes", "allocated_bytes", "tokens_attended", "kv_tokens")}
+        r["plan_at_length"] = {lkey(s): {k: rows[n - 1].get(k) for k in ("kv_bytes", "host_bytes", "allocated_bytes", "tokens_attended", "kv_tokens")}
                                for s, n in len_blocks.items()}
         r["saturation_block"] = saturation_block(rows) if name != "full" else None
     except Exception as e:  # noqa: BLE001
