@@ -224,7 +224,7 @@ def generate(spec: GenerationSpec, on_block: Callable[[int, Tensor, dict], None]
         with frames.producing() if frames is not None else contextlib.nullcontext():
             res = rollout(model, policy, sampler, context, noise, spec.block_frames, context_noise=spec.context_noise,
                           noise_fn=noise_fn, on_block=_on_block, on_prefix=_on_prefix, keep_latents=False,
-                          progress=progress)
+                          progress=progress, decoded=(lambda i: frames.last_pixels()) if frames is not None else None)
             if frames is not None:
                 frames.flush()
     except BaseException:

@@ -73,6 +73,7 @@ def rollout(
     on_step: Callable[[int, int, Tensor, Tensor], None] | None = None,
     on_block: Callable[[int, Tensor, dict], None] | None = None,
     on_prefix: Callable[[int, Tensor], None] | None = None,
+    decoded: Callable[[int], Tensor | None] | None = None,
     initial_latents: Tensor | None = None,
     keep_latents: bool = True,
     progress: bool = False,
@@ -92,7 +93,12 @@ def rollout(
     x0, stats)`` each block when it is clean. ``initial_latents`` [B, C, k*B_f, H, W]: clean latents
     pushed through the cache first (context only). ``on_prefix(out_frame, latents)`` is called when
     the policy pushes context before output frame ``out_frame`` (a restart): a streaming decoder must
-    restart there (:class:`SegmentStitcher`). Raises ``FloatingPointError`` if a block is not finite.
+    restart there (:class:`SegmentStitcher`). ``decoded(index)``: the output frames the streaming decoder made
+    of block ``index`` (after ``on_block``), [B, 3, T, H, W] in [-1, 1] on the device, or None; a policy that
+    ``wants_frames()`` gets them at the start of the next block, within that block's ``latency_s`` (PackForcing's
+    LR branch pools them instead of decoding the block again; without them it decodes standalone; after the last
+    block nothing is handed).
+    Raises ``FloatingPointError`` if a block is not finite.
 
     Training options (one-block windows only): ``grad_step`` the step that runs with autograd and the
     training attention path (the others run without autograd; None: the caller's grad mode, inference
@@ -163,7 +169,13 @@ def rollout(
     nxt = 0
     finished = 0
     t0 = time.perf_counter()
+    handoff: _Live | None = None  # a committed block whose decoded output frames the policy takes
     while finished < n_blocks:
+        if handoff is not None:  # the seam (``decoded``): after on_block decoded it, before anything moves
+            px = decoded(handoff.out)
+            if px is not None:
+                policy.take_frames(handoff.blk, px)
+            handoff = None
         if nxt < n_blocks and (not live or live[-1].step >= stagger):
             out_frame = nxt * bf
             if not live:
@@ -232,6 +244,8 @@ def rollout(
             outs.append(x0c)
         if on_block is not None:
             on_block(l.out, x0c, st)
+        if decoded is not None and policy.wants_frames():
+            handoff = l  # its decoded frames go to the policy before the next block (counted in that block's time)
         if bar is not None:
             bar.update(1)
         t0 = time.perf_counter()

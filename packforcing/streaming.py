@@ -12,7 +12,8 @@ Modes (``DECODE_MODES``):
 On the CPU every mode decodes synchronously and gives the same frames; only the moment frames are read
 differs. The default (:func:`default_mode`) is the fastest measured on a GPU (``priority``: 22.9 FPS steady
 end to end on an H100 against 21.6 overlap and 21.9 blocking, docs/perf.md; 23.4 / 22.3 / 22.7 on an H200,
-issue 18) and ``blocking`` on the CPU. On CUDA the VAE decoder also runs channels-last and with its
+issue 18; all with PackForcing's HR branch only and an archive of 16 = top-k, selection inert) and ``blocking`` on
+the CPU. On CUDA the VAE decoder also runs channels-last and with its
 elementwise chains compiled (:func:`prepare_vae`).
 Frames come out through :class:`FrameStream` as uint8 ``[T, H, W, 3]`` arrays, stitched across CausVid-style
 restarts by :class:`packforcing.rollout.SegmentStitcher`.
@@ -114,8 +115,14 @@ class FrameStream:
 
         fs = FrameStream(vae, "priority", write)
         with fs.producing():  # the rollout's stream (high priority in ``priority`` mode)
-            rollout(..., on_block=lambda i, x0, st: fs.block(x0, policy.decode_hold()), on_prefix=lambda f, z: fs.prefix(z))
+            rollout(..., on_block=lambda i, x0, st: fs.block(x0, policy.decode_hold()), on_prefix=lambda f, z: fs.prefix(z),
+                    decoded=lambda i: fs.last_pixels())
             fs.flush()
+
+    ``last_pixels()`` hands the block just submitted, as decoded (pixels in [-1, 1] on the device), to a policy that
+    takes the output frames (PackForcing's LR branch: no second decode). On CUDA the caller's stream then waits for
+    that decode (an event, no host synchronisation): in ``overlap``/``priority`` mode the LR branch puts the block's
+    decode before the next block's denoising.
 
     ``block_frames`` (frames decoded per block) and ``decode_events`` (CUDA: an event recorded when each
     block's frames reached the host, else None) are kept for timing.
@@ -141,6 +148,7 @@ class FrameStream:
         self.queue: deque = deque()  # (pending frames, frames to hold back), oldest first
         self.block_frames: list[int] = []
         self.decode_events: list = []
+        self._last = None  # the PendingFrames of the block submitted last
 
     @contextlib.contextmanager
     def producing(self):
@@ -158,6 +166,7 @@ class FrameStream:
 
     def _submit(self, z: Tensor):
         p = self.decoder.submit(z, to_host_uint8=True)
+        self._last = p
         self.block_frames.append(p.num_frames)
         self.decode_events.append(p.event)
         return p
@@ -172,6 +181,10 @@ class FrameStream:
         ``hold_frames``: the policy's ``decode_hold()`` after this block (a restarting policy's overlap)."""
         self.queue.append((self._submit(x0), hold_frames))
         self._drain(self.lag)
+
+    def last_pixels(self) -> Tensor | None:
+        """Pixels [B, 3, T, H, W] (in [-1, 1], on the device) of the block submitted last, ordered on the current stream."""
+        return None if self._last is None else self._last.wait()
 
     def prefix(self, z: Tensor) -> None:
         """A restart with clean overlap latents ``z``: frames so far are read, the decoder starts a new video."""

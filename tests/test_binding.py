@@ -66,7 +66,7 @@ def test_typed_stats_keep_the_json_layout():
     extra = {"window": [], "full": [], "sink_window": [], "causvid_restart": ["segment", "hold_frames"],
              "rolling_forcing": ["window_frames", "anchor_tokens"],
              "deep_forcing": ["sink_tokens", "kept_tokens", "recent_tokens", "compressed"],
-             "packforcing": ["sink_tokens", "recent_tokens", "mid_tokens_attended", "mid_blocks", "kv_pending_tokens",
+             "packforcing": ["sink_tokens", "recent_tokens", "mid_tokens_attended", "mid_blocks", "kv_pending_tokens", "host_bytes",
                              "n_c"]}
     for name, more in extra.items():
         kw = {"sink_frames": 4, "budget_frames": 12, "window_frames": 16} if name == "deep_forcing" else {}

@@ -66,15 +66,20 @@ def make_pf(m, **kw):
     return pol.attach(comp)
 
 
-def run(m, pol, frames=20, bf=2, seed=0, **kw):
+def run(m, pol, frames=20, bf=2, seed=0, on_block=None, **kw):
     g = torch.Generator().manual_seed(seed)
     noise = torch.randn(1, 16, frames, 8, 8, generator=g)
     ctx = torch.randn(1, 16, 32, generator=g)
     stats = []
+
+    def record(i, x0, st):
+        stats.append((st, list(pol.mid), list(pol.pending)))
+        if on_block is not None:
+            on_block(i, x0, st)
+
     with torch.no_grad():
         res = rollout(m, pol, FlowMatchSampler("self_forcing"), ctx, noise, bf,
-                      noise_fn=lambda b, s, like: torch.randn(like.shape, generator=g),
-                      on_block=lambda i, x0, st: stats.append((st, list(pol.mid), list(pol.pending))), **kw)
+                      noise_fn=lambda b, s, like: torch.randn(like.shape, generator=g), on_block=record, **kw)
     return res, stats
 
 
@@ -133,16 +138,48 @@ def test_rope_adjust_positions_stay_bounded_and_off_keeps_absolute():
 
 
 def test_incremental_recent_realignment_equals_recomputing_keys():
+    """The recent ring's keys, re-aligned incrementally (temporal-only rotations, paper §3.4), equal the keys
+    recomputed from scratch: each layer's key projection (+ qk-norm) of the block's clean commit-pass input,
+    with RoPE applied afresh at the positions the store says the keys are at. Checked after every block."""
     m = tiny_model()
-    pol = make_pf(m, rope_adjust=True)
-    run(m, pol, frames=24)
-    st = pol.store
-    for slot in range(pol.ring):
-        if pol.ring_frames[slot] is None:
-            continue
-        a = (pol.sink_blocks + slot) * pol.n_blk
-        pos = st.pos[a : a + pol.n_blk]
-        assert torch.all(pos >= pol.ring_pos[slot]) and torch.all(pos < pol.ring_pos[slot] + pol.bf)
+    pol = make_pf(m, rope_adjust=True, recent_frames=4)
+    inputs: dict = {}  # layer -> self-attention input of the latest clean commit pass
+    commit_x: dict = {}  # block index -> {layer: input}
+    checked = {"slots": 0, "moved": 0}
+
+    def hook(mod, args):
+        view = args[2]
+        if getattr(getattr(view, "phase", None), "commit", False):
+            inputs[mod.layer] = args[0].detach().clone()
+
+    hooks = [blk.self_attn.register_forward_pre_hook(hook) for blk in m.blocks]
+
+    def on_block(i, x0, st):
+        commit_x[i] = dict(inputs)
+        s, tpf = pol.store, pol.spec.tokens_per_frame
+        h, w = pol.spec.token_hw
+        _, ph, pw = R.grid_positions(torch.arange(pol.bf), h, w)
+        for slot in range(pol.ring):
+            f = pol.ring_frames[slot]
+            if f is None:
+                continue
+            a = (pol.sink_blocks + slot) * pol.n_blk
+            pt = s.pos[a : a + pol.n_blk]
+            angles = R.rope_angles(pt, ph, pw, m.cfg.head_dim, m.cfg.rope_theta)
+            for layer, blk in enumerate(m.blocks):
+                x = commit_x[f // pol.bf][layer]
+                k = blk.self_attn.qkv(x, angles)[1]  # projection + norm + RoPE at the new positions, from scratch
+                torch.testing.assert_close(s.k[layer, :, a : a + pol.n_blk], k, atol=2e-5, rtol=1e-5)
+            checked["slots"] += 1
+            checked["moved"] += int(pt[0]) != f  # realigned away from the absolute position it was committed at
+            assert int(pt[tpf * (pol.bf - 1)]) == int(pt[0]) + pol.bf - 1
+
+    try:
+        run(m, pol, frames=32, on_block=on_block)
+    finally:
+        for hk in hooks:
+            hk.remove()
+    assert checked["slots"] > 20 and checked["moved"] > 10
 
 
 @pytest.mark.slow
@@ -219,4 +256,48 @@ def test_unbounded_archive_grows_and_keeps_every_mid_block():
     _, stats = run(m, pol, frames=48)  # 24 blocks: 21 mid blocks > the first archive of 16 + 2 slots
     assert [f for _, f in pol.mid] == list(range(2, 44, 2))
     assert stats[-1][0]["mid_tokens_attended"] == 21 * pol.n_c
-    assert pol.archive.capacity >= 21 * pol.n_c
+    assert len(pol.archive.k) * pol.archive.chunk >= 21  # host chunks, grown with the video
+
+
+def test_paper_preset_archives_every_block_off_the_device_and_keeps_device_kv_flat():
+    """Wan scale, 10 minutes: the paper preset's archive grows on the host (every compressed block), the device
+    holds sink + top-k mid + recent = 21,632 tokens (3.99 GB) from saturation on; archive16 holds 16 on the host."""
+    spec = CacheSpec.from_model(WAN, dtype=torch.bfloat16)
+    paper = make_policy("packforcing").plan(spec, 2400, 4)
+    a16 = make_policy("packforcing", preset="archive16").plan(spec, 2400, 4)
+    bpt = spec.bytes_per_token()
+    for plan in (paper, a16):
+        assert {p.kv_tokens for p in plan[20:]} == {21_632}
+        assert len({p.allocated_bytes for p in plan}) == 1  # preallocated: flat device memory
+    assert paper[-1].mid_blocks == 600 - 2 - 1 - 1  # every block but the sink, recent and the current one
+    assert paper[-1].host_bytes == (paper[-1].mid_blocks + 1) * 182 * bpt  # + the copy pending in recent
+    assert a16[-1].mid_blocks == 16 and a16[-1].host_bytes == 17 * 182 * bpt
+    assert paper[-1].host_bytes / 1e9 > 19  # ~20 GB of compressed archive at 10 minutes, on the host
+
+
+def test_unbounded_topk_copies_only_new_blocks_and_device_memory_stays_flat():
+    m = tiny_model()
+    pol = make_pf(m, mid_capacity=None, top_k=3)
+    _, stats = run(m, pol, frames=60)  # 30 blocks: up to 27 archived, 3 attended
+    st = [s for s, _, _ in stats]
+    L = m.cfg.num_layers
+    assert [f for _, f in pol.mid] == list(range(2, 56, 2))  # the archive keeps every block
+    assert len({s["allocated_bytes"] for s in st}) == 1
+    assert len({s["kv_bytes"] for s in st[6:]}) == 1
+    hb = [s["host_bytes"] for s in st]
+    assert all(b > a for a, b in zip(hb[2:], hb[3:]))  # the host archive grows by one block each block
+    sel = [s for s in st if s["mid_blocks"] > 3]
+    assert sel and all(s["selections"] == L for s in sel)
+    # a block resident in a layer's slots is not copied again: far fewer copies than top_k per layer per block
+    assert sum(s["mid_copies"] for s in sel) < 0.6 * len(sel) * L * 3
+    assert all(s["mid_copies"] <= L * 3 for s in st)
+
+
+def test_presets_name_what_is_inert():
+    paper, a16 = make_policy("packforcing").cfg, make_policy("packforcing", preset="archive16").cfg
+    assert paper.mid_capacity is None and paper.top_k == 16 and paper.compressor == "hr+lr"
+    assert a16.mid_capacity == a16.top_k == 16  # selection inert
+    assert make_policy("packforcing", preset="toy").cfg.mid_capacity is None
+    assert make_policy("packforcing", preset="toy_archive16").cfg.mid_capacity == 16
+    assert make_policy("packforcing", preset="zero_shot").cfg.compressor == "lr"  # a preset's own fields apply
+    assert make_policy("packforcing", preset="archive16", mid_capacity=64).cfg.mid_capacity == 64

@@ -66,14 +66,19 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--backend", default="auto", help="attention backend for the main numbers: auto (fastest of the sweep) or a name")
     ap.add_argument("--backends", type=_names, default=["sdpa", "cudnn", "flash", "efficient"], help="backends to sweep")
     ap.add_argument("--sweep-reps", type=int, default=3)
-    ap.add_argument("--compressor", default="hr", choices=["hr", "hr+lr", "lr"],
-                    help="PackForcing compressor branches (random weights); hr+lr/lr decode each block standalone with the VAE")
-    ap.add_argument("--pf-preset", default=None, help="packforcing preset (default: paper at Wan scale, toy otherwise)")
+    ap.add_argument("--compressor", default="hr+lr", choices=["hr", "hr+lr", "lr"],
+                    help="PackForcing compressor branches (random weights; default the paper's hr+lr). The LR branch pools "
+                         "the frames the streaming decoder made (end to end); model-only runs hand it frames of the "
+                         "decoder's shape, so pooling + encode count and the output decode does not")
+    ap.add_argument("--pf-preset", default=None, help="packforcing preset (default: paper at Wan scale, toy otherwise: an "
+                    "unbounded host archive, top-k 16 selecting; archive16 = the unofficial reading, selection inert)")
     ap.add_argument("--pf-opts", type=_opts, default={}, help="packforcing option overrides, e.g. top_k=8,score_scope=shared")
     ap.add_argument("--full-block-frames", type=int, default=4)
     ap.add_argument("--window-rope", default="auto", choices=["auto", "absolute", "relative"],
                     help="window/sink_window RoPE: auto = relative only if a length passes Wan's 1,024-position table")
-    ap.add_argument("--topk-blocks", type=int, default=32, help="blocks of the packforcing_topk run (0: skip)")
+    ap.add_argument("--topk-blocks", type=int, default=0,
+                    help="blocks of an extra packforcing_topk run with --topk-mid-capacity (0: skip; the paper preset's "
+                         "own run already selects over its whole archive)")
     ap.add_argument("--topk-mid-capacity", type=int, default=64, help="archive size of the packforcing_topk run (> top_k)")
     ap.add_argument("--e2e-blocks", type=int, default=32,
                     help="blocks of each end-to-end run; its steady rate counts the blocks after the cache saturates (block 19 at Wan scale)")

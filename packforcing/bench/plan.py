@@ -52,7 +52,7 @@ def t_forward(b, nq: int, nk: int) -> float:
 
 def est_policy(b, label: str, n_blocks: int, seconds: float = 0.0) -> float:
     """Seconds of a rollout of ``n_blocks``: 5 forwards per block, plus the compressed tokens' pass where the
-    plan declares N_c (and a standalone VAE decode + encode per block for the LR branch)."""
+    plan declares N_c (and the LR branch's pool + encode per block; a standalone decode too with lr_frames=standalone)."""
     name, bf, kw = policy_table(b.args, b.args.preset, seconds)[label]
     rows = plan_rows(b.cfg, name, bf, kw, n_blocks)
     nq = bf * b.cfg.tokens_per_frame
@@ -62,7 +62,9 @@ def est_policy(b, label: str, n_blocks: int, seconds: float = 0.0) -> float:
         if r.get("n_c"):
             total += t_forward(b, r["n_c"], r["tokens_attended"]) + 0.005
             if "lr" in kw.get("compressor", ""):
-                total += 0.9  # standalone VAE decode + encode of the block (perf-anchors: 0.7 s first chunk)
+                # pool + encode of the block's decoded frames (no second decode; a guess for the time plan, not measured:
+                # the encoder on 8 frames at 1/4 resolution); 0.9 s with --pf-opts lr_frames=standalone
+                total += 0.9 if kw.get("lr_frames") == "standalone" else 0.1
     return total
 
 

@@ -35,6 +35,15 @@ class _StopRun(Exception):
     """Raised from on_block to end a rollout at the time budget."""
 
 
+def _output_frames(b, bf: int):
+    """``rollout(decoded=...)`` for model-only runs: every block's "decoded output frames" are one fixed pixel tensor
+    of the streaming decoder's shape ([1, 3, 4 B_f, 8h, 8w] in [-1, 1]), so that the LR branch's pooling and encode
+    run and are timed while the output decode itself is not (issue 18: model-only counts all but the decode)."""
+    lh, lw = b.cfg.latent_hw
+    px = torch.rand(1, 3, 4 * bf, 8 * lh, 8 * lw, device=b.device, dtype=b.dtype) * 2 - 1
+    return lambda i: px
+
+
 def _warm_scoring(b) -> None:
     """Load the top-k scoring kernels (topk, sort, einsum; CUDA loads modules lazily) before anything is timed."""
     from packforcing.cache import selector as S
@@ -66,7 +75,7 @@ def run_policy(b, label: str, real_seconds: float, *, lengths: list[float], span
     rows: list[dict] = []
     try:
         rows = plan_rows(b.cfg, name, bf, kw, max(list(len_blocks.values()) + [n_blocks]), b.dtype)
-        r["plan_at_length"] = {lkey(s): {k: rows[n - 1].get(k) for k in ("kv_bytes", "allocated_bytes", "tokens_attended", "kv_tokens")}
+        r["plan_at_length"] = {lkey(s): {k: rows[n - 1].get(k) for k in ("kv_bytes", "host_bytes", "allocated_bytes", "tokens_attended", "kv_tokens")}
                                for s, n in len_blocks.items()}
         r["saturation_block"] = saturation_block(rows) if name != "full" else None
     except Exception as e:  # noqa: BLE001
@@ -86,7 +95,8 @@ def run_policy(b, label: str, real_seconds: float, *, lengths: list[float], span
         pol = b.make_policy(name, kw)
         try:
             with torch.no_grad(), use_backend(backend):
-                rollout(b.model, pol, sampler, b.text, b.latent(warm * bf), bf, keep_latents=False, check_finite=False)
+                rollout(b.model, pol, sampler, b.text, b.latent(warm * bf), bf, keep_latents=False, check_finite=False,
+                        decoded=_output_frames(b, bf) if pol.wants_frames() else None)
         except torch.cuda.OutOfMemoryError:
             r["warmup_oom"] = True
         finally:
@@ -102,7 +112,7 @@ def run_policy(b, label: str, real_seconds: float, *, lengths: list[float], span
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         r["allocated_before_bytes"] = torch.cuda.memory_allocated()
-    series = {k: [] for k in ("latency_s", "kv_bytes", "allocated_bytes", "tokens_attended", "kv_tokens",
+    series = {k: [] for k in ("latency_s", "kv_bytes", "host_bytes", "allocated_bytes", "tokens_attended", "kv_tokens",
                               "peak_bytes", "seconds", *(c + "_ms" for c in CATEGORIES), "selections")}
     at_len: dict = {}
     want = {n - 1: s for s, n in len_blocks.items()}
@@ -113,7 +123,7 @@ def run_policy(b, label: str, real_seconds: float, *, lengths: list[float], span
 
     def on_block(i: int, x0: Tensor, st: dict) -> None:
         series["latency_s"].append(float(st["latency_s"]))
-        for k in ("kv_bytes", "allocated_bytes", "tokens_attended", "kv_tokens"):
+        for k in ("kv_bytes", "host_bytes", "allocated_bytes", "tokens_attended", "kv_tokens"):
             series[k].append(int(st.get(k, 0)))
         series["selections"].append(int(st.get("selections", 0)))
         series["seconds"].append(block_end_seconds(i, bf))
@@ -125,6 +135,7 @@ def run_policy(b, label: str, real_seconds: float, *, lengths: list[float], span
                 series[k + "_ms"].append(round(c[k], 4))
         if i in want:
             at_len[lkey(want[i])] = {"block": i, "kv_bytes": int(st.get("kv_bytes", 0)),
+                                     "host_bytes": int(st.get("host_bytes", 0)),
                                      "allocated_bytes": int(st.get("allocated_bytes", 0)),
                                      "tokens_attended": int(st.get("tokens_attended", 0)), "peak_bytes": int(peak),
                                      "allocated_now_bytes": int(torch.cuda.memory_allocated()) if cuda else 0,
@@ -143,7 +154,8 @@ def run_policy(b, label: str, real_seconds: float, *, lengths: list[float], span
         noise = b.latent(n_blocks * bf)
         t_run = last_print[0] = time.perf_counter()
         with torch.no_grad(), use_backend(backend), collecting(timer):
-            rollout(b.model, pol, sampler, b.text, noise, bf, on_block=on_block, keep_latents=False, check_finite=False)
+            rollout(b.model, pol, sampler, b.text, noise, bf, on_block=on_block, keep_latents=False, check_finite=False,
+                    decoded=_output_frames(b, bf) if pol.wants_frames() else None)
     except _StopRun:
         status, reason = "stopped", "time budget"
     except torch.cuda.OutOfMemoryError as e:

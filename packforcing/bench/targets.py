@@ -52,6 +52,12 @@ def evaluate(res: dict, args) -> list[dict]:
             if len(sat) >= 2:
                 rel2 = (max(sat.values()) - min(sat.values())) / max(sat.values())
                 add(f"(info) KV held flat from {min(sat):g} s on", round(rel2, 4), TARGETS["kv_flat_rel"], rel2 <= TARGETS["kv_flat_rel"])
+            hb = {s: pf.get("at_length", {}).get(lkey(s), pf.get("plan_at_length", {}).get(lkey(s), {})).get("host_bytes")
+                  for s in kv}
+            hb = {s: v for s, v in hb.items() if v is not None}
+            if hb:  # the compressed archive off the GPU (issue 18): reported, no target
+                add(f"(info) host archive GB at {max(hb):g} s (compressed mid blocks off the GPU)",
+                    round(hb[max(hb)] / GB, 4), None, None, ", ".join(f"{s:g}s {v / GB:.3f} GB" for s, v in hb.items()))
             al = {s: pf.get("at_length", {}).get(lkey(s), {}).get("allocated_bytes") for s in kv}
             al = {s: v for s, v in al.items() if v}
             if al:

@@ -383,6 +383,17 @@ class CachePolicy:
     def finish(self, blk: BlockInfo, x_clean: Tensor, model, text) -> None:
         pass
 
+    def wants_frames(self) -> bool:
+        """Whether the policy takes each committed block's decoded output frames (:meth:`take_frames`), e.g.
+        PackForcing's LR branch pooling the frames the streaming decoder made instead of decoding again. False by
+        default."""
+        return False
+
+    def take_frames(self, blk: BlockInfo, frames: Tensor) -> None:
+        """The decoded output frames of the block just committed, [B, 3, T, H, W] in [-1, 1] on the model's device
+        (ordered on the current stream), handed by the block loop after ``commit`` and before the next ``context``
+        when :meth:`wants_frames` (``rollout(decoded=...)``). Ignored by default."""
+
     def decode_hold(self) -> int:
         """Pixel frames at the end of the last committed block's decode that a streaming decoder must hold back,
         because a later restart replaces them (CausVid's recipe; see ``rollout.SegmentStitcher``). 0 by default."""

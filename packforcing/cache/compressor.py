@@ -7,9 +7,12 @@ this gives 2 x 7 x 13 = 182 tokens. Kernel 3x3x3 with padding 1 (not given by th
 when a stride chain rounds up (60 -> 30 -> 15 -> 8), an adaptive average pool crops to the paper's
 floor grid (7).
 
-LR branch: decode the block to pixels with the frozen VAE (standalone, 1 + 4(B_f - 1) frames),
-average-pool to 1 + 4(T_c - 1) frames and by the spatial factor, re-encode with the frozen VAE
-encoder, and patch-embed with the backbone's own patch embedding. No trainable parameters of its own.
+LR branch: the block's pixels, average-pooled to 1 + 4(T_c - 1) frames and by the spatial factor,
+re-encoded with the frozen VAE encoder, and patch-embedded with the backbone's own patch embedding. No
+trainable parameters of its own. The pixels are the frames the streaming decoder already made for the
+output when the caller hands them (``frames=``: 13 frames for the first block, 16 after, decoded with
+the causal cache of the whole video; no second decode), else a standalone decode of the block alone
+(1 + 4(B_f - 1) frames, no causal context). docs/baselines.md measures how far apart the two are.
 
 Both branches give [B, N_c, D] on the compressed token grid (T_c, h_c, w_c) with
 T_c = B_f // nc_temporal, h_c = h // nc_spatial, w_c = w // nc_spatial (token grid h, w), fused by
@@ -88,12 +91,15 @@ class DualBranchCompressor(nn.Module):
         object.__setattr__(self, "patch", backbone)
         return self
 
-    def lr(self, z: Tensor, grid: tuple[int, int, int]) -> Tensor:
+    def lr(self, z: Tensor, grid: tuple[int, int, int], frames: Tensor | None = None) -> Tensor:
+        """LR tokens [B, N_c, D] of block ``z`` [B, C, B_f, H, W]; ``frames`` [B, 3, T, 8H, 8W] in [-1, 1]: the block's
+        frames as the streaming decoder made them (None: decode the block standalone)."""
         if self.vae is None or self.patch is None:
             raise UserError("the LR compressor branch needs the VAE and the backbone: use branches='hr', or load a VAE.")
         t_c, h_c, w_c = grid
         with torch.no_grad():
-            px = self.vae.decode(z)  # [B, 3, 1 + 4(F-1), H, W], standalone (first-chunk) decode
+            # [B, 3, T, H, W]: the decoder's own frames, or a standalone (first-chunk) decode, 1 + 4(F-1) frames
+            px = self.vae.decode(z) if frames is None else frames
             t_out = 1 + 4 * (t_c - 1)
             _, _, _, hh, ww = px.shape
             px = F.adaptive_avg_pool3d(px.float(), (t_out, hh // self.nc_spatial, ww // self.nc_spatial))
@@ -105,8 +111,9 @@ class DualBranchCompressor(nn.Module):
         tokens, _ = self.patch.patchify(lat)
         return tokens
 
-    def forward(self, z: Tensor, token_hw: tuple[int, int]) -> Tensor:
-        """z: clean block latents [B, C, B_f, H, W] -> compressed tokens [B, N_c, D]."""
+    def forward(self, z: Tensor, token_hw: tuple[int, int], frames: Tensor | None = None) -> Tensor:
+        """z: clean block latents [B, C, B_f, H, W] -> compressed tokens [B, N_c, D]; ``frames``: the block's decoded
+        output frames for the LR branch (see :meth:`lr`)."""
         grid = compressed_grid(z.shape[2], token_hw, self.nc_spatial, self.nc_temporal)
         if min(grid) < 1:
             raise UserError(f"compression nc_spatial={self.nc_spatial}, nc_temporal={self.nc_temporal} leaves an empty grid {grid} for a block of {z.shape[2]} frames on {token_hw} tokens.")
@@ -114,7 +121,7 @@ class DualBranchCompressor(nn.Module):
         if self.hr is not None:
             out = self.hr(z, grid)
         if "lr" in self.branches:
-            lr = self.lr(z, grid).to(out.dtype if out is not None else z.dtype)
+            lr = self.lr(z, grid, frames).to(out.dtype if out is not None else z.dtype)
             out = lr if out is None else out + lr
         return out
 

@@ -6,9 +6,16 @@ Per layer the context is sink ‖ mid ‖ recent + current:
 - **recent**: the last ``recent_frames`` latent frames at full resolution, plus the block being
   denoised (a ring of ``recent_frames / B_f + 1`` block slots).
 - **mid**: a compressed copy (N_c tokens) of every block between sink and recent, in an archive of
-  ``mid_capacity`` blocks (FIFO: the oldest leaves first; ``None`` = unbounded), of which the
-  selector picks ``top_k`` to attend (``topk`` by query-key affinity at the first denoising step of
-  each block; ``fifo`` = the most recent; ``all``).
+  ``mid_capacity`` blocks (FIFO: the oldest leaves first; ``None`` = unbounded, the ``paper`` preset:
+  600 blocks for 10 minutes at Wan scale), of which the selector picks ``top_k`` to attend (``topk`` by
+  query-key affinity at the first denoising step of each block; ``fifo`` = the most recent; ``all``).
+  The archive lives OFF the device (:class:`MidArchive`: pinned host memory on CUDA); the device keeps
+  each archived block's key means (scoring) and ``top_k`` mid slots per layer; a selected block is
+  copied in only when it is not already resident in that layer's slots. Device KV therefore stays at
+  sink + top_k·N_c + recent whatever the length; the host archive grows by N_c tokens per block.
+  Presets: ``paper``/``toy`` (unbounded archive: selection active once more than top_k blocks are
+  archived), ``archive16``/``toy_archive16`` (the unofficial code's archive of 16 = top_k: selection
+  inert, in effect FIFO-16), ``zero_shot`` (LR branch only).
 - **dual-resolution shifting**: when a block is committed, its compressed copy is made at once and
   parked beside its full-resolution K/V; when the block leaves recent, the compressed copy simply
   joins mid — no compression on the critical path.
@@ -37,6 +44,7 @@ rotated to their target temporal position when gathered into the mid slots.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass, field, replace
 from typing import Optional
 
@@ -75,6 +83,41 @@ def _to_device(values: list, dtype: torch.dtype, device) -> Tensor:
     return t.to(device)
 
 
+class MidArchive:
+    """The archive of compressed mid blocks (paper §2.2, §3.5): each archived block's per-layer K/V (N_c tokens,
+    keys at block-relative temporal positions: the block's first frame at 0), kept OFF the device: in pinned host
+    memory when the model is on CUDA (so that a selected block is copied in with a non-blocking copy), in a
+    separate host store on the CPU. Top-k scores blocks from their key means, which the policy keeps on the device;
+    only newly selected blocks are copied into the device's mid slots.
+
+    Storage grows in chunks of ``chunk`` blocks as the video grows (an unbounded archive keeps every block of the
+    video: 600 at Wan scale for 10 minutes). ``block(slot)`` -> (k, v) views [L, B, N_c, H, D].
+    """
+
+    def __init__(self, spec: CacheSpec, n_c: int, chunk: int = 16):
+        self.spec, self.n_c, self.chunk = spec, n_c, chunk
+        self.pinned = torch.device(spec.device).type == "cuda" and torch.cuda.is_available()
+        self.k: list[Tensor] = []
+        self.v: list[Tensor] = []
+
+    def _chunk(self, slot: int) -> tuple[int, int]:
+        c = slot // self.chunk
+        while c >= len(self.k):  # block-major chunks [chunk, L, B, N_c, H, D]: each block (and layer) contiguous
+            sp = self.spec
+            shape = (self.chunk, sp.num_layers, sp.batch, self.n_c, sp.num_heads, sp.head_dim)
+            self.k.append(torch.zeros(shape, dtype=sp.dtype, pin_memory=self.pinned))
+            self.v.append(torch.zeros(shape, dtype=sp.dtype, pin_memory=self.pinned))
+        return c, slot % self.chunk
+
+    def block(self, slot: int) -> tuple[Tensor, Tensor]:
+        c, i = self._chunk(slot)
+        return self.k[c][i], self.v[c][i]
+
+    @property
+    def allocated_bytes(self) -> int:
+        return sum(2 * t.numel() * t.element_size() for t in self.k)
+
+
 class _CompressedPassView:
     """Attention view of the compressed tokens' pass through the transformer (``mid_kv="transformer"``,
     paper.md §3.3): keeps each layer's K/V; the tokens attend to the block's context in the store.
@@ -108,7 +151,10 @@ class _CompressedPassView:
 @dataclass
 class PackForcingStats(BlockStats):
     """Block stats plus the partitions: sink, recent, mid (attended N_c tokens, archived blocks, compressed copies
-    still pending in recent), N_c, and (real runs) the top-k selections made for the block."""
+    still pending in recent), N_c, ``host_bytes`` (the compressed archive held off the device: archived + pending
+    blocks), and (real runs) the top-k selections made for the block and ``mid_copies`` (blocks copied from the host
+    archive into the device's mid slots for this block, summed over layers; a block already resident is not copied).
+    ``kv_tokens``/``kv_bytes`` count the device: sink + recent + the attended mid slots."""
 
     sink_tokens: int = 0
     recent_tokens: int = 0
@@ -116,22 +162,32 @@ class PackForcingStats(BlockStats):
     mid_blocks: int = 0
     kv_pending_tokens: int = 0
     n_c: int = 0
+    host_bytes: int = 0
     selections: Optional[int] = None
+    mid_copies: Optional[int] = None
 
 
 @dataclass
 class PackForcingConfig(PolicyOptions):
-    """Every PackForcing option (the policy's options dataclass); the paper's values are the defaults
-    (paper.md §2, §4, §5). |C| = (N_sink/B_f)·n + top_k·N_c + (N_recent/B_f + 1)·n tokens per layer.
+    """Every PackForcing option (the policy's options dataclass); the defaults are the ``paper`` preset (paper.md
+    §2, §4, §5): sink 8 / recent 4 latent frames, HR+LR compressor, an UNBOUNDED archive of compressed mid blocks
+    (every block of the video, kept off the device), top-k 16 chosen by query-key affinity over the whole archive.
+    |C| = (N_sink/B_f)·n + top_k·N_c + (N_recent/B_f + 1)·n tokens per layer on the device.
 
-    ``preset`` names a row of :data:`PACKFORCING_PRESETS` the other fields override; ``hr_channels``
-    None = the preset's (the paper's HR CNN widths unless the preset says otherwise)."""
+    ``preset`` names a row of :data:`PACKFORCING_PRESETS`; a field set to a value other than its default here
+    overrides the preset's (so ``preset=archive16`` keeps its archive of 16 unless ``mid_capacity`` is set to
+    another number); ``hr_channels`` None = the preset's. What is inert where: with ``archive16`` (the unofficial
+    code's reading, ``mid_capacity == top_k == 16``) every archived block is attended, so top-k selection and its
+    scores never choose anything (``selection`` has no effect); with ``paper``/``toy`` selection is active from the
+    moment more than 16 blocks are archived (block 20 at B_f = 4: 20 s at Wan and toy scale). ``score_ratio``,
+    ``score_heads`` and ``score_scope`` matter only while selection is active; ``hr_channels`` only with an HR
+    branch; ``mid_capacity`` only when the archive would outgrow it."""
 
-    preset: str = choices("paper", "toy", "zero_shot", default="paper")
+    preset: str = choices("paper", "archive16", "toy", "toy_archive16", "zero_shot", default="paper")
     sink_frames: int = at_least(0, 8)  # N_sink latent frames (2 blocks), a multiple of B_f
     recent_frames: int = at_least(0, 4)  # N_recent latent frames (1 block), plus the current block
     top_k: int = at_least(0, 16)  # mid blocks attended
-    mid_capacity: Optional[int] = at_least(0, 16)  # archived mid blocks (FIFO); None = unbounded
+    mid_capacity: Optional[int] = at_least(0, None)  # archived mid blocks (FIFO); None = unbounded (every block)
     selection: str = choices("topk", "fifo", "all", default="topk")  # dynamic top-k vs newest-k vs all
     score_ratio: float = 0.125  # query subsample ratio for affinity scores (min 32 tokens)
     score_heads: str = choices("half", "all", default="half")
@@ -142,6 +198,10 @@ class PackForcingConfig(PolicyOptions):
     nc_temporal: int = at_least(1, 2)  # temporal factor (2 -> 2 rows per 4-frame block)
     mid_kv: str = choices("transformer", "projection", default="transformer")  # how N_c tokens become K/V
     hr_channels: Optional[tuple[int, ...]] = None  # HR CNN widths; None = the preset's
+    # LR branch pixels: "decoded" = the frames the streaming decoder made for the output, handed by the block loop
+    # (rollout(decoded=...); a standalone decode when none are handed: training, a rollout without a decoder);
+    # "standalone" = always decode the block again on its own (the behaviour before issue 18)
+    lr_frames: str = choices("decoded", "standalone", default="decoded")
 
     @property
     def hr_widths(self) -> tuple[int, ...]:
@@ -157,6 +217,7 @@ class PackForcingConfig(PolicyOptions):
             (self.score_scope in ("per_layer", "shared"), f"score_scope must be per_layer or shared, got {self.score_scope!r}"),
             (self.mid_kv in ("transformer", "projection"), f"mid_kv must be transformer or projection, got {self.mid_kv!r}"),
             (self.compressor in ("hr+lr", "hr", "lr"), f"compressor must be hr+lr, hr or lr, got {self.compressor!r}"),
+            (self.lr_frames in ("decoded", "standalone"), f"lr_frames must be decoded or standalone, got {self.lr_frames!r}"),
             (self.sink_frames >= 0 and self.recent_frames >= 0, "sink_frames and recent_frames must be >= 0"),
             (self.top_k >= 0, f"top_k must be >= 0, got {self.top_k}"),
             (self.mid_capacity is None or self.mid_capacity >= 0, f"mid_capacity must be >= 0 or null, got {self.mid_capacity}"),
@@ -169,12 +230,21 @@ class PackForcingConfig(PolicyOptions):
 
 
 PACKFORCING_PRESETS = {
+    # The paper (§2-§5): HR+LR, every compressed block archived off the device, top-k 16 selecting over all of them.
     "paper": PackForcingConfig(hr_channels=PAPER_HR_CHANNELS),
-    # Toy scale: the same frame counts (the toy world runs at 16 fps with the same B_f = 4), smaller HR CNN.
+    # The unofficial code's reading (paper.md §11): an archive of 16 = top-k, so selection is inert (FIFO-16).
+    "archive16": PackForcingConfig(preset="archive16", mid_capacity=16, hr_channels=PAPER_HR_CHANNELS),
+    # Toy scale, the paper's analogue: the same frame counts (the toy world runs at 16 fps with the same B_f = 4, so
+    # the same blocks per second), the same unbounded archive and top-k 16, a smaller HR CNN.
     "toy": PackForcingConfig(preset="toy", hr_channels=(16, 32, 64, 128)),
+    # Toy scale with the archive of 16 (the toy default before issue 18: selection inert).
+    "toy_archive16": PackForcingConfig(preset="toy_archive16", mid_capacity=16, hr_channels=(16, 32, 64, 128)),
     # Zero-shot reading (paper "or zero-shot without any training"): no trained parameters.
     "zero_shot": PackForcingConfig(preset="zero_shot", compressor="lr", mid_kv="transformer", hr_channels=PAPER_HR_CHANNELS),
 }
+
+
+_FIELD_NAMES = {f for f in asdict(PackForcingConfig())} - {"preset"}
 
 
 def packforcing_config(preset: str = "paper", **overrides) -> PackForcingConfig:
@@ -210,9 +280,14 @@ class _Layout:
 
 @register_policy("packforcing", PackForcingConfig)
 class PackForcingPolicy(CachePolicy):
-    """Sink ‖ compressed mid (top-k) ‖ recent + current, with incremental RoPE adjustment."""
+    """PackForcing's cache (paper §3.2-§3.5): sink ‖ compressed mid (top-k of the archive) ‖ recent + current, with
+    incremental RoPE adjustment. The archive lives off the device (:class:`MidArchive`); the device holds the sink,
+    the recent ring, the top-k mid slots and the archived blocks' key means."""
 
     def __init__(self, preset: str = "paper", compressor_module: DualBranchCompressor | None = None, **options):
+        # options equal to the dataclass defaults do not override the preset (make_policy passes every field)
+        defaults = PackForcingConfig()
+        options = {k: v for k, v in options.items() if k not in _FIELD_NAMES or v != getattr(defaults, k)}
         self.cfg = packforcing_config(preset, **options)
         self.compressor = compressor_module
         self.train_compressor = False  # bound with train=True: mid K/V keep their autograd graph
@@ -281,7 +356,12 @@ class PackForcingPolicy(CachePolicy):
         self.ring_pos: list[int] = [0] * self.ring  # temporal position its keys are rotated at
         self.pending: list[tuple[int, int]] = []  # compressed copies of blocks still in recent
         self.mid: list[tuple[int, int]] = []  # (archive slot, start frame), oldest first
-        arch = (c.mid_capacity if c.mid_capacity is not None else 16) + self.recent_blocks + 1
+        # archive slots ever in use at once: the bounded archive + the compressed copies pending in recent + the
+        # block being committed; unbounded: every block of the video but the sink (known here: no growth later)
+        if c.mid_capacity is not None:
+            arch = c.mid_capacity + self.recent_blocks + 1
+        else:
+            arch = max(1, num_frames // block_frames - self.sink_blocks)
         self.arch_cap = arch
         self.free = list(range(arch))
         self._last: PackForcingStats | None = None
@@ -291,10 +371,16 @@ class PackForcingPolicy(CachePolicy):
     def reset(self, spec: CacheSpec, num_frames: int, block_frames: int) -> None:
         self._start(spec, num_frames, block_frames)
         self.store = KVStore(spec, self._store_capacity())
-        self.archive = KVStore(spec, self.arch_cap * self.n_c)
-        # per archived block, per layer and head: the mean of its compressed keys (top-k scoring, selector.py)
+        self.archive = MidArchive(spec, self.n_c)  # off the device (pinned host memory on CUDA)
+        # per archived block, per layer and head: the mean of its compressed keys (top-k scoring, selector.py), on
+        # the device, preallocated for every block the archive can hold (flat device memory)
         self.kmean = torch.zeros(spec.num_layers, spec.batch, self.arch_cap, spec.num_heads, spec.head_dim,
                                  device=spec.device, dtype=torch.float32)
+        # device mid slot i of each layer holds (block start frame, temporal base its keys sit at), or None
+        self.resident: list[list] = [[None] * self.max_sel for _ in range(spec.num_layers)]
+        cuda = torch.device(spec.device).type == "cuda"
+        self._copy_stream = torch.cuda.Stream(device=spec.device) if cuda else None
+        self.mid_copies = 0
         self._cand: tuple[Tensor, Tensor] | None = None
         self.graph_kv: dict[int, list] = {}  # training: archive slot -> per-layer (k, v) with autograd graph
         t_c, h_c, w_c = self.grid
@@ -307,6 +393,7 @@ class PackForcingPolicy(CachePolicy):
         self.c_row_off = self.c_pos[0]  # [N_c] canonical temporal offsets
         self._mid_tab: tuple[Tensor, Tensor, Tensor] | None = None
         self._cand_means: Tensor | None = None
+        self._deferred: tuple | None = None  # a committed block whose compressed copy waits for its decoded frames
 
     def _mid_tables(self, n: int) -> tuple[Tensor, Tensor, Tensor]:
         """``rope_adjust``: mid slot i always holds a block at temporal base ``sink_frames + i * B_f``, so the
@@ -368,13 +455,14 @@ class PackForcingPolicy(CachePolicy):
         self.max_sel = max(m, 2 * self.max_sel)
         if getattr(self, "store", None) is not None:
             self.store = self.store.grown(self._store_capacity())
+            for res in self.resident:
+                res.extend([None] * (self.max_sel - len(res)))
 
     def _alloc_slot(self) -> int:
         if not self.free:
             if self.cfg.mid_capacity is not None:
                 raise AssertionError("archive full with a bounded mid_capacity")
-            self.arch_cap *= 2
-            self.archive = self.archive.grown(self.arch_cap * self.n_c)
+            self.arch_cap *= 2  # (the host archive grows by itself, in chunks)
             km = self.kmean.new_zeros(self.kmean.shape[:2] + (self.arch_cap,) + self.kmean.shape[3:])
             km[:, :, : self.kmean.shape[2]] = self.kmean
             self.kmean = km
@@ -385,9 +473,11 @@ class PackForcingPolicy(CachePolicy):
         bpt = self.spec.bytes_per_token()
         sink_tok = min(blk.index, self.sink_blocks) * self.n_blk
         recent_tok = len(lay.recent_slots) * self.n_blk
-        mid_tok = len(lay.mid_candidates) * self.n_c
-        alloc = (self.store.allocated_bytes + self.archive.allocated_bytes) if getattr(self, "store", None) is not None else (
-            (self._store_capacity() + self.arch_cap * self.n_c) * bpt)
+        mid_tok = lay.n_sel * self.n_c  # device: the attended mid slots only; the archive lives on the host
+        sp = self.spec
+        kmean_bytes = sp.num_layers * sp.batch * self.arch_cap * sp.num_heads * sp.head_dim * 4
+        alloc = (self.store.allocated_bytes if getattr(self, "store", None) is not None
+                 else self._store_capacity() * bpt) + kmean_bytes
         self._last = PackForcingStats(
             block=blk.index,
             context_tokens=lay.attend_end - self.n_blk,
@@ -398,6 +488,7 @@ class PackForcingPolicy(CachePolicy):
             mid_blocks=len(lay.mid_candidates),
             kv_tokens=sink_tok + recent_tok + mid_tok,
             kv_pending_tokens=len(self.pending) * self.n_c,
+            host_bytes=(len(lay.mid_candidates) + len(self.pending)) * self.n_c * bpt,
             kv_bytes=(sink_tok + recent_tok + mid_tok) * bpt,
             allocated_bytes=alloc,
             max_position=lay.cur_pos + self.bf - 1,
@@ -408,6 +499,9 @@ class PackForcingPolicy(CachePolicy):
     def context(self, blk: BlockInfo) -> BlockView:
         if blk.index != self.committed:
             raise AssertionError(f"blocks must come in order: expected {self.committed}, got {blk.index}")
+        if self._deferred is not None:  # no decoded frames came for the last block: decode it standalone (the store
+            self._compress_into(*self._deferred)  # still holds that block's context: nothing has moved yet)
+            self._deferred = None
         lay = self._advance(blk)
         self._layout = lay
         check_positions(self.spec, range(lay.cur_pos, lay.cur_pos + self.bf), f"packforcing (rope_adjust={self.cfg.rope_adjust}) at latent frame {blk.end}")
@@ -424,6 +518,7 @@ class PackForcingPolicy(CachePolicy):
         self._sel_done: set[int] = set()
         self._shared_idx: Tensor | None = None
         self.selections = 0
+        self.mid_copies = 0
         self._cand = None
         self._cand_means = None
         pre = None
@@ -436,10 +531,7 @@ class PackForcingPolicy(CachePolicy):
                 a = self.mid_start
                 st.pos[a : a + lay.n_sel * self.n_c] = self._mid_tables(lay.n_sel)[2]
             if lay.mid_bases is not None:  # fifo / all / topk with every candidate selected: the newest n_sel
-                chosen = lay.mid_candidates[len(lay.mid_candidates) - lay.n_sel :]
-                slots = _to_device([sl for sl, _ in chosen], torch.long, st.k.device)
-                starts = None if self.cfg.rope_adjust else _to_device([f for _, f in chosen], torch.float64, st.k.device)
-                self._gather(None, slots, starts, lay.n_sel)
+                self._place(None, lay.mid_candidates[len(lay.mid_candidates) - lay.n_sel :])
             else:
                 self._cand = self._cand_tensors(lay)
                 # every layer's candidate key means, gathered once per block (not per layer): [L, B, m, H, D]
@@ -456,39 +548,103 @@ class PackForcingPolicy(CachePolicy):
         return (_to_device([s for s, _ in lay.mid_candidates], torch.long, dev),
                 _to_device([f for _, f in lay.mid_candidates], torch.float64, dev))
 
-    @span("pf.gather")
-    def _gather(self, layer: int | None, slots: Tensor, starts: Tensor | None, n: int, index: Tensor | None = None) -> None:
-        """Copy the chosen blocks' compressed K/V from the archive into the mid slots, keys rotated to their target
-        temporal positions in the same pass (:func:`packforcing.rope.gather_rotated_`).
+    def _base(self, i: int, start_frame: int) -> int:
+        """Temporal base of device mid slot i holding the block that starts at ``start_frame``: packed right after
+        the sink with the RoPE adjustment (§3.4, Fig. 2c), the block's own start frame without it."""
+        return self.cfg.sink_frames + i * self.bf if self.cfg.rope_adjust else start_frame
 
-        ``slots``: archive slots [n] in temporal order, or the candidates' slots [m] with ``index`` [n] (the
-        selection, temporal order); ``starts``: their start frames (``rope_adjust=False`` only). ``layer`` None =
-        all layers at once.
-        """
-        n_c = self.n_c
-        a = self.mid_start
-        b = a + n * n_c
-        ar, st = self.archive, self.store
-        if self.cfg.rope_adjust:  # fixed per mid slot (positions set once per block in ``context``)
-            cos, sin, _ = self._mid_tables(n)
-        else:  # absolute positions: archived at canonical offsets (block at 0), rotated to the block's start
-            base = starts if index is None else starts[index]
-            cos, sin = R.temporal_cos_sin(base, self.spec.head_dim, self.spec.rope_theta, R.compute_dtype(st.k.dtype))
-            st.pos[a:b] = base.repeat_interleave(n_c) + self.c_row_off.repeat(n).to(base.device)
-        if layer is None:
-            R.gather_rotated_(st.k[:, :, a:b], st.v[:, :, a:b], ar.k, ar.v, slots, n_c, cos, sin, index)
-        else:
-            R.gather_rotated_(st.k[layer, :, a:b], st.v[layer, :, a:b], ar.k[layer], ar.v[layer], slots, n_c, cos, sin, index)
+    @span("pf.gather")
+    def _place(self, layer: int | None, chosen: list[tuple[int, int]]) -> None:
+        """Make device mid slot i hold ``chosen[i]`` ((archive slot, start frame), temporal order), its keys rotated
+        at their target temporal position, in ``layer`` (None: every layer).
+
+        Only blocks not resident in that layer's mid slots are copied from the host archive (on CUDA: non-blocking
+        copies from pinned memory on a side stream, an event before use); resident ones move between slots on the
+        device (their keys rotated by the change of position). One fused gather + rotation writes the slots
+        (:func:`packforcing.rope.gather_rotated_`)."""
+        layers = range(self.spec.num_layers) if layer is None else [layer]
+        groups: dict[tuple, list[int]] = {}
+        for li in layers:
+            groups.setdefault(tuple(self.resident[li]), []).append(li)
+        for res, ls in groups.items():
+            self._place_group(ls, list(res), chosen)
+        if not self.cfg.rope_adjust:  # absolute positions of the mid slots (the last layer placed, as the keys)
+            n, a = len(chosen), self.mid_start
+            base = _to_device([float(f) for _, f in chosen], torch.float64, self.store.pos.device)
+            self.store.pos[a : a + n * self.n_c] = base.repeat_interleave(self.n_c) + self.c_row_off.repeat(n).to(base.device)
+
+    def _place_group(self, layers: list[int], res: list, chosen: list[tuple[int, int]]) -> None:
+        n_c, st, a = self.n_c, self.store, self.mid_start
+        n = len(chosen)
+        where = {e[0]: (j, e[1]) for j, e in enumerate(res) if e is not None}
+        bases = [self._base(i, f) for i, (_, f) in enumerate(chosen)]
+        new_res = [(f, bases[i]) for i, (_, f) in enumerate(chosen)] + [None] * (len(res) - n)
+        if new_res == res:
+            return  # every chosen block already sits in its slot at its position
+        full = len(layers) == self.spec.num_layers
+        sl = slice(None) if full else layers[0]
+        groups = [sl] if full or len(layers) == 1 else list(layers)
+        news = [(i, slot) for i, (slot, f) in enumerate(chosen) if f not in where]
+        src, delta = [], []
+        for i, (_, f) in enumerate(chosen):
+            if f in where:
+                j, b = where[f]
+                src.append(j)
+                delta.append(float(bases[i] - b))
+            else:
+                src.append(len(res) + sum(1 for t, _ in news if t < i))
+                delta.append(float(bases[i]))  # archived at block-relative positions
+        dev = st.k.device
+        slots = _to_device(src, torch.long, dev)
+        cos, sin = R.temporal_cos_sin(_to_device(delta, torch.float64, dev), self.spec.head_dim, self.spec.rope_theta,
+                                      R.compute_dtype(st.k.dtype))
+        for g in groups:
+            dk, dv = st.k[g], st.v[g]
+            m = len(res) * n_c
+            tk = dk.new_empty(dk.shape[:-3] + ((len(res) + len(news)) * n_c,) + dk.shape[-2:])
+            tv = torch.empty_like(tk)
+            tk[..., :m, :, :] = dk[..., a : a + m, :, :]
+            tv[..., :m, :, :] = dv[..., a : a + m, :, :]
+            self._fetch(tk, tv, m, [slot for _, slot in news], g)
+            R.gather_rotated_(dk[..., a : a + n * n_c, :, :], dv[..., a : a + n * n_c, :, :], tk, tv, slots, n_c, cos, sin)
+        for li in layers:
+            self.resident[li] = list(new_res)
+        self.mid_copies += len(news) * len(layers)
+
+    def _fetch(self, tk: Tensor, tv: Tensor, at: int, slots: list[int], layer) -> None:
+        """Copy archived blocks ``slots`` from the host archive into ``tk``/``tv`` rows [at, at + len * N_c) (one
+        layer, or all with ``layer`` a full slice). CUDA: non-blocking from pinned memory on a side stream, then the
+        current stream waits on an event (no host synchronisation)."""
+        if not slots:
+            return
+        side = self._copy_stream
+        cur = torch.cuda.current_stream(tk.device) if side is not None else None
+        ctx = torch.cuda.stream(side) if side is not None else contextlib.nullcontext()
+        if side is not None:
+            side.wait_stream(cur)  # the archive's device-to-host writes and ``tk``'s allocation come first
+        with ctx:
+            for t, slot in enumerate(slots):
+                hk, hv = self.archive.block(slot)
+                r = slice(at + t * self.n_c, at + (t + 1) * self.n_c)
+                tk[..., r, :, :].copy_(hk[layer], non_blocking=True)
+                tv[..., r, :, :].copy_(hv[layer], non_blocking=True)
+        if side is not None:
+            ev = torch.cuda.Event()
+            ev.record(side)
+            cur.wait_event(ev)
+            tk.record_stream(side)
+            tv.record_stream(side)
 
     @span("pf.select")
     def _select_hook(self, view: BlockView, layer: int, q: Tensor, phase: Phase) -> None:
         """Top-k by query-key affinity at the first denoising step (App. G); reused afterwards. Per layer: the
-        query mean, one dot product with the candidates' cached key means, topk + sort, and one fused gather."""
+        query mean, one dot product with the candidates' key means (on the device), topk + sort; then the chosen
+        blocks are placed in the layer's mid slots, copying from the host archive only those not resident. Knowing
+        which blocks are new takes one host synchronisation per layer at step 0 on CUDA (the indices)."""
         if phase.commit or phase.step != 0 or layer in self._sel_done:
             return
         lay = self._layout
         c = self.cfg
-        slots, starts = self._cand
         if c.score_scope == "shared" and self._shared_idx is not None:
             idx = self._shared_idx
         else:
@@ -498,7 +654,7 @@ class PackForcingPolicy(CachePolicy):
             self.selections += 1
             self._shared_idx = idx
             self.last_scores = scores
-        self._gather(layer, slots, starts, lay.n_sel, index=idx)
+        self._place(layer, [lay.mid_candidates[i] for i in idx.tolist()])
         self._sel_done.add(layer)
 
     def _graph_extra(self, view: BlockView, layer: int):
@@ -510,8 +666,9 @@ class PackForcingPolicy(CachePolicy):
             if slot in self.graph_kv:
                 k, v = self.graph_kv[slot][layer]
             else:
-                a = slot * self.n_c
-                k, v = self.archive.k[layer, :, a : a + self.n_c], self.archive.v[layer, :, a : a + self.n_c]
+                hk, hv = self.archive.block(slot)
+                dev = self.store.k.device
+                k, v = hk[layer].to(dev, non_blocking=True), hv[layer].to(dev, non_blocking=True)
             ks.append(R.shift_temporal(k, float(base), self.spec.rope_theta))
             vs.append(v)
         return torch.cat(ks, 1), torch.cat(vs, 1)
@@ -524,30 +681,48 @@ class PackForcingPolicy(CachePolicy):
         self.ring_frames[lay.ring_slot] = blk.start
         self.ring_pos[lay.ring_slot] = lay.cur_pos
         slot = self._alloc_slot()
-        self._compress_into(slot, blk, x_clean, model, text, lay)
         self.pending.append((slot, blk.start))
+        if self.wants_frames():  # the LR branch pools the block's decoded output frames (take_frames) when they come
+            self._deferred = (slot, blk, x_clean, model, text, lay)
+        else:
+            self._compress_into(slot, blk, x_clean, model, text, lay)
+
+    def wants_frames(self) -> bool:
+        """The LR branch reuses the streaming decoder's frames (``lr_frames='decoded'``; not while training)."""
+        return "lr" in self.cfg.compressor and self.cfg.lr_frames == "decoded" and not self.train_compressor
+
+    def take_frames(self, blk: BlockInfo, frames: Tensor) -> None:
+        """The committed block's decoded output frames [B, 3, T, H, W]: make its compressed copy from them now (the
+        store still holds the block's context, as at commit)."""
+        d = self._deferred
+        if d is None or d[1].index != blk.index:
+            return
+        self._deferred = None
+        self._compress_into(*d, frames=frames.to(self.store.k.device))
 
     # ---- the compressed copy (dual-resolution shifting) -----------------------------------------
     @span("pf.compress")
-    def _compress_into(self, slot: int, blk: BlockInfo, x_clean: Tensor, model, text, lay: _Layout) -> None:
+    def _compress_into(self, slot: int, blk: BlockInfo, x_clean: Tensor, model, text, lay: _Layout,
+                       frames: Tensor | None = None) -> None:
         if self.compressor is None:
             raise UserError("the packforcing policy has no compressor: load a checkpoint with compressor weights, "
                             "or use the zero_shot preset (compressor='lr').")
         c = self.cfg
         grad = self.train_compressor and torch.is_grad_enabled()
         with torch.set_grad_enabled(grad):
-            h = self.compressor(x_clean, self.spec.token_hw)  # [B, N_c, D]
+            hw = self.spec.token_hw
+            h = self.compressor(x_clean, hw) if frames is None else self.compressor(x_clean, hw, frames=frames)  # [B, N_c, D]
             if c.mid_kv == "projection":
                 kv = self._project(model, h)
             else:
                 kv = self._through_transformer(model, h, text, lay, grad)
-        a = slot * self.n_c
-        ar = self.archive
-        for layer, (k, v) in enumerate(kv):
-            ar.k[layer, :, a : a + self.n_c] = k.detach().to(ar.k.dtype)
-            ar.v[layer, :, a : a + self.n_c] = v.detach().to(ar.v.dtype)
-        ar.pos[a : a + self.n_c] = self.c_row_off
-        self.kmean[:, :, slot] = S.key_means(ar.k[:, :, a : a + self.n_c], self.n_c)[:, :, 0]  # all layers, once
+        dt = self.store.k.dtype
+        ks = torch.stack([k.detach().to(dt) for k, _ in kv])  # [L, B, N_c, H, D]
+        vs = torch.stack([v.detach().to(dt) for _, v in kv])
+        self.kmean[:, :, slot] = S.key_means(ks, self.n_c)[:, :, 0]  # all layers, once, on the device
+        hk, hv = self.archive.block(slot)  # off the device (same-stream ordering keeps ks/vs alive for the copy)
+        hk.copy_(ks, non_blocking=True)
+        hv.copy_(vs, non_blocking=True)
         if grad:
             self.graph_kv[slot] = kv
 
@@ -577,7 +752,7 @@ class PackForcingPolicy(CachePolicy):
 
     # ---- stats and plans -------------------------------------------------------------------------
     def stats(self) -> PackForcingStats:
-        return replace(self._last, selections=self.selections)
+        return replace(self._last, selections=self.selections, mid_copies=self.mid_copies)
 
     def _plan_block(self, blk: BlockInfo) -> PackForcingStats:
         lay = self._advance(blk)
