@@ -8,6 +8,11 @@ Every failure a user can fix is one ``UserError`` line naming the file and what 
 - a pickle that carries code or objects other than tensors (never unpickled);
 - keys or shapes that do not fit the module (first few of each kind, with counts).
 
+Files of RANDOM stand-in weights (``python -m harness.rehearsal make-dir``, for rehearsing the Wan-scale path
+without the real checkpoints) say so: safetensors metadata ``random: "true"``, a top-level ``random: True``
+entry in a torch checkpoint, or a ``RANDOM_WEIGHTS.json`` file in a folder. Loading one prints a one-line
+banner on stderr (:func:`announce_random`).
+
 Training checkpoints of the baselines nest the weights (Self-Forcing: ``generator`` /
 ``generator_ema``, CausVid: ``generator``, LongLive: ``generator``/``generator_ema``/``model``) and
 prefix them (``model.`` from ``WanDiffusionWrapper``); ``load_state_dict_file`` unwraps both.
@@ -15,10 +20,12 @@ prefix them (``model.`` from ``WanDiffusionWrapper``); ``load_state_dict_file`` 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pickle
 import re
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Sequence
@@ -100,6 +107,62 @@ def _read_raw(path: Path, map_location) -> object:
         ) from None
 
 
+# --------------------------------------------------------------------------------------------------
+# random stand-in weights (the Wan-scale rehearsal)
+
+#: marks of a file of RANDOM weights: safetensors metadata / top-level checkpoint entries
+RANDOM_KEY = "random"
+RANDOM_BY_KEY = "random_made_by"
+#: a folder of random files (tokenizer, VBench cache, a whole rehearsal directory) holds this file
+RANDOM_MARKER = "RANDOM_WEIGHTS.json"
+_ANNOUNCED: set[str] = set()
+
+
+def random_marks(made_by: str) -> dict:
+    """The entries that mark a file as random (safetensors metadata takes them as strings)."""
+    return {RANDOM_KEY: True, RANDOM_BY_KEY: made_by}
+
+
+def _note_of(mapping) -> str | None:
+    flag = mapping.get(RANDOM_KEY)
+    if flag is True or str(flag).lower() == "true":
+        return str(mapping.get(RANDOM_BY_KEY) or "unknown")
+    return None
+
+
+def random_note(path: str | os.PathLike) -> str | None:
+    """Who made ``path`` when it says it holds RANDOM weights, else None. Reads no tensor: safetensors
+    metadata, a torch checkpoint's top-level entries (memory-mapped), or a folder's ``RANDOM_WEIGHTS.json``."""
+    p = Path(path)
+    try:
+        if p.is_dir():
+            m = p / RANDOM_MARKER
+            return _note_of(json.loads(m.read_text(encoding="utf-8"))) if m.is_file() else None
+        if not p.is_file():
+            return None
+        if _is_safetensors(p):
+            from safetensors import safe_open
+
+            with safe_open(str(p), "pt") as f:
+                return _note_of(f.metadata() or {})
+        obj = torch.load(str(p), map_location="cpu", weights_only=True, mmap=True)
+        return _note_of(obj) if isinstance(obj, Mapping) else None
+    except Exception:  # unreadable here: the loader that reads it for real reports why
+        return None
+
+
+def announce_random(path: str | os.PathLike, note: str | None) -> None:
+    """Print the one-line RANDOM-weights banner for ``path`` on stderr (once per file and process)."""
+    if note is None:
+        return
+    key = str(Path(path).resolve())
+    if key in _ANNOUNCED:
+        return
+    _ANNOUNCED.add(key)
+    print(f"WARNING: {path} holds RANDOM weights (made by {note}): quality numbers mean nothing",
+          file=sys.stderr, flush=True)
+
+
 def _unwrap(obj: object, prefer: Sequence[str], path: Path) -> Mapping:
     chosen = []
     while isinstance(obj, Mapping):
@@ -145,7 +208,9 @@ def load_state_dict_file(
         raise UserError(f"{what} file not found: {p}; check the path (weights are never downloaded mid-run)")
     if p.is_dir():
         raise UserError(f"{what} path {p} is a directory; pass the weights file inside it")
-    obj = _unwrap(_read_raw(p, map_location), prefer, p)
+    raw = _read_raw(p, map_location)
+    announce_random(p, _note_of(raw) if isinstance(raw, Mapping) and not _is_safetensors(p) else random_note(p))
+    obj = _unwrap(raw, prefer, p)
     sd = {str(k): v for k, v in obj.items() if isinstance(v, Tensor)}
     if not sd:
         keys = ", ".join(map(str, list(obj)[:8]))
@@ -234,5 +299,5 @@ def save_state_dict_file(
 
 __all__ = [
     "load_state_dict_file", "check_state_dict", "state_dict_mismatch", "save_state_dict_file",
-    "resolve_dtype", "DEFAULT_PREFER",
+    "resolve_dtype", "DEFAULT_PREFER", "random_marks", "random_note", "announce_random", "RANDOM_MARKER",
 ]  # fmt: skip
