@@ -15,7 +15,7 @@ checkpoints (``harness.rehearsal`` adds the metrics' files and is the command li
   keys prefixed ``model.`` as ``WanDiffusionWrapper`` saves them, bf16;
 - ``packforcing.safetensors``: DiT keys + ``compressor.*`` (the policy's HR branch at the method table's options).
 
-Every file says it is random (:func:`packforcing.model.loading.random_marks`: safetensors metadata, a top-level
+Every file says it is random (:func:`random_marks`: safetensors metadata, a top-level
 ``random`` entry in torch files, ``random`` in the tokenizer config and a ``RANDOM_WEIGHTS.json`` beside it),
 and loading one prints a one-line banner. Values: normal with std 1/sqrt(fan in) for matrices, ones for norm
 scales, zeros for biases, N(0, 0.02) for the rest (finite activations through every layer; no other meaning).
@@ -28,7 +28,10 @@ is the same layout at the ``tiny`` DiT / VAE presets and a 2-layer encoder of wi
 from __future__ import annotations
 
 import json
+import os
 import string
+import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +43,60 @@ Tensor = torch.Tensor
 
 UMT5_VOCAB = 256384  # rows of umT5-XXL's token embedding
 UMT5_SENTINELS = 300  # <extra_id_0> ... <extra_id_299>
+
+
+# --------------------------------------------------------------------------------------------------
+# the marks of random stand-in files (read by packforcing.model.loading and the harness's start-up check)
+
+RANDOM_KEY = "random"  # safetensors metadata "true" / a top-level True entry of a torch checkpoint
+RANDOM_BY_KEY = "random_made_by"
+RANDOM_MARKER = "RANDOM_WEIGHTS.json"  # in a folder of random files (tokenizer, VBench cache, a rehearsal dir)
+_ANNOUNCED: set[str] = set()
+
+
+def random_marks(made_by: str) -> dict:
+    """The entries that mark a file as random (safetensors metadata takes them as strings)."""
+    return {RANDOM_KEY: True, RANDOM_BY_KEY: made_by}
+
+
+def _note_of(mapping: Mapping) -> str | None:
+    flag = mapping.get(RANDOM_KEY)
+    if flag is True or (isinstance(flag, str) and flag.lower() == "true"):
+        return str(mapping.get(RANDOM_BY_KEY) or "unknown")
+    return None
+
+
+def random_note(path: str | os.PathLike) -> str | None:
+    """Who made ``path`` when it says it holds RANDOM weights, else None. Reads no tensor: safetensors
+    metadata, a torch checkpoint's top-level entries (memory-mapped), or a folder's ``RANDOM_WEIGHTS.json``."""
+    p = Path(path)
+    try:
+        if p.is_dir():
+            m = p / RANDOM_MARKER
+            return _note_of(json.loads(m.read_text(encoding="utf-8"))) if m.is_file() else None
+        if not p.is_file():
+            return None
+        if p.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(p), "pt") as f:
+                return _note_of(f.metadata() or {})
+        obj = torch.load(str(p), map_location="cpu", weights_only=True, mmap=True)
+        return _note_of(obj) if isinstance(obj, Mapping) else None
+    except Exception:  # unreadable here: the loader that reads it for real reports why
+        return None
+
+
+def announce_random(path: str | os.PathLike, note: str | None) -> None:
+    """Print the one-line RANDOM-weights banner for ``path`` on stderr (once per file and process)."""
+    if note is None:
+        return
+    key = str(Path(path).resolve())
+    if key in _ANNOUNCED:
+        return
+    _ANNOUNCED.add(key)
+    print(f"WARNING: {path} holds RANDOM weights (made by {note}): quality numbers mean nothing",
+          file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True)
@@ -197,8 +254,6 @@ def write_tokenizer(folder: Path, made_by: str) -> Path:
     """Save the stand-in T5 tokenizer in transformers' format (``AutoTokenizer`` loads it), marked random."""
     from transformers import T5Tokenizer
 
-    from packforcing.model.loading import RANDOM_MARKER, random_marks
-
     folder.mkdir(parents=True, exist_ok=True)
     tok = T5Tokenizer(vocab=tokenizer_vocab(), extra_ids=UMT5_SENTINELS)
     assert len(tok) == UMT5_VOCAB, len(tok)
@@ -225,7 +280,7 @@ def write_engine_files(out: str | Path, size: str = "tiny", made_by: str = "pack
     """Write the engine's files of a rehearsal ``PF_WAN_DIR`` into ``out``; returns ``{what: path}``.
 
     ``what``: ``vae``, ``text_encoder`` (the umT5 folder), ``tokenizer`` and one ``dit.<method>`` per DiT file."""
-    from packforcing.model.loading import random_marks, save_state_dict_file
+    from packforcing.model.loading import save_state_dict_file
     from packforcing.model.text import WAN_T5_FILENAME, WAN_T5_TOKENIZER
     from packforcing.model.vae import WAN21_VAE_FILENAME
 
@@ -258,5 +313,5 @@ def write_engine_files(out: str | Path, size: str = "tiny", made_by: str = "pack
     return files
 
 
-__all__ = ["SIZES", "RehearsalSize", "DIT_FILES", "T5_DIR", "get_size", "write_engine_files", "tokenizer_vocab",
+__all__ = ["random_marks", "random_note", "announce_random", "RANDOM_MARKER", "SIZES", "RehearsalSize", "DIT_FILES", "T5_DIR", "get_size", "write_engine_files", "tokenizer_vocab",
            "dit_state_dict", "vae_state_dict", "t5_state_dict", "compressor_state_dict", "random_state_dict"]

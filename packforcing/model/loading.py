@@ -11,7 +11,7 @@ Every failure a user can fix is one ``UserError`` line naming the file and what 
 Files of RANDOM stand-in weights (``python -m harness.rehearsal make-dir``, for rehearsing the Wan-scale path
 without the real checkpoints) say so: safetensors metadata ``random: "true"``, a top-level ``random: True``
 entry in a torch checkpoint, or a ``RANDOM_WEIGHTS.json`` file in a folder. Loading one prints a one-line
-banner on stderr (:func:`announce_random`).
+banner on stderr (``packforcing.wan_rehearsal.announce_random``).
 
 Training checkpoints of the baselines nest the weights (Self-Forcing: ``generator`` /
 ``generator_ema``, CausVid: ``generator``, LongLive: ``generator``/``generator_ema``/``model``) and
@@ -20,12 +20,10 @@ prefix them (``model.`` from ``WanDiffusionWrapper``); ``load_state_dict_file`` 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import pickle
 import re
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Sequence
@@ -35,6 +33,7 @@ import torch.nn as nn
 
 from packforcing.errors import UserError
 from packforcing.util import atomic_path
+from packforcing.wan_rehearsal import _note_of, announce_random, random_note
 
 Tensor = torch.Tensor
 log = logging.getLogger(__name__)
@@ -105,62 +104,6 @@ def _read_raw(path: Path, map_location) -> object:
         raise UserError(
             f"cannot read {path}: the checkpoint is truncated or corrupt ({_first_line(e)}); re-download it"
         ) from None
-
-
-# --------------------------------------------------------------------------------------------------
-# random stand-in weights (the Wan-scale rehearsal)
-
-#: marks of a file of RANDOM weights: safetensors metadata / top-level checkpoint entries
-RANDOM_KEY = "random"
-RANDOM_BY_KEY = "random_made_by"
-#: a folder of random files (tokenizer, VBench cache, a whole rehearsal directory) holds this file
-RANDOM_MARKER = "RANDOM_WEIGHTS.json"
-_ANNOUNCED: set[str] = set()
-
-
-def random_marks(made_by: str) -> dict:
-    """The entries that mark a file as random (safetensors metadata takes them as strings)."""
-    return {RANDOM_KEY: True, RANDOM_BY_KEY: made_by}
-
-
-def _note_of(mapping) -> str | None:
-    flag = mapping.get(RANDOM_KEY)
-    if flag is True or str(flag).lower() == "true":
-        return str(mapping.get(RANDOM_BY_KEY) or "unknown")
-    return None
-
-
-def random_note(path: str | os.PathLike) -> str | None:
-    """Who made ``path`` when it says it holds RANDOM weights, else None. Reads no tensor: safetensors
-    metadata, a torch checkpoint's top-level entries (memory-mapped), or a folder's ``RANDOM_WEIGHTS.json``."""
-    p = Path(path)
-    try:
-        if p.is_dir():
-            m = p / RANDOM_MARKER
-            return _note_of(json.loads(m.read_text(encoding="utf-8"))) if m.is_file() else None
-        if not p.is_file():
-            return None
-        if _is_safetensors(p):
-            from safetensors import safe_open
-
-            with safe_open(str(p), "pt") as f:
-                return _note_of(f.metadata() or {})
-        obj = torch.load(str(p), map_location="cpu", weights_only=True, mmap=True)
-        return _note_of(obj) if isinstance(obj, Mapping) else None
-    except Exception:  # unreadable here: the loader that reads it for real reports why
-        return None
-
-
-def announce_random(path: str | os.PathLike, note: str | None) -> None:
-    """Print the one-line RANDOM-weights banner for ``path`` on stderr (once per file and process)."""
-    if note is None:
-        return
-    key = str(Path(path).resolve())
-    if key in _ANNOUNCED:
-        return
-    _ANNOUNCED.add(key)
-    print(f"WARNING: {path} holds RANDOM weights (made by {note}): quality numbers mean nothing",
-          file=sys.stderr, flush=True)
 
 
 def _unwrap(obj: object, prefer: Sequence[str], path: Path) -> Mapping:
@@ -299,5 +242,5 @@ def save_state_dict_file(
 
 __all__ = [
     "load_state_dict_file", "check_state_dict", "state_dict_mismatch", "save_state_dict_file",
-    "resolve_dtype", "DEFAULT_PREFER", "random_marks", "random_note", "announce_random", "RANDOM_MARKER",
+    "resolve_dtype", "DEFAULT_PREFER",
 ]  # fmt: skip
