@@ -297,6 +297,7 @@ def write_engine_files(out: str | Path, size: str = "tiny", made_by: str = "pack
     t5 = t5_state_dict(sz)
     _torch_save({**t5, **marks}, t5_dir / WAN_T5_FILENAME)
     del t5
+    (t5_dir / RANDOM_MARKER).write_text(json.dumps(marks), encoding="utf-8")
     files["text_encoder"] = t5_dir
     files["tokenizer"] = write_tokenizer(t5_dir.joinpath(*WAN_T5_TOKENIZER), made_by)
 
