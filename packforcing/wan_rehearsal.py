@@ -21,7 +21,7 @@ and loading one prints a one-line banner. Values: normal with std 1/sqrt(fan in)
 scales, zeros for biases, N(0, 0.02) for the rest (finite activations through every layer; no other meaning).
 
 Sizes: ``full`` is Wan2.1-T2V-1.3B (DiT 1.3 B parameters, 2.6 GB per bf16 file) with umT5-XXL (5.7 B, 11 GB);
-write it on the machine that runs the rehearsal (about 30 GB of disk, 25 GB of memory at the peak). ``tiny``
+write it on the machine that runs the rehearsal (about 27 GB of disk, 16 GB of memory at the peak). ``tiny``
 is the same layout at the ``tiny`` DiT / VAE presets and a 2-layer encoder of width 32: seconds on a CPU.
 """
 
@@ -203,6 +203,11 @@ def vae_state_dict(size: RehearsalSize, seed: int = 1) -> dict[str, Tensor]:
 
 def t5_state_dict(size: RehearsalSize, seed: int = 3) -> dict[str, Tensor]:
     """Random umT5 encoder weights with Wan's ``T5Encoder`` key names (bf16); d_model = the DiT's text_dim."""
+    return random_state_dict(t5_shapes(size), torch.bfloat16, seed)
+
+
+def t5_shapes(size: RehearsalSize) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of Wan's ``T5Encoder`` state dict at ``size`` (``models_t5_umt5-xxl-enc-bf16.pth``'s layout)."""
     from packforcing.model.presets import get_preset
 
     d = get_preset(size.dit_preset).text_dim
@@ -221,7 +226,7 @@ def t5_state_dict(size: RehearsalSize, seed: int = 3) -> dict[str, Tensor]:
             b + "pos_embedding.embedding.weight": (size.t5_buckets, size.t5_heads),
         })  # fmt: skip
     shapes["norm.weight"] = (d,)
-    return random_state_dict(shapes, torch.bfloat16, seed)
+    return shapes
 
 
 _WORDS = (
@@ -315,4 +320,4 @@ def write_engine_files(out: str | Path, size: str = "tiny", made_by: str = "pack
 
 
 __all__ = ["random_marks", "random_note", "announce_random", "RANDOM_MARKER", "SIZES", "RehearsalSize", "DIT_FILES", "T5_DIR", "get_size", "write_engine_files", "tokenizer_vocab",
-           "dit_state_dict", "vae_state_dict", "t5_state_dict", "compressor_state_dict", "random_state_dict"]
+           "dit_state_dict", "vae_state_dict", "t5_state_dict", "t5_shapes", "compressor_state_dict", "random_state_dict"]

@@ -105,6 +105,22 @@ def test_tiny_cells_end_to_end_through_the_wan_scale_path(tiny_dir, tmp_path):
         assert (tmp_path / "res" / "run" / r["video"]).is_file()
 
 
+def test_full_size_encoder_has_umt5_xxls_shape():
+    """The full-size layout (11 GB, never written here) as the loader reads it: sizes off the tensors."""
+    from packforcing.model.text import umt5_config_from_wan_state_dict, wan_t5_to_hf
+
+    meta = {k: torch.empty(s, device="meta") for k, s in W.t5_shapes(W.SIZES["full"]).items()}
+    c = umt5_config_from_wan_state_dict(meta)
+    assert (c.vocab_size, c.d_model, c.num_heads, c.d_kv, c.d_ff, c.num_layers, c.relative_attention_num_buckets) == (
+        256384, 4096, 64, 64, 10240, 24, 32)
+    assert round(sum(t.numel() for t in meta.values()) / 1e9, 2) == 5.68
+    from transformers import UMT5EncoderModel
+
+    with torch.device("meta"):
+        hf = UMT5EncoderModel(c)
+    assert set(wan_t5_to_hf(meta)) == set(hf.state_dict())
+
+
 def _start(argv, capsys):
     try:
         rc = main(argv)
