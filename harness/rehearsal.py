@@ -142,7 +142,8 @@ def make_dir(out: str | Path, size: str = "full", vbench: bool = True, python: O
     files["prompts"] = out / "prompts.txt"
     ov = overlay(out, size, clip_model, files["clip"], vbench)
     head = (f"# written by {made_by}: every weight file in {out} is RANDOM; quality numbers mean nothing.\n"
-            f"# use: make ablate SWEEP=methods SCALE=wan ARGS=\"--overlay {out / OVERLAY}\"\n")
+            f"# use: PF_RESULTS=results/wan_rehearsal make ablate SWEEP=methods SCALE=wan "
+            f"ARGS=\"--overlay {out / OVERLAY}\"\n")
     (out / OVERLAY).write_text(head + OmegaConf.to_yaml(OmegaConf.create(ov)), encoding="utf-8")
     files["overlay"] = out / OVERLAY
     manifest = {**W.random_marks(made_by), "size": size,
@@ -170,7 +171,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     files = make_dir(args.out, args.size, vbench=not args.no_vbench, python=args.vbench_python)
     out = Path(args.out).expanduser().resolve()
     print(f"wrote {len(files)} RANDOM-weight entries into {out} (manifest {out / W.RANDOM_MARKER})")
-    print(f"rehearse: PF_WAN_DIR={out} make ablate SWEEP=methods SCALE=wan ARGS=\"--overlay {out / OVERLAY}\"")
+    print(f"rehearse: PF_RESULTS=results/wan_rehearsal make ablate SWEEP=methods SCALE=wan "
+          f"ARGS=\"--overlay {out / OVERLAY}\"  (README: Wan scale, rehearsal; its numbers mean nothing)")
     return 0
 
 
