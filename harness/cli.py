@@ -106,19 +106,72 @@ def _sweep_or_list(name: Optional[str], scale: str):
         raise
 
 
-def check_runnable(plan, engine, create: bool = True) -> None:
-    """Everything that can be checked before launching: metrics, weights, output dir."""
+class _Missing:
+    """The start-up check's findings: every missing file (what needs it, where it is expected), the problems
+    that are not files (prompts), and the files present; reported as ONE error before any cell runs."""
+
+    def __init__(self, problems: Sequence[str] = ()):
+        self.files: dict[str, list[str]] = {}  # expected path -> what needs it (in order found)
+        self.problems = list(problems)
+        self.present: list[str] = []
+
+    def add(self, what: str, path) -> None:
+        whats = self.files.setdefault(str(path), [])
+        if what not in whats:
+            whats.append(what)
+
+    def raise_if_any(self, plan) -> None:
+        if not self.files and not self.problems:
+            return
+        parts = []
+        if self.files:
+            items = "; ".join(f"{_label(w)}: {p}" for p, w in self.files.items())
+            wan = plan.config["scale"]["name"] == "wan"
+            parts.append(
+                f"{len(self.files)} file(s) missing ({items}); nothing is downloaded: put each file where named"
+                + (", or point PF_WAN_DIR (scale.checkpoint_dir=<dir>) at the folder that holds them" if wan else "")
+                + ", or name others (method.checkpoint=, scale.vae_checkpoint=, scale.text_encoder=, "
+                  "metric_config.<metric>.<key>=, or drop a metric from metrics=[...])"
+                + ("; for a rehearsal of the path with RANDOM weights: python -m harness.rehearsal make-dir "
+                   "--out <dir>" if wan else ""))
+        parts += self.problems
+        raise UserError(f"cannot start {plan.sweep}: " + " | ".join(parts))
+
+
+def _label(whats: list[str]) -> str:
+    """``["DiT of a", "DiT of b"]`` -> ``"DiT of a, b"``."""
+    dits = [w[len("DiT of "):] for w in whats if w.startswith("DiT of ")]
+    return ", ".join(([f"DiT of {', '.join(dits)}"] if dits else []) + [w for w in whats if not w.startswith("DiT of ")])
+
+
+_DIT_LABEL = {"checkpoint": "DiT of {m}", "vae_checkpoint": "VAE", "text_encoder": "text encoder"}
+
+
+def check_runnable(plan, engine, create: bool = True, problems: Sequence[str] = ()) -> None:
+    """Everything that can be checked before launching: output dir, metrics, every weight file (DiT per
+    method, VAE, text encoder, each metric's files). Every missing file and every problem in ``problems``
+    (found while planning, e.g. the prompts) is reported in ONE UserError. Files that say they hold RANDOM
+    weights (``harness.rehearsal``) get their one-line banner here."""
     from harness import config as C
     from harness import store
     from harness.runner import Engine
 
     store.check_writable(plan.root, plan.sweep, create=create)
-    seen = set()
-    for cell in plan.cells:
-        key = (cell.config["method"]["name"], cell.config["method"].get("checkpoint"))
-        if key not in seen:
+    found = _Missing(problems)
+    default_engine = engine.generate_fn is Engine().generate_fn
+    if default_engine:
+        engine_preflight(plan, found)
+    else:  # another engine: the config's weight paths, as the engine is handed them
+        seen = set()
+        for cell in plan.cells:
+            key = (cell.config["method"]["name"], cell.config["method"].get("checkpoint"))
+            if key in seen or (cell.config["scale"]["name"] == "toy" and not cell.config["scale"].get("checkpoint_dir")):
+                continue
             seen.add(key)
-            C.check_weights(cell.config)
+            for k, path in C.weights_paths(cell.config).items():
+                if path not in (None, "toy"):
+                    (found.present.append(path) if os.path.exists(path)
+                     else found.add(_DIT_LABEL[k].format(m=cell.config["method"]["name"]), path))
     if engine.score_fn is Engine().score_fn:
         from harness.metrics import METRICS
 
@@ -126,32 +179,66 @@ def check_runnable(plan, engine, create: bool = True) -> None:
         for name in plan.config["metrics"]:
             metric = METRICS.get(name)(mcfg)
             if "toy_scene" in metric.needs and any(c.config.get("toy_scene") is None for c in plan.cells):
-                raise UserError(f"metric {name!r} needs the toy world's ground-truth scene, which only toyworld "
-                                f"prompts have; use prompts.source=toyworld or drop it from metrics=[...].")
+                found.problems.append(f"metric {name!r} needs the toy world's ground-truth scene, which only toyworld "
+                                      f"prompts have; use prompts.source=toyworld or drop it from metrics=[...]")
+                continue
             settings = metric.settings(mcfg)
             missing = metric.missing_weights(settings)
-            if missing:
-                files = "; ".join(f"{w}: {p}" for w, p in missing)
-                raise UserError(f"metric {name!r} needs weight files that are not there ({files}); "
-                                f"provide them or drop it from metrics=[...].")
-    if engine.generate_fn is Engine().generate_fn:
-        engine_preflight(plan)
+            for what, path in missing:
+                found.add(f"{name} {what}" if what != name else name, path)
+            gone = {p for _, p in missing}
+            found.present += [p for _, p in metric.required_files(settings) if p and p not in gone]
+            python = settings.get("python") if name == "vbench_long" else None
+            if python and not os.path.isfile(python):
+                found.add(f"{name}: the VBench venv's python (make vbench-env, or set PF_VBENCH_PYTHON)", python)
+    found.raise_if_any(plan)
+    _announce_random(found.present)
 
 
-def engine_preflight(plan) -> None:
-    """Ask the engine (``packforcing.pipeline.preflight``) whether each distinct method's weights are
-    there, before any cell runs."""
+def _announce_random(paths: Sequence[str]) -> None:
+    """The RANDOM-weights banner for each file (or the nearest folder with a RANDOM_WEIGHTS.json) that says so."""
+    from pathlib import Path
+
+    from packforcing.wan_rehearsal import RANDOM_MARKER, announce_random, random_note
+
+    for path in dict.fromkeys(str(p) for p in paths):
+        p = Path(path)
+        note = random_note(p)
+        if note is None:
+            for d in list(p.parents)[:4]:
+                if (d / RANDOM_MARKER).is_file():
+                    p, note = d, random_note(d)
+                    break
+        announce_random(p, note)
+
+
+def engine_preflight(plan, found: "_Missing | None" = None) -> None:
+    """Ask the engine (``packforcing.pipeline``) which weight files each distinct method reads and which of them
+    are missing, before any cell runs; with ``found`` they are collected there, else one UserError lists them."""
     from harness.runner import spec_kwargs
     from packforcing import pipeline
 
+    own = found is None
+    found = found if found is not None else _Missing()
     seen = set()
     for cell in plan.cells:
         kw = spec_kwargs(cell, None)
         kw["device"] = "cpu"  # existence of files only; the worker picks the device
         key = (kw["preset"], kw["checkpoint"], kw["policy"], kw["vae_checkpoint"], kw["text_encoder"])
-        if key not in seen:
-            seen.add(key)
-            pipeline.preflight(pipeline.GenerationSpec(**kw))
+        if key in seen:
+            continue
+        seen.add(key)
+        spec = pipeline.GenerationSpec(**kw)
+        pipeline.check_spec(spec)
+        missing = pipeline.missing_files(spec)
+        m = cell.config["method"]["name"]
+        for what, path in missing:
+            found.add(f"DiT of {m}" if what == "DiT checkpoint" else what, path)
+        if not missing:
+            found.present += [str(p) for p in (*pipeline.weight_files(spec).values(), kw["text_encoder"])
+                              if p is not None and p != "toy" and os.path.exists(str(p))]
+    if own:
+        found.raise_if_any(plan)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,6 +291,27 @@ def _recorded_launch(root: str, sweep: str) -> Optional[Invocation]:
     fields = {f.name for f in dataclasses.fields(Invocation)}
     kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in rec.items() if k in fields}
     return Invocation(**kw)
+
+
+#: prompts that stand in while the start-up check looks at everything else (never launched)
+_STAND_IN_PROMPTS = ("prompts.source=inline", 'prompts.inline=["(stand-in: the prompts are not usable)"]',
+                     "prompts.n=null")
+
+
+def resolve_checked(inv: Invocation):
+    """``(plan, title, problems)``: :func:`resolve`, except that a problem with the prompts (no prompts file,
+    ``prompts.n`` larger than the file, ...) is returned in ``problems`` and the plan is made with a stand-in
+    prompt, so that the start-up check reports it together with every missing file. A plan with problems must
+    never run (:func:`check_runnable` raises)."""
+    try:
+        plan, title = resolve(inv)
+        return plan, title, []
+    except UserError as e:
+        try:
+            plan, title = resolve(dataclasses.replace(inv, overrides=(*inv.overrides, *_STAND_IN_PROMPTS)))
+        except UserError:
+            raise e from None
+        return plan, title, [str(e).rstrip(".")]
 
 
 def resolve(inv: Invocation):
@@ -273,11 +381,11 @@ def cmd_launch(args, engine=None) -> int:
 
     engine = engine or Engine()
     inv = Invocation.from_args(args)
-    plan, title = resolve(inv)
     if args.cfg:
-        _print_config(plan)
+        _print_config(resolve(inv)[0])
         return 0
-    check_runnable(plan, engine, create=not args.dry_run)
+    plan, title, problems = resolve_checked(inv)
+    check_runnable(plan, engine, create=not args.dry_run, problems=problems)
     if args.dry_run:
         _print_cells(plan)
         return 0
@@ -342,11 +450,12 @@ def cmd_validate(args, engine=None) -> int:
     from harness.runner import Engine
 
     engine = engine or Engine()
-    plan, _ = resolve(Invocation.from_args(args))
+    inv = Invocation.from_args(args)
     if args.cfg:
-        _print_config(plan)
+        _print_config(resolve(inv)[0])
         return 0
-    check_runnable(plan, engine, create=False)
+    plan, _, problems = resolve_checked(inv)
+    check_runnable(plan, engine, create=False, problems=problems)
     first = dict(plan.cells[0].config) if plan.cells else plan.config
     print(OmegaConf.to_yaml(OmegaConf.create(first)).rstrip())
     print(f"ok: {len(plan.cells)} cells ({plan.sweep}) -> {plan.root}/{plan.sweep}")

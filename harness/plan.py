@@ -115,7 +115,8 @@ def _file_prompts(path: str, n: Optional[int], seed: int) -> list[Prompt]:
     if n is None or n == len(prompts):
         return prompts
     if n > len(prompts):
-        raise UserError(f"prompts.n={n} but {path} has only {len(prompts)} prompts.")
+        raise UserError(f"prompts.n={n} but {path} has only {len(prompts)} prompts: set prompts.n={len(prompts)} "
+                        f"(or prompts.n=null for every line), or give a longer file with prompts.file=<path>.")
     pick = sorted(random.Random(seed).sample(range(len(prompts)), n))
     return [prompts[i] for i in pick]
 

@@ -254,20 +254,59 @@ def generate(spec: GenerationSpec, on_block: Callable[[int, Tensor, dict], None]
                             spec.latents_path, asdict(spec))
 
 
-def preflight(spec: GenerationSpec) -> None:
-    """Check a spec without loading weights: the spec is valid, the policy builds with its options,
-    and every weight file it will read exists. Raises UserError naming the first problem."""
+def missing_files(spec: GenerationSpec) -> list[tuple[str, Path]]:
+    """Every weight file ``generate(spec)`` reads that is not there, as ``[(what, expected path)]``, all at once
+    (DiT, VAE, the umT5 encoder and its tokenizer). Raises UserError for a spec that names no DiT file or an
+    unknown shipped toy checkpoint (a config problem, not a missing file)."""
+    from packforcing.model.text import umt5_missing
+    from packforcing.model.vae import WAN21_VAE_FILENAME, default_vae_path
+    from packforcing.model.weights import WAN_DIT_FILE, resolve_checkpoint
+
+    out: list[tuple[str, Path]] = []
+    ckpt = dit_checkpoint(spec.preset, spec.checkpoint, spec.policy)
+    if ckpt.startswith("toy:"):
+        resolve_checkpoint(ckpt)
+    else:
+        p = Path(ckpt).expanduser()
+        f = p / WAN_DIT_FILE if p.is_dir() else p
+        if not f.is_file():
+            out.append(("DiT checkpoint", f))
+    if spec.vae_checkpoint is not None:
+        p = Path(spec.vae_checkpoint).expanduser()
+        if p.is_dir():
+            if not any((p / n).is_file() for n in (WAN21_VAE_FILENAME, "vae.safetensors")):
+                out.append(("VAE checkpoint", p / WAN21_VAE_FILENAME))
+        elif not p.is_file():
+            out.append(("VAE checkpoint", p))
+    elif _vae_preset(spec.preset) == "wan2.1" and not default_vae_path("wan2.1").is_file():
+        out.append(("VAE checkpoint (vae_checkpoint=<dir>/Wan2.1_VAE.pth)", default_vae_path("wan2.1")))
+    if spec.text_encoder != "toy":
+        p = Path(spec.text_encoder).expanduser()
+        if p.suffix == ".safetensors":
+            if not p.is_file():
+                out.append(("toy text encoder", p))
+        else:
+            out.extend(umt5_missing(p))
+    return out
+
+
+def check_spec(spec: GenerationSpec) -> None:
+    """The checks of :func:`preflight` that are not about files: the spec is valid and the policy builds with
+    its options (UserError naming the first problem)."""
     from packforcing.cache import make_policy
     from packforcing.model.presets import get_preset
 
     spec.validate()
     get_preset(spec.preset)
     make_policy(spec.policy, **spec.policy_kwargs)
-    dit_checkpoint(spec.preset, spec.checkpoint, spec.policy)  # no DiT named for this preset: the clear error
-    p = weight_files(spec)["dit"]
-    if not p.is_file():
-        raise UserError(f"DiT checkpoint not found: {p}; put the weights there or fix the checkpoint path.")
-    if spec.vae_checkpoint is not None and not Path(spec.vae_checkpoint).exists():
-        raise UserError(f"VAE checkpoint not found: {spec.vae_checkpoint}; put Wan2.1_VAE.pth there or fix the path.")
-    if spec.text_encoder != "toy" and not Path(spec.text_encoder).exists():
-        raise UserError(f"text encoder directory not found: {spec.text_encoder}; put the umT5 files there or use text_encoder=toy.")
+
+
+def preflight(spec: GenerationSpec) -> None:
+    """Check a spec without loading weights: the spec is valid, the policy builds with its options,
+    and every weight file it will read exists. Raises one UserError naming every missing file."""
+    check_spec(spec)
+    missing = missing_files(spec)
+    if missing:
+        files = "; ".join(f"{what}: {path}" for what, path in missing)
+        raise UserError(f"{len(missing)} weight file(s) not found ({files}); put them there or fix the paths "
+                        f"(nothing is downloaded).")

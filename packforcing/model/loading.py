@@ -8,6 +8,11 @@ Every failure a user can fix is one ``UserError`` line naming the file and what 
 - a pickle that carries code or objects other than tensors (never unpickled);
 - keys or shapes that do not fit the module (first few of each kind, with counts).
 
+Files of RANDOM stand-in weights (``python -m harness.rehearsal make-dir``, for rehearsing the Wan-scale path
+without the real checkpoints) say so: safetensors metadata ``random: "true"``, a top-level ``random: True``
+entry in a torch checkpoint, or a ``RANDOM_WEIGHTS.json`` file in a folder. Loading one prints a one-line
+banner on stderr (``packforcing.wan_rehearsal.announce_random``).
+
 Training checkpoints of the baselines nest the weights (Self-Forcing: ``generator`` /
 ``generator_ema``, CausVid: ``generator``, LongLive: ``generator``/``generator_ema``/``model``) and
 prefix them (``model.`` from ``WanDiffusionWrapper``); ``load_state_dict_file`` unwraps both.
@@ -28,6 +33,7 @@ import torch.nn as nn
 
 from packforcing.errors import UserError
 from packforcing.util import atomic_path
+from packforcing.wan_rehearsal import _note_of, announce_random, random_note
 
 Tensor = torch.Tensor
 log = logging.getLogger(__name__)
@@ -145,7 +151,9 @@ def load_state_dict_file(
         raise UserError(f"{what} file not found: {p}; check the path (weights are never downloaded mid-run)")
     if p.is_dir():
         raise UserError(f"{what} path {p} is a directory; pass the weights file inside it")
-    obj = _unwrap(_read_raw(p, map_location), prefer, p)
+    raw = _read_raw(p, map_location)
+    announce_random(p, _note_of(raw) if isinstance(raw, Mapping) and not _is_safetensors(p) else random_note(p))
+    obj = _unwrap(raw, prefer, p)
     sd = {str(k): v for k, v in obj.items() if isinstance(v, Tensor)}
     if not sd:
         keys = ", ".join(map(str, list(obj)[:8]))

@@ -342,6 +342,25 @@ def _resolve_umt5(path: Path) -> tuple[str, Path, Path]:
     raise UserError(f"no umT5 text encoder in {path}; {expected}")
 
 
+def umt5_missing(path: str | Path) -> list[tuple[str, Path]]:
+    """The files a :class:`UMT5Encoder` of ``path`` reads that are not there, as ``[(what, expected path)]``
+    (empty: complete). A folder with neither layout is reported in Wan2.1's (the one ``PF_WAN_DIR`` documents)."""
+    path = Path(path)
+    if path.suffix in (".pth", ".pt"):
+        src, tok = path, path.parent.joinpath(*WAN_T5_TOKENIZER)
+    else:
+        try:
+            _, src, tok = _resolve_umt5(path)
+        except UserError:
+            src, tok = path / WAN_T5_FILENAME, path.joinpath(*WAN_T5_TOKENIZER)
+    out = []
+    if not src.exists():
+        out.append((f"umT5 encoder ({WAN_T5_FILENAME}, or diffusers text_encoder/ + tokenizer/)", src))
+    if not tok.is_dir():
+        out.append(("umT5 tokenizer", tok))
+    return out
+
+
 class UMT5Encoder(TextEncoder):
     """umT5 encoder states as Wan2.1 uses them (upstream ``T5EncoderModel``), through transformers.
 
@@ -444,5 +463,5 @@ def build_text_encoder(
 
 __all__ = [
     "TextEncoder", "ToyTextEncoder", "UMT5Encoder", "build_text_encoder", "wan_t5_to_hf", "hf_to_wan_t5",
-    "umt5_config_from_wan_state_dict", "clean_prompt", "toy_tokenize",
+    "umt5_config_from_wan_state_dict", "clean_prompt", "toy_tokenize", "umt5_missing",
 ]  # fmt: skip
