@@ -14,7 +14,7 @@ or ``failed`` for good are skipped; the worker re-checks under the cell's lock, 
 never run or write the same cell twice (a cell the other launch ran is counted as such:
 ``LaunchReport.ran_elsewhere``).
 
-Stopping: local workers start with SIGINT ignored, so a Ctrl-C reaches only the launcher, which
+Stopping: local workers start with SIGINT blocked, then ignore it, so a Ctrl-C reaches only the launcher, which
 then stops them itself (SIGTERM, forwarded by submitit's controller to the worker, which exits
 leaving its cell ``running``: the next launch re-runs it; SIGKILL after a grace period), gives the
 stopped cells their attempt back (a user's stop is not a crash) and raises :class:`LaunchInterrupted`. A launcher terminated with SIGTERM does the same for its local workers
@@ -61,6 +61,10 @@ class CellJob(submitit.helpers.Checkpointable):
     def __call__(self) -> list[dict]:
         if self.exit_on_sigterm:  # (submitit ignores SIGTERM in its jobs: right on Slurm, not for a local stop)
             signal.signal(signal.SIGTERM, _exit_on_signal)
+            # a local worker leaves Ctrl-C to its launcher: ignore SIGINT, then take it out of the mask the
+            # launcher started us with (_sigint_held; a Ctrl-C pending from the start-up is discarded)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         outs = run_cells(self.cells, self.engine, progress=self.progress, rescore=self.rescore, in_worker=True,
                          retry_failed=self.retry_failed and self.requeues == 0)
         return [dataclasses.asdict(o) for o in outs]
@@ -299,6 +303,19 @@ def _uncount_stopped(cells: list[Cell], since: str) -> None:
 
 
 @contextlib.contextmanager
+def _sigint_held() -> Iterator[None]:
+    """SIGINT blocked while local workers start: they inherit it blocked (and ignore it before unblocking, in
+    CellJob), while a Ctrl-C that arrives meanwhile stays pending for the launcher and reaches it when the
+    block ends. (Ignoring SIGINT here instead would drop a Ctrl-C that comes during the start-up: seen in CI
+    on a loaded machine, where the launch then ran to its end.)"""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+@contextlib.contextmanager
 def _sigint_ignored() -> Iterator[None]:
     """Processes started inside inherit SIGINT ignored: a Ctrl-C in the terminal reaches only the launcher."""
     old = signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -394,7 +411,7 @@ def launch(plan: Plan, engine: Engine = Engine(), *, launcher: Optional[str] = N
                 return CellJob(g, engine, progress, rescore, 0, int(lcfg["max_requeue"]), retry_failed,
                                exit_on_sigterm=local)
 
-            with _repo_on_pythonpath(), (_sigint_ignored() if local and main_thread else contextlib.nullcontext()):
+            with _repo_on_pythonpath(), (_sigint_held() if local and main_thread else contextlib.nullcontext()):
                 if local:
                     for i, g in enumerate(groups):
                         if gpus > 0:  # LocalExecutor sets CUDA_VISIBLE_DEVICES from these ids
