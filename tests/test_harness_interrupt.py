@@ -18,7 +18,10 @@ import pytest
 from harness import store
 
 REPO = Path(__file__).resolve().parents[1]
-DRIVER = ("import sys; from harness.cli import main; from harness.testing import FAKE_ENGINE; "
+# the launch runs as a terminal's foreground job would: Ctrl-C raises KeyboardInterrupt even when the test
+# itself was started in the background (a non-interactive shell's `cmd &` ignores SIGINT, inherited here)
+DRIVER = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+          "from harness.cli import main; from harness.testing import FAKE_ENGINE; "
           "sys.exit(main(sys.argv[1:], engine=FAKE_ENGINE))")
 PROMPTS = '["a SLEEP cat","a SLEEP dog"]'  # SLEEP: 3 s per cell -> 4 cells on 2 workers ~ 6 s
 N = 4
@@ -107,7 +110,7 @@ def test_two_concurrent_launches_count_the_cells_the_other_ran(tmp_path):
     ran = []
     for p in (a, b):
         out, err = p.communicate(timeout=240)
-        assert p.returncode == 0, err
+        assert p.returncode == 0, (out, err)
         m = re.search(r"this launch ran (\d+); (\d+) ran in another launch; (\d+) were already done", out)
         assert m, out
         here, other, before = map(int, m.groups())
