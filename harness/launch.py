@@ -134,7 +134,9 @@ class LaunchReport:
 
     @property
     def ok(self) -> bool:
-        return self.counts.get("done", 0) == self.total and not self.job_errors
+        """Every cell is done, or still running under another live launch's lock (that launch reports it;
+        a concurrent launch that finishes first is not a failure), and no job failed."""
+        return self.counts.get("done", 0) + self.counts.get("running", 0) == self.total and not self.job_errors
 
 
 @contextlib.contextmanager
