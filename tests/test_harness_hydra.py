@@ -13,25 +13,9 @@ import pytest
 import yaml
 
 from harness import store
-from harness.cli import main
-from harness.testing import FAKE_ENGINE
+from tests.test_harness_cli import fake, run  # the CLI tests' in-process runner and fake-engine overrides
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def run(argv, capsys):
-    try:
-        rc = main(argv, engine=FAKE_ENGINE)
-    except SystemExit as e:
-        rc = e.code
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def fake(root, *prompts):
-    inline = "[" + ",".join(f'"{p}"' for p in (prompts or ("a cat",))) + "]"
-    return [f"output_root={root}", "device=cpu", "metrics=[fake]", "prompts.source=inline",
-            f"prompts.inline={inline}", "prompts.n=null", "launcher.poll_s=0.1", "progress=false"]
 
 
 def records(root, sweep):
