@@ -47,6 +47,7 @@ def _job(args: tuple) -> dict:
     from packforcing.video import read_video, to_uint8_frames
 
     model, pid, seed, prompt, seconds, opts = args
+    dev = torch.device(opts.get("device") or "cpu")  # teacher and VAE samples only; students run on the CPU
     scene = W.sample_scene(seed)
     from packforcing.util import latent_frames
 
@@ -54,18 +55,25 @@ def _job(args: tuple) -> dict:
     t0 = time.perf_counter()
     if model == "data":
         v = W.render(scene, 1 + 4 * (n_lat - 1))
+    elif model == "vae":  # the ground truth through the VAE (encode, decode): every DiT's ceiling
+        from packforcing.model.vae import load_vae
+
+        vae = load_vae(opts.get("vae"), preset="toy", device=dev)
+        x = torch.from_numpy(W.render(scene, 1 + 4 * (n_lat - 1))).permute(3, 0, 1, 2)[None].to(dev).float() / 127.5 - 1
+        with torch.no_grad():
+            v = to_uint8_frames(vae.decode(vae.encode(x), clamp=True), batch=True)[0]
     elif model == "teacher":
         from packforcing.model.text import build_text_encoder
         from packforcing.model.vae import load_vae
         from packforcing.sampler import FlowMatchSampler
         from packforcing.train.diffusion import load_model_file, teacher_trajectories
 
-        teacher, _ = load_model_file(Path(opts["teacher"]))
-        vae = load_vae(opts.get("vae"), preset="toy")
-        ctx = build_text_encoder("toy", text_len=40).encode([prompt])
-        g = torch.Generator().manual_seed(pid)
+        teacher, _ = load_model_file(Path(opts["teacher"]), device=dev)
+        vae = load_vae(opts.get("vae"), preset="toy", device=dev)
+        ctx = build_text_encoder("toy", text_len=40).encode([prompt]).to(dev)
+        g = torch.Generator().manual_seed(pid)  # the noise is drawn on the CPU: the same sample on any device
         with torch.no_grad():
-            _, x0 = teacher_trajectories(teacher, ctx, torch.randn(1, 16, n_lat, 16, 16, generator=g),
+            _, x0 = teacher_trajectories(teacher, ctx, torch.randn(1, 16, n_lat, 16, 16, generator=g).to(dev),
                                          FlowMatchSampler("self_forcing").step_sigmas(), 3.0, 24)
             v = to_uint8_frames(vae.decode(x0, clamp=True), batch=True)[0]
     else:
@@ -124,17 +132,18 @@ def main() -> None:
     ap.add_argument("--teacher", default="packforcing/assets/toy_dit_teacher.safetensors")
     ap.add_argument("--vae", default=None)
     ap.add_argument("--student", action="append", default=[], help="name=FILE (default: the shipped student)")
-    ap.add_argument("--only", default="", help="comma-separated models (data, teacher, self_forcing, causvid, packforcing)")
+    ap.add_argument("--only", default="", help="comma-separated models (data, vae, teacher, self_forcing, causvid, packforcing)")
     ap.add_argument("--lengths", default="5,60,30", help="seconds; 5: fidelity, 60: long fidelity, 30: re-entry persistence")
     ap.add_argument("--long-prompts", type=int, default=0, help="prompts for lengths > 5 s (default: --prompts)")
     ap.add_argument("--strip-seconds", default="5,120")
+    ap.add_argument("--device", default="cpu", help="teacher and VAE samples on this device (cuda: a GPU machine)")
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "_tmp").mkdir(exist_ok=True)
     from packforcing import toyworld as W
 
-    opts = {"teacher": a.teacher, "vae": a.vae, "tmp": str(out / "_tmp"), "out": str(out), "strip": True,
+    opts = {"teacher": a.teacher, "vae": a.vae, "device": a.device, "tmp": str(out / "_tmp"), "out": str(out), "strip": True,
             "strip_seconds": [float(s) for s in a.strip_seconds.split(",")],
             **dict(kv.split("=", 1) for kv in a.student)}
     models = [m for m in (a.only.split(",") if a.only else ["data", "teacher", *STUDENTS]) if m]
@@ -143,7 +152,7 @@ def main() -> None:
     jobs = []
     for m in models:
         for sec in sorted(set(lengths) | ({120.0} if m in STUDENTS else set())):
-            if m == "teacher" and sec > 5:
+            if (m == "teacher" and sec > 5) or (m == "vae" and sec > 30):
                 continue  # the bidirectional teacher makes 5 s clips only
             if sec == 120.0 and sec not in lengths:
                 jobs.append((m, 0, prompts[0][1], prompts[0][2], sec, opts))  # the 120 s strip only
