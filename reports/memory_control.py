@@ -13,6 +13,9 @@ sweep (``sweeps/memory_control.py``: one student, full history vs a recent-only 
   an object with its own first appearance in the same video, so another scene rendered whole would
   score 1.0 (self-consistent); spliced in halfway it is a lower control. Controls where no object
   re-enters are left out (their n is shown).
+- the rendered video through the toy VAE (encode, decode: ``rendered_through_vae``): the ceiling of
+  any generated video, since every model's frames come out of that decoder. When it is far below 1.0
+  the detectors cannot see what a model remembers, whatever the model does; read the arms against it.
 
 Verdict rule, fixed before any data (issue 17): the instrument **sees memory** when the CI's lower
 bound is at least ``MIN_LOWER_BOUND`` = +0.15; otherwise no memory claim (sink, mid, top-k, RoPE,
@@ -36,10 +39,23 @@ METRIC = "toy.reentry_persistence"
 FULL, RECENT = "full_history", "recent_only"
 MIN_LOWER_BOUND = 0.15
 CONTROLS = ("rendered", "attributes_redrawn", "another_scene")
+VAE_CONTROL = "rendered_through_vae"
 
 
-def control_videos(scene: dict, num_frames: int, seed: int) -> dict[str, np.ndarray]:
-    """The ground-truth controls of one scene: name -> uint8 frames [T, H, W, 3]."""
+def through_vae(frames: np.ndarray, vae) -> np.ndarray:
+    """uint8 frames [T, H, W, 3] encoded and decoded by ``vae`` (a ``WanVAE``) -> uint8 [T, H, W, 3]."""
+    import torch
+
+    from packforcing.video import to_uint8_frames
+
+    x = torch.from_numpy(frames).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
+    with torch.no_grad():
+        return to_uint8_frames(vae.decode(vae.encode(x), clamp=True), batch=True)[0]
+
+
+def control_videos(scene: dict, num_frames: int, seed: int, vae=None) -> dict[str, np.ndarray]:
+    """The ground-truth controls of one scene: name -> uint8 frames [T, H, W, 3] (with ``vae``, also
+    ``rendered_through_vae``)."""
     from packforcing import toyworld as tw
 
     sc = tw.Scene.from_dict(scene)
@@ -47,15 +63,18 @@ def control_videos(scene: dict, num_frames: int, seed: int) -> dict[str, np.ndar
     cut = num_frames // 2
     redrawn = np.concatenate([rendered[:cut], tw.render(tw.resample_hidden(sc, 10_000 + seed), num_frames - cut, start=cut)])
     other = np.concatenate([rendered[:cut], tw.render(tw.sample_scene(20_000 + seed), num_frames - cut, start=cut)])
-    return {"rendered": rendered, "attributes_redrawn": redrawn, "another_scene": other}
+    out = {"rendered": rendered, "attributes_redrawn": redrawn, "another_scene": other}
+    if vae is not None:
+        out[VAE_CONTROL] = through_vae(rendered, vae)
+    return out
 
 
-def control_scores(scene: dict, num_frames: int, seed: int, fps: int = 16) -> dict[str, float]:
+def control_scores(scene: dict, num_frames: int, seed: int, fps: int = 16, vae=None) -> dict[str, float]:
     """``METRIC`` of each control, scored against ``scene`` (NaN where no re-entry happened)."""
     from packforcing import toyworld as tw
 
     out = {}
-    for name, frames in control_videos(scene, num_frames, seed).items():
+    for name, frames in control_videos(scene, num_frames, seed, vae).items():
         rep = tw.persistence_report(frames, scene, fps=fps, segment_s=10.0)
         out[name] = float(rep["reentry_persistence"])
     return out
@@ -75,8 +94,9 @@ def pairs(records: list[dict]) -> list[dict]:
     return [v for v in by.values() if FULL in v and RECENT in v]
 
 
-def analyse(records: list[dict], with_controls: bool = True) -> dict:
-    """The control's numbers and verdict from the sweep's cell records."""
+def analyse(records: list[dict], with_controls: bool = True, vae=None) -> dict:
+    """The control's numbers and verdict from the sweep's cell records (``vae``: a ``WanVAE`` for the
+    ``rendered_through_vae`` control; None leaves it out)."""
     from harness.metrics.stats import bootstrap_ci
 
     rows = pairs(records)
@@ -94,11 +114,11 @@ def analyse(records: list[dict], with_controls: bool = True) -> dict:
     }
     out["sees_memory"] = bool(math.isfinite(ci.lo) and ci.lo >= MIN_LOWER_BOUND)
     if with_controls:
-        ctrl = {name: [] for name in CONTROLS}
+        ctrl = {name: [] for name in CONTROLS + ((VAE_CONTROL,) if vae is not None else ())}
         for r in rows:
             if r["scene"] is None or not r["num_frames"]:
                 continue
-            for name, v in control_scores(r["scene"], int(r["num_frames"]), r["seed"]).items():
+            for name, v in control_scores(r["scene"], int(r["num_frames"]), r["seed"], vae=vae).items():
                 ctrl[name].append((v, r["prompt_id"]))
         out["controls"] = {name: _ci([v for v, _ in vs], [c for _, c in vs]) for name, vs in ctrl.items()}
     return out
@@ -141,6 +161,12 @@ def render_md(result: dict, weights: str = "", note: str = "") -> str:
               f"| **paired difference** | **{f(result['difference'])}** |"]
     for name, c in (result.get("controls") or {}).items():
         lines.append(f"| ground truth: {name.replace('_', ' ')} | {f(c)} |")
+    vc = (result.get("controls") or {}).get(VAE_CONTROL)
+    if vc is not None and math.isfinite(vc["mean"]):
+        lines += ["", f"Ceiling: the ground truth through the toy VAE scores {vc['mean']:.3f}; no arm can score above it, "
+                  f"so the largest difference the two arms could show is about {vc['mean'] - result['controls']['attributes_redrawn']['mean']:+.3f} "
+                  "(through-VAE minus attributes-redrawn). Until the VAE's ceiling is well above the redrawn control, "
+                  "a failed control says as much about the decoder as about the model's memory."]
     lines += ["", f"Rule (fixed before the data): {result['rule']}. CIs: percentile bootstrap, prompts resampled as clusters.",
               "", "Reading the controls: re-entry persistence compares an object with its own first appearance in the "
               "same video. A switch to another scene keeps a high score because the other scene's objects rarely match "
@@ -163,10 +189,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--root", default="results", help="results store (default: results)")
     ap.add_argument("--out", default="reports/toy", help="where memory_control.md/.json go")
     ap.add_argument("--no-controls", action="store_true", help="skip the ground-truth controls (faster)")
+    ap.add_argument("--vae", default="", help="toy VAE of the rendered_through_vae control (default: the shipped one; 'none': leave it out)")
     ap.add_argument("--note", default="", help="a line written under the verdict (e.g. how the sweep was run)")
     a = ap.parse_args(argv)
     records = list(iter_records(a.root, SWEEP))
-    result = analyse(records, with_controls=not a.no_controls)
+    vae = None
+    if not a.no_controls and a.vae != "none":
+        from packforcing.model.vae import load_vae
+
+        vae = load_vae(a.vae or None, preset="toy")
+    result = analyse(records, with_controls=not a.no_controls, vae=vae)
     fp = sorted({json.dumps(r.get("weights"), sort_keys=True) for r in records if r.get("weights")})
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -55,3 +55,23 @@ def test_unpaired_or_failed_cells_are_left_out():
     assert mc.analyse(recs, with_controls=False)["n_pairs"] == 5
     with pytest.raises(Exception, match="no \\(prompt, seed\\) pair"):
         mc.analyse([r for r in recs if r["axes"]["variant"] == mc.FULL], with_controls=False)
+
+
+def test_vae_control_is_the_rendered_video_through_the_vae():
+    """The ceiling control equals encoding + decoding the rendered control with the same VAE (naive reference)."""
+    import torch
+
+    from packforcing.model.vae import build_vae
+    from packforcing.video import to_uint8_frames
+
+    vae = build_vae("tiny").eval()
+    scene = _scene(0)
+    vids = mc.control_videos(scene, 9, 0, vae=vae)
+    assert set(vids) == set(mc.CONTROLS) | {mc.VAE_CONTROL}
+    x = torch.from_numpy(vids["rendered"]).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
+    with torch.no_grad():
+        ref = to_uint8_frames(vae.decode(vae.encode(x), clamp=True), batch=True)[0]
+    assert vids[mc.VAE_CONTROL].shape == vids["rendered"].shape
+    assert (vids[mc.VAE_CONTROL] == ref).all()
+    assert not (vids[mc.VAE_CONTROL] == vids["rendered"]).all()  # a random tiny VAE changes the frames
+    assert mc.VAE_CONTROL not in mc.control_videos(scene, 9, 0)  # without a VAE: the three controls only
