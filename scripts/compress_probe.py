@@ -1,0 +1,66 @@
+"""Where PackForcing's compression time goes (issue 18): the HR branch, the LR branch (pool + VAE encode +
+patch embedding) and the compressed tokens' pass through the transformer (``mid_kv="transformer"``), timed
+apart with CUDA events around each piece of every committed block of a short bench run of the paper preset.
+
+A diagnostic, not the benchmark: it wraps the three pieces in this process only (the product code has one
+``pf.compress`` span) and synchronises around each, so the pieces do not overlap anything. Prints JSON.
+
+    python3 scripts/compress_probe.py [--seconds 20] [--out FILE]       # on a GPU machine
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: the repo's packages first
+
+import torch  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--out", default="")
+    a, rest = ap.parse_known_args()
+    from packforcing.bench.__main__ import main as bench_main
+    from packforcing.cache import packforcing as P
+    from packforcing.cache.compressor import DualBranchCompressor, HRBranch
+
+    times: dict[str, list[float]] = {"hr": [], "lr": [], "transformer_pass": [], "compress_total": []}
+
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+
+    def timed(name, fn):
+        def wrapper(*args, **kw):
+            sync()
+            t = time.perf_counter()
+            out = fn(*args, **kw)
+            sync()
+            times[name].append((time.perf_counter() - t) * 1e3)
+            return out
+        return wrapper
+
+    HRBranch.forward = timed("hr", HRBranch.forward)
+    DualBranchCompressor.lr = timed("lr", DualBranchCompressor.lr)
+    P.PackForcingPolicy._through_transformer = timed("transformer_pass", P.PackForcingPolicy._through_transformer)
+    P.PackForcingPolicy._compress_into = timed("compress_total", P.PackForcingPolicy._compress_into)
+    bench_main(["--policies", "packforcing", "--lengths", f"{a.seconds:g}", "--real-max-seconds", f"{a.seconds:g}",
+                "--skip", "e2e,vae,topk,compile,plot,profile", "--backends", "sdpa", "--time-budget", "120",
+                "--out", "/tmp/compress_probe_bench", *rest])
+    res = {k: {"n": len(v), "median_ms": round(statistics.median(v), 2) if v else None,
+               "mean_ms": round(statistics.fmean(v), 2) if v else None} for k, v in times.items()}
+    res["card"] = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    res["torch"] = torch.__version__
+    res["config"] = "wan2.1-1.3b random bf16, packforcing paper preset (HR+LR, LR from decoded-shape frames, unbounded host archive, top-k 16)"
+    print(json.dumps(res, indent=1))
+    if a.out:
+        Path(a.out).write_text(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main()
