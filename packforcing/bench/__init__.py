@@ -13,8 +13,9 @@ What one run measures (docs/perf.md has the definitions and the targets):
 - the policies, each a real ``packforcing.rollout.rollout`` (4 denoising steps + the commit pass per
   block) with random bf16 weights: ``packforcing`` (paper preset, B_f=4), ``window`` (Self-Forcing,
   21 frames, B_f=3), ``sink_window`` (LongLive, window 12, sink 3, B_f=3), ``full`` (until it runs
-  out of memory), and a short ``packforcing_topk`` run whose archive is larger than top_k so that
-  top-k scoring really runs (in the paper preset mid_capacity == top_k and selection is a no-op);
+  out of memory), and optionally (``--topk-blocks``) a short ``packforcing_topk`` run with a bounded
+  archive of ``--topk-mid-capacity`` blocks (the paper preset's own archive is unbounded, off the GPU, and top-k
+  16 selects over it from block 20; only ``archive16``, mid_capacity == top_k, makes selection a no-op);
   per-block latency, KV bytes (policy stats), peak GPU memory at the lengths of interest, FPS, and
   the time inside top-k scoring / RoPE re-alignment / mid gather / compression (the spans the policies
   emit, ``packforcing.spans``, timed with CUDA events; nothing is patched);
@@ -25,7 +26,8 @@ What one run measures (docs/perf.md has the definitions and the targets):
 
 Output: ``<out>/perf_<stamp>.json`` (every number, environment, command line, errors per section) and
 ``perf_<stamp>.png``, also copied to ``$OUT`` when that is set; a summary table and PASS/FAIL per
-target are printed last. Each section is guarded: a failure is recorded and the run goes on, and the
+target (issue 18, judged on the saturated cache: ``targets``) are printed last; ``--rejudge FILE``
+re-judges a recorded JSON under today's targets. Each section is guarded: a failure is recorded and the run goes on, and the
 JSON is rewritten after every section, so a killed run keeps what it had.
 
 Modules: ``cost`` (the cost model, shared with ``packforcing.budget``), ``timing`` (clock, span collector),

@@ -103,7 +103,38 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--allow-cpu", action="store_true", help="smoke run on the CPU (needs --preset tiny or toy)")
     ap.add_argument("--force-cpu", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--estimate-only", action="store_true", help="print the FLOP/byte floor and the time plan from the cost model; run nothing")
+    ap.add_argument("--rejudge", metavar="JSON", default=None,
+                    help="print the target table of a recorded perf JSON under today's targets (runs nothing; the "
+                         "record's own settings, its 'config', are used for lengths and windows)")
     return ap
+
+
+def rejudge(path: str) -> list[dict]:
+    """Recompute the targets of the perf record at ``path`` from its recorded numbers (issue 18) and print them
+    with the record's card, torch and configuration; the file is not changed."""
+    import json
+    from pathlib import Path
+
+    from packforcing.bench import targets
+    from packforcing.bench.report import target_lines
+
+    f = Path(path)
+    if not f.is_file():
+        raise UserError(f"--rejudge: no such file {path!r} (a perf_<stamp>.json under reports/perf/).")
+    try:
+        rec = json.loads(f.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"--rejudge: {path} is not JSON ({e}).") from None
+    if not isinstance(rec, dict) or not isinstance(rec.get("policies"), dict):
+        raise UserError(f"--rejudge: {path} is not a perf record of this bench (no 'policies').")
+    defaults = vars(parser().parse_args([]))  # overlaid by the run's own settings, not today's defaults
+    args = argparse.Namespace(**(defaults | {k: v for k, v in (rec.get("config") or {}).items() if k in defaults}))
+    got = targets.evaluate(rec, args)
+    env = rec.get("env") or {}
+    print(f"{f.name}: {env.get('card')}, torch {env.get('torch')}, git {str(env.get('git_sha'))[:7]}"
+          f"{' (dirty)' if env.get('git_dirty') else ''}, status {rec.get('status')}, backend {rec.get('backend_used')}")
+    print("\n".join(target_lines(got)))
+    return got
 
 
 @main_guard
@@ -122,6 +153,9 @@ def main(argv: list[str] | None = None) -> None:
     get_preset(args.preset)  # unknown preset / policy options: one-line error before anything runs
     for name, _, kw in policy_table(args, args.preset).values():
         make_policy(name, **kw)
+    if args.rejudge:
+        rejudge(args.rejudge)
+        return
     if args.estimate_only:
         estimate_only(args)
         return

@@ -50,7 +50,7 @@ class Bench:
             "schema": SCHEMA, "kind": "packforcing.bench", "status": "running",
             "command": " ".join(["python -m packforcing.bench"] + argv),
             "argv": argv, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "config": {k: v for k, v in vars(args).items()}, "env": {}, "sections": {}, "errors": [],
+            "config": {k: v for k, v in vars(args).items() if k != "rejudge"}, "env": {}, "sections": {}, "errors": [],
             "ceilings": {}, "backends": {}, "backend_used": None, "calibration": {}, "floor": {},
             "plan": {}, "profile": {}, "policies": {}, "vae": {}, "e2e": {}, "targets": [], "files": [],
         }

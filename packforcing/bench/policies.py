@@ -113,7 +113,7 @@ def run_policy(b, label: str, real_seconds: float, *, lengths: list[float], span
         torch.cuda.reset_peak_memory_stats()
         r["allocated_before_bytes"] = torch.cuda.memory_allocated()
     series = {k: [] for k in ("latency_s", "kv_bytes", "host_bytes", "allocated_bytes", "tokens_attended", "kv_tokens",
-                              "peak_bytes", "seconds", *(c + "_ms" for c in CATEGORIES), "selections")}
+                              "peak_bytes", "allocated_now_bytes", "seconds", *(c + "_ms" for c in CATEGORIES), "selections")}
     at_len: dict = {}
     want = {n - 1: s for s, n in len_blocks.items()}
     timer = SpanTimer(b.clock) if spans else None
@@ -129,6 +129,8 @@ def run_policy(b, label: str, real_seconds: float, *, lengths: list[float], span
         series["seconds"].append(block_end_seconds(i, bf))
         peak = torch.cuda.max_memory_allocated() if cuda else 0
         series["peak_bytes"].append(int(peak))
+        now_b = int(torch.cuda.memory_allocated()) if cuda else 0  # everything alive after the block (no sync)
+        series["allocated_now_bytes"].append(now_b)
         if timer is not None:
             c = timer.flush()
             for k in CATEGORIES:
@@ -138,7 +140,7 @@ def run_policy(b, label: str, real_seconds: float, *, lengths: list[float], span
                                      "host_bytes": int(st.get("host_bytes", 0)),
                                      "allocated_bytes": int(st.get("allocated_bytes", 0)),
                                      "tokens_attended": int(st.get("tokens_attended", 0)), "peak_bytes": int(peak),
-                                     "allocated_now_bytes": int(torch.cuda.memory_allocated()) if cuda else 0,
+                                     "allocated_now_bytes": now_b,
                                      "finite": bool(torch.isfinite(x0).all())}
         now = time.perf_counter()
         if now - last_print[0] > 10 or i == n_blocks - 1:

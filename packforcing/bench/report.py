@@ -109,11 +109,18 @@ def summary(b) -> str:
         lines.append(f"ceilings: matmul {c['matmul']['tflops']:.0f} TFLOP/s, copy {c.get('copy', {}).get('gbps', 0):.0f} GB/s; "
                      f"backend {b.res.get('backend_used')} (" + ", ".join(
                          f"{b} {d['forward']['median_ms']:.1f} ms" for b, d in b.res["backends"].items() if d.get("forward")) + ")")
-    for t in b.res.get("targets", []):
-        tag = "INFO" if t["target"].startswith("(info)") else ("PASS" if t["pass"] else ("n/a " if t["pass"] is None else "FAIL"))
-        val = "-" if t["value"] is None else t["value"]
-        lines.append(f"[{tag}] {t['target']}: {val} (threshold {t['threshold']}) {t['note']}")
+    lines += target_lines(b.res.get("targets", []))
     if b.res["errors"]:
         lines.append(f"errors in sections: {', '.join(e['section'] for e in b.res['errors'])} (details in the JSON)")
     lines.append(f"json: {b.json_path}  png: {b.png_path if b.png_path.exists() else '-'}  wall {wall_s():.0f} s")
     return "\n".join(lines)
+
+
+def target_lines(targets: list[dict]) -> list[str]:
+    """One printed line per target: ``[PASS|FAIL|n/a |INFO] name: value (threshold t) note``."""
+    lines = []
+    for t in targets:
+        tag = "INFO" if t["target"].startswith("(info)") else ("PASS" if t["pass"] else ("n/a " if t["pass"] is None else "FAIL"))
+        val = "-" if t["value"] is None else t["value"]
+        lines.append(f"[{tag}] {t['target']}: {val} (threshold {t['threshold']}) {t['note']}")
+    return lines

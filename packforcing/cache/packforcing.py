@@ -181,7 +181,12 @@ class PackForcingConfig(PolicyOptions):
     scores never choose anything (``selection`` has no effect); with ``paper``/``toy`` selection is active from the
     moment more than 16 blocks are archived (block 20 at B_f = 4: 20 s at Wan and toy scale). ``score_ratio``,
     ``score_heads`` and ``score_scope`` matter only while selection is active; ``hr_channels`` only with an HR
-    branch; ``mid_capacity`` only when the archive would outgrow it."""
+    branch; ``lr_frames`` only with an LR branch; ``mid_capacity`` only when the archive would outgrow it.
+    Memory at Wan scale (B_f = 4, bf16, 30 layers): ``paper`` and ``archive16`` both hold 21,632 tokens = 3.99 GB
+    of K/V on the device once the mid partition is full (block 19); only ``paper`` also keeps a host archive,
+    N_c = 182 tokens per block (3.9 GB at 120 s measured, ~20 GB at 10 minutes planned: docs/perf.md, H200 run
+    of 2026-12-02). Speed is per configuration too: docs/perf.md names preset, branches, archive and whether
+    top-k selected next to every number."""
 
     preset: str = choices("paper", "archive16", "toy", "toy_archive16", "zero_shot", default="paper")
     sink_frames: int = at_least(0, 8)  # N_sink latent frames (2 blocks), a multiple of B_f
