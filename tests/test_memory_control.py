@@ -67,11 +67,15 @@ def test_vae_control_is_the_rendered_video_through_the_vae():
     vae = build_vae("tiny").eval()
     scene = _scene(0)
     vids = mc.control_videos(scene, 9, 0, vae=vae)
-    assert set(vids) == set(mc.CONTROLS) | {mc.VAE_CONTROL}
+    assert set(vids) == set(mc.CONTROLS) | set(mc.VAE_CONTROLS)
     x = torch.from_numpy(vids["rendered"]).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
     with torch.no_grad():
         ref = to_uint8_frames(vae.decode(vae.encode(x), clamp=True), batch=True)[0]
     assert vids[mc.VAE_CONTROL].shape == vids["rendered"].shape
     assert (vids[mc.VAE_CONTROL] == ref).all()
     assert not (vids[mc.VAE_CONTROL] == vids["rendered"]).all()  # a random tiny VAE changes the frames
+    x2 = torch.from_numpy(vids["attributes_redrawn"]).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
+    with torch.no_grad():
+        ref2 = to_uint8_frames(vae.decode(vae.encode(x2), clamp=True), batch=True)[0]
+    assert (vids["attributes_redrawn_through_vae"] == ref2).all()
     assert mc.VAE_CONTROL not in mc.control_videos(scene, 9, 0)  # without a VAE: the three controls only
