@@ -386,12 +386,13 @@ def _sort(v: Any) -> tuple:
 
 def build(records: Sequence[Mapping[str, Any]], *, sweep: str, axes: Sequence[str], report: Sequence[str] = (),
           reference: Optional[Mapping[str, Any]] = None, order: Optional[Mapping[str, Sequence[Any]]] = None,
-          title: str = "") -> SweepTable:
+          title: str = "", notes: Sequence[str] = ()) -> SweepTable:
     """The evidence table of ``records`` (cell records of one sweep, as written by the runner).
 
     ``axes``: the row keys (none: one row per method). ``report``: the sweep's declared columns, shown
     first and forming the Holm family; every other metric the cells carry follows. ``reference``:
-    {axis: value} the differences are taken against. ``order``: the declared order of axis values.
+    {axis: value} the differences are taken against. ``order``: the declared order of axis values. ``notes``: the
+    sweep's own notes (:attr:`harness.sweep.Sweep.notes`), shown first.
     """
     recs = [r for r in records if r.get("status") in ("done", "failed")]
     axes = list(axes) if axes else ["method"]
@@ -464,7 +465,7 @@ def build(records: Sequence[Mapping[str, Any]], *, sweep: str, axes: Sequence[st
     adj = {(i, m): p for (i, m), p in zip(family, adjusted)}
     rows = [Row(**{**r.__dict__, "cells": {m: Cell(c[0], c[1], adj.get((i, m))) for m, c in pending[i][1].items()}})
             for i, r in enumerate(rows)]
-    notes = [
+    notes = list(notes) + [
         "n = done cells (prompts × seeds); failed cells are counted by reason and left out of every number.",
         f"mean [95% CI]: percentile bootstrap ({N_BOOT} replicates, seed {SEED}) that resamples prompts, carrying "
         f"each prompt's seeds along; below {MIN_CLUSTERS} prompts the values are listed instead of a CI.",

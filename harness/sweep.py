@@ -14,6 +14,9 @@ A sweep file ``sweeps/<name>.py`` defines ``SWEEP = Sweep(...)``::
                     columns=("clip_score", "vbench.subject_consistency"), segments="table7"),
     )
 
+``notes`` are lines every table of the sweep shows under it (the evidence table, the reports), e.g. that
+its cells run a compressor outside the factors it was trained at.
+
 ``reference`` is the value every other value is compared with (paired differences in the sweep's
 table; default: the first value of the first axis). ``paper`` says which of the paper's tables the sweep
 reproduces and which columns the paper reports; the reports read it (``reports.tables``).
@@ -102,6 +105,7 @@ class Sweep:
     defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # per scale: default size
     paper: Paper = Paper("")  # where the paper reports it, and the table the reports lay out
     reference: Mapping[str, Any] = field(default_factory=dict)  # {axis: value} the others are compared with
+    notes: tuple[str, ...] = ()  # lines shown under every table of the sweep (caveats a reader must not miss)
 
     def __post_init__(self):
         if isinstance(self.paper, str):

@@ -25,7 +25,7 @@ def sweep_table(root, sweep: str, axes: Sequence[str] = (), report: Sequence[str
     recs = [r for r in store.iter_records(root, sweep) if (hashes is None or r["cell_hash"] in hashes)
             and (scale is None or r.get("scale") == scale)]
     spec = declared(sweep)
-    reference, order = {}, {}
+    reference, order, notes = {}, {}, ()
     if spec is not None:
         scale = next((r.get("scale") for r in recs), "toy")
         reference = spec.reference_values()
@@ -33,8 +33,9 @@ def sweep_table(root, sweep: str, axes: Sequence[str] = (), report: Sequence[str
         axes = list(axes) or [a.name for a in spec.axes]
         report = tuple(report) or spec.report
         title = title or spec.title
+        notes = tuple(spec.notes)
     return evidence.build(recs, sweep=sweep, axes=axes, report=report, reference=reference, order=order,
-                          title=title)
+                          title=title, notes=notes)
 
 
 def write_table(root, sweep: str, axes: Sequence[str], report: Sequence[str], title: str = "",

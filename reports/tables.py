@@ -738,6 +738,9 @@ def build_tables(results: Results, ref: Reference) -> list[Table]:
                     tables += axis_segment_tables(sweep, scale, rows, spec, ref)
             if len(tables) == before:
                 tables += generic_table(sweep, scale, rows, ref)
+            if spec is not None and spec.notes:  # the sweep's caveats under each of its tables
+                for t in tables[before:]:
+                    t.notes = list(spec.notes) + [n for n in t.notes if n not in spec.notes]
     rank = lambda t: int(m.group(1)) if (m := re.match(r"table(\d+)", t.id)) else (  # noqa: E731
         1 if t.id.startswith("text-deltas") else 99)
     return [t for _, t in sorted(enumerate(tables), key=lambda it: (rank(it[1]), it[0]))]

@@ -17,6 +17,15 @@ the causal cache of the whole video; no second decode), else a standalone decode
 Both branches give [B, N_c, D] on the compressed token grid (T_c, h_c, w_c) with
 T_c = B_f // nc_temporal, h_c = h // nc_spatial, w_c = w // nc_spatial (token grid h, w), fused by
 addition (``branches="hr+lr"``), or one alone (``"hr"``, ``"lr"``).
+
+One HR branch serves several N_c (our extension, not in the paper). Its stage LAYOUT (how many stages,
+which are temporal) is fixed by the factors its weights were trained with (``trained_spatial``,
+``trained_temporal``); the STRIDES are set per call from the requested factors. Every stage is a kernel-3,
+padding-1 conv, so its weights do not depend on the stride: a temporal stage keeps stride 2 while temporal
+halvings are still needed and runs at stride 1 after that (likewise spatial); a reduction still missing
+after the last stage is done by the adaptive average pool to the requested grid. Run at the trained
+factors this is exactly the trained network. Run at other factors it is out of its training
+distribution: "compressor trained at s4t2, run at s8t2", never a compressor trained at s8t2.
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ def compressed_grid(block_frames: int, token_hw: tuple[int, int], nc_spatial: in
 
 
 def _log2(x: int, what: str) -> int:
+    """log2 of a power-of-two factor (UserError otherwise): how many stride-2 halvings it takes."""
     n = int(round(math.log2(x)))
     if x < 1 or 2**n != x:
         raise UserError(f"{what} must be a power of two (1, 2, 4, 8, ...), got {x}.")
@@ -47,14 +57,21 @@ def _log2(x: int, what: str) -> int:
 
 
 class HRBranch(nn.Module):
-    """Progressive 3D CNN (Fig. 2d): temporal stages first, then spatial, SiLU between, 1x1x1 proj."""
+    """Progressive 3D CNN (Fig. 2d): temporal stages first, then spatial, SiLU between, 1x1x1 proj.
+
+    The stage layout is built for the TRAINED factors (``nc_spatial``, ``nc_temporal``: one temporal stage per
+    temporal halving, one spatial stage per halving of latent space = ``nc_spatial x patch_hw``); :meth:`forward`
+    may run it at other factors (:meth:`strides`), the adaptive pool doing what the stages do not."""
 
     def __init__(self, in_dim: int, dim: int, nc_spatial: int, nc_temporal: int, channels=PAPER_HR_CHANNELS,
                  patch_hw: int = 2):
         super().__init__()
         n_t = _log2(nc_temporal, "nc_temporal")
-        n_s = _log2(nc_spatial * patch_hw, "nc_spatial x patch")  # latent-space spatial factor
-        strides = [(2, 1, 1)] * n_t + [(1, 2, 2)] * n_s
+        n_s = _log2(nc_spatial, "nc_spatial") + _log2(patch_hw, "patch size")  # latent-space spatial factor
+        self.trained = (nc_spatial, nc_temporal)
+        self.patch_hw = patch_hw
+        self.kinds = ("t",) * n_t + ("s",) * n_s  # the axis each stage halves when run at stride 2
+        strides = [(2, 1, 1) if k == "t" else (1, 2, 2) for k in self.kinds]
         chans = list(channels)
         while len(chans) < len(strides):
             chans.append(chans[-1])
@@ -66,23 +83,55 @@ class HRBranch(nn.Module):
         self.stages = nn.Sequential(*layers)
         self.proj = nn.Conv3d(c, dim, kernel_size=1)
 
-    def forward(self, z: Tensor, grid: tuple[int, int, int]) -> Tensor:
-        y = self.proj(self.stages(z.to(self.proj.weight.dtype)))
+    def strides(self, nc_spatial: int, nc_temporal: int) -> list[tuple[int, int, int]]:
+        """Per stage, its stride at the requested factors: stride 2 along its axis while halvings of that axis
+        are still needed, else 1 (the pool to the grid does any halving left after the last stage)."""
+        need_t = _log2(nc_temporal, "nc_temporal")
+        need_s = _log2(nc_spatial, "nc_spatial") + _log2(self.patch_hw, "patch size")
+        out = []
+        for k in self.kinds:
+            if k == "t":
+                out.append((2 if need_t > 0 else 1, 1, 1))
+                need_t -= 1
+            else:
+                out.append((1,) + (2 if need_s > 0 else 1,) * 2)
+                need_s -= 1
+        return out
+
+    def forward(self, z: Tensor, grid: tuple[int, int, int], nc_spatial: int | None = None,
+                nc_temporal: int | None = None) -> Tensor:
+        """z [B, C, B_f, H, W] -> tokens [B, N_c, D] on ``grid`` (T_c, h_c, w_c); factors None = the trained ones."""
+        ns = self.trained[0] if nc_spatial is None else nc_spatial
+        nt = self.trained[1] if nc_temporal is None else nc_temporal
+        y = z.to(self.proj.weight.dtype)
+        convs = [m for m in self.stages if isinstance(m, nn.Conv3d)]
+        for conv, stride in zip(convs, self.strides(ns, nt)):  # kernel 3, padding 1: any stride fits the weights
+            y = F.silu(F.conv3d(y, conv.weight, conv.bias, stride, conv.padding))
+        y = self.proj(y)
         if tuple(y.shape[2:]) != grid:
             y = F.adaptive_avg_pool3d(y, grid)
         return y.flatten(2).transpose(1, 2)  # [B, N_c, D]
 
 
 class DualBranchCompressor(nn.Module):
-    """HR (trainable 3D CNN) + LR (frozen VAE round trip + the backbone's patch embedding), summed."""
+    """HR (trainable 3D CNN) + LR (frozen VAE round trip + the backbone's patch embedding), summed.
+
+    ``nc_spatial``/``nc_temporal``: the factors it runs at; ``trained_spatial``/``trained_temporal``: the factors
+    the HR branch's stage layout (and weights) come from (None: the run factors)."""
 
     def __init__(self, in_dim: int, dim: int, nc_spatial: int = 4, nc_temporal: int = 2, branches: str = "hr+lr",
-                 hr_channels=PAPER_HR_CHANNELS, patch_hw: int = 2):
+                 hr_channels=PAPER_HR_CHANNELS, patch_hw: int = 2, trained_spatial: int | None = None,
+                 trained_temporal: int | None = None):
         super().__init__()
         if branches not in ("hr+lr", "hr", "lr"):
             raise UserError(f"compressor branches must be 'hr+lr', 'hr' or 'lr', got {branches!r}.")
         self.nc_spatial, self.nc_temporal, self.branches = nc_spatial, nc_temporal, branches
-        self.hr = HRBranch(in_dim, dim, nc_spatial, nc_temporal, hr_channels, patch_hw) if "hr" in branches else None
+        self.hr = None
+        if "hr" in branches:
+            ts = nc_spatial if trained_spatial is None else trained_spatial
+            tt = nc_temporal if trained_temporal is None else trained_temporal
+            self.hr = HRBranch(in_dim, dim, ts, tt, hr_channels, patch_hw)
+            self.hr.strides(nc_spatial, nc_temporal)  # the run factors too must be powers of two: one clear line now
         self.vae = None  # attached at run time (frozen); not part of this module's state dict
         self.patch = None  # the backbone (its patch embedding), attached at run time
 
@@ -116,10 +165,10 @@ class DualBranchCompressor(nn.Module):
         output frames for the LR branch (see :meth:`lr`)."""
         grid = compressed_grid(z.shape[2], token_hw, self.nc_spatial, self.nc_temporal)
         if min(grid) < 1:
-            raise UserError(f"compression nc_spatial={self.nc_spatial}, nc_temporal={self.nc_temporal} leaves an empty grid {grid} for a block of {z.shape[2]} frames on {token_hw} tokens.")
+            raise UserError(f"compression nc_spatial={self.nc_spatial}, nc_temporal={self.nc_temporal} cannot be served: it leaves an empty grid {grid} for a block of {z.shape[2]} frames on {token_hw} tokens.")
         out = None
         if self.hr is not None:
-            out = self.hr(z, grid)
+            out = self.hr(z, grid, self.nc_spatial, self.nc_temporal)
         if "lr" in self.branches:
             lr = self.lr(z, grid, frames).to(out.dtype if out is not None else z.dtype)
             out = lr if out is None else out + lr

@@ -186,7 +186,13 @@ class PackForcingConfig(PolicyOptions):
     of K/V on the device once the mid partition is full (block 19); only ``paper`` also keeps a host archive,
     N_c = 182 tokens per block (3.9 GB at 120 s measured, ~20 GB at 10 minutes planned: docs/perf.md, H200 run
     of 2026-12-02). Speed is per configuration too: docs/perf.md names preset, branches, archive and whether
-    top-k selected next to every number."""
+    top-k selected next to every number.
+
+    ``trained_nc_spatial``/``trained_nc_temporal``: the factors the HR branch's weights were trained with, which fix
+    its stage layout (None: ``nc_spatial``/``nc_temporal``, as when training a compressor for them). Set to other
+    values than the run factors, one trained HR branch serves another N_c (strides from the run factors, the
+    adaptive pool doing the rest: ``compressor.py``) OUT of its training distribution: :attr:`factor_note` says
+    "compressor trained at s4t2, run at s8t2". Only with an HR branch."""
 
     preset: str = choices("paper", "archive16", "toy", "toy_archive16", "zero_shot", default="paper")
     sink_frames: int = at_least(0, 8)  # N_sink latent frames (2 blocks), a multiple of B_f
@@ -201,6 +207,8 @@ class PackForcingConfig(PolicyOptions):
     compressor: str = choices("hr+lr", "hr", "lr", default="hr+lr")  # dual-branch compressor branches (§3.3)
     nc_spatial: int = at_least(1, 4)  # token-grid spatial factor (4 -> 7x13 at Wan shape)
     nc_temporal: int = at_least(1, 2)  # temporal factor (2 -> 2 rows per 4-frame block)
+    trained_nc_spatial: Optional[int] = at_least(1, None)  # HR weights trained at this factor; None = nc_spatial
+    trained_nc_temporal: Optional[int] = at_least(1, None)  # ... and this one; None = nc_temporal
     mid_kv: str = choices("transformer", "projection", default="transformer")  # how N_c tokens become K/V
     hr_channels: Optional[tuple[int, ...]] = None  # HR CNN widths; None = the preset's
     # LR branch pixels: "decoded" = the frames the streaming decoder made for the output, handed by the block loop
@@ -211,6 +219,21 @@ class PackForcingConfig(PolicyOptions):
     @property
     def hr_widths(self) -> tuple[int, ...]:
         return tuple(self.hr_channels) if self.hr_channels is not None else PAPER_HR_CHANNELS
+
+    @property
+    def trained_factors(self) -> tuple[int, int]:
+        """(spatial, temporal) factors the HR branch was trained with (its stage layout)."""
+        return (self.nc_spatial if self.trained_nc_spatial is None else self.trained_nc_spatial,
+                self.nc_temporal if self.trained_nc_temporal is None else self.trained_nc_temporal)
+
+    @property
+    def factor_note(self) -> Optional[str]:
+        """"compressor trained at s4t2, run at s8t2" when an HR branch runs at factors it was not trained at (out of
+        its training distribution), else None."""
+        ts, tt = self.trained_factors
+        if "hr" not in self.compressor or (ts, tt) == (self.nc_spatial, self.nc_temporal):
+            return None
+        return f"compressor trained at s{ts}t{tt}, run at s{self.nc_spatial}t{self.nc_temporal}"
 
     def check(self, block_frames: int, prefix: str = "") -> None:
         whole_blocks({"sink_frames": self.sink_frames, "recent_frames": self.recent_frames}, block_frames, prefix)
@@ -317,8 +340,11 @@ class PackForcingPolicy(CachePolicy):
                                 "checkpoint, or compressor='lr' (zero-shot).")
             from packforcing.model.loading import check_state_dict
 
-            check_state_dict(comp.hr, hr, source, what="HR compressor",
-                             hint="the compressor options (nc_spatial, nc_temporal, hr_channels) must match training")
+            ts, tt = self.cfg.trained_factors
+            check_state_dict(comp.hr, hr, source, what=f"HR compressor (stage layout of s{ts}t{tt})",
+                             hint="the compressor options (trained_nc_spatial / trained_nc_temporal, else nc_spatial / "
+                                  "nc_temporal; hr_channels) must be the ones the checkpoint was trained with; to run "
+                                  "it at other factors set trained_nc_* to its training factors")
         p = next(model.parameters())
         comp = comp.to(device=p.device, dtype=p.dtype).train(train).requires_grad_(train)
         comp.attach(vae, model)
@@ -338,8 +364,9 @@ class PackForcingPolicy(CachePolicy):
 
     def build_compressor(self, model_cfg) -> DualBranchCompressor:
         c = self.cfg
+        ts, tt = c.trained_factors
         return DualBranchCompressor(model_cfg.in_dim, model_cfg.dim, c.nc_spatial, c.nc_temporal, c.compressor,
-                                    c.hr_widths, model_cfg.patch_size[1])
+                                    c.hr_widths, model_cfg.patch_size[1], trained_spatial=ts, trained_temporal=tt)
 
     # ---- sizes -----------------------------------------------------------------------------
     def _start(self, spec: CacheSpec, num_frames: int, block_frames: int) -> None:
@@ -355,7 +382,9 @@ class PackForcingPolicy(CachePolicy):
         self.ring = self.recent_blocks + 1
         self.grid = compressed_grid(block_frames, spec.token_hw, c.nc_spatial, c.nc_temporal)
         if min(self.grid) < 1:
-            raise UserError(f"nc_spatial={c.nc_spatial}, nc_temporal={c.nc_temporal} leave an empty compressed grid {self.grid} on {spec.token_hw} tokens x {block_frames} frames.")
+            raise UserError(f"nc_spatial={c.nc_spatial}, nc_temporal={c.nc_temporal} cannot be served: they leave an "
+                            f"empty compressed grid {self.grid} on {spec.token_hw} tokens x {block_frames} frames "
+                            f"(at most nc_temporal={block_frames}, nc_spatial={min(spec.token_hw)}).")
         self.n_c = self.grid[0] * self.grid[1] * self.grid[2]
         self.max_sel = c.top_k if c.selection != "all" else (c.mid_capacity if c.mid_capacity is not None else 16)
         self.mid_start = (self.sink_blocks + self.ring) * self.n_blk
