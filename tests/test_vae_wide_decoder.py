@@ -216,3 +216,32 @@ def test_first_frame_weight():
     assert torch.equal(parts["l1"], parts1["l1"])  # the logged parts stay unweighted
     with pytest.raises(UserError, match="first-frame-weight"):
         VAETrainConfig(first_frame_weight=0.0).validate()
+
+
+def test_vae_stage_grows_the_decoder_of_an_init_file(tmp_path, monkeypatch, capsys):
+    """``--stage vae --preset <wide> --init <small file> --train-part decoder``: the encoder, conv1 and latent
+    statistics of the file come through exactly, the saved file describes the wide decoder, its decoder is
+    float16 with ``--save-dtype float16`` and its encoder stays float32."""
+    from safetensors import safe_open
+
+    from packforcing.train.vae import main_vae
+
+    monkeypatch.setitem(VAE_PRESETS, "t_small", SMALL)
+    monkeypatch.setitem(VAE_PRESETS, "t_wide", WIDE["dim+blocks"])
+    src = _trained_like_src()
+    init = save_vae(src, tmp_path / "small.safetensors")
+    out = main_vae(["--preset", "t_wide", "--init", str(init), "--train-part", "decoder", "--steps", "1",
+                    "--batch", "1", "--frames", "5", "--crop", "16", "--eval-clips", "1", "--eval-frames", "5",
+                    "--stats-clips", "1", "--device", "cpu", "--num-workers", "0", "--warmup", "1",
+                    "--first-frame-weight", "3", "--save-dtype", "float16", "--out", str(tmp_path / "run")])
+    line = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("vae init:")]
+    sd, ssd = load_vae(out, "toy").state_dict(), src.state_dict()
+    n_enc = sum(1 for k in ssd if not k.startswith("decoder."))
+    assert len(line) == 1 and f"loaded {n_enc} tensors exactly" in line[0] and "widened" in line[0], line
+    back = load_vae(out, "toy")
+    assert back.config.decoder_dim == 4 and back.config.decoder_res_blocks == 2
+    assert all(torch.equal(sd[k], ssd[k]) for k in ssd if k.startswith(("encoder.", "conv1.")))
+    assert back.config.latent_mean == src.config.latent_mean and back.config.latent_std == src.config.latent_std
+    with safe_open(str(out), "pt") as f:
+        assert f.get_tensor("decoder.head.2.weight").dtype == torch.float16
+        assert f.get_tensor("encoder.conv1.weight").dtype == torch.float32

@@ -178,13 +178,24 @@ VAE_PRESETS: dict[str, VAEConfig] = {
     # (VAE_CANDIDATES): the low-resolution levels 4x wider (1.9M), or twice the width everywhere (1.9M).
     "toy_w": VAEConfig(dim=4, dim_mult=(1, 4, 8, 16), num_res_blocks=1, latent_mean=None, latent_std=None),
     "toy8": VAEConfig(dim=8, dim_mult=(1, 2, 4, 8), num_res_blocks=1, latent_mean=None, latent_std=None),
-    # TIMING CANDIDATES (temporary)
-    "toy8_d16": VAEConfig(dim=8, dim_mult=(1, 2, 4, 8), num_res_blocks=1, decoder_dim=16, latent_mean=None, latent_std=None),
-    "toy8_d12": VAEConfig(dim=8, dim_mult=(1, 2, 4, 8), num_res_blocks=1, decoder_dim=12, latent_mean=None, latent_std=None),
-    "toy8_r2": VAEConfig(dim=8, dim_mult=(1, 2, 4, 8), num_res_blocks=1, decoder_res_blocks=2, latent_mean=None, latent_std=None),
-    "toy8_d16r2": VAEConfig(dim=8, dim_mult=(1, 2, 4, 8), num_res_blocks=1, decoder_dim=16, decoder_res_blocks=2, latent_mean=None, latent_std=None),
-    "toy8_lo": VAEConfig(dim=8, dim_mult=(1, 2, 4, 8), num_res_blocks=1, decoder_dim_mult=(1, 2, 8, 16), latent_mean=None, latent_std=None),
-    "toy8_lo4": VAEConfig(dim=8, dim_mult=(1, 2, 4, 8), num_res_blocks=1, decoder_dim_mult=(1, 4, 8, 16), latent_mean=None, latent_std=None),
+    # Decoders wider or deeper than toy8's over toy8's encoder (the latent space of every shipped DiT), grown
+    # from the shipped toy8 file by ``--train-part decoder --init`` (packforcing/train/vae.py). CPU cost
+    # (scripts/time_vae_decode.py: a 5 s video, 20 latent frames -> 77 frames at 128x128, best CPU seconds of
+    # 3, one thread, random weights; a 2-core machine shared with other jobs, so CPU rather than wall time):
+    # toy8 1.54 s streaming decode; per 30 s packforcing cell of the sink_size sweep (`harness run`, one
+    # prompt, one thread, user+sys CPU incl. start-up and scoring) toy8 39.3 s (two runs: 40.0, 38.7).
+    # toy8_r2: one more residual block per decoder level (3 instead of 2): 2.2 M params; decode 1.2x,
+    # cell 44.8 s (1.14x).
+    "toy8_r2": VAEConfig(dim=8, dim_mult=(1, 2, 4, 8), num_res_blocks=1, decoder_res_blocks=2, latent_mean=None,
+                         latent_std=None),
+    # toy8_d12: decoder width 12 (channels 96/96/48/24/12 instead of 64/64/32/16/8): 3.3 M params; cell 54.4 s
+    # (1.38x): the widest decoder whose sink_size sweep stays under 10 min by this extrapolation.
+    "toy8_d12": VAEConfig(dim=8, dim_mult=(1, 2, 4, 8), num_res_blocks=1, decoder_dim=12, latent_mean=None,
+                          latent_std=None),
+    # toy8_d16: decoder width 16: 5.2 M params; decode 2.5x, cell 68.4 s (1.74x): the sweep would take ~11 min
+    # (> 10). A capacity probe (does a 2x wider decoder reach 32 dB?), not a toy default.
+    "toy8_d16": VAEConfig(dim=8, dim_mult=(1, 2, 4, 8), num_res_blocks=1, decoder_dim=16, latent_mean=None,
+                          latent_std=None),
 }
 
 # Architecture fields a weights file written by ``save_vae`` describes in its metadata.

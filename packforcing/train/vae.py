@@ -12,6 +12,14 @@ metadata, so ``load_vae(<out>/vae.safetensors, "toy").encode(x)`` returns latent
 N(0, 1) per channel, as the diffusion stages need. Reported: PSNR on held-out clips (whole decode,
 clamped), the normalised latents' mean/std on other held-out clips, and the largest difference
 between streaming (block-by-block) and whole decode, which must stay at float noise.
+
+Decoder-only training (``--train-part decoder --init FILE``) keeps ``FILE``'s encoder and latent statistics,
+so every diffusion model trained on its latents stays valid. With a preset whose decoder is wider or deeper
+than ``FILE``'s over the same encoder (``toy8_d16`` over ``toy8``: ``VAEConfig.decoder_dim`` /
+``decoder_dim_mult`` / ``decoder_res_blocks``), the encoder, ``conv1``, ``conv2`` and statistics are copied and
+the decoder is grown function-preservingly from ``FILE``'s (:func:`init_from_smaller_decoder`), so training
+starts at ``FILE``'s reconstruction quality. ``--first-frame-weight`` weights pixel frame 0 in the
+reconstruction terms; ``--save-dtype float16`` halves the decoder's share of the file.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import torch
 import torch.nn as nn
 
 from packforcing.errors import UserError
+from packforcing.model.loading import resolve_dtype
 from packforcing.model.vae import VAEConfig, WanVAE, build_vae
 from packforcing.train.common import (
     HELDOUT_SEED,
@@ -65,7 +74,7 @@ class VAETrainConfig(TrainConfig):
     batch: int = field(default=16, metadata={"help": "clips per step"})
     lr: float = field(default=1e-3, metadata={"help": "peak learning rate (AdamW)"})
     preset: str = field(default="toy", metadata={"help": "VAE preset (packforcing.model.vae.VAE_PRESETS)"})
-    init: str = field(default="", metadata={"help": "start from these VAE weights (.safetensors of the same preset; a new schedule)"})
+    init: str = field(default="", metadata={"help": "start from these VAE weights (.safetensors of the same preset; a new schedule); with a preset whose decoder is wider or deeper over the same encoder (toy8_d16 over toy8), a file with the smaller decoder (see --decoder-init)"})
     frames: int = field(default=33, metadata={"help": "frames per training clip, 1 + 4k (33 = 9 latent frames; shorter clips leave the later frames of a long video out of distribution)"})
     crop: int = field(default=0, metadata={"help": "random square crop in pixels, a multiple of 8 (0: whole 128x128 frames)"})
     horizon_s: float = field(default=20.0, metadata={"help": "clip start times are uniform in [0, horizon_s] seconds"})
@@ -80,6 +89,7 @@ class VAETrainConfig(TrainConfig):
     stats_clips: int = field(default=32, metadata={"help": "held-out clips for the latent mean/std"})
     train_part: str = field(default="all", metadata={"help": "all | decoder: 'decoder' freezes the encoder and keeps --init's latent statistics, so the latent space (and every diffusion model trained on it) stays valid"})
     first_frame_weight: float = field(default=1.0, metadata={"help": "weight of pixel frame 0 in the L1/L2 terms (frames weighted to mean 1): frame 0 is decoded from a latent frame that encodes one pixel frame and reconstructs worse"})
+    save_dtype: str = field(default="float32", metadata={"help": "float32 | float16 | bfloat16: dtype of the decoder's (and conv2's) weights in the saved file, the final evaluation run on the rounded weights; the encoder and conv1 stay float32, so the latent space is bit-exact (float16 brings a dim-16 decoder's file from 21 to 12 MB)"})
     decoder_init: str = field(default="widen", metadata={"help": "widen | fresh: when --init's decoder is narrower or shallower than --preset's (same encoder), 'widen' embeds it function-preservingly (extra channels and blocks start at zero), 'fresh' keeps a random decoder"})
 
     stage = "vae"
@@ -102,6 +112,7 @@ class VAETrainConfig(TrainConfig):
             raise UserError("--train-part decoder fine-tunes a trained VAE: pass its weights with --init FILE")
         if not (self.first_frame_weight > 0 and math.isfinite(self.first_frame_weight)):
             raise UserError(f"--first-frame-weight must be a positive number (got {self.first_frame_weight})")
+        resolve_dtype(self.save_dtype)
         if self.decoder_init not in ("widen", "fresh"):
             raise UserError(f"--decoder-init must be 'widen' or 'fresh' (got {self.decoder_init!r})")
 
@@ -359,6 +370,20 @@ def init_from_smaller_decoder(vae: WanVAE, src: WanVAE, mode: str = "widen") -> 
                        _decoder_desc(vae.config))
 
 
+def _is_decoder_key(key: str) -> bool:
+    return key.startswith(("decoder.", "conv2."))
+
+
+@torch.no_grad()
+def _round_trip_decoder(vae: WanVAE, dtype: torch.dtype) -> None:
+    """Round the decoder's (and conv2's) weights through ``dtype`` in place (the encoder is left alone)."""
+    if dtype == torch.float32:
+        return
+    for k, t in vae.state_dict(keep_vars=True).items():
+        if _is_decoder_key(k) and t.is_floating_point():
+            t.data.copy_(t.data.to(dtype).to(t.dtype))
+
+
 @torch.no_grad()
 def init_posterior(vae: WanVAE, log_var: float = -8.0) -> None:
     """Start the posterior nearly deterministic: the log-variance half of the 1x1x1 ``conv1`` is
@@ -521,6 +546,8 @@ def run_vae(cfg: VAETrainConfig) -> Path:
         stop_reason = budget.reason() if step < cfg.steps else "steps done"
         train_s = time.monotonic() - t_start
         save_train_state(paths.state, vae, opt, step=step, wall_time_s=wall0 + train_s)
+        save_dtype = resolve_dtype(cfg.save_dtype)
+        _round_trip_decoder(vae, save_dtype)  # the metrics below are those of the saved file
 
         # latent statistics on held-out clips (another set than the PSNR clips), then the checks, in
         # strict float32 (no TF32 convolutions: the stream/whole comparison must see float noise only)
@@ -546,8 +573,10 @@ def run_vae(cfg: VAETrainConfig) -> Path:
     eval_s = time.monotonic() - t_start - train_s
     meta = {"format": "packforcing.wan_vae", "config": json.dumps(vae.config.to_dict()),
             "latent_stats": json.dumps({"mean": vae.config.latent_mean, "std": vae.config.latent_std})}
+    sd = {k: v.to(save_dtype) if _is_decoder_key(k) and v.is_floating_point() else v
+          for k, v in vae.state_dict().items()}
     out = save_checkpoint(
-        paths.weights, vae.state_dict(), stage="vae", step=step, config=cfg.to_dict(), wall_time_s=wall,
+        paths.weights, sd, stage="vae", step=step, config=cfg.to_dict(), wall_time_s=wall,
         device=device, metrics=metrics, metadata=meta,
         extra={"stop_reason": stop_reason, "eval_s": round(eval_s, 2), "vae_config": vae.config.to_dict(),
                "num_parameters_model": count_parameters(vae), "latent_mean": mean.tolist(), "latent_std": std.tolist(),
