@@ -179,21 +179,26 @@ VAE_PRESETS: dict[str, VAEConfig] = {
     "toy_w": VAEConfig(dim=4, dim_mult=(1, 4, 8, 16), num_res_blocks=1, latent_mean=None, latent_std=None),
     "toy8": VAEConfig(dim=8, dim_mult=(1, 2, 4, 8), num_res_blocks=1, latent_mean=None, latent_std=None),
     # Decoders wider or deeper than toy8's over toy8's encoder (the latent space of every shipped DiT), grown
-    # from the shipped toy8 file by ``--train-part decoder --init`` (packforcing/train/vae.py). CPU cost
-    # (scripts/time_vae_decode.py: a 5 s video, 20 latent frames -> 77 frames at 128x128, best CPU seconds of
-    # 3, one thread, random weights; a 2-core machine shared with other jobs, so CPU rather than wall time):
-    # toy8 1.54 s streaming decode; per 30 s packforcing cell of the sink_size sweep (`harness run`, one
-    # prompt, one thread, user+sys CPU incl. start-up and scoring) toy8 39.3 s (two runs: 40.0, 38.7).
-    # toy8_r2: one more residual block per decoder level (3 instead of 2): 2.2 M params; decode 1.2x,
-    # cell 44.8 s (1.14x).
+    # from the shipped toy8 file by ``--train-part decoder --init`` (packforcing/train/vae.py). CPU cost on
+    # the 2-core machine (shared with other jobs: CPU seconds, not wall), 2026-12-02:
+    # - decode of a 5 s video (20 latent frames -> 77 frames, 128x128; scripts/time_vae_decode.py, streaming
+    #   path, best of 3, one thread): toy8 1.62 s, toy8_r2 1.94 s (1.19x), toy8_d12 3.19 s (1.96x),
+    #   toy8_d16 3.62 s (2.23x); the one-shot decode costs the same (1.48 / 2.16 / 2.81 / 3.70 s). Two threads
+    #   could not be measured (slower than one on the shared cores: toy8 4.1 s wall).
+    # - one cell of the sink_size sweep (`harness run method=packforcing seconds=30 prompts.n=1 threads=1`,
+    #   user+sys incl. start-up and scoring; the toy packforcing preset decodes every block twice, once for
+    #   its LR branch, lr_frames="standalone"): toy8 40.9 s (4 runs, 38.7-44.2), toy8_r2 44.8 s (1 run),
+    #   toy8_d12 55.3 s (2 runs), toy8_d16 68.3 s (3 runs, 66.5-70.1). The sweep (20 cells, 2 workers, 10
+    #   cells each) extrapolates to toy8 6.8, toy8_r2 7.5, toy8_d12 9.2, toy8_d16 11.4 min (<= 10 needed).
+    # toy8_r2: one more residual block per decoder level (3 instead of 2): 2.2 M params.
     "toy8_r2": VAEConfig(dim=8, dim_mult=(1, 2, 4, 8), num_res_blocks=1, decoder_res_blocks=2, latent_mean=None,
                          latent_std=None),
-    # toy8_d12: decoder width 12 (channels 96/96/48/24/12 instead of 64/64/32/16/8): 3.3 M params; cell 54.4 s
-    # (1.38x): the widest decoder whose sink_size sweep stays under 10 min by this extrapolation.
+    # toy8_d12: decoder width 12 (channels 96/96/48/24/12 instead of 64/64/32/16/8): 3.3 M params; the widest
+    # measured decoder whose sweep stays under 10 min (the next run's candidate, docs/models/README.md).
     "toy8_d12": VAEConfig(dim=8, dim_mult=(1, 2, 4, 8), num_res_blocks=1, decoder_dim=12, latent_mean=None,
                           latent_std=None),
-    # toy8_d16: decoder width 16: 5.2 M params; decode 2.5x, cell 68.4 s (1.74x): the sweep would take ~11 min
-    # (> 10). A capacity probe (does a 2x wider decoder reach 32 dB?), not a toy default.
+    # toy8_d16: decoder width 16: 5.2 M params; its sweep would take ~11 min: a capacity probe (does a 2x wider
+    # decoder reach 32 dB?), not a toy default unless the toy packforcing LR branch stops decoding twice.
     "toy8_d16": VAEConfig(dim=8, dim_mult=(1, 2, 4, 8), num_res_blocks=1, decoder_dim=16, latent_mean=None,
                           latent_std=None),
 }
