@@ -172,8 +172,8 @@ class DecoderInit:
         how = ("widened function-preservingly (extra channels/blocks start at zero)" if self.mode == "widen"
                else "initialised fresh")
         return (f"vae init: loaded {len(self.copied)} tensors exactly ({_heads(self.copied)}) and the latent "
-                f"statistics from the {self.src} file; decoder {self.src} -> {self.dst} {how}: {len(self.widened)} "
-                f"tensors from the file, {len(self.fresh)} tensors new ({_heads(self.fresh)})")
+                f"statistics; decoder ({self.src} -> {self.dst}) {how}: {len(self.widened)} tensors from the "
+                f"file, {len(self.fresh)} new ({_heads(self.fresh)})")
 
 
 def _decoder_desc(cfg: VAEConfig) -> str:
