@@ -83,6 +83,11 @@ class VAEConfig:
     ``latent_mean``/``latent_std`` (``z_dim`` values each) normalise the latents; ``None`` means
     mean 0 / std 1 (no normalisation), which is the toy preset's default until it is calibrated
     (``save_vae`` stores calibrated values in the weights file's metadata).
+
+    ``decoder_dim`` / ``decoder_res_blocks`` (not upstream; ``None`` or 0 = ``dim`` / ``num_res_blocks``,
+    which is upstream's symmetric VAE) widen or deepen the decoder alone: the encoder, and with it the
+    latent space, stays that of ``dim`` / ``num_res_blocks``. The decoder has
+    ``decoder_res_blocks + 1`` residual blocks per level, as upstream's has ``num_res_blocks + 1``.
     """
 
     dim: int = 96
@@ -92,6 +97,9 @@ class VAEConfig:
     attn_scales: tuple[float, ...] = ()
     temporal_downsample: tuple[bool, ...] = (False, True, True)
     dropout: float = 0.0
+    decoder_dim: int | None = None
+    decoder_res_blocks: int | None = None
+    decoder_dim_mult: tuple[int, ...] | None = None
     latent_mean: tuple[float, ...] | None = WAN21_LATENT_MEAN
     latent_std: tuple[float, ...] | None = WAN21_LATENT_STD
     extra: dict = field(default_factory=dict, compare=False, hash=False)
@@ -99,10 +107,29 @@ class VAEConfig:
     def __post_init__(self):
         if len(self.temporal_downsample) != len(self.dim_mult) - 1:
             raise ValueError("temporal_downsample needs len(dim_mult) - 1 flags")
+        if self.decoder_dim_mult is not None and len(self.decoder_dim_mult) != len(self.dim_mult):
+            raise ValueError("decoder_dim_mult needs one multiplier per level, as dim_mult")
+        if (self.decoder_dim or 0) < 0 or (self.decoder_res_blocks or 0) < 0:
+            raise ValueError("decoder_dim and decoder_res_blocks must be >= 0 (0 or None: as the encoder)")
         for name in ("latent_mean", "latent_std"):
             v = getattr(self, name)
             if v is not None and len(v) != self.z_dim:
                 raise ValueError(f"{name} needs {self.z_dim} values, got {len(v)}")
+
+    @property
+    def dec_dim(self) -> int:
+        """The decoder's base width (``decoder_dim``, or ``dim`` when that is unset)."""
+        return int(self.decoder_dim) if self.decoder_dim else self.dim
+
+    @property
+    def dec_dim_mult(self) -> tuple[int, ...]:
+        """The decoder's width multipliers per level (``decoder_dim_mult``, or ``dim_mult``)."""
+        return tuple(self.decoder_dim_mult) if self.decoder_dim_mult else tuple(self.dim_mult)
+
+    @property
+    def dec_res_blocks(self) -> int:
+        """Residual blocks per decoder level minus one (``decoder_res_blocks``, or ``num_res_blocks``)."""
+        return self.num_res_blocks if self.decoder_res_blocks is None else int(self.decoder_res_blocks)
 
     @property
     def spatial_factor(self) -> int:
@@ -151,10 +178,38 @@ VAE_PRESETS: dict[str, VAEConfig] = {
     # (VAE_CANDIDATES): the low-resolution levels 4x wider (1.9M), or twice the width everywhere (1.9M).
     "toy_w": VAEConfig(dim=4, dim_mult=(1, 4, 8, 16), num_res_blocks=1, latent_mean=None, latent_std=None),
     "toy8": VAEConfig(dim=8, dim_mult=(1, 2, 4, 8), num_res_blocks=1, latent_mean=None, latent_std=None),
+    # Decoders wider or deeper than toy8's over toy8's encoder (the latent space of every shipped DiT), grown
+    # from the shipped toy8 file by ``--train-part decoder --init`` (packforcing/train/vae.py). CPU cost on
+    # the 2-core machine (shared with other jobs: CPU seconds, not wall), 2026-12-02:
+    # - decode of a 5 s video (20 latent frames -> 77 frames, 128x128; scripts/time_vae_decode.py, streaming
+    #   path, best of 3, one thread): toy8 1.62 s, toy8_r2 1.94 s (1.19x), toy8_d12 3.19 s (1.96x),
+    #   toy8_d16 3.62 s (2.23x); the one-shot decode costs the same (1.48 / 2.16 / 2.81 / 3.70 s). Two threads
+    #   could not be measured (slower than one on the shared cores: toy8 4.1 s wall).
+    # - one cell of the sink_size sweep (`harness run method=packforcing seconds=30 prompts.n=1 threads=1`,
+    #   user+sys incl. start-up and scoring; the toy packforcing preset decodes every block twice, once for
+    #   its LR branch, lr_frames="standalone"): toy8 40.9 s (4 runs, 38.7-44.2), toy8_r2 44.8 s (1 run),
+    #   toy8_d12 55.3 s (2 runs), toy8_d16 68.3 s (3 runs, 66.5-70.1). The sweep (20 cells, 2 workers, 10
+    #   cells each) extrapolates to toy8 6.8, toy8_r2 7.5, toy8_d12 9.2, toy8_d16 11.4 min (<= 10 needed).
+    # toy8_r2: one more residual block per decoder level (3 instead of 2): 2.2 M params.
+    "toy8_r2": VAEConfig(dim=8, dim_mult=(1, 2, 4, 8), num_res_blocks=1, decoder_res_blocks=2, latent_mean=None,
+                         latent_std=None),
+    # toy8_d12: decoder width 12 (channels 96/96/48/24/12 instead of 64/64/32/16/8): 3.3 M params; the widest
+    # measured decoder whose sweep stays under 10 min (the next run's candidate, docs/models/README.md).
+    "toy8_d12": VAEConfig(dim=8, dim_mult=(1, 2, 4, 8), num_res_blocks=1, decoder_dim=12, latent_mean=None,
+                          latent_std=None),
+    # toy8_d16: decoder width 16: 5.2 M params; its sweep would take ~11 min: a capacity probe (does a 2x wider
+    # decoder reach 32 dB?), not a toy default unless the toy packforcing LR branch stops decoding twice.
+    "toy8_d16": VAEConfig(dim=8, dim_mult=(1, 2, 4, 8), num_res_blocks=1, decoder_dim=16, latent_mean=None,
+                          latent_std=None),
 }
 
 # Architecture fields a weights file written by ``save_vae`` describes in its metadata.
-_ARCH_FIELDS = ("dim", "z_dim", "dim_mult", "num_res_blocks", "attn_scales", "temporal_downsample")
+_ARCH_FIELDS = (
+    "dim", "z_dim", "dim_mult", "num_res_blocks", "attn_scales", "temporal_downsample", "decoder_dim",
+    "decoder_res_blocks", "decoder_dim_mult",
+)  # fmt: skip
+# Fields a file written before they existed leaves out: they take these values (a symmetric VAE), not the preset's.
+_ARCH_DEFAULTS = {"decoder_dim": None, "decoder_res_blocks": None, "decoder_dim_mult": None}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -450,8 +505,8 @@ class Decoder3d(nn.Module):
 
     def __init__(self, cfg: VAEConfig):
         super().__init__()
-        mult = cfg.dim_mult
-        dims = [cfg.dim * m for m in (mult[-1], *reversed(mult))]
+        mult = cfg.dec_dim_mult
+        dims = [cfg.dec_dim * m for m in (mult[-1], *reversed(mult))]
         temporal_upsample = tuple(reversed(cfg.temporal_downsample))
         scale = 1.0 / 2 ** (len(mult) - 2)
         self.conv1 = CausalConv3d(cfg.z_dim, dims[0], 3, padding=1)
@@ -463,7 +518,7 @@ class Decoder3d(nn.Module):
         for i, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):
             if i > 0:  # the previous level's resample halved the channels
                 in_dim = in_dim // 2
-            for _ in range(cfg.num_res_blocks + 1):
+            for _ in range(cfg.dec_res_blocks + 1):
                 layers.append(ResidualBlock(in_dim, out_dim, cfg.dropout))
                 if scale in cfg.attn_scales:
                     layers.append(AttentionBlock(out_dim))
@@ -898,7 +953,8 @@ def _read_architecture(path: Path) -> dict | None:
     if meta.get("format") != "packforcing.wan_vae" or "config" not in meta:
         return None
     d = json.loads(meta["config"])
-    return {k: tuple(d[k]) if isinstance(d[k], list) else d[k] for k in _ARCH_FIELDS if k in d}
+    arch = {k: tuple(d[k]) if isinstance(d[k], list) else d[k] for k in _ARCH_FIELDS if k in d}
+    return {**_ARCH_DEFAULTS, **arch}
 
 
 def _read_latent_stats(path: Path) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None] | None:

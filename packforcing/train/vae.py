@@ -12,6 +12,14 @@ metadata, so ``load_vae(<out>/vae.safetensors, "toy").encode(x)`` returns latent
 N(0, 1) per channel, as the diffusion stages need. Reported: PSNR on held-out clips (whole decode,
 clamped), the normalised latents' mean/std on other held-out clips, and the largest difference
 between streaming (block-by-block) and whole decode, which must stay at float noise.
+
+Decoder-only training (``--train-part decoder --init FILE``) keeps ``FILE``'s encoder and latent statistics,
+so every diffusion model trained on its latents stays valid. With a preset whose decoder is wider or deeper
+than ``FILE``'s over the same encoder (``toy8_d16`` over ``toy8``: ``VAEConfig.decoder_dim`` /
+``decoder_dim_mult`` / ``decoder_res_blocks``), the encoder, ``conv1``, ``conv2`` and statistics are copied and
+the decoder is grown function-preservingly from ``FILE``'s (:func:`init_from_smaller_decoder`), so training
+starts at ``FILE``'s reconstruction quality. ``--first-frame-weight`` weights pixel frame 0 in the
+reconstruction terms; ``--save-dtype float16`` halves the decoder's share of the file.
 """
 
 from __future__ import annotations
@@ -25,8 +33,10 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn as nn
 
 from packforcing.errors import UserError
+from packforcing.model.loading import resolve_dtype
 from packforcing.model.vae import VAEConfig, WanVAE, build_vae
 from packforcing.train.common import (
     HELDOUT_SEED,
@@ -64,7 +74,7 @@ class VAETrainConfig(TrainConfig):
     batch: int = field(default=16, metadata={"help": "clips per step"})
     lr: float = field(default=1e-3, metadata={"help": "peak learning rate (AdamW)"})
     preset: str = field(default="toy", metadata={"help": "VAE preset (packforcing.model.vae.VAE_PRESETS)"})
-    init: str = field(default="", metadata={"help": "start from these VAE weights (.safetensors of the same preset; a new schedule)"})
+    init: str = field(default="", metadata={"help": "start from these VAE weights (.safetensors of the same preset; a new schedule); with a preset whose decoder is wider or deeper over the same encoder (toy8_d16 over toy8), a file with the smaller decoder (see --decoder-init)"})
     frames: int = field(default=33, metadata={"help": "frames per training clip, 1 + 4k (33 = 9 latent frames; shorter clips leave the later frames of a long video out of distribution)"})
     crop: int = field(default=0, metadata={"help": "random square crop in pixels, a multiple of 8 (0: whole 128x128 frames)"})
     horizon_s: float = field(default=20.0, metadata={"help": "clip start times are uniform in [0, horizon_s] seconds"})
@@ -78,6 +88,9 @@ class VAETrainConfig(TrainConfig):
     eval_frames: int = field(default=65, metadata={"help": "frames per held-out clip, 1 + 4k (longer than the training clips)"})
     stats_clips: int = field(default=32, metadata={"help": "held-out clips for the latent mean/std"})
     train_part: str = field(default="all", metadata={"help": "all | decoder: 'decoder' freezes the encoder and keeps --init's latent statistics, so the latent space (and every diffusion model trained on it) stays valid"})
+    first_frame_weight: float = field(default=1.0, metadata={"help": "weight of pixel frame 0 in the L1/L2 terms (frames weighted to mean 1): frame 0 is decoded from a latent frame that encodes one pixel frame and reconstructs worse"})
+    save_dtype: str = field(default="float32", metadata={"help": "float32 | float16 | bfloat16: dtype of the decoder's (and conv2's) weights in the saved file, the final evaluation run on the rounded weights; the encoder and conv1 stay float32, so the latent space is bit-exact (float16 brings a dim-16 decoder's file from 21 to 12 MB)"})
+    decoder_init: str = field(default="widen", metadata={"help": "widen | fresh: when --init's decoder is narrower or shallower than --preset's (same encoder), 'widen' embeds it function-preservingly (extra channels and blocks start at zero), 'fresh' keeps a random decoder"})
 
     stage = "vae"
 
@@ -97,6 +110,11 @@ class VAETrainConfig(TrainConfig):
             raise UserError(f"--train-part must be 'all' or 'decoder' (got {self.train_part!r})")
         if self.train_part == "decoder" and not self.init:
             raise UserError("--train-part decoder fine-tunes a trained VAE: pass its weights with --init FILE")
+        if not (self.first_frame_weight > 0 and math.isfinite(self.first_frame_weight)):
+            raise UserError(f"--first-frame-weight must be a positive number (got {self.first_frame_weight})")
+        resolve_dtype(self.save_dtype)
+        if self.decoder_init not in ("widen", "fresh"):
+            raise UserError(f"--decoder-init must be 'widen' or 'fresh' (got {self.decoder_init!r})")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -104,7 +122,11 @@ class VAETrainConfig(TrainConfig):
 
 
 def vae_loss(vae: WanVAE, video: Tensor, cfg: VAETrainConfig, device: torch.device) -> tuple[Tensor, dict[str, Tensor]]:
-    """The training objective on ``video`` [B, 3, T, H, W] in [-1, 1]: ``(loss, parts)``."""
+    """The training objective on ``video`` [B, 3, T, H, W] in [-1, 1]: ``(loss, parts)``.
+
+    With ``cfg.first_frame_weight = w != 1`` the L1 and L2 terms weight pixel frame 0 by ``w`` against 1 for
+    every other frame, the weights scaled to mean 1 (as the teacher's ``frame0_weight``); ``w = 1`` is the
+    plain mean. ``parts`` hold the unweighted L1 / L2 (comparable across runs) and the KL."""
     with autocast(device), torch.set_grad_enabled(cfg.train_part == "all" and torch.is_grad_enabled()):
         mu, log_var = vae.encode_moments(video, chunk_latents=video.shape[2])
     with autocast(device):
@@ -114,8 +136,252 @@ def vae_loss(vae: WanVAE, video: Tensor, cfg: VAETrainConfig, device: torch.devi
     err = recon.float() - video
     l1, l2 = err.abs().mean(), err.square().mean()
     kl = 0.5 * (mu.square() + log_var.exp() - 1.0 - log_var).mean()
-    loss = cfg.l1_weight * l1 + cfg.l2_weight * l2 + cfg.kl_weight * kl
+    w1, w2 = l1, l2  # the reconstruction terms of the loss: frame 0 weighted when asked
+    if cfg.first_frame_weight != 1.0 and err.shape[2] > 1:
+        fw = torch.ones(1, 1, err.shape[2], 1, 1, device=err.device)  # per pixel frame, mean 1
+        fw[:, :, 0] = cfg.first_frame_weight
+        fw = fw / fw.mean()
+        w1, w2 = (err.abs() * fw).mean(), (err.square() * fw).mean()
+    loss = cfg.l1_weight * w1 + cfg.l2_weight * w2 + cfg.kl_weight * kl
     return loss, {"l1": l1.detach(), "l2": l2.detach(), "kl": kl.detach()}
+
+
+# --------------------------------------------------------------------------------------------------
+# initialisation from a VAE with a narrower or shallower decoder (the same encoder)
+
+
+@dataclass(frozen=True)
+class DecoderInit:
+    """What :func:`init_from_smaller_decoder` did, by state-dict key: ``copied`` (the encoder, ``conv1``,
+    ``conv2``: equal tensors), ``widened`` (a decoder tensor with the source's values embedded and the extra
+    entries set so that the function is unchanged), ``fresh`` (no counterpart in the source: a random init,
+    or for an added block the zeroed last layer that makes it an identity)."""
+
+    copied: tuple[str, ...]
+    widened: tuple[str, ...]
+    fresh: tuple[str, ...]
+    mode: str
+    src: str
+    dst: str
+
+    def line(self) -> str:
+        def _heads(keys):
+            return ", ".join(sorted({k.split(".")[0] + ("." + k.split(".")[1] if k.startswith("decoder.") else "")
+                                     for k in keys})) or "-"
+
+        how = ("widened function-preservingly (extra channels/blocks start at zero)" if self.mode == "widen"
+               else "initialised fresh")
+        return (f"vae init: loaded {len(self.copied)} tensors exactly ({_heads(self.copied)}) and the latent "
+                f"statistics; decoder ({self.src} -> {self.dst}) {how}: {len(self.widened)} tensors from the "
+                f"file, {len(self.fresh)} new ({_heads(self.fresh)})")
+
+
+def _decoder_desc(cfg: VAEConfig) -> str:
+    return f"dim {cfg.dec_dim} x{list(cfg.dec_dim_mult)}, {cfg.dec_res_blocks + 1} res blocks/level"
+
+
+def _encoder_arch(cfg: VAEConfig) -> tuple:
+    return (cfg.dim, cfg.z_dim, tuple(cfg.dim_mult), cfg.num_res_blocks, tuple(cfg.attn_scales),
+            tuple(cfg.temporal_downsample))
+
+
+def _levels(dec: nn.Module) -> list[tuple[list[tuple[str, nn.Module]], tuple[str, nn.Module] | None]]:
+    """The decoder's ``upsamples`` split per level: (its blocks [(name, module)], its resample or None)."""
+    from packforcing.model.vae import Resample
+
+    levels, blocks = [], []
+    for i, m in enumerate(dec.upsamples):
+        if isinstance(m, Resample):
+            levels.append((blocks, (f"upsamples.{i}", m)))
+            blocks = []
+        else:
+            blocks.append((f"upsamples.{i}", m))
+    levels.append((blocks, None))
+    return levels
+
+
+def _decoder_pairs(dst: nn.Module, src: nn.Module) -> list[tuple[str, nn.Module, nn.Module | None]]:
+    """(name in ``dst``, module of ``dst``, its counterpart in ``src`` or None) for the decoder's blocks:
+    the same position, except that within a level the blocks ``dst`` has beyond ``src``'s come last."""
+    pairs = [("conv1", dst.conv1, src.conv1)]
+    pairs += [(f"middle.{i}", d, s) for i, (d, s) in enumerate(zip(dst.middle, src.middle))]
+    for (db, dr), (sb, sr) in zip(_levels(dst), _levels(src)):
+        if len(db) < len(sb):
+            raise UserError("--init's decoder has more blocks per level than --preset's: it cannot be embedded")
+        for j, (name, d) in enumerate(db):
+            s = sb[j][1] if j < len(sb) else None
+            if s is not None and type(s) is not type(d):
+                raise UserError(f"--init's decoder block {sb[j][0]} ({type(s).__name__}) does not match {name}")
+            pairs.append((name, d, s))
+        if dr is not None:
+            pairs.append((dr[0], dr[1], sr[1]))
+    pairs += [("head.0", dst.head[0], src.head[0]), ("head.2", dst.head[2], src.head[2])]
+    return pairs
+
+
+def _embed(new: Tensor, old: Tensor, blocks: int = 1) -> tuple[Tensor, Tensor]:
+    """``old`` placed in a zero tensor shaped like ``new``, and the mask of the entries it filled.
+
+    Every axis of ``old`` is a prefix of ``new``'s, except axis 0 when ``blocks > 1``: then it is ``blocks``
+    equal chunks (the decoder's frame-doubling ``time_conv`` has 2, the attention's ``to_qkv`` 3) and each
+    chunk of ``old`` is the prefix of the matching chunk of ``new``."""
+    vals, mask = old.detach().float(), torch.ones(old.shape, dtype=torch.bool)
+    for a in range(old.dim()):
+        n_old, n_new = old.shape[a], new.shape[a]
+        if n_old == n_new:
+            continue
+        k = blocks if a == 0 else 1
+        if n_new < n_old or n_old % k or n_new % k:
+            raise UserError(f"--init's decoder is wider than --preset's (a tensor of {list(old.shape)} into "
+                            f"{list(new.shape)}): it cannot be embedded")
+        bo, bn = n_old // k, n_new // k
+        j = torch.arange(n_old)
+        idx = (j // bo) * bn + j % bo
+        shape = list(vals.shape)
+        shape[a] = n_new
+        vals = vals.new_zeros(shape).index_copy_(a, idx, vals)
+        mask = mask.new_zeros(shape).index_copy_(a, idx, mask)
+    return vals, mask
+
+
+@torch.no_grad()
+def _widen_conv(conv: nn.Module, w_old: Tensor, b_old: Tensor | None, blocks: int = 1,
+                keep_fresh_rows: Tensor | None = None) -> None:
+    """A conv (out, in, ...) of ``dst`` from a narrower one: the old weights in place; output channels the
+    old conv did not have get zero weights and bias (so they are zero), input channels it did not have keep
+    their random init (they multiply channels that are zero). ``keep_fresh_rows``: output channels left
+    random instead (the new query channels of attention, which meet zero key channels)."""
+    vals, mask = _embed(conv.weight, w_old, blocks)
+    rows = mask.flatten(1).any(1)
+    zero_rows = ~rows if keep_fresh_rows is None else (~rows & ~keep_fresh_rows)
+    w = conv.weight.detach().float().clone()
+    w[zero_rows] = 0.0
+    conv.weight.copy_(torch.where(mask, vals, w))
+    if conv.bias is not None:
+        bv, bm = _embed(conv.bias, b_old if b_old is not None else torch.zeros(w_old.shape[0]), blocks)
+        b = conv.bias.detach().float().clone()
+        b[zero_rows] = 0.0
+        conv.bias.copy_(torch.where(bm, bv, b))
+
+
+@torch.no_grad()
+def _widen_norm(norm: nn.Module, gamma_old: Tensor) -> None:
+    """RMSNorm ``x / ||x|| * sqrt(C) * gamma``: with zero extra channels ``||x||`` is unchanged but ``sqrt(C)``
+    grows, so the old gammas are scaled by ``sqrt(C_old / C_new)``; the new ones keep their init (1)."""
+    c_old, c_new = gamma_old.shape[0], norm.gamma.shape[0]
+    vals, mask = _embed(norm.gamma, gamma_old.float() * math.sqrt(c_old / c_new))
+    norm.gamma.copy_(torch.where(mask, vals, norm.gamma.float()))
+
+
+@torch.no_grad()
+def _widen_module(d: nn.Module, s: nn.Module) -> None:
+    from packforcing.model.vae import AttentionBlock, CausalConv3d, Resample, ResidualBlock, RMSNorm
+
+    if isinstance(d, RMSNorm):
+        _widen_norm(d, s.gamma)
+    elif isinstance(d, nn.Conv3d | nn.Conv2d):
+        _widen_conv(d, s.weight, s.bias)
+    elif isinstance(d, ResidualBlock):
+        for i in (0, 3):
+            _widen_norm(d.residual[i], s.residual[i].gamma)
+        for i in (2, 6):
+            _widen_conv(d.residual[i], s.residual[i].weight, s.residual[i].bias)
+        if isinstance(d.shortcut, CausalConv3d):
+            if isinstance(s.shortcut, CausalConv3d):
+                _widen_conv(d.shortcut, s.shortcut.weight, s.shortcut.bias)
+            else:  # the source block kept its channels: an identity shortcut = a 1x1x1 conv with the unit matrix
+                c = s.residual[2].weight.shape[1]
+                _widen_conv(d.shortcut, torch.eye(c).view(c, c, 1, 1, 1), torch.zeros(c))
+        elif not isinstance(s.shortcut, nn.Identity):
+            raise UserError("--init's decoder block has a shortcut conv where --preset's has none")
+    elif isinstance(d, AttentionBlock):
+        c_old, c_new = s.proj.weight.shape[0], d.proj.weight.shape[0]
+        _widen_norm(d.norm, s.norm.gamma)
+        # scores q.k / sqrt(C): the old queries scaled by sqrt(C_new / C_old) keep them; the new query
+        # channels stay random (they meet zero key channels; a zero query would leave the new keys no gradient)
+        fresh_q = torch.zeros(3 * c_new, dtype=torch.bool)
+        fresh_q[c_old:c_new] = True
+        _widen_conv(d.to_qkv, s.to_qkv.weight, s.to_qkv.bias, blocks=3, keep_fresh_rows=fresh_q)
+        f = math.sqrt(c_new / c_old)
+        d.to_qkv.weight[:c_old] *= f
+        d.to_qkv.bias[:c_old] *= f
+        _widen_conv(d.proj, s.proj.weight, s.proj.bias)
+    elif isinstance(d, Resample):
+        _widen_conv(d.resample[1], s.resample[1].weight, s.resample[1].bias)
+        if hasattr(d, "time_conv"):
+            blocks = 2 if d.mode == "upsample3d" else 1  # frame doubling: out channels [first frame | second]
+            _widen_conv(d.time_conv, s.time_conv.weight, s.time_conv.bias, blocks=blocks)
+    else:
+        raise UserError(f"cannot widen a decoder module of type {type(d).__name__}")
+
+
+@torch.no_grad()
+def _make_identity(d: nn.Module) -> None:
+    """An added block starts as the identity: its last layer (a residual branch's conv, attention's proj) is zeroed."""
+    from packforcing.model.vae import AttentionBlock, ResidualBlock
+
+    last = d.residual[6] if isinstance(d, ResidualBlock) else d.proj if isinstance(d, AttentionBlock) else None
+    if last is None:
+        raise UserError(f"cannot add a decoder module of type {type(d).__name__} as an identity")
+    last.weight.zero_()
+    last.bias.zero_()
+
+
+@torch.no_grad()
+def init_from_smaller_decoder(vae: WanVAE, src: WanVAE, mode: str = "widen") -> DecoderInit:
+    """Initialise ``vae`` from ``src``, a trained VAE with the same encoder and a narrower or shallower decoder
+    (``VAEConfig.decoder_dim`` / ``decoder_dim_mult`` / ``decoder_res_blocks``): the encoder, ``conv1``,
+    ``conv2`` and the latent statistics are copied exactly, so the latent space is ``src``'s.
+
+    ``mode="widen"``: the decoder is ``src``'s embedded function-preservingly (Net2Net-style growth with
+    zero-initialised new units, no upstream counterpart): every old channel keeps its weights, every new
+    channel is zero (its incoming weights and bias are zero; the weights reading it stay random, so it gets
+    a gradient at once), RMS-norm gains and attention queries are rescaled for the wider channel count, and
+    an added residual block starts as the identity (its last conv zeroed). ``vae.decode`` then equals
+    ``src.decode`` up to float rounding. ``mode="fresh"``: the decoder keeps its random init.
+    """
+    if _encoder_arch(vae.config) != _encoder_arch(src.config):
+        raise UserError("--init's encoder differs from --preset's (dim, z_dim, dim_mult, num_res_blocks, attn_scales, "
+                        "temporal_downsample must match to keep the latent space); pick the preset of the file's encoder")
+    sd_src = src.state_dict()
+    copied = []
+    for k, v in vae.state_dict().items():
+        if k.startswith(("encoder.", "conv1.", "conv2.")):
+            v.copy_(sd_src[k])
+            copied.append(k)
+    vae.set_latent_stats(src.config.latent_mean, src.config.latent_std)
+    dec_keys = [f"decoder.{k}" for k in vae.decoder.state_dict()]
+    if mode == "fresh":
+        widened, fresh = [], dec_keys
+    else:
+        widened, fresh = [], []
+        for name, d, s in _decoder_pairs(vae.decoder, src.decoder):
+            keys = [f"decoder.{name}.{k}" for k in d.state_dict()]
+            if s is None:
+                _make_identity(d)
+                fresh += keys
+            else:
+                _widen_module(d, s)
+                widened += keys
+        missed = set(dec_keys) - set(widened) - set(fresh)
+        if missed:  # a decoder part no pairing reached: a new module type the widening does not know
+            raise UserError(f"decoder widening missed {len(missed)} tensors (e.g. {sorted(missed)[0]})")
+    return DecoderInit(tuple(copied), tuple(widened), tuple(fresh), mode, _decoder_desc(src.config),
+                       _decoder_desc(vae.config))
+
+
+def _is_decoder_key(key: str) -> bool:
+    return key.startswith(("decoder.", "conv2."))
+
+
+@torch.no_grad()
+def _round_trip_decoder(vae: WanVAE, dtype: torch.dtype) -> None:
+    """Round the decoder's (and conv2's) weights through ``dtype`` in place (the encoder is left alone)."""
+    if dtype == torch.float32:
+        return
+    for k, t in vae.state_dict(keep_vars=True).items():
+        if _is_decoder_key(k) and t.is_floating_point():
+            t.data.copy_(t.data.to(dtype).to(t.dtype))
 
 
 @torch.no_grad()
@@ -216,18 +482,22 @@ def run_vae(cfg: VAETrainConfig) -> Path:
     seed_everything(cfg.seed)
     vae = build_vae(cfg.preset, seed=cfg.seed)
     init_posterior(vae, cfg.init_log_var)
+    kept = None
     if cfg.init:
         from packforcing.model.loading import check_state_dict, load_state_dict_file
+        from packforcing.model.vae import load_vae
 
-        sd = load_state_dict_file(cfg.init, what="VAE weights (--init)")
-        check_state_dict(vae, sd, cfg.init, what=f"WanVAE(preset={cfg.preset!r})")
-        vae.load_state_dict(sd)
+        kept = load_vae(cfg.init, preset=cfg.preset)  # a file written by save_vae loads as its own architecture
+        if _encoder_arch(kept.config) == _encoder_arch(vae.config) and (
+            _decoder_desc(kept.config) != _decoder_desc(vae.config)
+        ):  # a wider/deeper decoder over the file's encoder and latent space
+            print(init_from_smaller_decoder(vae, kept, cfg.decoder_init).line(), flush=True)
+        else:
+            sd = load_state_dict_file(cfg.init, what="VAE weights (--init)")
+            check_state_dict(vae, sd, cfg.init, what=f"WanVAE(preset={cfg.preset!r})")
     vae = vae.to(device).train()
     trained = list(vae.parameters())
     if cfg.train_part == "decoder":  # the latent space stays the one every diffusion stage was trained on
-        from packforcing.model.vae import load_vae
-
-        kept = load_vae(cfg.init, preset=cfg.preset)
         vae.set_latent_stats(kept.config.latent_mean, kept.config.latent_std)
         vae.encoder.requires_grad_(False)
         vae.conv1.requires_grad_(False)
@@ -276,6 +546,8 @@ def run_vae(cfg: VAETrainConfig) -> Path:
         stop_reason = budget.reason() if step < cfg.steps else "steps done"
         train_s = time.monotonic() - t_start
         save_train_state(paths.state, vae, opt, step=step, wall_time_s=wall0 + train_s)
+        save_dtype = resolve_dtype(cfg.save_dtype)
+        _round_trip_decoder(vae, save_dtype)  # the metrics below are those of the saved file
 
         # latent statistics on held-out clips (another set than the PSNR clips), then the checks, in
         # strict float32 (no TF32 convolutions: the stream/whole comparison must see float noise only)
@@ -301,8 +573,10 @@ def run_vae(cfg: VAETrainConfig) -> Path:
     eval_s = time.monotonic() - t_start - train_s
     meta = {"format": "packforcing.wan_vae", "config": json.dumps(vae.config.to_dict()),
             "latent_stats": json.dumps({"mean": vae.config.latent_mean, "std": vae.config.latent_std})}
+    sd = {k: v.to(save_dtype) if _is_decoder_key(k) and v.is_floating_point() else v
+          for k, v in vae.state_dict().items()}
     out = save_checkpoint(
-        paths.weights, vae.state_dict(), stage="vae", step=step, config=cfg.to_dict(), wall_time_s=wall,
+        paths.weights, sd, stage="vae", step=step, config=cfg.to_dict(), wall_time_s=wall,
         device=device, metrics=metrics, metadata=meta,
         extra={"stop_reason": stop_reason, "eval_s": round(eval_s, 2), "vae_config": vae.config.to_dict(),
                "num_parameters_model": count_parameters(vae), "latent_mean": mean.tolist(), "latent_std": std.tolist(),
@@ -364,6 +638,6 @@ def main_vae(args: list[str] | None = None) -> Path:
 
 
 __all__ = [
-    "VAETrainConfig", "init_posterior", "vae_loss", "psnr", "evaluate_vae", "latent_stats",
+    "VAETrainConfig", "init_posterior", "vae_loss", "init_from_smaller_decoder", "DecoderInit", "psnr", "evaluate_vae", "latent_stats",
     "normalised_latent_moments", "stream_decode_gap", "run_vae", "main_vae", "select_vae",
 ]  # fmt: skip
