@@ -45,12 +45,13 @@ VAE_CONTROLS = (VAE_CONTROL, "attributes_redrawn_through_vae")
 
 
 def through_vae(frames: np.ndarray, vae) -> np.ndarray:
-    """uint8 frames [T, H, W, 3] encoded and decoded by ``vae`` (a ``WanVAE``) -> uint8 [T, H, W, 3]."""
+    """uint8 frames [T, H, W, 3] encoded and decoded by ``vae`` (a ``WanVAE``, on any device) -> uint8 [T, H, W, 3]."""
     import torch
 
     from packforcing.video import to_uint8_frames
 
-    x = torch.from_numpy(frames).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
+    dev = next(vae.parameters()).device
+    x = torch.from_numpy(frames).permute(3, 0, 1, 2)[None].to(dev).float() / 127.5 - 1
     with torch.no_grad():
         return to_uint8_frames(vae.decode(vae.encode(x), clamp=True), batch=True)[0]
 

@@ -57,11 +57,9 @@ def _job(args: tuple) -> dict:
         v = W.render(scene, 1 + 4 * (n_lat - 1))
     elif model == "vae":  # the ground truth through the VAE (encode, decode): every DiT's ceiling
         from packforcing.model.vae import load_vae
+        from reports.memory_control import through_vae
 
-        vae = load_vae(opts.get("vae"), preset="toy", device=dev)
-        x = torch.from_numpy(W.render(scene, 1 + 4 * (n_lat - 1))).permute(3, 0, 1, 2)[None].to(dev).float() / 127.5 - 1
-        with torch.no_grad():
-            v = to_uint8_frames(vae.decode(vae.encode(x), clamp=True), batch=True)[0]
+        v = through_vae(W.render(scene, 1 + 4 * (n_lat - 1)), load_vae(opts.get("vae"), preset="toy", device=dev))
     elif model == "teacher":
         from packforcing.model.text import build_text_encoder
         from packforcing.model.vae import load_vae

@@ -429,23 +429,20 @@ class PackForcingPolicy(CachePolicy):
         self.c_pos = R.grid_positions(rows, h_c, w_c, torch.arange(h_c, device=dev) * sh + sh // 2,
                                       torch.arange(w_c, device=dev) * sw + sw // 2)
         self.c_row_off = self.c_pos[0]  # [N_c] canonical temporal offsets
-        self._mid_tab: tuple[Tensor, Tensor, Tensor] | None = None
+        self._mid_pos: Tensor | None = None
         self._cand_means: Tensor | None = None
         self._deferred: tuple | None = None  # a committed block whose compressed copy waits for its decoded frames
 
-    def _mid_tables(self, n: int) -> tuple[Tensor, Tensor, Tensor]:
+    def _mid_positions(self, n: int) -> Tensor:
         """``rope_adjust``: mid slot i always holds a block at temporal base ``sink_frames + i * B_f``, so the
-        cos/sin of every slot's rotation ([n, t_pairs]) and the slots' positions ([n * N_c]) are fixed: computed
-        once (grown with the attended count), not per block or per layer."""
-        tab = self._mid_tab
-        if tab is None or tab[0].shape[0] < n:
+        slots' positions ([n * N_c]) are fixed: computed once (grown with the attended count), not per block."""
+        pos = self._mid_pos
+        if pos is None or pos.shape[0] < n * self.n_c:
             m = max(n, self.max_sel)
             dev = self.c_row_off.device
             base = self.cfg.sink_frames + torch.arange(m, device=dev, dtype=torch.float64) * self.bf
-            cos, sin = R.temporal_cos_sin(base, self.spec.head_dim, self.spec.rope_theta, R.compute_dtype(self.spec.dtype))
-            pos = base.repeat_interleave(self.n_c) + self.c_row_off.repeat(m).to(base.device)
-            tab = self._mid_tab = (cos, sin, pos)
-        return tab[0][:n], tab[1][:n], tab[2][: n * self.n_c]
+            pos = self._mid_pos = base.repeat_interleave(self.n_c) + self.c_row_off.repeat(m).to(base.device)
+        return pos[: n * self.n_c]
 
     # ---- bookkeeping ---------------------------------------------------------------------------
     def _advance(self, blk: BlockInfo) -> _Layout:
@@ -567,7 +564,7 @@ class PackForcingPolicy(CachePolicy):
         elif lay.n_sel:
             if self.cfg.rope_adjust:  # the mid slots' positions depend on their index only: set once per block
                 a = self.mid_start
-                st.pos[a : a + lay.n_sel * self.n_c] = self._mid_tables(lay.n_sel)[2]
+                st.pos[a : a + lay.n_sel * self.n_c] = self._mid_positions(lay.n_sel)
             if lay.mid_bases is not None:  # fifo / all / topk with every candidate selected: the newest n_sel
                 self._place(None, lay.mid_candidates[len(lay.mid_candidates) - lay.n_sel :])
             else:

@@ -38,6 +38,7 @@ from packforcing.train.data import (
     TRAIN_SCENE_OVERRIDES,
     ToyVideoSource,
     close_loader_iter,
+    first_frame_weights,
     heldout_clips,
     heldout_scenes,
     make_loader,
@@ -63,6 +64,6 @@ __all__ = [
     "git_sha", "TimeBudget", "warmup_cosine", "set_lr", "Logger", "RunningMeans", "read_jsonl", "plot_losses", "try_plot_losses",
     "StagePaths",
     "stage_paths", "save_checkpoint", "load_checkpoint", "read_sidecar", "save_train_state", "load_train_state",
-    "TRAIN_SCENE_OVERRIDES", "HELDOUT_SEED", "train_scene", "ToyVideoSource", "make_loader", "close_loader_iter", "to_video",
+    "TRAIN_SCENE_OVERRIDES", "HELDOUT_SEED", "train_scene", "ToyVideoSource", "make_loader", "close_loader_iter", "to_video", "first_frame_weights",
     "toy_batches", "heldout_scenes", "heldout_clips", "count_parameters", "REPO_ROOT", "CHECKPOINT_FORMAT",
 ]  # fmt: skip

@@ -94,6 +94,15 @@ def to_video(frames: Tensor | np.ndarray, device: torch.device | str = "cpu", dt
     return x.to(dtype).div_(127.5).sub_(1.0)
 
 
+def first_frame_weights(frames: int, weight: float, device: torch.device | str = "cpu") -> Tensor:
+    """Per-frame loss weights ``[1, 1, frames, 1, 1]`` for a ``[B, C, T, H, W]`` error: frame 0 weighted ``weight``
+    against 1 for the others, scaled to mean 1 (``weight`` 1: all ones). Frame 0 of a Wan-VAE clip is the one
+    encoded alone (its latent frame holds one pixel frame, the others four), so its statistics differ."""
+    fw = torch.ones(1, 1, frames, 1, 1, device=device)
+    fw[:, :, 0] = weight
+    return fw / fw.mean()
+
+
 def close_loader_iter(it: Any) -> None:
     """Stop a ``DataLoader`` iterator's workers and pin-memory thread now (not at interpreter exit,
     where a still-running pin-memory thread prints a traceback)."""

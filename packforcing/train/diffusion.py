@@ -37,7 +37,7 @@ from packforcing.errors import UserError
 from packforcing.model.dit import WanDiT
 from packforcing.model.presets import get_preset
 from packforcing.sampler import FlowMatchSampler
-from packforcing.train.common import autocast
+from packforcing.train.common import autocast, first_frame_weights
 from packforcing.util import resolve_device
 
 Tensor = torch.Tensor
@@ -232,10 +232,7 @@ def train_teacher(data: dict, cfg: TeacherConfig, device: torch.device, out: Pat
             fwd = torch.compile(model)
         except Exception as e:  # noqa: BLE001 - an optional speed-up; eager is always correct
             print(f"teacher: torch.compile unavailable ({type(e).__name__}: {e}); training eagerly", flush=True)
-    # per-latent-frame loss weights [1, 1, F, 1, 1]: frame 0 may be weighted up (its statistics differ)
-    fw = torch.ones(1, 1, lat.shape[2], 1, 1, device=device)
-    fw[:, :, 0] = cfg.frame0_weight
-    fw = fw / fw.mean()
+    fw = first_frame_weights(lat.shape[2], cfg.frame0_weight, device)  # per latent frame [1, 1, F, 1, 1], mean 1
     while step < cfg.steps and (time.time() - t0) < cfg.minutes * 60:
         idx = torch.randint(0, n, (cfg.batch,), device=device)
         x0, c = lat[idx], ctx[idx].clone()

@@ -48,6 +48,7 @@ from packforcing.train.common import (
     autocast,
     count_parameters,
     default_num_workers,
+    first_frame_weights,
     heldout_clips,
     load_train_state,
     resolve_device,
@@ -138,9 +139,7 @@ def vae_loss(vae: WanVAE, video: Tensor, cfg: VAETrainConfig, device: torch.devi
     kl = 0.5 * (mu.square() + log_var.exp() - 1.0 - log_var).mean()
     w1, w2 = l1, l2  # the reconstruction terms of the loss: frame 0 weighted when asked
     if cfg.first_frame_weight != 1.0 and err.shape[2] > 1:
-        fw = torch.ones(1, 1, err.shape[2], 1, 1, device=err.device)  # per pixel frame, mean 1
-        fw[:, :, 0] = cfg.first_frame_weight
-        fw = fw / fw.mean()
+        fw = first_frame_weights(err.shape[2], cfg.first_frame_weight, err.device)  # per pixel frame, mean 1
         w1, w2 = (err.abs() * fw).mean(), (err.square() * fw).mean()
     loss = cfg.l1_weight * w1 + cfg.l2_weight * w2 + cfg.kl_weight * kl
     return loss, {"l1": l1.detach(), "l2": l2.detach(), "kl": kl.detach()}
