@@ -26,22 +26,39 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--out", default="")
+    ap.add_argument("--saturated-from", type=int, default=20, help="blocks from this index on are the saturated cache")
+    ap.add_argument("--profile-at", type=int, default=0, help="profile this compress call (0: none): top kernels")
     a, rest = ap.parse_known_args()
     from packforcing.bench.__main__ import main as bench_main
     from packforcing.cache import packforcing as P
     from packforcing.cache.compressor import DualBranchCompressor, HRBranch
 
-    times: dict[str, list[float]] = {"hr": [], "lr": [], "transformer_pass": [], "compress_total": []}
+    times: dict[str, list[tuple[int, float]]] = {"hr": [], "lr": [], "transformer_pass": [], "compress_total": [],
+                                                 "select_hook": [], "place": []}
+    calls = {"compress": 0}
+    prof_out: dict = {}
 
     sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
 
     def timed(name, fn):
         def wrapper(*args, **kw):
+            if name == "compress_total":
+                calls["compress"] += 1
             sync()
             t = time.perf_counter()
-            out = fn(*args, **kw)
+            if name == "transformer_pass" and a.profile_at and calls["compress"] == a.profile_at:
+                from torch.profiler import ProfilerActivity, profile
+
+                acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+                with profile(activities=acts) as prof:
+                    out = fn(*args, **kw)
+                    sync()
+                key = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+                prof_out["table"] = prof.key_averages().table(sort_by=key, row_limit=25)
+            else:
+                out = fn(*args, **kw)
             sync()
-            times[name].append((time.perf_counter() - t) * 1e3)
+            times[name].append((calls["compress"], (time.perf_counter() - t) * 1e3))
             return out
         return wrapper
 
@@ -49,13 +66,28 @@ def main() -> None:
     DualBranchCompressor.lr = timed("lr", DualBranchCompressor.lr)
     P.PackForcingPolicy._through_transformer = timed("transformer_pass", P.PackForcingPolicy._through_transformer)
     P.PackForcingPolicy._compress_into = timed("compress_total", P.PackForcingPolicy._compress_into)
+    P.PackForcingPolicy._select_hook = timed("select_hook", P.PackForcingPolicy._select_hook)
+    P.PackForcingPolicy._place = timed("place", P.PackForcingPolicy._place)
     bench_main(["--policies", "packforcing", "--lengths", f"{a.seconds:g}", "--real-max-seconds", f"{a.seconds:g}",
                 "--skip", "e2e,vae,topk,compile,plot,profile", "--backends", "sdpa", "--time-budget", "120",
                 "--out", "/tmp/compress_probe_bench", *rest])
-    res = {k: {"n": len(v), "median_ms": round(statistics.median(v), 2) if v else None,
-               "mean_ms": round(statistics.fmean(v), 2) if v else None} for k, v in times.items()}
+    def summary(v: list[float]) -> dict:
+        return {"n": len(v), "median_ms": round(statistics.median(v), 2) if v else None,
+                "mean_ms": round(statistics.fmean(v), 2) if v else None}
+
+    # select_hook/place run per layer: their per-block sums are what a block pays
+    res = {k: {"all": summary([ms for _, ms in v]),
+               "saturated": summary([ms for c, ms in v if c >= a.saturated_from]),
+               "per_block_sum_saturated_ms": round(sum(ms for c, ms in v if c >= a.saturated_from)
+                                                   / max(1, len({c for c, _ in v if c >= a.saturated_from})), 2),
+               "by_call": [[c, round(ms, 2)] for c, ms in v][:400]} for k, v in times.items()}
+    res["profile_at"] = a.profile_at
+    res["profile_table"] = prof_out.get("table")
+    if prof_out.get("table"):
+        print(prof_out["table"])
     res["card"] = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     res["torch"] = torch.__version__
+    res["saturated_from"] = a.saturated_from
     res["config"] = "wan2.1-1.3b random bf16, packforcing paper preset (HR+LR, LR from decoded-shape frames, unbounded host archive, top-k 16)"
     print(json.dumps(res, indent=1))
     if a.out:

@@ -149,7 +149,7 @@ def main() -> None:
     prompts = W.prompt_set(a.prompts, seed=7)
     jobs = []
     for m in models:
-        for sec in sorted(set(lengths) | ({120.0} if m in STUDENTS else set())):
+        for sec in sorted(set(lengths) | ({120.0} if m in STUDENTS and 120.0 in opts["strip_seconds"] else set())):
             if (m == "teacher" and sec > 5) or (m == "vae" and sec > 30):
                 continue  # the bidirectional teacher makes 5 s clips only
             if sec == 120.0 and sec not in lengths:
