@@ -28,7 +28,12 @@ def main() -> None:
     ap.add_argument("--out", default="")
     ap.add_argument("--saturated-from", type=int, default=20, help="blocks from this index on are the saturated cache")
     ap.add_argument("--profile-at", type=int, default=0, help="profile this compress call (0: none): top kernels")
+    ap.add_argument("--check-graphs", type=float, default=0.0,
+                    help="seconds: a toy packforcing rollout on CUDA with the compressed pass's CUDA graphs off and on; "
+                         "prints the max |difference| of the latents and the captures/replays, then exits")
     a, rest = ap.parse_known_args()
+    if a.check_graphs:
+        return check_graphs(a.check_graphs, a.out)
     from packforcing.bench.__main__ import main as bench_main
     from packforcing.cache import packforcing as P
     from packforcing.cache.compressor import DualBranchCompressor, HRBranch
@@ -92,6 +97,47 @@ def main() -> None:
     print(json.dumps(res, indent=1))
     if a.out:
         Path(a.out).write_text(json.dumps(res, indent=1))
+
+
+def check_graphs(seconds: float, out: str = "") -> None:
+    """The same toy rollout (shipped packforcing student, toy preset: top-k selecting from block 20) with
+    PF_CUDA_GRAPHS=0 and =1: the graphed compressed pass must give the eager latents."""
+    import os
+
+    from packforcing.cuda_graphs import GraphCache
+    from packforcing.pipeline import GenerationSpec, generate
+    from packforcing.util import latent_frames
+
+    if not torch.cuda.is_available():
+        print("check-graphs: no CUDA device")
+        return
+    counts: dict = {}
+    orig = GraphCache.run
+
+    def counting(self, *args, **kw):
+        out = orig(self, *args, **kw)
+        counts[self.what] = self.stats()
+        return out
+
+    GraphCache.run = counting
+    n = latent_frames(seconds, 4) // 4 * 4
+    lat = {}
+    for flag in ("0", "1"):
+        os.environ["PF_CUDA_GRAPHS"] = flag
+        path = f"/tmp/check_graphs_{flag}.safetensors"
+        t = time.perf_counter()
+        r = generate(GenerationSpec(policy="packforcing", num_latent_frames=n, device="cuda", latents_path=path, seed=0))
+        from safetensors.torch import load_file
+
+        lat[flag] = (load_file(path)["latents"], time.perf_counter() - t, r.timings["rollout_s"])
+    d = (lat["0"][0] - lat["1"][0]).abs().max().item()
+    res = {"seconds": seconds, "latent_frames": n, "max_abs_diff": d, "latent_abs_max": lat["0"][0].abs().max().item(),
+           "rollout_s_eager": round(lat["0"][2], 3), "rollout_s_graphs": round(lat["1"][2], 3), "graphs": counts,
+           "card": torch.cuda.get_device_name(), "torch": torch.__version__,
+           "config": "toy preset packforcing (shipped student, HR compressor, top-k 16 selecting), cuda float32"}
+    print(json.dumps(res, indent=1))
+    if out:
+        Path(out).write_text(json.dumps(res, indent=1))
 
 
 if __name__ == "__main__":
