@@ -126,7 +126,8 @@ def check_graphs(seconds: float, out: str = "") -> None:
         os.environ["PF_CUDA_GRAPHS"] = flag
         path = f"/tmp/check_graphs_{flag}.safetensors"
         t = time.perf_counter()
-        r = generate(GenerationSpec(policy="packforcing", num_latent_frames=n, device="cuda", latents_path=path, seed=0))
+        r = generate(GenerationSpec(policy="packforcing", policy_kwargs={"preset": "toy"}, num_latent_frames=n, device="cuda",
+                                    latents_path=path, seed=0))
         from safetensors.torch import load_file
 
         lat[flag] = (load_file(path)["latents"], time.perf_counter() - t, r.timings["rollout_s"])

@@ -149,6 +149,10 @@ class Bench:
         e.update({"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
                   "device": str(self.device), "dtype": str(self.dtype).replace("torch.", ""),
                   "platform": platform.platform(), "cpu_count": os.cpu_count()})
+        from packforcing.cuda_graphs import graphs_enabled
+
+        # PackForcing's compressor and compressed tokens' pass replay CUDA graphs unless PF_CUDA_GRAPHS=0
+        e["cuda_graphs"] = bool(graphs_enabled() and self.device.type == "cuda")
         try:
             e["cudnn"] = torch.backends.cudnn.version()
         except Exception:  # noqa: BLE001
