@@ -150,11 +150,15 @@ RECORDED_VERSIONS = {"torch": "torch", "numpy": "numpy", "open_clip": "open_clip
 
 def _versions() -> dict:
     """Versions that can change a cell's numbers: Python, packforcing and :data:`RECORDED_VERSIONS`
-    (``None`` for a package that is not installed)."""
+    (``None`` for a package that is not installed), plus the library that wrote the videos
+    (``video_backend``: "av", "cv2" or ``None``; with "cv2", ``opencv`` is its version: the videos
+    are then mp4v, not H.264)."""
     import platform
     from importlib.metadata import PackageNotFoundError, version
 
     import packforcing
+    from packforcing.errors import UserError
+    from packforcing.video import video_backend
 
     out = {"python": platform.python_version(), "packforcing": packforcing.__version__}
     for key, dist in RECORDED_VERSIONS.items():
@@ -162,6 +166,14 @@ def _versions() -> dict:
             out[key] = version(dist)
         except PackageNotFoundError:
             out[key] = None
+    try:
+        out["video_backend"] = video_backend()
+    except UserError:
+        out["video_backend"] = None
+    if out["video_backend"] == "cv2":
+        import cv2
+
+        out["opencv"] = cv2.__version__
     return out
 
 

@@ -82,22 +82,35 @@ def make_cell(sweep: str, axes: dict, method: str, scale: str, seconds: int, pro
 
 
 def write_video(path: Path, frames: int = 24, size: int = 64, seed: int = 0) -> None:
-    """A tiny moving-square mp4 (PyAV), so that frame strips and <video> have something to show."""
-    import av
+    """A tiny moving-square mp4 (PyAV; OpenCV's mp4v without it), so that frame strips and <video>
+    have something to show."""
+    from packforcing.video import Cv2Encoder, video_backend
 
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     color = rng.integers(80, 255, size=3)
+
+    def frame(t: int) -> np.ndarray:
+        img = np.full((size, size, 3), 30, np.uint8)
+        x = int((size - 16) * t / max(1, frames - 1))
+        img[24:40, x:x + 16] = color
+        return img
+
+    if video_backend() == "cv2":
+        enc = Cv2Encoder(path, 16, size, size, "mp4v")
+        for t in range(frames):
+            enc.write(frame(t))
+        enc.close()
+        return
+    import av
+
     with av.open(str(path), "w") as out:
         codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
         st = out.add_stream(codec, rate=16)
         st.width = st.height = size
         st.pix_fmt = "yuv420p"
         for t in range(frames):
-            img = np.full((size, size, 3), 30, np.uint8)
-            x = int((size - 16) * t / max(1, frames - 1))
-            img[24:40, x:x + 16] = color
-            for pkt in st.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+            for pkt in st.encode(av.VideoFrame.from_ndarray(frame(t), format="rgb24")):
                 out.mux(pkt)
         for pkt in st.encode():
             out.mux(pkt)

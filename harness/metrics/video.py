@@ -1,23 +1,31 @@
-"""Small PyAV helpers for the metrics: probe, decode (all or selected frames), write, split, hash.
+"""Small video helpers for the metrics: probe, decode (all or selected frames), write, split, hash.
 
-Frames are uint8 numpy ``[T, H, W, 3]`` RGB (CONTRACTS.md). PyAV is imported inside the functions.
+Frames are uint8 numpy ``[T, H, W, 3]`` RGB (CONTRACTS.md). PyAV is imported inside the functions;
+where it is not installed they use OpenCV instead (``packforcing.video.video_backend``, which
+``PF_VIDEO_BACKEND=av|cv2`` can force).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from fractions import Fraction
 from typing import Iterator, Sequence
 
+from packforcing import video as pfvideo
 from packforcing.errors import UserError
+
+
+def _check_exists(path: str) -> None:
+    if not os.path.isfile(path):
+        raise UserError(f"video not found: {os.path.abspath(path)}")
 
 
 def _open(path: str):
     import av
 
-    if not os.path.isfile(path):
-        raise UserError(f"video not found: {os.path.abspath(path)}")
+    _check_exists(path)
     try:
         return av.open(path)
     except Exception as e:  # av.error.InvalidDataError and friends
@@ -27,6 +35,10 @@ def _open(path: str):
 def probe(path: str | os.PathLike) -> dict:
     """``{"num_frames", "fps", "height", "width"}``; counts frames by demuxing when the header lacks it."""
     path = os.fspath(path)
+    if pfvideo.video_backend() == "cv2":
+        _check_exists(path)
+        info = pfvideo.video_info(path)
+        return {"num_frames": info.num_frames, "fps": info.fps or None, "height": info.height, "width": info.width}
     with _open(path) as c:
         s = c.streams.video[0]
         fps = float(s.average_rate or s.guessed_rate or 0) or None
@@ -38,6 +50,10 @@ def probe(path: str | os.PathLike) -> dict:
 
 def iter_frames(path: str | os.PathLike) -> Iterator:
     """Yield uint8 ``[H, W, 3]`` RGB frames in decode order."""
+    if pfvideo.video_backend() == "cv2":
+        _check_exists(os.fspath(path))
+        yield from pfvideo.iter_frames(path)
+        return
     with _open(os.fspath(path)) as c:
         s = c.streams.video[0]
         s.thread_type = "AUTO"
@@ -100,13 +116,30 @@ class ClipWriter:
     ``lossless=True`` uses ``libx264rgb`` at qp 0: the decoded RGB pixels equal the input exactly
     (PyAV, decord and OpenCV all read them back bit-exact), so the clips handed to VBench carry the
     same pixels as the video they were cut from. Otherwise yuv420p at ``crf``.
+
+    Under the OpenCV backend (no PyAV; ``backend`` says which): ``lossless=True`` writes FFV1
+    (stored as bgra, read back bit-exact by PyAV and OpenCV, larger files), otherwise MPEG-4 part 2
+    (``mp4v``, yuv420p) at OpenCV's own bitrate: ``crf`` is not applied there (a warning says so).
+    OpenCV picks the container from the extension (``.mp4`` here).
     """
 
     def __init__(self, path: str, fps: float, height: int, width: int, lossless: bool = True, crf: int = 18):
-        import av
-
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self.path = path
+        self.frames = 0
+        self.backend = pfvideo.video_backend()
+        if not lossless and (height % 2 or width % 2):
+            raise UserError(f"ClipWriter: yuv420p needs even height/width, got {height}x{width}")
+        if self.backend == "cv2":
+            if not lossless:
+                warnings.warn(
+                    f"{os.path.basename(path)}: the OpenCV video backend writes mp4v at its own "
+                    f"bitrate; crf={crf} not applied"
+                )
+            self._enc = pfvideo.Cv2Encoder(path, float(fps), width, height, "FFV1" if lossless else "mp4v")
+            return
+        import av
+
         self._c = av.open(path, mode="w")
         rate = Fraction(fps).limit_denominator(1001)
         if lossless:
@@ -114,16 +147,17 @@ class ClipWriter:
             s.pix_fmt = "rgb24"
             s.options = {"qp": "0", "preset": "ultrafast"}
         else:
-            if height % 2 or width % 2:
-                raise UserError(f"ClipWriter: yuv420p needs even height/width, got {height}x{width}")
             s = self._c.add_stream("libx264", rate=rate)
             s.pix_fmt = "yuv420p"
             s.options = {"crf": str(crf), "preset": "veryfast"}
         s.width, s.height = width, height
         self._s = s
-        self.frames = 0
 
     def write(self, frame) -> None:
+        if self.backend == "cv2":
+            self._enc.write(frame)
+            self.frames += 1
+            return
         import av
         import numpy as np
 
@@ -133,6 +167,9 @@ class ClipWriter:
         self.frames += 1
 
     def close(self) -> None:
+        if self.backend == "cv2":
+            self._enc.close()
+            return
         for p in self._s.encode():
             self._c.mux(p)
         self._c.close()
