@@ -408,7 +408,7 @@ def _f(x, nd: int = 3) -> str:
 
 def markdown(info: dict) -> str:
     S = info["summary"]
-    L = [f"# What the toy VAE destroys, attribute by attribute (issue 17)", "",
+    L = ["# What the toy VAE destroys, attribute by attribute (issue 17)", "",
          f"`{info['command']}`  ({info['n_prompts']} held-out prompts, `prompt_set(n, seed=7)`; VAE: {info['vae']}; "
          f"{info['wall_s']:.0f} s on {info['workers']} workers). Raw per-sample records: `vae_attribute_probe.json`.", ""]
     L += ["## Headline", "", "| length | video | prompt fidelity | re-entry persistence (events) |", "|---|---|---|---|"]
