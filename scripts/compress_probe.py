@@ -136,34 +136,9 @@ def check_graphs(seconds: float, out: str = "") -> None:
            "rollout_s_eager": round(lat["0"][2], 3), "rollout_s_graphs": round(lat["1"][2], 3), "graphs": counts,
            "card": torch.cuda.get_device_name(), "torch": torch.__version__,
            "config": "toy preset packforcing (shipped student, HR compressor, top-k 16 selecting), cuda float32"}
-    res["split_kv"] = check_split_kv()
     print(json.dumps(res, indent=1))
     if out:
         Path(out).write_text(json.dumps(res, indent=1))
-
-
-def check_split_kv() -> dict:
-    """Wan shapes of one layer of the compressed pass (182 queries, 28,054 keys, 12 heads of 128, bf16): split-KV
-    attention against the default kernel, its max |difference| and both times (CUDA events, median of 20)."""
-    from packforcing.attention import attention, attention_split_kv
-
-    g = torch.Generator(device="cuda").manual_seed(0)
-    q, k, v = (torch.randn(1, n, 12, 128, device="cuda", dtype=torch.bfloat16, generator=g) for n in (182, 28054, 28054))
-
-    def timed(fn):
-        ts = []
-        for _ in range(25):
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            fn()
-            b.record()
-            torch.cuda.synchronize()
-            ts.append(a.elapsed_time(b))
-        return round(statistics.median(ts[5:]), 4)
-
-    ref, out = attention(q, k, v), attention_split_kv(q, k, v)
-    return {"max_abs_diff": (ref.float() - out.float()).abs().max().item(), "ref_abs_max": ref.float().abs().max().item(),
-            "ms_default": timed(lambda: attention(q, k, v)), "ms_split_kv": timed(lambda: attention_split_kv(q, k, v))}
 
 
 if __name__ == "__main__":

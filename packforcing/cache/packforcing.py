@@ -51,7 +51,7 @@ from typing import Optional
 import torch
 
 from packforcing import rope as R
-from packforcing.attention import attention, attention_split_kv, current_backend
+from packforcing.attention import attention
 from packforcing.cache import selector as S
 from packforcing.cache.base import (
     BlockInfo,
@@ -146,18 +146,7 @@ class _CompressedPassView:
         a, b = end, end + k.shape[1]
         st.k[layer, :, a:b] = k.to(st.k.dtype)
         st.v[layer, :, a:b] = v.to(st.v.dtype)
-        kk, vv = st.k[layer, :, :b].to(k.dtype), st.v[layer, :, :b].to(v.dtype)
-        if _split_kv_applies(q, kk):  # N_c queries over the whole context: keys split across the GPU
-            return attention_split_kv(q, kk, vv)
-        return attention(q, kk, vv)
-
-
-def _split_kv_applies(q: Tensor, k: Tensor) -> bool:
-    """The compressed tokens' pass on CUDA (batch 1, half precision, keys >= 8 chunks of 2048, default backend) uses
-    :func:`packforcing.attention.attention_split_kv`: one flash kernel per head for 182 queries leaves an H200 mostly
-    idle. The CPU and the reference/math backends keep the plain path (golden files, tests)."""
-    return (q.is_cuda and q.shape[0] == 1 and q.dtype in (torch.bfloat16, torch.float16) and k.shape[1] >= 8 * 2048
-            and current_backend() not in ("reference", "math"))
+        return attention(q, st.k[layer, :, :b].to(k.dtype), st.v[layer, :, :b].to(v.dtype))
 
 
 @dataclass
