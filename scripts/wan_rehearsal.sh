@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Issue 19's rehearsal on ONE GPU machine, RANDOM weights (quality numbers mean nothing; see README "Rehearsal").
+# Carried with run(carry=[".whl"]) after scripts/device_wheels.sh; one command per device call:
+#   bash scripts/wan_rehearsal.sh 60      # packforcing, self_forcing, causvid, longlive at 60 s
+#   bash scripts/wan_rehearsal.sh 120     # packforcing, self_forcing at 120 s
+#   bash scripts/wan_rehearsal.sh all     # both (more than one 10-minute call on an H200)
+# Each call writes the random PF_WAN_DIR first when it is not there (a fresh machine has none), runs its cells
+# through the local launcher (one GPU), builds the Wan-scale report, and leaves the cell records, the report and
+# the log (no videos: they exceed the transfer) as $OUT/wan_rehearsal_<part>.tar. VBench-Long is left out: its
+# pinned environment cannot be carried to the device (README, issue 19 note); the cells run systems + clip_drift.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+part=${1:-60}
+S60=${S60:-60} S120=${S120:-120}  # the lengths (a CPU smoke run of the script: S60=4 REHEARSAL_ARGS="device=cpu")
+PY=${PY:-python3}
+if compgen -G ".whl/*.whl" > /dev/null; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/site:$PWD
+fi
+export PF_WAN_DIR=${PF_WAN_DIR:-/tmp/wan_random} PF_RESULTS=${PF_RESULTS:-results/wan_rehearsal} WANDB_MODE=${WANDB_MODE:-disabled}
+mkdir -p "$PF_RESULTS" runs
+log=runs/wan_rehearsal_$part.log
+t0=$(date +%s)
+stamp() { echo "[wan_rehearsal $(( $(date +%s) - t0 )) s] $*" | tee -a "$log"; }
+if [[ ! -f $PF_WAN_DIR/RANDOM_WEIGHTS.json ]]; then
+  stamp "make-dir $PF_WAN_DIR (full size, no VBench)"
+  $PY -m harness.rehearsal make-dir --out "$PF_WAN_DIR" --no-vbench 2>&1 | tee -a "$log"
+fi
+run_cells() {  # $1: methods, $2: seconds
+  stamp "cells: method=$1 seconds=$2"
+  $PY -m harness ablate --sweep methods --scale wan --launcher local --overlay "$PF_WAN_DIR/rehearsal.yaml" \
+    "method=$1" "seconds=$2" progress=false ${REHEARSAL_ARGS:-} 2>&1 | tee -a "$log"
+}
+case $part in
+  60) run_cells packforcing,self_forcing,causvid,longlive "$S60" ;;
+  120) run_cells packforcing,self_forcing "$S120" ;;
+  all) run_cells packforcing,self_forcing,causvid,longlive "$S60"; run_cells packforcing,self_forcing "$S120" ;;
+  *) echo "wan_rehearsal: unknown part '$part'; use 60, 120 or all" >&2; exit 2 ;;
+esac
+stamp "report"
+$PY -m reports.build --root "$PF_RESULTS" --out reports/wan_rehearsal/site 2>&1 | tee -a "$log" || stamp "report failed (see above)"
+stamp "done"
+if [[ -n ${OUT:-} ]]; then
+  tar --exclude='*.mp4' -cf "$OUT/wan_rehearsal_$part.tar" "$PF_RESULTS" reports/wan_rehearsal "$log" 2>/dev/null || true
+fi
