@@ -116,10 +116,10 @@ def train_dmd(data: dict, teacher_path: Path, student_path: Path, cfg: DMDConfig
     t0 = time.time()
     step = 0
 
-    def rollout_batch(grad: bool):
-        idx = torch.randint(0, lat.shape[0], (cfg.batch,), device=device)
+    def rollout_batch(grad: bool, n: int = cfg.batch):
+        idx = torch.randint(0, lat.shape[0], (n,), device=device)
         ctx = ctx_all[idx]
-        noise = torch.randn(cfg.batch, lat.shape[1], nf, *lat.shape[3:], device=device)
+        noise = torch.randn(n, lat.shape[1], nf, *lat.shape[3:], device=device)
         exit_step = int(torch.randint(0, sampler.num_steps, (1,)))
         data_ctx = lat[idx, :, :nf] if cfg.context == "data" else None
         with torch.set_grad_enabled(grad):
@@ -129,9 +129,14 @@ def train_dmd(data: dict, teacher_path: Path, student_path: Path, cfg: DMDConfig
 
     while step < cfg.steps and (time.time() - t0) < cfg.minutes * 60:
         c_losses = []
-        for _ in range(cfg.critic_ratio):  # fake-score critic on fresh generator samples
-            with torch.no_grad():
-                x0, ctx = rollout_batch(False)
+        # fake-score critic on fresh generator samples: the generator does not change during the critic steps, so
+        # the critic_ratio batches come from ONE rollout of critic_ratio x batch samples (the same distribution as
+        # critic_ratio rollouts, at the Python cost of one: the block loop of a small model is launch-bound; the one
+        # difference: the critic batches of a generator step share one random exit step instead of drawing one each)
+        with torch.no_grad():
+            x0_c, ctx_c = rollout_batch(False, cfg.critic_ratio * cfg.batch)
+        for j in range(cfg.critic_ratio):
+            x0, ctx = x0_c[j * cfg.batch : (j + 1) * cfg.batch], ctx_c[j * cfg.batch : (j + 1) * cfg.batch]
             sig = sample_sigmas(cfg.batch, cfg.shift, device)
             eps = torch.randn_like(x0)
             s5 = sig.view(-1, 1, 1, 1, 1)
