@@ -113,7 +113,8 @@ def run_policy(b, label: str, real_seconds: float, *, lengths: list[float], span
         torch.cuda.reset_peak_memory_stats()
         r["allocated_before_bytes"] = torch.cuda.memory_allocated()
     series = {k: [] for k in ("latency_s", "kv_bytes", "host_bytes", "allocated_bytes", "tokens_attended", "kv_tokens",
-                              "peak_bytes", "allocated_now_bytes", "seconds", *(c + "_ms" for c in CATEGORIES), "selections")}
+                              "peak_bytes", "allocated_now_bytes", "seconds", *(c + "_ms" for c in CATEGORIES), "selections",
+                              "mid_copies")}
     at_len: dict = {}
     want = {n - 1: s for s, n in len_blocks.items()}
     timer = SpanTimer(b.clock) if spans else None
@@ -126,6 +127,7 @@ def run_policy(b, label: str, real_seconds: float, *, lengths: list[float], span
         for k in ("kv_bytes", "host_bytes", "allocated_bytes", "tokens_attended", "kv_tokens"):
             series[k].append(int(st.get(k, 0)))
         series["selections"].append(int(st.get("selections", 0)))
+        series["mid_copies"].append(int(st.get("mid_copies") or 0))  # host -> GPU block copies (summed over layers)
         series["seconds"].append(block_end_seconds(i, bf))
         peak = torch.cuda.max_memory_allocated() if cuda else 0
         series["peak_bytes"].append(int(peak))
