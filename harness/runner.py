@@ -7,7 +7,14 @@ How it reaches the rest of the project (the two wiring points, both injectable):
   ``packforcing.pipeline.generate(spec, progress=progress)``. ``result`` needs ``video_path``,
   ``num_frames``, ``block_stats`` (list of dicts), ``timings`` (dict), ``peak_memory_bytes``.
 - ``score_fn(video_path, metric_names, prompt=, fps=, stats=, toy_scene=, config=, cache_dir=)``
-  -> ``{"metrics", "series", "records", ...}``. The default is ``harness.metrics.score``.
+  -> ``{"metrics", "series", "records", "seconds"?, ...}``. The default is ``harness.metrics.score``;
+  ``seconds`` (``{metric: s}``, optional) becomes the record's ``timings.score_s_by_metric``.
+
+A record's ``timings``: the engine's (``packforcing.pipeline.generate``: ``load_s``, ``text_encode_s``,
+``setup_s``, ``rollout_s``, ``decode_s``, ``decode_host_s``, ``write_s``, ``total_s``, ... ; older records
+lack the split) plus ``generate_s`` (the runner's wall time around ``generate_fn``), ``score_s`` (around
+``score_fn``, summed over re-scorings) and ``score_s_by_metric`` (``{metric: s}`` as ``score_fn`` timed it,
+the latest scoring of each metric; its sum is at most ``score_s``; absent when ``score_fn`` gives none).
 
 Failure semantics (docs/CONTRACTS.md): FloatingPointError or a NaN/inf metric -> failed ``nan``;
 ``MemoryError`` / ``torch.cuda.OutOfMemoryError`` -> failed ``oom``; ``UserError`` -> failed
@@ -287,6 +294,8 @@ class Outcome:
 
 
 def _score(cell: Cell, rec: dict, video: Optional[Path], stats: dict, names: list[str], engine: Engine) -> float:
+    """Score ``names`` into ``rec``; returns the wall seconds of the call and merges the per-metric seconds
+    ``score_fn`` reports into ``rec["timings"]["score_s_by_metric"]``."""
     t0 = time.perf_counter()
     if names:
         out = engine.score_fn(
@@ -302,6 +311,9 @@ def _score(cell: Cell, rec: dict, video: Optional[Path], stats: dict, names: lis
         rec["metrics"].update({k: (None if v is None else float(v)) for k, v in out.get("metrics", {}).items()})
         rec["series"].update({k: list(v) for k, v in out.get("series", {}).items()})
         rec["records"].update(out.get("records", {}))
+        per = {k: float(v) for k, v in (out.get("seconds") or {}).items() if isinstance(v, (int, float))}
+        if per:
+            rec["timings"]["score_s_by_metric"] = {**(rec["timings"].get("score_s_by_metric") or {}), **per}
     return time.perf_counter() - t0
 
 

@@ -220,7 +220,10 @@ def record_row(rec: dict) -> dict:
     for k, v in (rec.get("metrics") or {}).items():
         row[f"metric.{k}"] = v
     for k, v in (rec.get("timings") or {}).items():
-        row[f"timing.{k}"] = v
+        if isinstance(v, dict):  # score_s_by_metric: one column per metric
+            row.update({f"timing.{k}.{m}": s for m, s in v.items()})
+        else:
+            row[f"timing.{k}"] = v
     return row
 
 

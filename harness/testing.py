@@ -99,8 +99,9 @@ def fake_score(video_path, metric_names, *, prompt=None, fps=None, stats=None, t
     """Deterministic metrics from the decoded frames and the stats; ``fake_nan`` yields NaN."""
     from packforcing.video import read_video
 
-    out = {"metrics": {}, "series": {}, "records": {}}
+    out = {"metrics": {}, "series": {}, "records": {}, "seconds": {}}
     for name in metric_names:
+        t0 = time.perf_counter()
         if name == "fake":
             frames = read_video(video_path)
             means = frames.reshape(frames.shape[0], -1).mean(axis=1) / 255.0
@@ -116,6 +117,7 @@ def fake_score(video_path, metric_names, *, prompt=None, fps=None, stats=None, t
             from packforcing.errors import UserError
 
             raise UserError(f"unknown fake metric {name!r}")
+        out["seconds"][name] = time.perf_counter() - t0
     return out
 
 

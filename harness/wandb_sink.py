@@ -81,7 +81,11 @@ def run_config(rec: dict) -> dict:
 def run_summary(rec: dict) -> dict:
     out: dict[str, Any] = {"status": rec["status"]}
     out.update({k: v for k, v in (rec.get("metrics") or {}).items() if v is not None})
-    out.update({f"timing/{k}": v for k, v in (rec.get("timings") or {}).items()})
+    for k, v in (rec.get("timings") or {}).items():
+        if isinstance(v, dict):  # score_s_by_metric: one key per metric
+            out.update({f"timing/{k}/{m}": s for m, s in v.items()})
+        else:
+            out[f"timing/{k}"] = v
     failure = rec.get("failure") or {}
     if rec["status"] == "failed":
         out["failure_reason"] = failure.get("reason") or "unknown"

@@ -155,7 +155,36 @@ def generate(spec: GenerationSpec, on_block: Callable[[int, Tensor, dict], None]
     """Run one generation. Raises UserError (bad spec), FloatingPointError (NaN), OOM errors pass through.
 
     ``decode``: :class:`packforcing.streaming.DecodeOptions` of the streaming decode (default: the fastest
-    measured mode on CUDA, blocking on the CPU; the benchmark measures the same path)."""
+    measured mode on CUDA, blocking on the CPU; the benchmark measures the same path).
+
+    ``timings`` (seconds unless noted; wall clock from ``perf_counter``, on CUDA the device synchronised where said):
+
+    - ``load_s``: DiT, VAE and text-encoder loading (and building the cache policy); in-process cached loads cost
+      ~0. The prompt's encoding is not in it (it was until issue 19; ``total_s - load_s - text_encode_s`` is the
+      old ``total_s - load_s``).
+    - ``text_encode_s``: ``enc.encode`` of the prompt (CUDA: synchronised before and after).
+    - ``setup_s``: after the encoding, before the first block: binding the policy, the initial noise, preparing the
+      VAE decoder (on CUDA a compile warm-up, :func:`packforcing.streaming.prepare_vae`); the video file's opening
+      is in ``write_s``.
+    - ``rollout_s``: sum of the blocks' ``latency_s`` (denoising + commit; the streaming decode's
+      callbacks are outside it, except a restarting policy's restart, see below). ``fps_model`` = frames / it.
+    - ``decode_s``: the streaming VAE decode of the output frames, uint8 conversion and host copy included
+      (:meth:`packforcing.streaming.FrameStream.decode_seconds`): on the CPU host wall time; on CUDA the summed
+      spans of the decodes on their side stream (CUDA events), which in ``overlap``/``priority`` mode run
+      concurrently with the rollout and share the GPU with it, so they overlap ``rollout_s``. A policy's own
+      VAE work (an LR branch decoding a block itself) is in ``rollout_s``, not here.
+    - ``decode_host_s``: host time in the streaming decode's calls outside the writer (CPU: = ``decode_s``; CUDA:
+      kernel launches plus waits for frames).
+    - ``write_s``: inside the :class:`packforcing.video.VideoWriter`: opening, ``write`` of every block, closing.
+    - ``total_s``: start to the closed video file (saving ``latents_path`` comes after). ``first_frame_s``: from
+      the end of the text encoding to the first frame written. ``fps_e2e`` = frames / (``total_s - load_s -
+      text_encode_s``).
+
+    Relation: on the CPU (and on CUDA in ``blocking`` mode, approximately) the parts are disjoint:
+    ``total_s = load_s + text_encode_s + setup_s + rollout_s + decode_s + write_s + rest``, ``rest >= 0`` (the
+    rollout's set-up, stitching, other per-block callbacks). A restarting policy (``causvid_restart``) decodes
+    and writes at a restart inside a block's latency window, so that part is in ``rollout_s`` and in
+    ``decode_s``/``write_s``. With no video, ``decode_s = decode_host_s = write_s = 0``."""
     from packforcing.rollout import rollout
     from packforcing.sampler import FlowMatchSampler
 
@@ -173,7 +202,12 @@ def generate(spec: GenerationSpec, on_block: Callable[[int, Tensor, dict], None]
     need_vae = spec.video_path is not None or policy.needs().vae
     vae = _load_vae(spec.preset, spec.vae_checkpoint, spec.device, spec.dtype) if need_vae else None
     enc = _load_text(spec.text_encoder, cfg.text_len, cfg.text_dim, spec.device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)  # weight copies land in load_s, not in the encoding
+    t_encode = time.perf_counter()
     context = enc.encode([spec.prompt]).to(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     t_loaded = time.perf_counter()
 
     from packforcing.cache import bind_policy
@@ -191,19 +225,24 @@ def generate(spec: GenerationSpec, on_block: Callable[[int, Tensor, dict], None]
     writer = frames = None
     frames_written = 0
     first_frame_s: list[float] = []
+    write_s = 0.0  # inside the VideoWriter: open, write, close
     if spec.video_path is not None:
         from packforcing.streaming import DecodeOptions, FrameStream, prepare_vae
         from packforcing.video import VideoWriter
 
         opts = (decode or DecodeOptions()).resolved(device)
         prepare_vae(vae, opts, (1, cfg.in_dim, spec.block_frames, lh, lw))
+        t_open = time.perf_counter()
         writer = VideoWriter(spec.video_path, fps=spec.fps).__enter__()
+        write_s += time.perf_counter() - t_open
         frames = FrameStream(vae, opts.mode, lambda arr: _write(arr))
     latents_out: list[Tensor] = []
 
     def _write(arr) -> None:  # uint8 [T, H, W, 3]
-        nonlocal frames_written
+        nonlocal frames_written, write_s
+        t_w = time.perf_counter()
         writer.write(arr)
+        write_s += time.perf_counter() - t_w
         frames_written += arr.shape[0]
         if not first_frame_s:
             first_frame_s.append(time.perf_counter() - t_loaded)
@@ -220,6 +259,7 @@ def generate(spec: GenerationSpec, on_block: Callable[[int, Tensor, dict], None]
         if on_block is not None:
             on_block(i, x0, st)
 
+    setup_s = time.perf_counter() - t_loaded - write_s
     try:
         with frames.producing() if frames is not None else contextlib.nullcontext():
             res = rollout(model, policy, sampler, context, noise, spec.block_frames, context_noise=spec.context_noise,
@@ -232,7 +272,9 @@ def generate(spec: GenerationSpec, on_block: Callable[[int, Tensor, dict], None]
             writer.abort()
         raise
     if writer is not None:
+        t_close = time.perf_counter()
         writer.__exit__(None, None, None)
+        write_s += time.perf_counter() - t_close
     t_end = time.perf_counter()
     if spec.latents_path is not None:
         from safetensors.torch import save_file
@@ -243,12 +285,17 @@ def generate(spec: GenerationSpec, on_block: Callable[[int, Tensor, dict], None]
     gen_s = sum(s["latency_s"] for s in res.block_stats)
     n_px = frames_written if writer is not None else 1 + 4 * (spec.num_latent_frames - 1)
     timings = {
-        "load_s": t_loaded - t_start,
+        "load_s": t_encode - t_start,
+        "text_encode_s": t_loaded - t_encode,
+        "setup_s": setup_s,
         "total_s": t_end - t_start,
         "rollout_s": gen_s,
         "first_frame_s": first_frame_s[0] if first_frame_s else None,
         "fps_model": n_px / gen_s if gen_s > 0 else None,
         "fps_e2e": n_px / (t_end - t_loaded) if t_end > t_loaded else None,
+        "decode_s": frames.decode_seconds() if frames is not None else 0.0,
+        "decode_host_s": frames.host_decode_s if frames is not None else 0.0,
+        "write_s": write_s,
     }
     return GenerationResult(spec.video_path, n_px, res.block_stats, timings, _peak_memory(device),
                             spec.latents_path, asdict(spec))

@@ -126,6 +126,17 @@ class FrameStream:
 
     ``block_frames`` (frames decoded per block) and ``decode_events`` (CUDA: an event recorded when each
     block's frames reached the host, else None) are kept for timing.
+
+    Decode time (the pipeline's ``decode_s`` / ``decode_host_s``, read after :meth:`flush`):
+
+    - :meth:`decode_seconds`: on a CUDA side stream, the sum over every decode submitted (blocks and restarts) of
+      the span between two events on that stream, one just before the decode work (after its wait for the
+      producer) and one after the uint8 host copy: the time the side stream was busy with the decode. In
+      ``overlap``/``priority`` mode that span overlaps the rollout and shares the GPU with it, so it is not
+      additive with the rollout's time. Without a side stream (the CPU) it is :attr:`host_decode_s`.
+    - :attr:`host_decode_s`: host wall time inside :meth:`block`, :meth:`prefix` and :meth:`flush` less the time
+      inside the ``write`` callback: on the CPU the decode itself, its uint8 conversion and the stitching; on CUDA
+      the decode's kernel launches plus the host's waits for frames. :attr:`write_s`: time inside ``write``.
     """
 
     def __init__(self, vae, mode: str, write: Callable[[np.ndarray], None], *, clamp: bool = True):
@@ -148,7 +159,10 @@ class FrameStream:
         self.queue: deque = deque()  # (pending frames, frames to hold back), oldest first
         self.block_frames: list[int] = []
         self.decode_events: list = []
+        self._spans: list = []  # (start, end) CUDA events of every decode submitted on the side stream
         self._last = None  # the PendingFrames of the block submitted last
+        self.host_decode_s = 0.0
+        self.write_s = 0.0
 
     @contextlib.contextmanager
     def producing(self):
@@ -160,16 +174,44 @@ class FrameStream:
         with torch.cuda.stream(self.producer):
             yield
 
+    @contextlib.contextmanager
+    def _host_timed(self):
+        t0, w0 = time.perf_counter(), self.write_s
+        try:
+            yield
+        finally:
+            self.host_decode_s += (time.perf_counter() - t0) - (self.write_s - w0)
+
     def _emit(self, px: Tensor | None) -> None:
         if px is not None and px.shape[2]:
-            self.write(np.ascontiguousarray(px[0].permute(1, 2, 3, 0).numpy()))
+            arr = np.ascontiguousarray(px[0].permute(1, 2, 3, 0).numpy())
+            t0 = time.perf_counter()
+            self.write(arr)
+            self.write_s += time.perf_counter() - t0
+
+    def _submit_any(self, z: Tensor):
+        p = self.decoder.submit(z, to_host_uint8=True)
+        if p.start_event is not None and p.event is not None:
+            self._spans.append((p.start_event, p.event))
+        return p
 
     def _submit(self, z: Tensor):
-        p = self.decoder.submit(z, to_host_uint8=True)
+        p = self._submit_any(z)
         self._last = p
         self.block_frames.append(p.num_frames)
         self.decode_events.append(p.event)
         return p
+
+    def decode_seconds(self) -> float:
+        """Seconds of decode (see the class docstring): summed side-stream spans on CUDA, else :attr:`host_decode_s`.
+        Call after :meth:`flush` (it waits for any decode still running)."""
+        if not self.side_stream:
+            return self.host_decode_s
+        total = 0.0
+        for start, end in self._spans:
+            end.synchronize()
+            total += start.elapsed_time(end) / 1e3
+        return total
 
     def _drain(self, keep: int) -> None:
         while len(self.queue) > keep:
@@ -179,8 +221,9 @@ class FrameStream:
     def block(self, x0: Tensor, hold_frames: int = 0) -> None:
         """A clean block: its decode starts now; frames are written now (``blocking``) or one block later.
         ``hold_frames``: the policy's ``decode_hold()`` after this block (a restarting policy's overlap)."""
-        self.queue.append((self._submit(x0), hold_frames))
-        self._drain(self.lag)
+        with self._host_timed():
+            self.queue.append((self._submit(x0), hold_frames))
+            self._drain(self.lag)
 
     def last_pixels(self) -> Tensor | None:
         """Pixels [B, 3, T, H, W] (in [-1, 1], on the device) of the block submitted last, ordered on the current stream."""
@@ -188,11 +231,13 @@ class FrameStream:
 
     def prefix(self, z: Tensor) -> None:
         """A restart with clean overlap latents ``z``: frames so far are read, the decoder starts a new video."""
-        self._drain(0)
-        self.decoder.reset()
-        self._emit(self.stitch.prefix(self.decoder.submit(z, to_host_uint8=True)))
+        with self._host_timed():
+            self._drain(0)
+            self.decoder.reset()
+            self._emit(self.stitch.prefix(self._submit_any(z)))
 
     def flush(self) -> None:
         """Read and write every frame still pending or held back."""
-        self._drain(0)
-        self._emit(self.stitch.flush())
+        with self._host_timed():
+            self._drain(0)
+            self._emit(self.stitch.flush())

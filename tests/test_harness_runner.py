@@ -107,6 +107,32 @@ def test_new_metric_rescores_without_generating(tmp_path, calls):
     assert out.action == "rescored" and calls() == 1
     rec = store.read_json(store.cell_path(p.root, "run", p.cells[0].hash))
     assert rec["metrics"]["fake.prompt_len"] == 5.0 and "fake.brightness" in rec["metrics"]
+    by = rec["timings"]["score_s_by_metric"]  # merged over the two scorings; score_s sums both calls
+    assert set(by) == {"fake", "fake_len"} and all(v >= 0 for v in by.values())
+    assert sum(by.values()) <= rec["timings"]["score_s"]
+
+
+def test_score_time_per_metric_and_old_records(tmp_path):
+    """Issue 19: per-metric scoring time next to score_s, flattened for the table and wandb; a record
+    from before (no split) still reads and renders beside a new one."""
+    from harness.wandb_sink import run_summary
+
+    p = make_plan(tmp_path, ("a cat", "a dog"), None, "metrics=[fake,fake_len]")
+    assert all(run_cell(c, FAKE_ENGINE).status == "done" for c in p.cells)
+    new_path, old_path = (store.cell_path(p.root, "run", c.hash) for c in p.cells)
+    t = store.read_json(new_path)["timings"]
+    assert set(t["score_s_by_metric"]) == {"fake", "fake_len"} and min(t["score_s_by_metric"].values()) >= 0
+    assert sum(t["score_s_by_metric"].values()) <= t["score_s"]
+    assert run_summary(store.read_json(new_path))["timing/score_s_by_metric/fake_len"] >= 0
+
+    old = store.read_json(old_path)
+    old["timings"] = {"generate_s": 1.0, "score_s": 0.1, "first_frame_s": 0.1}  # written before the split
+    store.write_json_atomic(old_path, old)
+    rows = [store.record_row(store.read_json(q)) for q in (new_path, old_path)]  # the table's rows: scalars only
+    assert rows[0]["timing.score_s_by_metric.fake"] == t["score_s_by_metric"]["fake"]
+    assert rows[1]["timing.score_s"] == 0.1 and not any(k.startswith("timing.score_s_by") for k in rows[1])
+    assert all(not isinstance(v, (dict, list)) for r in rows for k, v in r.items() if k.startswith("timing."))
+    assert "timing/score_s" in run_summary(old)
 
 
 def test_table_written(tmp_path):

@@ -46,6 +46,10 @@ def test_latency_percentiles_growth_and_fps():
     n_frames = 1 + 4 * (4 * 16 - 1)
     assert v["fps_model"] == pytest.approx(n_frames / (9.0 + sum(range(1, 16))))
     assert v["fps_e2e"] == pytest.approx(n_frames / 10.0)
+    # issue 19: load_s no longer holds the prompt's encoding; the same split run gives the same fps_e2e
+    split = _stats(16, bounded=False)
+    split["timings"].update(load_s=1.5, text_encode_s=0.5)
+    assert _compute(split).values["fps_e2e"] == pytest.approx(n_frames / 10.0)
     assert v["first_frame_s"] == 0.25
     assert r.series["block_latency_s"][0] == 9.0 and len(r.series["kv_bytes_per_block"]) == 16
     assert len(r.records) == 16 and r.records[3]["kv_bytes"] == 4 * BLOCK

@@ -429,6 +429,7 @@ def test_cuda_decode_modes_write_the_same_frames_and_priority_uses_its_streams()
             fs.flush()
         assert fs.side_stream and all(e is not None for e in fs.decode_events)
         assert (fs.producer is not None) == (mode == "priority")
+        assert len(fs._spans) == len(z) and fs.decode_seconds() > 0 and fs.host_decode_s >= 0  # issue 19's decode_s
         return np.concatenate(out)
 
     eager = {m: frames(m) for m in DECODE_MODES}

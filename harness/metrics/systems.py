@@ -17,8 +17,10 @@ Outputs (lower is better unless noted):
 - ``latency_growth``: p50 of the last quarter of blocks / p50 of the first quarter (same
   warm-up rule); 1.0 = constant cost per block.
 - ``fps_model`` (higher is better): frames / sum of block latencies (model only).
-- ``fps_e2e`` (higher is better): frames / (``timings.total_s`` - ``timings.load_s``): text
-  encoding, rollout, decode and writing, without the one-time weight load (the engine's definition).
+- ``fps_e2e`` (higher is better): frames / (``timings.total_s`` - ``timings.load_s`` -
+  ``timings.text_encode_s``): rollout, decode and writing, without the one-time weight load and the
+  prompt's encoding (the engine's definition). Records from before issue 19 have no
+  ``text_encode_s`` (0 here): their ``load_s`` included the encoding, so the value is the same.
 - ``first_frame_s``: time to first frame (``timings.first_frame_s``).
 Series: ``block_latency_s``, ``kv_bytes_per_block``, ``tokens_attended_per_block``.
 An output the stats cannot define (no timings, a key missing from the blocks, a zero denominator)
@@ -144,7 +146,8 @@ class Systems(Metric):
             "block_latency_p95_s": percentile(lat_w, 95),
             "latency_growth": _ratio(percentile(lat_w[-q:], 50), percentile(lat_w[:q], 50)),
             "fps_model": _ratio(num_frames, model_s),
-            "fps_e2e": _ratio(num_frames, _float(timings.get("total_s")) - float(timings.get("load_s") or 0.0)),
+            "fps_e2e": _ratio(num_frames, _float(timings.get("total_s")) - float(timings.get("load_s") or 0.0)
+                              - float(timings.get("text_encode_s") or 0.0)),
             "first_frame_s": _float(timings.get("first_frame_s")),
         }
         # An output that cannot be defined from these stats (no timings, a key absent from the

@@ -731,10 +731,11 @@ class PendingFrames:
     until the copy has landed. ``ready()`` polls without blocking. On CPU everything is done already.
     """
 
-    def __init__(self, video: Tensor, event=None, host: Tensor | None = None):
+    def __init__(self, video: Tensor, event=None, host: Tensor | None = None, start_event=None):
         self._video = video
         self._event = event
         self._host = host
+        self._start = start_event
 
     @property
     def num_frames(self) -> int:
@@ -744,6 +745,12 @@ class PendingFrames:
     def event(self):
         """The CUDA event recorded on the side stream when the frames (and their host copy) are done, or None."""
         return self._event
+
+    @property
+    def start_event(self):
+        """The CUDA event recorded on the side stream just before the decode work (after its wait for the producer),
+        or None; ``start_event.elapsed_time(event)`` is the span of this block's decode on that stream."""
+        return self._start
 
     def ready(self) -> bool:
         return self._event is None or self._event.query()
@@ -844,6 +851,8 @@ class StreamingDecoder:
         self._stream.wait_stream(producer)
         with torch.cuda.stream(self._stream):
             z_block.record_stream(self._stream)
+            start = torch.cuda.Event(enable_timing=True)  # the decode's span on the side stream starts here
+            start.record(self._stream)
             out = self._decode(z_block)
             host = None
             if to_host_uint8:
@@ -855,7 +864,7 @@ class StreamingDecoder:
             event = torch.cuda.Event(enable_timing=True)  # consumers (the benchmark) may time it
             event.record(self._stream)
         self.frames_out += out.shape[2]
-        return PendingFrames(out, event, host)
+        return PendingFrames(out, event, host, start)
 
     def decode_block(self, z_block: Tensor) -> Tensor:
         """Decode the next block and return its frames [B, 3, T, H, W] (ordered on the current stream)."""
