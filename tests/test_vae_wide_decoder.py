@@ -218,6 +218,41 @@ def test_first_frame_weight():
         VAETrainConfig(first_frame_weight=0.0).validate()
 
 
+@torch.no_grad()
+def test_saturation_weight():
+    """Per-pixel weights 1 + s * chroma (mean 1 per clip) against a naive per-pixel loop, and the loss with them."""
+    from packforcing.train.data import saturation_weights
+
+    video = _video(seed=11)
+    w = saturation_weights(video, 4.0)
+    b, _, t, h, ww = video.shape
+    for i in range(b):
+        raw = torch.empty(t, h, ww)
+        for f in range(t):
+            for y in range(h):
+                for x in range(ww):
+                    px = video[i, :, f, y, x]
+                    raw[f, y, x] = 1 + 4.0 * (px.max() - px.min()) / 2
+        torch.testing.assert_close(w[i, 0], raw / raw.mean(), atol=1e-5, rtol=1e-5)
+    assert torch.equal(saturation_weights(video, 0.0), torch.ones_like(w))
+    vae = build_vae(SMALL, seed=9).eval()
+    cpu = torch.device("cpu")
+    cfg = VAETrainConfig(saturation_weight=4.0)
+    torch.manual_seed(0)
+    loss, parts = vae_loss(vae, video, cfg, cpu)
+    torch.manual_seed(0)
+    mu, log_var = vae.encode_moments(video, chunk_latents=video.shape[2])
+    mu, log_var = mu.float(), log_var.float().clamp(-30.0, 20.0)
+    z = mu + torch.randn_like(mu) * torch.exp(0.5 * log_var)
+    err = vae.decode(z, normalize=False, chunk=None).float() - video
+    kl = 0.5 * (mu.square() + log_var.exp() - 1.0 - log_var).mean()
+    ref = cfg.l1_weight * (err.abs() * w).mean() + cfg.l2_weight * (err.square() * w).mean() + cfg.kl_weight * kl
+    torch.testing.assert_close(loss, ref, atol=1e-6, rtol=1e-5)
+    assert torch.equal(parts["l1"], err.abs().mean())  # the logged parts stay unweighted
+    with pytest.raises(UserError, match="saturation-weight"):
+        VAETrainConfig(saturation_weight=-1.0).validate()
+
+
 def test_vae_stage_grows_the_decoder_of_an_init_file(tmp_path, monkeypatch, capsys):
     """``--stage vae --preset <wide> --init <small file> --train-part decoder``: the encoder, conv1 and latent
     statistics of the file come through exactly, the saved file describes the wide decoder, its decoder is

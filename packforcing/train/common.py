@@ -42,6 +42,7 @@ from packforcing.train.data import (
     heldout_clips,
     heldout_scenes,
     make_loader,
+    saturation_weights,
     to_video,
     toy_batches,
     train_scene,
@@ -64,6 +65,6 @@ __all__ = [
     "git_sha", "TimeBudget", "warmup_cosine", "set_lr", "Logger", "RunningMeans", "read_jsonl", "plot_losses", "try_plot_losses",
     "StagePaths",
     "stage_paths", "save_checkpoint", "load_checkpoint", "read_sidecar", "save_train_state", "load_train_state",
-    "TRAIN_SCENE_OVERRIDES", "HELDOUT_SEED", "train_scene", "ToyVideoSource", "make_loader", "close_loader_iter", "to_video", "first_frame_weights",
+    "TRAIN_SCENE_OVERRIDES", "HELDOUT_SEED", "train_scene", "ToyVideoSource", "make_loader", "close_loader_iter", "to_video", "first_frame_weights", "saturation_weights",
     "toy_batches", "heldout_scenes", "heldout_clips", "count_parameters", "REPO_ROOT", "CHECKPOINT_FORMAT",
 ]  # fmt: skip

@@ -103,6 +103,16 @@ def first_frame_weights(frames: int, weight: float, device: torch.device | str =
     return fw / fw.mean()
 
 
+def saturation_weights(video: Tensor, weight: float) -> Tensor:
+    """Per-pixel loss weights ``[B, 1, T, H, W]`` for a ``[B, 3, T, H, W]`` target in [-1, 1]: ``1 + weight * chroma``
+    with chroma = (max - min) / 2 over the RGB channels (0 grey, 1 fully saturated), scaled to mean 1 per clip
+    (``weight`` 0: all ones). The toy VAE loses object colour (docs/models/vae_colour_probe.md); objects are a few
+    percent of the pixels, so a plain mean barely charges a wrong hue."""
+    chroma = (video.amax(dim=1, keepdim=True) - video.amin(dim=1, keepdim=True)) / 2
+    w = 1.0 + weight * chroma
+    return w / w.mean(dim=(1, 2, 3, 4), keepdim=True)
+
+
 def close_loader_iter(it: Any) -> None:
     """Stop a ``DataLoader`` iterator's workers and pin-memory thread now (not at interpreter exit,
     where a still-running pin-memory thread prints a traceback)."""

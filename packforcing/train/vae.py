@@ -52,6 +52,7 @@ from packforcing.train.common import (
     heldout_clips,
     load_train_state,
     resolve_device,
+    saturation_weights,
     save_checkpoint,
     save_train_state,
     seed_everything,
@@ -90,6 +91,7 @@ class VAETrainConfig(TrainConfig):
     stats_clips: int = field(default=32, metadata={"help": "held-out clips for the latent mean/std"})
     train_part: str = field(default="all", metadata={"help": "all | decoder: 'decoder' freezes the encoder and keeps --init's latent statistics, so the latent space (and every diffusion model trained on it) stays valid"})
     first_frame_weight: float = field(default=1.0, metadata={"help": "weight of pixel frame 0 in the L1/L2 terms (frames weighted to mean 1): frame 0 is decoded from a latent frame that encodes one pixel frame and reconstructs worse"})
+    saturation_weight: float = field(default=0.0, metadata={"help": "extra L1/L2 weight on saturated pixels: 1 + s * chroma of the target, scaled to mean 1 per clip (0: off); the toy VAE loses object colour, which a plain mean over mostly grey pixels barely charges"})
     save_dtype: str = field(default="float32", metadata={"help": "float32 | float16 | bfloat16: dtype of the decoder's (and conv2's) weights in the saved file, the final evaluation run on the rounded weights; the encoder and conv1 stay float32, so the latent space is bit-exact (float16 brings a dim-16 decoder's file from 21 to 12 MB)"})
     decoder_init: str = field(default="widen", metadata={"help": "widen | fresh: when --init's decoder is narrower or shallower than --preset's (same encoder), 'widen' embeds it function-preservingly (extra channels and blocks start at zero), 'fresh' keeps a random decoder"})
 
@@ -113,6 +115,8 @@ class VAETrainConfig(TrainConfig):
             raise UserError("--train-part decoder fine-tunes a trained VAE: pass its weights with --init FILE")
         if not (self.first_frame_weight > 0 and math.isfinite(self.first_frame_weight)):
             raise UserError(f"--first-frame-weight must be a positive number (got {self.first_frame_weight})")
+        if not (self.saturation_weight >= 0 and math.isfinite(self.saturation_weight)):
+            raise UserError(f"--saturation-weight must be a number >= 0 (got {self.saturation_weight})")
         resolve_dtype(self.save_dtype)
         if self.decoder_init not in ("widen", "fresh"):
             raise UserError(f"--decoder-init must be 'widen' or 'fresh' (got {self.decoder_init!r})")
@@ -127,7 +131,9 @@ def vae_loss(vae: WanVAE, video: Tensor, cfg: VAETrainConfig, device: torch.devi
 
     With ``cfg.first_frame_weight = w != 1`` the L1 and L2 terms weight pixel frame 0 by ``w`` against 1 for
     every other frame, the weights scaled to mean 1 (as the teacher's ``frame0_weight``); ``w = 1`` is the
-    plain mean. ``parts`` hold the unweighted L1 / L2 (comparable across runs) and the KL."""
+    plain mean. ``cfg.saturation_weight = s > 0`` multiplies in per-pixel weights ``1 + s * chroma`` (mean 1 per
+    clip, :func:`packforcing.train.data.saturation_weights`). ``parts`` hold the unweighted L1 / L2 (comparable
+    across runs) and the KL."""
     with autocast(device), torch.set_grad_enabled(cfg.train_part == "all" and torch.is_grad_enabled()):
         mu, log_var = vae.encode_moments(video, chunk_latents=video.shape[2])
     with autocast(device):
@@ -137,9 +143,14 @@ def vae_loss(vae: WanVAE, video: Tensor, cfg: VAETrainConfig, device: torch.devi
     err = recon.float() - video
     l1, l2 = err.abs().mean(), err.square().mean()
     kl = 0.5 * (mu.square() + log_var.exp() - 1.0 - log_var).mean()
-    w1, w2 = l1, l2  # the reconstruction terms of the loss: frame 0 weighted when asked
+    w1, w2 = l1, l2  # the reconstruction terms of the loss: frame 0 and saturated pixels weighted when asked
+    fw = None
     if cfg.first_frame_weight != 1.0 and err.shape[2] > 1:
         fw = first_frame_weights(err.shape[2], cfg.first_frame_weight, err.device)  # per pixel frame, mean 1
+    if cfg.saturation_weight:
+        sw = saturation_weights(video, cfg.saturation_weight)  # per pixel, mean 1 per clip
+        fw = sw if fw is None else sw * fw
+    if fw is not None:
         w1, w2 = (err.abs() * fw).mean(), (err.square() * fw).mean()
     loss = cfg.l1_weight * w1 + cfg.l2_weight * w2 + cfg.kl_weight * kl
     return loss, {"l1": l1.detach(), "l2": l2.detach(), "kl": kl.detach()}
