@@ -41,5 +41,5 @@ stamp "report"
 $PY -m reports.build --root "$PF_RESULTS" --out reports/wan_rehearsal/site 2>&1 | tee -a "$log" || stamp "report failed (see above)"
 stamp "done"
 if [[ -n ${OUT:-} ]]; then
-  tar --exclude='*.mp4' -cf "$OUT/wan_rehearsal_$part.tar" "$PF_RESULTS" reports/wan_rehearsal "$log" 2>/dev/null || true
+  bash scripts/device_pack.sh "wan_rehearsal_$part" "$PF_RESULTS" reports/wan_rehearsal "$log" || true
 fi
