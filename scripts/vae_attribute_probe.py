@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -486,6 +485,7 @@ def main() -> None:
     a = ap.parse_args()
     from packforcing import toyworld as W
     from packforcing.errors import UserError
+    from packforcing.util import write_json_atomic
 
     if a.prompts < 1 or a.workers < 1:
         raise UserError(f"--prompts and --workers must be >= 1 (got {a.prompts}, {a.workers})")
@@ -506,9 +506,7 @@ def main() -> None:
             "summary": summarise(samples), "samples": samples}
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(info, indent=1, default=float))
-    os.replace(tmp, out.with_suffix(".json"))
+    write_json_atomic(out.with_suffix(".json"), info, indent=1, default=float)
     out.with_suffix(".md").write_text(markdown(info))
     print(markdown(info))
 

@@ -46,8 +46,6 @@ from __future__ import annotations
 
 import argparse
 import colorsys
-import json
-import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -426,6 +424,7 @@ def main() -> None:
 
     from packforcing.errors import UserError
     from packforcing.train.data import HELDOUT_SEED
+    from packforcing.util import write_json_atomic
 
     if a.train < 5 or a.heldout < 1 or a.workers < 1 or a.frames < 5 or (a.frames - 1) % _TF:
         raise UserError(f"need --train >= 5, --heldout >= 1, --workers >= 1, --frames = 1 + 4k >= 5 "
@@ -455,9 +454,7 @@ def main() -> None:
             "reading": Path(a.reading).read_text().strip() if a.reading else None}
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(info, indent=1, default=float))
-    os.replace(tmp, out.with_suffix(".json"))
+    write_json_atomic(out.with_suffix(".json"), info, indent=1, default=float)
     out.with_suffix(".md").write_text(markdown(info))
     print(markdown(info))
 
