@@ -54,6 +54,7 @@ COSMETIC_KEYS: tuple[str, ...] = (
     "scale.checkpoint_dir",  # where the weights live; *which* weights = file names + `tag`
     "scale.metrics",
     "scale.gpus_per_cell",
+    "scale.compile_dit",  # how fast the DiT runs (compiled elementwise chains), not what it computes
     "keep_video",
 )
 
@@ -89,6 +90,7 @@ class ScaleConfig:
     text_encoder: str = "toy"  # "toy" or a umT5 directory
     dtype: str = choices("float32", "bfloat16", "float16", default="float32")
     fps: int = at_least(1, 16)
+    compile_dit: str = choices("auto", "on", "off", default="auto")  # GenerationSpec.compile_dit; auto = on with CUDA
     gpus_per_cell: int = at_least(0, 0)
     metrics: List[str] = field(default_factory=list)  # default metric set at this scale
 

@@ -15,6 +15,9 @@ A record's ``timings``: the engine's (``packforcing.pipeline.generate``: ``load_
 lack the split) plus ``generate_s`` (the runner's wall time around ``generate_fn``), ``score_s`` (around
 ``score_fn``, summed over re-scorings) and ``score_s_by_metric`` (``{metric: s}`` as ``score_fn`` timed it,
 the latest scoring of each metric; its sum is at most ``score_s``; absent when ``score_fn`` gives none).
+A record's ``engine``: ``result.engine`` as is (``packforcing.pipeline.engine_record``: DiT/VAE compile, channels-last,
+decode mode, attention backend, CUDA graphs, device name), absent when the engine gives none; an execution detail,
+never part of the cell hash.
 
 Failure semantics (docs/CONTRACTS.md): FloatingPointError or a NaN/inf metric -> failed ``nan``;
 ``MemoryError`` / ``torch.cuda.OutOfMemoryError`` -> failed ``oom``; ``UserError`` -> failed
@@ -87,6 +90,7 @@ def spec_kwargs(cell: Cell, video_path: Optional[str]) -> dict:
         "dtype": sc["dtype"],
         "video_path": video_path,
         "fps": sc["fps"],
+        "compile_dit": sc.get("compile_dit", "auto"),
     }
 
 
@@ -438,6 +442,9 @@ def _run_locked(cell: Cell, engine: Engine, path: Path, progress: bool, rescore:
         os.replace(vpath, video)  # the engine wrote elsewhere: move it into the store
     rec["video"] = store.video_relpath(h) if video.exists() else None
     rec["series"].update(_block_series(stats))
+    engine_opts = res.get("engine") if isinstance(res, dict) else getattr(res, "engine", None)
+    if engine_opts:
+        rec["engine"] = _finite_or_none(dict(engine_opts))  # what ran (docs/CONTRACTS.md); not in the cell hash
 
     # ---- score ---------------------------------------------------------------------------
     try:

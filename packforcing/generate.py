@@ -48,6 +48,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--compile-dit", default="auto", choices=("auto", "on", "off"),
+                    help="compile the DiT's elementwise chains (auto: on with CUDA)")
     ap.add_argument("--out", required=True, help="video.mp4 or latents.safetensors")
     a = ap.parse_args(argv)
     if a.latent_frames is None:
@@ -60,13 +62,15 @@ def main(argv: list[str] | None = None) -> None:
         preset=a.preset, checkpoint=a.checkpoint, vae_checkpoint=a.vae_checkpoint, text_encoder=a.text_encoder,
         policy=a.policy, policy_kwargs=parse_kv(a.opt), block_frames=a.block_frames, schedule=a.schedule,
         num_latent_frames=a.latent_frames, prompt=a.prompt, seed=a.seed, device=a.device, dtype=a.dtype,
+        compile_dit=a.compile_dit,
         video_path=str(out) if out.suffix == ".mp4" else None,
         latents_path=str(out) if out.suffix == ".safetensors" else None,
     )
     res = generate(spec, progress=True)
     stats_path = out.with_suffix(out.suffix + ".stats.json")
     stats_path.write_text(json.dumps({"spec": asdict(spec), "timings": res.timings, "num_frames": res.num_frames,
-                                      "peak_memory_bytes": res.peak_memory_bytes, "blocks": res.block_stats}, indent=1))
+                                      "peak_memory_bytes": res.peak_memory_bytes, "engine": res.engine,
+                                      "blocks": res.block_stats}, indent=1))
     print(f"wrote {out} ({res.num_frames} frames, {res.timings['total_s']:.1f} s) and {stats_path}")
 
 

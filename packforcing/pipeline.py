@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
+import warnings
+import weakref
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -42,6 +44,8 @@ class GenerationSpec:
     fps: int = 16
     context_noise: float = 0.0
     latents_path: str | None = None
+    compile_dit: str | bool = "auto"  # the DiT's elementwise chains compiled: auto (= on with CUDA) | on | off
+
 
     def validate(self) -> "GenerationSpec":
         from packforcing.model.presets import get_preset
@@ -58,11 +62,17 @@ class GenerationSpec:
             raise UserError("the prompt is empty; give a non-empty prompt.")
         if str(self.device).startswith("cuda") and not torch.cuda.is_available():
             raise UserError(f"device {self.device!r} asked for but CUDA is not available; use device=cpu.")
+        from packforcing.streaming import switch_on
+
+        switch_on(self.compile_dit, self.device)  # auto | on | off, else UserError
         return self
 
 
 @dataclass
 class GenerationResult:
+    """What one ``generate`` made. ``engine``: the execution options that actually ran (:func:`engine_record`),
+    which decide the speed, not the video (up to the rounding of fused kernels)."""
+
     video_path: str | None
     num_frames: int
     block_stats: list[dict]
@@ -70,6 +80,131 @@ class GenerationResult:
     peak_memory_bytes: int
     latents_path: str | None = None
     spec: dict = field(default_factory=dict)
+    engine: dict = field(default_factory=dict)
+
+
+def engine_record(device: torch.device, dit: dict, vae: dict | None) -> dict:
+    """The engine options a generation ran with, JSON-able (a cell record's ``engine``; docs/CONTRACTS.md):
+
+    - ``device_name``: the GPU's name on CUDA, else ``cpu``.
+    - ``compile_dit`` (bool) and, from :func:`prepare_dit`, ``compile_dit_s`` (this call's compile warm-up) or
+      ``compile_dit_error`` (the compile failed: the DiT ran eager).
+    - ``vae_compile`` / ``vae_channels_last`` / ``decode_mode``: the streaming decode's resolved
+      :class:`packforcing.streaming.DecodeOptions` (None without a video), ``vae_compile_s`` /
+      ``vae_compile_error`` from :func:`packforcing.streaming.prepare_vae`.
+    - ``attention_backend``: :func:`packforcing.attention.current_backend` (``PF_ATTN_BACKEND``).
+    - ``cuda_graphs``: :func:`packforcing.cuda_graphs.graphs_enabled` (``PF_CUDA_GRAPHS``; used on CUDA only)."""
+    from packforcing.attention import current_backend
+    from packforcing.cuda_graphs import graphs_enabled
+
+    out: dict = {"device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", **dit}
+    vae = vae or {}
+    out.update(decode_mode=vae.get("mode"), vae_compile=vae.get("compile"), vae_channels_last=vae.get("channels_last"))
+    out.update({f"vae_{k}": vae[k] for k in ("compile_s", "compile_error") if k in vae})
+    out["attention_backend"] = current_backend()
+    out["cuda_graphs"] = graphs_enabled()
+    return out
+
+
+@torch.no_grad()  # the compiled functions serve inference only (``_fns``): without it nothing would compile
+def warm_dit(model, text, frame_counts, n_cs=()) -> list[int]:
+    """Run the compiled DiT once at every block shape a rollout will use, so that no block pays for the compile
+    (``WanDiT.enable_compile`` compiles each elementwise function once per shape, ``dynamic=False``): a forward
+    of zero latents for each count in ``frame_counts`` (a block, or a window of blocks, at per-frame timesteps),
+    the compressed tokens' pass of each count in ``n_cs`` (PackForcing's N_c tokens at one timestep, Sec. 3.2),
+    and with it the caches' fused in-place RoPE re-alignment (``rope.set_fused``; dynamic token count) and mid
+    gathers. Inputs are zeros: no random stream is touched. Returns the token counts warmed. Used by the
+    pipeline (:func:`prepare_dit`) and the benchmark alike."""
+    cfg = model.cfg
+    dev, dt = next(model.parameters()).device, next(model.parameters()).dtype
+    lh, lw = cfg.latent_hw
+    shapes = []
+    for f in sorted(set(frame_counts)):
+        model(torch.zeros(1, cfg.in_dim, f, lh, lw, device=dev, dtype=dt), torch.full((1, f), 500.0, device=dev), text)
+        shapes.append(f * cfg.tokens_per_frame)
+    for n_c in sorted(set(n_cs)):
+        h = torch.zeros(1, n_c, cfg.dim, device=dev, dtype=dt)
+        pos = tuple(torch.arange(n_c, device=dev, dtype=torch.float64) % 4 for _ in range(3))
+        model.forward_tokens(h, pos, torch.zeros(1, device=dev), text)
+        shapes.append(n_c)
+        _warm_rope(cfg, dev, dt, n_c)
+    return shapes
+
+
+def _warm_rope(cfg, dev: torch.device, dtype: torch.dtype, n_c: int) -> None:
+    """The caches' in-place temporal re-alignment (rope.set_fused, dynamic token count): the recent ring's
+    scalar shift, the all-layer mid gather and the per-layer top-k gather."""
+    from packforcing.cache import CacheSpec, KVStore
+    from packforcing.cache import rope as R
+
+    st = KVStore(CacheSpec.from_model(cfg, device=dev, dtype=dtype), 3 * n_c)
+    per_tok = torch.full((n_c,), -4.0, dtype=torch.float64, device=dev)
+    st.shift(0, n_c, -4)
+    R.shift_temporal_(st.k[:, :, n_c : 2 * n_c], per_tok, cfg.rope_theta)
+    R.shift_temporal_(st.k[0, :, 2 * n_c :], per_tok, cfg.rope_theta)
+    # the mid gather with the rotation inside the copy (one Triton kernel on CUDA): all layers (the paper
+    # preset) and one layer with a selection index (top-k); each variant JIT-compiles once, here
+    cs = R.temporal_cos_sin(torch.tensor([8.0, 12.0], device=dev), cfg.head_dim, cfg.rope_theta, R.compute_dtype(dtype))
+    two = torch.tensor([1, 0], device=dev)
+    R.gather_rotated_(st.k[:, :, n_c:], st.v[:, :, n_c:], st.k, st.v, two, n_c, *cs)
+    R.gather_rotated_(st.k[0, :, n_c:], st.v[0, :, n_c:], st.k[0], st.v[0], torch.tensor([2, 1, 0], device=dev),
+                      n_c, *cs, index=two)
+
+
+def rollout_shapes(spec: GenerationSpec, cfg, window_blocks: int) -> tuple[list[int], list[int]]:
+    """The DiT input shapes of ``spec``'s rollout: latent frames per model call (one block of B_f up to a window of
+    ``window_blocks`` blocks) and PackForcing's compressed token counts N_c (from the policy's plan, bookkeeping
+    only; empty for a policy that does not compress or whose plan fails, which the rollout then reports)."""
+    from packforcing.cache import CacheSpec, make_policy
+
+    frames = [k * spec.block_frames for k in range(1, max(1, int(window_blocks)) + 1)]
+    try:
+        rows = make_policy(spec.policy, **spec.policy_kwargs).plan(CacheSpec.from_model(cfg), spec.num_latent_frames,
+                                                                     spec.block_frames)
+        n_cs = sorted({int(r.as_dict().get("n_c") or 0) for r in rows} - {0})
+    except Exception:  # noqa: BLE001 - the rollout raises the real error with its own message
+        n_cs = []
+    return frames, n_cs
+
+
+_DIT_WARMED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -> shapes warmed since compile on
+
+
+def prepare_dit(model, on: bool, text=None, frame_counts=(), n_cs=()) -> dict:
+    """Put the DiT's elementwise chains in the compile state ``on`` (``WanDiT.enable_compile``) and, when on, warm
+    every shape not warmed yet (:func:`warm_dit`), timed with the device synchronised. The model is the pipeline's
+    cached one, so a second generation with the same shapes compiles nothing. If the compile fails (no Triton, no
+    C++ compiler), the DiT runs eager, with one warning. Returns ``{"compile_dit", "compile_dit_s"?,
+    "compile_dit_error"?}`` (``compile_dit_s``: this call's warm-up, 0 when nothing new was warmed)."""
+    out: dict = {"compile_dit": bool(on)}
+    if not on:
+        if model.compile_elementwise:
+            model.enable_compile(False)
+        _DIT_WARMED.pop(model, None)
+        return out
+    if not model.compile_elementwise:
+        model.enable_compile(True)
+        _DIT_WARMED[model] = set()
+    warmed = _DIT_WARMED.setdefault(model, set())
+    new_frames = [f for f in frame_counts if ("frames", f) not in warmed]
+    new_nc = [n for n in n_cs if ("n_c", n) not in warmed]
+    dev = next(model.parameters()).device
+    t0 = time.perf_counter()
+    try:
+        if new_frames or new_nc:
+            warm_dit(model, text, new_frames, new_nc)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+    except Exception as e:  # noqa: BLE001 - a failed compile must not take the run down: run eager
+        model.enable_compile(False)
+        _DIT_WARMED.pop(model, None)
+        msg = f"{type(e).__name__}: {str(e)[:300]}"
+        warnings.warn(f"DiT compile failed, running eager: {msg}", RuntimeWarning, stacklevel=2)
+        return {"compile_dit": False, "compile_dit_error": msg}
+    warmed.update(("frames", f) for f in new_frames)
+    warmed.update(("n_c", n) for n in new_nc)
+    out["compile_dit_s"] = round(time.perf_counter() - t0, 3)
+    return out
 
 
 def default_checkpoint(policy: str) -> str:
@@ -155,7 +290,9 @@ def generate(spec: GenerationSpec, on_block: Callable[[int, Tensor, dict], None]
     """Run one generation. Raises UserError (bad spec), FloatingPointError (NaN), OOM errors pass through.
 
     ``decode``: :class:`packforcing.streaming.DecodeOptions` of the streaming decode (default: the fastest
-    measured mode on CUDA, blocking on the CPU; the benchmark measures the same path).
+    measured mode on CUDA, blocking on the CPU; the benchmark measures the same path). ``spec.compile_dit``: the
+    DiT's elementwise chains compiled (``WanDiT.enable_compile``; ``auto`` = on with CUDA, off on the CPU, so CPU
+    outputs are bit-identical to eager). What ran is in the result's ``engine`` (:func:`engine_record`).
 
     ``timings`` (seconds unless noted; wall clock from ``perf_counter``, on CUDA the device synchronised where said):
 
@@ -164,8 +301,11 @@ def generate(spec: GenerationSpec, on_block: Callable[[int, Tensor, dict], None]
       old ``total_s - load_s``).
     - ``text_encode_s``: ``enc.encode`` of the prompt (CUDA: synchronised before and after).
     - ``setup_s``: after the encoding, before the first block: binding the policy, the initial noise, preparing the
-      VAE decoder (on CUDA a compile warm-up, :func:`packforcing.streaming.prepare_vae`); the video file's opening
-      is in ``write_s``.
+      DiT (``spec.compile_dit``, on CUDA by default: the compile warm-up of its elementwise chains at every block
+      shape of the rollout, :func:`prepare_dit`, synchronised; ~0 once the cached model has seen the shapes) and
+      the VAE decoder (on CUDA a compile warm-up, :func:`packforcing.streaming.prepare_vae`); the video file's
+      opening is in ``write_s``. A shape the warm-up did not foresee (a restarting policy's pushed prefix, an LR
+      branch's own passes) compiles in the block that first meets it.
     - ``rollout_s``: sum of the blocks' ``latency_s`` (denoising + commit; the streaming decode's
       callbacks are outside it, except a restarting policy's restart, see below). ``fps_model`` = frames / it.
     - ``decode_s``: the streaming VAE decode of the output frames, uint8 conversion and host copy included
@@ -222,6 +362,13 @@ def generate(spec: GenerationSpec, on_block: Callable[[int, Tensor, dict], None]
     def noise_fn(b, s, like):
         return torch.randn(like.shape, generator=g, device=device, dtype=torch.float32).to(like.dtype)
 
+    from packforcing.streaming import switch_on
+
+    compile_on = switch_on(spec.compile_dit, device)
+    shapes = rollout_shapes(spec, cfg, policy.window_blocks(sampler.num_steps)) if compile_on else ([], [])
+    dit_info = prepare_dit(model, compile_on, model.embed_text(context) if compile_on else None, *shapes)
+    vae_info: dict | None = None
+
     writer = frames = None
     frames_written = 0
     first_frame_s: list[float] = []
@@ -231,7 +378,7 @@ def generate(spec: GenerationSpec, on_block: Callable[[int, Tensor, dict], None]
         from packforcing.video import VideoWriter
 
         opts = (decode or DecodeOptions()).resolved(device)
-        prepare_vae(vae, opts, (1, cfg.in_dim, spec.block_frames, lh, lw))
+        vae_info = {"mode": opts.mode, **prepare_vae(vae, opts, (1, cfg.in_dim, spec.block_frames, lh, lw))}
         t_open = time.perf_counter()
         writer = VideoWriter(spec.video_path, fps=spec.fps).__enter__()
         write_s += time.perf_counter() - t_open
@@ -298,7 +445,7 @@ def generate(spec: GenerationSpec, on_block: Callable[[int, Tensor, dict], None]
         "write_s": write_s,
     }
     return GenerationResult(spec.video_path, n_px, res.block_stats, timings, _peak_memory(device),
-                            spec.latents_path, asdict(spec))
+                            spec.latents_path, asdict(spec), engine_record(device, dit_info, vae_info))
 
 
 def missing_files(spec: GenerationSpec) -> list[tuple[str, Path]]:

@@ -41,8 +41,16 @@ def default_mode(device) -> str:
     return "priority" if torch.device(device).type == "cuda" else "blocking"
 
 
-def _auto(value: str | bool, cuda: bool) -> bool:
-    return cuda if value == "auto" else value in (True, "on")
+SWITCH_VALUES = ("auto", "on", "off", True, False)
+
+
+def switch_on(value: str | bool, device) -> bool:
+    """An engine speed switch (``auto`` | ``on`` | ``off`` | bool) resolved for ``device``: ``auto`` = on with CUDA,
+    off elsewhere (the VAE's ``DecodeOptions.channels_last``/``compile``, the DiT's ``GenerationSpec.compile_dit``).
+    UserError for any other value."""
+    if not isinstance(value, (str, bool)) or value not in SWITCH_VALUES:
+        raise UserError(f"engine switch {value!r} is not one of auto, on, off.")
+    return torch.device(device).type == "cuda" if value == "auto" else value in (True, "on")
 
 
 @dataclass(frozen=True)
@@ -56,11 +64,10 @@ class DecodeOptions:
     compile: str | bool = "auto"
 
     def resolved(self, device) -> "DecodeOptions":
-        cuda = torch.device(device).type == "cuda"
         mode = default_mode(device) if self.mode == "auto" else self.mode
         if mode not in DECODE_MODES:
             raise UserError(f"unknown decode mode {mode!r}; use {', '.join(DECODE_MODES)} or auto.")
-        return DecodeOptions(mode, _auto(self.channels_last, cuda), _auto(self.compile, cuda))
+        return DecodeOptions(mode, switch_on(self.channels_last, device), switch_on(self.compile, device))
 
 
 def prepare_vae(vae, opts: DecodeOptions, block_latent_shape: tuple[int, ...] | None = None) -> dict:

@@ -78,8 +78,11 @@ def _one(*overrides):
 def test_cosmetic_keys_keep_the_hash_method_keys_change_it(tmp_path):
     base = _one()
     for cosmetic in (f"output_root={tmp_path}", "launcher.name=debug", "wandb.mode=offline", "progress=false",
-                     "device=cuda", "num_workers=3", "max_attempts=5", "metrics=[systems]", "keep_video=false"):
+                     "device=cuda", "num_workers=3", "max_attempts=5", "metrics=[systems]", "keep_video=false",
+                     "scale.compile_dit=off", "scale.compile_dit=on"):
         assert _one(cosmetic).hash == base.hash, cosmetic
+    no_key = {**base.config, "scale": {k: v for k, v in base.config["scale"].items() if k != "compile_dit"}}
+    assert cell_hash(no_key) == base.hash  # cells planned before scale.compile_dit existed keep their hash
     for real in ("method.policy_kwargs.top_k=8", "method=self_forcing", "seconds=5", "seeds=[1]", "tag=v2",
                  "scale.dtype=bfloat16", 'prompts.inline=["a bird"]'):
         assert _one(real).hash != base.hash, real

@@ -283,3 +283,24 @@ def test_settled_keeps_a_requeued_job_pending_and_confirms_a_dead_one(tmp_path, 
     (tmp_path / "r.pkl").unlink()
     local = type("LocalFake", (), {"job_id": "305", "paths": _FakeJob(tmp_path).paths, "done": lambda self: True})()
     assert launch._settled(local) is True
+
+
+def test_record_carries_the_engine_options_and_the_spec_its_compile_switch(tmp_path):
+    """The engine's ``engine`` (what ran) lands in the cell record as is; ``scale.compile_dit`` reaches the spec."""
+    from types import SimpleNamespace
+
+    seen = []
+
+    def gen(spec, progress=False):
+        seen.append(spec["compile_dit"])
+        return SimpleNamespace(**{**vars(fake_generate(spec, progress)),
+                                  "engine": {"compile_dit": False, "attention_backend": "sdpa", "cuda_graphs": True}})
+
+    p = make_plan(tmp_path, ("a cat",), None, "scale.compile_dit=off")
+    assert run_cell(p.cells[0], Engine(gen, fake_score)).status == "done"
+    rec = store.read_json(store.cell_path(p.root, "run", p.cells[0].hash))
+    assert rec["engine"] == {"compile_dit": False, "attention_backend": "sdpa", "cuda_graphs": True}
+    assert seen == ["off"]
+    q = make_plan(tmp_path / "old", ("a cat",), None)  # an engine that gives none: no key
+    assert run_cell(q.cells[0], FAKE_ENGINE).status == "done"
+    assert "engine" not in store.read_json(store.cell_path(q.root, "run", q.cells[0].hash))

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from packforcing.errors import UserError
 from packforcing.pipeline import GenerationSpec, generate, preflight
@@ -63,3 +64,89 @@ def test_default_toy_checkpoint_per_policy(tmp_path, monkeypatch):
     (tmp_path / "toy_dit_causvid.safetensors").write_bytes(b"")
     assert pipeline.default_checkpoint("causvid_restart") == "toy:causvid"
     assert pipeline.default_checkpoint("sink_window") == "toy:self_forcing"
+
+
+def test_engine_switch_resolves_per_device():
+    """``auto`` = on with CUDA, off on the CPU (no GPU needed: only the device string is read)."""
+    from packforcing.streaming import switch_on
+
+    assert switch_on("auto", "cpu") is False and switch_on("auto", "cuda") is True
+    assert switch_on("auto", "cuda:1") is True
+    for dev in ("cpu", "cuda"):
+        assert switch_on("on", dev) is True and switch_on(True, dev) is True
+        assert switch_on("off", dev) is False and switch_on(False, dev) is False
+    for bad in ("of", "yes", 1, None):
+        with pytest.raises(UserError, match="not one of auto, on, off"):
+            switch_on(bad, "cpu")
+    with pytest.raises(UserError, match="not one of auto, on, off"):
+        GenerationSpec(compile_dit="of").validate()
+
+
+def test_generate_records_engine_options(tmp_path):
+    """A CPU generation records what ran: compile off (auto on the CPU, and forced off), the decode's options, the
+    attention backend and the CUDA-graphs switch; the model is left eager."""
+    from packforcing import pipeline
+    from packforcing.attention import current_backend
+    from packforcing.cuda_graphs import graphs_enabled
+
+    for value in ("auto", "off"):
+        spec = GenerationSpec(policy="window", policy_kwargs={"window_frames": 8}, num_latent_frames=8,
+                              video_path=str(tmp_path / "v.mp4"), compile_dit=value)
+        res = generate(spec)
+        e = res.engine
+        assert e == {"device_name": "cpu", "compile_dit": False, "decode_mode": "blocking", "vae_compile": False,
+                     "vae_channels_last": False, "attention_backend": current_backend(),
+                     "cuda_graphs": graphs_enabled()}
+        json.dumps(e)
+        assert res.spec["compile_dit"] == value
+    model, _ = pipeline._load_model(spec.preset, pipeline.dit_checkpoint(spec.preset, None, spec.policy), "cpu", "float32")
+    assert not model.compile_elementwise
+    # without a video: no decode options
+    res = generate(GenerationSpec(policy="window", policy_kwargs={"window_frames": 8}, num_latent_frames=8,
+                                  compile_dit="off"))
+    assert res.engine["decode_mode"] is None and res.engine["vae_compile"] is None
+
+
+@pytest.mark.slow  # torch.compile (inductor) on the CPU: ~30-60 s of compiling
+def test_generate_with_dit_compiled_equals_eager_and_compiles_before_the_first_block(tmp_path, monkeypatch):
+    """``compile_dit="on"`` on the CPU: the latents equal eager's within fp32 rounding, the compile is in the
+    warm-up (``setup_s``; the rollout compiles no new graph), a second call warms nothing, and ``off`` restores
+    the eager model."""
+    import shutil
+
+    from safetensors.torch import load_file
+    from torch._dynamo.utils import counters
+
+    from packforcing import pipeline
+
+    if not any(shutil.which(c) for c in ("c++", "g++", "clang++")):
+        pytest.skip("torch.compile (inductor) on the CPU needs a C++ compiler")
+    after_warm: list[int] = []
+    prepare = pipeline.prepare_dit
+
+    def spy(*a, **kw):
+        out = prepare(*a, **kw)
+        after_warm.append(counters["stats"]["unique_graphs"])
+        return out
+
+    monkeypatch.setattr(pipeline, "prepare_dit", spy)
+
+    def run(value, name):
+        spec = GenerationSpec(policy="packforcing", policy_kwargs={"preset": "toy"}, num_latent_frames=16,
+                              latents_path=str(tmp_path / f"{name}.safetensors"), compile_dit=value)
+        res = generate(spec)
+        return res, load_file(res.latents_path)["latents"]
+
+    _, ref = run("off", "eager")
+    res, got = run("on", "compiled")
+    if "compile_dit_error" in res.engine:
+        pytest.skip(f"the compile failed here: {res.engine['compile_dit_error']}")
+    assert res.engine["compile_dit"] is True and res.engine["compile_dit_s"] > 0
+    assert counters["stats"]["unique_graphs"] == after_warm[-1]  # nothing compiled inside a block
+    assert res.timings["setup_s"] >= res.engine["compile_dit_s"]
+    torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)
+    res2, got2 = run("on", "again")
+    assert counters["stats"]["unique_graphs"] == after_warm[-1] and res2.engine["compile_dit_s"] < res.engine["compile_dit_s"]
+    torch.testing.assert_close(got2, got)
+    _, back = run("off", "back")
+    assert torch.equal(back, ref)

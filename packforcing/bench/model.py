@@ -65,44 +65,17 @@ def compile_elementwise(b) -> None:
 
 
 def _compile_shapes(b) -> None:
-    cfg, dev = b.cfg, b.device
+    from packforcing.cache import rope as R
+    from packforcing.pipeline import warm_dit
+
+    cfg = b.cfg
     b.model.enable_compile()
     table = policy_table(b.args, b.args.preset)
     labels = [p for p in b.args.policies if p in table]
     frames = sorted({table[p][1] for p in labels} | {4})
     n_cs = sorted({plan_rows(cfg, *table[p], 3)[-1].get("n_c") or 0 for p in labels} - {0})
-    shapes = []
-    with torch.no_grad():
-        for bf in frames:  # a forward per block size: every elementwise function at that token count
-            b.model(b.latent(bf), torch.full((1, bf), 500.0, device=dev), b.text)
-            shapes.append(bf * cfg.tokens_per_frame)
-        for n_c in n_cs:  # the compressed tokens' pass (N_c tokens, one timestep)
-            h = torch.randn(1, n_c, cfg.dim, device=dev, dtype=b.dtype)
-            pos = tuple(torch.arange(n_c, device=dev, dtype=torch.float64) % 4 for _ in range(3))
-            b.model.forward_tokens(h, pos, torch.zeros(1, device=dev), b.text)
-            shapes.append(n_c)
-            _compile_rope(b, n_c)
-    b.res["model"]["compile_elementwise_tokens"] = shapes
-
-
-def _compile_rope(b, n_c: int) -> None:
-    """The caches' in-place temporal re-alignment (rope.set_fused, dynamic token count): the recent ring's
-    scalar shift, the all-layer mid gather and the per-layer top-k gather."""
-    from packforcing.cache import CacheSpec, KVStore
-    from packforcing.cache import rope as R
-
-    cfg, dev = b.cfg, b.device
-    st = KVStore(CacheSpec.from_model(cfg, device=dev, dtype=b.dtype), 3 * n_c)
-    per_tok = torch.full((n_c,), -4.0, dtype=torch.float64, device=dev)
-    st.shift(0, n_c, -4)
-    R.shift_temporal_(st.k[:, :, n_c : 2 * n_c], per_tok, cfg.rope_theta)
-    R.shift_temporal_(st.k[0, :, 2 * n_c :], per_tok, cfg.rope_theta)
-    # the mid gather with the rotation inside the copy (one Triton kernel on CUDA): all layers (the paper
-    # preset) and one layer with a selection index (top-k); each variant JIT-compiles once, here
-    cs = R.temporal_cos_sin(torch.tensor([8.0, 12.0], device=dev), cfg.head_dim, cfg.rope_theta, R.compute_dtype(b.dtype))
-    two = torch.tensor([1, 0], device=dev)
-    R.gather_rotated_(st.k[:, :, n_c:], st.v[:, :, n_c:], st.k, st.v, two, n_c, *cs)
-    R.gather_rotated_(st.k[0, :, n_c:], st.v[0, :, n_c:], st.k[0], st.v[0], torch.tensor([2, 1, 0], device=dev),
-                      n_c, *cs, index=two)
-    b.res["model"]["rope_fused_kernels"] = {f"{k[0]}:{k[2]}".replace("torch.", ""): v for k, v in R._TRITON["ok"].items()}
-    del st
+    with torch.no_grad():  # the pipeline's warm-up: a forward per block size, the compressed tokens' pass, RoPE
+        b.res["model"]["compile_elementwise_tokens"] = warm_dit(b.model, b.text, frames, n_cs)
+    if n_cs:
+        b.res["model"]["rope_fused_kernels"] = {f"{k[0]}:{k[2]}".replace("torch.", ""): v
+                                                for k, v in R._TRITON["ok"].items()}
