@@ -136,6 +136,11 @@ class WandbConfig:
     log_video: bool = True
 
 
+#: ``tag`` of the Wan-scale rehearsal's cells (``python -m harness.rehearsal``, issue 19): they ran on RANDOM
+#: stand-in weights, so the reports mark them (``reports.cells.Row.random_weights``); the one definition
+RANDOM_WEIGHTS_TAG = "random-weights-rehearsal"
+
+
 @dataclass
 class HarnessConfig:
     """The whole configuration of a launch (one sweep or one ``run``)."""

@@ -33,6 +33,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from harness.config import RANDOM_WEIGHTS_TAG
 from packforcing import wan_rehearsal as W
 from packforcing.errors import UserError, main_guard
 
@@ -51,7 +52,7 @@ PROMPTS = (
 #: the tiny DiT reads 16 text tokens: short prompts of the stand-in tokenizer's whole words
 TINY_PROMPTS = ("a red car on a wet street", "a white bird flying over the sea")
 OVERLAY = "rehearsal.yaml"
-TAG = "random-weights-rehearsal"
+TAG = RANDOM_WEIGHTS_TAG  # the rehearsal overlay's ``tag`` (defined once in harness.config)
 
 
 def write_clip(out: Path, size: str, made_by: str) -> tuple[str, Path]:

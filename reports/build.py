@@ -15,6 +15,11 @@ The page shows, per sweep: the sweep's table with its evidence (``harness.table.
 same numbers as ``results/<sweep>/table.md``), speed and memory, run metadata (git sha, weight
 fingerprints, lengths, prompts, seeds, when), and samples matched on (prompt, seed) across the axis
 values, with the prompt text and the time of each frame. One TOY banner heads a page with toy results.
+
+When some cells ran on random stand-in weights (the Wan-scale rehearsal, issue 19: ``Row.random_weights``),
+every page written here starts with one RANDOM-WEIGHTS line (``Results.random_banner``; the findings page
+writes its own), their sweeps' tables are tagged and their "ours vs paper" rows flagged (``reports.tables``).
+A store without such cells renders exactly as before.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.config import RANDOM_WEIGHTS_TAG
 from packforcing.errors import UserError, main_guard
 from reports.aggregate import group_rows
 from reports.cells import Results, Row, load_results
@@ -67,6 +73,9 @@ video{max-width:480px;display:block;margin-top:.3em} .problems{color:#b00020}
 .matched td{vertical-align:top;text-align:left} .times{font-size:.75em;color:#555} .meta td{text-align:left}
 #render-check{font-size:.75em;color:#888}
 """
+
+RANDOM_BANNER_STYLE = ("background:#b00020;color:#fff;font-weight:bold;font-size:1.1em;padding:.6em .8em;"
+                       "margin:.5em 0;border:3px solid #600010")
 
 # Written into the page so a headless browser's --dump-dom (and a person) can see whether every
 # table and image rendered: counts land as data-* attributes of #render-check on window load.
@@ -282,6 +291,11 @@ def render_html(results: Results, tables: list[Table], plots: list[Plot], sample
         f"<script>{RENDER_CHECK_JS}</script>", "</head><body>",
         "<h1>PackForcing evaluation report</h1>",
     ]
+    random_banner = results.random_banner()
+    if random_banner:  # before everything in the body, the title included
+        parts.insert(parts.index("<h1>PackForcing evaluation report</h1>"),
+                     f'<div class="banner random" id="random-banner" style="{RANDOM_BANNER_STYLE}">'
+                     f"{e(random_banner)}</div>")
     if any(r.scale != "wan" for r in results.rows):
         parts.append(f'<div class="banner toy" id="toy-banner">{e(TOY_BANNER)} Everything marked '
                      '<span class="toy-tag">TOY</span> is toy scale; the paper\'s numbers appear only beside Wan-scale '
@@ -312,6 +326,7 @@ def render_html(results: Results, tables: list[Table], plots: list[Plot], sample
                  "the sweep's report columns. ↑/↓: which direction is better.</p>")
     for (sweep, scale), t in evidence.items():
         tag = '<span class="toy-tag">TOY</span> ' if scale != "wan" else ""
+        tag = _random_tag(results.select(sweep, scale)) + tag
         ref = ", ".join(f"{k}={v}" for k, v in t.reference.items()) or "none"
         parts.append(f"<h3>{tag}{e(t.title or sweep)} (sweep '{e(sweep)}', {e(scale)}; reference {e(ref)})</h3>")
         parts.append(evidence_html(t, tid=f"evidence-{sweep}-{scale}"))
@@ -333,6 +348,10 @@ def render_html(results: Results, tables: list[Table], plots: list[Plot], sample
             parts.append(f'<h3>{e(sweep)} ({e(scale)})</h3><div class="scroll"><table class="meta" '
                          f'data-sweep="{e(sweep)}"><tbody>')
             parts += [f'<tr data-field="{e(k)}"><th>{e(k)}</th><td>{e(v)}</td></tr>' for k, v in run_metadata(rows)]
+            n_random = sum(r.random_weights for r in rows)
+            if n_random:
+                parts.append(f'<tr data-field="random weights"><th>random weights</th><td>{n_random} of {len(rows)} '
+                             f"cells ran on random stand-in weights (tag {e(RANDOM_WEIGHTS_TAG)})</td></tr>")
             parts.append("</tbody></table></div>")
     parts.append('<h2 id="samples">Samples matched on prompt and seed</h2>')
     parts += samples_html(samples, out)
@@ -365,6 +384,18 @@ def render_html(results: Results, tables: list[Table], plots: list[Plot], sample
     return "\n".join(parts) + "\n"
 
 
+def _random_tag(rows: list[Row]) -> str:
+    """The RANDOM WEIGHTS tag of a heading over ``rows`` when some of them ran on random weights."""
+    return '<span class="toy-tag random-tag">RANDOM WEIGHTS</span> ' if any(r.random_weights for r in rows) else ""
+
+
+def _headed(text: str, banner: str | None, comment: str = "") -> str:
+    """``text`` under the RANDOM-WEIGHTS banner line (as a ``comment`` line when given, e.g. LaTeX's '%')."""
+    if not banner:
+        return text
+    return (f"{comment} {banner}\n" if comment else f"> **{banner}**\n\n") + text
+
+
 def sweep_evidence(results: Results) -> dict:
     """{(sweep, scale): harness.evidence.SweepTable}: the tables ``table.md`` holds, per scale."""
     from harness.table import sweep_table
@@ -386,9 +417,10 @@ def build(root: str | Path, out: str | Path = DEFAULT_OUT, sweeps: list[str] | N
     samples = pick_samples(results, out, make_strips=media) if media else []
     evidence = sweep_evidence(results)
     findings = findings_link(results, out)
-    (out / "tables.md").write_text("# PackForcing evaluation tables\n\n" + render_markdown(tables))
-    (out / "tables.tex").write_text(render_latex(tables))
-    (out / "reference.md").write_text("# Paper reference numbers\n\n" + render_markdown(refs))
+    banner = results.random_banner()
+    (out / "tables.md").write_text(_headed("# PackForcing evaluation tables\n\n" + render_markdown(tables), banner))
+    (out / "tables.tex").write_text(_headed(render_latex(tables), banner, comment="%"))
+    (out / "reference.md").write_text(_headed("# Paper reference numbers\n\n" + render_markdown(refs), banner))
     index = out / "index.html"
     index.write_text(render_html(results, tables, plots, samples, refs, out, evidence, findings))
     return index

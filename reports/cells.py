@@ -5,6 +5,10 @@ seconds, prompt_id, seed, ``axis.<name>``, ``metric.<name>``) comes from
 ``harness.store.load_cells(root, sweep)`` when the harness provides it, else from the JSON files
 read here; per-segment series, the video path and the failure reason, which the roll-up does not
 carry, always come from the JSON files.
+
+A cell whose config carries the Wan-scale rehearsal's tag (``harness.config.RANDOM_WEIGHTS_TAG``, issue 19)
+ran on RANDOM stand-in weights: :func:`is_random_weights` says so, ``Row.random_weights`` carries it, and
+:func:`random_weights_banner` is the one line every page of such a report starts with.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any, Callable, Iterable
 
 import pandas as pd
 
+from harness.config import RANDOM_WEIGHTS_TAG
 from packforcing.errors import UserError
 
 SCHEMA = 1
@@ -46,6 +51,7 @@ class Row:
     git_sha: str | None = None
     weights: dict[str, str] = field(default_factory=dict)  # content fingerprints of the DiT / VAE files
     num_latent_frames: int | None = None
+    random_weights: bool = False  # ran on the rehearsal's random stand-in weights (:func:`is_random_weights`)
 
     @property
     def done(self) -> bool:
@@ -69,6 +75,40 @@ class Results:
             r for r in self.rows
             if (sweep is None or r.sweep == sweep) and (scale is None or r.scale == scale)
         ]
+
+    def random_banner(self) -> str | None:
+        """The RANDOM-WEIGHTS banner of a report over these cells; None when every cell had real weights."""
+        return random_weights_banner(sum(r.random_weights for r in self.rows), len(self.rows))
+
+
+# ---- random stand-in weights (the Wan-scale rehearsal, issue 19) -----------------------------------
+RANDOM_FLAG = "random weights"
+
+
+def is_random_weights(record: dict[str, Any]) -> bool:
+    """Whether a cell record ran on the rehearsal's random stand-in weights: its config's ``tag`` is
+    ``harness.config.RANDOM_WEIGHTS_TAG`` (what ``python -m harness.rehearsal``'s overlay sets)."""
+    config = record.get("config")
+    return isinstance(config, dict) and config.get("tag") == RANDOM_WEIGHTS_TAG
+
+
+def random_weights_banner(n_random: int, n_total: int) -> str | None:
+    """The line that heads every page of a report with ``n_random`` (of ``n_total``) random-weight cells."""
+    if not n_random:
+        return None
+    return (f"RANDOM-WEIGHTS REHEARSAL: {n_random} of {n_total} cells ran on random stand-in weights "
+            f"(tag {RANDOM_WEIGHTS_TAG}); their quality numbers (VBench, CLIP) mean nothing and nothing here is "
+            "a paper-scale result. Systems numbers (speed, memory) are real for this card.")
+
+
+def random_flag(rows: Iterable[Row]) -> str | None:
+    """A table row's flag when some of its cells ran on random weights: 'random weights' (all of them) or
+    'random weights (k of n cells)'; None when none did."""
+    rows = list(rows)
+    k = sum(r.random_weights for r in rows)
+    if not k:
+        return None
+    return RANDOM_FLAG if k == len(rows) else f"{RANDOM_FLAG} ({k} of {len(rows)} cells)"
 
 
 # ---- raw JSON ------------------------------------------------------------------------------------
@@ -196,6 +236,7 @@ def _rows_from_frame(frame: pd.DataFrame, raw: dict[tuple[str, str], dict[str, A
             failure_reason=failure.get("reason") if isinstance(failure, dict) else None,
             prompt=c.get("prompt"), created=c.get("created"), git_sha=c.get("git_sha"),
             weights=dict(c.get("weights") or {}), num_latent_frames=c.get("num_latent_frames"),
+            random_weights=is_random_weights(c),
         ))
     return rows
 

@@ -6,6 +6,11 @@ the same (prompt, seed), and writes ``findings.md`` (+ ``findings.json`` and a p
 fixed before looking at the data: *reproduced* if the CI of the paired difference lies entirely on
 the paper's side of 0, *not reproduced* if it lies entirely on the other side, else *inconclusive*.
 Toy numbers are never compared with the paper's values, only with the paper's direction.
+
+Cells that ran on random stand-in weights (the Wan-scale rehearsal's tag, ``reports.cells.is_random_weights``)
+make a verdict meaningless: the page then starts with the RANDOM-WEIGHTS banner, each claim that used such
+cells has its verdict shown as "RANDOM WEIGHTS, meaningless: <verdict>" (its ``random_weights`` count in
+``findings.json``; the ``verdict`` field keeps the rule's output), and the plot says so.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import numpy as np
 
 from packforcing.errors import UserError, main_guard
 from reports import memory_control
+from reports.cells import is_random_weights, random_weights_banner, read_cell_files
 
 # (claim, paper source, variant compared against the reference, metric, sign[, reference]): the paper
 # says sign * (reference - variant) > 0. The reference is the PackForcing default unless a sixth field
@@ -48,6 +54,23 @@ def _load(root: Path):
     return df
 
 
+def random_hashes(root: Path) -> set[str]:
+    """Hashes of the findings cells that ran on random stand-in weights."""
+    cells, _ = read_cell_files(root, ["findings"])
+    return {c["cell_hash"] for c in cells if is_random_weights(c)}
+
+
+def _n_random(df, rand: set[str], *variants: str) -> int:
+    """How many done cells of ``variants`` are random-weight ones."""
+    d = df[(df["status"] == "done") & df["axis.variant"].isin(variants)]
+    return int(d["hash"].astype(str).isin(rand).sum())
+
+
+def _shown(r: dict) -> str:
+    """A claim's verdict as the page shows it: labelled meaningless when random-weight cells fed it."""
+    return f"RANDOM WEIGHTS, meaningless: {r['verdict']}" if r.get("random_weights") else r["verdict"]
+
+
 def paired(df, variant: str, metric: str, reference: str = "packforcing", with_prompts: bool = False):
     """reference - variant on the (prompt, seed) pairs both have (+ each pair's prompt id)."""
     col = f"metric.{metric}"
@@ -75,6 +98,7 @@ def build(root: Path, out: Path) -> dict:
     from harness.metrics.stats import bootstrap_ci
 
     df = _load(root)
+    rand = random_hashes(root)
     rows = []
     for claim, src, variant, metric, sign, *rest in CLAIMS:
         reference = rest[0] if rest else "packforcing"
@@ -90,6 +114,9 @@ def build(root: Path, out: Path) -> dict:
                      "diff_mean": float(ci.mean), "ci_lo": float(ci.lo), "ci_hi": float(ci.hi), "p": p,
                      "mde": estimate(diff, prompts, paired=True).mde,
                      "verdict": verdict(ci.lo, ci.hi, sign)})
+    if rand:  # only then: a store without random-weight cells writes the same findings.json as before
+        for r in rows:
+            r["random_weights"] = _n_random(df, rand, r["reference"], r["variant"]) if r["n"] else 0
     measured = [r for r in rows if r["n"]]
     for r, adj in zip(measured, holm([r["p"] for r in measured])):
         r["p_holm"] = adj
@@ -105,7 +132,8 @@ def build(root: Path, out: Path) -> dict:
     (out / "findings.json").write_text(json.dumps({"claims": rows, "variants": means,
                                                    "memory_control": memory_control.load(out)}, indent=1))
     control = memory_control.load(out)
-    lines = [
+    banner = random_weights_banner(int(df["hash"].astype(str).isin(rand).sum()), len(df)) if rand else None
+    lines = ([f"> **{banner}**", ""] if banner else []) + [
         "# TOY-SCALE FINDINGS (not comparable with the paper's numbers)",
         "",
         memory_control.statement(control),
@@ -132,7 +160,7 @@ def build(root: Path, out: Path) -> dict:
         else:
             lines.append(f"| {r['claim']} | {r['paper']} | {r['n']} | {r['diff_mean']:+.4g} "
                          f"[{r['ci_lo']:+.4g}, {r['ci_hi']:+.4g}] | {r['p']:.3g} | {r['p_holm']:.3g} | "
-                         f"{'' if r['mde'] is None else format(r['mde'], '.3g')} | **{r['verdict']}** |")
+                         f"{'' if r['mde'] is None else format(r['mde'], '.3g')} | **{_shown(r)}** |")
     lines += ["", "## Per-variant means", "", "| variant | n | failed | clip_score | clip_drop | persistence | prompt fidelity | flicker |",
               "|---|---|---|---|---|---|---|---|"]
     for v, m in means.items():
@@ -165,11 +193,12 @@ def _plot(rows, path: Path) -> None:
             ax.errorbar(r["diff_mean"], i, xerr=[[r["diff_mean"] - r["ci_lo"]], [r["ci_hi"] - r["diff_mean"]]],
                         fmt="o", color=c, capsize=3)
         ax.axvline(0, color="k", lw=0.8)
-        ax.set_yticks(range(len(group)), [f"{r['claim'].split(':')[0]} ({r['verdict']})" for r in group], fontsize=7)
+        ax.set_yticks(range(len(group)), [f"{r['claim'].split(':')[0]} ({_shown(r)})" for r in group], fontsize=7)
         ax.set_ylim(-0.6, len(group) - 0.4)
         ax.set_title(metric, fontsize=9, loc="left")
     axes[-1, 0].set_xlabel("reference - variant (paired, 95% bootstrap CI); the paper's side is > 0")
-    fig.suptitle("TOY-scale findings (not comparable with the paper's values)", fontsize=10)
+    fig.suptitle(("RANDOM WEIGHTS (verdicts meaningless): " if any(r.get("random_weights") for r in rows) else "")
+                 + "TOY-scale findings (not comparable with the paper's values)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     fig.savefig(path.with_suffix(".svg"))
@@ -184,7 +213,7 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     res = build(Path(a.root), Path(a.out))
     for r in res["claims"]:
-        print(f"{r['verdict']:>15}  {r['claim']}")
+        print(f"{_shown(r):>15}  {r['claim']}")
 
 
 if __name__ == "__main__":

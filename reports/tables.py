@@ -5,6 +5,9 @@ Every table is built from ONE sweep at ONE scale:
 - Wan scale: our numbers (mean, 95% bootstrap CI over prompts x seeds) and, in a separate
   "ours vs paper" table, the paper's number with its provenance tag and the difference.
 - Toy scale: our numbers only, under a TOY banner; no paper column ever.
+- Cells that ran on random stand-in weights (the Wan-scale rehearsal, issue 19): each of their tables
+  carries a RANDOM WEIGHTS line, and in "ours vs paper" their rows show "(random)" beside our number
+  and the flag "random weights", so that a copied table cannot pass as a result.
 
 Which paper table a sweep feeds is what the sweep declares (``sweeps/<name>.py``: ``Sweep.paper``,
 its table id and columns; ``Sweep.reference``, the value the others are compared with). A sweep that
@@ -20,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from reports.aggregate import Group, group_rows, paired_delta
-from reports.cells import Results, Row
+from reports.cells import Results, Row, random_flag
 from reports.reference import RefCell, Reference, canonical_method, canonical_value
 from reports.stats import Estimate, bootstrap_ci
 
@@ -33,6 +36,7 @@ WAN_NOTE = ("Wan scale. Ours: mean over prompts x seeds, [95% percentile-bootstr
             "Paper values carry provenance tags (see the reference section); '?' marks a cell touched "
             "by a known inconsistency.")
 DASH = "-"
+RANDOM_MARK = "(random)"  # after our number in an "ours vs paper" row of random-weight cells
 
 VBENCH_DIMS = (
     "vbench.dynamic_degree", "vbench.motion_smoothness", "vbench.overall_consistency",
@@ -64,10 +68,13 @@ class Table:
     sweep: str | None = None
     banner: str | None = None
     notes: list[str] = field(default_factory=list)
+    random: str | None = None  # the RANDOM WEIGHTS line when some of its cells ran on random weights
 
     def to_markdown(self) -> str:
         esc = lambda s: str(s).replace("|", "\\|").replace("\n", " ")  # noqa: E731
         out = [f"### {self.title}", ""]
+        if self.random:
+            out += [f"> **{self.random}**", ""]
         if self.banner:
             out += [f"> **{self.banner}**", ""]
         out.append("| " + " | ".join(esc(h) for h in self.header) + " |")
@@ -81,8 +88,11 @@ class Table:
     def to_latex(self) -> str:
         cols = "l" * len(self.header)
         caption = latex_escape(self.title + (" [TOY SCALE: not comparable with the paper]"
-                                              if self.banner else ""))
+                                              if self.banner else "")
+                               + (" [RANDOM WEIGHTS: not a result]" if self.random else ""))
         out = ["\\begin{table}[t]", "\\centering", "\\scriptsize"]
+        if self.random:
+            out.append("% " + self.random)
         if self.banner:
             out.append("% " + self.banner)
         out += [f"\\caption{{{caption}}}", f"\\label{{tab:{self.id}}}",
@@ -100,7 +110,11 @@ class Table:
         cls = f"scale-{e(self.scale)} kind-{e(self.kind or 'table')}"
         # the page carries the one TOY banner; a toy table is tagged, not bannered again
         tag = '<span class="toy-tag">TOY</span> ' if self.banner else ""
+        if self.random:
+            tag = '<span class="toy-tag random-tag">RANDOM WEIGHTS</span> ' + tag
         out = [f'<section class="table-block {cls}" id="{e(self.id)}">', f"<h3>{tag}{e(self.title)}</h3>"]
+        if self.random:
+            out.append(f'<p class="note random-note"><b>{e(self.random)}</b></p>')
         out.append('<div class="scroll"><table>')
         out.append("<thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in self.header) + "</tr></thead>")
         out.append("<tbody>")
@@ -282,6 +296,12 @@ def _slug(*parts: Any) -> str:
 
 
 # ---- ours vs paper -------------------------------------------------------------------------------
+def _mark(ours: str, rand: str | None) -> str:
+    """Our number in an "ours vs paper" row, marked "(random)" when ``rand`` (:func:`random_flag`) says some
+    of its cells ran on random stand-in weights."""
+    return f"{ours} {RANDOM_MARK}" if rand else ours
+
+
 @dataclass
 class RefColumn:
     """A reference table whose cells are put beside ours; ``key_fn`` maps a group to its row key."""
@@ -315,8 +335,9 @@ def compare_table(
             est = value_fn(g, m) if value_fn else g.estimate(m)
             est = None if est is None else est.scaled(d.factor)
             st = g.status_text()
+            rand = random_flag(g.rows)
             line = [row_label(g), metric_label(m) if metric_label else metric_header(m, ref),
-                    st or fmt_est(est, d.digits), str(g.n)]
+                    _mark(st or fmt_est(est, d.digits), rand), str(g.n)]
             flags: list[str] = []
             for c in cells:
                 if c is None:
@@ -326,7 +347,7 @@ def compare_table(
                 diff = None if (est is None or not c.known) else est.mean - ref_scaled(c, d)
                 line += [ref_display, fmt_num(diff, d.digits, signed=True)]
                 flags += [f for f in c.flags if f not in flags]
-            line.append(", ".join(flags))
+            line.append(", ".join(([rand] if rand else []) + flags))
             flags_seen += [f for f in flags if f not in flags_seen]
             rows.append(line)
     if not rows:
@@ -416,9 +437,10 @@ def text_deltas_table(sweep: str, rows: list[Row], ref: Reference) -> list[Table
         e = paired_delta(ga, gb, d.metric)
         e = None if e is None else e.scaled(disp.factor)
         diff = None if e is None else e.mean - d.value
-        body.append([d.text, metric_header(d.metric, ref), fmt_est(e, disp.digits, signed=True),
+        rand = random_flag(ga.rows + gb.rows)
+        body.append([d.text, metric_header(d.metric, ref), _mark(fmt_est(e, disp.digits, signed=True), rand),
                      str(min(ga.n, gb.n)), f"{d.value:+.2f} {d.provenance_label}", fmt_num(diff, 2, signed=True),
-                     ", ".join(d.flags)])
+                     ", ".join(([rand] if rand else []) + list(d.flags))])
         flags += [f for f in d.flags if f not in flags]
     if not body:
         return []
@@ -660,23 +682,23 @@ def _compare_deltas(axis: str, groups: list[Group], ref_name: str, ref: Referenc
             if ga is None or gb is None:
                 continue
             label = f"Δ {axis_value_label(axis, a_val, ref)} - {axis_value_label(axis, b_val, ref)}"
+            rand = random_flag(ga.rows + gb.rows)
+            flags = ", ".join(([rand] if rand else []) + list(d.flags))
             if d.kind == "delta":
                 disp = display_for(d.metric)
                 e = paired_delta(ga, gb, d.metric)
                 e = None if e is None else e.scaled(disp.factor)
                 diff = None if e is None else e.mean - d.value
                 rows.append([label, metric_header(d.metric, ref),
-                             fmt_est(e, disp.digits, signed=True), str(DASH if e is None else e.n),
-                             f"{d.value:+.2f} {d.provenance_label}", fmt_num(diff, 2, signed=True),
-                             ", ".join(d.flags)])
+                             _mark(fmt_est(e, disp.digits, signed=True), rand), str(DASH if e is None else e.n),
+                             f"{d.value:+.2f} {d.provenance_label}", fmt_num(diff, 2, signed=True), flags])
             elif d.kind == "reduction":
                 red = drop_reduction(ga, gb)
                 rows.append([f"CLIP-drop reduction ({axis_value_label(axis, a_val, ref)} vs "
                              f"{axis_value_label(axis, b_val, ref)})", metric_header(d.metric, ref),
-                             DASH if red is None else f"{100 * red:.1f} %", str(min(ga.n, gb.n)),
+                             _mark(DASH if red is None else f"{100 * red:.1f} %", rand), str(min(ga.n, gb.n)),
                              f"{100 * d.value:.0f} % {d.provenance_label}",
-                             DASH if red is None else f"{100 * (red - d.value):+.1f} pp",
-                             ", ".join(d.flags)])
+                             DASH if red is None else f"{100 * (red - d.value):+.1f} pp", flags])
     return rows
 
 
@@ -738,6 +760,11 @@ def build_tables(results: Results, ref: Reference) -> list[Table]:
                     tables += axis_segment_tables(sweep, scale, rows, spec, ref)
             if len(tables) == before:
                 tables += generic_table(sweep, scale, rows, ref)
+            n_random = sum(r.random_weights for r in rows)
+            if n_random:
+                for t in tables[before:]:
+                    t.random = (f"RANDOM WEIGHTS: {n_random} of {len(rows)} cells of sweep '{sweep}' ({scale}) ran on "
+                                "random stand-in weights; their quality numbers mean nothing.")
             if spec is not None and spec.notes:  # the sweep's caveats under each of its tables
                 for t in tables[before:]:
                     t.notes = list(spec.notes) + [n for n in t.notes if n not in spec.notes]

@@ -14,6 +14,7 @@ import torch
 from harness import rehearsal as R
 from harness.cli import main
 from packforcing import wan_rehearsal as W
+from reports.cells import load_results
 
 REPO = Path(__file__).resolve().parents[1]
 ENGINE_FILES = ["Wan2.1_VAE.pth", "umt5-xxl/models_t5_umt5-xxl-enc-bf16.pth", "self_forcing_dmd.pt",
@@ -103,6 +104,8 @@ def test_tiny_cells_end_to_end_through_the_wan_scale_path(tiny_dir, tmp_path):
         assert {"clip_score", "kv_bytes", "fps_e2e"} <= set(r["metrics"])
         assert r["weights"]["dit"] and r["weights"]["vae"]
         assert (tmp_path / "res" / "run" / r["video"]).is_file()
+    # the reports read these cells as random-weight ones (issue 19, item 5: the report says so on every page)
+    assert [row.random_weights for row in load_results(tmp_path / "res").rows] == [True] * 4
 
 
 def test_full_size_encoder_has_umt5_xxls_shape():
