@@ -6,6 +6,7 @@ Writes, from the results store only:
     <out>/tables.md      every table as Markdown
     <out>/tables.tex     every table as LaTeX (booktabs)
     <out>/reference.md   the paper's numbers with provenance (reports/paper_reference.json)
+    <out>/phases.md      where each done cell's wall time went (reports.phases), when the records have timings
     <out>/plots/*.png|svg
     <out>/media/*.png    frame strips of sample cells
     <out>/findings/      the toy findings page (built from the store's ``findings`` sweep, else a copy
@@ -36,8 +37,9 @@ from pathlib import Path
 from harness.config import RANDOM_WEIGHTS_TAG
 from packforcing.errors import UserError, main_guard
 from reports.aggregate import group_rows
-from reports.cells import Results, Row, load_results
+from reports.cells import Results, Row, load_results, read_cell_files
 from reports.media import Strip, frame_strip
+from reports.phases import phase_rows, phase_table_html, phase_table_md
 from reports.plots import Plot, build_plots
 from reports.reference import Reference, load_reference
 from reports.tables import (
@@ -275,7 +277,8 @@ def findings_link(results: Results, out: Path) -> str | None:
 
 
 def render_html(results: Results, tables: list[Table], plots: list[Plot], samples: list[SampleSet],
-                ref_tables: list[Table], out: Path, evidence: dict | None = None, findings: str | None = None) -> str:
+                ref_tables: list[Table], out: Path, evidence: dict | None = None, findings: str | None = None,
+                phases: str | None = None) -> str:
     e = html.escape
     evidence = evidence or {}
     counts = Counter((r.sweep, r.scale, r.status) for r in results.rows)
@@ -341,6 +344,9 @@ def render_html(results: Results, tables: list[Table], plots: list[Plot], sample
     parts.append("<p class=\"note\">KV cache held and peak memory in MB (toy) / GB (Wan); model and end-to-end "
                  "frames per second; times in ms. Wall-clock numbers depend on the machine and its load: compare "
                  "only cells measured together.</p>" if shown else "<p>No speed or memory metric in the store.</p>")
+    if phases:
+        parts.append('<h3 id="phases">Where each cell\'s wall time went</h3>')
+        parts.append(phases)
     parts.append('<h2 id="metadata">Run metadata</h2>')
     for sweep in results.sweeps():
         for scale in sorted({r.scale for r in results.select(sweep)}):
@@ -421,8 +427,12 @@ def build(root: str | Path, out: str | Path = DEFAULT_OUT, sweeps: list[str] | N
     (out / "tables.md").write_text(_headed("# PackForcing evaluation tables\n\n" + render_markdown(tables), banner))
     (out / "tables.tex").write_text(_headed(render_latex(tables), banner, comment="%"))
     (out / "reference.md").write_text(_headed("# Paper reference numbers\n\n" + render_markdown(refs), banner))
+    rows = phase_rows(read_cell_files(results.root, sweeps)[0])  # timings per phase (reports.phases)
+    if rows:
+        (out / "phases.md").write_text(_headed("# Where each cell's wall time went\n\n" + phase_table_md(rows), banner))
     index = out / "index.html"
-    index.write_text(render_html(results, tables, plots, samples, refs, out, evidence, findings))
+    index.write_text(render_html(results, tables, plots, samples, refs, out, evidence, findings,
+                                 phase_table_html(rows) if rows else None))
     return index
 
 

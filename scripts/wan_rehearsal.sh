@@ -12,6 +12,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 part=${1:-60}
 S60=${S60:-60} S120=${S120:-120}  # the lengths (a CPU smoke run of the script: S60=4 REHEARSAL_ARGS="device=cpu")
+# REHEARSAL_BUDGET_S: the call's wall-clock limit; the cells stop (SIGTERM: an interrupted cell stays `running` and
+# the next launch re-runs it) with REHEARSAL_RESERVE_S left for the report and the packing, so a call that runs out
+# of time still brings back every done cell (the first H200 call lost its tar to an outer kill).
+BUDGET=${REHEARSAL_BUDGET_S:-0} RESERVE=${REHEARSAL_RESERVE_S:-45}
 PY=${PY:-python3}
 if compgen -G ".whl/*.whl" > /dev/null; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
@@ -28,8 +32,14 @@ if [[ ! -f $PF_WAN_DIR/RANDOM_WEIGHTS.json ]]; then
 fi
 run_cells() {  # $1: methods, $2: seconds
   stamp "cells: method=$1 seconds=$2"
-  $PY -m harness ablate --sweep methods --scale wan --launcher local --overlay "$PF_WAN_DIR/rehearsal.yaml" \
-    "method=$1" "seconds=$2" progress=false ${REHEARSAL_ARGS:-} 2>&1 | tee -a "$log"
+  local limit=()
+  if (( BUDGET > 0 )); then
+    local left=$(( BUDGET - RESERVE - ($(date +%s) - t0) ))
+    if (( left <= 0 )); then stamp "no time left for these cells (REHEARSAL_BUDGET_S=$BUDGET)"; return 0; fi
+    limit=(timeout --signal=TERM --kill-after=20 "$left")
+  fi
+  "${limit[@]}" $PY -m harness ablate --sweep methods --scale wan --launcher local --overlay "$PF_WAN_DIR/rehearsal.yaml" \
+    "method=$1" "seconds=$2" progress=false ${REHEARSAL_ARGS:-} 2>&1 | tee -a "$log" || stamp "cells stopped (rc ${PIPESTATUS[0]})"
 }
 case $part in
   60) run_cells packforcing,self_forcing,causvid,longlive "$S60" ;;
@@ -38,8 +48,9 @@ case $part in
   *) echo "wan_rehearsal: unknown part '$part'; use 60, 120 or all" >&2; exit 2 ;;
 esac
 stamp "report"
-$PY -m reports.build --root "$PF_RESULTS" --out reports/wan_rehearsal/site 2>&1 | tee -a "$log" || stamp "report failed (see above)"
+site=${REHEARSAL_SITE:-reports/wan_rehearsal/site}
+$PY -m reports.build --root "$PF_RESULTS" --out "$site" 2>&1 | tee -a "$log" || stamp "report failed (see above)"
 stamp "done"
 if [[ -n ${OUT:-} ]]; then
-  bash scripts/device_pack.sh "wan_rehearsal_$part" "$PF_RESULTS" reports/wan_rehearsal "$log" || true
+  bash scripts/device_pack.sh "wan_rehearsal_$part" "$PF_RESULTS" "$site" "$log" || true
 fi
