@@ -9,7 +9,7 @@ Writes, from the results store only:
     <out>/phases.md      where each done cell's wall time went (reports.phases), when the records have timings
     <out>/plots/*.png|svg
     <out>/media/*.png    frame strips of sample cells
-    <out>/findings/      the toy findings page (built from the store's ``findings`` sweep, else a copy
+    <out>/findings/      the toy findings page (built from the store's ``findings`` sweeps, else a copy
                          of the committed reports/toy/findings.md) when one exists
 
 The page shows, per sweep: the sweep's table with its evidence (``harness.table.sweep_table``, the
@@ -255,9 +255,9 @@ def evidence_html(t, metrics: list[str] | None = None, tid: str = "") -> str:
 
 
 def findings_link(results: Results, out: Path) -> str | None:
-    """Relative link to the findings page: built from the store's ``findings`` sweep when it has one,
-    else the committed reports/toy/findings.md (copied next to the page when the page is elsewhere)."""
-    if "findings" in results.sweeps():
+    """Relative link to the findings page: built from the store's ``findings`` / ``findings_long`` sweeps when
+    it has one, else the committed reports/toy/findings.md (copied next to the page when the page is elsewhere)."""
+    if {"findings", "findings_long"} & set(results.sweeps()):
         from reports.findings import build as build_findings
 
         try:

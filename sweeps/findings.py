@@ -5,7 +5,8 @@ HR+LR compressor), except ``self_forcing`` (the baseline method) and the selecti
 archive holds 16 mid blocks = top-k, so selection is a no-op there (a FIFO variant of the default gave
 bit-identical videos in a dry run); top-k and FIFO are compared with an archive of 64 on both sides.
 Every variant runs on the same prompts x seeds, so differences are paired. ``reports.findings`` turns the results into
-``reports/toy/findings.md`` with bootstrap CIs and a verdict per claim.
+``reports/toy/findings.md`` with bootstrap CIs and a verdict per claim. The method comparison at the paper's lengths
+(60 s and 120 s) is its own sweep, ``sweeps/findings_long.py``.
 """
 
 from harness.sweep import Axis, Paper, Sweep, Variant
@@ -30,7 +31,7 @@ SWEEP = Sweep(
         )),
     ),
     defaults={
-        "toy": {"seconds": 30, "prompts.n": 16, "seeds": [0, 1]},  # 32 prompt x seed samples per variant
+        "toy": {"seconds": 30, "prompts.n": 32, "seeds": [0, 1]},  # 32 prompts (the bootstrap's clusters) x 2 seeds
         "wan": {"seconds": 60, "prompts.n": 32, "seeds": [0]},
     },
     report=("clip_score", "clip_drop", "toy.persistence", "toy.prompt_fidelity", "toy.flicker", "kv_bytes"),
