@@ -34,6 +34,11 @@ out = {
     "dmd_self_forcing_vs_shipped_student": {
         "5s_prompt_fidelity": paired(R / "ev_new/evidence.json", R / "ev_old/evidence.json", "self_forcing", 5.0,
                                      "prompt_fidelity")},
+    # the shipped students through the new decoder (2-core CPU, this session) vs through the previous one (the fifth
+    # session's CPU evidence, docs/models/evidence/): same students, same prompts, only the decoder differs
+    "students_new_vs_previous_decoder": {
+        m: paired(HERE / "ev_students_cpu/evidence.json", HERE.parent / "evidence/evidence.json", m, 5.0, "prompt_fidelity")
+        for m in ("self_forcing", "causvid", "packforcing")},
 }
 write_json_atomic(HERE / "paired.json", out)
 print(json.dumps(out, indent=1))
