@@ -5,6 +5,7 @@ import json
 import numpy as np
 
 from reports.findings import CLAIMS, build, holm_levels, verdict
+from tests.test_evidence import _naive_cluster_means  # the slow cluster-bootstrap reference, written once
 
 
 def write_cells(root, effects, sweep="findings", seconds=30, start=0):
@@ -91,14 +92,8 @@ def test_long_claims_pair_within_their_length(tmp_path):
 
 def _naive_quantile_ci(diff, prompts, level, n=2000, seed=0):
     """Reference: draw prompts with replacement (seeds carried along) one replicate at a time, mean of the
-    drawn values, the (1-level)/2 and (1+level)/2 quantiles."""
-    keys = sorted(set(prompts))
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(keys), size=(n, len(keys)))
-    means = []
-    for row in draws:
-        vals = [v for k in row for v, p in zip(diff, prompts) if p == keys[k]]
-        means.append(sum(vals) / len(vals))
+    drawn values (the evidence tests' slow reference), the (1-level)/2 and (1+level)/2 quantiles."""
+    means = _naive_cluster_means(diff, prompts, n, seed)
     a = (1 - level) / 2
     return tuple(np.quantile(means, [a, 1 - a]))
 
