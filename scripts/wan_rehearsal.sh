@@ -4,9 +4,10 @@
 #   bash scripts/wan_rehearsal.sh 60      # packforcing, self_forcing, causvid, longlive at 60 s
 #   bash scripts/wan_rehearsal.sh 120     # packforcing, self_forcing at 120 s
 #   bash scripts/wan_rehearsal.sh all     # both (more than one 10-minute call on an H200)
+#   bash scripts/wan_rehearsal.sh pf      # PackForcing alone at S120 s (engine A/Bs, e.g. scale.compile_dit on/off)
 # Each call writes the random PF_WAN_DIR first when it is not there (a fresh machine has none), runs its cells
 # through the local launcher (one GPU), builds the Wan-scale report, and leaves the cell records, the report and
-# the log (no videos: they exceed the transfer) as $OUT/wan_rehearsal_<part>.tar. VBench-Long is left out: its
+# the log (no videos: they exceed the transfer) as $OUT/wan_rehearsal_<part>_<results folder>.tar. VBench-Long is left out: its
 # pinned environment cannot be carried to the device (README, issue 19 note); the cells run systems + clip_drift.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,12 +46,13 @@ case $part in
   60) run_cells packforcing,self_forcing,causvid,longlive "$S60" ;;
   120) run_cells packforcing,self_forcing "$S120" ;;
   all) run_cells packforcing,self_forcing,causvid,longlive "$S60"; run_cells packforcing,self_forcing "$S120" ;;
-  *) echo "wan_rehearsal: unknown part '$part'; use 60, 120 or all" >&2; exit 2 ;;
+  pf) run_cells packforcing "$S120" ;;  # one PackForcing cell (an engine A/B: two calls with their own PF_RESULTS)
+  *) echo "wan_rehearsal: unknown part '$part'; use 60, 120, all or pf" >&2; exit 2 ;;
 esac
 stamp "report"
 site=${REHEARSAL_SITE:-reports/wan_rehearsal/site}
 $PY -m reports.build --root "$PF_RESULTS" --out "$site" 2>&1 | tee -a "$log" || stamp "report failed (see above)"
 stamp "done"
 if [[ -n ${OUT:-} ]]; then
-  bash scripts/device_pack.sh "wan_rehearsal_$part" "$PF_RESULTS" "$site" "$log" || true
+  bash scripts/device_pack.sh "wan_rehearsal_${part}_$(basename "$PF_RESULTS")" "$PF_RESULTS" "$site" "$log" || true
 fi
