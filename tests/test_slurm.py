@@ -104,6 +104,10 @@ def test_slurm_preempted_job_is_requeued(tmp_path):
     for _ in range(300):
         q = subprocess.run(["squeue", "-h", "-j", job.job_id, "-o", "%T %r"], capture_output=True, text=True)
         if "BeginTime" in q.stdout:
+            # not in the second of the requeue: slurmd revokes the old attempt's credential at that second and
+            # refuses a new one stamped the same second ("Job credential revoked", the job ends FAILED; a CI flake
+            # whenever the release came within it). Slurm's own 2-minute hold exists for this.
+            time.sleep(2.0)
             subprocess.run(["scontrol", "update", f"JobId={job.job_id}", "StartTime=now"], check=True)
             break
         time.sleep(0.1)
