@@ -52,7 +52,6 @@ PROMPTS = (
 #: the tiny DiT reads 16 text tokens: short prompts of the stand-in tokenizer's whole words
 TINY_PROMPTS = ("a red car on a wet street", "a white bird flying over the sea")
 OVERLAY = "rehearsal.yaml"
-TAG = RANDOM_WEIGHTS_TAG  # the rehearsal overlay's ``tag`` (defined once in harness.config)
 
 
 def write_clip(out: Path, size: str, made_by: str) -> tuple[str, Path]:
@@ -112,7 +111,7 @@ def overlay(out: Path, size: str, clip_model: str, clip_file: Path, vbench: bool
         metrics.append("vbench_long")
         mc["vbench_long"] = {"cache_dir": str(out / "vbench"), "torch_home": str(out / "torch_home"),
                              "dimensions": list(VBENCH_DIMENSIONS)}
-    return {"scale": scale, "tag": TAG,
+    return {"scale": scale, "tag": RANDOM_WEIGHTS_TAG,
             "prompts": {"source": "file", "file": str(out / "prompts.txt"), "n": 2},
             "metrics": metrics, "metric_config": mc}
 

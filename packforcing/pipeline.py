@@ -46,7 +46,6 @@ class GenerationSpec:
     latents_path: str | None = None
     compile_dit: str | bool = "auto"  # the DiT's elementwise chains compiled: auto (= on with CUDA) | on | off
 
-
     def validate(self) -> "GenerationSpec":
         from packforcing.model.presets import get_preset
 

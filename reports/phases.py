@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from reports.cells import read_cell_files
+from reports.cells import finite, read_cell_files
 
 #: the generation's phases in the order they happen: (timings key, column label)
 PHASES: tuple[tuple[str, str], ...] = (
@@ -56,11 +56,8 @@ class PhaseRow:
 
 
 def _num(v: Any) -> float:
-    try:
-        x = float(v)
-    except (TypeError, ValueError):
-        return math.nan
-    return x if math.isfinite(x) else math.nan
+    """A record's number as a float, NaN when absent or not finite (shown as '-')."""
+    return float(v) if finite(v) else math.nan
 
 
 def phase_rows(cells: Iterable[dict]) -> list[PhaseRow]:

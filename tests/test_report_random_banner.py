@@ -10,7 +10,7 @@ import pytest
 import reports.build
 import reports.findings
 from harness.config import RANDOM_WEIGHTS_TAG
-from harness.rehearsal import TAG
+from harness.config import RANDOM_WEIGHTS_TAG as TAG
 from reports.build import build
 from reports.cells import Row, is_random_weights, load_results, random_flag, random_weights_banner
 from reports.synthetic import make_store
