@@ -396,7 +396,9 @@ def launch(plan: Plan, engine: Engine = Engine(), *, launcher: Optional[str] = N
         elif todo and name in ("local", "slurm"):
             gpus = int(lcfg["gpus_per_node"])
             if name == "local":
-                devices = _local_gpus() if gpus > 0 else []
+                # gpus_per_node=0: the workers share every visible GPU (toy cells with device=cuda); submitit's
+                # LocalExecutor would otherwise set CUDA_VISIBLE_DEVICES to the empty string and hide them all
+                devices = _local_gpus()
                 workers = int(lcfg["workers"])
                 if gpus > 0:
                     if len(devices) < gpus:
@@ -418,6 +420,8 @@ def launch(plan: Plan, engine: Engine = Engine(), *, launcher: Optional[str] = N
                     for i, g in enumerate(groups):
                         if gpus > 0:  # LocalExecutor sets CUDA_VISIBLE_DEVICES from these ids
                             ex.update_parameters(gpus_per_node=gpus, visible_gpus=devices[i * gpus:(i + 1) * gpus])
+                        elif devices:
+                            ex.update_parameters(gpus_per_node=len(devices), visible_gpus=devices)
                         jobs.append(ex.submit(job(g)))
                 else:
                     with ex.batch():  # one Slurm job array

@@ -170,6 +170,19 @@ def test_local_launcher_gives_the_same_rows_as_debug(tmp_path, calls, monkeypatc
     assert da.equals(db)
 
 
+def test_local_workers_without_gpus_per_node_share_the_visible_gpus(tmp_path, calls, monkeypatch):
+    import harness.launch
+
+    p = make_plan(tmp_path, ("a cat", "a dog"), "selection", "launcher.workers=2", "launcher.gpus_per_node=0")
+    monkeypatch.setattr(harness.launch, "_local_gpus", lambda: [4, 6])  # toy cells with device=cuda on a GPU box
+    assert launch(p, FAKE_ENGINE, launcher="local", progress=False).ok
+    log = (tmp_path / "calls.log").read_text().splitlines()
+    assert [ln.split("gpus=")[1] for ln in log] == ["4,6"] * 4  # not hidden (submitit's default is "")
+    monkeypatch.setattr(harness.launch, "_local_gpus", lambda: [])  # a CPU machine: nothing to share
+    q = make_plan(tmp_path / "q", ("a cat",), None, "launcher.gpus_per_node=0")
+    assert launch(q, FAKE_ENGINE, launcher="local", progress=False).ok
+
+
 def test_local_worker_crash_is_rerun(tmp_path):
     p = make_plan(tmp_path, ("a CRASH cat",), None)
     rep = launch(p, FAKE_ENGINE, launcher="local", progress=False)
