@@ -21,29 +21,51 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: the repo's packages first
 
 
+_VAE: dict = {}
+
+
+def _one(job: tuple) -> dict:
+    """The controls of one prompt (a worker keeps its VAE between prompts)."""
+    import torch
+
+    torch.set_num_threads(1)
+    from packforcing import toyworld as tw
+    from packforcing.model.vae import load_vae
+    from reports import memory_control as mc
+
+    pid, seed, frames, vae_path = job
+    if vae_path not in _VAE:
+        _VAE[vae_path] = load_vae(vae_path or None, preset="toy")
+    return {"prompt_id": pid, **mc.control_scores(tw.sample_scene(seed).to_dict(), frames, 0, vae=_VAE[vae_path])}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--prompts", type=int, default=16)
     ap.add_argument("--seconds", type=int, default=30)
     ap.add_argument("--vae", default="", help="toy VAE weights (default: the shipped one)")
     ap.add_argument("--out", default="")
+    ap.add_argument("--workers", type=int, default=1, help="processes, one prompt each at a time")
     a = ap.parse_args()
-    import torch
-
-    torch.set_num_threads(1)
     from harness.metrics.stats import bootstrap_ci
     from packforcing import toyworld as tw
-    from packforcing.model.vae import load_vae
     from packforcing.util import latent_frames
     from reports import memory_control as mc
 
-    vae = load_vae(a.vae or None, preset="toy")
     frames = 1 + 4 * (latent_frames(a.seconds, 4) - 1)
+    jobs = [(pid, seed, frames, a.vae) for pid, seed, _ in tw.PROMPTS[: a.prompts]]
     rows = []
-    for pid, seed, _ in tw.PROMPTS[: a.prompts]:
-        r = mc.control_scores(tw.sample_scene(seed).to_dict(), frames, 0, vae=vae)
-        rows.append({"prompt_id": pid, **r})
-        print(json.dumps(rows[-1]), flush=True)
+    if a.workers > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("spawn").Pool(a.workers) as pool:
+            for row in pool.imap(_one, jobs):
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    else:
+        for job in jobs:
+            rows.append(_one(job))
+            print(json.dumps(rows[-1]), flush=True)
     ok = [r for r in rows if np.isfinite(r[mc.VAE_CONTROLS[0]]) and np.isfinite(r[mc.VAE_CONTROLS[1]])]
     ci = bootstrap_ci([r[mc.VAE_CONTROLS[0]] - r[mc.VAE_CONTROLS[1]] for r in ok], clusters=[r["prompt_id"] for r in ok])
     out = {"seconds": a.seconds, "prompts": a.prompts, "vae": a.vae or "shipped", "seed": 0,
