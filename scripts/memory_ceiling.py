@@ -12,7 +12,9 @@ and writes it to ``--out``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import multiprocessing as mp
 import sys
 from pathlib import Path
 
@@ -55,17 +57,11 @@ def main() -> None:
     frames = 1 + 4 * (latent_frames(a.seconds, 4) - 1)
     jobs = [(pid, seed, frames, a.vae) for pid, seed, _ in tw.PROMPTS[: a.prompts]]
     rows = []
-    if a.workers > 1:
-        import multiprocessing as mp
-
-        with mp.get_context("spawn").Pool(a.workers) as pool:
-            for row in pool.imap(_one, jobs):
-                rows.append(row)
-                print(json.dumps(row), flush=True)
-    else:
-        for job in jobs:
-            rows.append(_one(job))
-            print(json.dumps(rows[-1]), flush=True)
+    pool = mp.get_context("spawn").Pool(a.workers) if a.workers > 1 else None
+    with pool or contextlib.nullcontext():
+        for row in pool.imap(_one, jobs) if pool else map(_one, jobs):
+            rows.append(row)
+            print(json.dumps(row), flush=True)
     ok = [r for r in rows if np.isfinite(r[mc.VAE_CONTROLS[0]]) and np.isfinite(r[mc.VAE_CONTROLS[1]])]
     ci = bootstrap_ci([r[mc.VAE_CONTROLS[0]] - r[mc.VAE_CONTROLS[1]] for r in ok], clusters=[r["prompt_id"] for r in ok])
     out = {"seconds": a.seconds, "prompts": a.prompts, "vae": a.vae or "shipped", "seed": 0,
