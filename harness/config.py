@@ -494,8 +494,13 @@ def weights_paths(config: dict) -> dict[str, Optional[str]]:
     sc, m = config["scale"], config["method"]
     base = resolve_path(sc["checkpoint_dir"]) if sc.get("checkpoint_dir") else None
     te = sc["text_encoder"]
+    ck = m.get("checkpoint")
+    if ck and str(ck).startswith("toy:"):  # a shipped toy student by name (packforcing/assets/toy_dit_<name>)
+        from packforcing.model.weights import toy_asset
+
+        ck = str(toy_asset(str(ck)[4:]))
     return {
-        "checkpoint": resolve_path(m["checkpoint"], base) if m.get("checkpoint") else None,
+        "checkpoint": resolve_path(ck, base) if ck else None,
         "vae_checkpoint": resolve_path(sc["vae_checkpoint"], base) if sc.get("vae_checkpoint") else None,
         "text_encoder": te if te == "toy" else resolve_path(te, base),
     }

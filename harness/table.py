@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 from harness import evidence, store
 
 
 def sweep_table(root, sweep: str, axes: Sequence[str] = (), report: Sequence[str] = (), title: str = "",
-                hashes: Optional[set] = None, scale: Optional[str] = None) -> evidence.SweepTable:
+                hashes: Optional[set] = None, scale: Optional[str] = None,
+                launch_order: Optional[Mapping[str, Sequence[Any]]] = None) -> evidence.SweepTable:
     """The evidence table of ``sweep`` in the store at ``root`` (only ``hashes`` / ``scale`` when
     given). A registered sweep of that name supplies its reference value, report columns and the
-    declared order of its axis values."""
+    declared order of its axis values. ``launch_order``: {axis: values in the order the launch gave them}; an
+    axis the sweep does not declare (``method.checkpoint=a,b`` added on the command line) is ordered so and,
+    when the sweep has a reference, compared against its first value (else every row of the split reference
+    would be a reference and no difference would be shown)."""
     from harness.sweep import declared
 
     recs = [r for r in store.iter_records(root, sweep) if (hashes is None or r["cell_hash"] in hashes)
@@ -34,14 +38,20 @@ def sweep_table(root, sweep: str, axes: Sequence[str] = (), report: Sequence[str
         report = tuple(report) or spec.report
         title = title or spec.title
         notes = tuple(spec.notes)
+    for a, values in (launch_order or {}).items():
+        if a in axes and a not in order and values:
+            order[a] = list(values)
+            if reference:
+                reference[a] = values[0]
     return evidence.build(recs, sweep=sweep, axes=axes, report=report, reference=reference, order=order,
                           title=title, notes=notes)
 
 
 def write_table(root, sweep: str, axes: Sequence[str], report: Sequence[str], title: str = "",
-                hashes: Optional[set] = None) -> tuple[Path, str]:
+                hashes: Optional[set] = None,
+                launch_order: Optional[Mapping[str, Sequence[Any]]] = None) -> tuple[Path, str]:
     """Write ``table.md`` and ``table.json`` atomically; return (path of table.md, its markdown)."""
-    table = sweep_table(root, sweep, axes, report, title, hashes)
+    table = sweep_table(root, sweep, axes, report, title, hashes, launch_order=launch_order)
     md = table.to_markdown()
     d = store.sweep_dir(root, sweep)
     store.write_bytes_atomic(d / "table.json", (json.dumps(table.to_dict(), indent=1) + "\n").encode("utf-8"))

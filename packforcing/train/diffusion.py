@@ -95,24 +95,33 @@ def hardware() -> str:
 # data
 
 
+ABSENCES = ("short", "long")
+
+
 def _render_clip(args):
     from packforcing import toyworld as W
 
-    seed, frames = args
-    scene = W.sample_scene(seed, absence_s=W.SHORT_ABSENCE_S, occluder_gap_s=W._SHORT_BAR_GAP_S)
+    seed, frames, absence = args
+    kw = {} if absence == "long" else {"absence_s": W.SHORT_ABSENCE_S, "occluder_gap_s": W._SHORT_BAR_GAP_S}
+    scene = W.sample_scene(seed, **kw)
     return W.render(scene, frames), scene.prompt
 
 
 def make_latents(vae_path: str | None, n_clips: int, latent_frames: int, seed: int, device: torch.device,
-                 workers: int = 0, batch: int = 16) -> dict[str, Tensor]:
-    """Render + encode ``n_clips`` toy clips -> {'latents' [N,16,F,16,16], 'context' [N,16,32], 'prompts'}."""
+                 workers: int = 0, batch: int = 16, absence: str = "short") -> dict[str, Tensor]:
+    """Render + encode ``n_clips`` toy clips -> {'latents' [N,16,F,16,16], 'context' [N,16,32], 'prompts'}.
+
+    ``absence``: ``short`` (0.25-1.5 s, so a 5 s clip holds exits and re-entries: the paper's short-clip regime) or
+    ``long`` (the toy world's default 3-6 s absences, the evaluation scenes': a 20 s clip holds them)."""
+    if absence not in ABSENCES:
+        raise UserError(f"absence {absence!r}: use one of {', '.join(ABSENCES)}")
     from packforcing.model.text import build_text_encoder
     from packforcing.model.vae import load_vae
 
     frames = 1 + 4 * (latent_frames - 1)
     vae = load_vae(vae_path, preset="toy", device=device)
     enc = build_text_encoder("toy", text_len=get_preset("toy").text_len)
-    jobs = [(seed * 1_000_003 + i, frames) for i in range(n_clips)]
+    jobs = [(seed * 1_000_003 + i, frames, absence) for i in range(n_clips)]
     if workers > 1:
         import multiprocessing as mp
 
@@ -511,6 +520,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--preset", default="toy", help="teacher: the DiT preset (toy | toy_teacher)")
     ap.add_argument("--init", default="", help="teacher: continue from these weights (a campaign's previous run)")
     ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--latent-frames", type=int, default=20, help="latents: frames per clip (20 = 5 s; 80 = 20 s)")
+    ap.add_argument("--absence", default="short", choices=ABSENCES, help="latents: the scenes' absences (short: "
+                    "0.25-1.5 s, inside a 5 s clip; long: 3-6 s, the evaluation scenes', for 20 s clips)")
     ap.add_argument("--latent-seed", type=int, default=0, help="latents: the clip stream (a campaign's next run takes new clips)")
     ap.add_argument("--frame0-weight", type=float, default=1.0, help="teacher: flow-loss weight of latent frame 0")
     ap.add_argument("--save-dtype", default="float32", help="teacher: dtype of the saved weights (bfloat16 to fit a transfer)")
@@ -533,7 +545,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     if a.stage == "latents" or not lat_path.exists():
         t = time.time()
-        data = make_latents(a.vae, a.clips, 20, a.latent_seed, dev, a.workers)
+        data = make_latents(a.vae, a.clips, a.latent_frames, a.latent_seed, dev, a.workers, absence=a.absence)
         torch.save({k: v for k, v in data.items()}, lat_path)
         print(f"latents {tuple(data['latents'].shape)} in {time.time() - t:.1f}s; std {data['latents'].std():.3f}", flush=True)
     data = torch.load(lat_path, weights_only=True)
@@ -556,4 +568,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from packforcing.errors import main_guard
+
+    main_guard(main)()

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from packforcing.cache import bind_policy, make_policy
+from packforcing.errors import UserError
 from packforcing.model.dit import WanDiT
 from packforcing.rollout import rollout
 from packforcing.sampler import FlowMatchSampler
@@ -194,14 +195,27 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--init", default="", help="initial weights per variant, 'name=FILE,...' (default: the chain's "
                     "ode.safetensors / packforcing.safetensors in --out); a campaign continues shipped students this way")
     ap.add_argument("--ema", type=float, default=0.99)
+    ap.add_argument("--policy-kwargs", action="append", default=[], metavar="NAME=JSON",
+                    help="merge these options into a variant's policy options, e.g. 'self_forcing={\"window_frames\": 80}' "
+                    "(a window covering a 20 s clip); repeatable")
     a = ap.parse_args(argv)
     inits = dict(kv.split("=", 1) for kv in a.init.split(",") if kv)
+    extra_kw = {}
+    for item in a.policy_kwargs:
+        name, _, js = item.partition("=")
+        if name not in VARIANTS:
+            raise UserError(f"--policy-kwargs {item!r}: {name!r} is not a variant ({', '.join(VARIANTS)}); write NAME=JSON")
+        try:
+            extra_kw[name] = {**extra_kw.get(name, {}), **json.loads(js)}
+        except json.JSONDecodeError as e:
+            raise UserError(f"--policy-kwargs {item!r}: the options are not JSON ({e.msg}); write NAME='{{\"key\": value}}'")
     dev = resolve_device(a.device or "auto")
     out = Path(a.out)
     data = torch.load(out / "latents.pt", weights_only=True)
     done = {}
     for name in [v for v in a.variants.split(",") if v]:
         pol, kw, ctx, init = VARIANTS[name]
+        kw = {**kw, **extra_kw.get(name, {})}
         cfg = DMDConfig(policy=pol, policy_kwargs=json.dumps(kw), context=ctx, minutes=a.minutes, steps=a.steps,
                         batch=a.batch, critic_ratio=a.critic_ratio, ema=a.ema)
         teacher = Path(a.teacher) if a.teacher else out / "teacher.safetensors"
@@ -212,4 +226,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from packforcing.errors import main_guard
+
+    main_guard(main)()
