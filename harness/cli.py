@@ -352,15 +352,10 @@ def _print_cells(plan) -> None:
 
 def _report(plan, rep, title: str) -> int:
     from harness import store
-    from harness.table import write_table
+    from harness.table import launch_order, write_table
 
-    launch_order: dict = {}
-    for labels, _ in plan.points:  # each axis's values in the order the launch gave them
-        for a, v in labels.items():
-            if v not in launch_order.setdefault(a, []):
-                launch_order[a].append(v)
     path, md = write_table(plan.root, plan.sweep, plan.axes, plan.report or (), title,
-                           hashes={c.hash for c in plan.cells}, launch_order=launch_order)
+                           hashes={c.hash for c in plan.cells}, launch_order=launch_order(plan))
     print(md)
     from harness.wandb_summary import mirror_sweep
 

@@ -47,6 +47,16 @@ def sweep_table(root, sweep: str, axes: Sequence[str] = (), report: Sequence[str
                           title=title, notes=notes)
 
 
+def launch_order(plan) -> dict[str, list]:
+    """{axis: its values in the order the launch gave them} (``plan.points``), for :func:`sweep_table`."""
+    order: dict[str, list] = {}
+    for labels, _ in plan.points:
+        for a, v in labels.items():
+            if v not in order.setdefault(a, []):
+                order[a].append(v)
+    return order
+
+
 def write_table(root, sweep: str, axes: Sequence[str], report: Sequence[str], title: str = "",
                 hashes: Optional[set] = None,
                 launch_order: Optional[Mapping[str, Sequence[Any]]] = None) -> tuple[Path, str]:

@@ -149,6 +149,25 @@ def test_table_written(tmp_path):
     assert "absent.metric" not in md and "n<5 prompts, no CI" in md  # 2 prompts: values, not a CI
 
 
+def test_an_axis_added_on_the_command_line_is_compared_against_its_first_value(tmp_path):
+    # method.checkpoint=b,a on a declared sweep splits its reference row in two: without a reference for the new
+    # axis both rows were marked (ref) and no difference was shown
+    from harness.plan import expand
+    from harness.table import launch_order
+
+    sw, plain = expand(get_sweep("sink_size"), ["sink_frames=8", "method.checkpoint=b.pt,a.pt"])
+    p = plan(sw, overrides=[f"output_root={tmp_path}", "device=cpu", "metrics=[fake]", "prompts.source=inline",
+                            'prompts.inline=["a cat","a dog"]', "prompts.n=null", *plain])
+    launch(p, FAKE_ENGINE, launcher="debug", progress=False)
+    assert launch_order(p)["checkpoint"] == ["b.pt", "a.pt"]
+    _, md = write_table(p.root, p.sweep, p.axes, ("fake.brightness",), "t", launch_order=launch_order(p))
+    rows = [ln.split("|") for ln in md.split("## fake.brightness")[1].split("## ")[0].splitlines() if ln.startswith("| sink")]
+    assert [r[1].strip() for r in rows] == ["sink_frames=8, checkpoint=b.pt (ref)", "sink_frames=8, checkpoint=a.pt"]
+    assert rows[0][4].strip() == "reference" and rows[1][4].strip().startswith(("+", "-"))
+    _, md0 = write_table(p.root, p.sweep, p.axes, ("fake.brightness",), "t")  # without the launch's order: no Δ
+    assert md0.count("(ref)") > md.count("(ref)")
+
+
 KEYS = ["hash", "status", "method", "seconds", "prompt_id", "seed", "axis.selection", "metric.fake.brightness",
         "metric.fake.kv_bytes", "video"]
 
