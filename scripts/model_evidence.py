@@ -134,6 +134,9 @@ def main() -> None:
     ap.add_argument("--lengths", default="5,60,30", help="seconds; 5: fidelity, 60: long fidelity, 30: re-entry persistence")
     ap.add_argument("--long-prompts", type=int, default=0, help="prompts for lengths > 5 s (default: --prompts)")
     ap.add_argument("--strip-seconds", default="5,120")
+    ap.add_argument("--teacher-max-seconds", type=float, default=5.0,
+                    help="the longest clip the bidirectional teacher samples (5: its training clips; 20 for a teacher "
+                    "trained on 20 s clips, e.g. to ask whether it keeps what re-enters)")
     ap.add_argument("--device", default="cpu", help="teacher and VAE samples on this device (cuda: a GPU machine)")
     a = ap.parse_args()
     out = Path(a.out)
@@ -150,8 +153,8 @@ def main() -> None:
     jobs = []
     for m in models:
         for sec in sorted(set(lengths) | ({120.0} if m in STUDENTS and 120.0 in opts["strip_seconds"] else set())):
-            if (m == "teacher" and sec > 5) or (m == "vae" and sec > 30):
-                continue  # the bidirectional teacher makes 5 s clips only
+            if (m == "teacher" and sec > a.teacher_max_seconds) or (m == "vae" and sec > 30):
+                continue  # the bidirectional teacher makes clips as long as it was trained on
             if sec == 120.0 and sec not in lengths:
                 jobs.append((m, 0, prompts[0][1], prompts[0][2], sec, opts))  # the 120 s strip only
                 continue
