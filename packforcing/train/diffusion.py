@@ -174,6 +174,7 @@ class TeacherConfig:
     frame0_weight: float = 1.0  # flow-loss weight of latent frame 0 (it encodes one pixel frame, the others four)
     compile: bool = False  # torch.compile the training forward (falls back to eager if compiling fails)
     save_dtype: str = "float32"  # bfloat16 halves the file (the wide teacher: 27.6 -> 13.8 MB)
+    mix: str = ""  # a second latents file (another clip length): batches alternate between the two sets
 
 
 def _file_meta(path: str | Path) -> dict:
@@ -211,9 +212,36 @@ def heldout_flow_loss(model: WanDiT, lat: Tensor, ctx: Tensor, shift: float, see
     return tot / n
 
 
+@dataclass
+class _TeacherSet:
+    """One clip length of the teacher's data: training and held-out clips, batch, per-frame loss weights."""
+
+    lat: Tensor  # [N, C, F, H, W]
+    ctx: Tensor
+    lat_h: Tensor  # held out (the last clips)
+    ctx_h: Tensor
+    fw: Tensor  # [1, 1, F, 1, 1]
+    batch: int
+
+    @property
+    def frames(self) -> int:
+        return int(self.lat.shape[2])
+
+    @staticmethod
+    def split(data: dict, cfg: "TeacherConfig", device, batch: int) -> "_TeacherSet":
+        lat, ctx = data["latents"].to(device), data["context"].to(device)
+        if lat.shape[0] < 2:
+            raise UserError(f"the teacher needs at least 2 clips of {lat.shape[2]} latent frames (one held out); got "
+                            f"{lat.shape[0]}: make more with --stage latents --clips N")
+        hold = max(1, min(cfg.heldout, lat.shape[0] // 4))
+        return _TeacherSet(lat[:-hold], ctx[:-hold], lat[-hold:], ctx[-hold:],
+                           first_frame_weights(lat.shape[2], cfg.frame0_weight, device), batch)
+
+
 def train_teacher(data: dict, cfg: TeacherConfig, device: torch.device, out: Path, log_every: int = 100) -> Path:
-    """Bidirectional flow-matching teacher on 20-latent-frame clips (a campaign stage: ``cfg.init``
-    continues a previous run's weights; the held-out loss is logged before and after)."""
+    """Bidirectional flow-matching teacher (a campaign stage: ``cfg.init`` continues a previous run's weights; the
+    held-out loss is logged before and after). ``cfg.mix``: a second latents file of another clip length (5 s and
+    20 s), trained in alternate batches of equal token count, each set with its own held-out loss."""
     torch.manual_seed(cfg.seed)
     model = WanDiT(get_preset(cfg.preset)).to(device).train()
     steps_before = 0
@@ -224,13 +252,16 @@ def train_teacher(data: dict, cfg: TeacherConfig, device: torch.device, out: Pat
         steps_before = int(_file_meta(cfg.init).get("steps_total", _file_meta(cfg.init).get("steps", 0)))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0, betas=(0.9, 0.99))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup))
-    lat, ctx = data["latents"].to(device), data["context"].to(device)
-    hold = min(cfg.heldout, lat.shape[0] // 4)
-    lat_h, ctx_h, lat, ctx = lat[-hold:], ctx[-hold:], lat[:-hold], ctx[:-hold]
-    n = lat.shape[0]
-    before = heldout_flow_loss(model, lat_h, ctx_h, cfg.shift)
-    print(f"teacher {cfg.preset}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params, {n} clips "
-          f"(+{hold} held out), held-out loss before {before:.4f}, steps before {steps_before}", flush=True)
+    sets = [_TeacherSet.split(data, cfg, device, cfg.batch)]
+    if cfg.mix:  # the same number of tokens per batch in each set: a 20-frame set takes 4x the batch of an 80-frame one
+        mix = torch.load(cfg.mix, weights_only=True)
+        sets.append(_TeacherSet.split(mix, cfg, device, max(1, cfg.batch * sets[0].frames // mix["latents"].shape[2])))
+    before = [heldout_flow_loss(model, st.lat_h, st.ctx_h, cfg.shift) for st in sets]
+    n = sum(st.lat.shape[0] for st in sets)
+    print(f"teacher {cfg.preset}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params, "
+          + "; ".join(f"{st.lat.shape[0]} clips of {st.frames} latent frames (+{st.lat_h.shape[0]} held out, batch "
+                      f"{st.batch}, held-out loss before {b:.4f})" for st, b in zip(sets, before))
+          + f", steps before {steps_before}", flush=True)
     log = _logger(out / "teacher_log.jsonl", log_every)
     t0 = time.time()
     step = 0
@@ -241,13 +272,14 @@ def train_teacher(data: dict, cfg: TeacherConfig, device: torch.device, out: Pat
             fwd = torch.compile(model)
         except Exception as e:  # noqa: BLE001 - an optional speed-up; eager is always correct
             print(f"teacher: torch.compile unavailable ({type(e).__name__}: {e}); training eagerly", flush=True)
-    fw = first_frame_weights(lat.shape[2], cfg.frame0_weight, device)  # per latent frame [1, 1, F, 1, 1], mean 1
     while step < cfg.steps and (time.time() - t0) < cfg.minutes * 60:
-        idx = torch.randint(0, n, (cfg.batch,), device=device)
+        st = sets[step % len(sets)]
+        lat, ctx, fw, b = st.lat, st.ctx, st.fw, st.batch
+        idx = torch.randint(0, lat.shape[0], (b,), device=device)
         x0, c = lat[idx], ctx[idx].clone()
-        drop = torch.rand(cfg.batch, device=device) < cfg.p_uncond
+        drop = torch.rand(b, device=device) < cfg.p_uncond
         c[drop] = 0
-        sig = sample_sigmas(cfg.batch, cfg.shift, device)
+        sig = sample_sigmas(b, cfg.shift, device)
         eps = torch.randn_like(x0)
         s5 = sig.view(-1, 1, 1, 1, 1)
         xt = (1 - s5) * x0 + s5 * eps
@@ -272,11 +304,14 @@ def train_teacher(data: dict, cfg: TeacherConfig, device: torch.device, out: Pat
             log.log(steps_before + step, loss=loss.item(), lr=sched.get_last_lr()[0])
         step += 1
     log.close()
-    after = heldout_flow_loss(model, lat_h, ctx_h, cfg.shift)
-    print(f"teacher: {step} steps, held-out loss {before:.4f} -> {after:.4f}", flush=True)
+    after = [heldout_flow_loss(model, st.lat_h, st.ctx_h, cfg.shift) for st in sets]
+    print(f"teacher: {step} steps, held-out loss " + "; ".join(f"{st.frames} frames {b:.4f} -> {a:.4f}"
+                                                              for st, b, a in zip(sets, before, after)), flush=True)
     meta = {**asdict(cfg), "stage": "teacher", "steps": step, "steps_total": steps_before + step, "wall_s": round(time.time() - t0, 1),
-            "hardware": hardware(), "heldout_loss_before": before, "heldout_loss_after": after,
-            "train_clips": n}
+            "hardware": hardware(), "heldout_loss_before": before[0], "heldout_loss_after": after[0],
+            "train_clips": n, "latent_frames": [st.frames for st in sets]}
+    if len(sets) > 1:
+        meta.update(heldout_loss_mix_before=before[1], heldout_loss_mix_after=after[1])
     path = out / "teacher.safetensors"
     save_model(path, model.state_dict(), meta, cfg.save_dtype)
     plot_log(out / "teacher_log.jsonl", out / "teacher_loss.png")
@@ -526,6 +561,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--latent-seed", type=int, default=0, help="latents: the clip stream (a campaign's next run takes new clips)")
     ap.add_argument("--frame0-weight", type=float, default=1.0, help="teacher: flow-loss weight of latent frame 0")
     ap.add_argument("--save-dtype", default="float32", help="teacher: dtype of the saved weights (bfloat16 to fit a transfer)")
+    ap.add_argument("--mix", default="", help="teacher: a second latents.pt of another clip length (e.g. 20 s clips "
+                    "beside the 5 s ones); batches alternate between the two, each set's held-out loss is logged")
     ap.add_argument("--compile", action="store_true", help="teacher: torch.compile the forward (eager if it fails)")
     ap.add_argument("--student-init", default="", help="ode: the student's initial weights (needed when the teacher is not a toy model)")
     a = ap.parse_args(argv)
@@ -550,8 +587,11 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"latents {tuple(data['latents'].shape)} in {time.time() - t:.1f}s; std {data['latents'].std():.3f}", flush=True)
     data = torch.load(lat_path, weights_only=True)
     if a.stage in ("teacher", "all"):
+        if a.mix and not Path(a.mix).is_file():
+            raise UserError(f"--mix {a.mix}: no such latents file (make one with --stage latents --out DIR "
+                            "--latent-frames N, then pass DIR/latents.pt)")
         tc = cap(TeacherConfig(preset=a.preset, init=a.init, frame0_weight=a.frame0_weight, compile=a.compile,
-                                   save_dtype=a.save_dtype))
+                                   save_dtype=a.save_dtype, mix=a.mix))
         tc.lr = a.lr or tc.lr
         done["teacher"] = str(train_teacher(data, tc, dev, out))
     if a.stage in ("ode", "all"):

@@ -1,0 +1,46 @@
+"""The teacher stage on two clip lengths at once (issue 17's 5 s + 20 s teacher): batches alternate between the
+sets with equal token counts, each set keeps its own held-out loss, and the weights file records both."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from packforcing.errors import UserError
+from packforcing.train.diffusion import TeacherConfig, _TeacherSet, train_teacher
+
+
+def _latents(n: int, frames: int, seed: int) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    return {"latents": torch.randn(n, 16, frames, 4, 4, generator=g), "context": torch.randn(n, 16, 32, generator=g)}
+
+
+def test_teacher_alternates_two_clip_lengths_and_logs_each_held_out_loss(tmp_path, monkeypatch):
+    torch.save(_latents(4, 2, 1), tmp_path / "short.pt")
+    seen = []
+    real = _TeacherSet.split
+
+    def spy(data, cfg, device, batch):
+        st = real(data, cfg, device, batch)
+        seen.append((st.frames, st.batch, st.lat.shape[0], st.lat_h.shape[0]))
+        return st
+
+    monkeypatch.setattr(_TeacherSet, "split", staticmethod(spy))
+    cfg = TeacherConfig(steps=4, batch=2, preset="toy", mix=str(tmp_path / "short.pt"), warmup=1)
+    path = train_teacher(_latents(8, 8, 0), cfg, torch.device("cpu"), tmp_path, log_every=1)
+    # 8 frames at batch 2 = 16 frame-tokens a batch; the 2-frame set gets batch 8 for the same count
+    assert seen == [(8, 2, 6, 2), (2, 8, 3, 1)]
+    with safe_open(str(path), "pt") as f:
+        meta = json.loads(f.metadata()["train"])
+    assert meta["latent_frames"] == [8, 2] and meta["steps"] == 4
+    for k in ("heldout_loss_before", "heldout_loss_after", "heldout_loss_mix_before", "heldout_loss_mix_after"):
+        assert 0 < meta[k] < 10
+    assert meta["heldout_loss_before"] != meta["heldout_loss_mix_before"]  # two sets, two losses
+
+
+def test_teacher_refuses_a_set_too_small_to_hold_one_clip_out(tmp_path):
+    with pytest.raises(UserError, match="at least 2 clips"):
+        train_teacher(_latents(1, 4, 0), TeacherConfig(steps=1, batch=1), torch.device("cpu"), tmp_path)
