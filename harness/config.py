@@ -496,9 +496,9 @@ def weights_paths(config: dict) -> dict[str, Optional[str]]:
     te = sc["text_encoder"]
     ck = m.get("checkpoint")
     if ck and str(ck).startswith("toy:"):  # a shipped toy student by name (packforcing/assets/toy_dit_<name>)
-        from packforcing.model.weights import toy_asset
+        from packforcing.pipeline import checkpoint_file
 
-        ck = str(toy_asset(str(ck)[4:]))
+        ck = checkpoint_file(ck)
     return {
         "checkpoint": resolve_path(ck, base) if ck else None,
         "vae_checkpoint": resolve_path(sc["vae_checkpoint"], base) if sc.get("vae_checkpoint") else None,

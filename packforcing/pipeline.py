@@ -233,6 +233,16 @@ def _vae_preset(preset: str) -> str:
     return "wan2.1" if preset == "wan2.1-1.3b" else preset
 
 
+def checkpoint_file(checkpoint: str) -> str:
+    """A checkpoint as its file path: ``toy:NAME`` -> the shipped toy weights (UserError if there are none of that
+    name); any other value unchanged (the caller resolves relative paths)."""
+    if not str(checkpoint).startswith("toy:"):
+        return checkpoint
+    from packforcing.model.weights import resolve_checkpoint
+
+    return str(resolve_checkpoint(checkpoint))
+
+
 def weight_files(spec: GenerationSpec) -> dict[str, Path | None]:
     """Which weight files ``generate(spec)`` loads: ``{"dit": path, "vae": path}`` (None: no DiT file named,
     which ``generate`` refuses). The harness fingerprints these; it never re-derives them. Raises UserError

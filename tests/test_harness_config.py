@@ -127,3 +127,16 @@ def test_slurm_options_cannot_inject_script_lines(override):
     with pytest.raises(UserError, match="launcher"):
         load(override)
     assert load("launcher.partition=gpu-h100", "launcher.slurm_extra={qos: high}")["launcher"]["partition"] == "gpu-h100"
+
+
+def test_a_shipped_toy_checkpoint_by_name_resolves_to_its_file():
+    # method.checkpoint=toy:packforcing (the shipped student) beside a new file in one launch: the preflight must find
+    # the shipped file, not look for a relative path called "toy:packforcing"
+    from pathlib import Path
+
+    cfg = {"scale": {"checkpoint_dir": None, "vae_checkpoint": None, "text_encoder": "toy"},
+           "method": {"checkpoint": "toy:packforcing"}}
+    p = C.weights_paths(cfg)["checkpoint"]
+    assert Path(p).is_file() and Path(p).name == "toy_dit_packforcing.safetensors"
+    with pytest.raises(UserError, match="no shipped toy weights 'toy:nosuch'"):
+        C.weights_paths({**cfg, "method": {"checkpoint": "toy:nosuch"}})
