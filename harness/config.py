@@ -495,7 +495,7 @@ def weights_paths(config: dict) -> dict[str, Optional[str]]:
     base = resolve_path(sc["checkpoint_dir"]) if sc.get("checkpoint_dir") else None
     te = sc["text_encoder"]
     ck = m.get("checkpoint")
-    if ck and str(ck).startswith("toy:"):  # a shipped toy student by name (packforcing/assets/toy_dit_<name>)
+    if ck and str(ck).startswith("toy:"):  # a shipped toy student by name; the test here keeps torch unimported otherwise
         from packforcing.pipeline import checkpoint_file
 
         ck = checkpoint_file(ck)

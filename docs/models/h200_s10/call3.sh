@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Tenth session, H200 call 3 (the session's last ~4 device minutes; issue 17):
+# Tenth session, H200 call 3: NOT RUN (243 device-seconds were left, too few to start a machine); its step A is in
+# docs/models/h200_s11/call_teacher.sh, its step B is the next run's step 1. Kept as written (issue 17):
 # A: does the shipped teacher (continued on 20 s clips in call 2) keep what re-enters? Its 20 s samples against the
 #    ground truth and the ground truth through the VAE, 32 held-out prompts (the next run's step 2).
 # B: beside it, as many `findings` cells as fit, resumed from the ninth session's partial records (resumable).
