@@ -23,6 +23,7 @@ Rule for the video length: one for the whole project, ``packforcing.util.latent_
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import re
 from dataclasses import dataclass, field
@@ -37,7 +38,8 @@ from packforcing.options import at_least, check_fields, choices  # noqa: F401 (r
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # Keys that say *where* or *how* a cell runs, never *what* it computes. They are left out of the
-# cell identity hash (dotted paths into the cell config). Keep this the only list.
+# cell identity hash (dotted paths into the cell config). Keep this the only list; a policy's own options of
+# that kind are declared in its options dataclass (``choices(..., cosmetic=True)``, :func:`policy_cosmetic_keys`).
 COSMETIC_KEYS: tuple[str, ...] = (
     "output_root",
     "launcher",
@@ -57,6 +59,20 @@ COSMETIC_KEYS: tuple[str, ...] = (
     "scale.compile_dit",  # how fast the DiT runs (compiled elementwise chains), not what it computes
     "keep_video",
 )
+
+
+
+@functools.lru_cache(maxsize=None)
+def policy_cosmetic_keys(policy: str) -> tuple[str, ...]:
+    """The options policy ``policy`` declares cosmetic (``choices(..., cosmetic=True)``), as keys of
+    ``method.policy_kwargs``; () for a name that is not a registered policy (the preflight reports it)."""
+    from packforcing.cache import load_all
+    from packforcing.cache.base import POLICIES
+    from packforcing.options import cosmetic_fields
+
+    load_all()
+    return cosmetic_fields(POLICIES.get(policy).Options) if policy in POLICIES else ()
+
 
 # Config groups (chosen with ``group=option``); every other override sets a value.
 GROUPS = ("scale", "method")

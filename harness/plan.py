@@ -2,6 +2,7 @@
 
 A cell = (method config, length, prompt, seed). Its identity is ``cell_hash``: 16 hex chars of the
 sha256 of its canonical resolved config with the cosmetic keys (:data:`harness.config.COSMETIC_KEYS`)
+and the policy's own cosmetic options (:func:`harness.config.policy_cosmetic_keys`)
 removed. The cell config is the launch config with the prompt set and seed list replaced by one
 prompt (text, id, toy scene) and one seed, plus ``num_latent_frames``.
 """
@@ -66,7 +67,11 @@ def canonical_json(obj: Any) -> str:
 def identity(cell_config: dict) -> dict:
     """The cell config minus cosmetic keys (what the hash is taken of)."""
     out = copy.deepcopy(cell_config)
-    for dotted in C.COSMETIC_KEYS:
+    method = out.get("method")
+    policy = method.get("policy") if isinstance(method, dict) else None
+    cosmetic = C.COSMETIC_KEYS + tuple(f"method.policy_kwargs.{k}" for k in
+                                       (C.policy_cosmetic_keys(policy) if isinstance(policy, str) else ()))
+    for dotted in cosmetic:
         node = out
         parts = dotted.split(".")
         for p in parts[:-1]:

@@ -15,9 +15,15 @@ from typing import Any
 from packforcing.errors import UserError
 
 
-def choices(*values: Any, default: Any) -> Any:
-    """A field whose value must be one of ``values``."""
-    return field(default=default, metadata={"choices": tuple(values)})
+def choices(*values: Any, default: Any, cosmetic: bool = False) -> Any:
+    """A field whose value must be one of ``values``. ``cosmetic=True``: the field says *how* a result is computed
+    (for speed), never *what* it is (the harness leaves it out of a cell's identity hash: :func:`cosmetic_fields`)."""
+    return field(default=default, metadata={"choices": tuple(values), "cosmetic": cosmetic})
+
+
+def cosmetic_fields(cls: type) -> tuple[str, ...]:
+    """The names of the fields of options dataclass ``cls`` declared ``cosmetic`` (see :func:`choices`)."""
+    return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get("cosmetic"))
 
 
 def at_least(lo: int | float, default: Any) -> Any:

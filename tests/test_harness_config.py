@@ -79,10 +79,14 @@ def test_cosmetic_keys_keep_the_hash_method_keys_change_it(tmp_path):
     base = _one()
     for cosmetic in (f"output_root={tmp_path}", "launcher.name=debug", "wandb.mode=offline", "progress=false",
                      "device=cuda", "num_workers=3", "max_attempts=5", "metrics=[systems]", "keep_video=false",
-                     "scale.compile_dit=off", "scale.compile_dit=on"):
+                     "scale.compile_dit=off", "scale.compile_dit=on", "method.policy_kwargs.gather=device"):
         assert _one(cosmetic).hash == base.hash, cosmetic
     no_key = {**base.config, "scale": {k: v for k, v in base.config["scale"].items() if k != "compile_dit"}}
     assert cell_hash(no_key) == base.hash  # cells planned before scale.compile_dit existed keep their hash
+    m = base.config["method"]
+    no_gather = {**base.config, "method": {**m, "policy_kwargs": {k: v for k, v in m["policy_kwargs"].items()
+                                                                   if k != "gather"}}}
+    assert "gather" in m["policy_kwargs"] and cell_hash(no_gather) == base.hash  # ... nor before gather existed
     for real in ("method.policy_kwargs.top_k=8", "method=self_forcing", "seconds=5", "seeds=[1]", "tag=v2",
                  "scale.dtype=bfloat16", 'prompts.inline=["a bird"]'):
         assert _one(real).hash != base.hash, real

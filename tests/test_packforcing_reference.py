@@ -125,7 +125,9 @@ def reference_context(b, bf, S, Rr, K, cap, rope_adjust, scores=None):
     return frames, mid, [m * bf for m in archive], cur
 
 
-def check_rollout(bf, S, Rr, K, cap, rope_adjust, n_blocks, ns=2, nt=2, hw=8):
+def check_rollout(bf, S, Rr, K, cap, rope_adjust, n_blocks, ns=2, nt=2, hw=8, gather="host", keep=None):
+    """Run the policy (``gather``: how top-k's choice reaches the mid slots) and check every attention call against
+    the reference; ``keep`` (a dict) receives the probe model, the policy and the per-block stats."""
     token_hw = (hw // 2, hw // 2)
     tpf = token_hw[0] * token_hw[1]
     t_c, h_c, w_c = compressed_grid(bf, token_hw, ns, nt)
@@ -133,11 +135,13 @@ def check_rollout(bf, S, Rr, K, cap, rope_adjust, n_blocks, ns=2, nt=2, hw=8):
     F = n_blocks * bf
     pol = make_policy("packforcing", sink_frames=S * bf, recent_frames=Rr * bf, top_k=K, mid_capacity=cap,
                       compressor="hr", nc_spatial=ns, nc_temporal=nt, score_ratio=1.0, score_heads="half",
-                      rope_adjust=rope_adjust)
+                      rope_adjust=rope_adjust, gather=gather)
     pol.attach(TagCompressor(ns, nt, TINY.dim))
     m = MidProbe(F, n_c)
-    rollout(m, pol, FlowMatchSampler("self_forcing"), torch.zeros(1, 4, 8), id_noise(F, hw), bf,
-            noise_fn=lambda blk, s, like: like)
+    res = rollout(m, pol, FlowMatchSampler("self_forcing"), torch.zeros(1, 4, 8), id_noise(F, hw), bf,
+                  noise_fn=lambda blk, s, like: like)
+    if keep is not None:
+        keep.update(model=m, policy=pol, stats=res.block_stats)
     heads = TINY.num_heads // 2
     seen = {"selected": 0, "reselected": 0, "evicted": 0}
     prev_sel: dict = {}

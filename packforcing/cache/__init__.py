@@ -22,7 +22,8 @@ from packforcing.cache.base import (
     register_policy,
 )
 
-_HELPERS = frozenset({"base", "compressor", "selector", "rope", "rope_triton"})  # modules that are not policies
+_HELPERS = frozenset({"base", "compressor", "selector", "rope", "rope_triton", "mid_gather",
+                      "mid_gather_triton"})  # modules that are not policies
 
 
 def load_all() -> None:

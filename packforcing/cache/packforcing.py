@@ -11,7 +11,10 @@ Per layer the context is sink ‖ mid ‖ recent + current:
   query-key affinity at the first denoising step of each block; ``fifo`` = the most recent; ``all``).
   The archive lives OFF the device (:class:`MidArchive`: pinned host memory on CUDA); the device keeps
   each archived block's key means (scoring) and ``top_k`` mid slots per layer; a selected block is
-  copied in only when it is not already resident in that layer's slots. Device KV therefore stays at
+  copied in only when it is not already resident in that layer's slots. ``gather="device"`` does this
+  without reading the choice back to the host (:mod:`packforcing.cache.mid_gather`: a device-side
+  residency row per layer and one gather launch per layer that reads resident blocks from their device
+  slot and new ones straight from the pinned archive). Device KV therefore stays at
   sink + top_k·N_c + recent whatever the length; the host archive grows by N_c tokens per block.
   Presets: ``paper``/``toy`` (unbounded archive: selection active once more than top_k blocks are
   archived), ``archive16``/``toy_archive16`` (the unofficial code's archive of 16 = top_k: selection
@@ -68,6 +71,7 @@ from packforcing.cache.base import (
     whole_blocks,
 )
 from packforcing.cache.compressor import PAPER_HR_CHANNELS, DualBranchCompressor, compressed_grid
+from packforcing.cache.mid_gather import MidGatherer, MidGeometry
 from packforcing.cuda_graphs import GraphCache, graphs_enabled
 from packforcing.errors import UserError
 from packforcing.options import at_least, choices
@@ -182,7 +186,8 @@ class PackForcingConfig(PolicyOptions):
     scores never choose anything (``selection`` has no effect); with ``paper``/``toy`` selection is active from the
     moment more than 16 blocks are archived (block 20 at B_f = 4: 20 s at Wan and toy scale). ``score_ratio``,
     ``score_heads`` and ``score_scope`` matter only while selection is active; ``hr_channels`` only with an HR
-    branch; ``lr_frames`` only with an LR branch; ``mid_capacity`` only when the archive would outgrow it.
+    branch; ``lr_frames`` only with an LR branch; ``mid_capacity`` only when the archive would outgrow it;
+    ``gather`` only while top-k selects, and only for speed (both ways give bit-identical K/V views).
     Memory at Wan scale (B_f = 4, bf16, 30 layers): ``paper`` and ``archive16`` both hold 21,632 tokens = 3.99 GB
     of K/V on the device once the mid partition is full (block 19); only ``paper`` also keeps a host archive,
     N_c = 182 tokens per block (3.9 GB at 120 s measured, ~20 GB at 10 minutes planned: docs/perf.md, H200 run
@@ -216,6 +221,12 @@ class PackForcingConfig(PolicyOptions):
     # (rollout(decoded=...); a standalone decode when none are handed: training, a rollout without a decoder);
     # "standalone" = always decode the block again on its own (the behaviour before issue 18)
     lr_frames: str = choices("decoded", "standalone", default="decoded")
+    # How top-k's chosen mid blocks reach the device slots (§3.5, App. G; speed only, the same K/V either way):
+    # "host" = read the chosen indices back (one host synchronisation per layer at step 0), copy only the new blocks
+    # from the pinned archive; "device" = no read-back: one launch per layer looks the chosen blocks up in a
+    # device-side residency row and copies them from their device slot or straight from the pinned host archive
+    # (a Triton kernel on CUDA; the PyTorch reference of the same gather on the CPU: packforcing/cache/mid_gather.py)
+    gather: str = choices("host", "device", default="host", cosmetic=True)
 
     @property
     def hr_widths(self) -> tuple[int, ...]:
@@ -247,6 +258,7 @@ class PackForcingConfig(PolicyOptions):
             (self.mid_kv in ("transformer", "projection"), f"mid_kv must be transformer or projection, got {self.mid_kv!r}"),
             (self.compressor in ("hr+lr", "hr", "lr"), f"compressor must be hr+lr, hr or lr, got {self.compressor!r}"),
             (self.lr_frames in ("decoded", "standalone"), f"lr_frames must be decoded or standalone, got {self.lr_frames!r}"),
+            (self.gather in ("host", "device"), f"gather must be host or device, got {self.gather!r}"),
             (self.sink_frames >= 0 and self.recent_frames >= 0, "sink_frames and recent_frames must be >= 0"),
             (self.top_k >= 0, f"top_k must be >= 0, got {self.top_k}"),
             (self.mid_capacity is None or self.mid_capacity >= 0, f"mid_capacity must be >= 0 or null, got {self.mid_capacity}"),
@@ -406,6 +418,7 @@ class PackForcingPolicy(CachePolicy):
         self._last: PackForcingStats | None = None
         self._layout: _Layout | None = None
         self.selections = 0
+        self._gatherer: MidGatherer | None = None  # gather="device" (made by reset: real runs only)
 
     def reset(self, spec: CacheSpec, num_frames: int, block_frames: int) -> None:
         self._start(spec, num_frames, block_frames)
@@ -420,7 +433,19 @@ class PackForcingPolicy(CachePolicy):
         cuda = torch.device(spec.device).type == "cuda"
         self._copy_stream = torch.cuda.Stream(device=spec.device) if cuda else None
         self.mid_copies = 0
-        self._cand: tuple[Tensor, Tensor] | None = None
+        self._cand: tuple[Tensor, ...] | None = None
+        if self.cfg.gather == "device":  # the sync-free gather (§3.5, App. G; packforcing/cache/mid_gather.py)
+            # per layer, two residency rows read and written alternately (parity on the host): the start frame of
+            # the block in each device mid slot, -1 = empty; a layer whose residency the host still knows keeps
+            # ``resident[layer]`` and hands it over at its first device placement (resident[layer] = None after)
+            self._res_rows = torch.full((2, spec.num_layers, self.max_sel), -1, dtype=torch.long, device=spec.device)
+            self._res_par = [0] * spec.num_layers
+            self._copies_dev = torch.zeros(1, dtype=torch.long, device=spec.device)  # host-archive reads this block
+            self._arange_dev = torch.arange(max(1, self.max_sel), device=spec.device)
+            self._gatherer = MidGatherer(MidGeometry(self.n_c, self.mid_start, self.cfg.sink_frames, block_frames,
+                                                     self.cfg.rope_adjust, self.archive.chunk, spec.num_layers))
+            if cuda:  # Triton or the reference, decided before the first block (its check synchronises once)
+                self._gatherer.prepare(spec.device, spec.dtype)
         self.graph_kv: dict[int, list] = {}  # training: archive slot -> per-layer (k, v) with autograd graph
         t_c, h_c, w_c = self.grid
         th, tw = spec.token_hw
@@ -495,7 +520,13 @@ class PackForcingPolicy(CachePolicy):
         if getattr(self, "store", None) is not None:
             self.store = self.store.grown(self._store_capacity())
             for res in self.resident:
-                res.extend([None] * (self.max_sel - len(res)))
+                if res is not None:
+                    res.extend([None] * (self.max_sel - len(res)))
+            if self._gatherer is not None:
+                rows = self._res_rows.new_full(self._res_rows.shape[:2] + (self.max_sel,), -1)
+                rows[..., : self._res_rows.shape[2]] = self._res_rows
+                self._res_rows = rows
+                self._arange_dev = torch.arange(self.max_sel, device=rows.device)
 
     def _alloc_slot(self) -> int:
         if not self.free:
@@ -558,6 +589,8 @@ class PackForcingPolicy(CachePolicy):
         self._shared_idx: Tensor | None = None
         self.selections = 0
         self.mid_copies = 0
+        if self._gatherer is not None:
+            self._copies_dev.zero_()
         self._cand = None
         self._cand_means = None
         pre = None
@@ -581,11 +614,17 @@ class PackForcingPolicy(CachePolicy):
         return BlockView(st, pos, lay.cur_start, lay.attend_end, pre_attend=pre, extra_kv=extra)
 
     def _cand_tensors(self, lay: _Layout):
-        """Archive slots and start frames of the block's mid candidates, on the device: built once per block
-        (not per layer) and copied from pinned memory without blocking the host (no synchronisation)."""
+        """Archive slots [m] int64 and start frames [m] float64 of the block's mid candidates (plus the start frames
+        as int64 with ``gather="device"``), on the device: built once per block (not per layer) and copied from
+        pinned memory without blocking the host (no synchronisation)."""
+        return self._chosen_tensors(lay.mid_candidates)
+
+    def _chosen_tensors(self, blocks: list[tuple[int, int]]) -> tuple[Tensor, ...]:
         dev = self.store.k.device
-        return (_to_device([s for s, _ in lay.mid_candidates], torch.long, dev),
-                _to_device([f for _, f in lay.mid_candidates], torch.float64, dev))
+        out = (_to_device([s for s, _ in blocks], torch.long, dev), _to_device([f for _, f in blocks], torch.float64, dev))
+        if self._gatherer is not None:
+            out += (_to_device([f for _, f in blocks], torch.long, dev),)
+        return out
 
     def _base(self, i: int, start_frame: int) -> int:
         """Temporal base of device mid slot i holding the block that starts at ``start_frame``: packed right after
@@ -603,10 +642,16 @@ class PackForcingPolicy(CachePolicy):
         (:func:`packforcing.rope.gather_rotated_`)."""
         layers = range(self.spec.num_layers) if layer is None else [layer]
         groups: dict[tuple, list[int]] = {}
+        on_device = [li for li in layers if self.resident[li] is None]  # gather="device": residency known there only
         for li in layers:
-            groups.setdefault(tuple(self.resident[li]), []).append(li)
+            if self.resident[li] is not None:
+                groups.setdefault(tuple(self.resident[li]), []).append(li)
         for res, ls in groups.items():
             self._place_group(ls, list(res), chosen)
+        if on_device:  # (not reached by the policy's own flow: once top-k selects it keeps selecting)
+            cand = self._chosen_tensors(chosen)
+            for li in on_device:
+                self._place_device(li, self._arange_dev[: len(chosen)], cand)
         if not self.cfg.rope_adjust:  # absolute positions of the mid slots (the last layer placed, as the keys)
             n, a = len(chosen), self.mid_start
             base = _to_device([float(f) for _, f in chosen], torch.float64, self.store.pos.device)
@@ -674,12 +719,48 @@ class PackForcingPolicy(CachePolicy):
             tk.record_stream(side)
             tv.record_stream(side)
 
+    @span("pf.gather")
+    def _place_device(self, layer: int, idx: Tensor, cand: tuple[Tensor, ...]) -> None:
+        """``gather="device"``: make device mid slot i of ``layer`` hold candidate ``idx[i]`` (§3.5, App. G) with no
+        host synchronisation. ``idx`` [n] int64 on the device, ascending (temporal order); ``cand`` = the candidates'
+        archive slots [m] int64, start frames [m] float64 and [m] int64 (:meth:`_chosen_tensors`).
+
+        One launch (:class:`packforcing.cache.mid_gather.MidGatherer`) looks each chosen block up in the layer's
+        residency row and stages its K/V rows [B, n * N_c, H, D] from the device slot that holds it or straight from
+        the pinned host archive, with the temporal shift to its slot's position and the next residency row; then the
+        same :func:`packforcing.rope.gather_rotated_` as the host path rotates them into the mid slots, so the layer's
+        K/V view is bit-identical to ``gather="host"``. Without the RoPE adjustment the mid slots' positions (the
+        chosen blocks' start frames) are written from the device too."""
+        st, n_c, a = self.store, self.n_c, self.mid_start
+        n = idx.numel()
+        sk, sv = st.k[layer], st.v[layer]  # [B, S, H, D]
+        rows = self._res_rows
+        known = self.resident[layer]
+        if known is not None:  # the host placed this layer so far: hand its residency to the device row, once
+            rows[self._res_par[layer], layer] = _to_device([-1 if e is None else e[0] for e in known], torch.long,
+                                                           rows.device)
+            self.resident[layer] = None
+        p = self._res_par[layer]
+        tk = sk.new_empty((sk.shape[0], n * n_c) + tuple(sk.shape[-2:]))
+        tv = torch.empty_like(tk)
+        delta = torch.empty(n, dtype=torch.float64, device=sk.device)
+        self._gatherer.fetch(sk, sv, self.archive.k, self.archive.v, layer, idx, cand[0], cand[2], rows[p, layer],
+                             rows[1 - p, layer], tk, tv, delta, self._copies_dev)
+        self._res_par[layer] = 1 - p
+        cos, sin = R.temporal_cos_sin(delta, self.spec.head_dim, self.spec.rope_theta, R.compute_dtype(st.k.dtype))
+        R.gather_rotated_(sk[:, a : a + n * n_c], sv[:, a : a + n * n_c], tk, tv, self._arange_dev[:n], n_c, cos, sin)
+        if not self.cfg.rope_adjust:  # absolute positions of the mid slots (the last layer placed, as on the host)
+            base = cand[1].index_select(0, idx)
+            st.pos[a : a + n * n_c] = base.repeat_interleave(n_c) + self.c_row_off.repeat(n).to(base.device)
+
     @span("pf.select")
     def _select_hook(self, view: BlockView, layer: int, q: Tensor, phase: Phase) -> None:
         """Top-k by query-key affinity at the first denoising step (App. G); reused afterwards. Per layer: the
         query mean, one dot product with the candidates' key means (on the device), topk + sort; then the chosen
-        blocks are placed in the layer's mid slots, copying from the host archive only those not resident. Knowing
-        which blocks are new takes one host synchronisation per layer at step 0 on CUDA (the indices)."""
+        blocks are placed in the layer's mid slots, copying from the host archive only those not resident.
+        ``gather="host"``: knowing which blocks are new takes one host synchronisation per layer at step 0 on CUDA
+        (the indices); ``gather="device"``: none, the indices stay on the device (:meth:`_place_device`).
+        ``q`` [B, N, H, D]: the layer's queries of the current block."""
         if phase.commit or phase.step != 0 or layer in self._sel_done:
             return
         lay = self._layout
@@ -693,7 +774,10 @@ class PackForcingPolicy(CachePolicy):
             self.selections += 1
             self._shared_idx = idx
             self.last_scores = scores
-        self._place(layer, [lay.mid_candidates[i] for i in idx.tolist()])
+        if self._gatherer is not None:
+            self._place_device(layer, idx, self._cand)
+        else:
+            self._place(layer, [lay.mid_candidates[i] for i in idx.tolist()])
         self._sel_done.add(layer)
 
     def _graph_extra(self, view: BlockView, layer: int):
@@ -815,7 +899,12 @@ class PackForcingPolicy(CachePolicy):
 
     # ---- stats and plans -------------------------------------------------------------------------
     def stats(self) -> PackForcingStats:
-        return replace(self._last, selections=self.selections, mid_copies=self.mid_copies)
+        """The last block's stats. With ``gather="device"`` the host-archive reads are counted on the device and read
+        here (one synchronisation per block, where the rollout synchronises anyway to time the block)."""
+        copies = self.mid_copies
+        if self._gatherer is not None:
+            copies += int(self._copies_dev.item())
+        return replace(self._last, selections=self.selections, mid_copies=copies)
 
     def _plan_block(self, blk: BlockInfo) -> PackForcingStats:
         lay = self._advance(blk)
