@@ -131,6 +131,14 @@ def random_hashes(root: Path, sweeps: list[str] | None = None) -> set[str]:
     return {c["cell_hash"] for c in cells if is_random_weights(c)}
 
 
+def student_weights(root: Path, sweeps: list[str], variant: str = "self_forcing") -> list[dict]:
+    """The weight fingerprints (``record["weights"]``) of the ``variant`` cells: the student the control is about."""
+    cells, _ = read_cell_files(root, sweeps)
+    seen = {json.dumps(c["weights"], sort_keys=True) for c in cells
+            if (c.get("axes") or {}).get("variant") == variant and c.get("weights")}
+    return [json.loads(w) for w in sorted(seen)]
+
+
 def _at(df, seconds: Optional[int]):
     """The cells of one length (all of them when ``seconds`` is None)."""
     return df if seconds is None else df[df["seconds"] == seconds]
@@ -245,6 +253,7 @@ def build(root: Path, out: Path) -> dict:
     (out / "findings.json").write_text(json.dumps({"claims": rows, "variants": means,
                                                    "memory_control": memory_control.load(out)}, indent=1))
     control = memory_control.load(out)
+    control_line = memory_control.statement_for(control, student_weights(root, list(dfs)))
     n_cells = sum(len(df) for df in dfs.values())
     n_rand = sum(int(df["hash"].astype(str).isin(rand).sum()) for df in dfs.values())
     banner = random_weights_banner(n_rand, n_cells) if rand else None
@@ -252,7 +261,7 @@ def build(root: Path, out: Path) -> dict:
     lines = ([f"> **{banner}**", ""] if banner else []) + [
         "# TOY-SCALE FINDINGS (not comparable with the paper's numbers)",
         "",
-        memory_control.statement(control),
+        control_line,
         "",
         "Each claim is a paired difference (reference minus variant, same prompt, seed and length; the reference is",
         "the PackForcing default, except top-k vs FIFO, compared at an archive of 64 on both sides) with a",

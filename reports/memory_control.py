@@ -149,6 +149,21 @@ def statement(result: dict | None) -> str:
             "Claims on persistence below are listed but not evidence.")
 
 
+def statement_for(result: dict | None, weights: list[dict]) -> str:
+    """:func:`statement` for a page whose student ran on ``weights`` (fingerprint dicts): a control run on other
+    weights is named as such and not read as this page's (a control without recorded weights is read as before)."""
+    ran_on = result.get("weights") if result is not None else None
+    key = lambda w: json.dumps(w, sort_keys=True)  # noqa: E731
+    if result is None or ran_on is None or not weights or {key(w) for w in ran_on} & {key(w) for w in weights}:
+        return statement(result)
+    d = result["difference"]
+    return (f"**Memory claims cannot be read:** the positive control on file (memory_control.md) ran on other "
+            f"weights ({'; '.join(map(key, ran_on))}) than this page's Self-Forcing student "
+            f"({'; '.join(map(key, weights))}); there it gave {d['mean']:+.3f} [{d['ci_lo']:+.3f}, {d['ci_hi']:+.3f}], "
+            f"n={d['n']} (rule: lower bound >= {MIN_LOWER_BOUND:+.2f}). Run the `memory_control` sweep on these weights "
+            "(`python -m harness ablate --sweep memory_control`, then `python -m reports.memory_control`).")
+
+
 def render_md(result: dict, weights: str = "", note: str = "") -> str:
     f = lambda c: f"{c['mean']:.3f} [{c['ci_lo']:.3f}, {c['ci_hi']:.3f}] (n={c['n']})"  # noqa: E731
     lines = ["# Positive control: can the instrument see memory?", "", statement(result), "",
@@ -207,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     fp = sorted({json.dumps(r.get("weights"), sort_keys=True) for r in records if r.get("weights")})
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
+    result["weights"] = [json.loads(w) for w in fp]  # the findings page reads the control only on the same weights
     write_json_atomic(out / "memory_control.json", result, indent=1)
     (out / "memory_control.md").write_text(render_md(result, "; ".join(fp), a.note))
     print(statement(result))

@@ -79,3 +79,15 @@ def test_vae_control_is_the_rendered_video_through_the_vae():
         ref2 = to_uint8_frames(vae.decode(vae.encode(x2), clamp=True), batch=True)[0]
     assert (vids["attributes_redrawn_through_vae"] == ref2).all()
     assert mc.VAE_CONTROL not in mc.control_videos(scene, 9, 0)  # without a VAE: the three controls only
+
+
+def test_a_control_run_on_other_weights_is_not_read_as_this_pages():
+    """The findings page reads the control only when it ran on the page's Self-Forcing student."""
+    strong = {"difference": {"mean": 0.3, "ci_lo": 0.2, "ci_hi": 0.4, "n": 32}, "sees_memory": True,
+              "weights": [{"dit": "aaaa", "vae": "cccc"}]}
+    assert "sees memory" in mc.statement_for(strong, [{"dit": "aaaa", "vae": "cccc"}])
+    other = mc.statement_for(strong, [{"dit": "bbbb", "vae": "cccc"}])
+    assert "cannot be read" in other and "other weights" in other and "+0.300" in other
+    legacy = {k: v for k, v in strong.items() if k != "weights"}  # written before weights were recorded
+    assert mc.statement_for(legacy, [{"dit": "bbbb"}]) == mc.statement(legacy)
+    assert mc.statement_for(None, [{"dit": "bbbb"}]) == mc.statement(None)

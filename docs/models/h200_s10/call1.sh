@@ -5,7 +5,7 @@
 # session. Resumable: a second call carries on from $OUT/findings_device.tar.
 set -u
 mkdir -p runs "$OUT"
-tar xzf docs/models/h200_s9/findings_partial.tgz
+tar xzf docs/models/h200_s9/findings_partial.tgz  # removed in the eleventh session (git show fe310eb:docs/models/h200_s9/findings_partial.tgz); every cell: docs/models/h200_s11/findings_records.tgz
 ls results/findings_device/findings/cells | wc -l
 FINDINGS_BUDGET_S=${FINDINGS_BUDGET_S:-585} FINDINGS_RESERVE_S=45 FINDINGS_WORKERS=${FINDINGS_WORKERS:-12} \
   bash scripts/findings_device.sh

@@ -6,7 +6,7 @@
 # B: beside it, as many `findings` cells as fit, resumed from the ninth session's partial records (resumable).
 set -u
 mkdir -p runs "$OUT"
-tar xzf docs/models/h200_s9/findings_partial.tgz
+tar xzf docs/models/h200_s9/findings_partial.tgz  # removed in the eleventh session (git show fe310eb:docs/models/h200_s9/findings_partial.tgz); every cell: docs/models/h200_s11/findings_records.tgz
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 T0=$(date +%s); el() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
 ( PYTHONPATH=/tmp/site:$PWD timeout 140 python3 scripts/model_evidence.py --out runs/ev_t20 --only data,vae,teacher \
