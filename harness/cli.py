@@ -352,14 +352,16 @@ def _print_cells(plan) -> None:
 
 def _report(plan, rep, title: str) -> int:
     from harness import store
-    from harness.table import launch_order, write_table
+    from harness.table import launch_order, sweep_table, write_table
 
-    path, md = write_table(plan.root, plan.sweep, plan.axes, plan.report or (), title,
-                           hashes={c.hash for c in plan.cells}, launch_order=launch_order(plan))
+    table = sweep_table(plan.root, plan.sweep, plan.axes, plan.report or (), title,
+                        hashes={c.hash for c in plan.cells}, launch_order=launch_order(plan))
+    path, md = write_table(plan.root, plan.sweep, table=table)
     print(md)
     from harness.wandb_summary import mirror_sweep
 
-    mirror_sweep(plan.root, plan.sweep, plan.config)  # the sweep's summary run + report layout (if wandb is on)
+    # the sweep's summary run + report layout (if wandb is on), with the table just written (the launch's axes)
+    mirror_sweep(plan.root, plan.sweep, plan.config, table=table)
     c = rep.counts
     print(f"{plan.sweep}: {c['done']} done, {c['failed']} failed, {c['running']} running, "
           f"{c['interrupted']} interrupted, {c['pending']} pending of {rep.total} "

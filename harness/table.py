@@ -57,11 +57,14 @@ def launch_order(plan) -> dict[str, list]:
     return order
 
 
-def write_table(root, sweep: str, axes: Sequence[str], report: Sequence[str], title: str = "",
+def write_table(root, sweep: str, axes: Sequence[str] = (), report: Sequence[str] = (), title: str = "",
                 hashes: Optional[set] = None,
-                launch_order: Optional[Mapping[str, Sequence[Any]]] = None) -> tuple[Path, str]:
-    """Write ``table.md`` and ``table.json`` atomically; return (path of table.md, its markdown)."""
-    table = sweep_table(root, sweep, axes, report, title, hashes, launch_order=launch_order)
+                launch_order: Optional[Mapping[str, Sequence[Any]]] = None,
+                table: Optional[evidence.SweepTable] = None) -> tuple[Path, str]:
+    """Write ``table.md`` and ``table.json`` atomically (``table``, or the one :func:`sweep_table` builds from the
+    other arguments); return (path of table.md, its markdown)."""
+    if table is None:
+        table = sweep_table(root, sweep, axes, report, title, hashes, launch_order=launch_order)
     md = table.to_markdown()
     d = store.sweep_dir(root, sweep)
     store.write_bytes_atomic(d / "table.json", (json.dumps(table.to_dict(), indent=1) + "\n").encode("utf-8"))

@@ -21,8 +21,10 @@ from harness.wandb_sink import _env, run_id
 
 
 def log_sweep_summary(root, sweep: str, wandb_dir: Path, mode: str = "offline", project: str = "packforcing",
-                      entity: Optional[str] = None, plots: bool = True) -> Optional[str]:
-    """Log (or replace) the summary run of ``sweep``; its run id, or None when disabled/empty."""
+                      entity: Optional[str] = None, plots: bool = True, table=None) -> Optional[str]:
+    """Log (or replace) the summary run of ``sweep``; its run id, or None when disabled/empty. ``table``: the
+    launch's :class:`harness.evidence.SweepTable` (its axes, reference and order, as ``table.md`` shows them; an
+    axis added on the command line included); default: the sweep's table from the whole store."""
     if mode == "disabled":
         return None
     from harness import store
@@ -33,7 +35,7 @@ def log_sweep_summary(root, sweep: str, wandb_dir: Path, mode: str = "offline", 
         return None
     import wandb
 
-    table = sweep_table(root, sweep)
+    table = table if table is not None else sweep_table(root, sweep)
     _env(Path(wandb_dir))
     rid = run_id(sweep, "summary")
     run = wandb.init(project=project, entity=entity, dir=str(wandb_dir), id=rid, name=f"{sweep} · summary",
@@ -61,9 +63,10 @@ def log_sweep_summary(root, sweep: str, wandb_dir: Path, mode: str = "offline", 
     return rid
 
 
-def mirror_sweep(root, sweep: str, config: dict) -> None:
-    """At the end of a launch: the sweep's summary run and report layout, per the launch's wandb
-    config (``disabled``: nothing). A mirror: a failure is a warning, never the launch's."""
+def mirror_sweep(root, sweep: str, config: dict, table=None) -> None:
+    """At the end of a launch: the sweep's summary run (``table``: the launch's table, the one written to
+    ``table.md``) and report layout, per the launch's wandb config (``disabled``: nothing). A mirror: a failure is
+    a warning, never the launch's."""
     w = config.get("wandb") or {}
     if (w.get("mode") or "disabled") == "disabled":
         return
@@ -73,7 +76,7 @@ def mirror_sweep(root, sweep: str, config: dict) -> None:
 
         d = wandb_dir({**config, "output_root": str(root)})
         project = w.get("project") or "packforcing"
-        if log_sweep_summary(root, sweep, d, w["mode"], project, w.get("entity")):
+        if log_sweep_summary(root, sweep, d, w["mode"], project, w.get("entity"), table=table):
             write_spec(spec_for_store(root, sweep, project, w.get("entity")), d)
     except Exception as e:  # wandb is a mirror
         print(f"warning: wandb summary of sweep {sweep} failed: {type(e).__name__}: {e}", flush=True)

@@ -105,3 +105,17 @@ def test_run_name_and_id_rules():
     assert run_id("sink_size", "abc") == "sink_size-abc" and run_id("a b", "summary") == "a_b-summary"
     assert [step_of(s) for s in ("clip_score_per_segment", "block_latency_s", "kv_bytes_per_block",
                                  "pixel.flicker_per_clip", "odd")] == ["segment", "block", "block", "clip", "index"]
+
+
+def test_summary_run_takes_the_launchs_table(mirror, tmp_path):
+    """A launch hands its own table (axes added on the command line, their order and reference) to the summary run,
+    so wandb shows what table.md shows."""
+    from harness.table import sweep_table
+    from harness.wandb_summary import log_sweep_summary
+
+    root = mirror[0]
+    table = sweep_table(root, "sink_size", launch_order={"sink_frames": [0, 8]}, title="the launch's table")
+    rid = log_sweep_summary(root, "sink_size", tmp_path / "wb", plots=False, table=table)
+    s = next(r for r in map(read_run, run_dirs(tmp_path / "wb")) if r.id == rid)
+    assert s.summary["table_md"] == table.to_markdown() and "the launch's table" in s.summary["table_md"]
+    assert s.config["axes"] == list(table.axes)
