@@ -11,9 +11,10 @@ How it reaches the rest of the project (the two wiring points, both injectable):
   ``seconds`` (``{metric: s}``, optional) becomes the record's ``timings.score_s_by_metric``.
 
 A record's ``timings``: the engine's (``packforcing.pipeline.generate``: ``load_s``, ``text_encode_s``,
-``setup_s``, ``rollout_s``, ``decode_s``, ``decode_host_s``, ``write_s``, ``total_s``, ... ; older records
-lack the split) plus ``generate_s`` (the runner's wall time around ``generate_fn``), ``score_s`` (around
-``score_fn``, summed over re-scorings) and ``score_s_by_metric`` (``{metric: s}`` as ``score_fn`` timed it,
+``setup_s``, ``warmup_s``, ``rollout_s``, ``decode_s``, ``decode_host_s``, ``write_s``, ``total_s``, ... ; older
+records lack the split; ``first_frame_s`` / ``fps_e2e`` leave the one-off ``warmup_s`` out since issue 18) plus
+``generate_s`` (the runner's wall time around ``generate_fn``), ``score_s`` (around ``score_fn``, summed over
+re-scorings) and ``score_s_by_metric`` (``{metric: s}`` as ``score_fn`` timed it,
 the latest scoring of each metric; its sum is at most ``score_s``; absent when ``score_fn`` gives none).
 A record's ``engine``: ``result.engine`` as is (``packforcing.pipeline.engine_record``: DiT/VAE compile, channels-last,
 decode mode, attention backend, CUDA graphs, device name), absent when the engine gives none; an execution detail,

@@ -50,6 +50,10 @@ def test_latency_percentiles_growth_and_fps():
     split = _stats(16, bounded=False)
     split["timings"].update(load_s=1.5, text_encode_s=0.5)
     assert _compute(split).values["fps_e2e"] == pytest.approx(n_frames / 10.0)
+    # issue 18: the one-off warm-up (timings.warmup_s, inside setup_s) is out of the window; absent = 0 (old records)
+    warm = _stats(16, bounded=False)
+    warm["timings"].update(load_s=1.5, text_encode_s=0.5, warmup_s=4.0)
+    assert _compute(warm).values["fps_e2e"] == pytest.approx(n_frames / 6.0)
     assert v["first_frame_s"] == 0.25
     assert r.series["block_latency_s"][0] == 9.0 and len(r.series["kv_bytes_per_block"]) == 16
     assert len(r.records) == 16 and r.records[3]["kv_bytes"] == 4 * BLOCK
