@@ -426,3 +426,11 @@ def test_cost_helpers_match_the_recorded_lengths():
     f = cost.forward_flops(cfg, 6240, 27872)  # linear at 80% of 746 TFLOP/s, attention at 579, 0.19 us per token-layer
     ref = f["linear"] / (746e12 * 0.8) + f["attention"] / 579e12 + 0.19e-6 * 6240 * 30
     assert math.isclose(cost.anchor_forward_seconds(cfg, 6240, 27872, r), ref) and math.isclose(ref, 0.118, rel_tol=0.01)
+
+
+def test_configuration_names_the_sync_free_gather():
+    """A speed number run with gather=device says so next to it (the K/V are the same, the speed is not)."""
+    res = _record()
+    base = targets.configuration(res)
+    res["policies"]["packforcing"]["kwargs"] = {**(res["policies"]["packforcing"].get("kwargs") or {}), "gather": "device"}
+    assert targets.configuration(res) == base + ", gather on the device (sync-free)"

@@ -28,7 +28,8 @@ SELECT_PARTS = ("topk_scoring", "mid_gather", "rope_adjust")
 
 
 def configuration(res: dict, label: str = "packforcing", kwargs: dict | None = None) -> str:
-    """'paper, hr+lr, archive unbounded (host), top-k 16 selecting' for the policy run ``label`` of ``res``
+    """'paper, hr+lr, archive unbounded (host), top-k 16 selecting' for the policy run ``label`` of ``res`` (plus
+    ', gather on the device (sync-free)' with ``gather=device``)
     (``kwargs`` when the numbers come from another run of the same policy, e.g. an end-to-end mode)."""
     from packforcing.cache.packforcing import packforcing_config
     from packforcing.errors import UserError
@@ -52,7 +53,8 @@ def configuration(res: dict, label: str = "packforcing", kwargs: dict | None = N
         topk = f"top-k {cfg.top_k} (selection not recorded)"
     else:
         topk = f"top-k {cfg.top_k} " + ("selecting" if any(v > 0 for v in sel) else "inert (never selected)")
-    return f"{preset}, {cfg.compressor}, {archive}, {topk}"
+    gather = ", gather on the device (sync-free)" if cfg.gather == "device" else ""  # speed only, the same K/V
+    return f"{preset}, {cfg.compressor}, {archive}, {topk}{gather}"
 
 
 def _flat(vals: list[float]) -> float:
