@@ -72,7 +72,8 @@ def _job(args: tuple) -> dict:
         g = torch.Generator().manual_seed(pid)  # the noise is drawn on the CPU: the same sample on any device
         with torch.no_grad():
             _, x0 = teacher_trajectories(teacher, ctx, torch.randn(1, 16, n_lat, 16, 16, generator=g).to(dev),
-                                         FlowMatchSampler("self_forcing").step_sigmas(), 3.0, 24)
+                                         FlowMatchSampler("self_forcing").step_sigmas(), opts.get("guidance", 3.0),
+                                         opts.get("teacher_steps", 24))
             v = to_uint8_frames(vae.decode(x0, clamp=True), batch=True)[0]
     else:
         from packforcing.pipeline import GenerationSpec, generate
@@ -137,6 +138,8 @@ def main() -> None:
     ap.add_argument("--teacher-max-seconds", type=float, default=5.0,
                     help="the longest clip the bidirectional teacher samples (5: its training clips; 20 for a teacher "
                     "trained on 20 s clips, e.g. to ask whether it keeps what re-enters)")
+    ap.add_argument("--teacher-guidance", type=float, default=3.0, help="the teacher's CFG scale (DMD's: 3)")
+    ap.add_argument("--teacher-steps", type=int, default=24, help="the teacher's Euler steps")
     ap.add_argument("--device", default="cpu", help="teacher and VAE samples on this device (cuda: a GPU machine)")
     a = ap.parse_args()
     out = Path(a.out)
@@ -144,7 +147,8 @@ def main() -> None:
     (out / "_tmp").mkdir(exist_ok=True)
     from packforcing import toyworld as W
 
-    opts = {"teacher": a.teacher, "vae": a.vae, "device": a.device, "tmp": str(out / "_tmp"), "out": str(out), "strip": True,
+    opts = {"teacher": a.teacher, "vae": a.vae, "device": a.device, "guidance": a.teacher_guidance,
+            "teacher_steps": a.teacher_steps, "tmp": str(out / "_tmp"), "out": str(out), "strip": True,
             "strip_seconds": [float(s) for s in a.strip_seconds.split(",")],
             **dict(kv.split("=", 1) for kv in a.student)}
     models = [m for m in (a.only.split(",") if a.only else ["data", "teacher", *STUDENTS]) if m]
@@ -168,7 +172,8 @@ def main() -> None:
             if (i + 1) % 16 == 0 or i + 1 == len(jobs):
                 print(f"[evidence] {i + 1}/{len(jobs)} samples, {time.perf_counter() - t:.0f} s", flush=True)
     info = {"n_prompts": a.prompts, "prompt_set": "toyworld.prompt_set(n, seed=7)", "workers": a.workers,
-            "wall_s": round(time.perf_counter() - t, 1), "teacher": a.teacher, "vae": a.vae or "shipped",
+            "wall_s": round(time.perf_counter() - t, 1), "teacher": a.teacher, "teacher_guidance": a.teacher_guidance, "teacher_steps": a.teacher_steps,
+            "vae": a.vae or "shipped",
             "students": {m: opts.get(m) or STUDENTS[m][2] for m in STUDENTS if m in models},
             "summary": summarise(rows), "samples": rows}
     (out / "evidence.json").write_text(json.dumps(info, indent=1))
