@@ -6,6 +6,7 @@
 #    alternate batches), then B's teacher and the shipped one at 20 s and at 5 s, same call, paired by prompt. Rule:
 #    B ships if its 20 s re-entry mean is higher AND its 5 s fidelity paired mean >= -0.01 AND its 5 s frame-0 ratio
 #    mean is not higher (python docs/models/h200_s12/paired.py after the call).
+# C: only if A's gate passes: the model card's step 3 in the same call (below).
 # run(command="bash docs/models/h200_s12/call_recall.sh", carry=[".whl"]) after scripts/device_wheels.sh.
 set -u
 mkdir -p runs "$OUT"
@@ -41,7 +42,26 @@ if [[ $GATE == fail* ]]; then
         --strip-seconds 5 --device cuda --workers 4 > runs/ev_t5_$t.log 2>&1; el "B 5 s $t rc=$?"; tail -1 runs/ev_t5_$t.log ) &
   done; wait
   cp runs/m20/teacher.safetensors "$OUT"/teacher_recall.safetensors 2>/dev/null
+else
+  # C (the model card's step 3, only if A's gate passes): DMD of the self_forcing student on the 20 s clips (window 80 =
+  # the whole clip) against the shipped teacher for the rest of the call, then the ninth session's judges: the positive
+  # control with the new student (memory_control, 16 prompts x 2 seeds, 30 s) and its 5 s fidelity on the 32 held-out
+  # prompts (the shipped student's values: docs/models/h200_s9/call2/ev_old_dits_new_vae). Ships if the 5 s paired
+  # fidelity mean >= 0 AND the control's mean difference is above the shipped student's +0.001 (the control passes
+  # at a lower bound >= +0.15).
+  left=$(( 560 - ($(date +%s) - T0) - 150 ))   # keep ~150 s for the judges and packing
+  mins=$(python3 -c "print(max(0.5, round($left / 60 - 0.3, 1)))")
+  el "C: dmd self_forcing on 20 s clips for $mins min"
+  timeout $(( left + 30 )) python3 -m packforcing.train --stage dmd --out runs/m20 --variants self_forcing --teacher $TEACHER     --minutes "$mins" --batch 8 --init self_forcing=packforcing/assets/toy_dit_self_forcing.safetensors     --policy-kwargs 'self_forcing={"window_frames": 80}' > runs/m_dmd.log 2>&1; el "dmd rc=$?"; tail -2 runs/m_dmd.log
+  S=runs/m20/dmd_self_forcing.safetensors
+  if [ -f $S ]; then
+    ( WANDB_MODE=disabled PF_RESULTS=results/mc_s12 timeout 120 python3 -m harness ablate --scale toy --launcher local         device=cuda progress=false --sweep memory_control launcher.workers=6 method.checkpoint=$PWD/$S > runs/mc_s12.log 2>&1
+      el "control rc=$?"; grep -A4 "## toy.reentry_persistence (" runs/mc_s12.log ) &
+    ( timeout 120 python3 scripts/model_evidence.py --out runs/ev_s12 --only self_forcing --student self_forcing=$S         --lengths 5 --strip-seconds 5 --workers 4 > runs/ev_s12.log 2>&1; el "evidence rc=$?"; tail -1 runs/ev_s12.log ) &
+    wait
+    cp $S "$OUT"/ 2>/dev/null
+  fi
 fi
 rm -rf runs/ev_*/_tmp
-bash scripts/device_pack.sh call_recall runs/ev_* runs/*.log runs/m20/*.json runs/m20/*.jsonl runs/m20/*.png
+bash scripts/device_pack.sh call_recall runs/ev_* runs/*.log runs/m20/*.json runs/m20/*.jsonl runs/m20/*.png results
 ls -la "$OUT"
