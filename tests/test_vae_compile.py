@@ -26,7 +26,9 @@ def test_compiled_decoder_equals_eager_and_streams_like_whole_decode():
             parts[name] = [dec.decode_block(z[:, :, :1]), dec.decode_block(z[:, :, 1:3])]
         for a, b in zip(parts["eager"], parts["compiled"]):
             torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
-        whole = comp.decode(z, chunk=None)  # compiled, one pass over all latents (other shapes: more graphs)
+        # the compiled stream against the eager decoder's one pass over all latents (the compiled one pass would
+        # compile a third shape: ~12 s of the suite for a property the per-block check above already carries)
+        whole = eager.decode(z, chunk=None)
     torch.testing.assert_close(torch.cat(parts["compiled"], 2), whole, atol=1e-4, rtol=1e-4)
     # under autograd the module code runs (training shares this file): exactly the eager decoder
     z1 = z[:, :, :1].clone().requires_grad_(True)
