@@ -138,6 +138,9 @@ class LauncherConfig:
     cells_per_job: int = at_least(1, 1)  # slurm: cells handled by one array task
     max_requeue: int = at_least(0, 2)  # requeues after preemption/timeout, per job
     poll_s: float = at_least(0.05, 1.0)
+    # a job that ended without its result file: how long to wait for the file (slow shared filesystems) before
+    # reporting the job dead; the jobs wait at once, not one after the other (local workers: at most 1 s)
+    results_grace_s: float = at_least(0.0, 15.0)
     slurm_extra: Any = field(default_factory=dict)  # extra sbatch options, e.g. {"qos": "high"}
 
 

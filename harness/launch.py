@@ -210,25 +210,42 @@ def _settled(job) -> bool:
     return not _still_queued(job)
 
 
-def _wait(jobs: list, todo: list[Cell], bar, poll_s: float, outcomes: list[dict]) -> list[str]:
+def _has_result(job) -> bool:
+    paths = getattr(job, "paths", None)
+    return paths is None or paths.result_pickle.exists()
+
+
+def _wait(jobs: list, todo: list[Cell], bar, poll_s: float, outcomes: list[dict], results_grace_s: float = 15.0
+          ) -> list[str]:
     """Poll until every job finished, moving the bar from the store; collect the jobs' cell outcomes
-    into ``outcomes``; return job-level errors. On an interrupt the jobs are left to the caller."""
+    into ``outcomes``; return job-level errors. On an interrupt the jobs are left to the caller.
+
+    A job that ended without its result file (killed, preempted for good) is given ``results_grace_s`` for the
+    file to appear (a slow shared filesystem), counted from when it ended and while the other jobs are polled:
+    submitit's own ``result()`` would block 15 s per dead job, one after the other."""
     errors: list[str] = []
     seen = 0
     pending = list(jobs)
+    ended_at: dict[int, float] = {}  # id(job) -> when it settled without a result file
     try:
         while pending:
             time.sleep(poll_s)
             still = []
             for j in pending:
-                if _settled(j):
-                    try:
-                        outcomes.extend(j.result() or [])
-                    except Exception as e:  # the job died (crash, kill, not requeued)
-                        first = str(e).strip().splitlines()
-                        errors.append(f"job {j.job_id}: {type(e).__name__}: {first[-1] if first else ''}"[:500])
-                else:
+                if not _settled(j):
                     still.append(j)
+                    continue
+                if not _has_result(j):
+                    t = ended_at.setdefault(id(j), time.monotonic())
+                    if time.monotonic() - t < results_grace_s:
+                        still.append(j)
+                        continue
+                    j._results_timeout_s = 0  # the grace is spent: raise now with the job's error stream
+                try:
+                    outcomes.extend(j.result() or [])
+                except Exception as e:  # the job died (crash, kill, not requeued)
+                    first = str(e).strip().splitlines()
+                    errors.append(f"job {j.job_id}: {type(e).__name__}: {first[-1] if first else ''}"[:500])
             pending = still
             now = _finished(todo)
             if now > seen:
@@ -427,10 +444,9 @@ def launch(plan: Plan, engine: Engine = Engine(), *, launcher: Optional[str] = N
                     with ex.batch():  # one Slurm job array
                         for g in groups:
                             jobs.append(ex.submit(job(g)))
-            if local:
-                for j in jobs:  # same filesystem: no need to wait 15 s for the result file of a dead worker
-                    j._results_timeout_s = 1
-            errors = _wait(jobs, todo, bar, float(lcfg["poll_s"]), outcomes)
+            # local workers share this filesystem: a dead worker's result file is not late, it is missing
+            grace = min(1.0, float(lcfg["results_grace_s"])) if local else float(lcfg["results_grace_s"])
+            errors = _wait(jobs, todo, bar, float(lcfg["poll_s"]), outcomes, grace)
         elif todo:
             raise ValueError(f"unknown launcher {name!r}")
     except KeyboardInterrupt:

@@ -7,7 +7,8 @@ into submitit workers (local processes, Slurm jobs).
 
 Behaviour switches (in the prompt text, so tests can mix them in one sweep):
 ``FAIL_NAN`` -> FloatingPointError, ``FAIL_OOM`` -> MemoryError, ``FAIL_ERROR`` -> RuntimeError,
-``CRASH`` -> the process dies (``os._exit``) once per cell, ``SLEEP`` -> 3 s per cell.
+``CRASH`` -> the process dies (``os._exit``) once per cell, ``SLEEP`` -> 3 s per cell (``PF_FAKE_SLEEP_S``
+sets another).
 Every call appends one line to ``$PF_FAKE_LOG`` when that variable is set.
 """
 
@@ -70,7 +71,7 @@ def fake_generate(spec: dict, progress: bool = False):
             open(marker, "w").close()
             os._exit(3)
     if "SLEEP" in prompt:
-        time.sleep(3)
+        time.sleep(float(os.environ.get("PF_FAKE_SLEEP_S", "3")))
     if "FAIL_NAN" in prompt:
         raise FloatingPointError("latents became NaN at block 3")
     if "FAIL_OOM" in prompt:

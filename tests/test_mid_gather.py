@@ -240,3 +240,15 @@ def test_triton_mid_fetch_on_cuda_reads_the_pinned_archive_and_equals_the_host_p
             assert pol._gatherer.impl == "triton" and pol.archive.pinned
     assert sum(out["device"][1]) > 0 and out["host"][1] == out["device"][1]
     assert torch.equal(out["host"][0], out["device"][0])
+
+
+def test_gather_auto_is_the_device_gather_on_cuda_and_the_host_path_elsewhere():
+    """The default (``auto``, twelfth session's H200 A/B) resolves per device; an explicit choice stands everywhere."""
+    from packforcing.cache.packforcing import packforcing_config
+
+    auto = packforcing_config("paper")
+    assert auto.gather == "auto"
+    assert auto.gather_on_device("cuda:0") and auto.gather_on_device(torch.device("cuda"))
+    assert not auto.gather_on_device("cpu")
+    assert packforcing_config("paper", gather="device").gather_on_device("cpu")
+    assert not packforcing_config("paper", gather="host").gather_on_device("cuda")

@@ -55,7 +55,7 @@ def make_plan(root, prompts, sweep, *extra):
     return plan(get_sweep(sweep) if sweep else None, overrides=[
         f"output_root={root}", "device=cpu", "metrics=[fake]", "prompts.source=inline", f"prompts.inline={inline}",
         "prompts.n=null", "launcher.poll_s=0.5", "launcher.cpus_per_task=1", "launcher.mem_gb=1",
-        "launcher.timeout_min=5", *extra])
+        "launcher.timeout_min=5", "launcher.results_grace_s=2", *extra])
 
 
 KEYS = ["hash", "status", "method", "seconds", "prompt_id", "seed", "axis.selection", "metric.fake.brightness",

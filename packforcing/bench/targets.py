@@ -29,7 +29,7 @@ SELECT_PARTS = ("topk_scoring", "mid_gather", "rope_adjust")
 
 def configuration(res: dict, label: str = "packforcing", kwargs: dict | None = None) -> str:
     """'paper, hr+lr, archive unbounded (host), top-k 16 selecting' for the policy run ``label`` of ``res`` (plus
-    ', gather on the device (sync-free)' with ``gather=device``)
+    ', gather on the device (sync-free)' when it ran the sync-free gather)
     (``kwargs`` when the numbers come from another run of the same policy, e.g. an end-to-end mode)."""
     from packforcing.cache.packforcing import packforcing_config
     from packforcing.errors import UserError
@@ -53,7 +53,9 @@ def configuration(res: dict, label: str = "packforcing", kwargs: dict | None = N
         topk = f"top-k {cfg.top_k} (selection not recorded)"
     else:
         topk = f"top-k {cfg.top_k} " + ("selecting" if any(v > 0 for v in sel) else "inert (never selected)")
-    gather = ", gather on the device (sync-free)" if cfg.gather == "device" else ""  # speed only, the same K/V
+    # speed only, the same K/V. The bench records the gather it ran (resolved from auto); a record without the key
+    # ran the host path (it predates the device gather, or its default on CUDA in the twelfth session)
+    gather = ", gather on the device (sync-free)" if kw.get("gather", "host") == "device" else ""
     return f"{preset}, {cfg.compressor}, {archive}, {topk}{gather}"
 
 

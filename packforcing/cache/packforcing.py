@@ -225,8 +225,14 @@ class PackForcingConfig(PolicyOptions):
     # "host" = read the chosen indices back (one host synchronisation per layer at step 0), copy only the new blocks
     # from the pinned archive; "device" = no read-back: one launch per layer looks the chosen blocks up in a
     # device-side residency row and copies them from their device slot or straight from the pinned host archive
-    # (a Triton kernel on CUDA; the PyTorch reference of the same gather on the CPU: packforcing/cache/mid_gather.py)
-    gather: str = choices("host", "device", default="host", cosmetic=True)
+    # (a Triton kernel on CUDA; the PyTorch reference of the same gather on the CPU: packforcing/cache/mid_gather.py);
+    # "auto" = "device" on CUDA, "host" elsewhere (the twelfth session's H200 A/B, docs/perf.md: the rule fixed
+    # before it held; scoring + gather + RoPE 4.42% -> 0.86% of block time, model-only p50 540.6 -> 519.5 ms)
+    gather: str = choices("auto", "host", "device", default="auto", cosmetic=True)
+
+    def gather_on_device(self, device) -> bool:
+        """Whether top-k's chosen blocks take the sync-free device gather on ``device`` (``gather`` resolved)."""
+        return self.gather == "device" or (self.gather == "auto" and torch.device(device).type == "cuda")
 
     @property
     def hr_widths(self) -> tuple[int, ...]:
@@ -258,7 +264,7 @@ class PackForcingConfig(PolicyOptions):
             (self.mid_kv in ("transformer", "projection"), f"mid_kv must be transformer or projection, got {self.mid_kv!r}"),
             (self.compressor in ("hr+lr", "hr", "lr"), f"compressor must be hr+lr, hr or lr, got {self.compressor!r}"),
             (self.lr_frames in ("decoded", "standalone"), f"lr_frames must be decoded or standalone, got {self.lr_frames!r}"),
-            (self.gather in ("host", "device"), f"gather must be host or device, got {self.gather!r}"),
+            (self.gather in ("auto", "host", "device"), f"gather must be auto, host or device, got {self.gather!r}"),
             (self.sink_frames >= 0 and self.recent_frames >= 0, "sink_frames and recent_frames must be >= 0"),
             (self.top_k >= 0, f"top_k must be >= 0, got {self.top_k}"),
             (self.mid_capacity is None or self.mid_capacity >= 0, f"mid_capacity must be >= 0 or null, got {self.mid_capacity}"),
@@ -434,7 +440,7 @@ class PackForcingPolicy(CachePolicy):
         self._copy_stream = torch.cuda.Stream(device=spec.device) if cuda else None
         self.mid_copies = 0
         self._cand: tuple[Tensor, ...] | None = None
-        if self.cfg.gather == "device":  # the sync-free gather (§3.5, App. G; packforcing/cache/mid_gather.py)
+        if self.cfg.gather_on_device(spec.device):  # the sync-free gather (§3.5, App. G; packforcing/cache/mid_gather.py)
             # per layer, two residency rows read and written alternately (parity on the host): the start frame of
             # the block in each device mid slot, -1 = empty; a layer whose residency the host still knows keeps
             # ``resident[layer]`` and hands it over at its first device placement (resident[layer] = None after)
