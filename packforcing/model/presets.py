@@ -80,6 +80,13 @@ PRESETS: dict[str, DiTConfig] = {
         dim=256, ffn_dim=1024, freq_dim=64, num_heads=4, num_layers=6, text_dim=32, text_len=40,
         video_hw=(128, 128),
     ),
+    # The toy teacher at twice the depth (13.2 M params), grown from a `toy_teacher` file without changing what it
+    # computes (packforcing/model/grow.py; `python -m packforcing.train.diffusion --stage teacher --preset
+    # toy_teacher_deep --init FILE --grow-depth`): the campaign's capacity step for recall across long absences.
+    "toy_teacher_deep": DiTConfig(
+        dim=256, ffn_dim=1024, freq_dim=64, num_heads=4, num_layers=12, text_dim=32, text_len=40,
+        video_hw=(128, 128),
+    ),
 }
 
 

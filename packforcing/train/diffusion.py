@@ -175,6 +175,7 @@ class TeacherConfig:
     compile: bool = False  # torch.compile the training forward (falls back to eager if compiling fails)
     save_dtype: str = "float32"  # bfloat16 halves the file (the wide teacher: 27.6 -> 13.8 MB)
     mix: str = ""  # a second latents file (another clip length): batches alternate between the two sets
+    grow_depth: bool = False  # ``init`` has fewer blocks than ``preset``: grow it, computing the same (model/grow.py)
 
 
 def _file_meta(path: str | Path) -> dict:
@@ -248,7 +249,18 @@ def train_teacher(data: dict, cfg: TeacherConfig, device: torch.device, out: Pat
     if cfg.init:
         from packforcing.model.loading import load_state_dict_file
 
-        model.load_state_dict({k: v.float() for k, v in load_state_dict_file(cfg.init, what="teacher (--init)").items()})
+        state = {k: v.float() for k, v in load_state_dict_file(cfg.init, what="teacher (--init)").items()}
+        from packforcing.model.grow import grow_depth, num_blocks
+
+        src = num_blocks(state)
+        if src != model.cfg.num_layers and not cfg.grow_depth:
+            raise UserError(f"--init {cfg.init} has {src} blocks, --preset {cfg.preset} has {model.cfg.num_layers}: "
+                            "pass --grow-depth to grow it (or the preset it was trained with)")
+        if cfg.grow_depth:
+            state = grow_depth(state, model.cfg.num_layers)
+            print(f"teacher: {cfg.init} grown from {src} to {model.cfg.num_layers} blocks (inserted blocks add zero)",
+                  flush=True)
+        model.load_state_dict(state)
         steps_before = int(_file_meta(cfg.init).get("steps_total", _file_meta(cfg.init).get("steps", 0)))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0, betas=(0.9, 0.99))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup))
@@ -552,7 +564,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--pairs", type=int, default=None, help="ODE pairs from the teacher (default 1024)")
     ap.add_argument("--teacher-steps", type=int, default=None, help="Euler steps of the teacher ODE (default 40)")
-    ap.add_argument("--preset", default="toy", help="teacher: the DiT preset (toy | toy_teacher)")
+    ap.add_argument("--preset", default="toy", help="teacher: the DiT preset (toy | toy_teacher | toy_teacher_deep)")
     ap.add_argument("--init", default="", help="teacher: continue from these weights (a campaign's previous run)")
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--latent-frames", type=int, default=20, help="latents: frames per clip (20 = 5 s; 80 = 20 s)")
@@ -564,6 +576,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--mix", default="", help="teacher: a second latents.pt of another clip length (e.g. 20 s clips "
                     "beside the 5 s ones); batches alternate between the two, each set's held-out loss is logged")
     ap.add_argument("--compile", action="store_true", help="teacher: torch.compile the forward (eager if it fails)")
+    ap.add_argument("--grow-depth", action="store_true", help="teacher: --init has fewer blocks than --preset (e.g. "
+                    "toy_teacher -> toy_teacher_deep): grow it by depth, computing the same at step 0")
     ap.add_argument("--student-init", default="", help="ode: the student's initial weights (needed when the teacher is not a toy model)")
     a = ap.parse_args(argv)
     dev = resolve_device(a.device or "auto")
@@ -591,7 +605,8 @@ def main(argv: list[str] | None = None) -> dict:
             raise UserError(f"--mix {a.mix}: no such latents file (make one with --stage latents --out DIR "
                             "--latent-frames N, then pass DIR/latents.pt)")
         tc = cap(TeacherConfig(preset=a.preset, init=a.init, frame0_weight=a.frame0_weight, compile=a.compile,
-                                   save_dtype=a.save_dtype, mix=a.mix))
+                                   save_dtype=a.save_dtype, mix=a.mix,
+                               grow_depth=a.grow_depth))
         tc.lr = a.lr or tc.lr
         done["teacher"] = str(train_teacher(data, tc, dev, out))
     if a.stage in ("ode", "all"):
