@@ -38,7 +38,7 @@ def _slurm_ready(monkeypatch) -> None:
         monkeypatch.setenv("SLURM_CONF", _slurm_env()["SLURM_CONF"])
 
 
-SLURM = ["launcher.poll_s=0.5", "launcher.results_grace_s=2", "launcher.cpus_per_task=1", "launcher.mem_gb=1", "launcher.timeout_min=5"]
+SLURM = ["launcher.poll_s=0.5", "launcher.results_grace_s=2", "launcher.cells_per_job=3", "launcher.cpus_per_task=1", "launcher.mem_gb=1", "launcher.timeout_min=5"]
 
 
 def table(root):

@@ -461,12 +461,21 @@ class PackForcingPolicy(CachePolicy):
         self.c_pos = R.grid_positions(rows, h_c, w_c, torch.arange(h_c, device=dev) * sh + sh // 2,
                                       torch.arange(w_c, device=dev) * sw + sw // 2)
         self.c_row_off = self.c_pos[0]  # [N_c] canonical temporal offsets
+        self._row_off_tiled: Tensor | None = None  # c_row_off repeated for max_sel blocks (_row_offsets)
         self._mid_pos: Tensor | None = None
         self._cand_means: Tensor | None = None
         self._deferred: tuple | None = None  # a committed block whose compressed copy waits for its decoded frames
         # CUDA graphs of the compressor and of its tokens' pass (packforcing.cuda_graphs; pure speed)
         self._graphs = {"compressor": GraphCache("the PackForcing compressor"),
                         "pass": GraphCache("the compressed tokens' pass")} if cuda and graphs_enabled() else None
+
+    def _row_offsets(self, n: int) -> Tensor:
+        """[n * N_c] canonical temporal offsets of ``n`` mid blocks (``c_row_off`` tiled): built once and grown with
+        the slot count, not per layer and block (the absolute positions written when ``rope_adjust`` is off)."""
+        t = self._row_off_tiled
+        if t is None or t.shape[0] < n * self.n_c:
+            t = self._row_off_tiled = self.c_row_off.repeat(max(n, self.max_sel))
+        return t[: n * self.n_c]
 
     def _mid_positions(self, n: int) -> Tensor:
         """``rope_adjust``: mid slot i always holds a block at temporal base ``sink_frames + i * B_f``, so the
@@ -476,7 +485,7 @@ class PackForcingPolicy(CachePolicy):
             m = max(n, self.max_sel)
             dev = self.c_row_off.device
             base = self.cfg.sink_frames + torch.arange(m, device=dev, dtype=torch.float64) * self.bf
-            pos = self._mid_pos = base.repeat_interleave(self.n_c) + self.c_row_off.repeat(m).to(base.device)
+            pos = self._mid_pos = base.repeat_interleave(self.n_c) + self._row_offsets(m).to(base.device)
         return pos[: n * self.n_c]
 
     # ---- bookkeeping ---------------------------------------------------------------------------
@@ -661,7 +670,7 @@ class PackForcingPolicy(CachePolicy):
         if not self.cfg.rope_adjust:  # absolute positions of the mid slots (the last layer placed, as the keys)
             n, a = len(chosen), self.mid_start
             base = _to_device([float(f) for _, f in chosen], torch.float64, self.store.pos.device)
-            self.store.pos[a : a + n * self.n_c] = base.repeat_interleave(self.n_c) + self.c_row_off.repeat(n).to(base.device)
+            self.store.pos[a : a + n * self.n_c] = base.repeat_interleave(self.n_c) + self._row_offsets(n).to(base.device)
 
     def _place_group(self, layers: list[int], res: list, chosen: list[tuple[int, int]]) -> None:
         n_c, st, a = self.n_c, self.store, self.mid_start
@@ -757,7 +766,7 @@ class PackForcingPolicy(CachePolicy):
         R.gather_rotated_(sk[:, a : a + n * n_c], sv[:, a : a + n * n_c], tk, tv, self._arange_dev[:n], n_c, cos, sin)
         if not self.cfg.rope_adjust:  # absolute positions of the mid slots (the last layer placed, as on the host)
             base = cand[1].index_select(0, idx)
-            st.pos[a : a + n * n_c] = base.repeat_interleave(n_c) + self.c_row_off.repeat(n).to(base.device)
+            st.pos[a : a + n * n_c] = base.repeat_interleave(n_c) + self._row_offsets(n).to(base.device)
 
     @span("pf.select")
     def _select_hook(self, view: BlockView, layer: int, q: Tensor, phase: Phase) -> None:
