@@ -82,7 +82,7 @@ class GenerationResult:
     engine: dict = field(default_factory=dict)
 
 
-def engine_record(device: torch.device, dit: dict, vae: dict | None) -> dict:
+def engine_record(device: torch.device, dit: dict, vae: dict | None, policy: dict | None = None) -> dict:
     """The engine options a generation ran with, JSON-able (a cell record's ``engine``; docs/CONTRACTS.md):
 
     - ``device_name``: the GPU's name on CUDA, else ``cpu``.
@@ -92,7 +92,9 @@ def engine_record(device: torch.device, dit: dict, vae: dict | None) -> dict:
       :class:`packforcing.streaming.DecodeOptions` (None without a video), ``vae_compile_s`` /
       ``vae_compile_error`` from :func:`packforcing.streaming.prepare_vae`.
     - ``attention_backend``: :func:`packforcing.attention.current_backend` (``PF_ATTN_BACKEND``).
-    - ``cuda_graphs``: :func:`packforcing.cuda_graphs.graphs_enabled` (``PF_CUDA_GRAPHS``; used on CUDA only)."""
+    - ``cuda_graphs``: :func:`packforcing.cuda_graphs.graphs_enabled` (``PF_CUDA_GRAPHS``; used on CUDA only).
+    - ``policy``: the cache policy's resolved speed-only choices (:meth:`CachePolicy.engine_options`, e.g.
+      PackForcing's ``{"gather": "device"}``); ``{}`` when it has none."""
     from packforcing.attention import current_backend
     from packforcing.cuda_graphs import graphs_enabled
 
@@ -102,6 +104,7 @@ def engine_record(device: torch.device, dit: dict, vae: dict | None) -> dict:
     out.update({f"vae_{k}": vae[k] for k in ("compile_s", "compile_error") if k in vae})
     out["attention_backend"] = current_backend()
     out["cuda_graphs"] = graphs_enabled()
+    out["policy"] = dict(policy or {})
     return out
 
 
@@ -474,7 +477,8 @@ def generate(spec: GenerationSpec, on_block: Callable[[int, Tensor, dict], None]
         "write_s": write_s,
     }
     return GenerationResult(spec.video_path, n_px, res.block_stats, timings, _peak_memory(device),
-                            spec.latents_path, asdict(spec), engine_record(device, dit_info, vae_info))
+                            spec.latents_path, asdict(spec), engine_record(device, dit_info, vae_info,
+                                                                           policy.engine_options()))
 
 
 def missing_files(spec: GenerationSpec) -> list[tuple[str, Path]]:

@@ -144,7 +144,7 @@ def test_generate_records_engine_options(tmp_path):
         e = res.engine
         assert e == {"device_name": "cpu", "compile_dit": False, "decode_mode": "blocking", "vae_compile": False,
                      "vae_channels_last": False, "attention_backend": current_backend(),
-                     "cuda_graphs": graphs_enabled()}
+                     "cuda_graphs": graphs_enabled(), "policy": {}}
         json.dumps(e)
         assert res.spec["compile_dit"] == value
     model, _ = pipeline._load_model(spec.preset, pipeline.dit_checkpoint(spec.preset, None, spec.policy), "cpu", "float32")
@@ -153,6 +153,11 @@ def test_generate_records_engine_options(tmp_path):
     res = generate(GenerationSpec(policy="window", policy_kwargs={"window_frames": 8}, num_latent_frames=8,
                                   compile_dit="off"))
     assert res.engine["decode_mode"] is None and res.engine["vae_compile"] is None
+    # PackForcing names the gather it ran: gather=auto is the host path on the CPU, an explicit choice stands
+    for gather, ran in (("auto", "host"), ("device", "device")):
+        res = generate(GenerationSpec(policy="packforcing", num_latent_frames=8, compile_dit="off",
+                                      policy_kwargs={"preset": "toy", "gather": gather}))
+        assert res.engine["policy"] == {"gather": ran}
 
 
 def test_generate_with_dit_compiled_equals_eager_and_compiles_before_the_first_block(tmp_path, monkeypatch):

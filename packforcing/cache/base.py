@@ -399,6 +399,11 @@ class CachePolicy:
         because a later restart replaces them (CausVid's recipe; see ``rollout.SegmentStitcher``). 0 by default."""
         return 0
 
+    def engine_options(self) -> dict:
+        """Speed-only choices this policy resolved at its last :meth:`reset` (e.g. PackForcing's ``gather``: ``auto``
+        -> ``device`` on CUDA), JSON-able: a generation record's ``engine.policy``. Empty by default."""
+        return {}
+
     def stats(self) -> BlockStats:
         """Cost of the last block (:class:`BlockStats`)."""
         raise NotImplementedError

@@ -646,6 +646,10 @@ class PackForcingPolicy(CachePolicy):
         the sink with the RoPE adjustment (§3.4, Fig. 2c), the block's own start frame without it."""
         return self.cfg.sink_frames + i * self.bf if self.cfg.rope_adjust else start_frame
 
+    def engine_options(self) -> dict:
+        """The gather top-k's chosen blocks take (``gather`` resolved for the device of the last reset)."""
+        return {"gather": "device" if self._gatherer is not None else "host"}
+
     @span("pf.gather")
     def _place(self, layer: int | None, chosen: list[tuple[int, int]]) -> None:
         """Make device mid slot i hold ``chosen[i]`` ((archive slot, start frame), temporal order), its keys rotated
