@@ -10,10 +10,7 @@
 # "top-k scoring + mid gather + RoPE" falls (bench JSON) AND the model-only p50 does not rise by more than 1%.
 # run(command="bash scripts/gather_device_call.sh", carry=[".whl"]) after scripts/device_wheels.sh.
 set -u
-mkdir -p runs "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-export PYTHONPATH=/tmp/site:$PWD
-T0=$(date +%s); el() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
+source scripts/device_env.sh  # wheels, PYTHONPATH, runs/ and $OUT, el
 timeout 200 python3 scripts/check_gather.py --out runs/perf > runs/check_gather.log 2>&1; el "check_gather rc=$?"
 tail -5 runs/check_gather.log
 for g in host device; do

@@ -15,10 +15,7 @@
 # cat the parts in order.
 # run(command="bash docs/models/h200_s13/call_deep.sh", carry=[".whl"]) after scripts/device_wheels.sh.
 set -u
-mkdir -p runs "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-export PYTHONPATH=/tmp/site:$PWD
-T0=$(date +%s); el() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
+source scripts/device_env.sh  # wheels, PYTHONPATH, runs/ and $OUT, el
 TEACHER=packforcing/assets/toy_dit_teacher.safetensors
 python3 -m packforcing.train.diffusion --stage latents --out runs/d5 --clips 2048 --latent-frames 20 --absence short \
   --latent-seed 11 --workers 7 > runs/d5_latents.log 2>&1 &
