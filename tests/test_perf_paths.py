@@ -278,7 +278,9 @@ def test_live_tensors_and_store_allocation_are_constant_after_saturation():
             return out
 
     def on_block(i, x0, st):
-        rows.append((_live_tensors(), pol.store.k.data_ptr(), tuple(t.data_ptr() for t in pol.archive.k), pol.kmean.data_ptr(),
+        # the live-tensor scan (a full gc pass) only where it is compared: from saturation on
+        live = _live_tensors() if i >= 1 + pol.ring + pol.cfg.mid_capacity else None
+        rows.append((live, pol.store.k.data_ptr(), tuple(t.data_ptr() for t in pol.archive.k), pol.kmean.data_ptr(),
                      st["allocated_bytes"], st["tokens_attended"]))
 
     with torch.no_grad(), CatSizes():
@@ -286,7 +288,7 @@ def test_live_tensors_and_store_allocation_are_constant_after_saturation():
                 on_block=on_block, keep_latents=False)
     sat = 1 + pol.ring + pol.cfg.mid_capacity  # sink block, ring filled, mid archive full
     steady = rows[sat:]
-    assert len(steady) >= 5 and len(set(steady)) == 1, rows  # same tensors, bytes, stores (never re-allocated)
+    assert len(steady) >= 5 and steady[0][0] is not None and len(set(steady)) == 1, rows  # same tensors, bytes, stores
     # the compressed tokens' pass writes its K/V into spare store slots: no concatenation of the whole context
     assert not cats or max(cats) < pol.n_blk, cats
 
