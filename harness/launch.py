@@ -232,7 +232,8 @@ def _wait(jobs: list, todo: list[Cell], bar, poll_s: float, outcomes: list[dict]
             time.sleep(poll_s)
             still = []
             for j in pending:
-                if not _settled(j):
+                if not _settled(j):  # (again: a requeued job's grace starts over when it ends next)
+                    ended_at.pop(id(j), None)
                     still.append(j)
                     continue
                 if not _has_result(j):

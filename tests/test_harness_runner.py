@@ -336,3 +336,41 @@ def test_record_carries_the_engine_options_and_the_spec_its_compile_switch(tmp_p
     q = make_plan(tmp_path / "old", ("a cat",), None)  # an engine that gives none: no key
     assert run_cell(q.cells[0], FAKE_ENGINE).status == "done"
     assert "engine" not in store.read_json(store.cell_path(q.root, "run", q.cells[0].hash))
+
+
+def test_dead_jobs_wait_for_their_result_files_at_once_not_one_after_another(tmp_path):
+    """``launch._wait``: jobs that ended without a result file are given ``results_grace_s`` each, counted from when
+    they ended and side by side (submitit's own ``result()`` blocks 15 s per job, in turn); a file that appears in the
+    grace is read; after it, ``result()`` is asked with no wait of its own and its error is reported."""
+    import time
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from harness.launch import _wait
+
+    class Job:
+        def __init__(self, name, late_file_s=None):
+            self.job_id, self._results_timeout_s, self.asked = name, 15, None
+            self.paths = SimpleNamespace(result_pickle=Path(tmp_path) / f"{name}.pkl")
+            self.late, self.t0 = late_file_s, time.monotonic()
+
+        def done(self):
+            if self.late is not None and time.monotonic() - self.t0 >= self.late:
+                self.paths.result_pickle.touch()  # the slow filesystem shows the file at last
+            return True
+
+        def result(self):
+            self.asked = (time.monotonic() - self.t0, self._results_timeout_s)
+            if not self.paths.result_pickle.exists():
+                raise RuntimeError(f"Job {self.job_id} has not produced any output\nkilled")
+            return [{"cell": self.job_id}]
+
+    a, b, late = Job("a"), Job("b"), Job("late", late_file_s=0.1)
+    jobs = [a, b, late]
+    outcomes: list = []
+    errors = _wait(jobs, [], SimpleNamespace(update=lambda n: None), 0.02, outcomes, results_grace_s=0.4)
+    assert sorted(errors) == ["job a: RuntimeError: killed", "job b: RuntimeError: killed"]
+    assert outcomes == [{"cell": "late"}] and jobs == []  # nothing left pending
+    for j in (a, b):  # asked once the grace was spent, and then without submitit's own 15 s wait
+        assert j.asked[0] >= 0.4 and j.asked[1] == 0
+    assert late.asked[1] == 15  # its file came within the grace: read as usual
