@@ -29,10 +29,12 @@ def policy_table(args, preset: str, seconds: float = 0.0) -> dict:
     """label -> (policy name, block frames, kwargs) for a real run of ``seconds``."""
     pf_preset = args.pf_preset or ("paper" if preset == "wan2.1-1.3b" else "toy")
     pf = {"preset": pf_preset, "compressor": args.compressor, **(args.pf_opts or {})}
-    if pf.get("gather", "auto") == "auto":  # recorded resolved: a record names the gather it ran
-        import torch
+    import torch
 
-        pf["gather"] = "device" if torch.cuda.is_available() and not getattr(args, "force_cpu", False) else "host"
+    from packforcing.cache.packforcing import resolve_gather
+
+    cuda = torch.cuda.is_available() and not getattr(args, "force_cpu", False)
+    pf["gather"] = resolve_gather(pf.get("gather", "auto"), "cuda" if cuda else "cpu")  # a record names the gather it ran
     rope = args.window_rope
     if rope == "auto":  # absolute positions stop at Wan's 1,024-entry table (~256 s): re-base beyond it
         rope = "relative" if seconds * FPS / 4 >= 1000 else "absolute"

@@ -172,6 +172,11 @@ class PackForcingStats(BlockStats):
     mid_copies: Optional[int] = None
 
 
+def resolve_gather(choice: str, device) -> str:
+    """``PackForcingConfig.gather`` as it runs on ``device``: ``auto`` is ``device`` on CUDA and ``host`` elsewhere."""
+    return "device" if choice == "device" or (choice == "auto" and torch.device(device).type == "cuda") else "host"
+
+
 @dataclass
 class PackForcingConfig(PolicyOptions):
     """Every PackForcing option (the policy's options dataclass); the defaults are the ``paper`` preset (paper.md
@@ -232,7 +237,7 @@ class PackForcingConfig(PolicyOptions):
 
     def gather_on_device(self, device) -> bool:
         """Whether top-k's chosen blocks take the sync-free device gather on ``device`` (``gather`` resolved)."""
-        return self.gather == "device" or (self.gather == "auto" and torch.device(device).type == "cuda")
+        return resolve_gather(self.gather, device) == "device"
 
     @property
     def hr_widths(self) -> tuple[int, ...]:
