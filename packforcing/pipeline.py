@@ -82,7 +82,8 @@ class GenerationResult:
     engine: dict = field(default_factory=dict)
 
 
-def engine_record(device: torch.device, dit: dict, vae: dict | None, policy: dict | None = None) -> dict:
+def engine_record(device: torch.device, dit: dict, vae: dict | None, policy: dict | None = None,
+                  dtype: torch.dtype = torch.float32) -> dict:
     """The engine options a generation ran with, JSON-able (a cell record's ``engine``; docs/CONTRACTS.md):
 
     - ``device_name``: the GPU's name on CUDA, else ``cpu``.
@@ -91,18 +92,19 @@ def engine_record(device: torch.device, dit: dict, vae: dict | None, policy: dic
     - ``vae_compile`` / ``vae_channels_last`` / ``decode_mode``: the streaming decode's resolved
       :class:`packforcing.streaming.DecodeOptions` (None without a video), ``vae_compile_s`` /
       ``vae_compile_error`` from :func:`packforcing.streaming.prepare_vae`.
-    - ``attention_backend``: :func:`packforcing.attention.current_backend` (``PF_ATTN_BACKEND``).
+    - ``attention_backend``: :func:`packforcing.attention.resolved_backend` for the DiT's ``dtype`` on ``device``
+      (``PF_ATTN_BACKEND``; the default ``auto`` is recorded resolved, ``auto=cudnn`` or ``auto=sdpa``).
     - ``cuda_graphs``: :func:`packforcing.cuda_graphs.graphs_enabled` (``PF_CUDA_GRAPHS``; used on CUDA only).
     - ``policy``: the cache policy's resolved speed-only choices (:meth:`CachePolicy.engine_options`, e.g.
       PackForcing's ``{"gather": "device"}``); ``{}`` when it has none."""
-    from packforcing.attention import current_backend
+    from packforcing.attention import resolved_backend
     from packforcing.cuda_graphs import graphs_enabled
 
     out: dict = {"device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", **dit}
     vae = vae or {}
     out.update(decode_mode=vae.get("mode"), vae_compile=vae.get("compile"), vae_channels_last=vae.get("channels_last"))
     out.update({f"vae_{k}": vae[k] for k in ("compile_s", "compile_error") if k in vae})
-    out["attention_backend"] = current_backend()
+    out["attention_backend"] = resolved_backend(device, dtype)
     out["cuda_graphs"] = graphs_enabled()
     out["policy"] = dict(policy or {})
     return out
@@ -478,7 +480,7 @@ def generate(spec: GenerationSpec, on_block: Callable[[int, Tensor, dict], None]
     }
     return GenerationResult(spec.video_path, n_px, res.block_stats, timings, _peak_memory(device),
                             spec.latents_path, asdict(spec), engine_record(device, dit_info, vae_info,
-                                                                           policy.engine_options()))
+                                                                           policy.engine_options(), dt))
 
 
 def missing_files(spec: GenerationSpec) -> list[tuple[str, Path]]:

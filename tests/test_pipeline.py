@@ -1,6 +1,7 @@
 """generate(): end to end on the shipped toy weights, streaming to mp4 with exact frame counts."""
 
 import json
+import os
 
 import pytest
 import torch
@@ -134,16 +135,19 @@ def test_generate_records_engine_options(tmp_path):
     """A CPU generation records what ran: compile off (auto on the CPU, and forced off), the decode's options, the
     attention backend and the CUDA-graphs switch; the model is left eager."""
     from packforcing import pipeline
-    from packforcing.attention import current_backend
+    from packforcing.attention import resolved_backend
     from packforcing.cuda_graphs import graphs_enabled
 
+    backend = resolved_backend(torch.device("cpu"), torch.float32)
+    if "PF_ATTN_BACKEND" not in os.environ:
+        assert backend == "auto=sdpa"  # the default, resolved: cuDNN only for half precision on CUDA
     for value in ("auto", "off"):
         spec = GenerationSpec(policy="window", policy_kwargs={"window_frames": 8}, num_latent_frames=8,
                               video_path=str(tmp_path / "v.mp4"), compile_dit=value)
         res = generate(spec)
         e = res.engine
         assert e == {"device_name": "cpu", "compile_dit": False, "decode_mode": "blocking", "vae_compile": False,
-                     "vae_channels_last": False, "attention_backend": current_backend(),
+                     "vae_channels_last": False, "attention_backend": backend,
                      "cuda_graphs": graphs_enabled(), "policy": {}}
         json.dumps(e)
         assert res.spec["compile_dit"] == value

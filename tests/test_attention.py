@@ -1,0 +1,47 @@
+"""The attention entry point's default ``auto``: on the CPU it is PyTorch's SDPA; on CUDA it asks cuDNN's kernel for
+unmasked half-precision attention (the H200 A/B in docs/perf.md) and falls back to SDPA otherwise."""
+
+import pytest
+import torch
+
+from packforcing import attention as A
+
+
+def _qkv(dtype=torch.float32, device="cpu", lq=7, lk=19):
+    g = torch.Generator().manual_seed(0)
+    return [torch.randn(2, n, 3, 32, generator=g).to(device=device, dtype=dtype) for n in (lq, lk, lk)]
+
+
+def test_auto_on_cpu_is_sdpa_and_matches_the_reference():
+    q, k, v = _qkv()
+    mask = torch.rand(1, 1, 7, 19, generator=torch.Generator().manual_seed(1)) > 0.3
+    mask[..., 0] = True
+    for m in (None, mask):
+        with A.use_backend("auto"):
+            out = A.attention(q, k, v, m)
+        torch.testing.assert_close(out, A.BACKENDS.get("sdpa")(q, k, v, m), rtol=0, atol=0)
+        torch.testing.assert_close(out, A.BACKENDS.get("reference")(q, k, v, m), rtol=1e-5, atol=1e-5)
+
+
+def test_auto_chooses_cudnn_only_for_unmasked_half_precision_on_cuda():
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert A._auto_is_cudnn(cuda, torch.bfloat16, masked=False)
+    assert A._auto_is_cudnn(cuda, torch.float16, masked=False)
+    assert not A._auto_is_cudnn(cuda, torch.bfloat16, masked=True)
+    assert not A._auto_is_cudnn(cuda, torch.float32, masked=False)
+    assert not A._auto_is_cudnn(cpu, torch.bfloat16, masked=False)
+    with A.use_backend("auto"):
+        assert A.resolved_backend(cuda, torch.bfloat16) == "auto=cudnn"
+        assert A.resolved_backend(cuda, torch.float32) == "auto=sdpa"
+        assert A.resolved_backend(cpu, torch.bfloat16) == "auto=sdpa"
+    with A.use_backend("flash"):
+        assert A.resolved_backend(cuda, torch.bfloat16) == "flash"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_auto_on_cuda_bf16_matches_the_reference():
+    q, k, v = _qkv(torch.bfloat16, "cuda", lq=128, lk=512)
+    with A.use_backend("auto"):
+        out = A.attention(q, k, v)
+    torch.testing.assert_close(out.float(), A.BACKENDS.get("reference")(q, k, v).float(), rtol=2e-2, atol=2e-2)
