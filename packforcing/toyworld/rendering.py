@@ -163,6 +163,35 @@ def visibility(scene: Scene, num_frames: int, start: int = 0) -> np.ndarray:
     return counts / areas[None]
 
 
+def reentry_mask(scene: Scene, num_frames: int, min_gap: int = 4) -> np.ndarray:
+    """Pixels of re-entered objects, bool ``[T, size, size]``: object i's visible pixels in every frame from the first
+    one where it is back in view after at least ``min_gap`` frames fully out of view (out of the frame or behind the
+    bar), having been seen before. What a model must render from memory: the object's attributes are the ones it had
+    before the absence, and nothing in the frames just before shows them. From the renderer's layering, like
+    :func:`visibility`."""
+    _, lab = _compose(scene, num_frames, 0, labels=True)
+    out = np.zeros(lab.shape, bool)
+    for i in range(len(scene.objects)):
+        seen = (lab == i).any(axis=(1, 2))
+        back = _first_return(seen, min_gap)
+        if back is not None:
+            out[back:] |= lab[back:] == i
+    return out
+
+
+def _first_return(seen: np.ndarray, min_gap: int) -> int | None:
+    """First frame seen again after >= ``min_gap`` unseen frames that follow a seen one (None: no such return)."""
+    gap, was_seen = 0, False
+    for k, s in enumerate(seen):
+        if s:
+            if was_seen and gap >= min_gap:
+                return k
+            was_seen, gap = True, 0
+        elif was_seen:
+            gap += 1
+    return None
+
+
 def contact_sheet(rows: Sequence[np.ndarray], gap: int = 2, fill: int = 255) -> np.ndarray:
     """Tile rows of frames (each uint8 ``[T, H, W, 3]``) into one uint8 image, for docs and reports."""
     rows = [np.asarray(r) for r in rows]

@@ -113,6 +113,29 @@ def saturation_weights(video: Tensor, weight: float) -> Tensor:
     return w / w.mean(dim=(1, 2, 3, 4), keepdim=True)
 
 
+def latent_cells(mask: np.ndarray, spatial: int, temporal: int) -> np.ndarray:
+    """A pixel mask ``[T, H, W]`` (T = 1 + temporal * (F - 1)) pooled onto the latent grid ``[F, H/spatial, W/spatial]``
+    by "any": latent frame 0 holds pixel frame 0, latent frame j >= 1 holds pixel frames temporal*(j-1)+1 .. temporal*j
+    (the Wan VAE's causal grouping); a cell is set if any of its pixels is."""
+    T, H, W = mask.shape
+    if (T - 1) % temporal or H % spatial or W % spatial:
+        raise UserError(f"latent_cells: a mask of {T}x{H}x{W} does not pool by {temporal} in time (1 + {temporal}k "
+                        f"frames) and {spatial} in space")
+    h, w = H // spatial, W // spatial
+    cells = mask.reshape(T, h, spatial, w, spatial).any(axis=(2, 4))
+    rest = cells[1:].reshape(-1, temporal, h, w).any(axis=1)
+    return np.concatenate([cells[:1], rest])
+
+
+def reentry_weights(mask: Tensor, weight: float) -> Tensor:
+    """Loss weights ``[B, 1, F, h, w]`` from a latent re-entry mask of the same shape (:func:`latent_cells` of
+    ``toyworld.reentry_mask``): ``weight`` on re-entered objects' cells, 1 elsewhere, scaled to mean 1 per clip
+    (``weight`` 1: all ones). Re-entries are a few percent of a clip's cells, so a plain mean barely charges a model
+    that renders a returning object with the wrong attributes (issue 17: the teachers' re-entry persistence)."""
+    w = 1.0 + (weight - 1.0) * mask.float()
+    return w / w.mean(dim=(1, 2, 3, 4), keepdim=True)
+
+
 def close_loader_iter(it: Any) -> None:
     """Stop a ``DataLoader`` iterator's workers and pin-memory thread now (not at interpreter exit,
     where a still-running pin-memory thread prints a traceback)."""

@@ -38,6 +38,7 @@ from packforcing.model.dit import WanDiT
 from packforcing.model.presets import get_preset
 from packforcing.sampler import FlowMatchSampler
 from packforcing.train.common import autocast, first_frame_weights
+from packforcing.train.data import reentry_weights
 from packforcing.util import resolve_device
 
 Tensor = torch.Tensor
@@ -100,16 +101,20 @@ ABSENCES = ("short", "long")
 
 def _render_clip(args):
     from packforcing import toyworld as W
+    from packforcing.train.data import latent_cells
 
-    seed, frames, absence = args
+    seed, frames, absence, spatial, temporal = args
     kw = {} if absence == "long" else {"absence_s": W.SHORT_ABSENCE_S, "occluder_gap_s": W._SHORT_BAR_GAP_S}
     scene = W.sample_scene(seed, **kw)
-    return W.render(scene, frames), scene.prompt
+    cells = latent_cells(W.reentry_mask(scene, frames), spatial, temporal)
+    return W.render(scene, frames), scene.prompt, cells
 
 
 def make_latents(vae_path: str | None, n_clips: int, latent_frames: int, seed: int, device: torch.device,
                  workers: int = 0, batch: int = 16, absence: str = "short") -> dict[str, Tensor]:
-    """Render + encode ``n_clips`` toy clips -> {'latents' [N,16,F,16,16], 'context' [N,16,32], 'prompts'}.
+    """Render + encode ``n_clips`` toy clips -> {'latents' [N,16,F,16,16], 'context' [N,16,32], 'prompts',
+    'reentry' [N,F,16,16] uint8 (latent cells of re-entered objects: ``toyworld.reentry_mask`` pooled by
+    ``train.data.latent_cells``; the teacher's ``--reentry-weight`` reads them)}.
 
     ``absence``: ``short`` (0.25-1.5 s, so a 5 s clip holds exits and re-entries: the paper's short-clip regime) or
     ``long`` (the toy world's default 3-6 s absences, the evaluation scenes': a 20 s clip holds them)."""
@@ -121,7 +126,8 @@ def make_latents(vae_path: str | None, n_clips: int, latent_frames: int, seed: i
     frames = 1 + 4 * (latent_frames - 1)
     vae = load_vae(vae_path, preset="toy", device=device)
     enc = build_text_encoder("toy", text_len=get_preset("toy").text_len)
-    jobs = [(seed * 1_000_003 + i, frames, absence) for i in range(n_clips)]
+    jobs = [(seed * 1_000_003 + i, frames, absence, vae.config.spatial_factor, vae.config.temporal_factor)
+            for i in range(n_clips)]
     if workers > 1:
         import multiprocessing as mp
 
@@ -138,7 +144,8 @@ def make_latents(vae_path: str | None, n_clips: int, latent_frames: int, seed: i
             lats.append(vae.encode(vid).float().cpu())
             prompts += [c[1] for c in chunk]
     ctx = torch.cat([enc.encode([p]) for p in prompts]).float()
-    return {"latents": torch.cat(lats), "context": ctx, "prompts": prompts}
+    reentry = torch.from_numpy(np.stack([c[2] for c in clips])).to(torch.uint8)
+    return {"latents": torch.cat(lats), "context": ctx, "prompts": prompts, "reentry": reentry}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -176,6 +183,7 @@ class TeacherConfig:
     save_dtype: str = "float32"  # bfloat16 halves the file (the wide teacher: 27.6 -> 13.8 MB)
     mix: str = ""  # a second latents file (another clip length): batches alternate between the two sets
     grow_depth: bool = False  # ``init`` has fewer blocks than ``preset``: grow it, computing the same (model/grow.py)
+    reentry_weight: float = 1.0  # flow-loss weight of re-entered objects' latent cells (1: off; train.data.reentry_weights)
 
 
 def _file_meta(path: str | Path) -> dict:
@@ -223,6 +231,7 @@ class _TeacherSet:
     ctx_h: Tensor
     fw: Tensor  # [1, 1, F, 1, 1]
     batch: int
+    reentry: Tensor | None = None  # [N, 1, F, h, w] bool, the training clips' re-entry cells (with --reentry-weight)
 
     @property
     def frames(self) -> int:
@@ -235,8 +244,17 @@ class _TeacherSet:
             raise UserError(f"the teacher needs at least 2 clips of {lat.shape[2]} latent frames (one held out); got "
                             f"{lat.shape[0]}: make more with --stage latents --clips N")
         hold = max(1, min(cfg.heldout, lat.shape[0] // 4))
+        reentry = None
+        if cfg.reentry_weight != 1.0:
+            if "reentry" not in data:
+                raise UserError("--reentry-weight needs latents with re-entry masks (made before they existed): "
+                                "remake them with --stage latents")
+            reentry = data["reentry"][:-hold].to(device).bool().unsqueeze(1)
+            if reentry.shape[2:] != lat.shape[2:]:
+                raise UserError(f"the latents' re-entry masks are {tuple(reentry.shape[2:])}, the latents "
+                                f"{tuple(lat.shape[2:])}: remake them with --stage latents")
         return _TeacherSet(lat[:-hold], ctx[:-hold], lat[-hold:], ctx[-hold:],
-                           first_frame_weights(lat.shape[2], cfg.frame0_weight, device), batch)
+                           first_frame_weights(lat.shape[2], cfg.frame0_weight, device), batch, reentry)
 
 
 def train_teacher(data: dict, cfg: TeacherConfig, device: torch.device, out: Path, log_every: int = 100) -> Path:
@@ -288,6 +306,8 @@ def train_teacher(data: dict, cfg: TeacherConfig, device: torch.device, out: Pat
         st = sets[step % len(sets)]
         lat, ctx, fw, b = st.lat, st.ctx, st.fw, st.batch
         idx = torch.randint(0, lat.shape[0], (b,), device=device)
+        if st.reentry is not None:
+            fw = fw * reentry_weights(st.reentry[idx], cfg.reentry_weight)
         x0, c = lat[idx], ctx[idx].clone()
         drop = torch.rand(b, device=device) < cfg.p_uncond
         c[drop] = 0
@@ -572,6 +592,8 @@ def main(argv: list[str] | None = None) -> dict:
                     "0.25-1.5 s, inside a 5 s clip; long: 3-6 s, the evaluation scenes', for 20 s clips)")
     ap.add_argument("--latent-seed", type=int, default=0, help="latents: the clip stream (a campaign's next run takes new clips)")
     ap.add_argument("--frame0-weight", type=float, default=1.0, help="teacher: flow-loss weight of latent frame 0")
+    ap.add_argument("--reentry-weight", type=float, default=1.0, help="teacher: flow-loss weight of re-entered "
+                    "objects' latent cells, scaled to mean 1 per clip (1: off; needs latents with re-entry masks)")
     ap.add_argument("--save-dtype", default="float32", help="teacher: dtype of the saved weights (bfloat16 to fit a transfer)")
     ap.add_argument("--mix", default="", help="teacher: a second latents.pt of another clip length (e.g. 20 s clips "
                     "beside the 5 s ones); batches alternate between the two, each set's held-out loss is logged")
@@ -604,9 +626,11 @@ def main(argv: list[str] | None = None) -> dict:
         if a.mix and not Path(a.mix).is_file():
             raise UserError(f"--mix {a.mix}: no such latents file (make one with --stage latents --out DIR "
                             "--latent-frames N, then pass DIR/latents.pt)")
+        if a.reentry_weight <= 0:
+            raise UserError(f"--reentry-weight {a.reentry_weight}: use a positive weight (1: off)")
         tc = cap(TeacherConfig(preset=a.preset, init=a.init, frame0_weight=a.frame0_weight, compile=a.compile,
-                                   save_dtype=a.save_dtype, mix=a.mix,
-                               grow_depth=a.grow_depth))
+                               save_dtype=a.save_dtype, mix=a.mix, grow_depth=a.grow_depth,
+                               reentry_weight=a.reentry_weight))
         tc.lr = a.lr or tc.lr
         done["teacher"] = str(train_teacher(data, tc, dev, out))
     if a.stage in ("ode", "all"):

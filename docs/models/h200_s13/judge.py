@@ -1,6 +1,8 @@
 """Thirteenth session (written in the twelfth, before the data): the rule of call_deep.sh.
 
-  python docs/models/h200_s13/judge.py DIR     # DIR: the unpacked call (DIR/runs/ev_t20_new, DIR/runs/ev_t5_new)
+  python docs/models/h200_s13/judge.py DIR [LABEL]   # DIR: the unpacked call (DIR/runs/ev_t20_new, DIR/runs/ev_t5_new)
+
+LABEL (default ``deep``) names the candidate in the keys: ``reentry`` for call_reentry.sh, judged by the same rule.
 
 The deep teacher against the teacher shipped in the twelfth session, paired by prompt on the 32 held-out prompts. The
 shipped teacher's values are its twelfth-session runs (h200_s12/call_recall: ev_t20_new at 20 s, ev_t5_new at 5 s;
@@ -33,7 +35,7 @@ def paired(a: dict, b: dict, key: str) -> dict:
     return {"a_mean": mean(va), "b_mean": mean(vb), "paired_mean": ci.mean, "ci": [ci.lo, ci.hi], "n_paired": ci.n}
 
 
-def main(call: Path) -> dict:
+def main(call: Path, label: str = "deep") -> dict:
     new20 = rows(call / "runs/ev_t20_new/evidence.json", "teacher", 20.0)
     new5 = rows(call / "runs/ev_t5_new/evidence.json", "teacher", 5.0)
     old20 = rows(S12 / "ev_t20_new/evidence.json", "teacher", 20.0)
@@ -42,7 +44,7 @@ def main(call: Path) -> dict:
     c20 = {k: paired(new20, old20, k) for k in ("reentry_persistence", "prompt_fidelity")}
     c5 = {k: paired(new5, old5, k) for k in ("prompt_fidelity", "frame0_ratio", "reentry_persistence", "flicker")}
     gate = paired(new20, vae20, "reentry_persistence")
-    return {"deep_minus_shipped_20s": c20, "deep_minus_shipped_5s": c5, "gate_deep_minus_vae_20s": gate,
+    return {f"{label}_minus_shipped_20s": c20, f"{label}_minus_shipped_5s": c5, f"gate_{label}_minus_vae_20s": gate,
             "dmd_gate_passes": bool(gate["paired_mean"] >= GATE),
             "rule_ships": bool(c20["reentry_persistence"]["a_mean"] > c20["reentry_persistence"]["b_mean"]
                                and c5["prompt_fidelity"]["paired_mean"] >= -0.01
@@ -50,6 +52,7 @@ def main(call: Path) -> dict:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2 or not (Path(sys.argv[1]) / "runs/ev_t20_new/evidence.json").is_file():
-        sys.exit("usage: python docs/models/h200_s13/judge.py DIR (DIR/runs/ev_t20_new/evidence.json from call_deep.sh)")
-    print(json.dumps(main(Path(sys.argv[1])), indent=1))
+    if len(sys.argv) not in (2, 3) or not (Path(sys.argv[1]) / "runs/ev_t20_new/evidence.json").is_file():
+        sys.exit("usage: python docs/models/h200_s13/judge.py DIR [LABEL] (DIR/runs/ev_t20_new/evidence.json from "
+                 "call_deep.sh or call_reentry.sh)")
+    print(json.dumps(main(Path(sys.argv[1]), *sys.argv[2:]), indent=1))
