@@ -124,3 +124,20 @@ def test_make_latents_stores_each_clips_reentry_cells_on_the_latent_grid():
     d = make_latents(None, 2, 20, 5, torch.device("cpu"))
     assert d["reentry"].shape == (2, 20, *d["latents"].shape[-2:]) and d["reentry"].dtype == torch.uint8
     assert d["reentry"].bool().any(dim=(1, 2, 3)).all()  # 5 s clips with short absences: every one has a return
+
+
+def test_persistence_report_gives_each_reentry_events_attribute_scores():
+    """The breakdown model_evidence.py records: one attribute dict per scored event, whose means are the events'
+    scores; the ground truth scores 1 on every attribute, a video whose colours shift after frame 20 less."""
+    sc = tw.sample_scene(21, absence_s=2.0)
+    T = 320
+    v = tw.render(sc, T)
+    shifted = np.concatenate([v[:20], np.clip(v[20:].astype(int) + [20, -12, 0], 0, 255).astype(np.uint8)])
+    for video in (v, shifted):
+        r = tw.persistence_report(video, sc)
+        parts = r["reentry_attribute_scores"]
+        assert r["reentries"] == len(parts) > 0
+        np.testing.assert_allclose([np.mean(list(p.values())) for p in parts], r["reentry_scores"])
+    gt = tw.persistence_report(v, sc)["reentry_attribute_scores"]
+    assert all(x == 1.0 for p in gt for x in p.values())
+    assert min(p["color"] for p in r["reentry_attribute_scores"]) < 1.0

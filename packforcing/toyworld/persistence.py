@@ -98,7 +98,8 @@ def persistence_report(frames: np.ndarray, scene: Scene | dict, fps: int = FPS, 
       counterpart of "does the sink/mid memory keep the subject?" (paper Sec. 3.2, Table 3).
     - reentries: every time an object is absent >= 0.25 s and comes back, its first whole frames
       (within 3 s) are compared with t=0: ``reentry_persistence`` (mean, NaN if none happened) and
-      ``reentry_persistence_long`` for absences >= ``long_gap_s`` (beyond the recent window).
+      ``reentry_persistence_long`` for absences >= ``long_gap_s`` (beyond the recent window);
+      ``reentry_attribute_scores``: each event's attribute scores (color, size, texture; what failed).
     - prompt_fidelity (per segment, [0, 1]): each named object present (0 if not), with its named
       shape, texture and size class on whole frames; background of the named colour and kind.
     - flicker (8-bit levels, >= 0): mean |frame difference| over pixels that are background in both
@@ -172,7 +173,7 @@ def persistence_report(frames: np.ndarray, scene: Scene | dict, fps: int = FPS, 
 
     # exits and re-entries
     min_gap, look = max(1, int(round(0.25 * fps))), int(round(3 * fps))
-    events_gap, events_score = [], []
+    events_gap, events_score, events_parts = [], [], []
     for i in range(n):
         if refs[i] is None:
             continue
@@ -192,6 +193,7 @@ def persistence_report(frames: np.ndarray, scene: Scene | dict, fps: int = FPS, 
                 sc = _compare(refs[i], _readings(m, i, sel))
                 events_gap.append((b - a) / fps)
                 events_score.append(float(np.mean(list(sc.values()))))
+                events_parts.append(sc)
             t = b
     long_scores = [s for g, s in zip(events_gap, events_score) if g >= long_gap_s]
 
@@ -215,6 +217,7 @@ def persistence_report(frames: np.ndarray, scene: Scene | dict, fps: int = FPS, 
         "object_persistence_per_segment": obj_seg,
         "reentry_gaps_s": events_gap,
         "reentry_scores": events_score,
+        "reentry_attribute_scores": events_parts,
         "segment_starts_s": [lo / fps for lo, _ in bounds],
         "segment_s": float(segment_s),
         "num_frames": T,
