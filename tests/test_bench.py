@@ -436,3 +436,16 @@ def test_configuration_names_the_sync_free_gather():
     base = targets.configuration(res)
     res["policies"]["packforcing"]["kwargs"] = {**(res["policies"]["packforcing"].get("kwargs") or {}), "gather": "device"}
     assert targets.configuration(res) == base + ", gather on the device (sync-free)"
+
+
+def test_fp8_opt_in_records_its_error_and_what_it_swapped(tmp_path, monkeypatch):
+    monkeypatch.delenv("OUT", raising=False)
+    torch.set_num_threads(1)
+    main(["--allow-cpu", "--force-cpu", "--preset", "tiny", "--policies", "packforcing", "--lengths", "2",
+          "--skip", "vae,profile,compile,plot,topk,e2e", "--backends", "sdpa", "--sweep-reps", "1",
+          "--warmup-blocks", "0", "--fp8", "on", "--out", str(tmp_path)])
+    d = json.loads(next(tmp_path.glob("perf_*.json")).read_text())
+    f, cfg = d["model"]["fp8"], get_preset("tiny")
+    assert d["config"]["fp8"] == "on" and f["linears"] == 8 * cfg.num_layers and f["gemm"] == "fp32-emulated"
+    assert 0 < f["relative_error"] < 0.1
+    assert d["policies"]["packforcing"]["blocks_done"] > 0 and not d["errors"]  # the run went through the FP8 model

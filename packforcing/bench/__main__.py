@@ -97,6 +97,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--compile-elementwise", default="auto", choices=["auto", "on", "off"],
                     help="torch.compile the DiT's per-layer elementwise chains (auto: on with CUDA); compiled before "
                          "any timing, its compile time recorded apart")
+    ap.add_argument("--fp8", default="off", choices=["off", "on"],
+                    help="opt-in, not the paper's method: the DiT blocks' linears as FP8 GEMMs with row-wise scales "
+                         "(packforcing.model.fp8); the record keeps the relative error of one forward")
     ap.add_argument("--dtype", default=None, choices=["bfloat16", "float32", "float16"], help="default bf16 on CUDA, float32 on CPU")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="reports/perf", help="output folder (also copied to $OUT when set)")

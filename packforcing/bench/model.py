@@ -32,7 +32,31 @@ def build(b) -> None:
     if b.device.type == "cuda":
         b.res["model"]["allocated_bytes"] = torch.cuda.memory_allocated()
     log(f"model {b.args.preset}: {b.n_params / 1e9:.3f} B params, init {b.res['model']['init_s']} s")
+    if getattr(b.args, "fp8", "off") == "on":
+        to_fp8(b)
     compile_elementwise(b)
+
+
+def to_fp8(b) -> None:
+    """``--fp8 on`` (an opt-in, not the paper's method): the blocks' linears become FP8 GEMMs
+    (:mod:`packforcing.model.fp8`), after one forward of a 4-frame block in the model's dtype and the same forward in
+    FP8, whose relative error is recorded (``model.fp8.relative_error``; random weights: the error of trained weights
+    is not this one) with the swapped linears, their parameters and the extra bytes held."""
+    from packforcing.model.fp8 import apply_fp8, relative_error
+
+    cfg = b.cfg
+    g = torch.Generator(device="cpu").manual_seed(b.args.seed + 1)
+    x = torch.randn(1, cfg.in_dim, 4, *cfg.latent_hw, generator=g).to(b.device, b.dtype)
+    t = torch.full((1, 4), 750.0, device=b.device)
+    with torch.no_grad():
+        ref = b.model(x, t, b.text)
+        rep = apply_fp8(b.model)
+        got = b.model(x, t, b.text)
+    b.res["model"]["fp8"] = {"linears": rep.linears, "params": rep.params, "extra_bytes": rep.extra_bytes,
+                             "gemm": rep.gemm, "relative_error": relative_error(ref, got),
+                             "error_input": "one 4-frame block at t=750, no cache, random weights"}
+    log(f"fp8: {rep.linears} linears ({rep.params / 1e9:.3f} B params, {rep.gemm}), relative error of one forward "
+        f"{b.res['model']['fp8']['relative_error']:.4f}")
 
 
 def compile_elementwise(b) -> None:
