@@ -1,11 +1,12 @@
 """The one attention entry point, with backends registered by name and a plain reference path.
 
-Tensors are [B, L, H, D] (Wan's layout). Backends: ``sdpa`` (PyTorch's choice), ``cudnn``,
-``flash``, ``efficient``, ``math`` (SDPA's kernels forced), and ``reference`` (explicit float64
-softmax, for tests), and the default ``auto``: cuDNN's kernel for bf16/fp16 attention on CUDA without a mask, PyTorch's
-choice otherwise (the thirteenth session's H200 A/B through the harness, docs/perf.md: the rule fixed before it was met,
-by a margin within noise; it also gives the harness the bench's kernel). Select with :func:`use_backend` or the
-``PF_ATTN_BACKEND`` environment variable; :func:`resolved_backend` names what a device runs.
+Tensors are [B, L, H, D] (Wan's layout). Backends: ``sdpa`` (PyTorch's choice), ``cudnn``, ``flash``,
+``efficient``, ``math`` (SDPA's kernels forced), ``reference`` (explicit float64 softmax, for tests), and the default
+``auto``: cuDNN's kernel for unmasked bf16/fp16 inference attention on CUDA, PyTorch's choice otherwise (training,
+with grad enabled, included). ``auto`` follows the thirteenth session's H200 A/B through the harness (docs/perf.md):
+its rule, fixed before the call, was met by a margin within noise; it also gives the harness the bench's kernel.
+Select with :func:`use_backend` or the ``PF_ATTN_BACKEND`` environment variable; :func:`resolved_backend` names what
+a device runs.
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ def _auto_is_cudnn(device: torch.device, dtype: torch.dtype, masked: bool) -> bo
 
 
 def _auto(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
-    if _auto_is_cudnn(q.device, q.dtype, mask is not None) and q.shape[-1] <= 128:
+    # inference only: training (grad enabled) keeps PyTorch's choice, the kernel its runs were measured with
+    if _auto_is_cudnn(q.device, q.dtype, mask is not None) and q.shape[-1] <= 128 and not torch.is_grad_enabled():
         return _cudnn(q, k, v)
     return _sdpa(q, k, v, mask)
 
@@ -74,8 +76,8 @@ def current_backend() -> str:
 
 
 def resolved_backend(device: torch.device, dtype: torch.dtype = torch.bfloat16) -> str:
-    """The backend name with ``auto`` resolved for unmasked attention of ``dtype`` on ``device`` (``auto=cudnn`` or
-    ``auto=sdpa``); other names as they are. What a record's ``engine.attention_backend`` says."""
+    """The backend name with ``auto`` resolved for unmasked inference attention of ``dtype`` on ``device``
+    (``auto=cudnn`` or ``auto=sdpa``); other names as they are. What a record's ``engine.attention_backend`` says."""
     name = current_backend()
     if name != "auto":
         return name
