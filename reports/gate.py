@@ -7,6 +7,14 @@ The per-group means (group = sweep, scale, method, length, axis values) are comp
 committed ``reports/baseline/<sweep>.json`` using a per-metric direction and tolerance (``RULES``).
 Exit 0 when nothing moved the wrong way beyond tolerance, 1 with a table of what moved otherwise,
 2 on a usage error. ``--update`` rewrites the baseline from the results on purpose.
+
+Hosts: the toy rollouts are float32 on the CPU, and 30 s of them amplify the last-bit differences between CPU
+instruction sets (oneDNN/MKL/ATen kernels chosen per ISA) into different videos. So a baseline file holds a default
+entry (``groups``, taken on the host named in ``host``) and, per other host signature (:func:`host_signature`), an
+entry of its own (``hosts``), added with ``--update --add-host`` when the code is unchanged and only the host is
+new (run the landed commit there first to see that). A host with an entry of its own is compared with it; any
+other host with the default, and the gate says so. A plain ``--update`` (the code changed the numbers) replaces
+the default and drops every host entry.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import datetime as _dt
 import fnmatch
 import json
 import math
+import platform
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +37,8 @@ from reports.cells import load_results
 
 BASELINE_DIR = Path(__file__).resolve().parent / "baseline"
 GATE_SWEEPS = ("methods", "sink_size", "branches", "selection", "rope")  # what the baseline holds by default
+ADD_HOST_HELP = ("with --update: write only this host's entries next to the default ones (the code did not change "
+                 "the numbers, the host did: check that the landed commit fails the same way here first)")
 SCHEMA = 1
 
 
@@ -118,33 +129,98 @@ def summarize(root: str | Path, sweeps: Sequence[str] | None = None) -> dict[str
     return out
 
 
-def write_baseline(summary: dict[str, dict], baseline_dir: Path, overrides: Sequence[str]) -> list[Path]:
+_ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_tile")
+
+
+def host_signature() -> str:
+    """What decides the float rounding of the toy rollouts on this CPU: the machine, torch's CPU kernel level and
+    the vector instruction sets the math libraries dispatch on (from /proc/cpuinfo where there is one)."""
+    import torch
+
+    flags: set[str] = set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    isa = "+".join(x for x in _ISA_FLAGS if x in flags) or "unknown"
+    return f"{platform.machine()} torch-cpu={torch.backends.cpu.get_cpu_capability()} isa={isa}"
+
+
+def _stamp() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def write_baseline(summary: dict[str, dict], baseline_dir: Path, overrides: Sequence[str],
+                   add_host: bool = False) -> list[Path]:
+    """Write ``<sweep>.json`` per sweep: the default entry (``add_host`` False: every host entry dropped), or only
+    this host's entry next to the existing default (``add_host``; the overrides must be the default's)."""
     baseline_dir.mkdir(parents=True, exist_ok=True)
-    sha = git_sha()
+    sha, host = git_sha(), host_signature()
     written = []
     for sweep, groups in sorted(summary.items()):
         path = baseline_dir / f"{sweep}.json"
-        data = {"schema": SCHEMA, "sweep": sweep, "git_sha": sha, "overrides": list(overrides),
-                "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "groups": groups}
+        if add_host:
+            if not path.is_file():
+                raise UserError(f"--add-host: no baseline {path} to add this host to; take one with --update first")
+            data = _load_baseline(path)
+            if list(data.get("overrides", [])) != list(overrides):
+                raise UserError(f"--add-host: {path} was taken with overrides {data.get('overrides')}, this run "
+                                f"with {list(overrides)}; run the gate's own sweeps (python -m harness.gate)")
+            data.setdefault("hosts", {})[host] = {"git_sha": sha, "created": _stamp(), "groups": groups}
+        else:
+            data = {"schema": SCHEMA, "sweep": sweep, "git_sha": sha, "overrides": list(overrides),
+                    "created": _stamp(), "host": host, "groups": groups, "hosts": {}}
         write_json_atomic(path, data, newline=True, indent=1, sort_keys=True)
         written.append(path)
     return written
 
 
-def read_baseline(baseline_dir: Path) -> dict[str, dict]:
+def _load_baseline(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise UserError(f"baseline {path} is not valid JSON ({e}); fix it or run "
+                        "`python -m harness.gate --update`") from None
+    if data.get("schema") != SCHEMA or "groups" not in data:
+        raise UserError(f"baseline {path} has an unknown format; regenerate it with "
+                        "`python -m harness.gate --update`")
+    return data
+
+
+def read_baseline(baseline_dir: Path, host: str | None = None) -> dict[str, dict]:
+    """``{sweep: groups}``: each file's entry for ``host`` (default: this host's signature) if it has one, else
+    its default entry."""
+    host = host_signature() if host is None else host
     out = {}
     for path in sorted(Path(baseline_dir).glob("*.json")):
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise UserError(f"baseline {path} is not valid JSON ({e}); fix it or run "
-                            "`python -m harness.gate --update`") from None
-        if data.get("schema") != SCHEMA or "groups" not in data:
-            raise UserError(f"baseline {path} has an unknown format; regenerate it with "
-                            "`python -m harness.gate --update`")
-        out[data.get("sweep", path.stem)] = data["groups"]
+        data = _load_baseline(path)
+        entry = (data.get("hosts") or {}).get(host)
+        out[data.get("sweep", path.stem)] = entry["groups"] if entry else data["groups"]
     return out
+
+
+def baseline_source(baseline_dir: Path, host: str | None = None) -> str:
+    """One line saying which entries the gate compares with on ``host`` (default: this host)."""
+    host = host_signature() if host is None else host
+    own, default_hosts = [], set()
+    for path in sorted(Path(baseline_dir).glob("*.json")):
+        data = _load_baseline(path)
+        if host in (data.get("hosts") or {}):
+            own.append(data.get("sweep", path.stem))
+        else:
+            default_hosts.add(data.get("host") or "a host not recorded (baselines before host records)")
+    if not default_hosts:
+        return f"gate: baseline: this host's own entries ({host})"
+    same = default_hosts == {host}
+    note = "" if same else (" (another host: a long toy rollout's float rounding differs across CPU instruction "
+                            "sets; if the landed commit fails the same way here, add this host on purpose with "
+                            "`python -m harness.gate --update --add-host`)")
+    mine = f"; this host's own entries for {', '.join(own)}" if own else ""
+    return f"gate: baseline: the default entries, taken on {', '.join(sorted(default_hosts))}{mine}; this host: {host}{note}"
 
 
 # ---- comparison ----------------------------------------------------------------------------------
@@ -261,7 +337,7 @@ def compare(baseline: dict[str, dict], current: dict[str, dict], rules: Sequence
 # ---- gating a store ------------------------------------------------------------------------------
 def evaluate(baseline_dir: Path = BASELINE_DIR, results: Path | None = None, update: bool = False,
              sweeps: Sequence[str] | None = None, overrides: Sequence[str] = (),
-             rules: Sequence[Rule] = RULES) -> GateReport | list[Path] | None:
+             rules: Sequence[Rule] = RULES, add_host: bool = False) -> GateReport | list[Path] | None:
     """Gate the existing store at ``results`` (read only): the report, the written baseline files
     (``update``), or None when there is no baseline to compare with. Generating the gate's sweeps
     is the harness's job (``harness.gate``)."""
@@ -279,7 +355,7 @@ def evaluate(baseline_dir: Path = BASELINE_DIR, results: Path | None = None, upd
         if not any(g["metrics"] for groups in current.values() for g in groups.values()):
             raise UserError("every cell failed or has no metric: fix the runs before taking a baseline "
                             "(see the sweeps' table.md)")
-        return write_baseline(current, baseline_dir, overrides)
+        return write_baseline(current, baseline_dir, overrides, add_host)
     if sweeps:
         baseline = {k: v for k, v in baseline.items() if k in set(sweeps)}
     return compare(baseline, current, rules)
@@ -297,6 +373,7 @@ def print_outcome(out: GateReport | list[Path] | None, baseline: Path, verbose: 
     if isinstance(out, list):
         print("gate: baseline written: " + ", ".join(str(p) for p in out))
         return 0
+    print(baseline_source(baseline))
     table = out.table(verbose)
     if table:
         print(table)
@@ -310,13 +387,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m reports.gate", description=__doc__.splitlines()[0])
     ap.add_argument("--results", type=Path, required=True, help="the results store to gate")
     ap.add_argument("--update", action="store_true", help="rewrite the baseline from the results (on purpose)")
+    ap.add_argument("--add-host", action="store_true", help=ADD_HOST_HELP)
     ap.add_argument("--baseline", type=Path, default=BASELINE_DIR, help="baseline folder (default: reports/baseline)")
     ap.add_argument("--sweeps", help=f"comma-separated sweeps (default: the baseline's, or {','.join(GATE_SWEEPS)})")
     ap.add_argument("--strict", action="store_true", help="exit 2 when there is no baseline (default: skip, exit 0)")
     ap.add_argument("-v", "--verbose", action="store_true", help="list unchanged metrics too")
     a = ap.parse_args(argv)
     sweeps = [s for s in (a.sweeps or "").split(",") if s] or None
-    return print_outcome(evaluate(a.baseline, a.results, a.update, sweeps), a.baseline, a.verbose, a.strict)
+    out = evaluate(a.baseline, a.results, a.update or a.add_host, sweeps, add_host=a.add_host)
+    return print_outcome(out, a.baseline, a.verbose, a.strict)
 
 
 if __name__ == "__main__":

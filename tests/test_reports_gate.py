@@ -116,3 +116,43 @@ def test_rules_and_committed_baseline_format():
     assert gate.rule_for("toy.persistence", directions={"toy.persistence": False}).higher_is_better is False
     for sweep, groups in read_baseline(gate.BASELINE_DIR).items():  # whatever is committed must load
         assert groups and all("metrics" in g for g in groups.values()), sweep
+
+
+def test_a_host_entry_is_used_on_its_host_only_and_a_plain_update_drops_it(tmp_path, monkeypatch, capsys):
+    """Float rounding of long toy rollouts differs across CPU instruction sets: a host gets its own entry with
+    --update --add-host (the default stays), is compared with it, and other hosts still with the default."""
+    results = make_store(tmp_path / "results", "toy", sweeps=("selection",), n_prompts=1, n_seeds=1, videos=False)
+    base = tmp_path / "baseline"
+    monkeypatch.setattr(gate, "host_signature", lambda: "host-A")
+    assert gate.main(["--results", str(results), "--baseline", str(base), "--update"]) == 0
+    data = json.loads((base / "selection.json").read_text())
+    assert data["host"] == "host-A" and data["hosts"] == {}
+    # host B's numbers differ: its own entry, written on purpose, leaves the default alone
+    group = sorted(data["groups"])[0]
+    shifted = json.loads(json.dumps(data["groups"]))
+    shifted[group]["metrics"]["clip_score"] += 2.0
+    data["hosts"]["host-B"] = {"git_sha": "x", "created": "t", "groups": shifted}
+    (base / "selection.json").write_text(json.dumps(data))
+    assert read_baseline(base, host="host-B")["selection"] == shifted
+    assert read_baseline(base, host="host-C")["selection"] == data["groups"]
+    assert gate.main(["--results", str(results), "--baseline", str(base)]) == 0  # host A: the default
+    assert "taken on host-A" in capsys.readouterr().out
+    monkeypatch.setattr(gate, "host_signature", lambda: "host-B")
+    assert gate.main(["--results", str(results), "--baseline", str(base)]) == 1  # host B: its own (shifted) entry
+    assert "this host's own entries" in capsys.readouterr().out
+    assert gate.main(["--results", str(results), "--baseline", str(base), "--update", "--add-host"]) == 0
+    after = json.loads((base / "selection.json").read_text())
+    assert after["groups"] == data["groups"] and after["hosts"]["host-B"]["groups"] == data["groups"]
+    monkeypatch.setattr(gate, "host_signature", lambda: "host-C")
+    assert gate.main(["--results", str(results), "--baseline", str(base)]) == 0
+    assert "another host" in capsys.readouterr().out
+    assert gate.main(["--results", str(results), "--baseline", str(base), "--update"]) == 0  # the code changed
+    assert json.loads((base / "selection.json").read_text())["hosts"] == {}
+    with pytest.raises(SystemExit) as e:  # one clear line, exit 2
+        gate.main(["--results", str(results), "--baseline", str(tmp_path / "none"), "--update", "--add-host"])
+    assert e.value.code == 2 and "no baseline" in capsys.readouterr().err
+
+
+def test_host_signature_names_the_cpu_kernel_level():
+    sig = gate.host_signature()
+    assert "torch-cpu=" in sig and "isa=" in sig
