@@ -97,9 +97,10 @@ def test_json_keeps_every_field_of_the_single_module_bench(smoke):
     d, _ = smoke
     before = json.loads((ROOT / "tests/fixtures/bench_cpu_smoke_keys.json").read_text())["keys"]
     # issue 18: the host archive's bytes; env.cuda_graphs and series.mid_copies (seventh session); the gather a
-    # packforcing run resolved (twelfth session: gather=auto is recorded as the path it took)
+    # packforcing run resolved (twelfth session: gather=auto is recorded as the path it took); config.fp8, the
+    # opt-in's switch (thirteenth session; model.fp8 appears only with --fp8 on)
     added = {k for k in key_paths(d) if k.endswith((".host_bytes", "series.mid_copies", "kwargs.gather"))
-             or k == "env.cuda_graphs"}
+             or k in ("env.cuda_graphs", "config.fp8")}
     assert added and key_paths(d) - added == set(before)
 
 
@@ -113,7 +114,7 @@ def test_json_fields_are_those_of_the_committed_perf_records(smoke):
     extra = {k for k in key_paths(d) - recorded
              if not k.endswith((".top_k", "steady_note", ".host_bytes", "series.allocated_now_bytes",
                                 "series.mid_copies", "kwargs.gather"))  # added after the last GPU record read here
-             and k not in ("backends.cudnn.error", "env.cuda_graphs")}
+             and k not in ("backends.cudnn.error", "env.cuda_graphs", "config.fp8")}
     assert extra == set()
 
 
