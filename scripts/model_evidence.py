@@ -87,12 +87,14 @@ def _job(args: tuple) -> dict:
         path.unlink()
     gen_s = time.perf_counter() - t0
     seg = 5.0 if seconds <= 5 else 10.0
+    from packforcing.toyworld.persistence import REENTRY_ATTRIBUTES
+
     r = W.persistence_report(v, scene.to_dict(), fps=16, segment_s=seg)
     out = {"model": model, "pid": pid, "seconds": seconds, "gen_s": round(gen_s, 2),
            "prompt_fidelity": float(r["prompt_fidelity"]), "flicker": float(r["flicker"]),
            "reentry_persistence": float(r["reentry_persistence"]), "frame0_ratio": _frame0_ratio(v),
            "reentries": int(r["reentries"])}
-    for attr in ("color", "size", "texture"):  # which attribute a re-entry gets wrong (NaN: no event scored it)
+    for attr in REENTRY_ATTRIBUTES:  # which attribute a re-entry gets wrong (NaN: no event scored it)
         vals = [e[attr] for e in r["reentry_attribute_scores"] if attr in e]
         out[f"reentry_{attr}"] = float(np.mean(vals)) if vals else float("nan")
     if opts.get("strip") and pid == 0 and seconds in opts["strip_seconds"]:

@@ -92,16 +92,11 @@ def apply_fp8(model: nn.Module) -> Fp8Report:
     device = None
     for block in model.blocks:
         for name in BLOCK_LINEARS:
-            parent_name, _, attr = name.rpartition(".")
-            parent = block.get_submodule(parent_name)
-            lin = getattr(parent, attr) if not attr.isdigit() else parent[int(attr)]
+            lin = block.get_submodule(name)
             if isinstance(lin, Fp8Linear):
                 continue
             new = Fp8Linear.from_linear(lin)
-            if attr.isdigit():
-                parent[int(attr)] = new
-            else:
-                setattr(parent, attr, new)
+            block.set_submodule(name, new)
             n += 1
             params += lin.weight.numel()
             extra += new.w8.numel() * new.w8.element_size() + new.w_scale.numel() * new.w_scale.element_size()

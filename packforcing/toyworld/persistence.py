@@ -21,6 +21,8 @@ _TOL_DENSITY = (0.15, 0.45)  # relative
 _TOL_ORIENT = (0.25, 0.8)  # distance of (coh cos2a, coh sin2a); 45 deg apart ~ 1.4
 _TOL_BG = (4.0, 25.0)  # bg.mad, 8-bit levels
 _REF_FRAMES = 8
+#: the attributes a re-entry is scored on (``_compare``; ``reentry_attribute_scores`` holds them per event)
+REENTRY_ATTRIBUTES = ("color", "size", "texture")
 
 
 def _ramp(d: float, tol: tuple[float, float]) -> float:
@@ -59,7 +61,7 @@ def _first_full(m: dict, i: int, lo: int, hi: int, k: int = _REF_FRAMES) -> np.n
 def _compare(ref: dict, cur: dict | None) -> dict[str, float]:
     """Attribute scores in [0, 1] of ``cur`` readings against the t=0 reference (1 = unchanged)."""
     if cur is None:
-        return {"color": 0.0, "size": 0.0, "texture": 0.0}
+        return dict.fromkeys(REENTRY_ATTRIBUTES, 0.0)
     out = {"color": _ramp(float(np.linalg.norm(cur["rgb"] - ref["rgb"])), _TOL_RGB)}
     if "size" in ref and "size" in cur:
         out["size"] = _ramp(abs(cur["size"] / ref["size"] - 1.0), _TOL_SIZE)

@@ -17,9 +17,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from judge import GATE, paired, rows  # noqa: E402
 
+from packforcing.toyworld.persistence import REENTRY_ATTRIBUTES  # noqa: E402
+
 BASE = "g3_s24"
 SETTINGS = ("g1p5_s24", "g3_s48", "g5_s24")
-ATTRS = ("reentry_color", "reentry_size", "reentry_texture", "reentries")
+ATTRS = (*(f"reentry_{a}" for a in REENTRY_ATTRIBUTES), "reentries")
 
 
 def _mean(rs: dict, key: str) -> float:
