@@ -98,9 +98,10 @@ def test_json_keeps_every_field_of_the_single_module_bench(smoke):
     before = json.loads((ROOT / "tests/fixtures/bench_cpu_smoke_keys.json").read_text())["keys"]
     # issue 18: the host archive's bytes; env.cuda_graphs and series.mid_copies (seventh session); the gather a
     # packforcing run resolved (twelfth session: gather=auto is recorded as the path it took); config.fp8, the
-    # opt-in's switch (thirteenth session; model.fp8 appears only with --fp8 on)
+    # opt-in's switch (thirteenth session; model.fp8 appears only with --fp8 on); config.trace_blocks (fourteenth;
+    # policies.packforcing.trace appears only with --trace-blocks N)
     added = {k for k in key_paths(d) if k.endswith((".host_bytes", "series.mid_copies", "kwargs.gather"))
-             or k in ("env.cuda_graphs", "config.fp8")}
+             or k in ("env.cuda_graphs", "config.fp8", "config.trace_blocks")}
     assert added and key_paths(d) - added == set(before)
 
 
@@ -114,7 +115,7 @@ def test_json_fields_are_those_of_the_committed_perf_records(smoke):
     extra = {k for k in key_paths(d) - recorded
              if not k.endswith((".top_k", "steady_note", ".host_bytes", "series.allocated_now_bytes",
                                 "series.mid_copies", "kwargs.gather"))  # added after the last GPU record read here
-             and k not in ("backends.cudnn.error", "env.cuda_graphs", "config.fp8")}
+             and k not in ("backends.cudnn.error", "env.cuda_graphs", "config.fp8", "config.trace_blocks")}
     assert extra == set()
 
 
@@ -450,3 +451,37 @@ def test_fp8_opt_in_records_its_error_and_what_it_swapped(tmp_path, monkeypatch)
     assert d["config"]["fp8"] == "on" and f["linears"] == 8 * cfg.num_layers and f["gemm"] == "fp32-emulated"
     assert 0 < f["relative_error"] < 0.1
     assert d["policies"]["packforcing"]["blocks_done"] > 0 and not d["errors"]  # the run went through the FP8 model
+
+
+def test_trace_summary_against_hand_counted_intervals():
+    from packforcing.bench.trace import summarise
+
+    kernels = [(0, 10, "triton_poi_fused_gelu"), (5, 20, "cudnn_sdpa_fprop"), (30, 40, "nvjet_sm90_tst"),
+               (100, 110, "Memcpy HtoD (Pinned -> Device)")]
+    host = [(20, 30, "pf.compress"), (40, 100, "cudaStreamSynchronize"), (50, 60, "aten::copy_")]
+    r = summarise(kernels, host, 2, [0.5, 0.6], min_gap_us=5)
+    # busy: [0, 20] + [30, 40] + [100, 110] = 40 us of a 110 us window, over 2 blocks
+    assert r["window_ms_per_block"] == 0.055 and r["gpu_busy_ms_per_block"] == 0.02
+    assert r["gpu_idle_ms_per_block"] == 0.035 and r["gap_ms_per_block"] == 0.035 and r["gaps_over_min"] == 2
+    assert r["kernel_ms_per_block"] == {"attention": 0.0075, "copy": 0.005, "elementwise_other": 0.005, "gemm": 0.005}
+    g = r["longest_gaps"][0]  # the 60 us gap first, with what bounds it and what the host did meanwhile
+    assert (g["at_ms"], g["ms"], g["after"], g["before"]) == (0.04, 0.06, "nvjet_sm90_tst", "Memcpy HtoD (Pinned -> Device)")
+    assert g["host"] == {"cudaStreamSynchronize": 0.06, "aten::copy_": 0.01}
+    assert r["longest_gaps"][1]["host"] == {"pf.compress": 0.01}
+    assert r["host_during_gaps_ms_per_block"]["cudaStreamSynchronize"] == 0.03
+    assert summarise([], host, 1, [0.1])["note"].startswith("no device activity")
+
+
+def test_trace_blocks_run_after_the_measured_ones(tmp_path, monkeypatch):
+    monkeypatch.delenv("OUT", raising=False)
+    torch.set_num_threads(1)
+    main(["--allow-cpu", "--force-cpu", "--preset", "tiny", "--policies", "packforcing", "--lengths", "2",
+          "--skip", "vae,profile,compile,plot,topk,e2e", "--backends", "sdpa", "--sweep-reps", "1",
+          "--warmup-blocks", "0", "--trace-blocks", "2", "--out", str(tmp_path)])
+    d = json.loads(next(tmp_path.glob("perf_*.json")).read_text())
+    pf = d["policies"]["packforcing"]
+    assert pf["status"] == "done" and not d["errors"]
+    assert pf["blocks_done"] == len(pf["series"]["latency_s"]) == pf["blocks_planned"]  # traced blocks not in the series
+    tr = pf["trace"]
+    assert tr["blocks"] == 2 and len(tr["latency_ms_traced"]) == 2 and tr["kernels"] == 0  # no CUDA: no kernels
+    assert (tmp_path / Path(tr["chrome_trace"]).name).is_file() and tr["chrome_trace"].endswith(".json.gz")

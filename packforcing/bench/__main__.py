@@ -101,6 +101,9 @@ def parser() -> argparse.ArgumentParser:
                     help="opt-in, not the paper's method: the DiT blocks' linears as FP8 GEMMs with row-wise scales "
                          "(packforcing.model.fp8); the record keeps the relative error of one forward")
     ap.add_argument("--dtype", default=None, choices=["bfloat16", "float32", "float16"], help="default bf16 on CUDA, float32 on CPU")
+    ap.add_argument("--trace-blocks", type=int, default=0,
+                    help="after PackForcing's measured blocks, N more under torch.profiler: GPU busy/idle per block, the "
+                         "longest idle gaps and what the host did during them (packforcing.bench.trace; 2-3 is enough)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="reports/perf", help="output folder (also copied to $OUT when set)")
     ap.add_argument("--allow-cpu", action="store_true", help="smoke run on the CPU (needs --preset tiny or toy)")

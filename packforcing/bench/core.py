@@ -230,7 +230,7 @@ class Bench:
 
         if "lr" in a.compressor and "vae" not in a.skip:
             vae_section()
-        run_one("packforcing")
+        run_one("packforcing", trace=max(0, a.trace_blocks))
         if "lr" not in a.compressor and "vae" not in a.skip:
             vae_section()
         if "e2e" not in a.skip:

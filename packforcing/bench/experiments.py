@@ -130,6 +130,7 @@ def profile(b) -> None:
     from torch.profiler import profile as tprofile
 
     from packforcing.attention import use_backend
+    from packforcing.bench.trace import KERNEL_CATEGORIES, kernel_category
 
     cfg, bf = b.cfg, 4
     nq = bf * cfg.tokens_per_frame
@@ -145,7 +146,7 @@ def profile(b) -> None:
             b.model(x, t, b.text, view=view)
             torch.cuda.synchronize()
         wall = time.perf_counter() - w0
-    cats = {"attention": 0.0, "gemm": 0.0, "elementwise_other": 0.0}
+    cats = dict.fromkeys(KERNEL_CATEGORIES, 0.0)
     kernels: dict[str, list] = {}
     n = 0
     for e in prof.events():
@@ -154,13 +155,7 @@ def profile(b) -> None:
         us = float(e.time_range.elapsed_us())
         name = e.name
         n += 1
-        low = name.lower()
-        if any(s in low for s in ("flash", "fmha", "sdpa", "attention", "attn", "mha")):
-            cats["attention"] += us
-        elif any(s in low for s in ("gemm", "xmma", "cutlass", "nvjet", "cublas", "matmul", "wgmma", "sm90_")):
-            cats["gemm"] += us
-        else:
-            cats["elementwise_other"] += us
+        cats[kernel_category(name)] += us
         k = kernels.setdefault(name[:120], [0.0, 0])
         k[0] += us
         k[1] += 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 import statistics
 import time
 import traceback
+from pathlib import Path
 
 import torch
 
@@ -56,7 +57,7 @@ def _warm_scoring(b) -> None:
 
 
 def run_policy(b, label: str, real_seconds: float, *, lengths: list[float], spans: bool = True,
-               warmup: int | None = None, n_blocks: int | None = None) -> dict:
+               warmup: int | None = None, n_blocks: int | None = None, trace: int = 0) -> dict:
     from packforcing.attention import use_backend
     from packforcing.rollout import rollout
     from packforcing.sampler import FlowMatchSampler
@@ -117,12 +118,23 @@ def run_policy(b, label: str, real_seconds: float, *, lengths: list[float], span
                               "mid_copies")}
     at_len: dict = {}
     want = {n - 1: s for s, n in len_blocks.items()}
-    timer = SpanTimer(b.clock) if spans else None
+    timer = SpanTimer(b.clock, annotate=trace > 0) if spans else None
+    tracer = None
+    if trace > 0:  # ``trace`` more blocks after the measured ones, under the profiler (never in the series)
+        from packforcing.bench.trace import BlockTracer
+
+        tracer = BlockTracer(trace, b.device, b.json_path.with_name(b.json_path.stem.replace("perf_", f"trace_{label}_") + ".json.gz"))
     pol = noise = None
     t_run = time.perf_counter()
     last_print = [t_run]
 
     def on_block(i: int, x0: Tensor, st: dict) -> None:
+        if i >= n_blocks:  # a traced block (tracer set): not in the measured series
+            if timer is not None:
+                timer.flush()
+            if tracer.block_done(st["latency_s"]):
+                raise _StopRun()
+            return
         series["latency_s"].append(float(st["latency_s"]))
         for k in ("kv_bytes", "host_bytes", "allocated_bytes", "tokens_attended", "kv_tokens"):
             series[k].append(int(st.get(k, 0)))
@@ -151,17 +163,22 @@ def run_policy(b, label: str, real_seconds: float, *, lengths: list[float], span
                 f"{st['latency_s'] * 1e3:.0f} ms, KV {st.get('kv_bytes', 0) / GB:.2f} GB, peak {peak / GB:.1f} GB")
         if now > deadline:
             raise _StopRun()
+        if tracer is not None and i == n_blocks - 1:
+            if timer is not None:
+                timer.flush()
+            tracer.start()
 
     status, reason = "done", None
     try:
         pol = b.make_policy(name, kw)
-        noise = b.latent(n_blocks * bf)
+        noise = b.latent((n_blocks + trace) * bf)
         t_run = last_print[0] = time.perf_counter()
         with torch.no_grad(), use_backend(backend), collecting(timer):
             rollout(b.model, pol, sampler, b.text, noise, bf, on_block=on_block, keep_latents=False, check_finite=False,
                     decoded=_output_frames(b, bf) if pol.wants_frames() else None)
     except _StopRun:
-        status, reason = "stopped", "time budget"
+        if tracer is None or len(tracer.latencies) < tracer.n:
+            status, reason = "stopped", "time budget"
     except torch.cuda.OutOfMemoryError as e:
         status, reason = "oom", str(e).split("\n")[0][:300]
     except MemoryError as e:
@@ -172,7 +189,19 @@ def run_policy(b, label: str, real_seconds: float, *, lengths: list[float], span
         b.res["errors"].append({"section": f"policy:{label}", "error": msg, "traceback": traceback.format_exc()[-4000:]})
     finally:
         del pol, noise
+        if tracer is not None:
+            tracer.stop()
         b.free()
+    if tracer is not None:
+        if tracer.latencies:
+            r["trace"] = tracer.finish()
+            if r["trace"].get("chrome_trace"):
+                b.res["files"].append(r["trace"]["chrome_trace"])
+                b.copy_out(Path(r["trace"]["chrome_trace"]))
+            log(f"{label}: trace of {len(tracer.latencies)} blocks: GPU busy {r['trace'].get('gpu_busy_ms_per_block')} ms, "
+                f"idle {r['trace'].get('gpu_idle_ms_per_block')} ms per block")
+        else:
+            r["trace"] = {"blocks": 0, "note": "the run stopped before any traced block"}
     done = len(series["latency_s"])
     r.update({"status": status, "reason": reason, "blocks_done": done, "run_s": round(time.perf_counter() - t_run, 2),
               "seconds_reached": block_end_seconds(done - 1, bf) if done else 0.0, "series": series, "at_length": at_len})

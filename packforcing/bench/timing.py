@@ -61,8 +61,9 @@ class SpanTimer:
     (``kv.move``).
     """
 
-    def __init__(self, clock: Clock):
+    def __init__(self, clock: Clock, annotate: bool = False):
         self.clock = clock
+        self.annotate = annotate  # also a ``record_function`` range per span (a trace names them; off: no cost)
         self.records: list[list] = []  # [name, parent index or None, start mark, end mark]
         self.stack: list[int] = []
 
@@ -72,9 +73,17 @@ class SpanTimer:
         idx = len(self.records)
         self.records.append([name, parent, self.clock.mark(), None])
         self.stack.append(idx)
+        rf = None
+        if self.annotate:
+            from torch.profiler import record_function
+
+            rf = record_function(name)
+            rf.__enter__()
         try:
             yield
         finally:
+            if rf is not None:
+                rf.__exit__(None, None, None)
             self.stack.pop()
             self.records[idx][3] = self.clock.mark()
 
