@@ -97,3 +97,88 @@ def use_backend(name: str):
 def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
     """Softmax attention over [B, L, H, D] tensors with the scale 1/sqrt(D)."""
     return BACKENDS.get(current_backend())(q, k, v, mask)
+
+
+# ---- few queries, many keys: split the keys (flash-decoding) ---------------------------------------------------------
+# PackForcing's compressed pass (N_c = 182 tokens at Wan scale) attends ~28k keys per layer. One attention call gives
+# cuDNN ceil(182 / 64) x 12 heads = 36 thread blocks for 132 SMs on an H200: traced at 0.41 ms per layer, ~7x its
+# FLOP time (issue 18, docs/perf.md). Splitting the keys into S chunks, run as one batched call that also returns each
+# chunk's log-sum-exp, and merging the chunks by their LSE is the same softmax attention (exact up to float rounding).
+_SPLIT: dict = {}  # (device, dtype) -> {"splits", "relative_error", "used"}: the one-time check against attention()
+
+
+def _lse_attention(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+    """SDPA layout [B, H, L, D]: (out [B, H, Lq, D], log-sum-exp of the scaled scores [B, H, Lq] float32)."""
+    if q.is_cuda:
+        o = torch.ops.aten._scaled_dot_product_cudnn_attention(q, k, v, None, True)
+    else:
+        o = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False)
+    return o[0], o[1].reshape(q.shape[:3]).float()
+
+
+def split_kv_attention(q: Tensor, k: Tensor, v: Tensor, splits: int) -> Tensor:
+    """Softmax attention of q [B, Lq, H, D] over k, v [B, L, H, D] computed as ``splits`` equal key chunks in one
+    batched call (plus the remainder, L mod splits keys, in a second), merged by the chunks' log-sum-exp in float32.
+    Equal to :func:`attention` up to rounding; no copy of the keys when B = 1 (chunks are views)."""
+    b, n_k, h, d = k.shape
+    splits = max(1, min(int(splits), n_k))
+    c = n_k // splits
+    main = splits * c
+    qt = q.transpose(1, 2)  # [B, H, Lq, D]
+    outs, lses = [], []
+    kk = k[:, :main].unflatten(1, (splits, c)).flatten(0, 1).transpose(1, 2)  # [B*S, H, c, D]
+    vv = v[:, :main].unflatten(1, (splits, c)).flatten(0, 1).transpose(1, 2)
+    qq = qt.unsqueeze(1).expand(b, splits, *qt.shape[1:]).flatten(0, 1)
+    o, lse = _lse_attention(qq, kk, vv)
+    outs.append(o.unflatten(0, (b, splits)))
+    lses.append(lse.unflatten(0, (b, splits)))
+    if main < n_k:
+        o, lse = _lse_attention(qt, k[:, main:].transpose(1, 2), v[:, main:].transpose(1, 2))
+        outs.append(o.unsqueeze(1))
+        lses.append(lse.unsqueeze(1))
+    o = torch.cat(outs, 1) if len(outs) > 1 else outs[0]  # [B, S', H, Lq, D]
+    w = torch.softmax(torch.cat(lses, 1) if len(lses) > 1 else lses[0], dim=1)  # [B, S', H, Lq]
+    return (o.float() * w.unsqueeze(-1)).sum(1).to(q.dtype).transpose(1, 2)
+
+
+def kv_splits(n_q: int, n_k: int, heads: int, batch: int, device: torch.device) -> int:
+    """How many key chunks fill the device: about two waves of thread blocks (64 queries each), chunks of >= 1,024
+    keys, at most 16; 1 (no split) on the CPU or when one call already fills the SMs."""
+    if device.type != "cuda":
+        return 1
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    blocks = -(-n_q // 64) * heads * batch
+    if blocks >= sms:
+        return 1
+    return max(1, min(16, round(2 * sms / blocks), n_k // 1024))
+
+
+def attention_few_queries(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """:func:`attention` for few queries over many keys (no mask, inference): split over the keys
+    (:func:`split_kv_attention`) on CUDA in half precision with the ``auto`` or ``cudnn`` backend, where
+    :func:`kv_splits` says a split fills the device. Once per device and dtype, outside CUDA-graph capture, the split
+    is checked against :func:`attention` on the call's own tensors (relative error < 0.02, recorded in
+    :func:`split_status`); a failed or unsupported check keeps :func:`attention` for good."""
+    s = kv_splits(q.shape[1], k.shape[1], q.shape[2], q.shape[0], q.device)
+    if (s <= 1 or torch.is_grad_enabled() or q.dtype not in _HALF or current_backend() not in ("auto", "cudnn")):
+        return attention(q, k, v)
+    key = (str(q.device), str(q.dtype).replace("torch.", ""))
+    rec = _SPLIT.get(key)
+    if rec is None:
+        if torch.cuda.is_current_stream_capturing():
+            return attention(q, k, v)
+        ref = attention(q, k, v)
+        try:
+            out = split_kv_attention(q, k, v, s)
+            err = float(((out.float() - ref.float()).norm() / ref.float().norm().clamp_min(1e-12)).item())
+            rec = {"splits": s, "relative_error": err, "used": err < 0.02}
+        except Exception as e:  # noqa: BLE001 - an unsupported LSE kernel: attention() for good
+            rec = {"splits": s, "error": f"{type(e).__name__}: {str(e)[:200]}", "used": False}
+        _SPLIT[key] = rec
+        return ref
+    return split_kv_attention(q, k, v, s) if rec["used"] else attention(q, k, v)
+
+
+def split_status() -> dict:
+    """The split-KV check per "device/dtype": splits, relative error against attention(), whether it is used."""
+    return {f"{d}/{t}": dict(r) for (d, t), r in _SPLIT.items()}

@@ -45,3 +45,22 @@ def test_auto_on_cuda_bf16_matches_the_reference():
     with A.use_backend("auto"):
         out = A.attention(q, k, v)
     torch.testing.assert_close(out.float(), A.BACKENDS.get("reference")(q, k, v).float(), rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize("b,nq,nk,splits", [(1, 7, 48, 4), (1, 5, 53, 4), (2, 9, 40, 3), (1, 3, 10, 16), (1, 4, 30, 1)])
+def test_split_kv_attention_equals_the_reference(b, nq, nk, splits):
+    """Key chunks (one batched call, the remainder in a second) merged by their log-sum-exp = one softmax."""
+
+    g = torch.Generator().manual_seed(nk)
+    q, k, v = (torch.randn(b, n, 3, 8, generator=g) for n in (nq, nk, nk))
+    with A.use_backend("reference"):
+        ref = A.attention(q, k, v)
+    out = A.split_kv_attention(q, k, v, splits)
+    assert out.shape == ref.shape and torch.allclose(out, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_few_queries_never_split_on_the_cpu_or_with_grad():
+    assert A.kv_splits(182, 28054, 12, 1, torch.device("cpu")) == 1
+    q, k, v = torch.randn(1, 4, 2, 8), torch.randn(1, 64, 2, 8), torch.randn(1, 64, 2, 8)
+    assert torch.equal(A.attention_few_queries(q, k, v), A.attention(q, k, v))
+    assert all(key.split("/")[0] != "cpu" for key in A.split_status())  # nothing checked, nothing recorded on the CPU

@@ -130,3 +130,16 @@ def test_nc_ratio_sweep_says_trained_at_s4t2_run_at_sxty():
     assert "trained at s4t2" in sw.title and any("trained at s4t2, run at sXtY" in n for n in sw.notes)
     md = evidence.build([], sweep="nc_ratio", axes=["nc"], notes=sw.notes).to_markdown()
     assert "trained at s4t2, run at sXtY" in md
+
+
+@pytest.mark.parametrize("shape,t_out,s", [((1, 3, 16, 48, 80), 5, 4), ((2, 3, 13, 24, 40), 5, 4), ((1, 3, 16, 30, 50), 5, 4)])
+def test_lr_pooling_equals_the_adaptive_pool(shape, t_out, s):
+    """The LR branch's pooling (an s x s average pool where s divides the frame, then the adaptive pool over time) is
+    adaptive_avg_pool3d to (t_out, H // s, W // s), also where s does not divide (the plain adaptive pool then)."""
+    import torch.nn.functional as F
+
+    from packforcing.cache.compressor import _pool_frames
+
+    px = torch.rand(*shape, generator=torch.Generator().manual_seed(1))
+    want = F.adaptive_avg_pool3d(px, (t_out, shape[3] // s, shape[4] // s))
+    assert torch.allclose(_pool_frames(px, t_out, s), want, atol=1e-6, rtol=0)

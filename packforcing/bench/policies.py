@@ -207,6 +207,10 @@ def run_policy(b, label: str, real_seconds: float, *, lengths: list[float], span
               "seconds_reached": block_end_seconds(done - 1, bf) if done else 0.0, "series": series, "at_length": at_len})
     if cuda:
         r["peak_bytes"] = int(torch.cuda.max_memory_allocated())
+        from packforcing.attention import split_status
+
+        if split_status():  # the compressed pass's split-KV attention: its one-time check (splits, error, used)
+            r["split_kv"] = split_status()
     summarise(r, len_blocks, bf, b.args.p50_window, cfg=b.cfg, n_params=b.n_params or dit_params(b.cfg),
               n_c=int(rows[-1].get("n_c") or 0) if rows else 0, rates=b.res.get("floor", {}).get("rates", {}))
     log(f"{label}: {status}{' (' + reason + ')' if reason else ''} after {done} blocks "

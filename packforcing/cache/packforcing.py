@@ -54,7 +54,7 @@ from typing import Optional
 import torch
 
 from packforcing import rope as R
-from packforcing.attention import attention
+from packforcing.attention import attention, attention_few_queries
 from packforcing.cache import selector as S
 from packforcing.cache.base import (
     BlockInfo,
@@ -150,7 +150,8 @@ class _CompressedPassView:
         a, b = end, end + k.shape[1]
         st.k[layer, :, a:b] = k.to(st.k.dtype)
         st.v[layer, :, a:b] = v.to(st.v.dtype)
-        return attention(q, st.k[layer, :, :b].to(k.dtype), st.v[layer, :, :b].to(v.dtype))
+        # N_c queries over the whole context: split over the keys where one call leaves SMs idle (CUDA, half precision)
+        return attention_few_queries(q, st.k[layer, :, :b].to(k.dtype), st.v[layer, :, :b].to(v.dtype))
 
 
 @dataclass
