@@ -211,6 +211,10 @@ def run_policy(b, label: str, real_seconds: float, *, lengths: list[float], span
 
         if split_status():  # the compressed pass's split-KV attention: its one-time check (splits, error, used)
             r["split_kv"] = split_status()
+        from packforcing.cache.selector import fused_status
+
+        if fused_status()["checked"]:
+            r["fused_select"] = fused_status()  # the Triton top-k scoring's first-use check (used where it passed)
     summarise(r, len_blocks, bf, b.args.p50_window, cfg=b.cfg, n_params=b.n_params or dit_params(b.cfg),
               n_c=int(rows[-1].get("n_c") or 0) if rows else 0, rates=b.res.get("floor", {}).get("rates", {}))
     log(f"{label}: {status}{' (' + reason + ')' if reason else ''} after {done} blocks "

@@ -458,6 +458,9 @@ class PackForcingPolicy(CachePolicy):
                                                      self.cfg.rope_adjust, self.archive.chunk, spec.num_layers))
             if cuda:  # Triton or the reference, decided before the first block (its check synchronises once)
                 self._gatherer.prepare(spec.device, spec.dtype)
+        # top-k scoring by the fused Triton kernels on CUDA (checked against the PyTorch path at first use; same picks)
+        self._fused_select = S.fused_ready(spec.device, spec.dtype)
+        self._cand_means_h: Tensor | None = None
         self.graph_kv: dict[int, list] = {}  # training: archive slot -> per-layer (k, v) with autograd graph
         t_c, h_c, w_c = self.grid
         th, tw = spec.token_hw
@@ -629,6 +632,9 @@ class PackForcingPolicy(CachePolicy):
                 self._cand = self._cand_tensors(lay)
                 # every layer's candidate key means, gathered once per block (not per layer): [L, B, m, H, D]
                 self._cand_means = self.kmean[:, :, self._cand[0]]
+                if self._fused_select:  # the scored heads only, contiguous per layer: [L, B, m, h, D]
+                    hs = S.head_subset(self.spec.num_heads, self.cfg.score_heads)
+                    self._cand_means_h = self._cand_means[:, :, :, hs].contiguous()
                 pre = self._select_hook
         self._record(blk, lay)
         extra = self._graph_extra if (self.train_compressor and lay.n_sel) else None
@@ -653,8 +659,10 @@ class PackForcingPolicy(CachePolicy):
         return self.cfg.sink_frames + i * self.bf if self.cfg.rope_adjust else start_frame
 
     def engine_options(self) -> dict:
-        """The gather top-k's chosen blocks take (``gather`` resolved for the device of the last reset)."""
-        return {"gather": "device" if self._gatherer is not None else "host"}
+        """The gather top-k's chosen blocks take (``gather`` resolved for the device of the last reset) and how they
+        are scored (``select``: ``fused``, the Triton kernels on CUDA, or ``torch``; the same picks)."""
+        return {"gather": "device" if self._gatherer is not None else "host",
+                "select": "fused" if getattr(self, "_fused_select", False) else "torch"}
 
     @span("pf.gather")
     def _place(self, layer: int | None, chosen: list[tuple[int, int]]) -> None:
@@ -794,8 +802,11 @@ class PackForcingPolicy(CachePolicy):
             idx = self._shared_idx
         else:
             with torch.no_grad():  # cached key means of the candidates (computed when each was archived)
-                scores = S.scores_from_means(q.detach(), self._cand_means[layer], c.score_ratio, c.score_heads)
-            idx = S.select_topk(scores, lay.n_sel)
+                if self._fused_select:  # the same picks in four launches (packforcing/cache/selector_triton.py)
+                    idx, scores = S.fused_select(q.detach(), self._cand_means_h[layer], lay.n_sel, c.score_ratio)
+                else:
+                    scores = S.scores_from_means(q.detach(), self._cand_means[layer], c.score_ratio, c.score_heads)
+                    idx = S.select_topk(scores, lay.n_sel)
             self.selections += 1
             self._shared_idx = idx
             self.last_scores = scores

@@ -102,3 +102,76 @@ def warm(device, num_heads: int, head_dim: int, tokens: int, m: int, k: int, rat
     hs = head_subset(num_heads, heads)
     km = torch.zeros(1, m, num_heads, head_dim, device=device)[:, :, hs].contiguous()
     select_topk(scores_from_query_mean(query_mean(q, ratio, heads), km), k)
+
+
+# ---- the fused (Triton) scoring on CUDA ------------------------------------------------------------------------------
+_FUSED: dict = {"mod": None, "ok": {}, "why": None}
+
+
+def _fused_mod():
+    if _FUSED["mod"] is None:
+        try:
+            from packforcing.cache import selector_triton
+
+            _FUSED["mod"] = selector_triton
+        except Exception as e:  # noqa: BLE001 - no triton: the PyTorch path
+            _FUSED["mod"] = False
+            _FUSED["why"] = f"triton unavailable ({type(e).__name__}: {e})"
+    return _FUSED["mod"] or None
+
+
+def fused_select(q: Tensor, k_means_h: Tensor, k: int, ratio: float = 0.125, mod=None) -> tuple[Tensor, Tensor]:
+    """(indices [min(k, m)] ascending, scores [m]) as :func:`select_topk` of :func:`scores_from_query_mean` gives
+    them, by the Triton kernels (:mod:`packforcing.cache.selector_triton`). ``q`` [B, N, H, D]; ``k_means_h``
+    [B, m, h, D] float32: the candidates' key means on the scored heads (the first h). No host synchronisation."""
+    mod = mod or _fused_mod()
+    b, n, _, d = q.shape
+    if q.stride(3) != 1 or q.stride(2) != d:
+        q = q.contiguous()
+    keep = min(n, max(32, int(round(n * ratio))))
+    sub = subsample_index(n, keep, q.device)
+    h = k_means_h.shape[2]
+    return mod.select(q, sub, k_means_h.float().contiguous(), k, 1.0 / (b * h * d**0.5))
+
+
+def fused_ready(device, dtype: torch.dtype, mod=None) -> bool:
+    """Whether the fused scoring serves ``device``/``dtype``: CUDA (or an explicit ``mod`` for the interpreter
+    tests), triton importable, and a first-use check against the PyTorch path passed (same indices, scores within
+    1e-4 relative) on random queries and key means with ties between candidates; once per device and dtype."""
+    device = torch.device(device)
+    if mod is None:
+        if device.type != "cuda":
+            return False
+        mod = _fused_mod()
+        if mod is None:
+            return False
+    key = (str(device), dtype)
+    if key in _FUSED["ok"]:
+        return _FUSED["ok"][key]
+    ok = False
+    try:
+        g = torch.Generator().manual_seed(0)
+        for b, n, m, k in ((1, 300, 37, 16), (2, 100, 9, 4), (1, 64, 3, 16)):
+            q = torch.randn(b, n, 4, 16, generator=g).to(dtype).to(device)
+            km = torch.randn(b, m, 4, 16, generator=g).to(device)
+            km[:, 1] = km[:, 0]  # a tie: the older candidate must win it
+            hs = head_subset(4, "half")
+            ref_s = scores_from_query_mean(query_mean(q, 0.125, "half"), km[:, :, hs])
+            order = sorted(range(m), key=lambda i: (-float(ref_s[i]), i))[: min(k, m)]
+            idx, s = fused_select(q, km[:, :, hs].contiguous(), k, 0.125, mod)
+            ok = (sorted(order) == idx.tolist()) and torch.allclose(s.cpu(), ref_s.float().cpu(), rtol=1e-4, atol=1e-6)
+            if not ok:
+                _FUSED["why"] = f"the fused scoring disagreed with the PyTorch path (b={b}, n={n}, m={m}, k={k})"
+                break
+    except Exception as e:  # noqa: BLE001 - a kernel that fails to build or run is not used
+        _FUSED["why"] = f"the fused scoring failed its first-use check ({type(e).__name__}: {e})"
+        ok = False
+    _FUSED["ok"][key] = ok
+    return ok
+
+
+def fused_status() -> dict:
+    """The fused scoring's first-use checks: {"checked": {"device/dtype": passed}, "why": the last reason it is not
+    used, or None}."""
+    return {"checked": {f"{d}/{str(t).replace('torch.', '')}": ok for (d, t), ok in _FUSED["ok"].items()},
+            "why": _FUSED["why"]}
