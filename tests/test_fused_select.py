@@ -84,6 +84,10 @@ def test_tiny_rollout_with_fused_scoring_equals_the_pytorch_scoring():
         assert p1._fused_select is True and p0._fused_select is False
         assert p1.engine_options()["select"] == "fused" and sum(s1) > 0 and s0 == s1
         assert torch.equal(x0, x1)  # the same blocks chosen in every layer: the same video
+        pol = P.PackForcingPolicy(gather="host", select="torch", **opts)  # the option that keeps the PyTorch ops
+        pol.attach(pol.build_compressor(m.cfg))
+        rollout(m, pol, FlowMatchSampler("self_forcing"), torch.randn(1, 16, 32), torch.randn(1, 16, 4, 8, 8), 2)
+        assert pol._fused_select is False and pol.engine_options()["select"] == "torch"
         assert len(sc0) == len(sc1) > 0 and all(torch.allclose(a, b, rtol=1e-5, atol=1e-7) for a, b in zip(sc0, sc1))
         print("OK")
         """

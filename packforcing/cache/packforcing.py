@@ -235,6 +235,9 @@ class PackForcingConfig(PolicyOptions):
     # "auto" = "device" on CUDA, "host" elsewhere (the twelfth session's H200 A/B, docs/perf.md: the rule fixed
     # before it held; scoring + gather + RoPE 4.42% -> 0.86% of block time, model-only p50 540.6 -> 519.5 ms)
     gather: str = choices("auto", "host", "device", default="auto", cosmetic=True)
+    # how top-k scores (speed only, the same picks): auto = the fused Triton kernels on CUDA where their first-use check
+    # passes (packforcing/cache/selector_triton.py), PyTorch elsewhere; torch = always the PyTorch ops
+    select: str = choices("auto", "torch", default="auto", cosmetic=True)
 
     def gather_on_device(self, device) -> bool:
         """Whether top-k's chosen blocks take the sync-free device gather on ``device`` (``gather`` resolved)."""
@@ -271,6 +274,7 @@ class PackForcingConfig(PolicyOptions):
             (self.compressor in ("hr+lr", "hr", "lr"), f"compressor must be hr+lr, hr or lr, got {self.compressor!r}"),
             (self.lr_frames in ("decoded", "standalone"), f"lr_frames must be decoded or standalone, got {self.lr_frames!r}"),
             (self.gather in ("auto", "host", "device"), f"gather must be auto, host or device, got {self.gather!r}"),
+            (self.select in ("auto", "torch"), f"select must be auto or torch, got {self.select!r}"),
             (self.sink_frames >= 0 and self.recent_frames >= 0, "sink_frames and recent_frames must be >= 0"),
             (self.top_k >= 0, f"top_k must be >= 0, got {self.top_k}"),
             (self.mid_capacity is None or self.mid_capacity >= 0, f"mid_capacity must be >= 0 or null, got {self.mid_capacity}"),
@@ -459,7 +463,7 @@ class PackForcingPolicy(CachePolicy):
             if cuda:  # Triton or the reference, decided before the first block (its check synchronises once)
                 self._gatherer.prepare(spec.device, spec.dtype)
         # top-k scoring by the fused Triton kernels on CUDA (checked against the PyTorch path at first use; same picks)
-        self._fused_select = S.fused_ready(spec.device, spec.dtype)
+        self._fused_select = self.cfg.select == "auto" and S.fused_ready(spec.device, spec.dtype)
         self._cand_means_h: Tensor | None = None
         self.graph_kv: dict[int, list] = {}  # training: archive slot -> per-layer (k, v) with autograd graph
         t_c, h_c, w_c = self.grid
