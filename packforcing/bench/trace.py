@@ -130,10 +130,15 @@ class BlockTracer:
 
         self.stop()
         kernels, host = [], []
-        for e in self.prof.events():
+        evs = list(self.prof.events())
+        spans = {e.name for e in evs if getattr(e, "is_user_annotation", False)}
+        for e in evs:
             tr = e.time_range
             row = (float(tr.start), float(tr.end), e.name)
-            (kernels if getattr(e, "device_type", None) == DeviceType.CUDA else host).append(row)
+            if getattr(e, "device_type", None) != DeviceType.CUDA:
+                host.append(row)
+            elif not getattr(e, "is_user_annotation", False) and e.name not in spans:
+                kernels.append(row)  # the spans' ranges on the GPU timeline are not kernels
         rec = summarise(kernels, host, len(self.latencies), self.latencies)
         if self.path is not None and self.latencies:
             try:
