@@ -1,5 +1,7 @@
 """The tracked tree travels to the GPU machine with every device call (tool limit: 64 MiB with the carried
-wheels, ~2.7 MiB): it must stay small enough for that, or no GPU call can run. Evidence goes in slim (tgz, records
+wheels, ~2.7 MiB): it must stay small enough for that, or no GPU call can run. Measured in the fourteenth session: at
+60.7 MiB tracked + 2.7 MiB of wheels the tool refused the tree (its count is above the plain sum of file sizes), so the
+budget is 59 MiB (old evidence moved out: docs/models/MOVED_OUT.md). Evidence goes in slim (tgz, records
 without per-block series); weights over the budget need room made first (docs/models/README.md, "Shipped files")."""
 
 import subprocess
@@ -8,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-BUDGET_MIB = 61.0
+BUDGET_MIB = 59.0
 
 
 def test_tracked_tree_fits_the_device_carry():
