@@ -97,6 +97,8 @@ def _job(args: tuple) -> dict:
     for attr in REENTRY_ATTRIBUTES:  # which attribute a re-entry gets wrong (NaN: no event scored it)
         vals = [e[attr] for e in r["reentry_attribute_scores"] if attr in e]
         out[f"reentry_{attr}"] = float(np.mean(vals)) if vals else float("nan")
+        # the same attribute while the object is visible: each later segment against t=0 (drift, not recall)
+        out[f"persistence_{attr}"] = float(r[f"persistence_{attr}"])
     if opts.get("strip") and pid == 0 and seconds in opts["strip_seconds"]:
         from packforcing.video import frame_strip
 
