@@ -175,14 +175,9 @@ def _triton_for(k: Tensor):
     """The Triton module when the fused kernels may serve ``k`` (CUDA, bf16/fp16, fused path on), else None."""
     if not (_INPLACE["fused"] and k.is_cuda and k.dtype in (torch.float16, torch.bfloat16)):
         return None
-    if _TRITON["mod"] is None:
-        try:
-            from packforcing import rope_triton
+    from packforcing.util import optional_import
 
-            _TRITON["mod"] = rope_triton
-        except Exception:  # noqa: BLE001 - no triton: the compiled/eager path serves
-            _TRITON["mod"] = False
-    return _TRITON["mod"] or None
+    return optional_import(_TRITON, "packforcing.rope_triton")  # None: the compiled/eager path serves
 
 
 def _triton_checked(mod, kind: str, k: Tensor) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import json
 import math
 import os
@@ -101,6 +102,18 @@ def write_json_atomic(path: str | os.PathLike, obj: Any, newline: bool = False, 
 
 # --------------------------------------------------------------------------------------------------
 # provenance and device
+
+
+def optional_import(state: dict, module: str):
+    """An optional accelerator module (e.g. a Triton kernel file), imported once: ``state["mod"]`` is None until tried,
+    then the module or False (``state["why"]`` says why it is missing). Returns the module or None."""
+    if state.get("mod") is None:
+        try:
+            state["mod"] = importlib.import_module(module)
+        except Exception as e:  # noqa: BLE001 - e.g. no triton: the caller's PyTorch path serves
+            state["mod"] = False
+            state["why"] = f"{module} unavailable ({type(e).__name__}: {e})"
+    return state["mod"] or None
 
 
 @functools.lru_cache(maxsize=1)

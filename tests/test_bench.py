@@ -440,13 +440,18 @@ def test_configuration_names_the_sync_free_gather():
     assert targets.configuration(res) == base + ", gather on the device (sync-free)"
 
 
-def test_fp8_opt_in_records_its_error_and_what_it_swapped(tmp_path, monkeypatch):
+def _tiny_packforcing_run(tmp_path, monkeypatch, *extra: str) -> dict:
+    """One CPU bench run of PackForcing alone at the tiny preset (2 s, no other section) with ``extra`` options."""
     monkeypatch.delenv("OUT", raising=False)
     torch.set_num_threads(1)
     main(["--allow-cpu", "--force-cpu", "--preset", "tiny", "--policies", "packforcing", "--lengths", "2",
           "--skip", "vae,profile,compile,plot,topk,e2e", "--backends", "sdpa", "--sweep-reps", "1",
-          "--warmup-blocks", "0", "--fp8", "on", "--out", str(tmp_path)])
-    d = json.loads(next(tmp_path.glob("perf_*.json")).read_text())
+          "--warmup-blocks", "0", *extra, "--out", str(tmp_path)])
+    return json.loads(next(tmp_path.glob("perf_*.json")).read_text())
+
+
+def test_fp8_opt_in_records_its_error_and_what_it_swapped(tmp_path, monkeypatch):
+    d = _tiny_packforcing_run(tmp_path, monkeypatch, "--fp8", "on")
     f, cfg = d["model"]["fp8"], get_preset("tiny")
     assert d["config"]["fp8"] == "on" and f["linears"] == 8 * cfg.num_layers and f["gemm"] == "fp32-emulated"
     assert 0 < f["relative_error"] < 0.1
@@ -473,12 +478,7 @@ def test_trace_summary_against_hand_counted_intervals():
 
 
 def test_trace_blocks_run_after_the_measured_ones(tmp_path, monkeypatch):
-    monkeypatch.delenv("OUT", raising=False)
-    torch.set_num_threads(1)
-    main(["--allow-cpu", "--force-cpu", "--preset", "tiny", "--policies", "packforcing", "--lengths", "2",
-          "--skip", "vae,profile,compile,plot,topk,e2e", "--backends", "sdpa", "--sweep-reps", "1",
-          "--warmup-blocks", "0", "--trace-blocks", "2", "--out", str(tmp_path)])
-    d = json.loads(next(tmp_path.glob("perf_*.json")).read_text())
+    d = _tiny_packforcing_run(tmp_path, monkeypatch, "--trace-blocks", "2")
     pf = d["policies"]["packforcing"]
     assert pf["status"] == "done" and not d["errors"]
     assert pf["blocks_done"] == len(pf["series"]["latency_s"]) == pf["blocks_planned"]  # traced blocks not in the series

@@ -79,3 +79,16 @@ def test_dit_checkpoint_defaults_only_at_toy_scale():
     assert dit_checkpoint("wan2.1-1.3b", "/w/dit.safetensors", "packforcing") == "/w/dit.safetensors"
     with pytest.raises(UserError, match="needs checkpoint"):
         dit_checkpoint("wan2.1-1.3b", None, "packforcing")
+
+
+def test_optional_import_tries_once_and_says_why():
+    from packforcing.util import optional_import
+
+    st: dict = {"mod": None}
+    assert optional_import(st, "packforcing.no_such_module") is None and st["mod"] is False
+    assert "packforcing.no_such_module unavailable (ModuleNotFoundError" in st["why"]
+    assert optional_import(st, "packforcing.errors") is None  # tried once: the first verdict stands
+    ok: dict = {"mod": None}
+    import packforcing.errors as E
+
+    assert optional_import(ok, "packforcing.errors") is E and "why" not in ok

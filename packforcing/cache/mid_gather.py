@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import torch
 
 from packforcing.errors import UserError
+from packforcing.util import optional_import
 
 Tensor = torch.Tensor
 
@@ -107,15 +108,7 @@ _IMPL: dict = {"mod": None, "ok": {}}
 
 
 def _triton_mod():
-    if _IMPL["mod"] is None:
-        try:
-            from packforcing.cache import mid_gather_triton
-
-            _IMPL["mod"] = mid_gather_triton
-        except Exception as e:  # noqa: BLE001 - no triton: the reference serves
-            _IMPL["mod"] = False
-            _IMPL["why"] = f"triton unavailable ({type(e).__name__}: {e})"
-    return _IMPL["mod"] or None
+    return optional_import(_IMPL, "packforcing.cache.mid_gather_triton")  # None: the reference serves
 
 
 _CU: dict = {}

@@ -109,15 +109,9 @@ _FUSED: dict = {"mod": None, "ok": {}, "why": None}
 
 
 def _fused_mod():
-    if _FUSED["mod"] is None:
-        try:
-            from packforcing.cache import selector_triton
+    from packforcing.util import optional_import
 
-            _FUSED["mod"] = selector_triton
-        except Exception as e:  # noqa: BLE001 - no triton: the PyTorch path
-            _FUSED["mod"] = False
-            _FUSED["why"] = f"triton unavailable ({type(e).__name__}: {e})"
-    return _FUSED["mod"] or None
+    return optional_import(_FUSED, "packforcing.cache.selector_triton")  # None: the PyTorch path
 
 
 def fused_select(q: Tensor, k_means_h: Tensor, k: int, ratio: float = 0.125, mod=None) -> tuple[Tensor, Tensor]:
