@@ -56,12 +56,15 @@ def _log2(x: int, what: str) -> int:
     return n
 
 
-def _pool_frames(px: Tensor, t_out: int, s: int) -> Tensor:
-    """The LR branch's pooling of pixels [B, 3, T, H, W] to (t_out, H // s, W // s): ``adaptive_avg_pool3d``, done as
-    an s x s average pool first where s divides H and W (the same box averages, separable; CUDA's adaptive kernel
-    took 1.0 ms on a 16-frame 480x832 block on an H200, docs/perf.md), then the adaptive pool over time."""
+def _pool_frames(px: Tensor, t_out: int, s: int, separable: bool | None = None) -> Tensor:
+    """The LR branch's pooling of pixels [B, 3, T, H, W] to (t_out, H // s, W // s): ``adaptive_avg_pool3d``. On CUDA
+    (``separable`` None: ``px.is_cuda``) it is done as an s x s average pool first where s divides H and W (the same
+    box averages; CUDA's adaptive kernel took 1.0 ms on a 16-frame 480x832 block on an H200, docs/perf.md), then the
+    adaptive pool over time. The CPU keeps the one adaptive pool: its float rounding, hence the toy rollouts and the
+    regression gate's baselines, stay as they were."""
     hh, ww = px.shape[-2:]
-    if s > 1 and hh % s == 0 and ww % s == 0:
+    separable = px.is_cuda if separable is None else separable
+    if separable and s > 1 and hh % s == 0 and ww % s == 0:
         px = F.avg_pool3d(px, (1, s, s))
     return F.adaptive_avg_pool3d(px, (t_out, hh // s, ww // s))
 
