@@ -138,16 +138,35 @@ def host_signature() -> str:
     import torch
 
     flags: set[str] = set()
+    info: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
+                key, _, val = line.partition(":")
+                key = key.strip()
+                if key in ("cpu family", "model", "stepping", "cache size") and key not in info:
+                    info[key] = val.strip()
+                if key == "flags":
+                    flags = set(val.split())
                     break
     except OSError:
         pass
     isa = "+".join(x for x in _ISA_FLAGS if x in flags) or "unknown"
-    return f"{platform.machine()} torch-cpu={torch.backends.cpu.get_cpu_capability()} isa={isa}"
+    cpu = ""
+    if info:  # two machines with the same instruction sets gave different 30 s toy rollouts (fourteenth session)
+        cpu = f" cpu={info.get('cpu family', '?')}/{info.get('model', '?')}/{info.get('stepping', '?')}" \
+              f" cache={info.get('cache size', '?').replace(' ', '')}"
+    return f"{platform.machine()} torch-cpu={torch.backends.cpu.get_cpu_capability()} isa={isa}{cpu}"
+
+
+def host_key(hosts: dict, host: str) -> str | None:
+    """The entry of ``hosts`` that serves ``host``: its own signature, else the longest recorded signature that is a
+    prefix of it (entries written before the CPU model and cache joined the signature name only the instruction
+    sets), else None (the default entry)."""
+    if host in hosts:
+        return host
+    older = [k for k in hosts if host.startswith(k + " ")]
+    return max(older, key=len) if older else None
 
 
 def _stamp() -> str:
@@ -198,8 +217,9 @@ def read_baseline(baseline_dir: Path, host: str | None = None) -> dict[str, dict
     out = {}
     for path in sorted(Path(baseline_dir).glob("*.json")):
         data = _load_baseline(path)
-        entry = (data.get("hosts") or {}).get(host)
-        out[data.get("sweep", path.stem)] = entry["groups"] if entry else data["groups"]
+        hosts = data.get("hosts") or {}
+        key = host_key(hosts, host)
+        out[data.get("sweep", path.stem)] = hosts[key]["groups"] if key else data["groups"]
     return out
 
 
@@ -209,8 +229,9 @@ def baseline_source(baseline_dir: Path, host: str | None = None) -> str:
     own, default_hosts = [], set()
     for path in sorted(Path(baseline_dir).glob("*.json")):
         data = _load_baseline(path)
-        if host in (data.get("hosts") or {}):
-            own.append(data.get("sweep", path.stem))
+        key = host_key(data.get("hosts") or {}, host)
+        if key:
+            own.append(data.get("sweep", path.stem) + ("" if key == host else f" (recorded as {key})"))
         else:
             default_hosts.add(data.get("host") or "a host not recorded (baselines before host records)")
     if not default_hosts:

@@ -156,3 +156,13 @@ def test_a_host_entry_is_used_on_its_host_only_and_a_plain_update_drops_it(tmp_p
 def test_host_signature_names_the_cpu_kernel_level():
     sig = gate.host_signature()
     assert "torch-cpu=" in sig and "isa=" in sig
+
+
+def test_host_key_prefers_the_exact_host_then_the_older_coarser_signature():
+    old = "x86_64 torch-cpu=AVX512 isa=avx2"
+    me = old + " cpu=6/167/1 cache=491520KB"
+    assert gate.host_key({old: {}, me: {}}, me) == me
+    assert gate.host_key({old: {}}, me) == old  # an entry recorded before the CPU model joined the signature
+    assert gate.host_key({old: {}}, old + "+avx512f cpu=6/1/1 cache=1KB") is None  # another instruction set
+    assert gate.host_key({}, me) is None
+    assert "cpu=" in gate.host_signature() or not Path("/proc/cpuinfo").exists()
