@@ -12,6 +12,7 @@ a device runs.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 
 import torch
@@ -141,12 +142,18 @@ def split_kv_attention(q: Tensor, k: Tensor, v: Tensor, splits: int) -> Tensor:
     return (o.float() * w.unsqueeze(-1)).sum(1).to(q.dtype).transpose(1, 2)
 
 
+@functools.lru_cache(maxsize=None)
+def _sm_count(device: torch.device) -> int:
+    """Streaming multiprocessors of a CUDA device (asked once per device, not per attention call)."""
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
 def kv_splits(n_q: int, n_k: int, heads: int, batch: int, device: torch.device) -> int:
     """How many key chunks fill the device: about two waves of thread blocks (64 queries each), chunks of >= 1,024
     keys, at most 16; 1 (no split) on the CPU or when one call already fills the SMs."""
     if device.type != "cuda":
         return 1
-    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    sms = _sm_count(device)
     blocks = -(-n_q // 64) * heads * batch
     if blocks >= sms:
         return 1

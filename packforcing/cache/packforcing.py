@@ -74,7 +74,7 @@ from packforcing.cache.compressor import PAPER_HR_CHANNELS, DualBranchCompressor
 from packforcing.cache.mid_gather import MidGatherer, MidGeometry
 from packforcing.cuda_graphs import GraphCache, graphs_enabled
 from packforcing.errors import UserError
-from packforcing.options import at_least, choices
+from packforcing.options import at_least, check_fields, choices
 from packforcing.spans import span
 
 Tensor = torch.Tensor
@@ -274,7 +274,6 @@ class PackForcingConfig(PolicyOptions):
             (self.compressor in ("hr+lr", "hr", "lr"), f"compressor must be hr+lr, hr or lr, got {self.compressor!r}"),
             (self.lr_frames in ("decoded", "standalone"), f"lr_frames must be decoded or standalone, got {self.lr_frames!r}"),
             (self.gather in ("auto", "host", "device"), f"gather must be auto, host or device, got {self.gather!r}"),
-            (self.select in ("auto", "torch"), f"select must be auto or torch, got {self.select!r}"),
             (self.sink_frames >= 0 and self.recent_frames >= 0, "sink_frames and recent_frames must be >= 0"),
             (self.top_k >= 0, f"top_k must be >= 0, got {self.top_k}"),
             (self.mid_capacity is None or self.mid_capacity >= 0, f"mid_capacity must be >= 0 or null, got {self.mid_capacity}"),
@@ -283,6 +282,7 @@ class PackForcingConfig(PolicyOptions):
         for ok, msg in checks:
             if not ok:
                 raise UserError(msg + ".")
+        check_fields(self)  # every other field declared with choices()/at_least() (e.g. select), from its declaration
         return self
 
 
