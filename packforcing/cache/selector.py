@@ -43,10 +43,15 @@ def subsample_index(n: int, keep: int, device) -> Tensor:
     return idx
 
 
+def subsample_size(n: int, ratio: float, min_tokens: int = 32) -> int:
+    """How many of ``n`` query tokens the scoring keeps: ``ratio`` of them, at least ``min_tokens``, at most all."""
+    return min(n, max(min_tokens, int(round(n * ratio))))
+
+
 def subsample_queries(q: Tensor, ratio: float, min_tokens: int = 32) -> Tensor:
     """Deterministic uniform subsample of query tokens: q [B, N, H, D] -> [B, n, H, D] (all when n = N)."""
     n = q.shape[1]
-    keep = min(n, max(min_tokens, int(round(n * ratio))))
+    keep = subsample_size(n, ratio, min_tokens)
     if keep == n:
         return q
     return q.index_select(1, subsample_index(n, keep, q.device))
@@ -122,8 +127,7 @@ def fused_select(q: Tensor, k_means_h: Tensor, k: int, ratio: float = 0.125, mod
     b, n, _, d = q.shape
     if q.stride(3) != 1 or q.stride(2) != d:
         q = q.contiguous()
-    keep = min(n, max(32, int(round(n * ratio))))
-    sub = subsample_index(n, keep, q.device)
+    sub = subsample_index(n, subsample_size(n, ratio), q.device)
     h = k_means_h.shape[2]
     return mod.select(q, sub, k_means_h.float().contiguous(), k, 1.0 / (b * h * d**0.5))
 
