@@ -1,11 +1,12 @@
-"""Depth growth of a DiT (packforcing/model/grow.py): the grown model computes what its source computes."""
+"""Growing a DiT (packforcing/model/grow.py): depth growth computes what its source computes; patch growth embeds
+and predicts what its source does over a locally constant latent."""
 
 import pytest
 import torch
 
 from packforcing.errors import UserError
 from packforcing.model.dit import WanDiT
-from packforcing.model.grow import OUTPUT_PROJECTIONS, grow_depth, num_blocks
+from packforcing.model.grow import OUTPUT_PROJECTIONS, grow_depth, grow_patch, num_blocks, patch_size
 from packforcing.model.presets import get_preset
 
 
@@ -56,3 +57,43 @@ def test_grow_depth_rejects_a_depth_that_is_not_a_multiple():
 def test_toy_teacher_deep_is_the_toy_teacher_at_twice_the_depth():
     a, b = get_preset("toy_teacher"), get_preset("toy_teacher_deep")
     assert b.num_layers == 2 * a.num_layers and {**a.to_dict(), "num_layers": 0} == {**b.to_dict(), "num_layers": 0}
+
+
+def test_patch_growth_embeds_and_predicts_what_the_source_does_over_a_locally_constant_latent():
+    torch.manual_seed(0)
+    cfg = get_preset("tiny")
+    src = WanDiT(cfg).eval()
+    fine_cfg = type(cfg)(**{**cfg.to_dict(), "patch_size": (1, 1, 1)})
+    fine = WanDiT(fine_cfg).eval()
+    state = grow_patch(src.state_dict(), (1, 1, 1), cfg.out_dim)
+    fine.load_state_dict(state)  # strict
+    assert patch_size(state) == (1, 1, 1) and fine_cfg.tokens_per_frame == 4 * cfg.tokens_per_frame
+    x, t, ctx = _inputs(cfg)
+    x = x[..., ::2, ::2].repeat_interleave(2, -2).repeat_interleave(2, -1)  # constant over each 2x2 patch
+    with torch.no_grad():
+        (old, og), (new, ng) = src.patchify(x), fine.patchify(x)
+        old = old.view(2, *og, -1)
+        new = new.view(2, *ng, -1)
+        # naive reference: fine token (r, c) sits in coarse token (r // 2, c // 2)
+        for r in range(ng[1]):
+            for c in range(ng[2]):
+                torch.testing.assert_close(new[:, :, r, c], old[:, :, r // 2, c // 2], rtol=1e-5, atol=1e-5)
+        h = torch.randn(2, 3 * 5, cfg.dim)
+        e = torch.randn(2, 3, cfg.dim)
+        y_old = src.head(h, e).view(2, 15, 4, cfg.out_dim)  # rows (pt=1, ph, pw, C)
+        torch.testing.assert_close(fine.head(h, e), y_old.mean(2), rtol=1e-5, atol=1e-5)
+    for k, v in src.state_dict().items():
+        if k.startswith("blocks."):
+            assert torch.equal(state[k], v)
+
+
+def test_grow_patch_rejects_anything_but_spatial_patch_one():
+    state = WanDiT(get_preset("tiny")).state_dict()
+    with pytest.raises(UserError, match="spatial patch 1"):
+        grow_patch(state, (1, 2, 1), 16)
+
+
+def test_toy_teacher_p1_is_the_toy_teacher_on_a_finer_grid():
+    a, b = get_preset("toy_teacher"), get_preset("toy_teacher_p1")
+    assert b.patch_size == (1, 1, 1) and b.tokens_per_frame == 4 * a.tokens_per_frame
+    assert {**a.to_dict(), "patch_size": 0} == {**b.to_dict(), "patch_size": 0}

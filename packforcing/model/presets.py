@@ -87,6 +87,14 @@ PRESETS: dict[str, DiTConfig] = {
         dim=256, ffn_dim=1024, freq_dim=64, num_heads=4, num_layers=12, text_dim=32, text_len=40,
         video_hw=(128, 128),
     ),
+    # The toy teacher on a 4x finer token grid (spatial patch 1: 16x16 = 256 tokens per latent frame; 6.6 M params,
+    # the same blocks), grown from a `toy_teacher` file (`--preset toy_teacher_p1 --init FILE --grow-patch`,
+    # packforcing/model/grow.py): the campaign's step for an object's drawn size, which drifts within one 16-pixel
+    # token while the object stays in view (docs/models/README.md, fifteenth session).
+    "toy_teacher_p1": DiTConfig(
+        dim=256, ffn_dim=1024, freq_dim=64, num_heads=4, num_layers=6, text_dim=32, text_len=40,
+        video_hw=(128, 128), patch_size=(1, 1, 1),
+    ),
 }
 
 

@@ -183,6 +183,7 @@ class TeacherConfig:
     save_dtype: str = "float32"  # bfloat16 halves the file (the wide teacher: 27.6 -> 13.8 MB)
     mix: str = ""  # a second latents file (another clip length): batches alternate between the two sets
     grow_depth: bool = False  # ``init`` has fewer blocks than ``preset``: grow it, computing the same (model/grow.py)
+    grow_patch: bool = False  # ``init`` has a coarser spatial patch than ``preset``: refine it (model/grow.py, approximate)
     reentry_weight: float = 1.0  # flow-loss weight of re-entered objects' latent cells (1: off; train.data.reentry_weights)
 
 
@@ -268,8 +269,19 @@ def train_teacher(data: dict, cfg: TeacherConfig, device: torch.device, out: Pat
         from packforcing.model.loading import load_state_dict_file
 
         state = {k: v.float() for k, v in load_state_dict_file(cfg.init, what="teacher (--init)").items()}
-        from packforcing.model.grow import grow_depth, num_blocks
+        from packforcing.model.grow import grow_depth, grow_patch, num_blocks, patch_size
 
+        src_patch = patch_size(state)
+        if src_patch != tuple(model.cfg.patch_size):
+            if not cfg.grow_patch:
+                raise UserError(f"--init {cfg.init} has patch {src_patch}, --preset {cfg.preset} has "
+                                f"{tuple(model.cfg.patch_size)}: pass --grow-patch to refine it (or the preset it was "
+                                "trained with)")
+            state = grow_patch(state, tuple(model.cfg.patch_size), model.cfg.out_dim)
+            print(f"teacher: {cfg.init} refined from patch {src_patch} to {tuple(model.cfg.patch_size)} "
+                  "(embedding summed, head averaged over the old patch)", flush=True)
+        elif cfg.grow_patch:
+            raise UserError(f"--grow-patch: --init {cfg.init} already has --preset {cfg.preset}'s patch {src_patch}")
         src = num_blocks(state)
         if src != model.cfg.num_layers and not cfg.grow_depth:
             raise UserError(f"--init {cfg.init} has {src} blocks, --preset {cfg.preset} has {model.cfg.num_layers}: "
@@ -584,7 +596,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--pairs", type=int, default=None, help="ODE pairs from the teacher (default 1024)")
     ap.add_argument("--teacher-steps", type=int, default=None, help="Euler steps of the teacher ODE (default 40)")
-    ap.add_argument("--preset", default="toy", help="teacher: the DiT preset (toy | toy_teacher | toy_teacher_deep)")
+    ap.add_argument("--preset", default="toy", help="teacher: the DiT preset (toy | toy_teacher | toy_teacher_deep | toy_teacher_p1)")
     ap.add_argument("--init", default="", help="teacher: continue from these weights (a campaign's previous run)")
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--latent-frames", type=int, default=20, help="latents: frames per clip (20 = 5 s; 80 = 20 s)")
@@ -600,6 +612,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--compile", action="store_true", help="teacher: torch.compile the forward (eager if it fails)")
     ap.add_argument("--grow-depth", action="store_true", help="teacher: --init has fewer blocks than --preset (e.g. "
                     "toy_teacher -> toy_teacher_deep): grow it by depth, computing the same at step 0")
+    ap.add_argument("--grow-patch", action="store_true", help="teacher: --init has a coarser spatial patch than "
+                    "--preset (toy_teacher -> toy_teacher_p1): refine the token grid (approximate, model/grow.py)")
     ap.add_argument("--student-init", default="", help="ode: the student's initial weights (needed when the teacher is not a toy model)")
     a = ap.parse_args(argv)
     dev = resolve_device(a.device or "auto")
@@ -629,7 +643,7 @@ def main(argv: list[str] | None = None) -> dict:
         if a.reentry_weight <= 0:
             raise UserError(f"--reentry-weight {a.reentry_weight}: use a positive weight (1: off)")
         tc = cap(TeacherConfig(preset=a.preset, init=a.init, frame0_weight=a.frame0_weight, compile=a.compile,
-                               save_dtype=a.save_dtype, mix=a.mix, grow_depth=a.grow_depth,
+                               save_dtype=a.save_dtype, mix=a.mix, grow_depth=a.grow_depth, grow_patch=a.grow_patch,
                                reentry_weight=a.reentry_weight))
         tc.lr = a.lr or tc.lr
         done["teacher"] = str(train_teacher(data, tc, dev, out))

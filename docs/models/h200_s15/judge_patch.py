@@ -1,0 +1,32 @@
+"""The rule of call_patch.sh (written in the fifteenth session, before its data):
+
+  python docs/models/h200_s15/judge_patch.py DIR   # DIR: the unpacked call (DIR/runs/ev_t20_new, DIR/runs/ev_t5_new)
+
+Verdict: the thirteenth session's rule (``docs/models/h200_s13/judge.py``, label ``p1``): the patch-1 teacher
+replaces the shipped one if its 20 s re-entry mean is higher AND its 5 s fidelity paired mean >= -0.01 AND its 5 s
+frame-0 ratio mean is not higher. Also read, with no verdict riding on it: each attribute's persistence while visible
+and at re-entry, patch-1 teacher minus the VAE of the same call, paired by prompt (as judge_drift.py reads them for
+the shipped teacher).
+"""
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "h200_s13"))
+from judge import main as judge_main  # noqa: E402
+from judge import paired, rows  # noqa: E402
+from judge_drift import KEYS  # noqa: E402
+
+
+def main(call: Path) -> dict:
+    out = judge_main(call, "p1")
+    ev = call / "runs/ev_t20_new/evidence.json"
+    t, v = rows(ev, "teacher", 20.0), rows(ev, "vae", 20.0)
+    out["p1_minus_vae_20s"] = {k: paired(t, v, k) for k in KEYS}
+    return out
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2 or not (Path(sys.argv[1]) / "runs/ev_t20_new/evidence.json").is_file():
+        sys.exit("usage: python docs/models/h200_s15/judge_patch.py DIR (DIR/runs/ev_t20_new/evidence.json from call_patch.sh)")
+    print(json.dumps(main(Path(sys.argv[1])), indent=1))
