@@ -5,8 +5,10 @@
 Verdict: the thirteenth session's rule (``docs/models/h200_s13/judge.py``, label ``p1``): the patch-1 teacher
 replaces the shipped one if its 20 s re-entry mean is higher AND its 5 s fidelity paired mean >= -0.01 AND its 5 s
 frame-0 ratio mean is not higher. Also read, with no verdict riding on it: each attribute's persistence while visible
-and at re-entry, patch-1 teacher minus the VAE of the same call, paired by prompt (as judge_drift.py reads them for
-the shipped teacher).
+and at re-entry, patch-1 teacher minus the VAE, paired by prompt (as judge_drift.py reads them for the shipped
+teacher). The VAE's rows come from the call's own ev_t20_new when it has them; the committed call ran its 20 s
+evidence a second time, teacher only (the first hit its timeout at 80/96 samples), so they come from this session's
+call_drift (the same 32 held-out prompts through the same VAE: deterministic).
 """
 import json
 import sys
@@ -22,6 +24,8 @@ def main(call: Path) -> dict:
     out = judge_main(call, "p1")
     ev = call / "runs/ev_t20_new/evidence.json"
     t, v = rows(ev, "teacher", 20.0), rows(ev, "vae", 20.0)
+    if not v:
+        v = rows(Path(__file__).resolve().parent / "call_drift/runs/ev_drift/evidence.json", "vae", 20.0)
     out["p1_minus_vae_20s"] = {k: paired(t, v, k) for k in KEYS}
     return out
 
