@@ -43,6 +43,28 @@ def _saturated_view(b, ctx_tokens: int, nq: int, bf: int = 4):
     return store, BlockView(store, torch.arange(bf, device=b.device) + 20, cur_start=ctx_tokens - nq)
 
 
+#: how much faster (forward median) a swept backend must be than the library's ``auto`` resolution to replace it
+AUTO_MARGIN = 0.02
+
+
+def _auto_choice(swept: dict, best: str | None, device, dtype) -> tuple[str, str]:
+    """The bench's ``--backend auto``: what the library's ``auto`` resolves to (cuDNN for half-precision inference on
+    CUDA, SDPA otherwise; the user path, ``packforcing.generate``, runs that), unless the sweep's fastest forward beats
+    it by more than :data:`AUTO_MARGIN`. Picking the fastest of a within-noise sweep chose SDPA over cuDNN on an H200
+    (94.4 vs 95.0 ms), which also turns off the split-KV compressed pass (``attention_few_queries`` runs it under
+    ``auto``/``cudnn`` only): p50 506.0 ms and compression 5.24% of block time against 501.9 ms and 4.00% with cuDNN,
+    same machine (reports/perf/h200_20261203_s15)."""
+    from packforcing.attention import _auto_is_cudnn
+
+    lib = "cudnn" if _auto_is_cudnn(torch.device(device), dtype, False) else "sdpa"
+    ms = lambda n: swept.get(n, {}).get("forward", {}).get("median_ms")  # noqa: E731
+    if ms(lib) is None:
+        return (best, "fastest forward (the library's auto backend failed)") if best else ("sdpa", "fallback sdpa")
+    if best and best != lib and ms(best) < (1 - AUTO_MARGIN) * ms(lib):
+        return best, f"fastest forward, > {AUTO_MARGIN:.0%} ahead of auto={lib}"
+    return lib, f"auto={lib} (no swept backend > {AUTO_MARGIN:.0%} faster)"
+
+
 def backends(b) -> None:
     """Attention alone and one block forward at PackForcing's saturated context, per backend; then the
     planner's calibration t(nq, nk) = a*nq + b*nq*nk with the backend used."""
@@ -92,9 +114,11 @@ def backends(b) -> None:
     q = k = v = fwd = None
     b.free()
     forced = b.args.backend
-    use = forced if forced != "auto" else (best or "sdpa")
+    use, choice = _auto_choice(b.res["backends"], best, b.device, b.dtype)
+    if forced != "auto":
+        use, choice = forced, "forced"
     b.res["backend_used"] = use
-    b.res["backend_choice"] = "forced" if forced != "auto" else ("fastest forward" if best else "fallback sdpa")
+    b.res["backend_choice"] = choice
     log(f"backend used: {use} ({b.res['backend_choice']})")
     # Calibrate t(nq, nk) = a*nq + b*nq*nk from a forward with no context and the saturated one.
     with torch.no_grad(), use_backend(use):
