@@ -275,6 +275,27 @@ def test_paper_preset_archives_every_block_off_the_device_and_keeps_device_kv_fl
     assert paper[-1].host_bytes / 1e9 > 19  # ~20 GB of compressed archive at 10 minutes, on the host
 
 
+def _held_bytes(pol) -> int:
+    """Bytes of the distinct storages of every tensor a policy references (attributes, one level into lists, tuples
+    and dicts), the host archive excluded."""
+    seen: dict[int, int] = {}
+
+    def visit(x):
+        if isinstance(x, torch.Tensor):
+            seen[x.untyped_storage().data_ptr()] = x.untyped_storage().nbytes()
+        elif isinstance(x, (list, tuple)):
+            for y in x:
+                visit(y)
+        elif isinstance(x, dict):
+            for y in x.values():
+                visit(y)
+
+    for name, v in vars(pol).items():
+        if name != "archive":
+            visit(v)
+    return sum(seen.values())
+
+
 def test_unbounded_topk_copies_only_new_blocks_and_device_memory_stays_flat():
     m = tiny_model()
     pol = make_pf(m, mid_capacity=None, top_k=3)
@@ -284,6 +305,15 @@ def test_unbounded_topk_copies_only_new_blocks_and_device_memory_stays_flat():
     assert [f for _, f in pol.mid] == list(range(2, 56, 2))  # the archive keeps every block
     assert len({s["allocated_bytes"] for s in st}) == 1
     assert len({s["kv_bytes"] for s in st[6:]}) == 1
+    # and what it really holds on its device between blocks (every tensor it references but the host archive) is
+    # flat once blocks are selected: the candidates' key means once grew by one block's worth per block
+    held = []
+    pol2 = make_pf(m, mid_capacity=None, top_k=3)
+    run(m, pol2, frames=60, on_block=lambda i, x0, s: held.append((s["mid_blocks"], _held_bytes(pol2))))
+    sel_held = [b for n, b in held if n > 3]
+    per_candidate = L * m.cfg.num_heads * m.cfg.head_dim * 4  # one archived block's key means (float32, batch 1)
+    # only the candidates' index vectors (a few bytes each) may grow with the archive
+    assert max(sel_held) - min(sel_held) < len(sel_held) * per_candidate / 8, (sel_held, per_candidate)
     hb = [s["host_bytes"] for s in st]
     assert all(b > a for a, b in zip(hb[2:], hb[3:]))  # the host archive grows by one block each block
     sel = [s for s in st if s["mid_blocks"] > 3]

@@ -444,6 +444,11 @@ class PackForcingPolicy(CachePolicy):
         # the device, preallocated for every block the archive can hold (flat device memory)
         self.kmean = torch.zeros(spec.num_layers, spec.batch, self.arch_cap, spec.num_heads, spec.head_dim,
                                  device=spec.device, dtype=torch.float32)
+        # the candidates' key means of the block being made ([L, B, m, H, D], and its scored heads for the fused
+        # kernels), gathered into flat buffers preallocated like kmean: held between blocks, they would otherwise grow
+        # with the archive (184 KB per candidate at Wan scale) and break "device memory flat from saturation"
+        self._cand_buf = torch.empty(self.kmean.numel(), device=spec.device, dtype=torch.float32)
+        self._cand_buf_h = torch.empty(self.kmean.numel(), device=spec.device, dtype=torch.float32)
         # device mid slot i of each layer holds (block start frame, temporal base its keys sit at), or None
         self.resident: list[list] = [[None] * self.max_sel for _ in range(spec.num_layers)]
         cuda = torch.device(spec.device).type == "cuda"
@@ -564,6 +569,8 @@ class PackForcingPolicy(CachePolicy):
             km = self.kmean.new_zeros(self.kmean.shape[:2] + (self.arch_cap,) + self.kmean.shape[3:])
             km[:, :, : self.kmean.shape[2]] = self.kmean
             self.kmean = km
+            self._cand_buf = torch.empty(km.numel(), device=km.device, dtype=km.dtype)
+            self._cand_buf_h = torch.empty(km.numel(), device=km.device, dtype=km.dtype)
             self.free = list(range(self.arch_cap // 2, self.arch_cap))
         return self.free.pop(0)
 
@@ -573,7 +580,8 @@ class PackForcingPolicy(CachePolicy):
         recent_tok = len(lay.recent_slots) * self.n_blk
         mid_tok = lay.n_sel * self.n_c  # device: the attended mid slots only; the archive lives on the host
         sp = self.spec
-        kmean_bytes = sp.num_layers * sp.batch * self.arch_cap * sp.num_heads * sp.head_dim * 4
+        # top-k scoring on the device: kmean and the two candidate buffers of its size (reset)
+        kmean_bytes = 3 * sp.num_layers * sp.batch * self.arch_cap * sp.num_heads * sp.head_dim * 4
         alloc = (self.store.allocated_bytes if getattr(self, "store", None) is not None
                  else self._store_capacity() * bpt) + kmean_bytes
         self._last = PackForcingStats(
@@ -635,10 +643,15 @@ class PackForcingPolicy(CachePolicy):
             else:
                 self._cand = self._cand_tensors(lay)
                 # every layer's candidate key means, gathered once per block (not per layer): [L, B, m, H, D]
-                self._cand_means = self.kmean[:, :, self._cand[0]]
+                L, B, _, H, D = self.kmean.shape
+                m = self._cand[0].numel()
+                self._cand_means = torch.index_select(self.kmean, 2, self._cand[0],
+                                                      out=self._cand_buf[: L * B * m * H * D].view(L, B, m, H, D))
                 if self._fused_select:  # the scored heads only, contiguous per layer: [L, B, m, h, D]
                     hs = S.head_subset(self.spec.num_heads, self.cfg.score_heads)
-                    self._cand_means_h = self._cand_means[:, :, :, hs].contiguous()
+                    h = hs.stop - hs.start
+                    self._cand_means_h = self._cand_buf_h[: L * B * m * h * D].view(L, B, m, h, D)
+                    self._cand_means_h.copy_(self._cand_means[:, :, :, hs])
                 pre = self._select_hook
         self._record(blk, lay)
         extra = self._graph_extra if (self.train_compressor and lay.n_sel) else None
