@@ -5,7 +5,7 @@
 # falling, against ~0.15 for the shipped teacher on such latents. This call continues it (--init, no growth) for the
 # rest of the call on new latents (seeds 15, 16) and first measures the shipped teacher's held-out loss on the very
 # held-out clips the run logs, so the two losses compare.
-# Rule (fixed before the data): python docs/models/h200_s15/judge_patch.py DIR, as for call_patch (ships if its 20 s
+# Rule (fixed before the data): python docs/models/h200_s15/judge_patch.py DIR (prints stop_rule too), as for call_patch (ships if its 20 s
 # re-entry mean is higher AND 5 s fidelity paired >= -0.01 AND 5 s frame-0 ratio not higher). Stop rule for this
 # line: if it does not ship AND its 80-frame held-out loss after the call is still above the shipped teacher's on the
 # same clips (runs/shipped_heldout.json), the token grid is dropped and the data lever comes next (20 s clips drawn
