@@ -447,8 +447,8 @@ class PackForcingPolicy(CachePolicy):
         # the candidates' key means of the block being made ([L, B, m, H, D], and its scored heads for the fused
         # kernels), gathered into flat buffers preallocated like kmean: held between blocks, they would otherwise grow
         # with the archive (184 KB per candidate at Wan scale) and break "device memory flat from saturation"
-        self._cand_buf = torch.empty(self.kmean.numel(), device=spec.device, dtype=torch.float32)
-        self._cand_buf_h = torch.empty(self.kmean.numel(), device=spec.device, dtype=torch.float32)
+        self._cand_buf: Tensor | None = None
+        self._cand_buf_h: Tensor | None = None  # the fused kernels' copy (allocated only when they score)
         # device mid slot i of each layer holds (block start frame, temporal base its keys sit at), or None
         self.resident: list[list] = [[None] * self.max_sel for _ in range(spec.num_layers)]
         cuda = torch.device(spec.device).type == "cuda"
@@ -469,6 +469,7 @@ class PackForcingPolicy(CachePolicy):
                 self._gatherer.prepare(spec.device, spec.dtype)
         # top-k scoring by the fused Triton kernels on CUDA (checked against the PyTorch path at first use; same picks)
         self._fused_select = self.cfg.select == "auto" and S.fused_ready(spec.device, spec.dtype)
+        self._alloc_score_buffers()
         self._cand_means_h: Tensor | None = None
         self.graph_kv: dict[int, list] = {}  # training: archive slot -> per-layer (k, v) with autograd graph
         t_c, h_c, w_c = self.grid
@@ -561,6 +562,12 @@ class PackForcingPolicy(CachePolicy):
                 self._res_rows = rows
                 self._arange_dev = torch.arange(self.max_sel, device=rows.device)
 
+    def _alloc_score_buffers(self) -> None:
+        """The candidates' key-mean buffers, flat, of kmean's size (one per scoring path that reads them)."""
+        km = self.kmean
+        self._cand_buf = torch.empty(km.numel(), device=km.device, dtype=km.dtype)
+        self._cand_buf_h = torch.empty(km.numel(), device=km.device, dtype=km.dtype) if self._fused_select else None
+
     def _alloc_slot(self) -> int:
         if not self.free:
             if self.cfg.mid_capacity is not None:
@@ -569,8 +576,7 @@ class PackForcingPolicy(CachePolicy):
             km = self.kmean.new_zeros(self.kmean.shape[:2] + (self.arch_cap,) + self.kmean.shape[3:])
             km[:, :, : self.kmean.shape[2]] = self.kmean
             self.kmean = km
-            self._cand_buf = torch.empty(km.numel(), device=km.device, dtype=km.dtype)
-            self._cand_buf_h = torch.empty(km.numel(), device=km.device, dtype=km.dtype)
+            self._alloc_score_buffers()
             self.free = list(range(self.arch_cap // 2, self.arch_cap))
         return self.free.pop(0)
 
@@ -580,8 +586,9 @@ class PackForcingPolicy(CachePolicy):
         recent_tok = len(lay.recent_slots) * self.n_blk
         mid_tok = lay.n_sel * self.n_c  # device: the attended mid slots only; the archive lives on the host
         sp = self.spec
-        # top-k scoring on the device: kmean and the two candidate buffers of its size (reset)
-        kmean_bytes = 3 * sp.num_layers * sp.batch * self.arch_cap * sp.num_heads * sp.head_dim * 4
+        # top-k scoring on the device: kmean and the candidate buffers of its size (_alloc_score_buffers)
+        n_buf = 2 + (getattr(self, "_cand_buf_h", None) is not None)
+        kmean_bytes = n_buf * sp.num_layers * sp.batch * self.arch_cap * sp.num_heads * sp.head_dim * 4
         alloc = (self.store.allocated_bytes if getattr(self, "store", None) is not None
                  else self._store_capacity() * bpt) + kmean_bytes
         self._last = PackForcingStats(
