@@ -299,7 +299,9 @@ def _held_bytes(pol) -> int:
 def test_unbounded_topk_copies_only_new_blocks_and_device_memory_stays_flat():
     m = tiny_model()
     pol = make_pf(m, mid_capacity=None, top_k=3)
-    _, stats = run(m, pol, frames=60)  # 30 blocks: up to 27 archived, 3 attended
+    held = []  # (mid blocks, bytes of every tensor the policy holds) after each block
+    _, stats = run(m, pol, frames=60,  # 30 blocks: up to 27 archived, 3 attended
+                   on_block=lambda i, x0, s: held.append((s["mid_blocks"], _held_bytes(pol))))
     st = [s for s, _, _ in stats]
     L = m.cfg.num_layers
     assert [f for _, f in pol.mid] == list(range(2, 56, 2))  # the archive keeps every block
@@ -307,9 +309,6 @@ def test_unbounded_topk_copies_only_new_blocks_and_device_memory_stays_flat():
     assert len({s["kv_bytes"] for s in st[6:]}) == 1
     # and what it really holds on its device between blocks (every tensor it references but the host archive) is
     # flat once blocks are selected: the candidates' key means once grew by one block's worth per block
-    held = []
-    pol2 = make_pf(m, mid_capacity=None, top_k=3)
-    run(m, pol2, frames=60, on_block=lambda i, x0, s: held.append((s["mid_blocks"], _held_bytes(pol2))))
     sel_held = [b for n, b in held if n > 3]
     per_candidate = L * m.cfg.num_heads * m.cfg.head_dim * 4  # one archived block's key means (float32, batch 1)
     # only the candidates' index vectors (a few bytes each) may grow with the archive

@@ -114,9 +114,7 @@ def backends(b) -> None:
     q = k = v = fwd = None
     b.free()
     forced = b.args.backend
-    use, choice = _auto_choice(b.res["backends"], best, b.device, b.dtype)
-    if forced != "auto":
-        use, choice = forced, "forced"
+    use, choice = ((forced, "forced") if forced != "auto" else _auto_choice(b.res["backends"], best, b.device, b.dtype))
     b.res["backend_used"] = use
     b.res["backend_choice"] = choice
     log(f"backend used: {use} ({b.res['backend_choice']})")

@@ -586,9 +586,11 @@ class PackForcingPolicy(CachePolicy):
         recent_tok = len(lay.recent_slots) * self.n_blk
         mid_tok = lay.n_sel * self.n_c  # device: the attended mid slots only; the archive lives on the host
         sp = self.spec
-        # top-k scoring on the device: kmean and the candidate buffers of its size (_alloc_score_buffers)
-        n_buf = 2 + (getattr(self, "_cand_buf_h", None) is not None)
-        kmean_bytes = n_buf * sp.num_layers * sp.batch * self.arch_cap * sp.num_heads * sp.head_dim * 4
+        # top-k scoring on the device: kmean and the candidate buffers of its size (_alloc_score_buffers); before
+        # reset (planning), kmean and one buffer
+        score = [t for t in (getattr(self, n, None) for n in ("kmean", "_cand_buf", "_cand_buf_h")) if t is not None]
+        kmean_bytes = (sum(t.numel() * t.element_size() for t in score) if score
+                       else 2 * sp.num_layers * sp.batch * self.arch_cap * sp.num_heads * sp.head_dim * 4)
         alloc = (self.store.allocated_bytes if getattr(self, "store", None) is not None
                  else self._store_capacity() * bpt) + kmean_bytes
         self._last = PackForcingStats(
