@@ -101,7 +101,7 @@ def test_json_keeps_every_field_of_the_single_module_bench(smoke):
     # opt-in's switch (thirteenth session; model.fp8 appears only with --fp8 on); config.trace_blocks (fourteenth;
     # policies.packforcing.trace appears only with --trace-blocks N)
     added = {k for k in key_paths(d) if k.endswith((".host_bytes", "series.mid_copies", "kwargs.gather"))
-             or k in ("env.cuda_graphs", "config.fp8", "config.trace_blocks")}
+             or k in ("env.cuda_graphs", "env.ffn_epilogue", "config.fp8", "config.trace_blocks")}
     assert added and key_paths(d) - added == set(before)
 
 
@@ -115,7 +115,8 @@ def test_json_fields_are_those_of_the_committed_perf_records(smoke):
     extra = {k for k in key_paths(d) - recorded
              if not k.endswith((".top_k", "steady_note", ".host_bytes", "series.allocated_now_bytes",
                                 "series.mid_copies", "kwargs.gather"))  # added after the last GPU record read here
-             and k not in ("backends.cudnn.error", "env.cuda_graphs", "config.fp8", "config.trace_blocks")}
+             and k not in ("backends.cudnn.error", "env.cuda_graphs", "env.ffn_epilogue", "config.fp8",
+                           "config.trace_blocks")}
     assert extra == set()
 
 
@@ -498,3 +499,34 @@ def test_bench_auto_backend_keeps_the_library_auto_unless_a_swept_one_is_clearly
     assert _auto_choice(sw(sdpa=94.4), "sdpa", cuda, bf16)[0] == "sdpa"  # cuDNN failed in the sweep
     assert _auto_choice(sw(sdpa=1.0, cudnn=0.9), "cudnn", torch.device("cpu"), torch.float32)[0] == "cudnn"
     assert _auto_choice(sw(sdpa=1.0, cudnn=0.99), "cudnn", torch.device("cpu"), torch.float32)[0] == "sdpa"
+
+
+def test_forward_ab_interleaves_the_two_values_restores_the_variable_and_pairs_the_differences(monkeypatch):
+    """--forward-ab NAME=A,B: two warm-ups each, then pairs in alternating order (AB, BA, ...); the variable is
+    restored afterwards; medians and paired B - A differences are recorded; a malformed spec is refused."""
+    import argparse
+    import os
+    from types import SimpleNamespace
+
+    from packforcing.bench.__main__ import _forward_ab
+    from packforcing.bench.experiments import forward_ab
+
+    monkeypatch.setenv("PF_FFN_EPILOGUE", "on")
+    seen = []
+
+    def fwd():
+        seen.append(os.environ["PF_FFN_EPILOGUE"])
+        time.sleep(0.002 if seen[-1] == "off" else 0.0)
+
+    b = SimpleNamespace(clock=timing.Clock(torch.device("cpu")), res={})
+    forward_ab(b, fwd, None, "PF_FFN_EPILOGUE", ["off", "auto"], reps=4)
+    assert seen == ["off"] * 2 + ["auto"] * 2 + ["off", "auto", "auto", "off", "off", "auto", "auto", "off"]
+    assert os.environ["PF_FFN_EPILOGUE"] == "on"
+    r = b.res["forward_ab"]
+    assert r["values"] == ["off", "auto"] and len(r["ms"]["off"]) == len(r["ms"]["auto"]) == 4
+    assert r["paired_diff_ms"]["median"] < 0 and r["paired_diff_ms"]["b_faster_share"] == 1.0
+    assert r["ffn_epilogue"]["mode"] == "on"
+    assert _forward_ab("PF_FFN_EPILOGUE=off,auto") == ("PF_FFN_EPILOGUE", ["off", "auto"])
+    for bad in ("PF_FFN_EPILOGUE=off", "HOME=a,b", "PF_X"):
+        with pytest.raises(argparse.ArgumentTypeError, match="VAR=A,B"):
+            _forward_ab(bad)

@@ -330,3 +330,25 @@ def test_presets_name_what_is_inert():
     assert make_policy("packforcing", preset="toy_archive16").cfg.mid_capacity == 16
     assert make_policy("packforcing", preset="zero_shot").cfg.compressor == "lr"  # a preset's own fields apply
     assert make_policy("packforcing", preset="archive16", mid_capacity=64).cfg.mid_capacity == 64
+
+
+def test_mid_archive_allocates_its_next_chunk_ahead_and_keeps_every_block():
+    """MidArchive with ``prefetch`` (the default where pinned, i.e. on CUDA; forced here on the CPU): the next chunk
+    is being allocated once the newest is half full, adopted when a slot reaches it, and every block written stays
+    readable at its slot across chunk boundaries; without prefetch nothing is allocated ahead."""
+    from packforcing.cache.base import CacheSpec
+    from packforcing.cache.packforcing import MidArchive
+
+    spec = CacheSpec(num_layers=2, num_heads=1, head_dim=4, token_hw=(1, 1))
+    for prefetch in (True, False):
+        arch = MidArchive(spec, n_c=3, chunk=4, prefetch=prefetch)
+        for slot in range(11):
+            k, v = arch.block(slot)
+            k.fill_(slot)
+            v.fill_(-slot)
+            c, i = divmod(slot, 4)
+            assert len(arch.k) == c + 1
+            assert (arch._next is not None) == (prefetch and i >= 2)
+        assert all(torch.equal(arch.block(s)[0], torch.full_like(arch.block(s)[0], s)) for s in range(11))
+        assert all(torch.equal(arch.block(s)[1], torch.full_like(arch.block(s)[1], -s)) for s in range(11))
+        assert arch.allocated_bytes == 3 * 2 * 4 * 2 * 3 * 4 * 4  # adopted chunks only: 3 x (k, v) x [4, 2, 1, 3, 1, 4]

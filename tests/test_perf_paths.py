@@ -95,6 +95,57 @@ def test_elementwise_functions_are_bit_identical_to_the_original_layer_code():
             assert torch.equal(h_new, h_ref)
 
 
+def test_ffn_epilogue_modes_keep_the_model_and_refuse_a_bad_value(monkeypatch):
+    """PF_FFN_EPILOGUE: off, and auto on the CPU, run the eager pair (bit-identical to the original model); on runs
+    the GEMM with the GELU in its epilogue (PyTorch's CPU fallback applies the erf GELU: within 1e-3 of tanh's);
+    a bad value is one UserError naming the variable."""
+    from packforcing.errors import UserError
+    from packforcing.model import dit
+
+    m = tiny_model()
+    x, t, c = inputs(m)
+    calls = []
+    real = dit._fused_up_gelu
+    monkeypatch.setattr(dit, "_fused_up_gelu", lambda h, lin: calls.append(h.shape) or real(h, lin))
+    with torch.no_grad():
+        monkeypatch.setenv("PF_FFN_EPILOGUE", "off")
+        ref = m(x, t, c)
+        monkeypatch.setenv("PF_FFN_EPILOGUE", "auto")
+        assert torch.equal(m(x, t, c), ref) and not calls
+        monkeypatch.setenv("PF_FFN_EPILOGUE", "on")
+        out = m(x, t, c)
+    assert len(calls) == m.cfg.num_layers
+    torch.testing.assert_close(out, ref, atol=2e-3, rtol=2e-3)
+    lin = torch.nn.Linear(16, 40)
+    h = torch.randn(2, 7, 16)
+    with torch.no_grad():
+        fused = dit._fused_up_gelu(h, lin)
+    torch.testing.assert_close(fused, F.gelu(lin(h), approximate="tanh"), atol=1e-3, rtol=0)
+    assert fused.shape == (2, 7, 40)
+    monkeypatch.setenv("PF_FFN_EPILOGUE", "fast")
+    with pytest.raises(UserError, match="PF_FFN_EPILOGUE='fast'"):
+        dit.ffn_epilogue_mode()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_ffn_epilogue_auto_checks_the_fused_gemm_on_the_device(monkeypatch):
+    from packforcing.model import dit
+
+    monkeypatch.setenv("PF_FFN_EPILOGUE", "auto")
+    monkeypatch.setattr(dit, "_EPILOGUE", {})
+    lin = torch.nn.Linear(256, 1024).cuda().bfloat16()
+    h = torch.randn(1, 512, 256, device="cuda", dtype=torch.bfloat16)
+    with torch.no_grad():
+        ref = F.gelu(lin(h), approximate="tanh")
+        first = dit.ffn_up_gelu(h, lin, dit._EAGER)  # the check: returns the eager result
+        second = dit.ffn_up_gelu(h, lin, dit._EAGER)
+    assert torch.equal(first, ref)
+    rec = dit.ffn_epilogue_status()["cuda:0/bfloat16"]
+    assert rec["used"] and rec["relative_error"] < 0.01
+    torch.testing.assert_close(second.float(), ref.float(), atol=0.05, rtol=0.02)
+
+
 def _has_compiler() -> bool:
     return any(shutil.which(c) for c in ("c++", "g++", "clang++"))
 

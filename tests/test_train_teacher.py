@@ -44,3 +44,48 @@ def test_teacher_alternates_two_clip_lengths_and_logs_each_held_out_loss(tmp_pat
 def test_teacher_refuses_a_set_too_small_to_hold_one_clip_out(tmp_path):
     with pytest.raises(UserError, match="at least 2 clips"):
         train_teacher(_latents(1, 4, 0), TeacherConfig(steps=1, batch=1), torch.device("cpu"), tmp_path)
+
+
+def test_lr_factor_warms_up_holds_and_cools_down_linearly_to_zero():
+    from packforcing.train.diffusion import lr_factor
+
+    assert [lr_factor(s, 4, 0.0, 0.5) for s in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]  # the old LambdaLR
+    assert lr_factor(100, 4, 0.0, 0.99) == 1.0  # no cooldown: constant to the end
+    assert lr_factor(100, 4, 0.25, 0.70) == 1.0
+    assert lr_factor(100, 4, 0.25, 0.875) == pytest.approx(0.5)
+    assert lr_factor(100, 4, 0.25, 1.0) == 0.0 and lr_factor(100, 4, 0.25, 1.2) == 0.0
+    assert lr_factor(0, 4, 0.25, 0.9) == pytest.approx(0.25)  # the smaller of warm-up and cooldown
+
+
+def test_teacher_ema_saves_the_average_of_the_iterates(tmp_path):
+    """--ema d: the saved weights are w_ema = lerp over every step's weights from the initial ones (checked against
+    an EMA kept by hand from the same run), and the last iterate's held-out loss is recorded beside it."""
+    from packforcing.model.loading import load_state_dict_file
+    from packforcing.train import diffusion as D
+
+    iterates = []
+    real_step = torch.optim.AdamW.step
+
+    def spy(self, *a, **k):
+        out = real_step(self, *a, **k)
+        iterates.append([p.detach().float().clone() for g in self.param_groups for p in g["params"]])
+        return out
+
+    cfg = TeacherConfig(steps=3, batch=2, preset="toy", warmup=1, ema=0.5)
+    torch.manual_seed(cfg.seed)
+    init = [p.detach().float().clone() for p in D.WanDiT(D.get_preset("toy")).parameters()]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch.optim.AdamW, "step", spy)
+        path = train_teacher(_latents(8, 4, 0), cfg, torch.device("cpu"), tmp_path / "ema")
+    ema = init
+    for it in iterates:
+        ema = [e + 0.5 * (w - e) for e, w in zip(ema, it)]
+    saved = load_state_dict_file(str(path), what="teacher")
+    names = [n for n, _ in D.WanDiT(D.get_preset("toy")).named_parameters()]
+    assert len(iterates) == 3
+    for n, e, last in zip(names, ema, iterates[-1]):
+        torch.testing.assert_close(saved[n].float(), e)
+    assert not all(torch.equal(saved[n].float(), w) for n, w in zip(names, iterates[-1]))
+    with safe_open(str(path), "pt") as f:
+        meta = json.loads(f.metadata()["train"])
+    assert meta["ema"] == 0.5 and len(meta["heldout_loss_last_iterate"]) == 1

@@ -104,6 +104,11 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--trace-blocks", type=int, default=0,
                     help="after PackForcing's measured blocks, N more under torch.profiler: GPU busy/idle per block, the "
                          "longest idle gaps and what the host did during them (packforcing.bench.trace; 2-3 is enough)")
+    ap.add_argument("--forward-ab", metavar="VAR=A,B", type=_forward_ab, default=None,
+                    help="a same-machine A/B of an engine switch read at each call (e.g. PF_FFN_EPILOGUE=off,auto): one "
+                         "forward at PackForcing's saturated context timed under each value, interleaved, --ab-reps "
+                         "pairs; recorded as forward_ab (medians, paired differences)")
+    ap.add_argument("--ab-reps", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="reports/perf", help="output folder (also copied to $OUT when set)")
     ap.add_argument("--allow-cpu", action="store_true", help="smoke run on the CPU (needs --preset tiny or toy)")
@@ -113,6 +118,15 @@ def parser() -> argparse.ArgumentParser:
                     help="print the target table of a recorded perf JSON under today's targets (runs nothing; the "
                          "record's own settings, its 'config', are used for lengths and windows)")
     return ap
+
+
+def _forward_ab(text: str) -> tuple[str, list[str]]:
+    name, sep, vals = text.partition("=")
+    values = [v.strip() for v in vals.split(",") if v.strip()]
+    if not sep or not name.strip().startswith("PF_") or len(values) != 2:
+        raise argparse.ArgumentTypeError(f"{text!r}: use VAR=A,B with a PF_ variable and two values, e.g. "
+                                         "PF_FFN_EPILOGUE=off,auto")
+    return name.strip(), values
 
 
 def rejudge(path: str) -> list[dict]:

@@ -4,6 +4,7 @@ profiled forward by kernel category, and one DiT layer eager vs ``torch.compile`
 
 from __future__ import annotations
 
+import statistics
 import time
 
 import torch
@@ -132,6 +133,48 @@ def backends(b) -> None:
             del f1, s1
     calibrate(b.res["calibration"], t0 * 1e-3, t1 * 1e-3, nq, nk)
     b.free()
+    if b.args.forward_ab:
+        with use_backend(use):
+            forward_ab(b, *fwd_at(nk), *b.args.forward_ab, reps=b.args.ab_reps)
+        b.free()
+
+
+def forward_ab(b, fwd, store, name: str, values: list[str], reps: int) -> None:
+    """``--forward-ab NAME=A,B``: one forward at the saturated context under ``NAME=A`` and ``NAME=B`` (an engine
+    switch read at each call, e.g. ``PF_FFN_EPILOGUE``), two warm-up forwards each, then ``reps`` pairs timed
+    back to back in alternating order (ABBA...), so drift and clocks fall on both. Recorded as ``forward_ab``: each
+    value's median, the paired B - A differences (median, mean, the share of pairs where B is faster), and what the
+    switch's own status reported (the FFN epilogue's first-use check)."""
+    import os
+
+    from packforcing.model.dit import ffn_epilogue_status
+
+    old = os.environ.get(name)
+    ms: dict[str, list[float]] = {v: [] for v in values}
+    try:
+        with torch.no_grad():
+            for v in values:
+                os.environ[name] = v
+                time_fn(fwd, b.clock, warmup=1, reps=1)  # two forwards: compiles, first-use checks
+            for i in range(reps):
+                for v in (values if i % 2 == 0 else values[::-1]):
+                    os.environ[name] = v
+                    ms[v].append(time_fn(fwd, b.clock, warmup=0, reps=1)["median_ms"])
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+    del store
+    a, c = values
+    diff = [y - x for x, y in zip(ms[a], ms[c])]
+    med = {v: statistics.median(ms[v]) for v in values}
+    b.res["forward_ab"] = {"env": name, "values": values, "reps": reps, "median_ms": med, "ms": ms,
+                           "paired_diff_ms": {"median": statistics.median(diff), "mean": statistics.fmean(diff),
+                                              "b_faster_share": sum(d < 0 for d in diff) / len(diff)},
+                           "ffn_epilogue": ffn_epilogue_status()}
+    log(f"forward A/B {name}: {a} {med[a]:.2f} ms, {c} {med[c]:.2f} ms; paired {c} - {a} median "
+        f"{statistics.median(diff):+.2f} ms ({sum(d < 0 for d in diff)}/{len(diff)} pairs faster with {c})")
 
 
 def calibrate(c: dict, t0: float, t1: float, nq: int, nk: int) -> None:

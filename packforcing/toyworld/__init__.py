@@ -25,7 +25,7 @@ Everything is numpy and deterministic from the seed. See docs/toyworld.md.
 
 Layout (one module per concern; every public name is importable from ``packforcing.toyworld``):
 ``vocab`` (closed vocabulary, sampling ranges), ``scene`` (the Scene dataclasses), ``sampling``
-(sample_scene, resample_hidden), ``rendering`` (render, visibility, reentry_mask, contact_sheet), ``detectors``
+(sample_scene, resample_hidden), ``rendering`` (render, visibility, reentry_mask, reentry_count, contact_sheet), ``detectors``
 (measure), ``persistence`` (persistence_report), ``datasets`` (prompt_set, PROMPTS, clip_dataset).
 """
 
@@ -35,7 +35,7 @@ from packforcing.toyworld.datasets import PROMPTS, clip_dataset, prompt_set
 from packforcing.toyworld.detectors import measure
 from packforcing.toyworld.persistence import persistence_report
 from packforcing.toyworld.rendering import _sprite as _sprite  # tests check visibility against the sprite
-from packforcing.toyworld.rendering import contact_sheet, reentry_mask, render, visibility
+from packforcing.toyworld.rendering import contact_sheet, reentry_count, reentry_mask, render, visibility
 from packforcing.toyworld.sampling import resample_hidden, sample_scene
 from packforcing.toyworld.scene import Background, Occluder, Scene, SceneObject
 from packforcing.toyworld.vocab import _SHORT_BAR_GAP_S as _SHORT_BAR_GAP_S  # train: the clips' short bar gaps
@@ -59,5 +59,5 @@ __all__ = [
     "SIZE", "FPS", "VOCAB", "OBJECT_COLORS", "BACKGROUND_COLORS", "SHAPES", "TEXTURES", "MOTIONS",
     "BACKGROUND_KINDS", "SIZE_CLASSES", "HIDDEN_ATTRIBUTES", "LONG_ABSENCE_S", "SHORT_ABSENCE_S",
     "SceneObject", "Background", "Occluder", "Scene", "sample_scene", "resample_hidden", "render",
-    "visibility", "reentry_mask", "measure", "persistence_report", "prompt_set", "clip_dataset", "PROMPTS", "contact_sheet",
+    "visibility", "reentry_mask", "reentry_count", "measure", "persistence_report", "prompt_set", "clip_dataset", "PROMPTS", "contact_sheet",
 ]

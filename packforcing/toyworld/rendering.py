@@ -179,17 +179,31 @@ def reentry_mask(scene: Scene, num_frames: int, min_gap: int = 4) -> np.ndarray:
     return out
 
 
-def _first_return(seen: np.ndarray, min_gap: int) -> int | None:
-    """First frame seen again after >= ``min_gap`` unseen frames that follow a seen one (None: no such return)."""
-    gap, was_seen = 0, False
+def _returns(seen: np.ndarray, min_gap: int) -> list[int]:
+    """Frames where an object is seen again after >= ``min_gap`` unseen frames that follow a seen one."""
+    out, gap, was_seen = [], 0, False
     for k, s in enumerate(seen):
         if s:
             if was_seen and gap >= min_gap:
-                return k
+                out.append(k)
             was_seen, gap = True, 0
         elif was_seen:
             gap += 1
-    return None
+    return out
+
+
+def _first_return(seen: np.ndarray, min_gap: int) -> int | None:
+    """First frame seen again after >= ``min_gap`` unseen frames that follow a seen one (None: no such return)."""
+    r = _returns(seen, min_gap)
+    return r[0] if r else None
+
+
+def reentry_count(scene: Scene, num_frames: int, min_gap: int = 4) -> int:
+    """How many times, over the first ``num_frames`` frames and all objects, an object comes back into view after at
+    least ``min_gap`` frames fully out of view (the events :func:`reentry_mask` starts from; every one, not only the
+    first of each object). From the renderer's layering."""
+    _, lab = _compose(scene, num_frames, 0, labels=True)
+    return sum(len(_returns((lab == i).any(axis=(1, 2)), min_gap)) for i in range(len(scene.objects)))
 
 
 def contact_sheet(rows: Sequence[np.ndarray], gap: int = 2, fill: int = 255) -> np.ndarray:

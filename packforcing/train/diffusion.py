@@ -185,6 +185,8 @@ class TeacherConfig:
     grow_depth: bool = False  # ``init`` has fewer blocks than ``preset``: grow it, computing the same (model/grow.py)
     grow_patch: bool = False  # ``init`` has a coarser spatial patch than ``preset``: refine it (model/grow.py, approximate)
     reentry_weight: float = 1.0  # flow-loss weight of re-entered objects' latent cells (1: off; train.data.reentry_weights)
+    ema: float = 0.0  # decay of an EMA of the weights, which is then what is saved (0: off: the last iterate is saved)
+    cooldown: float = 0.0  # the last fraction of the run (time or steps, whichever ends first) decays lr linearly to 0
 
 
 def _file_meta(path: str | Path) -> dict:
@@ -293,7 +295,8 @@ def train_teacher(data: dict, cfg: TeacherConfig, device: torch.device, out: Pat
         model.load_state_dict(state)
         steps_before = int(_file_meta(cfg.init).get("steps_total", _file_meta(cfg.init).get("steps", 0)))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0, betas=(0.9, 0.99))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup))
+    params = [p for p in model.parameters()]
+    ema = [p.detach().float().clone() for p in params] if cfg.ema > 0 else None  # starts at the initial weights
     sets = [_TeacherSet.split(data, cfg, device, cfg.batch)]
     if cfg.mix:  # the same number of tokens per batch in each set: a 20-frame set takes 4x the batch of an 80-frame one
         mix = torch.load(cfg.mix, weights_only=True)
@@ -315,6 +318,9 @@ def train_teacher(data: dict, cfg: TeacherConfig, device: torch.device, out: Pat
         except Exception as e:  # noqa: BLE001 - an optional speed-up; eager is always correct
             print(f"teacher: torch.compile unavailable ({type(e).__name__}: {e}); training eagerly", flush=True)
     while step < cfg.steps and (time.time() - t0) < cfg.minutes * 60:
+        for g in opt.param_groups:
+            g["lr"] = cfg.lr * lr_factor(step, cfg.warmup, cfg.cooldown, max(step / cfg.steps,
+                                                                            (time.time() - t0) / (cfg.minutes * 60)))
         st = sets[step % len(sets)]
         lat, ctx, fw, b = st.lat, st.ctx, st.fw, st.batch
         idx = torch.randint(0, lat.shape[0], (b,), device=device)
@@ -343,23 +349,43 @@ def train_teacher(data: dict, cfg: TeacherConfig, device: torch.device, out: Pat
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        sched.step()
+        if ema is not None:
+            torch._foreach_lerp_(ema, [p.detach().float() for p in params], 1.0 - cfg.ema)
         if step % log_every == 0:
-            log.log(steps_before + step, loss=loss.item(), lr=sched.get_last_lr()[0])
+            log.log(steps_before + step, loss=loss.item(), lr=opt.param_groups[0]["lr"])
         step += 1
     log.close()
+    last = None
+    if ema is not None:  # what is saved and judged: the average; the last iterate's held-out loss is printed beside it
+        last = [heldout_flow_loss(model, st.lat_h, st.ctx_h, cfg.shift) for st in sets]
+        with torch.no_grad():
+            for p, e in zip(params, ema):
+                p.copy_(e.to(p.dtype))
     after = [heldout_flow_loss(model, st.lat_h, st.ctx_h, cfg.shift) for st in sets]
     print(f"teacher: {step} steps, held-out loss " + "; ".join(f"{st.frames} frames {b:.4f} -> {a:.4f}"
-                                                              for st, b, a in zip(sets, before, after)), flush=True)
+                                                              for st, b, a in zip(sets, before, after))
+          + (f" (EMA {cfg.ema}; the last iterate: " + "; ".join(f"{x:.4f}" for x in last) + ")" if last else ""),
+          flush=True)
     meta = {**asdict(cfg), "stage": "teacher", "steps": step, "steps_total": steps_before + step, "wall_s": round(time.time() - t0, 1),
             "hardware": hardware(), "heldout_loss_before": before[0], "heldout_loss_after": after[0],
             "train_clips": n, "latent_frames": [st.frames for st in sets]}
     if len(sets) > 1:
         meta.update(heldout_loss_mix_before=before[1], heldout_loss_mix_after=after[1])
+    if last:
+        meta.update(heldout_loss_last_iterate=last)
     path = out / "teacher.safetensors"
     save_model(path, model.state_dict(), meta, cfg.save_dtype)
     plot_log(out / "teacher_log.jsonl", out / "teacher_loss.png")
     return path
+
+
+def lr_factor(step: int, warmup: int, cooldown: float, frac: float) -> float:
+    """The teacher's lr multiplier: a linear warm-up over ``warmup`` steps, then 1, then (``cooldown`` > 0) a linear
+    decay to 0 over the last ``cooldown`` fraction of the run (``frac``: the share of the run done, in time or steps)."""
+    f = min(1.0, (step + 1) / max(1, warmup))
+    if cooldown > 0:
+        f = min(f, max(0.0, (1.0 - frac) / cooldown))
+    return f
 
 
 @torch.no_grad()
@@ -614,6 +640,10 @@ def main(argv: list[str] | None = None) -> dict:
                     "toy_teacher -> toy_teacher_deep): grow it by depth, computing the same at step 0")
     ap.add_argument("--grow-patch", action="store_true", help="teacher: --init has a coarser spatial patch than "
                     "--preset (toy_teacher -> toy_teacher_p1): refine the token grid (approximate, model/grow.py)")
+    ap.add_argument("--ema", type=float, default=0.0, help="teacher: keep an EMA of the weights with this decay "
+                    "(e.g. 0.999) and save it instead of the last iterate (0: off)")
+    ap.add_argument("--cooldown", type=float, default=0.0, help="teacher: decay lr linearly to 0 over this last "
+                    "fraction of the run (0: off; e.g. 0.3)")
     ap.add_argument("--student-init", default="", help="ode: the student's initial weights (needed when the teacher is not a toy model)")
     a = ap.parse_args(argv)
     dev = resolve_device(a.device or "auto")
@@ -642,9 +672,12 @@ def main(argv: list[str] | None = None) -> dict:
                             "--latent-frames N, then pass DIR/latents.pt)")
         if a.reentry_weight <= 0:
             raise UserError(f"--reentry-weight {a.reentry_weight}: use a positive weight (1: off)")
+        if not (0.0 <= a.ema < 1.0) or not (0.0 <= a.cooldown <= 1.0):
+            raise UserError(f"--ema {a.ema} / --cooldown {a.cooldown}: use 0 <= ema < 1 (e.g. 0.999) and 0 <= cooldown "
+                            "<= 1 (e.g. 0.3)")
         tc = cap(TeacherConfig(preset=a.preset, init=a.init, frame0_weight=a.frame0_weight, compile=a.compile,
                                save_dtype=a.save_dtype, mix=a.mix, grow_depth=a.grow_depth, grow_patch=a.grow_patch,
-                               reentry_weight=a.reentry_weight))
+                               reentry_weight=a.reentry_weight, ema=a.ema, cooldown=a.cooldown))
         tc.lr = a.lr or tc.lr
         done["teacher"] = str(train_teacher(data, tc, dev, out))
     if a.stage in ("ode", "all"):
