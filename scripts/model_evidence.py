@@ -60,6 +60,21 @@ def _job(args: tuple) -> dict:
         from reports.memory_control import through_vae
 
         v = through_vae(W.render(scene, 1 + 4 * (n_lat - 1)), load_vae(opts.get("vae"), preset="toy", device=dev))
+    elif model.startswith("sdedit"):  # the ground truth through the VAE's encoder, noised to sigma, denoised by the teacher
+        from packforcing.model.text import build_text_encoder
+        from packforcing.model.vae import load_vae
+        from packforcing.train.diffusion import load_model_file, teacher_from_sigma
+
+        teacher, _ = load_model_file(Path(opts["teacher"]), device=dev)
+        vae = load_vae(opts.get("vae"), preset="toy", device=dev)
+        ctx = build_text_encoder("toy", text_len=40).encode([prompt]).to(dev)
+        frames = W.render(scene, 1 + 4 * (n_lat - 1))
+        g = torch.Generator().manual_seed(pid)
+        with torch.no_grad():
+            x0 = vae.encode(torch.from_numpy(frames).permute(3, 0, 1, 2)[None].to(dev).float() / 127.5 - 1)
+            x = teacher_from_sigma(teacher, ctx, x0, torch.randn(x0.shape, generator=g).to(dev),
+                                   float(model[len("sdedit"):]), opts.get("guidance", 3.0), opts.get("teacher_steps", 24))
+            v = to_uint8_frames(vae.decode(x, clamp=True), batch=True)[0]
     elif model == "teacher":
         from packforcing.model.text import build_text_encoder
         from packforcing.model.vae import load_vae
@@ -148,6 +163,9 @@ def main() -> None:
                     "trained on 20 s clips, e.g. to ask whether it keeps what re-enters)")
     ap.add_argument("--teacher-guidance", type=float, default=3.0, help="the teacher's CFG scale (DMD's: 3)")
     ap.add_argument("--teacher-steps", type=int, default=24, help="the teacher's Euler steps")
+    ap.add_argument("--sdedit", default="", help="noise levels, e.g. 0.3,0.6,0.9: the teacher denoises each prompt's "
+                    "ground truth (through the VAE's encoder) noised to that level (model sdedit<level>; the teacher's "
+                    "lengths, guidance and steps); where along the noise the teacher stops keeping what it was shown")
     ap.add_argument("--device", default="cpu", help="teacher and VAE samples on this device (cuda: a GPU machine)")
     a = ap.parse_args()
     out = Path(a.out)
@@ -160,12 +178,16 @@ def main() -> None:
             "strip_seconds": [float(s) for s in a.strip_seconds.split(",")],
             **dict(kv.split("=", 1) for kv in a.student)}
     models = [m for m in (a.only.split(",") if a.only else ["data", "teacher", *STUDENTS]) if m]
+    models += [f"sdedit{float(s):g}" for s in a.sdedit.split(",") if s.strip()]
+    for m in models:
+        if m.startswith("sdedit") and not 0.0 < float(m[len("sdedit"):]) <= 1.0:
+            sys.exit(f"--sdedit {m[len('sdedit'):]}: use noise levels in (0, 1], e.g. 0.3,0.6,0.9")
     lengths = [float(s) for s in a.lengths.split(",")]
     prompts = W.prompt_set(a.prompts, seed=7)
     jobs = []
     for m in models:
         for sec in sorted(set(lengths) | ({120.0} if m in STUDENTS and 120.0 in opts["strip_seconds"] else set())):
-            if (m == "teacher" and sec > a.teacher_max_seconds) or (m == "vae" and sec > 30):
+            if ((m == "teacher" or m.startswith("sdedit")) and sec > a.teacher_max_seconds) or (m == "vae" and sec > 30):
                 continue  # the bidirectional teacher makes clips as long as it was trained on
             if sec == 120.0 and sec not in lengths:
                 jobs.append((m, 0, prompts[0][1], prompts[0][2], sec, opts))  # the 120 s strip only

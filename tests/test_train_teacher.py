@@ -89,3 +89,32 @@ def test_teacher_ema_saves_the_average_of_the_iterates(tmp_path):
     with safe_open(str(path), "pt") as f:
         meta = json.loads(f.metadata()["train"])
     assert meta["ema"] == 0.5 and len(meta["heldout_loss_last_iterate"]) == 1
+
+
+def test_teacher_from_sigma_is_euler_on_the_shifted_grid_below_sigma():
+    """SDEdit (issue 17's noise-level question): sigma = 1 is an ordinary sample (a naive Euler loop on the shifted
+    grid), sigma = 0 returns the clean latents, and an intermediate sigma starts there and takes only the grid's
+    points below it."""
+    from packforcing.model.dit import WanDiT
+    from packforcing.model.presets import get_preset
+    from packforcing.train.diffusion import cfg_flow, teacher_from_sigma
+
+    torch.manual_seed(0)
+    m = WanDiT(get_preset("tiny")).eval()
+    g = torch.Generator().manual_seed(1)
+    x0, noise = torch.randn(1, 16, 2, 8, 8, generator=g), torch.randn(1, 16, 2, 8, 8, generator=g)
+    ctx = torch.randn(1, 5, m.cfg.text_dim, generator=g)
+    n, shift = 6, 5.0
+    grid = [shift * u / (1 + (shift - 1) * u) for u in torch.linspace(1.0, 0.0, n + 1).tolist()]
+    x = noise.clone()
+    with torch.no_grad():
+        for s, s_next in zip(grid[:-1], grid[1:]):
+            x = x + (s_next - s) * cfg_flow(m, x, torch.full((1, 2), s * 1000), ctx, 3.0)
+        torch.testing.assert_close(teacher_from_sigma(m, ctx, x0, noise, 1.0, 3.0, n, shift), x, atol=1e-5, rtol=1e-5)
+        assert torch.equal(teacher_from_sigma(m, ctx, x0, noise, 0.0, 3.0, n, shift), x0)
+        seen = []
+        real = m.forward
+        m.forward = lambda x, t, c, **kw: seen.append(float(t[0, 0])) or real(x, t, c, **kw)
+        teacher_from_sigma(m, ctx, x0, noise, 0.6, 1.0, n, shift)
+    below = [s for s in grid if s < 0.6 - 1e-6]
+    assert seen == pytest.approx([600.0] + [s * 1000 for s in below[:-1]], rel=1e-5)

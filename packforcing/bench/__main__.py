@@ -91,7 +91,7 @@ def parser() -> argparse.ArgumentParser:
                     help="VAE decoder convs in channels-last layout (auto: on with CUDA; H100 probe: 246 -> 222 ms per "
                          "16 frames compiled, scripts/vae_layout_probe.py)")
     ap.add_argument("--warmup-blocks", type=int, default=-1, help="-1: until the policy's context stops growing, plus 2")
-    ap.add_argument("--p50-window", type=int, default=5, help="blocks ending at a length whose median is 'p50 at that length'")
+    ap.add_argument("--p50-window", type=int, default=15, help="blocks ending at a length whose median is 'p50 at that length' (15 since the sixteenth session: with 5, four slow blocks at the end of a 10-minute run made p50@600s 743 ms against a steady 504)")
     ap.add_argument("--matmul-n", type=int, default=8192)
     ap.add_argument("--skip", type=_names, default=[], help="sections to skip: profile, vae, e2e, topk, compile, plot")
     ap.add_argument("--compile-elementwise", default="auto", choices=["auto", "on", "off"],

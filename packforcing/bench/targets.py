@@ -199,7 +199,7 @@ def _packforcing(pf: dict, res: dict, args, add) -> None:
             ", ".join(f"{k:g}s {v / GB:.3f} GB ({hb_src[k]})" for k, v in sorted(hb.items())))
 
     # -- latency flatness after saturation (info): p50 at the lengths whose whole p50 window is saturated
-    w = max(1, getattr(args, "p50_window", 5))
+    w = max(1, getattr(args, "p50_window", 15))
     pts = sorted((v["block"], float(k), v["p50_ms"]) for k, v in at.items()
                  if v.get("p50_ms") and v.get("block", -1) - (w - 1) >= sat)
     if len(pts) >= 2:

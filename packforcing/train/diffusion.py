@@ -409,6 +409,27 @@ def teacher_trajectories(teacher: WanDiT, ctx: Tensor, noise: Tensor, student_si
     return torch.stack([states[j] for j in range(len(student_sigmas))]), x
 
 
+@torch.no_grad()
+def teacher_from_sigma(teacher: WanDiT, ctx: Tensor, x0: Tensor, noise: Tensor, sigma: float, guidance: float,
+                       n_steps: int = 24, shift: float = 5.0) -> Tensor:
+    """SDEdit with the teacher: the clean latents ``x0`` [B, C, F, H, W] noised to ``sigma`` (x = (1 - sigma) x0 +
+    sigma noise, the flow-matching path) and denoised by CFG Euler steps on the points of the ``n_steps``-step
+    shifted grid below ``sigma`` (the grid :func:`teacher_trajectories` samples on; ``sigma`` = 1: an ordinary
+    sample from ``noise``; 0: ``x0`` unchanged). Returns the denoised latents. Issue 17's question: at which noise
+    level does the teacher stop keeping what the clean video shows (size, colour while in view)?"""
+    u = torch.linspace(1.0, 0.0, n_steps + 1, device=noise.device)
+    grid = shift * u / (1 + (shift - 1) * u)
+    s0 = float(sigma)
+    grid = torch.cat([torch.tensor([s0], device=noise.device), grid[grid < s0 - 1e-6]])
+    x = (1 - s0) * x0 + s0 * noise
+    f = noise.shape[2]
+    for i in range(len(grid) - 1):
+        s, s_next = grid[i], grid[i + 1]
+        v = cfg_flow(teacher, x, (s * 1000).expand(noise.shape[0], f), ctx, guidance)
+        x = x + (s_next - s) * v
+    return x
+
+
 def teacher_forcing_mask(num_frames: int, tpf: int, bf: int, device) -> Tensor:
     """Mask for [clean frames ; noisy frames]: clean block b sees clean blocks <= b; noisy block b
     sees clean blocks < b and itself (the rollout's view: clean K/V of the past + the noisy block)."""
