@@ -97,6 +97,8 @@ def engine_record(device: torch.device, dit: dict, vae: dict | None, policy: dic
     - ``cuda_graphs``: :func:`packforcing.cuda_graphs.graphs_enabled` (``PF_CUDA_GRAPHS``; used on CUDA only).
     - ``ffn_epilogue``: :func:`packforcing.model.dit.ffn_epilogue_mode` (``PF_FFN_EPILOGUE``: the FFN's GELU in its
       GEMM's epilogue; ``auto`` fuses on CUDA in half precision once checked against the eager pair).
+    - ``qk_kernel``: :func:`packforcing.model.dit.qk_kernel_mode` (``PF_QK_KERNEL``: q/k RMSNorm + RoPE as one Triton
+      kernel; ``auto`` on CUDA in half precision once checked against the elementwise function).
     - ``policy``: the cache policy's resolved speed-only choices (:meth:`CachePolicy.engine_options`, e.g.
       PackForcing's ``{"gather": "device"}``); ``{}`` when it has none."""
     from packforcing.attention import resolved_backend
@@ -108,9 +110,10 @@ def engine_record(device: torch.device, dit: dict, vae: dict | None, policy: dic
     out.update({f"vae_{k}": vae[k] for k in ("compile_s", "compile_error") if k in vae})
     out["attention_backend"] = resolved_backend(device, dtype)
     out["cuda_graphs"] = graphs_enabled()
-    from packforcing.model.dit import ffn_epilogue_mode
+    from packforcing.model.dit import ffn_epilogue_mode, qk_kernel_mode
 
     out["ffn_epilogue"] = ffn_epilogue_mode()
+    out["qk_kernel"] = qk_kernel_mode()
     out["policy"] = dict(policy or {})
     return out
 

@@ -99,9 +99,11 @@ def test_json_keeps_every_field_of_the_single_module_bench(smoke):
     # issue 18: the host archive's bytes; env.cuda_graphs and series.mid_copies (seventh session); the gather a
     # packforcing run resolved (twelfth session: gather=auto is recorded as the path it took); config.fp8, the
     # opt-in's switch (thirteenth session; model.fp8 appears only with --fp8 on); config.trace_blocks (fourteenth;
-    # policies.packforcing.trace appears only with --trace-blocks N)
+    # policies.packforcing.trace appears only with --trace-blocks N); env.ffn_epilogue / env.qk_kernel and
+    # config.forward_ab / ab_reps (sixteenth; forward_ab appears only with --forward-ab)
     added = {k for k in key_paths(d) if k.endswith((".host_bytes", "series.mid_copies", "kwargs.gather"))
-             or k in ("env.cuda_graphs", "env.ffn_epilogue", "config.fp8", "config.trace_blocks")}
+             or k in ("env.cuda_graphs", "env.ffn_epilogue", "env.qk_kernel", "config.fp8", "config.trace_blocks",
+                      "config.forward_ab", "config.ab_reps")}
     assert added and key_paths(d) - added == set(before)
 
 
@@ -115,7 +117,8 @@ def test_json_fields_are_those_of_the_committed_perf_records(smoke):
     extra = {k for k in key_paths(d) - recorded
              if not k.endswith((".top_k", "steady_note", ".host_bytes", "series.allocated_now_bytes",
                                 "series.mid_copies", "kwargs.gather"))  # added after the last GPU record read here
-             and k not in ("backends.cudnn.error", "env.cuda_graphs", "env.ffn_epilogue", "config.fp8",
+             and k not in ("backends.cudnn.error", "env.cuda_graphs", "env.ffn_epilogue", "env.qk_kernel", "config.fp8",
+                           "config.forward_ab", "config.ab_reps",
                            "config.trace_blocks")}
     assert extra == set()
 

@@ -191,6 +191,63 @@ def ffn_up_gelu(h: Tensor, lin: nn.Linear, fx: "Elementwise") -> Tensor:
     return _fused_up_gelu(h, lin) if rec["used"] else fx.gelu_tanh(lin(h))
 
 
+# ---- q/k RMSNorm + RoPE as one Triton kernel ------------------------------------------------------------------------
+# ``PF_QK_KERNEL``: ``auto`` (default) = the kernel of :mod:`packforcing.model.qk_triton` on CUDA in half precision for
+# inference, once it matched the elementwise function on the call's own tensors (relative error < 0.01); ``off`` =
+# the elementwise function (compiled when the model enabled it) everywhere; ``triton`` = the kernel wherever it runs,
+# unchecked (CPU tests run it in Triton's interpreter), an error where triton is missing.
+_QK: dict = {"mod": None, "why": None, "checks": {}}
+_QK_MODES = ("auto", "triton", "off")
+
+
+def qk_kernel_mode() -> str:
+    mode = os.environ.get("PF_QK_KERNEL", "auto").strip().lower() or "auto"
+    if mode not in _QK_MODES:
+        raise UserError(f"PF_QK_KERNEL={mode!r}: use one of {', '.join(_QK_MODES)}.")
+    return mode
+
+
+def qk_prepare(fx: "Elementwise", q: Tensor, k: Tensor, wq: Tensor | None, wk: Tensor | None, eps: float,
+               cos: Tensor, sin: Tensor, num_heads: int) -> tuple[Tensor, Tensor]:
+    """``fx.qk_norm_rope`` (q, k [B, N, D] -> [B, N, H, D/H]) or the same by one Triton kernel (see ``PF_QK_KERNEL``
+    above); the first kernel use per device and dtype runs outside CUDA-graph capture and is checked against it."""
+    mode = qk_kernel_mode()
+    if mode == "off" or torch.is_grad_enabled() or (mode == "auto" and (not q.is_cuda or q.dtype not in _HALF_DTYPES)):
+        return fx.qk_norm_rope(q, k, wq, wk, eps, cos, sin, num_heads)
+    from packforcing.util import optional_import
+
+    mod = optional_import(_QK, "packforcing.model.qk_triton")
+    if mod is None:
+        if mode == "triton":
+            raise UserError(f"PF_QK_KERNEL=triton but {_QK['why']}.")
+        return fx.qk_norm_rope(q, k, wq, wk, eps, cos, sin, num_heads)
+    if mode == "triton":
+        return mod.qk_norm_rope(q, k, wq, wk, eps, cos, sin, num_heads)
+    key = (str(q.device), str(q.dtype).replace("torch.", ""))
+    rec = _QK["checks"].get(key)
+    if rec is None:
+        ref = fx.qk_norm_rope(q, k, wq, wk, eps, cos, sin, num_heads)
+        if torch.cuda.is_current_stream_capturing():
+            return ref
+        try:
+            out = mod.qk_norm_rope(q, k, wq, wk, eps, cos, sin, num_heads)
+            err = max(float(((o.float() - r.float()).norm() / r.float().norm().clamp_min(1e-12)).item())
+                      for o, r in zip(out, ref))
+            rec = {"relative_error": err, "used": err < 0.01}
+        except Exception as e:  # noqa: BLE001 - the kernel does not build or run here: the elementwise function for good
+            rec = {"error": f"{type(e).__name__}: {str(e)[:200]}", "used": False}
+        _QK["checks"][key] = rec
+        return ref
+    if rec["used"]:
+        return mod.qk_norm_rope(q, k, wq, wk, eps, cos, sin, num_heads)
+    return fx.qk_norm_rope(q, k, wq, wk, eps, cos, sin, num_heads)
+
+
+def qk_kernel_status() -> dict:
+    """The mode and, per "device/dtype", the Triton q/k kernel's check against the elementwise function."""
+    return {"mode": qk_kernel_mode(), **{f"{d}/{t}": dict(r) for (d, t), r in _QK["checks"].items()}}
+
+
 def ffn_epilogue_status() -> dict:
     """The mode and, per "device/dtype", the fused GEMM's check against the eager pair (relative error, used)."""
     return {"mode": ffn_epilogue_mode(), **{f"{d}/{t}": dict(r) for (d, t), r in _EPILOGUE.items()}}
@@ -249,7 +306,7 @@ class SelfAttention(nn.Module):
         norm = isinstance(self.norm_q, RMSNorm)
         wq, wk = (self.norm_q.weight, self.norm_k.weight) if norm else (None, None)
         eps = self.norm_q.eps if norm else 0.0
-        q, k = fx.qk_norm_rope(self.q(x), self.k(x), wq, wk, eps, cos, sin, self.num_heads)
+        q, k = qk_prepare(fx, self.q(x), self.k(x), wq, wk, eps, cos, sin, self.num_heads)
         return q, k, self.v(x).view(b, n, self.num_heads, self.head_dim)
 
     def forward(self, x: Tensor, angles: Tensor, view: AttentionView | None, mask: Tensor | None,

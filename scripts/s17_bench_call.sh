@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Issue 18, registered in the sixteenth session for the seventeenth, before its data. run(command="bash
+# scripts/s17_bench_call.sh") (no carry), ~9.5 min.
+# 1. The `make bench` defaults (paper preset: HR+LR, unbounded host archive, top-k 16 selecting; Self-Forcing window
+#    21, LongLive 12+3 and the full cache in the same call; e2e overlap/blocking/priority after the vae section):
+#    the record issue 18's "done when" asks for, now with the FFN epilogue and the archive's background allocation,
+#    and the first frame measured as before (the sixteenth session's 1.49 s came from a call that skipped the vae
+#    section and ran priority first).
+# 2. In the same call, --forward-ab PF_QK_KERNEL=off,auto: q/k RMSNorm + RoPE as one Triton kernel
+#    (packforcing/model/qk_triton.py) against the compiled elementwise function, 20 interleaved pairs of one forward
+#    at the saturated context. Rule (as the epilogue's): auto stays the default if the paired median (auto - off) is
+#    <= -0.5% of off's median AND auto is faster in >= 15 of 20 pairs; otherwise the default becomes off. Prediction:
+#    -0.8 to -1.6 ms per forward (the fourteenth session's trace: ~12 ms of these kernels per block, ~2.4 per forward;
+#    a bandwidth-bound kernel moves ~76 MB in ~25-35 us per layer).
+set -u
+mkdir -p runs "$OUT"
+export PYTHONPATH=$PWD
+python3 -m packforcing.bench --time-budget 540 --skip compile,profile --forward-ab PF_QK_KERNEL=off,auto \
+  > runs/bench.log 2>&1; echo "bench rc=$?"
+tail -60 runs/bench.log
+cp runs/bench.log "$OUT"/
