@@ -1,7 +1,8 @@
 """The one attention entry point, with backends registered by name and a plain reference path.
 
 Tensors are [B, L, H, D] (Wan's layout). Backends: ``sdpa`` (PyTorch's choice), ``cudnn``, ``flash``,
-``efficient``, ``math`` (SDPA's kernels forced), ``reference`` (explicit float64 softmax, for tests), and the default
+``efficient``, ``math`` (SDPA's kernels forced), ``cudnn_split2/3/4`` (cuDNN over 2-4 key chunks in one batched call,
+merged by log-sum-exp: more thread blocks for the same work), ``reference`` (explicit float64 softmax, for tests), and the default
 ``auto``: cuDNN's kernel for unmasked bf16/fp16 inference attention on CUDA, PyTorch's choice otherwise (training,
 with grad enabled, included). ``auto`` follows the thirteenth session's H200 A/B through the harness (docs/perf.md):
 its rule, fixed before the call, was met by a margin within noise; it also gives the harness the bench's kernel.
@@ -63,6 +64,23 @@ def _auto(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor
 
 
 _cudnn = _forced("CUDNN_ATTENTION")
+
+
+def _cudnn_split(splits: int):
+    """``cudnn_split<S>``: unmasked half-precision inference attention on CUDA as :func:`split_kv_attention` with S key
+    chunks in one batched cuDNN call, merged by log-sum-exp (the same softmax up to rounding); anything else as
+    ``auto``. Why: at Wan scale 6,240 queries x 12 heads are 588 query tiles of 128 for 132 SMs, i.e. 4.45 waves, so
+    the last wave runs half empty; S chunks multiply the tiles by S. Measured in the bench's backend sweep."""
+
+    def run(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
+        if (mask is None and q.is_cuda and q.dtype in _HALF and q.shape[-1] <= 128 and not torch.is_grad_enabled()
+                and k.shape[1] >= 2 * splits):
+            return split_kv_attention(q, k, v, splits)
+        return _auto(q, k, v, mask)
+
+    return run
+
+
 BACKENDS.add("auto", _auto)
 BACKENDS.add("sdpa", _sdpa)
 BACKENDS.add("reference", _reference)
@@ -70,6 +88,8 @@ BACKENDS.add("cudnn", _cudnn)
 BACKENDS.add("flash", _forced("FLASH_ATTENTION"))
 BACKENDS.add("efficient", _forced("EFFICIENT_ATTENTION"))
 BACKENDS.add("math", _forced("MATH"))
+for _s in (2, 3, 4):
+    BACKENDS.add(f"cudnn_split{_s}", _cudnn_split(_s))
 
 
 def current_backend() -> str:
@@ -138,8 +158,23 @@ def split_kv_attention(q: Tensor, k: Tensor, v: Tensor, splits: int) -> Tensor:
         outs.append(o.unsqueeze(1))
         lses.append(lse.unsqueeze(1))
     o = torch.cat(outs, 1) if len(outs) > 1 else outs[0]  # [B, S', H, Lq, D]
-    w = torch.softmax(torch.cat(lses, 1) if len(lses) > 1 else lses[0], dim=1)  # [B, S', H, Lq]
-    return (o.float() * w.unsqueeze(-1)).sum(1).to(q.dtype).transpose(1, 2)
+    lse = torch.cat(lses, 1) if len(lses) > 1 else lses[0]  # [B, S', H, Lq]
+    merge = _merge_compiled() if (q.is_cuda and not torch.is_grad_enabled()) else _merge_lse
+    return merge(o, lse).to(q.dtype).transpose(1, 2)
+
+
+def _merge_lse(o: Tensor, lse: Tensor) -> Tensor:
+    """Chunks' outputs o [B, S, H, Lq, D] weighted by the softmax of their log-sum-exps [B, S, H, Lq] (float32)."""
+    return (o.float() * torch.softmax(lse, dim=1).unsqueeze(-1)).sum(1)
+
+
+@functools.lru_cache(maxsize=1)
+def _merge_compiled():
+    """:func:`_merge_lse` as one fused kernel (``torch.compile``, one graph per shape); eager if compiling fails."""
+    try:
+        return torch.compile(_merge_lse, dynamic=False, fullgraph=True)
+    except Exception:  # noqa: BLE001 - an optional speed-up
+        return _merge_lse
 
 
 @functools.lru_cache(maxsize=None)
@@ -167,7 +202,8 @@ def attention_few_queries(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     is checked against :func:`attention` on the call's own tensors (relative error < 0.02, recorded in
     :func:`split_status`); a failed or unsupported check keeps :func:`attention` for good."""
     s = kv_splits(q.shape[1], k.shape[1], q.shape[2], q.shape[0], q.device)
-    if (s <= 1 or torch.is_grad_enabled() or q.dtype not in _HALF or current_backend() not in ("auto", "cudnn")):
+    if (s <= 1 or torch.is_grad_enabled() or q.dtype not in _HALF
+            or not (current_backend() == "auto" or current_backend().startswith("cudnn"))):
         return attention(q, k, v)
     key = (str(q.device), str(q.dtype).replace("torch.", ""))
     rec = _SPLIT.get(key)

@@ -12,6 +12,12 @@
 #    <= -0.5% of off's median AND auto is faster in >= 15 of 20 pairs; otherwise the default becomes off. Prediction:
 #    -0.8 to -1.6 ms per forward (the fourteenth session's trace: ~12 ms of these kernels per block, ~2.4 per forward;
 #    a bandwidth-bound kernel moves ~76 MB in ~25-35 us per layer).
+# 3. The backend sweep now also times cudnn_split2 and cudnn_split3 (new: cuDNN over 2 or 3 key chunks in one batched
+#    call, merged by log-sum-exp): 6,240 queries x 12 heads are 588 tiles of 128 for 132 SMs (4.45 waves), so the last
+#    wave of every attention call runs half empty. Rule: the bench's auto already takes a swept backend > 2% faster
+#    (one forward) than cuDNN for the whole call; if one is, the library's auto becomes it for half-precision
+#    inference attention of >= 1,024 queries on CUDA (generate and the harness then run it too), next session.
+#    Prediction: 0-8% off the forward (0 if cuDNN's tiles are 64 queries, which leave no half-empty wave).
 set -u
 mkdir -p runs "$OUT"
 export PYTHONPATH=$PWD

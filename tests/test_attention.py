@@ -64,3 +64,24 @@ def test_few_queries_never_split_on_the_cpu():
     q, k, v = torch.randn(1, 4, 2, 8), torch.randn(1, 64, 2, 8), torch.randn(1, 64, 2, 8)
     assert torch.equal(A.attention_few_queries(q, k, v), A.attention(q, k, v))
     assert all(key.split("/")[0] != "cpu" for key in A.split_status())  # nothing checked, nothing recorded on the CPU
+
+
+def test_cudnn_split_backends_are_registered_and_serve_auto_off_cuda():
+    """cudnn_split2/3/4 (the key-chunked cuDNN call, CUDA half-precision inference only) run ``auto`` anywhere else;
+    under them the compressed pass still splits (attention_few_queries treats every cuDNN name as cuDNN)."""
+    q, k, v = torch.randn(1, 5, 2, 8), torch.randn(1, 40, 2, 8), torch.randn(1, 40, 2, 8)
+    ref = A.attention(q, k, v)
+    for s in (2, 3, 4):
+        with A.use_backend(f"cudnn_split{s}"):
+            assert torch.equal(A.attention(q, k, v), ref)
+            assert torch.equal(A.attention_few_queries(q, k, v), ref)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cudnn_split_on_cuda_bf16_matches_the_reference():
+    q, k, v = _qkv(torch.bfloat16, "cuda", lq=640, lk=2000)
+    for s in (2, 3):
+        with torch.no_grad(), A.use_backend(f"cudnn_split{s}"):
+            out = A.attention(q, k, v)
+        torch.testing.assert_close(out.float(), A.BACKENDS.get("reference")(q, k, v).float(), rtol=2e-2, atol=2e-2)

@@ -64,7 +64,8 @@ def parser() -> argparse.ArgumentParser:
                     help="roll every policy for real up to this length first; longer only if the time budget allows (packforcing first)")
     ap.add_argument("--time-budget", type=float, default=480.0, help="wall seconds for the whole run (sections are planned and cut to fit)")
     ap.add_argument("--backend", default="auto", help="attention backend for the main numbers: auto (fastest of the sweep) or a name")
-    ap.add_argument("--backends", type=_names, default=["sdpa", "cudnn", "flash", "efficient"], help="backends to sweep")
+    ap.add_argument("--backends", type=_names, default=["sdpa", "cudnn", "flash", "efficient", "cudnn_split2",
+                                                       "cudnn_split3"], help="backends to sweep")
     ap.add_argument("--sweep-reps", type=int, default=3)
     ap.add_argument("--compressor", default="hr+lr", choices=["hr", "hr+lr", "lr"],
                     help="PackForcing compressor branches (random weights; default the paper's hr+lr). The LR branch pools "
