@@ -12,6 +12,9 @@
 #    <= -0.5% of off's median AND auto is faster in >= 15 of 20 pairs; otherwise the default becomes off. Prediction:
 #    -0.8 to -1.6 ms per forward (the fourteenth session's trace: ~12 ms of these kernels per block, ~2.4 per forward;
 #    a bandwidth-bound kernel moves ~76 MB in ~25-35 us per layer).
+#    And --forward-ab PF_QKV_FUSED=off,on: q, k, v as one GEMM against the stacked weight (new; off by default until
+#    measured). Same rule: on becomes the default if its paired median is <= -0.5% of off's and it wins >= 15/20.
+#    Prediction: -0.3 to -1 ms per forward (three GEMMs of 2.2 waves each become one of 6.7).
 # 3. The backend sweep now also times cudnn_split2 and cudnn_split3 (new: cuDNN over 2 or 3 key chunks in one batched
 #    call, merged by log-sum-exp): 6,240 queries x 12 heads are 588 tiles of 128 for 132 SMs (4.45 waves), so the last
 #    wave of every attention call runs half empty. Rule: the bench's auto already takes a swept backend > 2% faster
@@ -22,6 +25,7 @@ set -u
 mkdir -p runs "$OUT"
 export PYTHONPATH=$PWD
 python3 -m packforcing.bench --time-budget 540 --skip compile,profile --forward-ab PF_QK_KERNEL=off,auto \
+  --forward-ab PF_QKV_FUSED=off,on \
   > runs/bench.log 2>&1; echo "bench rc=$?"
 tail -60 runs/bench.log
 cp runs/bench.log "$OUT"/

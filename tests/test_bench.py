@@ -102,7 +102,8 @@ def test_json_keeps_every_field_of_the_single_module_bench(smoke):
     # policies.packforcing.trace appears only with --trace-blocks N); env.ffn_epilogue / env.qk_kernel and
     # config.forward_ab / ab_reps (sixteenth; forward_ab appears only with --forward-ab)
     added = {k for k in key_paths(d) if k.endswith((".host_bytes", "series.mid_copies", "kwargs.gather"))
-             or k in ("env.cuda_graphs", "env.ffn_epilogue", "env.qk_kernel", "config.fp8", "config.trace_blocks",
+             or k in ("env.cuda_graphs", "env.ffn_epilogue", "env.qk_kernel", "env.qkv_fused", "config.fp8",
+                      "config.trace_blocks",
                       "config.forward_ab", "config.ab_reps")}
     assert added and key_paths(d) - added == set(before)
 
@@ -117,7 +118,8 @@ def test_json_fields_are_those_of_the_committed_perf_records(smoke):
     extra = {k for k in key_paths(d) - recorded
              if not k.endswith((".top_k", "steady_note", ".host_bytes", "series.allocated_now_bytes",
                                 "series.mid_copies", "kwargs.gather"))  # added after the last GPU record read here
-             and k not in ("backends.cudnn.error", "env.cuda_graphs", "env.ffn_epilogue", "env.qk_kernel", "config.fp8",
+             and k not in ("backends.cudnn.error", "env.cuda_graphs", "env.ffn_epilogue", "env.qk_kernel",
+                           "env.qkv_fused", "config.fp8",
                            "config.forward_ab", "config.ab_reps",
                            "config.trace_blocks")}
     assert extra == set()
@@ -525,7 +527,7 @@ def test_forward_ab_interleaves_the_two_values_restores_the_variable_and_pairs_t
     forward_ab(b, fwd, None, "PF_FFN_EPILOGUE", ["off", "auto"], reps=4)
     assert seen == ["off"] * 2 + ["auto"] * 2 + ["off", "auto", "auto", "off", "off", "auto", "auto", "off"]
     assert os.environ["PF_FFN_EPILOGUE"] == "on"
-    r = b.res["forward_ab"]
+    r = b.res["forward_ab"][0]
     assert r["values"] == ["off", "auto"] and len(r["ms"]["off"]) == len(r["ms"]["auto"]) == 4
     assert r["paired_diff_ms"]["median"] < 0 and r["paired_diff_ms"]["b_faster_share"] == 1.0
     assert r["ffn_epilogue"]["mode"] == "on"

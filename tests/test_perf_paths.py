@@ -127,6 +127,31 @@ def test_ffn_epilogue_modes_keep_the_model_and_refuse_a_bad_value(monkeypatch):
         dit.ffn_epilogue_mode()
 
 
+def test_fused_qkv_equals_three_linears_and_follows_weight_changes(monkeypatch):
+    """PF_QKV_FUSED=on: q, k, v as slices of one GEMM against the stacked weight give the forward of three linears
+    (fp32 rounding); the cached stack is rebuilt when a weight changes in place; a bad value is one UserError."""
+    from packforcing.errors import UserError
+    from packforcing.model import dit
+
+    m = tiny_model()
+    x, t, c = inputs(m)
+    with torch.no_grad():
+        monkeypatch.setenv("PF_QKV_FUSED", "off")
+        ref = m(x, t, c)
+        monkeypatch.setenv("PF_QKV_FUSED", "on")
+        out = m(x, t, c)
+        torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+        assert all(getattr(b.self_attn, "_qkv_cache", None) is not None for b in m.blocks)
+        m.blocks[0].self_attn.k.weight.mul_(1.5)  # in place: the version counter moves
+        changed = m(x, t, c)
+        monkeypatch.setenv("PF_QKV_FUSED", "off")
+        torch.testing.assert_close(changed, m(x, t, c), atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(changed, ref)
+    monkeypatch.setenv("PF_QKV_FUSED", "auto")
+    with pytest.raises(UserError, match="PF_QKV_FUSED='auto'"):
+        dit.qkv_fused_mode()
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_ffn_epilogue_auto_checks_the_fused_gemm_on_the_device(monkeypatch):

@@ -46,6 +46,10 @@ def test_qk_kernel_equals_the_elementwise_function_and_the_model_forward():
                 for w_, g_ in zip(want, got):
                     assert g_.shape == (b, n, heads, hd) and g_.dtype == dtype
                     torch.testing.assert_close(g_.float(), w_.float(), atol=2.5 * tol, rtol=tol)
+                # q and k as column slices of one [B, N, 3D] GEMM output (PF_QKV_FUSED): strided rows, no copy
+                qkv = torch.cat([q, k, k], dim=-1)
+                got_s = T.qk_norm_rope(qkv[..., :d], qkv[..., d : 2 * d], wq, wk, 1e-6, cos, sin, heads)
+                assert all(torch.equal(a_, b_) for a_, b_ in zip(got_s, got))
                 # not vacuous: the kernel with the rotation's sign flipped is far off
                 bad = T.qk_norm_rope(q, k, wq, wk, 1e-6, cos, -sin, heads)
                 assert (bad[0].float() - want[0].float()).abs().max() > 0.1

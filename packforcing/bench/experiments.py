@@ -133,21 +133,21 @@ def backends(b) -> None:
             del f1, s1
     calibrate(b.res["calibration"], t0 * 1e-3, t1 * 1e-3, nq, nk)
     b.free()
-    if b.args.forward_ab:
+    for name, values in b.args.forward_ab or ():
         with use_backend(use):
-            forward_ab(b, *fwd_at(nk), *b.args.forward_ab, reps=b.args.ab_reps)
+            forward_ab(b, *fwd_at(nk), name, values, reps=b.args.ab_reps)
         b.free()
 
 
 def forward_ab(b, fwd, store, name: str, values: list[str], reps: int) -> None:
     """``--forward-ab NAME=A,B``: one forward at the saturated context under ``NAME=A`` and ``NAME=B`` (an engine
     switch read at each call, e.g. ``PF_FFN_EPILOGUE``), two warm-up forwards each, then ``reps`` pairs timed
-    back to back in alternating order (ABBA...), so drift and clocks fall on both. Recorded as ``forward_ab``: each
+    back to back in alternating order (ABBA...), so drift and clocks fall on both. Appended to ``forward_ab``: each
     value's median, the paired B - A differences (median, mean, the share of pairs where B is faster), and what the
-    switch's own status reported (the FFN epilogue's first-use check)."""
+    switches' own status (the first-use checks of the FFN epilogue and the q/k kernel, the fused q/k/v mode)."""
     import os
 
-    from packforcing.model.dit import ffn_epilogue_status, qk_kernel_status
+    from packforcing.model.dit import ffn_epilogue_status, qk_kernel_status, qkv_fused_mode
 
     old = os.environ.get(name)
     ms: dict[str, list[float]] = {v: [] for v in values}
@@ -169,10 +169,11 @@ def forward_ab(b, fwd, store, name: str, values: list[str], reps: int) -> None:
     a, c = values
     diff = [y - x for x, y in zip(ms[a], ms[c])]
     med = {v: statistics.median(ms[v]) for v in values}
-    b.res["forward_ab"] = {"env": name, "values": values, "reps": reps, "median_ms": med, "ms": ms,
-                           "paired_diff_ms": {"median": statistics.median(diff), "mean": statistics.fmean(diff),
-                                              "b_faster_share": sum(d < 0 for d in diff) / len(diff)},
-                           "ffn_epilogue": ffn_epilogue_status(), "qk_kernel": qk_kernel_status()}
+    b.res.setdefault("forward_ab", []).append({
+        "env": name, "values": values, "reps": reps, "median_ms": med, "ms": ms,
+        "paired_diff_ms": {"median": statistics.median(diff), "mean": statistics.fmean(diff),
+                           "b_faster_share": sum(d < 0 for d in diff) / len(diff)},
+        "ffn_epilogue": ffn_epilogue_status(), "qk_kernel": qk_kernel_status(), "qkv_fused": qkv_fused_mode()})
     log(f"forward A/B {name}: {a} {med[a]:.2f} ms, {c} {med[c]:.2f} ms; paired {c} - {a} median "
         f"{statistics.median(diff):+.2f} ms ({sum(d < 0 for d in diff)}/{len(diff)} pairs faster with {c})")
 

@@ -150,11 +150,16 @@ _EPILOGUE_MODES = ("auto", "on", "off")
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 
-def ffn_epilogue_mode() -> str:
-    mode = os.environ.get("PF_FFN_EPILOGUE", "auto").strip().lower() or "auto"
-    if mode not in _EPILOGUE_MODES:
-        raise UserError(f"PF_FFN_EPILOGUE={mode!r}: use one of {', '.join(_EPILOGUE_MODES)}.")
+def _env_mode(var: str, modes: tuple[str, ...]) -> str:
+    """An engine switch's value from the environment (default the first of ``modes``); one UserError otherwise."""
+    mode = os.environ.get(var, modes[0]).strip().lower() or modes[0]
+    if mode not in modes:
+        raise UserError(f"{var}={mode!r}: use one of {', '.join(modes)}.")
     return mode
+
+
+def ffn_epilogue_mode() -> str:
+    return _env_mode("PF_FFN_EPILOGUE", _EPILOGUE_MODES)
 
 
 def _fused_up_gelu(h: Tensor, lin: nn.Linear) -> Tensor:
@@ -201,10 +206,21 @@ _QK_MODES = ("auto", "triton", "off")
 
 
 def qk_kernel_mode() -> str:
-    mode = os.environ.get("PF_QK_KERNEL", "auto").strip().lower() or "auto"
-    if mode not in _QK_MODES:
-        raise UserError(f"PF_QK_KERNEL={mode!r}: use one of {', '.join(_QK_MODES)}.")
-    return mode
+    return _env_mode("PF_QK_KERNEL", _QK_MODES)
+
+
+# ---- q, k and v as one GEMM ------------------------------------------------------------------------------------------
+# Three [6,240 x 1,536] x [1,536 x 1,536] GEMMs per layer at Wan scale are ~294 output tiles each (2.2 waves on 132
+# SMs); one GEMM against the stacked [4,608 x 1,536] weight has 3x the tiles and one launch. ``PF_QKV_FUSED``: ``off``
+# (default until an A/B measures it) = three linears; ``on`` = one GEMM for inference (no grad), the stacked weight
+# and bias cached per layer and rebuilt when any of the three changes (their version counters); the same products,
+# so the same values up to the GEMM's summation order. The cache costs one copy of the q/k/v weights (~425 MB in bf16
+# at Wan scale, counted in the record's peak memory).
+_QKV_MODES = ("off", "on")
+
+
+def qkv_fused_mode() -> str:
+    return _env_mode("PF_QKV_FUSED", _QKV_MODES)
 
 
 def qk_prepare(fx: "Elementwise", q: Tensor, k: Tensor, wq: Tensor | None, wk: Tensor | None, eps: float,
@@ -297,6 +313,18 @@ class SelfAttention(nn.Module):
         self.norm_q = RMSNorm(d, cfg.eps) if cfg.qk_norm else nn.Identity()
         self.norm_k = RMSNorm(d, cfg.eps) if cfg.qk_norm else nn.Identity()
 
+    def _fused_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """q, k, v [B, N, D] as column slices of one GEMM's output against the stacked weight (cached)."""
+        lins = (self.q, self.k, self.v)
+        key = tuple((m.weight.data_ptr(), m.weight._version, m.bias.data_ptr(), m.bias._version) for m in lins)
+        cache = getattr(self, "_qkv_cache", None)
+        if cache is None or cache[0] != key:
+            with torch.no_grad():
+                w = torch.cat([m.weight for m in lins])
+                bias = torch.cat([m.bias for m in lins])
+            self._qkv_cache = cache = (key, w, bias)
+        return F.linear(x, cache[1], cache[2]).split(self.q.weight.shape[0], dim=-1)
+
     def qkv(self, x: Tensor, angles: "Tensor | R.Rotary", fx: "Elementwise | None" = None) -> tuple[Tensor, Tensor, Tensor]:
         b, n, _ = x.shape
         fx = fx or _fns(self)
@@ -306,8 +334,12 @@ class SelfAttention(nn.Module):
         norm = isinstance(self.norm_q, RMSNorm)
         wq, wk = (self.norm_q.weight, self.norm_k.weight) if norm else (None, None)
         eps = self.norm_q.eps if norm else 0.0
-        q, k = qk_prepare(fx, self.q(x), self.k(x), wq, wk, eps, cos, sin, self.num_heads)
-        return q, k, self.v(x).view(b, n, self.num_heads, self.head_dim)
+        if qkv_fused_mode() == "on" and not torch.is_grad_enabled() and self.q.bias is not None:
+            q, k, v = self._fused_qkv(x)
+        else:
+            q, k, v = self.q(x), self.k(x), self.v(x)
+        q, k = qk_prepare(fx, q, k, wq, wk, eps, cos, sin, self.num_heads)
+        return q, k, v.view(b, n, self.num_heads, self.head_dim)
 
     def forward(self, x: Tensor, angles: Tensor, view: AttentionView | None, mask: Tensor | None,
                 fx: "Elementwise | None" = None) -> Tensor:

@@ -21,13 +21,14 @@ Tensor = torch.Tensor
 
 
 @triton.jit
-def _norm_rope_row(x_ptr, w_ptr, o_ptr, cos_ptr, sin_ptr, row, tok, eps,
+def _norm_rope_row(x_ptr, w_ptr, o_ptr, cos_ptr, sin_ptr, row, tok, eps, x_row,
                    D: tl.constexpr, HALF_HD: tl.constexpr, P: tl.constexpr, BJ: tl.constexpr, NORM: tl.constexpr):
     j = tl.arange(0, BJ)  # pair index within the row: dims 2j, 2j + 1
     mj = j < D // 2
     base = row * D
-    x0 = tl.load(x_ptr + base + 2 * j, mask=mj, other=0.0)
-    x1 = tl.load(x_ptr + base + 2 * j + 1, mask=mj, other=0.0)
+    xb = row * x_row  # the input's rows may be strided (q and k as column slices of one q/k/v GEMM's output)
+    x0 = tl.load(x_ptr + xb + 2 * j, mask=mj, other=0.0)
+    x1 = tl.load(x_ptr + xb + 2 * j + 1, mask=mj, other=0.0)
     dt = x0.dtype
     y0 = x0.to(tl.float32)
     y1 = x1.to(tl.float32)
@@ -49,31 +50,41 @@ def _norm_rope_row(x_ptr, w_ptr, o_ptr, cos_ptr, sin_ptr, row, tok, eps,
 
 
 @triton.jit(do_not_specialize=["n_tok"])
-def _qk_kernel(q_ptr, k_ptr, wq_ptr, wk_ptr, oq_ptr, ok_ptr, cos_ptr, sin_ptr, n_tok, eps,
+def _qk_kernel(q_ptr, k_ptr, wq_ptr, wk_ptr, oq_ptr, ok_ptr, cos_ptr, sin_ptr, n_tok, eps, q_row, k_row,
                D: tl.constexpr, HALF_HD: tl.constexpr, P: tl.constexpr, BJ: tl.constexpr, NORM: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     tok = row % n_tok
     if tl.program_id(1) == 0:
-        _norm_rope_row(q_ptr, wq_ptr, oq_ptr, cos_ptr, sin_ptr, row, tok, eps, D, HALF_HD, P, BJ, NORM)
+        _norm_rope_row(q_ptr, wq_ptr, oq_ptr, cos_ptr, sin_ptr, row, tok, eps, q_row, D, HALF_HD, P, BJ, NORM)
     else:
-        _norm_rope_row(k_ptr, wk_ptr, ok_ptr, cos_ptr, sin_ptr, row, tok, eps, D, HALF_HD, P, BJ, NORM)
+        _norm_rope_row(k_ptr, wk_ptr, ok_ptr, cos_ptr, sin_ptr, row, tok, eps, k_row, D, HALF_HD, P, BJ, NORM)
+
+
+def _rows(x: Tensor) -> tuple[Tensor, int]:
+    """``x`` [B, N, D] with unit stride along D and one row stride for every token ([B*N] rows), as it is or copied."""
+    b, n, d = x.shape
+    if x.stride(2) == 1 and x.stride(0) == n * x.stride(1):
+        return x, x.stride(1)
+    return x.contiguous(), d
 
 
 def qk_norm_rope(q: Tensor, k: Tensor, wq: Tensor | None, wk: Tensor | None, eps: float, cos: Tensor, sin: Tensor,
                  num_heads: int) -> tuple[Tensor, Tensor]:
-    """``dit.qk_norm_rope``'s contract: q, k [B, N, D] (the linears' outputs), RMSNorm weights [D] (None: no norm),
-    cos/sin [N, 1, P] float32 -> q, k [B, N, H, D/H], new contiguous tensors."""
+    """``dit.qk_norm_rope``'s contract: q, k [B, N, D] (the linears' outputs; rows may be strided, e.g. slices of one
+    q/k/v GEMM's output), RMSNorm weights [D] (None: no norm), cos/sin [N, 1, P] float32 -> q, k [B, N, H, D/H], new
+    contiguous tensors."""
     b, n, d = q.shape
     hd = d // num_heads
     p = cos.shape[-1]
-    q, k = q.contiguous(), k.contiguous()
+    (q, q_row), (k, k_row) = _rows(q), _rows(k)
     cos_c = cos.reshape(n, p).to(torch.float32).contiguous()
     sin_c = sin.reshape(n, p).to(torch.float32).contiguous()
-    oq, ok = torch.empty_like(q), torch.empty_like(k)
+    oq = torch.empty((b, n, d), dtype=q.dtype, device=q.device)
+    ok = torch.empty((b, n, d), dtype=k.dtype, device=k.device)
     norm = wq is not None
     wq_ = wq.contiguous() if norm else q  # unused without the norm
     wk_ = wk.contiguous() if norm else k
-    _qk_kernel[(b * n, 2)](q, k, wq_, wk_, oq, ok, cos_c, sin_c, n, float(eps), D=d, HALF_HD=hd // 2, P=p,
+    _qk_kernel[(b * n, 2)](q, k, wq_, wk_, oq, ok, cos_c, sin_c, n, float(eps), q_row, k_row, D=d, HALF_HD=hd // 2, P=p,
                            BJ=triton.next_power_of_2(d // 2), NORM=norm, num_warps=4)
     shape = (b, n, num_heads, hd)
     return oq.view(shape), ok.view(shape)
