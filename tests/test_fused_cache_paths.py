@@ -9,9 +9,6 @@
   archive larger than top_k), while copying fewer blocks from the host.
 """
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -24,6 +21,7 @@ from packforcing.model.dit import WanDiT
 from packforcing.model.presets import get_preset
 from packforcing.rollout import rollout
 from packforcing.sampler import FlowMatchSampler
+from tests.triton_interp import run_interpreted
 
 
 def _old_gather(dst_k, dst_v, src_k, src_v, slots, n_c, base):
@@ -121,9 +119,7 @@ def test_triton_kernels_equal_eager_in_the_interpreter():
         print("OK")
         """
     )
-    env = dict(os.environ, TRITON_INTERPRET="1", OMP_NUM_THREADS="1")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0 and "OK" in out.stdout, out.stdout[-2000:] + out.stderr[-4000:]
+    run_interpreted(code)
 
 
 class _OldSelection(P.PackForcingPolicy):

@@ -2,25 +2,16 @@
 Triton's interpreter on the CPU: the first-use check, its power to fail, random cases, and a tiny DiT rollout whose
 video and choices are those of the PyTorch scoring."""
 
-import os
-import subprocess
-import sys
-import textwrap
 
 import pytest
+
+from tests.triton_interp import run_interpreted
 
 pytest.importorskip("triton")
 
 
-def _run(code: str) -> None:
-    env = dict(os.environ, TRITON_INTERPRET="1", OMP_NUM_THREADS="1")
-    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True,
-                         timeout=600)
-    assert out.returncode == 0 and "OK" in out.stdout, out.stdout[-2000:] + out.stderr[-4000:]
-
-
 def test_fused_scoring_picks_what_the_pytorch_path_picks():
-    _run(
+    run_interpreted(
         """
         import torch
         from packforcing.cache import selector as S
@@ -51,7 +42,7 @@ def test_fused_scoring_picks_what_the_pytorch_path_picks():
 
 
 def test_tiny_rollout_with_fused_scoring_equals_the_pytorch_scoring():
-    _run(
+    run_interpreted(
         """
         import torch
         from packforcing.cache import packforcing as P

@@ -13,9 +13,6 @@ the selection's overhead; paper §3.5 dynamic context selection, App. G).
 The full GPU check (toy preset, Wan shape, timing) is scripts/check_gather.py.
 """
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -28,6 +25,7 @@ from packforcing.model.presets import get_preset
 from packforcing.rollout import rollout
 from packforcing.sampler import FlowMatchSampler
 from tests.test_packforcing_reference import check_rollout
+from tests.triton_interp import run_interpreted
 
 
 def _case(dtype=torch.float32, seed=0):
@@ -100,9 +98,7 @@ def test_triton_mid_fetch_equals_reference_in_the_interpreter():
         print("OK")
         """
     )
-    env = dict(os.environ, TRITON_INTERPRET="1", OMP_NUM_THREADS="1")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0 and "OK" in out.stdout, out.stdout[-2000:] + out.stderr[-4000:]
+    run_interpreted(code)
 
 
 def _bits(t: torch.Tensor) -> torch.Tensor:

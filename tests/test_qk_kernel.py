@@ -2,25 +2,15 @@
 interpreter on the CPU: every dtype and shape case the DiT has (norm or none, RoPE over all pairs of a head or the
 first P), and a tiny model's forward with PF_QK_KERNEL=triton against off."""
 
-import os
-import subprocess
-import sys
-import textwrap
-
 import pytest
+
+from tests.triton_interp import run_interpreted
 
 pytest.importorskip("triton")
 
 
-def _run(code: str) -> None:
-    env = dict(os.environ, TRITON_INTERPRET="1", OMP_NUM_THREADS="1")
-    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True,
-                         timeout=600)
-    assert out.returncode == 0 and "OK" in out.stdout, out.stdout[-2000:] + out.stderr[-4000:]
-
-
 def test_qk_kernel_equals_the_elementwise_function_and_the_model_forward():
-    _run(
+    run_interpreted(
         """
         import os
         import torch
