@@ -22,6 +22,7 @@ from packforcing import rope as R
 from packforcing.attention import attention
 from packforcing.errors import UserError
 from packforcing.model.presets import DiTConfig
+from packforcing.util import optional_import
 
 Tensor = torch.Tensor
 
@@ -196,6 +197,11 @@ def ffn_up_gelu(h: Tensor, lin: nn.Linear, fx: "Elementwise") -> Tensor:
     return _fused_up_gelu(h, lin) if rec["used"] else fx.gelu_tanh(lin(h))
 
 
+def ffn_epilogue_status() -> dict:
+    """The mode and, per "device/dtype", the fused GEMM's check against the eager pair (relative error, used)."""
+    return {"mode": ffn_epilogue_mode(), **{f"{d}/{t}": dict(r) for (d, t), r in _EPILOGUE.items()}}
+
+
 # ---- q/k RMSNorm + RoPE as one Triton kernel ------------------------------------------------------------------------
 # ``PF_QK_KERNEL``: ``auto`` (default) = the kernel of :mod:`packforcing.model.qk_triton` on CUDA in half precision for
 # inference, once it matched the elementwise function on the call's own tensors (relative error < 0.01); ``off`` =
@@ -209,20 +215,6 @@ def qk_kernel_mode() -> str:
     return _env_mode("PF_QK_KERNEL", _QK_MODES)
 
 
-# ---- q, k and v as one GEMM ------------------------------------------------------------------------------------------
-# Three [6,240 x 1,536] x [1,536 x 1,536] GEMMs per layer at Wan scale are ~294 output tiles each (2.2 waves on 132
-# SMs); one GEMM against the stacked [4,608 x 1,536] weight has 3x the tiles and one launch. ``PF_QKV_FUSED``: ``off``
-# (default until an A/B measures it) = three linears; ``on`` = one GEMM for inference (no grad), the stacked weight
-# and bias cached per layer and rebuilt when any of the three changes (their version counters); the same products,
-# so the same values up to the GEMM's summation order. The cache costs one copy of the q/k/v weights (~425 MB in bf16
-# at Wan scale, counted in the record's peak memory).
-_QKV_MODES = ("off", "on")
-
-
-def qkv_fused_mode() -> str:
-    return _env_mode("PF_QKV_FUSED", _QKV_MODES)
-
-
 def qk_prepare(fx: "Elementwise", q: Tensor, k: Tensor, wq: Tensor | None, wk: Tensor | None, eps: float,
                cos: Tensor, sin: Tensor, num_heads: int) -> tuple[Tensor, Tensor]:
     """``fx.qk_norm_rope`` (q, k [B, N, D] -> [B, N, H, D/H]) or the same by one Triton kernel (see ``PF_QK_KERNEL``
@@ -230,9 +222,7 @@ def qk_prepare(fx: "Elementwise", q: Tensor, k: Tensor, wq: Tensor | None, wk: T
     mode = qk_kernel_mode()
     if mode == "off" or torch.is_grad_enabled() or (mode == "auto" and (not q.is_cuda or q.dtype not in _HALF_DTYPES)):
         return fx.qk_norm_rope(q, k, wq, wk, eps, cos, sin, num_heads)
-    from packforcing.util import optional_import
-
-    mod = optional_import(_QK, "packforcing.model.qk_triton")
+    mod = optional_import(_QK, "packforcing.model.qk_triton")  # None where triton is missing
     if mod is None:
         if mode == "triton":
             raise UserError(f"PF_QK_KERNEL=triton but {_QK['why']}.")
@@ -264,9 +254,18 @@ def qk_kernel_status() -> dict:
     return {"mode": qk_kernel_mode(), **{f"{d}/{t}": dict(r) for (d, t), r in _QK["checks"].items()}}
 
 
-def ffn_epilogue_status() -> dict:
-    """The mode and, per "device/dtype", the fused GEMM's check against the eager pair (relative error, used)."""
-    return {"mode": ffn_epilogue_mode(), **{f"{d}/{t}": dict(r) for (d, t), r in _EPILOGUE.items()}}
+# ---- q, k and v as one GEMM ------------------------------------------------------------------------------------------
+# Three [6,240 x 1,536] x [1,536 x 1,536] GEMMs per layer at Wan scale are ~294 output tiles each (2.2 waves on 132
+# SMs); one GEMM against the stacked [4,608 x 1,536] weight has 3x the tiles and one launch. ``PF_QKV_FUSED``: ``off``
+# (default until an A/B measures it) = three linears; ``on`` = one GEMM for inference (no grad), the stacked weight
+# and bias cached per layer and rebuilt when any of the three changes (their version counters); the same products,
+# so the same values up to the GEMM's summation order. The cache costs one copy of the q/k/v weights (~425 MB in bf16
+# at Wan scale, counted in the record's peak memory).
+_QKV_MODES = ("off", "on")
+
+
+def qkv_fused_mode() -> str:
+    return _env_mode("PF_QKV_FUSED", _QKV_MODES)
 
 
 class Elementwise:
@@ -304,6 +303,14 @@ class TextState:
     kv: dict = field(default_factory=dict)
 
 
+def _version(t: Tensor) -> int:
+    """A tensor's in-place version counter (-1 for inference tensors, which keep none)."""
+    try:
+        return t._version
+    except RuntimeError:
+        return -1
+
+
 class SelfAttention(nn.Module):
     def __init__(self, cfg: DiTConfig, layer: int):
         super().__init__()
@@ -316,7 +323,7 @@ class SelfAttention(nn.Module):
     def _fused_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """q, k, v [B, N, D] as column slices of one GEMM's output against the stacked weight (cached)."""
         lins = (self.q, self.k, self.v)
-        key = tuple((m.weight.data_ptr(), m.weight._version, m.bias.data_ptr(), m.bias._version) for m in lins)
+        key = tuple((p.data_ptr(), _version(p)) for m in lins for p in (m.weight, m.bias))
         cache = getattr(self, "_qkv_cache", None)
         if cache is None or cache[0] != key:
             with torch.no_grad():
