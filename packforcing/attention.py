@@ -75,7 +75,7 @@ def _cudnn_split(splits: int):
     def run(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
         if (mask is None and q.is_cuda and q.dtype in _HALF and q.shape[-1] <= 128 and not torch.is_grad_enabled()
                 and k.shape[1] >= 2 * splits):
-            return split_kv_attention(q, k, v, splits)
+            return split_kv_attention(q, k, v, splits, compiled_merge=True)
         return _auto(q, k, v, mask)
 
     return run
@@ -137,10 +137,12 @@ def _lse_attention(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
     return o[0], o[1].reshape(q.shape[:3]).float()
 
 
-def split_kv_attention(q: Tensor, k: Tensor, v: Tensor, splits: int) -> Tensor:
+def split_kv_attention(q: Tensor, k: Tensor, v: Tensor, splits: int, compiled_merge: bool = False) -> Tensor:
     """Softmax attention of q [B, Lq, H, D] over k, v [B, L, H, D] computed as ``splits`` equal key chunks in one
     batched call (plus the remainder, L mod splits keys, in a second), merged by the chunks' log-sum-exp in float32.
-    Equal to :func:`attention` up to rounding; no copy of the keys when B = 1 (chunks are views)."""
+    Equal to :func:`attention` up to rounding; no copy of the keys when B = 1 (chunks are views). ``compiled_merge``:
+    the merge as one compiled kernel on CUDA (the ``cudnn_split`` backends; the compressed pass keeps the eager one it
+    was measured with)."""
     b, n_k, h, d = k.shape
     splits = max(1, min(int(splits), n_k))
     c = n_k // splits
@@ -159,7 +161,7 @@ def split_kv_attention(q: Tensor, k: Tensor, v: Tensor, splits: int) -> Tensor:
         lses.append(lse.unsqueeze(1))
     o = torch.cat(outs, 1) if len(outs) > 1 else outs[0]  # [B, S', H, Lq, D]
     lse = torch.cat(lses, 1) if len(lses) > 1 else lses[0]  # [B, S', H, Lq]
-    merge = _merge_compiled() if (q.is_cuda and not torch.is_grad_enabled()) else _merge_lse
+    merge = _merge_fused if (compiled_merge and q.is_cuda and not torch.is_grad_enabled()) else _merge_lse
     return merge(o, lse).to(q.dtype).transpose(1, 2)
 
 
@@ -168,13 +170,21 @@ def _merge_lse(o: Tensor, lse: Tensor) -> Tensor:
     return (o.float() * torch.softmax(lse, dim=1).unsqueeze(-1)).sum(1)
 
 
-@functools.lru_cache(maxsize=1)
-def _merge_compiled():
-    """:func:`_merge_lse` as one fused kernel (``torch.compile``, one graph per shape); eager if compiling fails."""
+_MERGE: dict = {"fn": None}  # the compiled merge; False once compiling or running it failed (eager from then on)
+
+
+def _merge_fused(o: Tensor, lse: Tensor) -> Tensor:
+    """:func:`_merge_lse` as one fused kernel (``torch.compile``, one graph per shape), eager if that fails."""
+    fn = _MERGE["fn"]
+    if fn is None:
+        fn = _MERGE["fn"] = torch.compile(_merge_lse, dynamic=False, fullgraph=True)
+    if fn is False:
+        return _merge_lse(o, lse)
     try:
-        return torch.compile(_merge_lse, dynamic=False, fullgraph=True)
-    except Exception:  # noqa: BLE001 - an optional speed-up
-        return _merge_lse
+        return fn(o, lse)
+    except Exception:  # noqa: BLE001 - an optional speed-up; the eager merge is the same computation
+        _MERGE["fn"] = False
+        return _merge_lse(o, lse)
 
 
 @functools.lru_cache(maxsize=None)

@@ -99,8 +99,10 @@ class MidArchive:
     video: 600 at Wan scale for 10 minutes). ``block(slot)`` -> (k, v) views [L, B, N_c, H, D].
 
     Pinned chunks are allocated ahead, on a background thread, once the newest chunk is half full (``prefetch``,
-    default: when pinned): pinning a chunk (2 x 256 MiB at Wan scale) took ~0.2-0.3 s in the block loop, a spike
-    every 16 blocks (the sixteenth session's 10-minute run). ``allocated_bytes`` counts adopted chunks only.
+    default: when pinned): pinning a chunk (2 x 256 MiB at Wan scale) in the block loop made a slow block every 16
+    (690-1,251 ms against ~504 in the sixteenth session's 10-minute run, H200). Ahead, the same allocation still
+    competes with the loop (645-732 ms against ~488 in that session's second call): lower spikes, not gone.
+    ``allocated_bytes`` counts adopted chunks only.
     """
 
     def __init__(self, spec: CacheSpec, n_c: int, chunk: int = 16, prefetch: bool | None = None):
