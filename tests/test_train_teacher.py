@@ -118,3 +118,21 @@ def test_teacher_from_sigma_is_euler_on_the_shifted_grid_below_sigma():
         teacher_from_sigma(m, ctx, x0, noise, 0.6, 1.0, n, shift)
     below = [s for s in grid if s < 0.6 - 1e-6]
     assert seen == pytest.approx([600.0] + [s * 1000 for s in below[:-1]], rel=1e-5)
+
+
+def test_train_shift_moves_the_training_noise_levels_and_not_the_held_out_loss(tmp_path, monkeypatch):
+    """--train-shift s: the training steps draw sigmas with shift s; the held-out loss keeps the config's shift (5),
+    so runs with different training shifts compare on one scale."""
+    from packforcing.train import diffusion as D
+
+    shifts = []
+    real = D.sample_sigmas
+    monkeypatch.setattr(D, "sample_sigmas", lambda n, shift, device, generator=None: shifts.append(shift)
+                        or real(n, shift, device, generator))
+    held = []
+    real_h = D.heldout_flow_loss
+    monkeypatch.setattr(D, "heldout_flow_loss", lambda m, lat, ctx, shift: held.append(shift) or real_h(m, lat, ctx, shift))
+    train_teacher(_latents(8, 4, 0), TeacherConfig(steps=2, batch=2, preset="toy", warmup=1, train_shift=10.0),
+                  torch.device("cpu"), tmp_path)
+    assert shifts == [5.0, 10.0, 10.0, 5.0]  # held-out loss before, two training steps, held-out loss after
+    assert held and set(held) == {5.0}
