@@ -161,8 +161,9 @@ def split_kv_attention(q: Tensor, k: Tensor, v: Tensor, splits: int, compiled_me
         lses.append(lse.unsqueeze(1))
     o = torch.cat(outs, 1) if len(outs) > 1 else outs[0]  # [B, S', H, Lq, D]
     lse = torch.cat(lses, 1) if len(lses) > 1 else lses[0]  # [B, S', H, Lq]
-    merge = _merge_fused if (compiled_merge and q.is_cuda and not torch.is_grad_enabled()) else _merge_lse
-    return merge(o, lse).to(q.dtype).transpose(1, 2)
+    if compiled_merge and q.is_cuda and not torch.is_grad_enabled():
+        return _merge_fused(o, lse, q.dtype)
+    return _merge_lse(o, lse).to(q.dtype).transpose(1, 2)
 
 
 def _merge_lse(o: Tensor, lse: Tensor) -> Tensor:
@@ -170,21 +171,26 @@ def _merge_lse(o: Tensor, lse: Tensor) -> Tensor:
     return (o.float() * torch.softmax(lse, dim=1).unsqueeze(-1)).sum(1)
 
 
+def _merge_to_layout(o: Tensor, lse: Tensor, dtype: torch.dtype) -> Tensor:
+    """:func:`_merge_lse` written straight in the model's layout [B, Lq, H, D] (contiguous) and dtype."""
+    return _merge_lse(o, lse).to(dtype).transpose(1, 2).contiguous()
+
+
 _MERGE: dict = {"fn": None}  # the compiled merge; False once compiling or running it failed (eager from then on)
 
 
-def _merge_fused(o: Tensor, lse: Tensor) -> Tensor:
-    """:func:`_merge_lse` as one fused kernel (``torch.compile``, one graph per shape), eager if that fails."""
+def _merge_fused(o: Tensor, lse: Tensor, dtype: torch.dtype) -> Tensor:
+    """:func:`_merge_to_layout` as one fused kernel (``torch.compile``, one graph per shape), eager if that fails."""
     fn = _MERGE["fn"]
     if fn is None:
-        fn = _MERGE["fn"] = torch.compile(_merge_lse, dynamic=False, fullgraph=True)
+        fn = _MERGE["fn"] = torch.compile(_merge_to_layout, dynamic=False, fullgraph=True)
     if fn is False:
-        return _merge_lse(o, lse)
+        return _merge_to_layout(o, lse, dtype)
     try:
-        return fn(o, lse)
+        return fn(o, lse, dtype)
     except Exception:  # noqa: BLE001 - an optional speed-up; the eager merge is the same computation
         _MERGE["fn"] = False
-        return _merge_lse(o, lse)
+        return _merge_to_layout(o, lse, dtype)
 
 
 @functools.lru_cache(maxsize=None)

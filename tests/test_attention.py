@@ -85,3 +85,20 @@ def test_cudnn_split_on_cuda_bf16_matches_the_reference():
         with torch.no_grad(), A.use_backend(f"cudnn_split{s}"):
             out = A.attention(q, k, v)
         torch.testing.assert_close(out.float(), A.BACKENDS.get("reference")(q, k, v).float(), rtol=2e-2, atol=2e-2)
+
+
+def test_fused_merge_writes_the_model_layout_and_falls_back_to_eager_when_compiling_fails(monkeypatch):
+    g = torch.Generator().manual_seed(0)
+    o, lse = torch.randn(1, 2, 3, 5, 8, generator=g), torch.randn(1, 2, 3, 5, generator=g)
+    want = A._merge_lse(o, lse).to(torch.bfloat16).transpose(1, 2)
+    got = A._merge_to_layout(o, lse, torch.bfloat16)
+    assert torch.equal(got, want) and got.is_contiguous()
+
+    def broken(*a, **k):
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setitem(A._MERGE, "fn", None)
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: broken)
+    assert torch.equal(A._merge_fused(o, lse, torch.bfloat16), want)
+    assert A._MERGE["fn"] is False  # eager from then on
+    assert torch.equal(A._merge_fused(o, lse, torch.bfloat16), want)
