@@ -58,7 +58,7 @@ class ProbeModel(torch.nn.Module):
     def embed_text(self, ctx):
         return TextState(ctx)
 
-    def forward(self, x, t, text, view=None):
+    def forward(self, x, t, text, view=None, kv_only=False):  # kv_only: the probe attends every layer anyway
         b, _, f, hh, ww = x.shape
         h, w = hh // 2, ww // 2
         tpf = h * w

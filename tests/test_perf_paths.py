@@ -171,6 +171,40 @@ def test_ffn_epilogue_auto_checks_the_fused_gemm_on_the_device(monkeypatch):
     torch.testing.assert_close(second.float(), ref.float(), atol=0.05, rtol=0.02)
 
 
+@pytest.mark.parametrize("name,kw,schedule", [
+    ("window", {"window_frames": 4}, "self_forcing"),
+    ("packforcing", {}, "self_forcing"),
+    ("deep_forcing", {}, "self_forcing"),
+    ("rolling_forcing", {}, "rolling5"),
+])
+def test_commit_with_kv_only_writes_what_the_full_forward_writes(name, kw, schedule, monkeypatch):
+    """A commit's clean re-run stops after the last layer's K/V (``kv_only``): the rollout's latents and every K/V the
+    policy stores equal those of commits that run the whole forward, bit for bit."""
+    from packforcing.model import dit
+
+    m = tiny_model()
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn(1, 16, 12, 8, 8, generator=g)
+    ctx = torch.randn(1, 16, 32, generator=g)
+    real = dit.WanDiT.forward
+    writes = []
+    monkeypatch.setattr(dit.Block, "write_kv", (lambda f: lambda self, *a: writes.append(1) or f(self, *a))(
+        dit.Block.write_kv))
+    out = {}
+    for full in (False, True):
+        if full:
+            monkeypatch.setattr(dit.WanDiT, "forward", lambda self, *a, kv_only=False, **k: real(self, *a, **k))
+        pol = tiny_pf(m, 3) if name == "packforcing" else make_policy(name, **kw)
+        with torch.no_grad():
+            lat = rollout(m, pol, FlowMatchSampler(schedule), ctx, noise.clone(), 2,
+                          noise_fn=lambda b, s, like: torch.zeros(like.shape)).latents
+        out[full] = (lat, pol.store.k.clone(), pol.store.v.clone())
+        if not full:
+            assert writes, "the commits did not take the K/V-only path"
+    for a, b in zip(out[False], out[True]):
+        assert torch.equal(a, b)
+
+
 def _has_compiler() -> bool:
     return any(shutil.which(c) for c in ("c++", "g++", "clang++"))
 

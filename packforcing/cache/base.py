@@ -227,6 +227,15 @@ class PhaseView:
     def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         return self.view.attend(layer, q, k, v, self.phase)
 
+    def write_kv(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> None:
+        """:meth:`attend` without the attention (the view's ``write_kv``; only views that have one)."""
+        self.view.write_kv(layer, q, k, v, self.phase)
+
+    @property
+    def writes_kv(self) -> bool:
+        """Whether the bound view can store a layer's K/V without attending (``WanDiT.forward(kv_only=True)``)."""
+        return hasattr(self.view, "write_kv")
+
 
 class BlockView:
     """Attention view for one block over a contiguous prefix of a :class:`KVStore`.
@@ -275,6 +284,17 @@ class BlockView:
         kk = ks[0] if len(ks) == 1 else torch.cat([t.to(k.dtype) for t in ks], 1)
         vv = vs[0] if len(vs) == 1 else torch.cat([t.to(v.dtype) for t in vs], 1)
         return attention(q, kk, vv)
+
+    def write_kv(self, layer: int, q: Tensor, k: Tensor, v: Tensor, phase: Phase = Phase()) -> None:
+        """What :meth:`attend` leaves behind, without its attention: the ``pre_attend`` hook sees the queries, the
+        current K/V are written (nothing is written on the training path, where :meth:`attend` concatenates). For a
+        commit's last layer, whose attention output no one reads (``WanDiT.forward(kv_only=True)``)."""
+        if self.pre_attend is not None:
+            self.pre_attend(self, layer, q, phase)
+        if not phase.train:
+            s, a = self.store, self.cur_start
+            s.k[layer, :, a : a + k.shape[1]] = k.to(s.k.dtype)
+            s.v[layer, :, a : a + k.shape[1]] = v.to(s.v.dtype)
 
 
 @dataclass
@@ -377,7 +397,7 @@ class CachePolicy:
         b, _, f = x_clean.shape[:3]
         t = torch.full((b, f), float(context_noise), device=x_clean.device)
         with torch.no_grad():  # the clean re-run only writes K/V; it never carries gradient
-            model(x_clean, t, text, view=view.at(COMMIT))
+            model(x_clean, t, text, view=view.at(COMMIT), kv_only=True)
         self.finish(blk, x_clean, model, text)
 
     def finish(self, blk: BlockInfo, x_clean: Tensor, model, text) -> None:

@@ -230,7 +230,7 @@ class RollingForcingPolicy(CachePolicy):
         b, _, f = x_clean.shape[:3]
         t = torch.full((b, f), float(context_noise), device=x_clean.device)
         with torch.no_grad():
-            model(x_clean, t, text, view=cv.at(COMMIT))
+            model(x_clean, t, text, view=cv.at(COMMIT), kv_only=True)
         self.finish(blk, x_clean, model, text)
 
     def stats(self) -> RollingStats:

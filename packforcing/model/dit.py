@@ -349,8 +349,11 @@ class SelfAttention(nn.Module):
         return q, k, v.view(b, n, self.num_heads, self.head_dim)
 
     def forward(self, x: Tensor, angles: Tensor, view: AttentionView | None, mask: Tensor | None,
-                fx: "Elementwise | None" = None) -> Tensor:
+                fx: "Elementwise | None" = None, kv_only: bool = False) -> Tensor | None:
         q, k, v = self.qkv(x, angles, fx)
+        if kv_only:  # a commit's last layer: the view stores K/V (its hooks see q); nothing reads an output
+            view.write_kv(self.layer, q, k, v)
+            return None
         out = attention(q, k, v, mask) if view is None else view.attend(self.layer, q, k, v)
         return self.o(out.flatten(2))
 
@@ -412,6 +415,12 @@ class Block(nn.Module):
         x, h = fx.residual_ln_modulate(x, self.cross_attn(h, text, fx), e[:, :, 3], e[:, :, 4], self.norm2.eps, wdt)
         y = self.ffn[2](ffn_up_gelu(h, self.ffn[0], fx))
         return fx.gate_residual(x, y, e[:, :, 5])
+
+    def write_kv(self, x: Tensor, e0: Tensor, angles: Tensor, view) -> None:
+        """The block's K/V for ``x`` handed to ``view.write_kv`` (its hooks see the queries); nothing after that."""
+        fx = _fns(self)
+        _, h = fx.modulation_ln(x, self.modulation, e0, self.norm1.eps, self.ffn[0].weight.dtype)
+        self.self_attn(h, angles, view, None, fx, kv_only=True)
 
 
 class Head(nn.Module):
@@ -503,9 +512,16 @@ class WanDiT(nn.Module):
         return y.permute(0, 7, 1, 4, 2, 5, 3, 6).reshape(b, self.cfg.out_dim, f * pt, h * ph, w * pw)
 
     # ---- forward -------------------------------------------------------------------------
-    def run_blocks(self, tokens: Tensor, e0: Tensor, angles: Tensor, text: TextState, view=None, mask=None) -> Tensor:
+    def run_blocks(self, tokens: Tensor, e0: Tensor, angles: Tensor, text: TextState, view=None, mask=None,
+                   kv_only: bool = False) -> Tensor | None:
+        """The blocks over ``tokens`` [B, N, D] -> hidden [B, N, D]; ``kv_only``: the last block only writes its K/V
+        through ``view`` (:meth:`Block.write_kv`) and None is returned."""
         x = tokens.float().contiguous()  # one layout for every layer and caller (compiled graphs guard on strides)
-        for blk in self.blocks:
+        last = len(self.blocks) - 1
+        for i, blk in enumerate(self.blocks):
+            if kv_only and i == last:
+                blk.write_kv(x, e0, angles, view)
+                return None
             x = blk(x, e0, angles, text, view, mask)
         return x
 
@@ -517,11 +533,15 @@ class WanDiT(nn.Module):
         view: AttentionView | None = None,
         frame_positions: Tensor | None = None,
         mask: Tensor | None = None,
-    ) -> Tensor:
+        kv_only: bool = False,
+    ) -> Tensor | None:
         """Flow prediction for latents ``x`` [B, C, F, H, W] at per-frame timesteps ``t`` [B, F].
 
         Temporal RoPE positions come from ``view.frame_positions``, else ``frame_positions``, else
-        0..F-1. ``mask`` (bool [N, N] or broadcastable) applies only without a view.
+        0..F-1. ``mask`` (bool [N, N] or broadcastable) applies only without a view. ``kv_only`` (a commit's clean
+        re-run, whose output no one reads): with a view that ``writes_kv``, every block's K/V are written as in a full
+        forward, but the last block stops there (no attention, cross-attention, FFN or head) and None is returned;
+        the stored K/V are the full forward's. With any other view the full forward runs (and its output is returned).
         """
         if not isinstance(text, TextState):
             text = self.embed_text(text)
@@ -536,7 +556,10 @@ class WanDiT(nn.Module):
         pt, ph, pw = R.grid_positions(frame_positions, grid[1], grid[2])
         angles = R.Rotary(R.rope_angles(pt, ph, pw, self.cfg.head_dim, self.cfg.rope_theta))
         e, e0 = self.time_embed(t)
-        h = self.run_blocks(tokens, e0, angles, text, view, mask)
+        kv_only = kv_only and view is not None and getattr(view, "writes_kv", False)
+        h = self.run_blocks(tokens, e0, angles, text, view, mask, kv_only=kv_only)
+        if h is None:
+            return None
         return self.unpatchify(self.head(h, e).float(), grid)
 
     def forward_tokens(self, tokens: Tensor, positions: tuple[Tensor, Tensor, Tensor], t: Tensor,
