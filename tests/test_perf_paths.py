@@ -142,6 +142,9 @@ def test_fused_qkv_equals_three_linears_and_follows_weight_changes(monkeypatch):
         out = m(x, t, c)
         torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
         assert all(getattr(b.self_attn, "_qkv_cache", None) is not None for b in m.blocks)
+        cached = m.release_engine_caches()
+        assert cached == sum(3 * (b.self_attn.q.weight.numel() + b.self_attn.q.bias.numel()) * 4 for b in m.blocks)
+        assert all(getattr(b.self_attn, "_qkv_cache", None) is None for b in m.blocks) and m.release_engine_caches() == 0
         m.blocks[0].self_attn.k.weight.mul_(1.5)  # in place: the version counter moves
         changed = m(x, t, c)
         monkeypatch.setenv("PF_QKV_FUSED", "off")

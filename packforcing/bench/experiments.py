@@ -165,6 +165,9 @@ def forward_ab(b, fwd, store, name: str, values: list[str], reps: int) -> None:
             os.environ.pop(name, None)
         else:
             os.environ[name] = old
+        release = getattr(getattr(b, "model", None), "release_engine_caches", None)
+        if release is not None:  # e.g. PF_QKV_FUSED=on's stacked weights: not held into the runs that follow
+            release()
     del store
     a, c = values
     diff = [y - x for x, y in zip(ms[a], ms[c])]

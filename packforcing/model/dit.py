@@ -480,6 +480,16 @@ class WanDiT(nn.Module):
         self.compile_elementwise = on
         return self
 
+    def release_engine_caches(self) -> int:
+        """Drop what engine switches cached on the model (the stacked q/k/v weights of ``PF_QKV_FUSED=on``, ~425 MB
+        in bf16 at Wan scale), e.g. after an A/B that turned one on; rebuilt at next use. Returns the bytes freed."""
+        freed = 0
+        for m in self.modules():
+            cache = m.__dict__.pop("_qkv_cache", None)
+            if cache is not None:
+                freed += sum(t.numel() * t.element_size() for t in cache[1:])
+        return freed
+
     # ---- inputs --------------------------------------------------------------------------
     def embed_text(self, context: Tensor) -> TextState:
         """Context [B, L<=text_len, text_dim] -> TextState (zero-padded to text_len, embedded)."""
