@@ -352,3 +352,8 @@ def test_mid_archive_allocates_its_next_chunk_ahead_and_keeps_every_block():
         assert all(torch.equal(arch.block(s)[0], torch.full_like(arch.block(s)[0], s)) for s in range(11))
         assert all(torch.equal(arch.block(s)[1], torch.full_like(arch.block(s)[1], -s)) for s in range(11))
         assert arch.allocated_bytes == 3 * 2 * 4 * 2 * 3 * 4 * 4  # adopted chunks only: 3 x (k, v) x [4, 2, 1, 3, 1, 4]
+    # a run that will use 11 slots never reaches a fourth chunk: nothing is left allocating when it ends
+    arch = MidArchive(spec, n_c=3, chunk=4, prefetch=True, slots=11)
+    for slot in range(11):
+        arch.block(slot)
+    assert arch._next is None and len(arch.k) == 3

@@ -102,11 +102,15 @@ class MidArchive:
     default: when pinned): pinning a chunk (2 x 256 MiB at Wan scale) in the block loop made a slow block every 16
     (690-1,251 ms against ~504 in the sixteenth session's 10-minute run, H200). Ahead, the same allocation still
     competes with the loop (645-732 ms against ~488 in that session's second call): lower spikes, not gone.
+    ``slots`` (the most archive slots the run can use; None: unknown) stops it allocating a chunk the run will never
+    reach: that session's second call left one in flight at the end of a 60-block run, and the next rollout's first two
+    blocks took 1.45 and 1.2 s (first frame 1.49 s, not 0.5), probably that allocation (not measured apart).
     ``allocated_bytes`` counts adopted chunks only.
     """
 
-    def __init__(self, spec: CacheSpec, n_c: int, chunk: int = 16, prefetch: bool | None = None):
-        self.spec, self.n_c, self.chunk = spec, n_c, chunk
+    def __init__(self, spec: CacheSpec, n_c: int, chunk: int = 16, prefetch: bool | None = None,
+                 slots: int | None = None):
+        self.spec, self.n_c, self.chunk, self.slots = spec, n_c, chunk, slots
         self.pinned = torch.device(spec.device).type == "cuda" and torch.cuda.is_available()
         self.prefetch = self.pinned if prefetch is None else bool(prefetch)
         self.k: list[Tensor] = []
@@ -126,7 +130,8 @@ class MidArchive:
             self._next = None
             self.k.append(k)
             self.v.append(v)
-        if self.prefetch and self._next is None and c == len(self.k) - 1 and i >= self.chunk // 2:
+        needed = self.slots is None or (c + 1) * self.chunk < self.slots  # will the run reach the next chunk?
+        if self.prefetch and needed and self._next is None and c == len(self.k) - 1 and i >= self.chunk // 2:
             self._next = _archive_pool().submit(self._alloc)
         return c, i
 
@@ -468,7 +473,7 @@ class PackForcingPolicy(CachePolicy):
     def reset(self, spec: CacheSpec, num_frames: int, block_frames: int) -> None:
         self._start(spec, num_frames, block_frames)
         self.store = KVStore(spec, self._store_capacity())
-        self.archive = MidArchive(spec, self.n_c)  # off the device (pinned host memory on CUDA)
+        self.archive = MidArchive(spec, self.n_c, slots=self.arch_cap)  # off the device (pinned host memory on CUDA)
         # per archived block, per layer and head: the mean of its compressed keys (top-k scoring, selector.py), on
         # the device, preallocated for every block the archive can hold (flat device memory)
         self.kmean = torch.zeros(spec.num_layers, spec.batch, self.arch_cap, spec.num_heads, spec.head_dim,
