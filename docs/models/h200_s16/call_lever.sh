@@ -28,22 +28,9 @@ case $LEVER in
   detail) ARGS="--preset toy_teacher_p1 --init runs/teacher_p1.safetensors --batch 8"; W20=12; T20=200 ;;
   *) echo "unknown lever $LEVER: use structure, layout or detail"; exit 2 ;;
 esac
-python3 -m packforcing.train.diffusion --stage latents --out runs/l5 --clips 2048 --latent-frames 20 --absence short \
-  --latent-seed 19 --workers 7 > runs/l5_latents.log 2>&1 &
-python3 -m packforcing.train.diffusion --stage latents --out runs/l20 --clips 768 --latent-frames 80 --absence long \
-  --latent-seed 20 --workers 7 > runs/l20_latents.log 2>&1 &
-wait; el "latents done"
-python3 - > runs/shipped_heldout.json <<'PY'
-import json, torch
-from packforcing.train.diffusion import TeacherConfig, heldout_flow_loss, load_model_file
-c = TeacherConfig()
-m, _ = load_model_file("packforcing/assets/toy_dit_teacher.safetensors", device="cuda")
-out = {}
-for name in ("l20", "l5"):
-    d = torch.load(f"runs/{name}/latents.pt", weights_only=True)
-    out[name] = heldout_flow_loss(m, d["latents"][-c.heldout:].cuda(), d["context"][-c.heldout:].cuda(), c.shift)
-print(json.dumps({"shipped_teacher_heldout_loss": out}))
-PY
+source scripts/teacher_call_lib.sh
+latents_pair l 19 20; el "latents done"
+shipped_heldout l
 el "shipped: $(cat runs/shipped_heldout.json)"
 left=$(( 540 - ($(date +%s) - T0) - T20 - 25 ))   # keep the judges' time and packing
 mins=$(python3 -c "print(max(0.5, round($left / 60 - 0.3, 1)))")
