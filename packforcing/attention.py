@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from packforcing.registry import Registry
+from packforcing.util import FirstUseCheck
 
 Tensor = torch.Tensor
 BACKENDS: Registry = Registry("attention backend")
@@ -125,7 +126,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Te
 # cuDNN ceil(182 / 64) x 12 heads = 36 thread blocks for 132 SMs on an H200: traced at 0.41 ms per layer, ~7x its
 # FLOP time (issue 18, docs/perf.md). Splitting the keys into S chunks, run as one batched call that also returns each
 # chunk's log-sum-exp, and merging the chunks by their LSE is the same softmax attention (exact up to float rounding).
-_SPLIT: dict = {}  # (device, dtype) -> {"splits", "relative_error", "used"}: the one-time check against attention()
+_SPLIT = FirstUseCheck(tol=0.02)  # the split's one-time check against attention(), per device and dtype
 
 
 def _lse_attention(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
@@ -221,23 +222,9 @@ def attention_few_queries(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     if (s <= 1 or torch.is_grad_enabled() or q.dtype not in _HALF
             or not (current_backend() == "auto" or current_backend().startswith("cudnn"))):
         return attention(q, k, v)
-    key = (str(q.device), str(q.dtype).replace("torch.", ""))
-    rec = _SPLIT.get(key)
-    if rec is None:
-        if torch.cuda.is_current_stream_capturing():
-            return attention(q, k, v)
-        ref = attention(q, k, v)
-        try:
-            out = split_kv_attention(q, k, v, s)
-            err = float(((out.float() - ref.float()).norm() / ref.float().norm().clamp_min(1e-12)).item())
-            rec = {"splits": s, "relative_error": err, "used": err < 0.02}
-        except Exception as e:  # noqa: BLE001 - an unsupported LSE kernel: attention() for good
-            rec = {"splits": s, "error": f"{type(e).__name__}: {str(e)[:200]}", "used": False}
-        _SPLIT[key] = rec
-        return ref
-    return split_kv_attention(q, k, v, s) if rec["used"] else attention(q, k, v)
+    return _SPLIT(q, lambda: attention(q, k, v), lambda: split_kv_attention(q, k, v, s), splits=s)
 
 
 def split_status() -> dict:
     """The split-KV check per "device/dtype": splits, relative error against attention(), whether it is used."""
-    return {f"{d}/{t}": dict(r) for (d, t), r in _SPLIT.items()}
+    return _SPLIT.status()

@@ -95,11 +95,9 @@ def engine_record(device: torch.device, dit: dict, vae: dict | None, policy: dic
     - ``attention_backend``: :func:`packforcing.attention.resolved_backend` for the DiT's ``dtype`` on ``device``
       (``PF_ATTN_BACKEND``; the default ``auto`` is recorded resolved, ``auto=cudnn`` or ``auto=sdpa``).
     - ``cuda_graphs``: :func:`packforcing.cuda_graphs.graphs_enabled` (``PF_CUDA_GRAPHS``; used on CUDA only).
-    - ``ffn_epilogue``: :func:`packforcing.model.dit.ffn_epilogue_mode` (``PF_FFN_EPILOGUE``: the FFN's GELU in its
-      GEMM's epilogue; ``auto`` fuses on CUDA in half precision once checked against the eager pair).
-    - ``qk_kernel``: :func:`packforcing.model.dit.qk_kernel_mode` (``PF_QK_KERNEL``: q/k RMSNorm + RoPE as one Triton
-      kernel; ``auto`` on CUDA in half precision once checked against the elementwise function).
-    - ``qkv_fused``: :func:`packforcing.model.dit.qkv_fused_mode` (``PF_QKV_FUSED``: q, k, v as one GEMM; off by default).
+    - ``ffn_epilogue``, ``qk_kernel``, ``qkv_fused``: :func:`packforcing.model.dit.engine_switches`, the DiT's engine
+      switches (``PF_FFN_EPILOGUE``: the FFN's GELU in its GEMM's epilogue; ``PF_QK_KERNEL``: q/k RMSNorm + RoPE as one
+      Triton kernel; ``PF_QKV_FUSED``: q, k, v as one GEMM).
     - ``policy``: the cache policy's resolved speed-only choices (:meth:`CachePolicy.engine_options`, e.g.
       PackForcing's ``{"gather": "device"}``); ``{}`` when it has none."""
     from packforcing.attention import resolved_backend
@@ -111,11 +109,9 @@ def engine_record(device: torch.device, dit: dict, vae: dict | None, policy: dic
     out.update({f"vae_{k}": vae[k] for k in ("compile_s", "compile_error") if k in vae})
     out["attention_backend"] = resolved_backend(device, dtype)
     out["cuda_graphs"] = graphs_enabled()
-    from packforcing.model.dit import ffn_epilogue_mode, qk_kernel_mode, qkv_fused_mode
+    from packforcing.model.dit import engine_switches
 
-    out["ffn_epilogue"] = ffn_epilogue_mode()
-    out["qk_kernel"] = qk_kernel_mode()
-    out["qkv_fused"] = qkv_fused_mode()
+    out.update(engine_switches())
     out["policy"] = dict(policy or {})
     return out
 

@@ -116,6 +116,44 @@ def optional_import(state: dict, module: str):
     return state["mod"] or None
 
 
+class FirstUseCheck:
+    """A faster path for the same computation, trusted per (device, dtype) only after its first use there matched the
+    reference on that call's own tensors: relative error (Frobenius, of each output) below ``tol``, checked outside
+    CUDA-graph capture (a call during capture before any check just runs the reference). That first call returns the
+    reference's result; a failed check, or an exception from the fast path, keeps the reference for good.
+    ``status()``: {"device/dtype": {**extra, "relative_error", "used"} or {**extra, "error", "used": False}}."""
+
+    def __init__(self, tol: float):
+        self.tol = tol
+        self.records: dict = {}
+
+    def __call__(self, like, reference, fast, **extra):
+        """``reference()`` or ``fast()`` (zero-argument callables returning a tensor or a tuple of tensors), keyed by
+        the device and dtype of the tensor ``like``; ``extra``: fields recorded with the check (e.g. a split count)."""
+        import torch
+
+        key = (str(like.device), str(like.dtype).replace("torch.", ""))
+        rec = self.records.get(key)
+        if rec is not None:
+            return fast() if rec["used"] else reference()
+        if like.is_cuda and torch.cuda.is_current_stream_capturing():  # (asking on a CPU-only machine raises)
+            return reference()
+        ref = reference()
+        try:
+            out = fast()
+            pairs = zip(out, ref) if isinstance(ref, tuple) else [(out, ref)]
+            err = max(float(((o.float() - r.float()).norm() / r.float().norm().clamp_min(1e-12)).item())
+                      for o, r in pairs)
+            rec = {**extra, "relative_error": err, "used": err < self.tol}
+        except Exception as e:  # noqa: BLE001 - the fast path does not build or run here: the reference for good
+            rec = {**extra, "error": f"{type(e).__name__}: {str(e)[:200]}", "used": False}
+        self.records[key] = rec
+        return ref
+
+    def status(self) -> dict:
+        return {f"{d}/{t}": dict(r) for (d, t), r in self.records.items()}
+
+
 @functools.lru_cache(maxsize=1)
 def git_sha() -> str | None:
     """The repository's ``HEAD`` commit (``git rev-parse HEAD``, asked once per process); ``None``

@@ -104,6 +104,17 @@ class Cv2Encoder:
 # tensor <-> uint8 frames
 
 
+def from_uint8_frames(frames, device=None):
+    """uint8 frames ``[T, H, W, 3]`` (numpy or torch) -> a float32 video ``[1, 3, T, H, W]`` in [-1, 1] on ``device``
+    (the inverse of :func:`to_uint8_frames` up to rounding): what the VAE encodes."""
+    import torch
+
+    x = torch.as_tensor(frames)
+    if x.dim() != 4 or x.shape[-1] != 3:
+        raise ValueError(f"expected frames [T, H, W, 3], got {list(x.shape)}")
+    return x.permute(3, 0, 1, 2)[None].to(device).float() / 127.5 - 1
+
+
 def to_uint8_frames_tensor(video):
     """Torch ``[3, T, H, W]`` or ``[B, 3, T, H, W]`` in [-1, 1] -> torch uint8 ``[(B,) T, H, W, 3]``,
     on the same device (values clamped, ``round((x + 1) * 127.5)``)."""

@@ -48,10 +48,9 @@ def through_vae(frames: np.ndarray, vae) -> np.ndarray:
     """uint8 frames [T, H, W, 3] encoded and decoded by ``vae`` (a ``WanVAE``, on any device) -> uint8 [T, H, W, 3]."""
     import torch
 
-    from packforcing.video import to_uint8_frames
+    from packforcing.video import from_uint8_frames, to_uint8_frames
 
-    dev = next(vae.parameters()).device
-    x = torch.from_numpy(frames).permute(3, 0, 1, 2)[None].to(dev).float() / 127.5 - 1
+    x = from_uint8_frames(frames, next(vae.parameters()).device)
     with torch.no_grad():
         return to_uint8_frames(vae.decode(vae.encode(x), clamp=True), batch=True)[0]
 

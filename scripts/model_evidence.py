@@ -60,35 +60,28 @@ def _job(args: tuple) -> dict:
         from reports.memory_control import through_vae
 
         v = through_vae(W.render(scene, 1 + 4 * (n_lat - 1)), load_vae(opts.get("vae"), preset="toy", device=dev))
-    elif model.startswith("sdedit"):  # the ground truth through the VAE's encoder, noised to sigma, denoised by the teacher
-        from packforcing.model.text import build_text_encoder
-        from packforcing.model.vae import load_vae
-        from packforcing.train.diffusion import load_model_file, teacher_from_sigma
-
-        teacher, _ = load_model_file(Path(opts["teacher"]), device=dev)
-        vae = load_vae(opts.get("vae"), preset="toy", device=dev)
-        ctx = build_text_encoder("toy", text_len=40).encode([prompt]).to(dev)
-        frames = W.render(scene, 1 + 4 * (n_lat - 1))
-        g = torch.Generator().manual_seed(pid)
-        with torch.no_grad():
-            x0 = vae.encode(torch.from_numpy(frames).permute(3, 0, 1, 2)[None].to(dev).float() / 127.5 - 1)
-            x = teacher_from_sigma(teacher, ctx, x0, torch.randn(x0.shape, generator=g).to(dev),
-                                   float(model[len("sdedit"):]), opts.get("guidance", 3.0), opts.get("teacher_steps", 24))
-            v = to_uint8_frames(vae.decode(x, clamp=True), batch=True)[0]
-    elif model == "teacher":
+    elif model == "teacher" or model.startswith("sdedit"):
+        # teacher: a sample from noise; sdedit<sigma>: the ground truth through the VAE's encoder, noised to sigma,
+        # denoised by the teacher. The noise is drawn on the CPU: the same sample on any device.
         from packforcing.model.text import build_text_encoder
         from packforcing.model.vae import load_vae
         from packforcing.sampler import FlowMatchSampler
-        from packforcing.train.diffusion import load_model_file, teacher_trajectories
+        from packforcing.train.diffusion import load_model_file, teacher_from_sigma, teacher_trajectories
+        from packforcing.video import from_uint8_frames
 
         teacher, _ = load_model_file(Path(opts["teacher"]), device=dev)
         vae = load_vae(opts.get("vae"), preset="toy", device=dev)
         ctx = build_text_encoder("toy", text_len=40).encode([prompt]).to(dev)
-        g = torch.Generator().manual_seed(pid)  # the noise is drawn on the CPU: the same sample on any device
+        g = torch.Generator().manual_seed(pid)
+        guidance, steps = opts.get("guidance", 3.0), opts.get("teacher_steps", 24)
         with torch.no_grad():
-            _, x0 = teacher_trajectories(teacher, ctx, torch.randn(1, 16, n_lat, 16, 16, generator=g).to(dev),
-                                         FlowMatchSampler("self_forcing").step_sigmas(), opts.get("guidance", 3.0),
-                                         opts.get("teacher_steps", 24))
+            if model == "teacher":
+                _, x0 = teacher_trajectories(teacher, ctx, torch.randn(1, 16, n_lat, 16, 16, generator=g).to(dev),
+                                             FlowMatchSampler("self_forcing").step_sigmas(), guidance, steps)
+            else:
+                clean = vae.encode(from_uint8_frames(W.render(scene, 1 + 4 * (n_lat - 1)), dev))
+                x0 = teacher_from_sigma(teacher, ctx, clean, torch.randn(clean.shape, generator=g).to(dev),
+                                        float(model[len("sdedit"):]), guidance, steps)
             v = to_uint8_frames(vae.decode(x0, clamp=True), batch=True)[0]
     else:
         from packforcing.pipeline import GenerationSpec, generate

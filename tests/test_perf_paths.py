@@ -124,7 +124,7 @@ def test_ffn_epilogue_modes_keep_the_model_and_refuse_a_bad_value(monkeypatch):
     assert fused.shape == (2, 7, 40)
     monkeypatch.setenv("PF_FFN_EPILOGUE", "fast")
     with pytest.raises(UserError, match="PF_FFN_EPILOGUE='fast'"):
-        dit.ffn_epilogue_mode()
+        dit.FFN_EPILOGUE.mode()
 
 
 def test_fused_qkv_equals_three_linears_and_follows_weight_changes(monkeypatch):
@@ -152,7 +152,7 @@ def test_fused_qkv_equals_three_linears_and_follows_weight_changes(monkeypatch):
     assert not torch.allclose(changed, ref)
     monkeypatch.setenv("PF_QKV_FUSED", "auto")
     with pytest.raises(UserError, match="PF_QKV_FUSED='auto'"):
-        dit.qkv_fused_mode()
+        dit.QKV_FUSED.mode()
 
 
 @pytest.mark.gpu
@@ -161,7 +161,7 @@ def test_ffn_epilogue_auto_checks_the_fused_gemm_on_the_device(monkeypatch):
     from packforcing.model import dit
 
     monkeypatch.setenv("PF_FFN_EPILOGUE", "auto")
-    monkeypatch.setattr(dit, "_EPILOGUE", {})
+    monkeypatch.setattr(dit.FFN_EPILOGUE.check, "records", {})
     lin = torch.nn.Linear(256, 1024).cuda().bfloat16()
     h = torch.randn(1, 512, 256, device="cuda", dtype=torch.bfloat16)
     with torch.no_grad():
@@ -169,7 +169,7 @@ def test_ffn_epilogue_auto_checks_the_fused_gemm_on_the_device(monkeypatch):
         first = dit.ffn_up_gelu(h, lin, dit._EAGER)  # the check: returns the eager result
         second = dit.ffn_up_gelu(h, lin, dit._EAGER)
     assert torch.equal(first, ref)
-    rec = dit.ffn_epilogue_status()["cuda:0/bfloat16"]
+    rec = dit.FFN_EPILOGUE.status()["cuda:0/bfloat16"]
     assert rec["used"] and rec["relative_error"] < 0.01
     torch.testing.assert_close(second.float(), ref.float(), atol=0.05, rtol=0.02)
 

@@ -65,7 +65,7 @@ def test_qk_kernel_mode_refuses_a_bad_value(monkeypatch):
 
     monkeypatch.setenv("PF_QK_KERNEL", "fast")
     with pytest.raises(UserError, match="PF_QK_KERNEL='fast'"):
-        dit.qk_kernel_mode()
+        dit.QK_KERNEL.mode()
 
 
 @pytest.mark.gpu
@@ -77,7 +77,7 @@ def test_qk_kernel_auto_checks_itself_on_the_device(monkeypatch):
     from packforcing.model import dit
 
     monkeypatch.setenv("PF_QK_KERNEL", "auto")
-    monkeypatch.setitem(dit._QK, "checks", {})
+    monkeypatch.setattr(dit.QK_KERNEL.check, "records", {})
     g = torch.Generator(device="cuda").manual_seed(0)
     q = torch.randn(1, 6240, 1536, device="cuda", generator=g).bfloat16()
     k = torch.randn(1, 6240, 1536, device="cuda", generator=g).bfloat16()
@@ -88,7 +88,7 @@ def test_qk_kernel_auto_checks_itself_on_the_device(monkeypatch):
     first = dit.qk_prepare(dit._EAGER, q, k, w, w, 1e-6, cos, sin, 12)  # the check: returns the reference
     second = dit.qk_prepare(dit._EAGER, q, k, w, w, 1e-6, cos, sin, 12)
     assert all(torch.equal(a, b) for a, b in zip(first, ref))
-    rec = dit.qk_kernel_status()["cuda:0/bfloat16"]
+    rec = dit.QK_KERNEL.status()["cuda:0/bfloat16"]
     assert rec["used"] and rec["relative_error"] < 0.01
     for a, b in zip(second, ref):
         torch.testing.assert_close(a.float(), b.float(), atol=0.05, rtol=0.02)

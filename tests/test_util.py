@@ -92,3 +92,37 @@ def test_optional_import_tries_once_and_says_why():
     import packforcing.errors as E
 
     assert optional_import(ok, "packforcing.errors") is E and "why" not in ok
+
+
+def test_first_use_check_trusts_a_fast_path_only_after_it_matched_the_reference():
+    """FirstUseCheck: the first call per (device, dtype) returns the reference and records the fast path's relative
+    error; later calls run the fast path only if it was within tol; a wrong or failing fast path is never used again."""
+    import torch
+
+    from packforcing.util import FirstUseCheck
+
+    x = torch.ones(4)
+    calls = []
+    ok = FirstUseCheck(tol=0.01)
+    ref = lambda: calls.append("ref") or (x * 2, x)  # noqa: E731
+    fast = lambda: calls.append("fast") or (x * 2.001, x)  # noqa: E731
+    assert torch.equal(ok(x, ref, fast, splits=3)[0], x * 2) and calls == ["ref", "fast"]
+    rec = ok.status()["cpu/float32"]
+    assert rec["used"] and rec["splits"] == 3 and abs(rec["relative_error"] - 0.0005) < 1e-5
+    calls.clear()
+    ok(x, ref, fast)
+    assert calls == ["fast"]
+    wrong = FirstUseCheck(tol=0.01)
+    wrong(x, lambda: x, lambda: -x)
+    calls.clear()
+    wrong(x, lambda: calls.append("ref") or x, lambda: calls.append("fast") or -x)
+    assert calls == ["ref"] and not wrong.status()["cpu/float32"]["used"]
+
+    def boom():
+        raise RuntimeError("no kernel")
+
+    broken = FirstUseCheck(tol=0.01)
+    assert torch.equal(broken(x, lambda: x, boom), x)
+    assert broken.status()["cpu/float32"] == {"error": "RuntimeError: no kernel", "used": False}
+    assert torch.equal(broken(x.double(), lambda: x.double(), lambda: x.double()), x.double())  # another dtype: checked anew
+    assert broken.status()["cpu/float64"]["used"]

@@ -225,3 +225,16 @@ def test_missing_backend_is_one_user_error(monkeypatch):
     monkeypatch.setenv("PF_VIDEO_BACKEND", "ffmpeg")
     with pytest.raises(UserError, match="not a video backend; use av or cv2"):
         video_backend()
+
+
+def test_from_uint8_frames_inverts_to_uint8_frames():
+    import numpy as np
+
+    from packforcing.video import from_uint8_frames, to_uint8_frames
+
+    frames = np.random.default_rng(0).integers(0, 256, (3, 4, 5, 3), dtype=np.uint8)
+    x = from_uint8_frames(frames)
+    assert x.shape == (1, 3, 3, 4, 5) and x.dtype.is_floating_point and float(x.min()) >= -1 and float(x.max()) <= 1
+    assert np.array_equal(to_uint8_frames(x, batch=False), frames)
+    with pytest.raises(ValueError, match=r"frames \[T, H, W, 3\]"):
+        from_uint8_frames(frames[..., :2])

@@ -153,11 +153,9 @@ class Bench:
 
         # PackForcing's compressor and compressed tokens' pass replay CUDA graphs unless PF_CUDA_GRAPHS=0
         e["cuda_graphs"] = bool(graphs_enabled() and self.device.type == "cuda")
-        from packforcing.model.dit import ffn_epilogue_mode, qk_kernel_mode, qkv_fused_mode
+        from packforcing.model.dit import engine_switches
 
-        e["ffn_epilogue"] = ffn_epilogue_mode()  # PF_FFN_EPILOGUE: the FFN's GELU in its GEMM's epilogue (CUDA, half)
-        e["qk_kernel"] = qk_kernel_mode()  # PF_QK_KERNEL: q/k RMSNorm + RoPE as one Triton kernel (CUDA, half)
-        e["qkv_fused"] = qkv_fused_mode()  # PF_QKV_FUSED: q, k, v as one GEMM (inference)
+        e.update(engine_switches())  # PF_FFN_EPILOGUE, PF_QK_KERNEL, PF_QKV_FUSED (packforcing.model.dit)
         try:
             e["cudnn"] = torch.backends.cudnn.version()
         except Exception:  # noqa: BLE001

@@ -147,7 +147,7 @@ def forward_ab(b, fwd, store, name: str, values: list[str], reps: int) -> None:
     switches' own status (the first-use checks of the FFN epilogue and the q/k kernel, the fused q/k/v mode)."""
     import os
 
-    from packforcing.model.dit import ffn_epilogue_status, qk_kernel_status, qkv_fused_mode
+    from packforcing.model.dit import engine_switch_status
 
     old = os.environ.get(name)
     ms: dict[str, list[float]] = {v: [] for v in values}
@@ -176,7 +176,7 @@ def forward_ab(b, fwd, store, name: str, values: list[str], reps: int) -> None:
         "env": name, "values": values, "reps": reps, "median_ms": med, "ms": ms,
         "paired_diff_ms": {"median": statistics.median(diff), "mean": statistics.fmean(diff),
                            "b_faster_share": sum(d < 0 for d in diff) / len(diff)},
-        "ffn_epilogue": ffn_epilogue_status(), "qk_kernel": qk_kernel_status(), "qkv_fused": qkv_fused_mode()})
+        **engine_switch_status()})
     log(f"forward A/B {name}: {a} {med[a]:.2f} ms, {c} {med[c]:.2f} ms; paired {c} - {a} median "
         f"{statistics.median(diff):+.2f} ms ({sum(d < 0 for d in diff)}/{len(diff)} pairs faster with {c})")
 

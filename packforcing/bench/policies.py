@@ -211,10 +211,9 @@ def run_policy(b, label: str, real_seconds: float, *, lengths: list[float], span
 
         if split_status():  # the compressed pass's split-KV attention: its one-time check (splits, error, used)
             r["split_kv"] = split_status()
-        from packforcing.model.dit import ffn_epilogue_status, qk_kernel_status
+        from packforcing.model.dit import engine_switch_status
 
-        r["ffn_epilogue"] = ffn_epilogue_status()  # the mode and the fused GEMM's first-use check (error, used)
-        r["qk_kernel"] = qk_kernel_status()  # the mode and the q/k kernel's first-use check (error, used)
+        r.update(engine_switch_status())  # each DiT switch's mode and first-use check (error, used)
         from packforcing.cache.selector import fused_status
 
         if fused_status()["checked"]:

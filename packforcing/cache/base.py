@@ -263,8 +263,7 @@ class BlockView:
         return PhaseView(self, phase)
 
     def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor, phase: Phase = Phase()) -> Tensor:
-        if self.pre_attend is not None:
-            self.pre_attend(self, layer, q, phase)
+        self.write_kv(layer, q, k, v, phase)  # the hook, then the current K/V into the store (not when training)
         s = self.store
         a = self.cur_start
         b = a + k.shape[1]
@@ -275,8 +274,6 @@ class BlockView:
             ks = [s.k[layer, :, lo:a], k, s.k[layer, :, b:end]]
             vs = [s.v[layer, :, lo:a], v, s.v[layer, :, b:end]]
         else:
-            s.k[layer, :, a:b] = k.to(s.k.dtype)
-            s.v[layer, :, a:b] = v.to(s.v.dtype)
             ks, vs = [s.k[layer, :, lo:end]], [s.v[layer, :, lo:end]]
         if extra is not None:
             ks.append(extra[0].to(k.dtype))
@@ -286,9 +283,10 @@ class BlockView:
         return attention(q, kk, vv)
 
     def write_kv(self, layer: int, q: Tensor, k: Tensor, v: Tensor, phase: Phase = Phase()) -> None:
-        """What :meth:`attend` leaves behind, without its attention: the ``pre_attend`` hook sees the queries, the
-        current K/V are written (nothing is written on the training path, where :meth:`attend` concatenates). For a
-        commit's last layer, whose attention output no one reads (``WanDiT.forward(kv_only=True)``)."""
+        """What :meth:`attend` leaves behind, without its attention (its first step): the ``pre_attend`` hook sees
+        the queries, the current K/V are written (nothing is written on the training path, where :meth:`attend`
+        concatenates). Alone: a commit's last layer, whose attention output no one reads
+        (``WanDiT.forward(kv_only=True)``)."""
         if self.pre_attend is not None:
             self.pre_attend(self, layer, q, phase)
         if not phase.train:

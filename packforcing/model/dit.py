@@ -19,10 +19,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from packforcing import rope as R
-from packforcing.attention import attention
+from packforcing.attention import _HALF, attention
 from packforcing.errors import UserError
 from packforcing.model.presets import DiTConfig
-from packforcing.util import optional_import
+from packforcing.util import FirstUseCheck, optional_import
 
 Tensor = torch.Tensor
 
@@ -138,29 +138,63 @@ def gelu_tanh(x: Tensor) -> Tensor:
     return F.gelu(x, approximate="tanh")
 
 
-# ---- the FFN's first linear with its GELU in the GEMM's epilogue ------------------------------------------------
-# At Wan scale the FFN's hidden activation is 6,240 x 8,960 per block pass: the standalone GELU kernel reads and writes
-# it (~224 MB in bf16, ~70 us per layer; ~11 ms per 16-frame block, the fourteenth session's trace). cuBLASLt can apply
-# the GELU as the GEMM's epilogue (``torch._addmm_activation(..., use_gelu=True)``), so the activation is written once.
-# ``PF_FFN_EPILOGUE``: ``auto`` (default) = the fused GEMM on CUDA in half precision for inference, once it matched the
-# eager pair on the call's own tensors (relative error < 0.01: bf16 rounding, and cuBLASLt's GELU against the tanh
-# form Wan uses); ``off`` = the eager pair everywhere (bit-identical to the original model); ``on`` = fused wherever
-# it runs, unchecked, the CPU included (there PyTorch's fallback applies the erf GELU: within 1e-3 of tanh).
-_EPILOGUE: dict = {}  # (device, dtype) -> {"relative_error", "used"} or {"error", "used": False}
-_EPILOGUE_MODES = ("auto", "on", "off")
-_HALF_DTYPES = (torch.float16, torch.bfloat16)
+# ---- engine switches: faster paths for the same computation, read from the environment at each call ---------------
+# Read at each call (not once) so that the bench's ``--forward-ab`` can compare two values in one process.
 
 
-def _env_mode(var: str, modes: tuple[str, ...]) -> str:
-    """An engine switch's value from the environment (default the first of ``modes``); one UserError otherwise."""
-    mode = os.environ.get(var, modes[0]).strip().lower() or modes[0]
-    if mode not in modes:
-        raise UserError(f"{var}={mode!r}: use one of {', '.join(modes)}.")
-    return mode
+@dataclass(frozen=True)
+class EngineSwitch:
+    """One engine switch: the environment variable, its values (the first is the default) and, for a path checked at
+    first use (``auto``), the check (:class:`packforcing.util.FirstUseCheck`)."""
+
+    var: str
+    modes: tuple[str, ...]
+    check: FirstUseCheck | None = None
+
+    def mode(self) -> str:
+        mode = os.environ.get(self.var, self.modes[0]).strip().lower() or self.modes[0]
+        if mode not in self.modes:
+            raise UserError(f"{self.var}={mode!r}: use one of {', '.join(self.modes)}.")
+        return mode
+
+    def status(self):
+        """The mode, and with a check its records per "device/dtype" (relative error, used)."""
+        return self.mode() if self.check is None else {"mode": self.mode(), **self.check.status()}
 
 
-def ffn_epilogue_mode() -> str:
-    return _env_mode("PF_FFN_EPILOGUE", _EPILOGUE_MODES)
+# The FFN's first linear with its GELU in the GEMM's epilogue. At Wan scale the FFN's hidden activation is 6,240 x 8,960
+# per block pass: the standalone GELU kernel reads and writes it (~224 MB in bf16, ~70 us per layer; ~11 ms per
+# 16-frame block, the fourteenth session's trace). cuBLASLt can apply the GELU as the GEMM's epilogue
+# (``torch._addmm_activation(..., use_gelu=True)``), so the activation is written once. ``auto`` (default) = the fused
+# GEMM on CUDA in half precision for inference, once it matched the eager pair on the call's own tensors (relative
+# error < 0.01: bf16 rounding, and cuBLASLt's GELU against the tanh form Wan uses); ``off`` = the eager pair everywhere
+# (bit-identical to the original model); ``on`` = fused wherever it runs, unchecked, the CPU included (there PyTorch's
+# fallback applies the erf GELU: within 1e-3 of tanh).
+FFN_EPILOGUE = EngineSwitch("PF_FFN_EPILOGUE", ("auto", "on", "off"), FirstUseCheck(tol=0.01))
+# q/k RMSNorm + RoPE as one Triton kernel. ``auto`` (default) = the kernel of :mod:`packforcing.model.qk_triton` on CUDA
+# in half precision for inference, once it matched the elementwise function on the call's own tensors (relative error
+# < 0.01); ``off`` = the elementwise function (compiled when the model enabled it) everywhere; ``triton`` = the kernel
+# wherever it runs, unchecked (CPU tests run it in Triton's interpreter), an error where triton is missing.
+QK_KERNEL = EngineSwitch("PF_QK_KERNEL", ("auto", "triton", "off"), FirstUseCheck(tol=0.01))
+# q, k and v as one GEMM. Three [6,240 x 1,536] x [1,536 x 1,536] GEMMs per layer at Wan scale are ~294 output tiles
+# each (2.2 waves on 132 SMs); one GEMM against the stacked [4,608 x 1,536] weight has 3x the tiles and one launch.
+# ``off`` (default until an A/B measures it) = three linears; ``on`` = one GEMM for inference (no grad), the stacked
+# weight and bias cached per layer and rebuilt when any of the three changes (their version counters); the same
+# products, so the same values up to the GEMM's summation order. The cache costs one copy of the q/k/v weights (~425 MB
+# in bf16 at Wan scale, counted in the record's peak memory; :meth:`WanDiT.release_engine_caches`).
+QKV_FUSED = EngineSwitch("PF_QKV_FUSED", ("off", "on"))
+#: every switch, by the name the records use (a run's ``engine`` and the bench's ``env``)
+ENGINE_SWITCHES = {"ffn_epilogue": FFN_EPILOGUE, "qk_kernel": QK_KERNEL, "qkv_fused": QKV_FUSED}
+
+
+def engine_switches() -> dict:
+    """Each switch's mode by record name, e.g. {"ffn_epilogue": "auto", "qk_kernel": "auto", "qkv_fused": "off"}."""
+    return {name: sw.mode() for name, sw in ENGINE_SWITCHES.items()}
+
+
+def engine_switch_status() -> dict:
+    """Each switch's mode and, for checked ones, its first-use checks, by record name."""
+    return {name: sw.status() for name, sw in ENGINE_SWITCHES.items()}
 
 
 def _fused_up_gelu(h: Tensor, lin: nn.Linear) -> Tensor:
@@ -171,101 +205,35 @@ def _fused_up_gelu(h: Tensor, lin: nn.Linear) -> Tensor:
 
 def ffn_up_gelu(h: Tensor, lin: nn.Linear, fx: "Elementwise") -> Tensor:
     """GELU(tanh)(h @ W^T + b) for h [B, N, D] -> [B, N, ffn_dim]: the eager pair (``lin`` then ``fx.gelu_tanh``) or
-    the GEMM with the GELU in its epilogue (see ``PF_FFN_EPILOGUE`` above). The first fused use per device and dtype
-    runs outside CUDA-graph capture and is checked against the eager pair (:func:`ffn_epilogue_status`)."""
-    mode = ffn_epilogue_mode()
+    the GEMM with the GELU in its epilogue (``FFN_EPILOGUE`` above)."""
+    mode = FFN_EPILOGUE.mode()
     if mode == "off" or torch.is_grad_enabled() or lin.bias is None:
         return fx.gelu_tanh(lin(h))
     if mode == "on":
         return _fused_up_gelu(h, lin)
-    if not h.is_cuda or h.dtype not in _HALF_DTYPES:
+    if not h.is_cuda or h.dtype not in _HALF:
         return fx.gelu_tanh(lin(h))
-    key = (str(h.device), str(h.dtype).replace("torch.", ""))
-    rec = _EPILOGUE.get(key)
-    if rec is None:
-        ref = fx.gelu_tanh(lin(h))
-        if torch.cuda.is_current_stream_capturing():
-            return ref
-        try:
-            out = _fused_up_gelu(h, lin)
-            err = float(((out.float() - ref.float()).norm() / ref.float().norm().clamp_min(1e-12)).item())
-            rec = {"relative_error": err, "used": err < 0.01}
-        except Exception as e:  # noqa: BLE001 - no epilogue kernel for this shape/dtype: the eager pair for good
-            rec = {"error": f"{type(e).__name__}: {str(e)[:200]}", "used": False}
-        _EPILOGUE[key] = rec
-        return ref
-    return _fused_up_gelu(h, lin) if rec["used"] else fx.gelu_tanh(lin(h))
+    return FFN_EPILOGUE.check(h, lambda: fx.gelu_tanh(lin(h)), lambda: _fused_up_gelu(h, lin))
 
 
-def ffn_epilogue_status() -> dict:
-    """The mode and, per "device/dtype", the fused GEMM's check against the eager pair (relative error, used)."""
-    return {"mode": ffn_epilogue_mode(), **{f"{d}/{t}": dict(r) for (d, t), r in _EPILOGUE.items()}}
-
-
-# ---- q/k RMSNorm + RoPE as one Triton kernel ------------------------------------------------------------------------
-# ``PF_QK_KERNEL``: ``auto`` (default) = the kernel of :mod:`packforcing.model.qk_triton` on CUDA in half precision for
-# inference, once it matched the elementwise function on the call's own tensors (relative error < 0.01); ``off`` =
-# the elementwise function (compiled when the model enabled it) everywhere; ``triton`` = the kernel wherever it runs,
-# unchecked (CPU tests run it in Triton's interpreter), an error where triton is missing.
-_QK: dict = {"mod": None, "why": None, "checks": {}}
-_QK_MODES = ("auto", "triton", "off")
-
-
-def qk_kernel_mode() -> str:
-    return _env_mode("PF_QK_KERNEL", _QK_MODES)
+_QK_MOD: dict = {"mod": None, "why": None}  # packforcing.model.qk_triton, imported at first use (optional_import)
 
 
 def qk_prepare(fx: "Elementwise", q: Tensor, k: Tensor, wq: Tensor | None, wk: Tensor | None, eps: float,
                cos: Tensor, sin: Tensor, num_heads: int) -> tuple[Tensor, Tensor]:
-    """``fx.qk_norm_rope`` (q, k [B, N, D] -> [B, N, H, D/H]) or the same by one Triton kernel (see ``PF_QK_KERNEL``
-    above); the first kernel use per device and dtype runs outside CUDA-graph capture and is checked against it."""
-    mode = qk_kernel_mode()
-    if mode == "off" or torch.is_grad_enabled() or (mode == "auto" and (not q.is_cuda or q.dtype not in _HALF_DTYPES)):
-        return fx.qk_norm_rope(q, k, wq, wk, eps, cos, sin, num_heads)
-    mod = optional_import(_QK, "packforcing.model.qk_triton")  # None where triton is missing
+    """``fx.qk_norm_rope`` (q, k [B, N, D] -> [B, N, H, D/H]) or the same by one Triton kernel (``QK_KERNEL`` above)."""
+    mode = QK_KERNEL.mode()
+    args = (q, k, wq, wk, eps, cos, sin, num_heads)
+    if mode == "off" or torch.is_grad_enabled() or (mode == "auto" and (not q.is_cuda or q.dtype not in _HALF)):
+        return fx.qk_norm_rope(*args)
+    mod = optional_import(_QK_MOD, "packforcing.model.qk_triton")  # None where triton is missing
     if mod is None:
         if mode == "triton":
-            raise UserError(f"PF_QK_KERNEL=triton but {_QK['why']}.")
-        return fx.qk_norm_rope(q, k, wq, wk, eps, cos, sin, num_heads)
+            raise UserError(f"PF_QK_KERNEL=triton but {_QK_MOD['why']}.")
+        return fx.qk_norm_rope(*args)
     if mode == "triton":
-        return mod.qk_norm_rope(q, k, wq, wk, eps, cos, sin, num_heads)
-    key = (str(q.device), str(q.dtype).replace("torch.", ""))
-    rec = _QK["checks"].get(key)
-    if rec is None:
-        ref = fx.qk_norm_rope(q, k, wq, wk, eps, cos, sin, num_heads)
-        if torch.cuda.is_current_stream_capturing():
-            return ref
-        try:
-            out = mod.qk_norm_rope(q, k, wq, wk, eps, cos, sin, num_heads)
-            err = max(float(((o.float() - r.float()).norm() / r.float().norm().clamp_min(1e-12)).item())
-                      for o, r in zip(out, ref))
-            rec = {"relative_error": err, "used": err < 0.01}
-        except Exception as e:  # noqa: BLE001 - the kernel does not build or run here: the elementwise function for good
-            rec = {"error": f"{type(e).__name__}: {str(e)[:200]}", "used": False}
-        _QK["checks"][key] = rec
-        return ref
-    if rec["used"]:
-        return mod.qk_norm_rope(q, k, wq, wk, eps, cos, sin, num_heads)
-    return fx.qk_norm_rope(q, k, wq, wk, eps, cos, sin, num_heads)
-
-
-def qk_kernel_status() -> dict:
-    """The mode and, per "device/dtype", the Triton q/k kernel's check against the elementwise function."""
-    return {"mode": qk_kernel_mode(), **{f"{d}/{t}": dict(r) for (d, t), r in _QK["checks"].items()}}
-
-
-# ---- q, k and v as one GEMM ------------------------------------------------------------------------------------------
-# Three [6,240 x 1,536] x [1,536 x 1,536] GEMMs per layer at Wan scale are ~294 output tiles each (2.2 waves on 132
-# SMs); one GEMM against the stacked [4,608 x 1,536] weight has 3x the tiles and one launch. ``PF_QKV_FUSED``: ``off``
-# (default until an A/B measures it) = three linears; ``on`` = one GEMM for inference (no grad), the stacked weight
-# and bias cached per layer and rebuilt when any of the three changes (their version counters); the same products,
-# so the same values up to the GEMM's summation order. The cache costs one copy of the q/k/v weights (~425 MB in bf16
-# at Wan scale, counted in the record's peak memory).
-_QKV_MODES = ("off", "on")
-
-
-def qkv_fused_mode() -> str:
-    return _env_mode("PF_QKV_FUSED", _QKV_MODES)
+        return mod.qk_norm_rope(*args)
+    return QK_KERNEL.check(q, lambda: fx.qk_norm_rope(*args), lambda: mod.qk_norm_rope(*args))
 
 
 class Elementwise:
@@ -341,7 +309,7 @@ class SelfAttention(nn.Module):
         norm = isinstance(self.norm_q, RMSNorm)
         wq, wk = (self.norm_q.weight, self.norm_k.weight) if norm else (None, None)
         eps = self.norm_q.eps if norm else 0.0
-        if qkv_fused_mode() == "on" and not torch.is_grad_enabled() and self.q.bias is not None:
+        if QKV_FUSED.mode() == "on" and not torch.is_grad_enabled() and self.q.bias is not None:
             q, k, v = self._fused_qkv(x)
         else:
             q, k, v = self.q(x), self.k(x), self.v(x)

@@ -152,9 +152,18 @@ def make_latents(vae_path: str | None, n_clips: int, latent_frames: int, seed: i
 # flow matching pieces
 
 
-def sample_sigmas(n: int, shift: float, device, generator=None) -> Tensor:
-    u = torch.rand(n, device=device, generator=generator)
+def shift_sigmas(u: Tensor, shift: float) -> Tensor:
+    """Flow-matching noise levels sigma = s u / (1 + (s - 1) u) for u in [0, 1] (larger s: more high-noise levels)."""
     return shift * u / (1 + (shift - 1) * u)
+
+
+def euler_grid(n_steps: int, shift: float, device) -> Tensor:
+    """The samplers' ``n_steps``-step grid of noise levels, 1 -> 0 (``shift_sigmas`` of an even grid)."""
+    return shift_sigmas(torch.linspace(1.0, 0.0, n_steps + 1, device=device), shift)
+
+
+def sample_sigmas(n: int, shift: float, device, generator=None) -> Tensor:
+    return shift_sigmas(torch.rand(n, device=device, generator=generator), shift)
 
 
 def cfg_flow(model: WanDiT, x: Tensor, t: Tensor, ctx: Tensor, guidance: float, **kw) -> Tensor:
@@ -296,7 +305,7 @@ def train_teacher(data: dict, cfg: TeacherConfig, device: torch.device, out: Pat
         model.load_state_dict(state)
         steps_before = int(_file_meta(cfg.init).get("steps_total", _file_meta(cfg.init).get("steps", 0)))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0, betas=(0.9, 0.99))
-    params = [p for p in model.parameters()]
+    params = list(model.parameters())
     ema = [p.detach().float().clone() for p in params] if cfg.ema > 0 else None  # starts at the initial weights
     sets = [_TeacherSet.split(data, cfg, device, cfg.batch)]
     if cfg.mix:  # the same number of tokens per batch in each set: a 20-frame set takes 4x the batch of an 80-frame one
@@ -393,8 +402,7 @@ def lr_factor(step: int, warmup: int, cooldown: float, frac: float) -> float:
 def teacher_trajectories(teacher: WanDiT, ctx: Tensor, noise: Tensor, student_sigmas: Tensor, guidance: float,
                          n_steps: int = 40, shift: float = 5.0) -> tuple[Tensor, Tensor]:
     """Euler ODE from noise with CFG; returns (states at the student's sigmas [S, B, ...], x0 [B, ...])."""
-    u = torch.linspace(1.0, 0.0, n_steps + 1, device=noise.device)
-    grid = shift * u / (1 + (shift - 1) * u)
+    grid = euler_grid(n_steps, shift, noise.device)
     grid = torch.unique(torch.cat([grid, student_sigmas.to(noise.device)])).flip(0)  # descending, includes them
     x = noise
     states = {}
@@ -418,8 +426,7 @@ def teacher_from_sigma(teacher: WanDiT, ctx: Tensor, x0: Tensor, noise: Tensor, 
     shifted grid below ``sigma`` (the grid :func:`teacher_trajectories` samples on; ``sigma`` = 1: an ordinary
     sample from ``noise``; 0: ``x0`` unchanged). Returns the denoised latents. Issue 17's question: at which noise
     level does the teacher stop keeping what the clean video shows (size, colour while in view)?"""
-    u = torch.linspace(1.0, 0.0, n_steps + 1, device=noise.device)
-    grid = shift * u / (1 + (shift - 1) * u)
+    grid = euler_grid(n_steps, shift, noise.device)
     s0 = float(sigma)
     grid = torch.cat([torch.tensor([s0], device=noise.device), grid[grid < s0 - 1e-6]])
     x = (1 - s0) * x0 + s0 * noise
