@@ -3,9 +3,11 @@
 Tensors are [B, L, H, D] (Wan's layout). Backends: ``sdpa`` (PyTorch's choice), ``cudnn``, ``flash``,
 ``efficient``, ``math`` (SDPA's kernels forced), ``cudnn_split2/3/4`` (cuDNN over 2-4 key chunks in one batched call,
 merged by log-sum-exp: more thread blocks for the same work), ``reference`` (explicit float64 softmax, for tests), and the default
-``auto``: cuDNN's kernel for unmasked bf16/fp16 inference attention on CUDA, PyTorch's choice otherwise (training,
-with grad enabled, included). ``auto`` follows the thirteenth session's H200 A/B through the harness (docs/perf.md):
-its rule, fixed before the call, was met by a margin within noise; it also gives the harness the bench's kernel.
+``auto``: cuDNN's kernel for unmasked bf16/fp16 inference attention on CUDA, over 2 key chunks (``cudnn_split2``) for
+>= 1,024 queries, PyTorch's choice otherwise (training, with grad enabled, included). ``auto`` follows the thirteenth
+session's H200 A/B through the harness (cuDNN; its rule, fixed before the call, was met by a margin within noise) and
+the seventeenth session's backend sweep (cudnn_split2 2.3% faster per saturated forward; docs/perf.md); it gives the
+harness and ``packforcing.generate`` the bench's kernel.
 Select with :func:`use_backend` or the ``PF_ATTN_BACKEND`` environment variable; :func:`resolved_backend` names what
 a device runs.
 """
@@ -57,9 +59,20 @@ def _auto_is_cudnn(device: torch.device, dtype: torch.dtype, masked: bool) -> bo
     return device.type == "cuda" and dtype in _HALF and not masked
 
 
+# ``auto`` runs cuDNN over AUTO_SPLITS key chunks (the ``cudnn_split2`` backend) for attention of at least
+# AUTO_SPLIT_MIN_QUERIES queries: the seventeenth session's H200 bench (reports/perf/h200_20261204_s17/), one saturated
+# Wan-scale forward per backend: cudnn 92.0 ms, cudnn_split2 89.9 ms (-2.3%), cudnn_split3 99.6 ms; the rule fixed
+# before that call (docs/perf.md) moved the library's auto to a swept backend > 2% faster than cuDNN for half-precision
+# inference attention of >= 1,024 queries on CUDA. Fewer queries (the compressed pass, toy scale) keep plain cuDNN.
+AUTO_SPLITS = 2
+AUTO_SPLIT_MIN_QUERIES = 1024
+
+
 def _auto(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
     # inference only: training (grad enabled) keeps PyTorch's choice, the kernel its runs were measured with
     if _auto_is_cudnn(q.device, q.dtype, mask is not None) and q.shape[-1] <= 128 and not torch.is_grad_enabled():
+        if q.shape[1] >= AUTO_SPLIT_MIN_QUERIES and k.shape[1] >= 2 * AUTO_SPLITS:
+            return split_kv_attention(q, k, v, AUTO_SPLITS, compiled_merge=True)
         return _cudnn(q, k, v)
     return _sdpa(q, k, v, mask)
 
@@ -99,11 +112,12 @@ def current_backend() -> str:
 
 def resolved_backend(device: torch.device, dtype: torch.dtype = torch.bfloat16) -> str:
     """The backend name with ``auto`` resolved for unmasked inference attention of ``dtype`` on ``device``
-    (``auto=cudnn`` or ``auto=sdpa``); other names as they are. What a record's ``engine.attention_backend`` says."""
+    (``auto=cudnn_split2``: cuDNN over 2 key chunks for >= 1,024 queries, plain cuDNN for fewer; or ``auto=sdpa``);
+    other names as they are. What a record's ``engine.attention_backend`` says."""
     name = current_backend()
     if name != "auto":
         return name
-    return "auto=cudnn" if _auto_is_cudnn(torch.device(device), dtype, False) else "auto=sdpa"
+    return f"auto=cudnn_split{AUTO_SPLITS}" if _auto_is_cudnn(torch.device(device), dtype, False) else "auto=sdpa"
 
 
 @contextlib.contextmanager

@@ -93,7 +93,7 @@ def engine_record(device: torch.device, dit: dict, vae: dict | None, policy: dic
       :class:`packforcing.streaming.DecodeOptions` (None without a video), ``vae_compile_s`` /
       ``vae_compile_error`` from :func:`packforcing.streaming.prepare_vae`.
     - ``attention_backend``: :func:`packforcing.attention.resolved_backend` for the DiT's ``dtype`` on ``device``
-      (``PF_ATTN_BACKEND``; the default ``auto`` is recorded resolved, ``auto=cudnn`` or ``auto=sdpa``).
+      (``PF_ATTN_BACKEND``; the default ``auto`` is recorded resolved, ``auto=cudnn_split2`` or ``auto=sdpa``).
     - ``cuda_graphs``: :func:`packforcing.cuda_graphs.graphs_enabled` (``PF_CUDA_GRAPHS``; used on CUDA only).
     - ``ffn_epilogue``, ``qk_kernel``, ``qkv_fused``: :func:`packforcing.model.dit.engine_switches`, the DiT's engine
       switches (``PF_FFN_EPILOGUE``: the FFN's GELU in its GEMM's epilogue; ``PF_QK_KERNEL``: q/k RMSNorm + RoPE as one

@@ -31,7 +31,7 @@ def test_auto_chooses_cudnn_only_for_unmasked_half_precision_on_cuda():
     assert not A._auto_is_cudnn(cuda, torch.float32, masked=False)
     assert not A._auto_is_cudnn(cpu, torch.bfloat16, masked=False)
     with A.use_backend("auto"):
-        assert A.resolved_backend(cuda, torch.bfloat16) == "auto=cudnn"
+        assert A.resolved_backend(cuda, torch.bfloat16) == "auto=cudnn_split2"
         assert A.resolved_backend(cuda, torch.float32) == "auto=sdpa"
         assert A.resolved_backend(cpu, torch.bfloat16) == "auto=sdpa"
     with A.use_backend("flash"):
@@ -102,3 +102,18 @@ def test_fused_merge_writes_the_model_layout_and_falls_back_to_eager_when_compil
     assert torch.equal(A._merge_fused(o, lse, torch.bfloat16), want)
     assert A._MERGE["fn"] is False  # eager from then on
     assert torch.equal(A._merge_fused(o, lse, torch.bfloat16), want)
+
+
+def test_auto_splits_the_keys_in_two_for_many_queries_and_keeps_plain_cudnn_for_few(monkeypatch):
+    """The library's auto where cuDNN applies: >= AUTO_SPLIT_MIN_QUERIES queries -> cuDNN over AUTO_SPLITS key chunks
+    (the seventeenth session's sweep), fewer -> plain cuDNN (device and kernels faked: which path runs is the point)."""
+    calls = []
+    monkeypatch.setattr(A, "_auto_is_cudnn", lambda device, dtype, masked: not masked)
+    monkeypatch.setattr(A, "_cudnn", lambda q, k, v: calls.append(("cudnn", q.shape[1])) or q)
+    monkeypatch.setattr(A, "split_kv_attention",
+                        lambda q, k, v, s, compiled_merge=False: calls.append((f"split{s}", q.shape[1])) or q)
+    k = torch.zeros(1, 64, 1, 8)
+    with torch.no_grad():
+        for n in (A.AUTO_SPLIT_MIN_QUERIES - 1, A.AUTO_SPLIT_MIN_QUERIES):
+            A._auto(torch.zeros(1, n, 1, 8), k, k)
+    assert calls == [("cudnn", A.AUTO_SPLIT_MIN_QUERIES - 1), (f"split{A.AUTO_SPLITS}", A.AUTO_SPLIT_MIN_QUERIES)]

@@ -49,15 +49,16 @@ AUTO_MARGIN = 0.02
 
 
 def _auto_choice(swept: dict, best: str | None, device, dtype) -> tuple[str, str]:
-    """The bench's ``--backend auto``: what the library's ``auto`` resolves to (cuDNN for half-precision inference on
-    CUDA, SDPA otherwise; the user path, ``packforcing.generate``, runs that), unless the sweep's fastest forward beats
+    """The bench's ``--backend auto``: what the library's ``auto`` resolves to (``cudnn_split2`` for half-precision
+    inference on CUDA at the bench's >= 1,024 queries, SDPA otherwise; the user path, ``packforcing.generate``, runs
+    that), unless the sweep's fastest forward beats
     it by more than :data:`AUTO_MARGIN`. Picking the fastest of a within-noise sweep chose SDPA over cuDNN on an H200
     (94.4 vs 95.0 ms), which also turns off the split-KV compressed pass (``attention_few_queries`` runs it under
     ``auto``/``cudnn`` only): p50 506.0 ms and compression 5.24% of block time against 501.9 ms and 4.00% with cuDNN,
     same machine (reports/perf/h200_20261203_s15)."""
-    from packforcing.attention import _auto_is_cudnn
+    from packforcing.attention import AUTO_SPLITS, _auto_is_cudnn
 
-    lib = "cudnn" if _auto_is_cudnn(torch.device(device), dtype, False) else "sdpa"
+    lib = f"cudnn_split{AUTO_SPLITS}" if _auto_is_cudnn(torch.device(device), dtype, False) else "sdpa"
     ms = lambda n: swept.get(n, {}).get("forward", {}).get("median_ms")  # noqa: E731
     if ms(lib) is None:
         return (best, "fastest forward (the library's auto backend failed)") if best else ("sdpa", "fallback sdpa")

@@ -171,14 +171,18 @@ class EngineSwitch:
 # (bit-identical to the original model); ``on`` = fused wherever it runs, unchecked, the CPU included (there PyTorch's
 # fallback applies the erf GELU: within 1e-3 of tanh).
 FFN_EPILOGUE = EngineSwitch("PF_FFN_EPILOGUE", ("auto", "on", "off"), FirstUseCheck(tol=0.01))
-# q/k RMSNorm + RoPE as one Triton kernel. ``auto`` (default) = the kernel of :mod:`packforcing.model.qk_triton` on CUDA
-# in half precision for inference, once it matched the elementwise function on the call's own tensors (relative error
-# < 0.01); ``off`` = the elementwise function (compiled when the model enabled it) everywhere; ``triton`` = the kernel
-# wherever it runs, unchecked (CPU tests run it in Triton's interpreter), an error where triton is missing.
-QK_KERNEL = EngineSwitch("PF_QK_KERNEL", ("auto", "triton", "off"), FirstUseCheck(tol=0.01))
+# q/k RMSNorm + RoPE as one Triton kernel. ``off`` (default) = the elementwise function (compiled when the model enabled
+# it) everywhere; ``auto`` = the kernel of :mod:`packforcing.model.qk_triton` on CUDA in half precision for inference,
+# once it matched the elementwise function on the call's own tensors (relative error < 0.01); ``triton`` = the kernel
+# wherever it runs, unchecked (CPU tests run it in Triton's interpreter), an error where triton is missing. Off by
+# default by the rule fixed before its A/B (seventeenth session, H200, 20 interleaved pairs of one saturated forward,
+# reports/perf/h200_20261204_s17/): auto - off paired median -0.65 ms (-0.69%) but faster in only 13 of 20 pairs
+# (the rule asked for >= 15).
+QK_KERNEL = EngineSwitch("PF_QK_KERNEL", ("off", "auto", "triton"), FirstUseCheck(tol=0.01))
 # q, k and v as one GEMM. Three [6,240 x 1,536] x [1,536 x 1,536] GEMMs per layer at Wan scale are ~294 output tiles
 # each (2.2 waves on 132 SMs); one GEMM against the stacked [4,608 x 1,536] weight has 3x the tiles and one launch.
-# ``off`` (default until an A/B measures it) = three linears; ``on`` = one GEMM for inference (no grad), the stacked
+# ``off`` (default; its A/B in the seventeenth session: on - off paired median -0.40 ms, -0.44%, faster in 11 of 20
+# pairs, short of the rule's -0.5% and 15/20) = three linears; ``on`` = one GEMM for inference (no grad), the stacked
 # weight and bias cached per layer and rebuilt when any of the three changes (their version counters); the same
 # products, so the same values up to the GEMM's summation order. The cache costs one copy of the q/k/v weights (~425 MB
 # in bf16 at Wan scale, counted in the record's peak memory; :meth:`WanDiT.release_engine_caches`).
@@ -188,7 +192,7 @@ ENGINE_SWITCHES = {"ffn_epilogue": FFN_EPILOGUE, "qk_kernel": QK_KERNEL, "qkv_fu
 
 
 def engine_switches() -> dict:
-    """Each switch's mode by record name, e.g. {"ffn_epilogue": "auto", "qk_kernel": "auto", "qkv_fused": "off"}."""
+    """Each switch's mode by record name, e.g. {"ffn_epilogue": "auto", "qk_kernel": "off", "qkv_fused": "off"}."""
     return {name: sw.mode() for name, sw in ENGINE_SWITCHES.items()}
 
 
