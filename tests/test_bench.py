@@ -100,10 +100,12 @@ def test_json_keeps_every_field_of_the_single_module_bench(smoke):
     # packforcing run resolved (twelfth session: gather=auto is recorded as the path it took); config.fp8, the
     # opt-in's switch (thirteenth session; model.fp8 appears only with --fp8 on); config.trace_blocks (fourteenth;
     # policies.packforcing.trace appears only with --trace-blocks N); env.ffn_epilogue / env.qk_kernel and
-    # config.forward_ab / ab_reps (sixteenth; forward_ab appears only with --forward-ab)
+    # config.forward_ab / ab_reps (sixteenth; forward_ab appears only with --forward-ab); each policy's resolved
+    # speed-only choices (engine_policy), config.commit_ab_reps and the commit_ab record (seventeenth)
     added = {k for k in key_paths(d) if k.endswith((".host_bytes", "series.mid_copies", "kwargs.gather"))
+             or ".engine_policy" in k or k.split(".")[0] == "commit_ab"
              or k in ("env.cuda_graphs", "env.ffn_epilogue", "env.qk_kernel", "env.qkv_fused", "config.fp8",
-                      "config.trace_blocks",
+                      "config.trace_blocks", "config.commit_ab_reps",
                       "config.forward_ab", "config.ab_reps")}
     assert added and key_paths(d) - added == set(before)
 
@@ -118,7 +120,8 @@ def test_json_fields_are_those_of_the_committed_perf_records(smoke):
     extra = {k for k in key_paths(d) - recorded
              if not k.endswith((".top_k", "steady_note", ".host_bytes", "series.allocated_now_bytes",
                                 "series.mid_copies", "kwargs.gather"))  # added after the last GPU record read here
-             and k not in ("backends.cudnn.error", "env.cuda_graphs", "env.ffn_epilogue", "env.qk_kernel",
+             and ".engine_policy" not in k and k.split(".")[0] != "commit_ab"  # seventeenth session
+             and k not in ("backends.cudnn.error", "config.commit_ab_reps", "env.cuda_graphs", "env.ffn_epilogue", "env.qk_kernel",
                            "env.qkv_fused", "config.fp8",
                            "config.forward_ab", "config.ab_reps",
                            "config.trace_blocks")}
@@ -414,7 +417,8 @@ def test_policies_emit_spans_and_nothing_is_patched():
     pf_rollout(m, frames=16)  # no collector: nothing recorded
     assert len(st.records) == n
     assert {k: v for k, v in vars(PackForcingPolicy).items() if callable(v)} == before
-    assert KVStore.shift.span_name == "kv.shift" and PackForcingPolicy._compress_into.span_name == "pf.compress"
+    assert KVStore.shift.span_name == "kv.shift" and PackForcingPolicy._compress_span.span_name == "pf.compress"
+    assert PackForcingPolicy._fused_commit_pass.span_name == "pf.commit_fused"
 
 
 def test_bench_modules_are_small_and_never_branch_on_a_policy_name():
@@ -535,3 +539,23 @@ def test_forward_ab_interleaves_the_two_values_restores_the_variable_and_pairs_t
     for bad in ("PF_FFN_EPILOGUE=off", "HOME=a,b", "PF_X"):
         with pytest.raises(argparse.ArgumentTypeError, match="VAR=A,B"):
             _forward_ab(bad)
+
+
+def test_compression_of_a_fused_commit_run_adds_the_tokens_share_of_the_commit_pass():
+    """With the compressed tokens fused into the commit pass, the compression span holds the compressor and the
+    archive writes only: the target adds commit_ab's paired median (or is not judged without it), and the
+    configuration says the pass was fused."""
+    res = _record(compress_ms=10.0)
+    pf = res["policies"]["packforcing"]
+    pf["engine_policy"] = {"gather": "device", "select": "fused", "commit_pass": "fused"}
+    by, _ = _judge(res)
+    c = by["compression (every branch) < 4%"]
+    assert c["pass"] is None and "commit_ab was not measured" in c["note"]
+    res["commit_ab"] = {"reps": 10, "context_tokens": 27872, "paired_diff_ms": {"median": 4.0, "mean": 4.1}}
+    by, _ = _judge(res)
+    c = by["compression (every branch) < 4%"]
+    assert c["value"] == round(10 / 400 + 4.0 / pf["p50_steady_ms"], 6) and c["pass"] is True
+    assert "fused commit pass 4.00 ms" in c["note"]
+    assert c["target"].endswith("top-k 16 selecting, compressed tokens fused into the commit pass]")
+    res["commit_ab"]["paired_diff_ms"]["median"] = 8.0  # 2.5% + 1.8%: over 4%
+    assert _judge(res)[0]["compression (every branch) < 4%"]["pass"] is False

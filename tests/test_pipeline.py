@@ -162,7 +162,8 @@ def test_generate_records_engine_options(tmp_path):
     for gather, ran in (("auto", "host"), ("device", "device")):
         res = generate(GenerationSpec(policy="packforcing", num_latent_frames=8, compile_dit="off",
                                       policy_kwargs={"preset": "toy", "gather": gather}))
-        assert res.engine["policy"] == {"gather": ran, "select": "torch"}  # the fused scoring is CUDA-only
+        # the fused scoring and the fused commit pass are CUDA-only under auto
+        assert res.engine["policy"] == {"gather": ran, "select": "torch", "commit_pass": "separate"}
 
 
 def test_generate_with_dit_compiled_equals_eager_and_compiles_before_the_first_block(tmp_path, monkeypatch):

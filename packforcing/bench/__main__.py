@@ -111,6 +111,10 @@ def parser() -> argparse.ArgumentParser:
                          "pairs; repeatable; recorded as the list forward_ab (medians, paired differences; one object, "
                          "not a list, in the sixteenth session's record)")
     ap.add_argument("--ab-reps", type=int, default=20)
+    ap.add_argument("--commit-ab-reps", type=int, default=10,
+                    help="pairs of one saturated PackForcing commit pass with and without the N_c compressed tokens in "
+                         "its sequence (recorded as commit_ab; the compression target of a fused-commit run adds its "
+                         "paired median); 0 = skip")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="reports/perf", help="output folder (also copied to $OUT when set)")
     ap.add_argument("--allow-cpu", action="store_true", help="smoke run on the CPU (needs --preset tiny or toy)")

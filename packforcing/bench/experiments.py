@@ -138,6 +138,62 @@ def backends(b) -> None:
         with use_backend(use):
             forward_ab(b, *fwd_at(nk), name, values, reps=b.args.ab_reps)
         b.free()
+    if b.args.commit_ab_reps > 0:
+        with use_backend(use):
+            commit_ab(b, nk, nq, bf, pfk, reps=b.args.commit_ab_reps)
+        b.free()
+
+
+def commit_ab(b, nk: int, nq: int, bf: int, pf_kwargs: dict, reps: int) -> None:
+    """What PackForcing's compressed tokens add to a commit pass that carries them (``commit_pass="fused"``): the
+    commit pass of one block at the saturated context (``nk`` keys, ``kv_only`` as the rollout runs it) with and
+    without the N_c compressed tokens in its sequence (random tokens on a grid of the compressed shape, attending
+    through the policy's own compressed-pass view), one warm-up each, then ``reps`` pairs in alternating order.
+    Recorded as ``commit_ab``: each median and the paired (with - without) differences. The targets add the paired
+    median to the compression span of a run whose commit pass was fused (its compressor and archive writes), since
+    that span no longer holds the tokens' pass."""
+    from packforcing.cache import CacheSpec, KVStore
+    from packforcing.cache.base import COMMIT, BlockView
+    from packforcing.cache.compressor import compressed_grid
+    from packforcing.cache.packforcing import _CompressedPassView, packforcing_config
+    from packforcing.model.dit import ExtraTokens
+
+    cfg = b.cfg
+    pc = packforcing_config(**pf_kwargs)
+    spec = CacheSpec.from_model(cfg, device=b.device, dtype=b.dtype)
+    tc, hc, wc = compressed_grid(bf, spec.token_hw, pc.nc_spatial, pc.nc_temporal)
+    n_c = tc * hc * wc
+    store = KVStore(spec, nk + n_c)
+    store.k.normal_()
+    store.v.normal_()
+    view = BlockView(store, torch.arange(bf, device=b.device) + 20, cur_start=nk - nq, attend_end=nk)
+    x = b.latent(bf)
+    t0 = torch.zeros(1, bf, device=b.device)
+    g = torch.Generator(device=b.device).manual_seed(0)
+    h = torch.randn(1, n_c, cfg.dim, device=b.device, dtype=b.dtype, generator=g)
+    dev = b.device
+    pos = (torch.arange(tc, device=dev).repeat_interleave(hc * wc).double() + 20,
+           torch.arange(hc, device=dev).repeat_interleave(wc).repeat(tc).double(),
+           torch.arange(wc, device=dev).repeat(tc * hc).double())
+    runs = {
+        "without": lambda: b.model(x, t0, b.text, view=view.at(COMMIT), kv_only=True),
+        "with": lambda: b.model(x, t0, b.text, view=view.at(COMMIT), kv_only=True,
+                                extra=ExtraTokens(h, pos, _CompressedPassView(store, nk, cfg.num_layers, False, copy=True))),
+    }
+    ms: dict[str, list[float]] = {k: [] for k in runs}
+    with torch.no_grad():
+        for fn in runs.values():
+            time_fn(fn, b.clock, warmup=1, reps=1)
+        for i in range(reps):
+            for k in (("without", "with") if i % 2 == 0 else ("with", "without")):
+                ms[k].append(time_fn(runs[k], b.clock, warmup=0, reps=1)["median_ms"])
+    runs = None  # the store and its views go with the closures
+    diff = [w - o for o, w in zip(ms["without"], ms["with"])]
+    b.res["commit_ab"] = {"n_c": n_c, "context_tokens": nk, "query_tokens": nq, "reps": reps,
+                          "median_ms": {k: statistics.median(v) for k, v in ms.items()}, "ms": ms,
+                          "paired_diff_ms": {"median": statistics.median(diff), "mean": statistics.fmean(diff)}}
+    log(f"commit pass with/without the {n_c} compressed tokens: {statistics.median(ms['with']):.2f} / "
+        f"{statistics.median(ms['without']):.2f} ms, paired median {statistics.median(diff):+.2f} ms ({reps} pairs)")
 
 
 def forward_ab(b, fwd, store, name: str, values: list[str], reps: int) -> None:

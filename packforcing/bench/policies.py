@@ -188,6 +188,8 @@ def run_policy(b, label: str, real_seconds: float, *, lengths: list[float], span
         status, reason = ("oom" if "out of memory" in msg.lower() else "error"), msg
         b.res["errors"].append({"section": f"policy:{label}", "error": msg, "traceback": traceback.format_exc()[-4000:]})
     finally:
+        if pol is not None and getattr(pol, "store", None) is not None:  # reset ran: its resolved speed-only choices
+            r["engine_policy"] = pol.engine_options()  # e.g. PackForcing's gather, select, commit_pass
         del pol, noise
         if tracer is not None:
             tracer.stop()

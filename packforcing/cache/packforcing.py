@@ -57,6 +57,7 @@ from packforcing import rope as R
 from packforcing.attention import attention, attention_few_queries
 from packforcing.cache import selector as S
 from packforcing.cache.base import (
+    COMMIT,
     BlockInfo,
     BlockStats,
     BlockView,
@@ -65,6 +66,7 @@ from packforcing.cache.base import (
     KVStore,
     Needs,
     Phase,
+    PhaseView,
     PolicyOptions,
     check_positions,
     register_policy,
@@ -74,6 +76,7 @@ from packforcing.cache.compressor import PAPER_HR_CHANNELS, DualBranchCompressor
 from packforcing.cache.mid_gather import MidGatherer, MidGeometry
 from packforcing.cuda_graphs import GraphCache, graphs_enabled
 from packforcing.errors import UserError
+from packforcing.model.dit import ExtraTokens
 from packforcing.options import at_least, check_fields, choices
 from packforcing.spans import span
 
@@ -169,21 +172,29 @@ class _CompressedPassView:
 
     frame_positions = None
 
-    def __init__(self, store: KVStore, attend_end: int, n_layers: int, train: bool):
+    def __init__(self, store: KVStore, attend_end: int, n_layers: int, train: bool, copy: bool = False):
         self.store, self.attend_end, self.train = store, attend_end, train
+        self.copy = copy  # keep copies: in the fused commit pass k, v are slices of the whole sequence's K/V
         self.kv: list = [None] * n_layers
 
+    def write_kv(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> None:
+        """Keep the layer's K/V and (inference) write them past the attended context; alone: the last layer of a fused
+        commit pass, whose output nothing reads."""
+        self.kv[layer] = (k.clone(), v.clone()) if self.copy else (k, v)
+        if not self.train:
+            # Slots [end, end + N_c) are free here: past the attended context (unused ring or mid slots,
+            # rewritten before they are next attended, or the spare slots at the end).
+            st, a = self.store, self.attend_end
+            st.k[layer, :, a : a + k.shape[1]] = k.to(st.k.dtype)
+            st.v[layer, :, a : a + k.shape[1]] = v.to(st.v.dtype)
+
     def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        self.kv[layer] = (k, v)
+        self.write_kv(layer, q, k, v)
         st, end = self.store, self.attend_end
         if self.train:  # training the compressor: keep the graph
             ks, vs = st.k[layer, :, :end].to(k.dtype), st.v[layer, :, :end].to(v.dtype)
             return attention(q, torch.cat([ks, k], 1), torch.cat([vs, v], 1))
-        # Slots [end, end + N_c) are free here: past the attended context (unused ring or mid slots,
-        # rewritten before they are next attended, or the spare slots at the end).
-        a, b = end, end + k.shape[1]
-        st.k[layer, :, a:b] = k.to(st.k.dtype)
-        st.v[layer, :, a:b] = v.to(st.v.dtype)
+        b = end + k.shape[1]
         # N_c queries over the whole context: split over the keys where one call leaves SMs idle (CUDA, half precision)
         return attention_few_queries(q, st.k[layer, :, :b].to(k.dtype), st.v[layer, :, :b].to(v.dtype))
 
@@ -272,6 +283,13 @@ class PackForcingConfig(PolicyOptions):
     # how top-k scores (speed only, the same picks): auto = the fused Triton kernels on CUDA where their first-use check
     # passes (packforcing/cache/selector_triton.py), PyTorch elsewhere; torch = always the PyTorch ops
     select: str = choices("auto", "torch", default="auto", cosmetic=True)
+    # How the compressed tokens' pass through the transformer runs (mid_kv="transformer"; speed only, the same K/V up
+    # to the GEMMs' summation order): "separate" = its own pass of N_c tokens after the commit (CUDA-graphed on CUDA);
+    # "fused" = in the commit pass's sequence (WanDiT.forward(extra=...)): one set of GEMMs for the block's tokens and
+    # the N_c compressed ones, each attending through its own view, so the N_c tokens' ~1,200 launch-bound kernels per
+    # block are gone; "auto" = "fused" on CUDA, "separate" elsewhere (CPU results stay bit-identical to before).
+    # Needs a commit at t = 0 (context_noise 0) and inference; otherwise "separate" runs.
+    commit_pass: str = choices("auto", "separate", "fused", default="auto", cosmetic=True)
 
     def gather_on_device(self, device) -> bool:
         """Whether top-k's chosen blocks take the sync-free device gather on ``device`` (``gather`` resolved)."""
@@ -518,6 +536,7 @@ class PackForcingPolicy(CachePolicy):
         self._mid_pos: Tensor | None = None
         self._cand_means: Tensor | None = None
         self._deferred: tuple | None = None  # a committed block whose compressed copy waits for its decoded frames
+        self._commit_view: PhaseView | None = None  # a fused commit pass that runs with the compressed copy
         # CUDA graphs of the compressor and of its tokens' pass (packforcing.cuda_graphs; pure speed)
         self._graphs = {"compressor": GraphCache("the PackForcing compressor"),
                         "pass": GraphCache("the compressed tokens' pass")} if cuda and graphs_enabled() else None
@@ -719,10 +738,16 @@ class PackForcingPolicy(CachePolicy):
         return self.cfg.sink_frames + i * self.bf if self.cfg.rope_adjust else start_frame
 
     def engine_options(self) -> dict:
-        """The gather top-k's chosen blocks take (``gather`` resolved for the device of the last reset) and how they
-        are scored (``select``: ``fused``, the Triton kernels on CUDA, or ``torch``; the same picks)."""
+        """The gather top-k's chosen blocks take (``gather`` resolved for the device of the last reset), how they
+        are scored (``select``: ``fused``, the Triton kernels on CUDA, or ``torch``; the same picks) and how the
+        compressed tokens pass through the transformer (``commit_pass``: ``fused`` into the commit pass or
+        ``separate``, resolved for that device; ``projection`` when ``mid_kv="projection"``)."""
+        mode = self.cfg.commit_pass
+        if mode == "auto":
+            mode = "fused" if torch.device(self.spec.device).type == "cuda" else "separate"
         return {"gather": "device" if self._gatherer is not None else "host",
-                "select": "fused" if getattr(self, "_fused_select", False) else "torch"}
+                "select": "fused" if getattr(self, "_fused_select", False) else "torch",
+                "commit_pass": mode if self.cfg.mid_kv == "transformer" else "projection"}
 
     @span("pf.gather")
     def _place(self, layer: int | None, chosen: list[tuple[int, int]]) -> None:
@@ -892,8 +917,27 @@ class PackForcingPolicy(CachePolicy):
             vs.append(v)
         return torch.cat(ks, 1), torch.cat(vs, 1)
 
+    def fuses_commit(self, x_clean: Tensor, context_noise: float) -> bool:
+        """Whether this block's commit pass carries the compressed tokens (``commit_pass`` resolved on the block's
+        device; a clean commit at t = 0 in inference that makes a compressed copy)."""
+        mode = self.cfg.commit_pass
+        if mode == "auto":
+            mode = "fused" if x_clean.is_cuda else "separate"
+        return (mode == "fused" and self._layout.phase != "sink" and self.cfg.mid_kv == "transformer"
+                and float(context_noise) == 0.0 and not self.train_compressor and not torch.is_grad_enabled())
+
+    def commit(self, model, x_clean: Tensor, text, view: BlockView, blk: BlockInfo, context_noise: float = 0.0) -> None:
+        """The clean commit pass, with the compressed tokens in its sequence when :meth:`fuses_commit`: then the pass
+        runs where the compressed copy is made (at once, or when the block's decoded frames come)."""
+        if not self.fuses_commit(x_clean, context_noise):
+            super().commit(model, x_clean, text, view, blk, context_noise)
+            return
+        self._commit_view = view.at(COMMIT)
+        self.finish(blk, x_clean, model, text)
+
     def finish(self, blk: BlockInfo, x_clean: Tensor, model, text) -> None:
         lay = self._layout
+        cv, self._commit_view = getattr(self, "_commit_view", None), None  # a fused commit pass still to run
         self.committed += 1
         if lay.phase == "sink":
             return
@@ -902,9 +946,9 @@ class PackForcingPolicy(CachePolicy):
         slot = self._alloc_slot()
         self.pending.append((slot, blk.start))
         if self.wants_frames():  # the LR branch pools the block's decoded output frames (take_frames) when they come
-            self._deferred = (slot, blk, x_clean, model, text, lay)
+            self._deferred = (slot, blk, x_clean, model, text, lay, cv)
         else:
-            self._compress_into(slot, blk, x_clean, model, text, lay)
+            self._compress_into(slot, blk, x_clean, model, text, lay, cv)
 
     def wants_frames(self) -> bool:
         """The LR branch reuses the streaming decoder's frames (``lr_frames='decoded'``; not while training)."""
@@ -920,29 +964,74 @@ class PackForcingPolicy(CachePolicy):
         self._compress_into(*d, frames=frames.to(self.store.k.device))
 
     # ---- the compressed copy (dual-resolution shifting) -----------------------------------------
-    @span("pf.compress")
     def _compress_into(self, slot: int, blk: BlockInfo, x_clean: Tensor, model, text, lay: _Layout,
-                       frames: Tensor | None = None) -> None:
+                       commit: PhaseView | None = None, frames: Tensor | None = None) -> None:
+        """The block's compressed copy into archive ``slot``; with ``commit`` (a fused commit pass still to run), the
+        compressor's tokens ride in that pass (timed as ``pf.commit_fused``, not as compression: the bench measures
+        their share of it apart, ``commit_ab``)."""
+        if commit is None:
+            self._compress_span(slot, blk, x_clean, model, text, lay, frames)
+            return
+        h = self._compressor_span(x_clean, frames)
+        self._archive_span(slot, self._fused_commit_pass(model, x_clean, h, text, lay, commit))
+
+    @span("pf.compress")
+    def _compressor_span(self, x_clean: Tensor, frames: Tensor | None) -> Tensor:
+        with torch.no_grad():
+            return self._compressor_tokens(x_clean, frames, False)
+
+    @span("pf.compress")
+    def _archive_span(self, slot: int, kv: list[tuple[Tensor, Tensor]]) -> None:
+        self._archive_kv(slot, kv, False)
+
+    @span("pf.commit_fused")
+    def _fused_commit_pass(self, model, x_clean: Tensor, h: Tensor, text, lay: _Layout,
+                           commit: PhaseView) -> list[tuple[Tensor, Tensor]]:
+        """The commit pass of the clean block with the N_c compressed tokens in its sequence (``commit_pass="fused"``):
+        the block's K/V go to the store through ``commit`` as in :meth:`CachePolicy.commit`, the compressed tokens
+        attend to the block's context (the clean block included, written earlier in the same layer) through a
+        :class:`_CompressedPassView`; their K/V re-based as in :meth:`_through_transformer_eager`."""
+        rec = _CompressedPassView(self.store, lay.attend_end, len(model.blocks), False, copy=True)
+        pt, ph, pw = self.c_pos
+        b, _, f = x_clean.shape[:3]
+        with torch.no_grad():
+            model(x_clean, torch.zeros(b, f, device=x_clean.device), text, view=commit, kv_only=True,
+                  extra=ExtraTokens(h, (pt + lay.cur_pos, ph, pw), rec))
+        delta = torch.full((self.n_c,), float(-lay.cur_pos), dtype=torch.float64, device=h.device)
+        return [(R.shift_temporal(k, delta, self.spec.rope_theta), v) for k, v in rec.kv]
+
+    def _compressor_tokens(self, x_clean: Tensor, frames: Tensor | None, grad: bool) -> Tensor:
+        """The compressor's N_c tokens [B, N_c, D] for the clean block (CUDA-graphed in inference on CUDA)."""
         if self.compressor is None:
             raise UserError("the packforcing policy has no compressor: load a checkpoint with compressor weights, "
                             "or use the zero_shot preset (compressor='lr').")
-        c = self.cfg
+        hw = self.spec.token_hw
+        h = None
+        if not grad and getattr(self, "_graphs", None) is not None and x_clean.is_cuda:
+            comp = self.compressor
+            key = (id(comp), tuple(x_clean.shape), x_clean.dtype, None if frames is None else tuple(frames.shape))
+            ins = (x_clean,) if frames is None else (x_clean, frames)
+            h = self._graphs["compressor"].run(key, lambda z, *px: comp(z, hw, frames=px[0] if px else None), ins,
+                                               keep=(comp,))
+        if h is None:
+            h = self.compressor(x_clean, hw) if frames is None else self.compressor(x_clean, hw, frames=frames)
+        return h  # [B, N_c, D]
+
+    @span("pf.compress")
+    def _compress_span(self, slot: int, blk: BlockInfo, x_clean: Tensor, model, text, lay: _Layout,
+                       frames: Tensor | None) -> None:
+        """The compressor and its tokens' own pass through the transformer (or projection), then the archive."""
         grad = self.train_compressor and torch.is_grad_enabled()
         with torch.set_grad_enabled(grad):
-            hw = self.spec.token_hw
-            h = None
-            if not grad and getattr(self, "_graphs", None) is not None and x_clean.is_cuda:
-                comp = self.compressor
-                key = (id(comp), tuple(x_clean.shape), x_clean.dtype, None if frames is None else tuple(frames.shape))
-                ins = (x_clean,) if frames is None else (x_clean, frames)
-                h = self._graphs["compressor"].run(key, lambda z, *px: comp(z, hw, frames=px[0] if px else None), ins,
-                                                   keep=(comp,))
-            if h is None:
-                h = self.compressor(x_clean, hw) if frames is None else self.compressor(x_clean, hw, frames=frames)  # [B, N_c, D]
-            if c.mid_kv == "projection":
+            h = self._compressor_tokens(x_clean, frames, grad)
+            if self.cfg.mid_kv == "projection":
                 kv = self._project(model, h)
             else:
                 kv = self._through_transformer(model, h, text, lay, grad)
+        self._archive_kv(slot, kv, grad)
+
+    def _archive_kv(self, slot: int, kv: list[tuple[Tensor, Tensor]], grad: bool) -> None:
+        """Per-layer compressed K/V of one block into archive ``slot`` (off the device) and its key means."""
         dt = self.store.k.dtype
         ks = torch.stack([k.detach().to(dt) for k, _ in kv])  # [L, B, N_c, H, D]
         vs = torch.stack([v.detach().to(dt) for _, v in kv])

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 import torch.nn as nn
@@ -516,6 +516,7 @@ class WanDiT(nn.Module):
         frame_positions: Tensor | None = None,
         mask: Tensor | None = None,
         kv_only: bool = False,
+        extra: ExtraTokens | None = None,
     ) -> Tensor | None:
         """Flow prediction for latents ``x`` [B, C, F, H, W] at per-frame timesteps ``t`` [B, F].
 
@@ -524,6 +525,8 @@ class WanDiT(nn.Module):
         re-run, whose output no one reads): with a view that ``writes_kv``, every block's K/V are written as in a full
         forward, but the last block stops there (no attention, cross-attention, FFN or head) and None is returned;
         the stored K/V are the full forward's. With any other view the full forward runs (and its output is returned).
+        ``extra`` (:class:`ExtraTokens`, with a view only): more tokens in the same sequence, each part through its
+        own view; the output (when one is returned) is the forward's own tokens' only.
         """
         if not isinstance(text, TextState):
             text = self.embed_text(text)
@@ -536,12 +539,23 @@ class WanDiT(nn.Module):
         if frame_positions is None:
             frame_positions = torch.arange(f, device=x.device)
         pt, ph, pw = R.grid_positions(frame_positions, grid[1], grid[2])
+        n = tokens.shape[1]
+        if extra is not None:
+            if view is None:
+                raise ValueError("extra tokens need a view (their own attends through extra.view)")
+            et, eh, ew = extra.positions
+            pt, ph, pw = (torch.cat([a, c.to(a.dtype)]) for a, c in ((pt, et), (ph, eh), (pw, ew)))
+            tokens = torch.cat([tokens, extra.tokens.to(tokens.dtype)], 1)
+            t = t[:, :1]  # one timestep per sample serves both parts (one modulation group)
+            view = _SplitView(view, n, extra.view)
         angles = R.Rotary(R.rope_angles(pt, ph, pw, self.cfg.head_dim, self.cfg.rope_theta))
         e, e0 = self.time_embed(t)
         kv_only = kv_only and view is not None and getattr(view, "writes_kv", False)
         h = self.run_blocks(tokens, e0, angles, text, view, mask, kv_only=kv_only)
         if h is None:
             return None
+        if extra is not None:
+            h = h[:, :n]
         return self.unpatchify(self.head(h, e).float(), grid)
 
     def forward_tokens(self, tokens: Tensor, positions: tuple[Tensor, Tensor, Tensor], t: Tensor,
@@ -551,6 +565,50 @@ class WanDiT(nn.Module):
         _, e0 = self.time_embed(t.view(-1, 1))
         angles = R.Rotary(R.rope_angles(*positions, self.cfg.head_dim, self.cfg.rope_theta))
         return self.run_blocks(tokens, e0, angles, text, view)
+
+
+@dataclass
+class ExtraTokens:
+    """Hidden-space tokens that run through the blocks in the same sequence as a forward's own tokens: one set of
+    GEMMs and elementwise kernels for both, each part attending through its own view. PackForcing's compressed tokens
+    ride in the commit pass this way (paper.md §3.3: both are clean passes at t = 0 over the block's context), instead
+    of a second pass of N_c tokens through every layer, which is launch-bound at Wan scale.
+
+    ``tokens`` [B, M, D]; ``positions`` (t, h, w), each [M]; ``view``: their attention view, with ``attend`` and
+    ``write_kv`` like a block view, called in each layer after the forward's own view (so it reads what that view
+    wrote). They take the forward's timestep, which must be one value per sample (the first frame's is used)."""
+
+    tokens: Tensor
+    positions: tuple[Tensor, Tensor, Tensor]
+    view: Any
+
+
+class _SplitView:
+    """The forward's own view for its first ``n`` tokens and :class:`ExtraTokens`' view for the rest, per layer."""
+
+    __slots__ = ("main", "n", "extra")
+
+    def __init__(self, main, n: int, extra):
+        self.main, self.n, self.extra = main, n, extra
+
+    @property
+    def frame_positions(self):
+        return self.main.frame_positions
+
+    @property
+    def writes_kv(self) -> bool:
+        return bool(getattr(self.main, "writes_kv", False)) and hasattr(self.extra, "write_kv")
+
+    def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        n = self.n
+        a = self.main.attend(layer, q[:, :n], k[:, :n], v[:, :n])
+        b = self.extra.attend(layer, q[:, n:], k[:, n:], v[:, n:])
+        return torch.cat([a, b.to(a.dtype)], 1)
+
+    def write_kv(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> None:
+        n = self.n
+        self.main.write_kv(layer, q[:, :n], k[:, :n], v[:, :n])
+        self.extra.write_kv(layer, q[:, n:], k[:, n:], v[:, n:])
 
 
 def block_causal_mask(num_frames: int, tokens_per_frame: int, block_frames: int, device=None) -> Tensor:
