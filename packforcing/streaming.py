@@ -115,6 +115,17 @@ class _ReadFrames:
         pass
 
 
+class _Joined:
+    """Two consecutive decodes of one block (the first block split at its first latent frame) as one: pixels
+    [B, 3, T0 + T1, H, W] ordered on the current stream (what :meth:`FrameStream.last_pixels` hands the policy)."""
+
+    def __init__(self, a, b):
+        self.a, self.b = a, b
+
+    def wait(self) -> Tensor:
+        return torch.cat([self.a.wait(), self.b.wait()], dim=2)
+
+
 class FrameStream:
     """Rollout blocks in, uint8 frames out (``write(frames [T, H, W, 3])``), in one of ``DECODE_MODES``.
 
@@ -168,6 +179,8 @@ class FrameStream:
         self.decode_events: list = []
         self._spans: list = []  # (start, end) CUDA events of every decode submitted on the side stream
         self._last = None  # the PendingFrames of the block submitted last
+        self.split_first = True  # the first block's first latent frame decoded (and written) on its own
+        self.first_frame_event = None  # CUDA: the event of the video's first frame reaching the host, once split
         self.host_decode_s = 0.0
         self.write_s = 0.0
 
@@ -227,9 +240,26 @@ class FrameStream:
 
     def block(self, x0: Tensor, hold_frames: int = 0) -> None:
         """A clean block: its decode starts now; frames are written now (``blocking``) or one block later.
-        ``hold_frames``: the policy's ``decode_hold()`` after this block (a restarting policy's overlap)."""
+        ``hold_frames``: the policy's ``decode_hold()`` after this block (a restarting policy's overlap).
+
+        The first block of a video (``split_first``, more than one latent frame, nothing held back beyond its later
+        frames) is decoded as its first latent frame, then the rest (the causal decoder's cache carries across, as
+        between blocks): the video's first frame is on the host and written (in every mode) once that one latent
+        frame is decoded, not the whole block (``first_frame_event``)."""
         with self._host_timed():
-            self.queue.append((self._submit(x0), hold_frames))
+            k = x0.shape[2]
+            if self.split_first and self.decoder.latent_frames == 0 and k > 1 and hold_frames <= 4 * (k - 1):
+                p0 = self._submit_any(x0[:, :, :1])
+                p1 = self._submit_any(x0[:, :, 1:])
+                self.first_frame_event = p0.event
+                self._last = _Joined(p0, p1)
+                self.block_frames.append(p0.num_frames + p1.num_frames)
+                self.decode_events.append(p1.event)
+                self.queue.append((p0, 0))
+                self._drain(0)  # the first frame as soon as it is decoded (one host wait, once per video)
+                self.queue.append((p1, hold_frames))
+            else:
+                self.queue.append((self._submit(x0), hold_frames))
             self._drain(self.lag)
 
     def last_pixels(self) -> Tensor | None:

@@ -72,9 +72,12 @@ def end_to_end(b, mode: str, n_blocks: int) -> dict:
     ready = None
     if cuda and fs.decode_events and all(e is not None for e in fs.decode_events):
         ready = [start_ev.elapsed_time(e) / 1e3 for e in fs.decode_events]
+    first_ev = fs.first_frame_event  # the first block split at its first latent frame: that frame's own event
+    first = start_ev.elapsed_time(first_ev) / 1e3 if (ready and first_ev is not None) else None
     r.update({"total_s": total, "frames": sum(frames), "fps_overall": sum(frames) / total,
               "block_wall_s": wall, "frames_ready_s": ready,
-              "ttff_s": ready[0] if ready else (ttff_wall[0] if ttff_wall else None),
+              "ttff_s": first if first is not None else (ready[0] if ready else (ttff_wall[0] if ttff_wall else None)),
+              "ttff_first_block_s": ready[0] if ready else None,  # the first block's frames, all of them
               "ttff_host_s": ttff_wall[0] if ttff_wall else None})
     t = ready or wall
     # Steady = the gaps between frames ready once the cache is saturated: blocks of a cache still filling
