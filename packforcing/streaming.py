@@ -74,7 +74,8 @@ def prepare_vae(vae, opts: DecodeOptions, block_latent_shape: tuple[int, ...] | 
     """Put the VAE decoder in the layout and compile state of ``opts`` (resolved); unchanged where it already is.
 
     A newly compiled decoder is warmed by a streaming decode of three blocks of ``block_latent_shape`` (the
-    first block's shapes and the later blocks') so that no generated frame pays for the compile; if that fails
+    first block split at its first latent frame as :class:`FrameStream` decodes it, then the later blocks' shapes)
+    so that no generated frame pays for the compile; if that fails
     the decoder stays eager. Returns ``{"channels_last", "compile", "compile_s"?, "compile_error"?}``.
     """
     out: dict = {"channels_last": bool(opts.channels_last), "compile": bool(opts.compile)}
@@ -89,7 +90,13 @@ def prepare_vae(vae, opts: DecodeOptions, block_latent_shape: tuple[int, ...] | 
     try:
         with torch.no_grad():
             dec = vae.stream(side_stream=False)
-            for _ in range(3):
+            z = torch.randn(block_latent_shape, device=vae.device, dtype=vae.dtype)
+            if z.shape[2] > 1:  # the first block as FrameStream decodes it: its first latent frame, then the rest
+                dec.decode_block(z[:, :, :1])
+                dec.decode_block(z[:, :, 1:])
+            else:
+                dec.decode_block(z)
+            for _ in range(2):
                 dec.decode_block(torch.randn(block_latent_shape, device=vae.device, dtype=vae.dtype))
             del dec
         if vae.device.type == "cuda":

@@ -287,7 +287,10 @@ class PackForcingConfig(PolicyOptions):
     # to the GEMMs' summation order): "separate" = its own pass of N_c tokens after the commit (CUDA-graphed on CUDA);
     # "fused" = in the commit pass's sequence (WanDiT.forward(extra=...)): one set of GEMMs for the block's tokens and
     # the N_c compressed ones, each attending through its own view, so the N_c tokens' ~1,200 launch-bound kernels per
-    # block are gone; "auto" = "fused" on CUDA, "separate" elsewhere (CPU results stay bit-identical to before).
+    # block are gone; "auto" = "separate" everywhere: the rule fixed before its H200 call (seventeenth session,
+    # scripts/s17_fused_call.sh) kept "fused" only if model-only p50 was not above the separate pass's 469.9 ms of
+    # that session's first call; it was 503.9 ms (another machine, ~2-3% slower on the backend sweep; compression
+    # fell 20.20 -> 17.31 ms, the tokens' share of the commit pass measured at 8.14 ms). Opt in with "fused".
     # Needs a commit at t = 0 (context_noise 0) and inference; otherwise "separate" runs.
     commit_pass: str = choices("auto", "separate", "fused", default="auto", cosmetic=True)
 
@@ -741,10 +744,8 @@ class PackForcingPolicy(CachePolicy):
         """The gather top-k's chosen blocks take (``gather`` resolved for the device of the last reset), how they
         are scored (``select``: ``fused``, the Triton kernels on CUDA, or ``torch``; the same picks) and how the
         compressed tokens pass through the transformer (``commit_pass``: ``fused`` into the commit pass or
-        ``separate``, resolved for that device; ``projection`` when ``mid_kv="projection"``)."""
-        mode = self.cfg.commit_pass
-        if mode == "auto":
-            mode = "fused" if torch.device(self.spec.device).type == "cuda" else "separate"
+        ``separate``, auto resolved; ``projection`` when ``mid_kv="projection"``)."""
+        mode = "separate" if self.cfg.commit_pass == "auto" else self.cfg.commit_pass
         return {"gather": "device" if self._gatherer is not None else "host",
                 "select": "fused" if getattr(self, "_fused_select", False) else "torch",
                 "commit_pass": mode if self.cfg.mid_kv == "transformer" else "projection"}
@@ -918,11 +919,9 @@ class PackForcingPolicy(CachePolicy):
         return torch.cat(ks, 1), torch.cat(vs, 1)
 
     def fuses_commit(self, x_clean: Tensor, context_noise: float) -> bool:
-        """Whether this block's commit pass carries the compressed tokens (``commit_pass`` resolved on the block's
-        device; a clean commit at t = 0 in inference that makes a compressed copy)."""
-        mode = self.cfg.commit_pass
-        if mode == "auto":
-            mode = "fused" if x_clean.is_cuda else "separate"
+        """Whether this block's commit pass carries the compressed tokens (``commit_pass="fused"``; a clean commit at
+        t = 0 in inference that makes a compressed copy)."""
+        mode = "separate" if self.cfg.commit_pass == "auto" else self.cfg.commit_pass
         return (mode == "fused" and self._layout.phase != "sink" and self.cfg.mid_kv == "transformer"
                 and float(context_noise) == 0.0 and not self.train_compressor and not torch.is_grad_enabled())
 
