@@ -18,30 +18,9 @@
 # gate, size/colour while visible minus the VAE, the held-out loss.
 set -u
 source scripts/device_env.sh  # wheels, PYTHONPATH, runs/ and $OUT, el
-LEVER=layout_f0
 F0=6
 ARGS="--preset toy_teacher --init runs/teacher_layout.safetensors --batch 32 --train-shift 10"; W20=9; T20=110
 [ -f runs/teacher_layout.safetensors ] || { echo "runs/teacher_layout.safetensors missing: see the header"; exit 2; }
 source scripts/teacher_call_lib.sh
-latents_pair l 19 20; el "latents done"
-shipped_heldout l
-el "shipped: $(cat runs/shipped_heldout.json)"
-left=$(( 540 - ($(date +%s) - T0) - T20 - 25 ))   # keep the judges' time and packing
-mins=$(python3 -c "print(max(0.5, round($left / 60 - 0.3, 1)))")
-el "teacher, layout_f0 ($ARGS, frame-0 weight $F0), --mix for $mins min"
-timeout $(( left + 30 )) python3 -m packforcing.train.diffusion --stage teacher --out runs/l20 $ARGS --lr 2e-4 \
-  --minutes "$mins" --frame0-weight $F0 --mix runs/l5/latents.pt --save-dtype bfloat16 > runs/l_teacher.log 2>&1
-el "teacher rc=$?"; tail -2 runs/l_teacher.log
-T=runs/l20/teacher.safetensors
-if [ -f $T ]; then
-  ( timeout $T20 python3 scripts/model_evidence.py --out runs/ev_t20_new --only teacher --teacher $T --lengths 20 \
-      --teacher-max-seconds 20 --strip-seconds 20 --device cuda --workers $W20 > runs/ev_t20_new.log 2>&1
-    el "20 s rc=$?"; tail -1 runs/ev_t20_new.log ) &
-  ( timeout 100 python3 scripts/model_evidence.py --out runs/ev_t5_new --only teacher --teacher $T --lengths 5 \
-      --strip-seconds 5 --device cuda --workers 4 > runs/ev_t5_new.log 2>&1; el "5 s rc=$?"; tail -1 runs/ev_t5_new.log ) &
-  wait
-  cp $T "$OUT"/teacher_layout_f0.safetensors
-fi
-rm -rf runs/ev_*/_tmp
-bash scripts/device_pack.sh call_layout_f0 runs/ev_* runs/*.log runs/*.json runs/l20/*.json runs/l20/*.jsonl runs/l20/*.png
-ls -la "$OUT"
+teacher_continue "$ARGS" $F0 $T20
+teacher_evidence runs/l20/teacher.safetensors $W20 $T20 layout_f0
