@@ -3,8 +3,9 @@
 # scripts/s18_commit_ab_call.sh") (no carry), ~8 min.
 # A same-machine A/B of PackForcing's commit pass (paper preset, make-bench defaults otherwise): 60 s model-only with
 # --pf-opts commit_pass=separate, then commit_pass=fused with the end-to-end modes (the first frame read again after
-# the seventeenth session's VAE warm-up fix; target 0.5 s in the fastest mode) and 2 traced blocks after the measured
-# ones (where the gather's 2.6-9.5 ms per block and the GPU's idle time go; call 2 of the seventeenth session).
+# the seventeenth session's VAE warm-up fix; target 0.5 s in the fastest mode) and 4 traced blocks after the measured
+# ones (where the gather's 2.6-9.5 ms per block and the GPU's idle time go: 32-67% of the seventeenth session's
+# blocks had a slow first step, docs/perf.md).
 # Rule (fixed now): commit_pass auto becomes "fused" on CUDA if the fused run's model-only p50 is lower than the
 # separate run's AND its compression (span + commit_ab paired median) is lower than the separate run's span.
 set -u
@@ -13,7 +14,7 @@ export PYTHONPATH=$PWD
 common="--policies packforcing --lengths 10,60 --real-max-seconds 60 --skip compile,profile,topk,plot"
 python3 -m packforcing.bench $common --skip compile,profile,topk,plot,e2e,vae --pf-opts commit_pass=separate \
   --commit-ab-reps 0 --time-budget 150 --out runs/sep > runs/bench_sep.log 2>&1; echo "separate rc=$?"
-python3 -m packforcing.bench $common --pf-opts commit_pass=fused --trace-blocks 2 --time-budget 300 --out runs/fus \
+python3 -m packforcing.bench $common --pf-opts commit_pass=fused --trace-blocks 4 --time-budget 300 --out runs/fus \
   > runs/bench_fus.log 2>&1; echo "fused rc=$?"
 python3 - <<'PY'
 import glob, json
