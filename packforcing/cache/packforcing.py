@@ -745,7 +745,7 @@ class PackForcingPolicy(CachePolicy):
         are scored (``select``: ``fused``, the Triton kernels on CUDA, or ``torch``; the same picks) and how the
         compressed tokens pass through the transformer (``commit_pass``: ``fused`` into the commit pass or
         ``separate``, auto resolved; ``projection`` when ``mid_kv="projection"``)."""
-        mode = "separate" if self.cfg.commit_pass == "auto" else self.cfg.commit_pass
+        mode = self._commit_mode()
         return {"gather": "device" if self._gatherer is not None else "host",
                 "select": "fused" if getattr(self, "_fused_select", False) else "torch",
                 "commit_pass": mode if self.cfg.mid_kv == "transformer" else "projection"}
@@ -918,11 +918,14 @@ class PackForcingPolicy(CachePolicy):
             vs.append(v)
         return torch.cat(ks, 1), torch.cat(vs, 1)
 
+    def _commit_mode(self) -> str:
+        """``commit_pass`` resolved: ``auto`` is ``separate`` (see :class:`PackForcingConfig`)."""
+        return "separate" if self.cfg.commit_pass == "auto" else self.cfg.commit_pass
+
     def fuses_commit(self, x_clean: Tensor, context_noise: float) -> bool:
         """Whether this block's commit pass carries the compressed tokens (``commit_pass="fused"``; a clean commit at
         t = 0 in inference that makes a compressed copy)."""
-        mode = "separate" if self.cfg.commit_pass == "auto" else self.cfg.commit_pass
-        return (mode == "fused" and self._layout.phase != "sink" and self.cfg.mid_kv == "transformer"
+        return (self._commit_mode() == "fused" and self._layout.phase != "sink" and self.cfg.mid_kv == "transformer"
                 and float(context_noise) == 0.0 and not self.train_compressor and not torch.is_grad_enabled())
 
     def commit(self, model, x_clean: Tensor, text, view: BlockView, blk: BlockInfo, context_noise: float = 0.0) -> None:
