@@ -73,9 +73,9 @@ class DecodeOptions:
 def prepare_vae(vae, opts: DecodeOptions, block_latent_shape: tuple[int, ...] | None = None) -> dict:
     """Put the VAE decoder in the layout and compile state of ``opts`` (resolved); unchanged where it already is.
 
-    A newly compiled decoder is warmed by a streaming decode of three blocks of ``block_latent_shape`` (the
-    first block split at its first latent frame as :class:`FrameStream` decodes it, then the later blocks' shapes)
-    so that no generated frame pays for the compile; if that fails
+    A newly compiled decoder is warmed by a :class:`FrameStream` over three blocks of ``block_latent_shape`` (the
+    decodes of a video: the first block split at its first latent frame, then the later blocks' shapes) so that no
+    generated frame pays for the compile; if that fails
     the decoder stays eager. Returns ``{"channels_last", "compile", "compile_s"?, "compile_error"?}``.
     """
     out: dict = {"channels_last": bool(opts.channels_last), "compile": bool(opts.compile)}
@@ -89,16 +89,11 @@ def prepare_vae(vae, opts: DecodeOptions, block_latent_shape: tuple[int, ...] | 
     t0 = time.perf_counter()
     try:
         with torch.no_grad():
-            dec = vae.stream(side_stream=False)
-            z = torch.randn(block_latent_shape, device=vae.device, dtype=vae.dtype)
-            if z.shape[2] > 1:  # the first block as FrameStream decodes it: its first latent frame, then the rest
-                dec.decode_block(z[:, :, :1])
-                dec.decode_block(z[:, :, 1:])
-            else:
-                dec.decode_block(z)
-            for _ in range(2):
-                dec.decode_block(torch.randn(block_latent_shape, device=vae.device, dtype=vae.dtype))
-            del dec
+            fs = FrameStream(vae, "blocking", lambda frames: None)  # the decodes a video makes (first block split)
+            for _ in range(3):
+                fs.block(torch.randn(block_latent_shape, device=vae.device, dtype=vae.dtype))
+            fs.flush()
+            del fs
         if vae.device.type == "cuda":
             torch.cuda.synchronize()
     except Exception as e:  # noqa: BLE001 - a failed compile must not take the run down: decode eager
@@ -186,7 +181,6 @@ class FrameStream:
         self.decode_events: list = []
         self._spans: list = []  # (start, end) CUDA events of every decode submitted on the side stream
         self._last = None  # the PendingFrames of the block submitted last
-        self.split_first = True  # the first block's first latent frame decoded (and written) on its own
         self.first_frame_event = None  # CUDA: the event of the video's first frame reaching the host, once split
         self.host_decode_s = 0.0
         self.write_s = 0.0
@@ -224,10 +218,14 @@ class FrameStream:
 
     def _submit(self, z: Tensor):
         p = self._submit_any(z)
-        self._last = p
-        self.block_frames.append(p.num_frames)
-        self.decode_events.append(p.event)
+        self._record(p, p.num_frames, p.event)
         return p
+
+    def _record(self, pending, frames: int, event) -> None:
+        """A block's decode submitted: what :meth:`last_pixels` hands, its frame count and its frames' event."""
+        self._last = pending
+        self.block_frames.append(frames)
+        self.decode_events.append(event)
 
     def decode_seconds(self) -> float:
         """Seconds of decode (see the class docstring): summed side-stream spans on CUDA, else :attr:`host_decode_s`.
@@ -249,19 +247,16 @@ class FrameStream:
         """A clean block: its decode starts now; frames are written now (``blocking``) or one block later.
         ``hold_frames``: the policy's ``decode_hold()`` after this block (a restarting policy's overlap).
 
-        The first block of a video (``split_first``, more than one latent frame, nothing held back beyond its later
-        frames) is decoded as its first latent frame, then the rest (the causal decoder's cache carries across, as
+        The first block of a video (more than one latent frame, nothing held back beyond its later frames) is decoded as its first latent frame, then the rest (the causal decoder's cache carries across, as
         between blocks): the video's first frame is on the host and written (in every mode) once that one latent
         frame is decoded, not the whole block (``first_frame_event``)."""
         with self._host_timed():
             k = x0.shape[2]
-            if self.split_first and self.decoder.latent_frames == 0 and k > 1 and hold_frames <= 4 * (k - 1):
+            if self.decoder.latent_frames == 0 and k > 1 and hold_frames <= 4 * (k - 1):
                 p0 = self._submit_any(x0[:, :, :1])
                 p1 = self._submit_any(x0[:, :, 1:])
                 self.first_frame_event = p0.event
-                self._last = _Joined(p0, p1)
-                self.block_frames.append(p0.num_frames + p1.num_frames)
-                self.decode_events.append(p1.event)
+                self._record(_Joined(p0, p1), p0.num_frames + p1.num_frames, p1.event)
                 self.queue.append((p0, 0))
                 self._drain(0)  # the first frame as soon as it is decoded (one host wait, once per video)
                 self.queue.append((p1, hold_frames))

@@ -555,3 +555,20 @@ def test_cuda_decode_modes_write_the_same_frames_and_priority_uses_its_streams()
     assert got["channels_last"] and (got["compile"] or "compile_error" in got)
     fast = frames(DecodeOptions().resolved("cuda").mode)
     assert np.abs(fast.astype(int) - eager["blocking"].astype(int)).max() <= 1
+
+
+def test_decoder_warm_up_decodes_the_shapes_a_video_decodes(monkeypatch):
+    """A newly compiled decoder is warmed on the decodes a FrameStream makes: the first block split after its first
+    latent frame (1, then 3 latent frames), then whole blocks, so no timed frame pays for compiling those shapes (the
+    seventeenth session's overlap first frame, 9.83 s, was that compile). Compilation itself is faked here."""
+    from packforcing.model.vae import WanVAE
+    from packforcing.streaming import DecodeOptions, prepare_vae
+
+    vae = _tiny_vae()
+    monkeypatch.setattr(WanVAE, "enable_compile", lambda self, on=True: setattr(self, "compile_decoder", on) or self)
+    shapes = []
+    real = WanVAE.decode_chunk
+    monkeypatch.setattr(WanVAE, "decode_chunk", lambda self, z, *a, **k: shapes.append(z.shape[2]) or real(self, z, *a, **k))
+    got = prepare_vae(vae, DecodeOptions("blocking", False, True), (1, vae.config.z_dim, 4, 2, 2))
+    assert got["compile"] and "compile_s" in got and "compile_error" not in got
+    assert shapes == [1, 3, 4, 4]

@@ -152,6 +152,7 @@ def commit_ab(b, nk: int, nq: int, bf: int, pf_kwargs: dict, reps: int) -> None:
     Recorded as ``commit_ab``: each median and the paired (with - without) differences. The targets add the paired
     median to the compression span of a run whose commit pass was fused (its compressor and archive writes), since
     that span no longer holds the tokens' pass."""
+    from packforcing import rope as R
     from packforcing.cache import CacheSpec, KVStore
     from packforcing.cache.base import COMMIT, BlockView
     from packforcing.cache.compressor import compressed_grid
@@ -171,10 +172,7 @@ def commit_ab(b, nk: int, nq: int, bf: int, pf_kwargs: dict, reps: int) -> None:
     t0 = torch.zeros(1, bf, device=b.device)
     g = torch.Generator(device=b.device).manual_seed(0)
     h = torch.randn(1, n_c, cfg.dim, device=b.device, dtype=b.dtype, generator=g)
-    dev = b.device
-    pos = (torch.arange(tc, device=dev).repeat_interleave(hc * wc).double() + 20,
-           torch.arange(hc, device=dev).repeat_interleave(wc).repeat(tc).double(),
-           torch.arange(wc, device=dev).repeat(tc * hc).double())
+    pos = R.grid_positions(torch.arange(tc, device=b.device, dtype=torch.float64) + 20, hc, wc)
     runs = {
         "without": lambda: b.model(x, t0, b.text, view=view.at(COMMIT), kv_only=True),
         "with": lambda: b.model(x, t0, b.text, view=view.at(COMMIT), kv_only=True,

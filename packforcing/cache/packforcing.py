@@ -939,7 +939,7 @@ class PackForcingPolicy(CachePolicy):
 
     def finish(self, blk: BlockInfo, x_clean: Tensor, model, text) -> None:
         lay = self._layout
-        cv, self._commit_view = getattr(self, "_commit_view", None), None  # a fused commit pass still to run
+        cv, self._commit_view = self._commit_view, None  # a fused commit pass still to run
         self.committed += 1
         if lay.phase == "sink":
             return
