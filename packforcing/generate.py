@@ -30,6 +30,7 @@ def parse_kv(items: list[str]) -> dict:
 
 @main_guard
 def main(argv: list[str] | None = None) -> None:
+    from packforcing.methods import toy_options_for_policy
     from packforcing.pipeline import GenerationSpec, generate
 
     ap = argparse.ArgumentParser(prog="python -m packforcing.generate", description=__doc__.splitlines()[0])
@@ -58,9 +59,12 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(a.out)
     if out.suffix not in (".mp4", ".safetensors"):
         raise UserError(f"--out must end in .mp4 (video) or .safetensors (latents), got {out.name!r}.")
+    kwargs = parse_kv(a.opt)
+    if a.preset == "toy" and a.checkpoint is None:  # the policy's shipped toy weights: the options they run with
+        kwargs = {**toy_options_for_policy(a.policy), **kwargs}  # (as the harness's toy scale); --opt overrides
     spec = GenerationSpec(
         preset=a.preset, checkpoint=a.checkpoint, vae_checkpoint=a.vae_checkpoint, text_encoder=a.text_encoder,
-        policy=a.policy, policy_kwargs=parse_kv(a.opt), block_frames=a.block_frames, schedule=a.schedule,
+        policy=a.policy, policy_kwargs=kwargs, block_frames=a.block_frames, schedule=a.schedule,
         num_latent_frames=a.latent_frames, prompt=a.prompt, seed=a.seed, device=a.device, dtype=a.dtype,
         compile_dit=a.compile_dit,
         video_path=str(out) if out.suffix == ".mp4" else None,

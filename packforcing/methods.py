@@ -89,3 +89,10 @@ def toy_weights_for_policy(policy: str) -> str:
     shipped (DMD with that method's cache in the loop), else the Self-Forcing student."""
     m = method_for_policy(policy)
     return m.toy_weights if m is not None else "self_forcing"
+
+
+def toy_options_for_policy(policy: str) -> dict:
+    """The options a policy runs with at toy scale on its method's shipped toy weights (the method's ``toy_options``,
+    as the harness's toy scale sets them), e.g. ``{"preset": "toy"}`` for PackForcing; {} for a policy no method runs."""
+    m = method_for_policy(policy)
+    return dict(m.toy_options or {}) if m is not None else {}

@@ -210,3 +210,21 @@ def test_generate_with_dit_compiled_equals_eager_and_compiles_before_the_first_b
     torch.testing.assert_close(got2, got)
     _, back = run("off", "back")
     assert torch.equal(back, ref)
+
+
+def test_generate_cli_runs_the_documented_command_on_the_shipped_toy_weights(tmp_path):
+    """``python -m packforcing.generate --policy packforcing ...`` (the module's documented command) at the default toy
+    preset: the shipped PackForcing student needs the policy's toy options (its compressor's stage layout); the CLI
+    takes them from the method table, as the harness does, and records them in the stats' spec; --opt overrides."""
+    import json
+
+    from packforcing.generate import main
+
+    out = tmp_path / "z.safetensors"
+    main(["--policy", "packforcing", "--latent-frames", "8", "--compile-dit", "off", "--out", str(out)])
+    spec = json.loads((tmp_path / "z.safetensors.stats.json").read_text())["spec"]
+    assert out.is_file() and spec["policy_kwargs"] == {"preset": "toy"}
+    main(["--policy", "packforcing", "--latent-frames", "8", "--compile-dit", "off", "--opt", "top_k=4",
+          "--out", str(out)])
+    assert json.loads((tmp_path / "z.safetensors.stats.json").read_text())["spec"]["policy_kwargs"] == {
+        "preset": "toy", "top_k": 4}
