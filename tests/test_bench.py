@@ -559,3 +559,54 @@ def test_compression_of_a_fused_commit_run_adds_the_tokens_share_of_the_commit_p
     assert c["target"].endswith("top-k 16 selecting, compressed tokens fused into the commit pass]")
     res["commit_ab"]["paired_diff_ms"]["median"] = 8.0  # 2.5% + 1.8%: over 4%
     assert _judge(res)[0]["compression (every branch) < 4%"]["pass"] is False
+
+
+def test_trace_reads_the_chrome_trace_by_category():
+    from packforcing.bench.trace import chrome_intervals, summarise
+
+    trace = {"traceEvents": [
+        {"ph": "X", "cat": "kernel", "name": "nvjet_sm90_tst", "ts": 0, "dur": 10},
+        {"ph": "X", "cat": "gpu_memcpy", "name": "Memcpy HtoD (Pinned -> Device)", "ts": 30, "dur": 5},
+        {"ph": "X", "cat": "gpu_user_annotation", "name": "pf.compress", "ts": 0, "dur": 40},  # a span, not a kernel
+        {"ph": "X", "cat": "cpu_op", "name": "aten::copy_", "ts": 12, "dur": 4},
+        {"ph": "X", "cat": "cuda_runtime", "name": "cudaStreamSynchronize", "ts": 10, "dur": 20},
+        {"ph": "X", "cat": "user_annotation", "name": "pf.compress", "ts": 9, "dur": 30},
+        {"ph": "i", "cat": "cpu_op", "name": "an instant", "ts": 3},  # not a complete event
+        {"ph": "X", "cat": "python_function", "name": "f", "ts": 0, "dur": 50}]}
+    kernels, host = chrome_intervals(trace)
+    assert kernels == [(0.0, 10.0, "nvjet_sm90_tst"), (30.0, 35.0, "Memcpy HtoD (Pinned -> Device)")]
+    assert [h[2] for h in host] == ["aten::copy_", "cudaStreamSynchronize", "pf.compress"]
+    r = summarise(kernels, host, 1, [0.1], min_gap_us=5)
+    assert r["gaps_over_min"] == 1 and r["host_during_gaps_ms_per_block"] == {
+        "cudaStreamSynchronize": 0.02, "pf.compress": 0.02, "aten::copy_": 0.004}
+
+
+def test_trace_host_overlap_sweep_equals_the_all_pairs_sum():
+    from packforcing.bench.trace import summarise
+
+    g = torch.Generator().manual_seed(0)
+    starts = torch.cumsum(torch.randint(5, 40, (200,), generator=g), 0).tolist()
+    kernels = [(float(a), float(a + 4), f"k{i}") for i, a in enumerate(starts)]
+    hs = torch.randint(0, starts[-1], (300,), generator=g).tolist()
+    host = [(float(a), float(a + 1 + (a * 7) % 90), f"h{a % 5}") for a in hs]
+    r = summarise(kernels, host, 1, [0.1], min_gap_us=0.5, top=3)
+    busy = sorted((a, b) for a, b, _ in kernels)
+    gaps = [(busy[i][1], busy[i + 1][0]) for i in range(len(busy) - 1) if busy[i + 1][0] - busy[i][1] >= 0.5]
+    naive: dict = {}
+    for a, b, name in host:  # the all-pairs reference
+        naive[name] = naive.get(name, 0.0) + sum(max(0.0, min(b, g1) - max(a, g0)) for g0, g1 in gaps)
+    assert r["host_during_gaps_ms_per_block"] == {k: round(v / 1e3, 4) for k, v in
+                                                  sorted(naive.items(), key=lambda kv: -kv[1]) if v > 0}
+
+
+def test_host_buffers_stay_on_the_host_under_a_default_device():
+    """The bench binds policies under ``torch.device(cuda)``: host buffers meant for pinning must say device="cpu"
+    (the eighteenth session's H200 call: "Only dense CPU tensors can be pinned" turned the VAE compile off)."""
+    from packforcing.cache.packforcing import MidArchive, _to_device
+    from packforcing.cache.base import CacheSpec
+
+    with torch.device("meta"):
+        assert _to_device([1, 2], torch.int64, "cpu").device.type == "cpu"
+        spec = CacheSpec(num_layers=2, num_heads=2, head_dim=4, token_hw=(2, 2))
+        k, v = MidArchive(spec, n_c=3, chunk=2)._alloc()
+    assert k.device.type == v.device.type == "cpu" and k.shape == (2, 2, 1, 3, 2, 4)

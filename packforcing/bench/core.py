@@ -140,8 +140,9 @@ class Bench:
         from packforcing.cache import bind_policy, make_policy
 
         pol = make_policy(name, **kwargs)
+        vae = get_vae(self) if pol.needs().vae else None  # outside the default-device scope: its warm-up pins host memory
         with torch.device(self.device):
-            return bind_policy(pol, self.model, vae=get_vae(self) if pol.needs().vae else None)
+            return bind_policy(pol, self.model, vae=vae)
 
     # ---- environment ------------------------------------------------------------------------------------
     def env(self) -> None:

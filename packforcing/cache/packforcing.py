@@ -85,7 +85,7 @@ Tensor = torch.Tensor
 
 def _to_device(values: list, dtype: torch.dtype, device) -> Tensor:
     """A small host list as a device tensor without a host synchronisation (pinned, non-blocking on CUDA)."""
-    t = torch.tensor(values, dtype=dtype)
+    t = torch.tensor(values, dtype=dtype, device="cpu")  # host, whatever the default device (pinning needs it)
     if torch.device(device).type == "cuda":
         return t.pin_memory().to(device, non_blocking=True)
     return t.to(device)
@@ -123,8 +123,8 @@ class MidArchive:
     def _alloc(self) -> tuple[Tensor, Tensor]:
         sp = self.spec  # block-major chunks [chunk, L, B, N_c, H, D]: each block (and layer) contiguous
         shape = (self.chunk, sp.num_layers, sp.batch, self.n_c, sp.num_heads, sp.head_dim)
-        return (torch.zeros(shape, dtype=sp.dtype, pin_memory=self.pinned),
-                torch.zeros(shape, dtype=sp.dtype, pin_memory=self.pinned))
+        return (torch.zeros(shape, dtype=sp.dtype, device="cpu", pin_memory=self.pinned),  # host, whatever the
+                torch.zeros(shape, dtype=sp.dtype, device="cpu", pin_memory=self.pinned))  # default device
 
     def _chunk(self, slot: int) -> tuple[int, int]:
         c, i = divmod(slot, self.chunk)

@@ -859,7 +859,7 @@ class StreamingDecoder:
                 from packforcing.video import to_uint8_frames_tensor
 
                 u8 = to_uint8_frames_tensor(out)  # [B, T, H, W, 3] on the GPU
-                host = torch.empty(u8.shape, dtype=torch.uint8, pin_memory=True)
+                host = torch.empty(u8.shape, dtype=torch.uint8, device="cpu", pin_memory=True)
                 host.copy_(u8, non_blocking=True)
             event = torch.cuda.Event(enable_timing=True)  # consumers (the benchmark) may time it
             event.record(self._stream)
