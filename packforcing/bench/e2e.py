@@ -17,8 +17,11 @@ from packforcing.bench.timing import log
 Tensor = torch.Tensor
 
 
-def end_to_end(b, mode: str, n_blocks: int) -> dict:
-    """Rollout + the pipeline's streaming decode in ``mode`` (``packforcing.streaming.DECODE_MODES``)."""
+def end_to_end(b, mode: str, n_blocks: int, record_stats: bool = True) -> dict:
+    """Rollout + the pipeline's streaming decode in ``mode`` (``packforcing.streaming.DECODE_MODES``).
+
+    ``record_stats`` False: the rollout keeps no per-block stats, so it does not synchronise its stream after each
+    block as the pipeline's rollout does (``--e2e-no-stats``; recorded apart as ``e2e_no_stats``, not judged)."""
     from packforcing.attention import use_backend
     from packforcing.bench.vae import get_vae
     from packforcing.rollout import rollout
@@ -31,7 +34,8 @@ def end_to_end(b, mode: str, n_blocks: int) -> dict:
     flag = b.res["vae"].get("cudnn_benchmark_best") if b.args.vae_cudnn_benchmark == "auto" else (
         b.args.vae_cudnn_benchmark == "on")
     old = torch.backends.cudnn.benchmark
-    r: dict = {"mode": mode, "blocks": n_blocks, "cudnn_benchmark": bool(flag), "policy": name, "kwargs": kw,
+    r: dict = {"mode": mode, "blocks": n_blocks, "record_stats": bool(record_stats),
+               "cudnn_benchmark": bool(flag), "policy": name, "kwargs": kw,
                "vae_compile": bool(getattr(vae, "compile_decoder", False))}
     wall: list[float] = []
     ttff_wall: list[float] = []
@@ -62,7 +66,7 @@ def end_to_end(b, mode: str, n_blocks: int) -> dict:
         with torch.no_grad(), use_backend(b.res.get("backend_used") or "sdpa"), fs.producing():
             rollout(b.model, pol, FlowMatchSampler("self_forcing"), b.text, noise, bf, on_block=on_block,
                     on_prefix=lambda f, z: fs.prefix(z), keep_latents=False, check_finite=False,
-                    decoded=lambda i: fs.last_pixels())  # the LR branch pools the decoder's own frames
+                    record_stats=record_stats, decoded=lambda i: fs.last_pixels())  # the LR branch pools the decoder's own frames
             fs.flush()
         b.clock.sync()
         total = time.perf_counter() - t0
@@ -99,6 +103,6 @@ def end_to_end(b, mode: str, n_blocks: int) -> dict:
     b.free()
     if r.get("steady_note"):
         log(f"e2e {mode}: {r['steady_note']}")
-    log(f"e2e {mode}: {sum(frames)} frames in {total:.1f} s, steady {r.get('fps_steady', float('nan')):.1f} FPS "
+    log(f"e2e {mode}{'' if record_stats else ' (no per-block stats)'}: {sum(frames)} frames in {total:.1f} s, steady {r.get('fps_steady', float('nan')):.1f} FPS "
         f"(from block {first}), overall {r['fps_overall']:.1f} FPS, first frame {r['ttff_s']:.2f} s")
     return r
