@@ -98,6 +98,8 @@ def engine_record(device: torch.device, dit: dict, vae: dict | None, policy: dic
     - ``ffn_epilogue``, ``qk_kernel``, ``qkv_fused``: :func:`packforcing.model.dit.engine_switches`, the DiT's engine
       switches (``PF_FFN_EPILOGUE``: the FFN's GELU in its GEMM's epilogue; ``PF_QK_KERNEL``: q/k RMSNorm + RoPE as one
       Triton kernel; ``PF_QKV_FUSED``: q, k, v as one GEMM).
+    - ``stats_timing``: :func:`packforcing.rollout.stats_timing_default` (``PF_STATS_TIMING``: ``sync``, the rollout
+      synchronises after each block, or ``events``, the host runs ahead and blocks are timed by CUDA events).
     - ``policy``: the cache policy's resolved speed-only choices (:meth:`CachePolicy.engine_options`, e.g.
       PackForcing's ``{"gather": "device"}``); ``{}`` when it has none."""
     from packforcing.attention import resolved_backend
@@ -112,6 +114,9 @@ def engine_record(device: torch.device, dit: dict, vae: dict | None, policy: dic
     from packforcing.model.dit import engine_switches
 
     out.update(engine_switches())
+    from packforcing.rollout import stats_timing_default
+
+    out["stats_timing"] = stats_timing_default()
     out["policy"] = dict(policy or {})
     return out
 
@@ -359,7 +364,7 @@ def generate(spec: GenerationSpec, on_block: Callable[[int, Tensor, dict], None]
     ``setup_s``), ``rest >= 0`` (the rollout's set-up, stitching, other per-block callbacks). A restarting policy
     (``causvid_restart``) decodes and writes at a restart inside a block's latency window, so that part is in
     ``rollout_s`` and in ``decode_s``/``write_s``. With no video, ``decode_s = decode_host_s = write_s = 0``."""
-    from packforcing.rollout import rollout
+    from packforcing.rollout import rollout, stats_timing_default
     from packforcing.sampler import FlowMatchSampler
 
     spec.validate()
@@ -450,7 +455,8 @@ def generate(spec: GenerationSpec, on_block: Callable[[int, Tensor, dict], None]
         with frames.producing() if frames is not None else contextlib.nullcontext():
             res = rollout(model, policy, sampler, context, noise, spec.block_frames, context_noise=spec.context_noise,
                           noise_fn=noise_fn, on_block=_on_block, on_prefix=_on_prefix, keep_latents=False,
-                          progress=progress, decoded=(lambda i: frames.last_pixels()) if frames is not None else None)
+                          progress=progress, decoded=(lambda i: frames.last_pixels()) if frames is not None else None,
+                          stats_timing=stats_timing_default())
             if frames is not None:
                 frames.flush()
     except BaseException:

@@ -30,6 +30,7 @@ the generated ones (teacher forcing), ``start_step`` starts from noise already a
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -84,6 +85,7 @@ def rollout(
     clean_context: Tensor | None = None,
     commit_final: bool = True,
     record_stats: bool = True,
+    stats_timing: str = "sync",
 ) -> RolloutResult:
     """Generate ``noise.shape[2]`` latent frames block by block.
 
@@ -106,7 +108,15 @@ def rollout(
     step ``noise`` is at; ``clean_context`` [B, C, F, H, W] clean latents committed instead of the generated
     blocks; ``commit_final`` False: the last block is not committed; ``record_stats`` False: no per-block
     stats, latency or device synchronisation.
+
+    ``stats_timing`` (with ``record_stats``, on CUDA): ``"sync"`` synchronises the rollout's stream after each block
+    and times it on the host (``latency_s``: host time from the previous block's end); ``"events"`` records a CUDA
+    event instead and lets the host run ahead: ``latency_s`` is the time between two blocks' completions on the
+    stream, and it and the policy's :meth:`~CachePolicy.device_counters` are filled in after one synchronisation at
+    the end (``on_block`` then sees a block's stats without them). On the CPU both are ``"sync"``.
     """
+    if stats_timing not in STATS_TIMINGS:
+        raise UserError(f"stats_timing={stats_timing!r}: use 'sync' or 'events'.")
     b, _, f, h, w = noise.shape
     bf = block_frames
     if f % bf:
@@ -168,6 +178,13 @@ def rollout(
     calls = 0
     nxt = 0
     finished = 0
+    cuda = noise.device.type == "cuda"
+    lagged = record_stats and cuda and stats_timing == "events"
+    pending: list[tuple[dict, dict, object]] = []  # lagged: (stats, device counters' snapshots, completion event)
+    start_event = None
+    if lagged:
+        start_event = torch.cuda.Event(enable_timing=True)
+        start_event.record()
     t0 = time.perf_counter()
     handoff: _Live | None = None  # a committed block whose decoded output frames the policy takes
     while finished < n_blocks:
@@ -236,9 +253,16 @@ def rollout(
         st: dict = {}
         if record_stats:
             st = policy.stats().as_dict()  # the JSON layout of the block's stats
-            if noise.device.type == "cuda":  # this stream only: a streaming decode on a side stream keeps running
-                torch.cuda.current_stream(noise.device).synchronize()
-            st["latency_s"] = time.perf_counter() - t0
+            counters = policy.device_counters()
+            if lagged:  # no synchronisation: snapshots and an event, read after the last block
+                ev = torch.cuda.Event(enable_timing=True)
+                ev.record()
+                pending.append((st, {k: c.clone() for k, c in counters.items()}, ev))
+            else:
+                if cuda:  # this stream only: a streaming decode on a side stream keeps running
+                    torch.cuda.current_stream(noise.device).synchronize()
+                _add_counters(st, counters)
+                st["latency_s"] = time.perf_counter() - t0
             stats_all.append(st)
         if keep_latents:
             outs.append(x0c)
@@ -251,8 +275,33 @@ def rollout(
         t0 = time.perf_counter()
     if bar is not None:
         bar.close()
+    if pending:
+        torch.cuda.current_stream(noise.device).synchronize()
+        prev = start_event
+        for st, counters, ev in pending:
+            _add_counters(st, counters)
+            st["latency_s"] = prev.elapsed_time(ev) / 1e3
+            prev = ev
     out = (outs[0] if len(outs) == 1 else torch.cat(outs, 2)) if keep_latents else None
     return RolloutResult(out, stats_all, prefixes)
+
+
+STATS_TIMINGS = ("sync", "events")
+
+
+def stats_timing_default() -> str:
+    """``PF_STATS_TIMING`` (speed only; default ``sync``): how the pipeline's rollout times its blocks, see
+    :func:`rollout`'s ``stats_timing``. A bad value is a UserError."""
+    v = os.environ.get("PF_STATS_TIMING", "sync").strip().lower()
+    if v not in STATS_TIMINGS:
+        raise UserError(f"PF_STATS_TIMING={v!r}: use {' or '.join(STATS_TIMINGS)}.")
+    return v
+
+
+def _add_counters(st: dict, counters: dict) -> None:
+    """Add a policy's device counters (:meth:`CachePolicy.device_counters`, read once the block is done) to its stats."""
+    for k, c in counters.items():
+        st[k] = (st.get(k) or 0) + int(c.item())
 
 
 class SegmentStitcher:

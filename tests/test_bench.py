@@ -20,7 +20,7 @@ SMOKE = [
     "--allow-cpu", "--force-cpu", "--preset", "tiny", "--lengths", "2,3", "--policies", "packforcing,window,sink_window,full",
     "--skip", "profile,compile,plot", "--e2e-modes", "overlap,blocking,priority", "--e2e-blocks", "3", "--topk-blocks", "7",
     "--topk-mid-capacity", "6", "--pf-opts", "top_k=2", "--warmup-blocks", "0", "--sweep-reps", "1",
-    "--backends", "sdpa,cudnn", "--stream-blocks", "2", "--e2e-no-stats",
+    "--backends", "sdpa,cudnn", "--stream-blocks", "2", "--e2e-events",
 ]
 
 
@@ -89,13 +89,13 @@ def test_cpu_smoke_run_writes_json(smoke):
         assert d["e2e"][mode]["frames"] == 13 + 16 + 16
         # 3 blocks never reach the saturated cache: the steady rate says it is optimistic
         assert d["e2e"][mode]["steady_from_block"] == 1 and "cache still filling" in d["e2e"][mode]["steady_note"]
-    for mode in ("overlap", "blocking", "priority"):  # again without per-block stats: the same frames, recorded apart
-        e, n = d["e2e"][mode], d["e2e_no_stats"][mode]
-        assert e["record_stats"] is True and n["record_stats"] is False and n["frames"] == e["frames"]
-    st = d["stream_timing"]  # model-only without the per-block synchronisation, after saturation
-    assert st["synchronised_per_block"] is False and st["steady_blocks"] == 2 == st["blocks"] - st["saturation_block"] - 1
-    assert len(st["interval_ms"]) == st["blocks"] - 1 and st["steady_from_block"] == st["saturation_block"] + 1
-    assert st["p50_ms"] == pytest.approx(statistics.median(st["interval_ms"][st["saturation_block"]:]), abs=1e-3)
+    for mode in ("overlap", "blocking", "priority"):  # again with blocks timed by events: the same frames, apart
+        e, n = d["e2e"][mode], d["e2e_events"][mode]
+        assert e["stats_timing"] == "sync" and n["stats_timing"] == "events" and n["frames"] == e["frames"]
+    st = d["stream_timing"]  # model-only timed by events (on the CPU: host time per block), after saturation
+    assert st["stats_timing"] == "events" and st["steady_blocks"] == 2 == st["blocks"] - st["saturation_block"] - 1
+    assert len(st["latency_ms"]) == st["blocks"] and st["steady_from_block"] == st["saturation_block"] + 1
+    assert st["p50_ms"] == pytest.approx(statistics.median(st["latency_ms"][st["saturation_block"] + 1:]), abs=1e-3)
     assert d["vae"]["channels_last"] is False and d["vae"]["compile"] is False  # the pipeline's CPU defaults
     assert any(t["target"].startswith("packforcing model-only FPS") for t in d["targets"])
     assert "policy" in out and ("[PASS]" in out or "[FAIL]" in out)
@@ -110,11 +110,11 @@ def test_json_keeps_every_field_of_the_single_module_bench(smoke):
     # policies.packforcing.trace appears only with --trace-blocks N); env.ffn_epilogue / env.qk_kernel and
     # config.forward_ab / ab_reps (sixteenth; forward_ab appears only with --forward-ab); each policy's resolved
     # speed-only choices (engine_policy), config.commit_ab_reps and the commit_ab record (seventeenth); stream_timing,
-    # e2e_no_stats, each e2e record's record_stats and their switches (eighteenth)
-    added = {k for k in key_paths(d) if k.endswith((".host_bytes", "series.mid_copies", "kwargs.gather", ".record_stats"))
-             or k.split(".")[0] in ("stream_timing", "e2e_no_stats")
-             or k.startswith(("sections.e2e_no_stats:", "sections.stream:"))
-             or k in ("config.stream_blocks", "config.e2e_no_stats")
+    # e2e_events, each e2e record's stats_timing and their switches (eighteenth)
+    added = {k for k in key_paths(d) if k.endswith((".host_bytes", "series.mid_copies", "kwargs.gather", ".stats_timing"))
+             or k.split(".")[0] in ("stream_timing", "e2e_events")
+             or k.startswith(("sections.e2e_events:", "sections.stream:"))
+             or k in ("config.stream_blocks", "config.e2e_events")
              or ".engine_policy" in k or k.split(".")[0] == "commit_ab" or k.endswith(".ttff_first_block_s")
              or k in ("env.cuda_graphs", "env.ffn_epilogue", "env.qk_kernel", "env.qkv_fused", "config.fp8",
                       "config.trace_blocks", "config.commit_ab_reps",
@@ -133,9 +133,9 @@ def test_json_fields_are_those_of_the_committed_perf_records(smoke):
              if not k.endswith((".top_k", "steady_note", ".host_bytes", "series.allocated_now_bytes",
                                 "series.mid_copies", "kwargs.gather"))  # added after the last GPU record read here
              and ".engine_policy" not in k and k.split(".")[0] != "commit_ab" and not k.endswith(".ttff_first_block_s")  # seventeenth session
-             and k.split(".")[0] not in ("stream_timing", "e2e_no_stats") and not k.endswith(".record_stats")  # eighteenth
-             and not k.startswith(("sections.e2e_no_stats:", "sections.stream:"))
-             and k not in ("config.stream_blocks", "config.e2e_no_stats")
+             and k.split(".")[0] not in ("stream_timing", "e2e_events") and not k.endswith(".stats_timing")  # eighteenth
+             and not k.startswith(("sections.e2e_events:", "sections.stream:"))
+             and k not in ("config.stream_blocks", "config.e2e_events")
              and k not in ("backends.cudnn.error", "config.commit_ab_reps", "env.cuda_graphs", "env.ffn_epilogue", "env.qk_kernel",
                            "env.qkv_fused", "config.fp8",
                            "config.forward_ab", "config.ab_reps",

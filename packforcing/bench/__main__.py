@@ -116,12 +116,12 @@ def parser() -> argparse.ArgumentParser:
                          "its sequence (recorded as commit_ab; the compression target of a fused-commit run adds its "
                          "paired median); 0 = skip")
     ap.add_argument("--stream-blocks", type=int, default=0,
-                    help="after PackForcing's run, N saturated blocks more without the per-block synchronisation "
-                         "(record_stats off, one CUDA event per block; recorded as stream_timing beside the targets); "
-                         "0 = skip")
-    ap.add_argument("--e2e-no-stats", action="store_true",
-                    help="each end-to-end mode again with the rollout keeping no per-block stats (no per-block "
-                         "synchronisation of its stream); recorded as e2e_no_stats beside the targets")
+                    help="after PackForcing's run, its rollout again with N saturated blocks timed by CUDA events "
+                         "(stats_timing=events: no per-block synchronisation); recorded as stream_timing beside the "
+                         "targets; 0 = skip")
+    ap.add_argument("--e2e-events", action="store_true",
+                    help="each end-to-end mode again with the rollout's blocks timed by CUDA events (stats_timing="
+                         "events, PF_STATS_TIMING=events in the pipeline); recorded as e2e_events beside the targets")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="reports/perf", help="output folder (also copied to $OUT when set)")
     ap.add_argument("--allow-cpu", action="store_true", help="smoke run on the CPU (needs --preset tiny or toy)")

@@ -17,11 +17,12 @@ from packforcing.bench.timing import log
 Tensor = torch.Tensor
 
 
-def end_to_end(b, mode: str, n_blocks: int, record_stats: bool = True) -> dict:
+def end_to_end(b, mode: str, n_blocks: int, stats_timing: str = "sync") -> dict:
     """Rollout + the pipeline's streaming decode in ``mode`` (``packforcing.streaming.DECODE_MODES``).
 
-    ``record_stats`` False: the rollout keeps no per-block stats, so it does not synchronise its stream after each
-    block as the pipeline's rollout does (``--e2e-no-stats``; recorded apart as ``e2e_no_stats``, not judged)."""
+    ``stats_timing`` (:func:`packforcing.rollout.rollout`): ``sync`` synchronises the rollout's stream after each
+    block, as the pipeline does by default; ``events`` (``--e2e-events``, ``PF_STATS_TIMING=events`` in the pipeline)
+    lets the host run ahead (recorded apart as ``e2e_events``, not judged)."""
     from packforcing.attention import use_backend
     from packforcing.bench.vae import get_vae
     from packforcing.rollout import rollout
@@ -34,7 +35,7 @@ def end_to_end(b, mode: str, n_blocks: int, record_stats: bool = True) -> dict:
     flag = b.res["vae"].get("cudnn_benchmark_best") if b.args.vae_cudnn_benchmark == "auto" else (
         b.args.vae_cudnn_benchmark == "on")
     old = torch.backends.cudnn.benchmark
-    r: dict = {"mode": mode, "blocks": n_blocks, "record_stats": bool(record_stats),
+    r: dict = {"mode": mode, "blocks": n_blocks, "stats_timing": stats_timing,
                "cudnn_benchmark": bool(flag), "policy": name, "kwargs": kw,
                "vae_compile": bool(getattr(vae, "compile_decoder", False))}
     wall: list[float] = []
@@ -66,7 +67,7 @@ def end_to_end(b, mode: str, n_blocks: int, record_stats: bool = True) -> dict:
         with torch.no_grad(), use_backend(b.res.get("backend_used") or "sdpa"), fs.producing():
             rollout(b.model, pol, FlowMatchSampler("self_forcing"), b.text, noise, bf, on_block=on_block,
                     on_prefix=lambda f, z: fs.prefix(z), keep_latents=False, check_finite=False,
-                    record_stats=record_stats, decoded=lambda i: fs.last_pixels())  # the LR branch pools the decoder's own frames
+                    stats_timing=stats_timing, decoded=lambda i: fs.last_pixels())  # the LR branch pools the decoder's own frames
             fs.flush()
         b.clock.sync()
         total = time.perf_counter() - t0
@@ -103,6 +104,6 @@ def end_to_end(b, mode: str, n_blocks: int, record_stats: bool = True) -> dict:
     b.free()
     if r.get("steady_note"):
         log(f"e2e {mode}: {r['steady_note']}")
-    log(f"e2e {mode}{'' if record_stats else ' (no per-block stats)'}: {sum(frames)} frames in {total:.1f} s, steady {r.get('fps_steady', float('nan')):.1f} FPS "
+    log(f"e2e {mode}{'' if stats_timing == 'sync' else ' (stats timed by events)'}: {sum(frames)} frames in {total:.1f} s, steady {r.get('fps_steady', float('nan')):.1f} FPS "
         f"(from block {first}), overall {r['fps_overall']:.1f} FPS, first frame {r['ttff_s']:.2f} s")
     return r

@@ -99,12 +99,13 @@ def evaluate(res: dict, args) -> list[dict]:
     if st and st.get("p50_ms"):  # beside the model-only target, not judged (the target reads the synchronised p50)
         add(f"(info) packforcing model-only FPS at p50 without the per-block synchronisation [{configuration(res)}]",
             st["fps_p50"], None, None, f"p50 {st['p50_ms']:.1f} ms, mean {st['mean_ms']:.1f} ms over "
-            f"{st['steady_blocks']} saturated blocks (marks in stream order: CUDA events on a GPU; --stream-blocks)")
+            f"{st['steady_blocks']} saturated blocks (stats_timing=events; --stream-blocks)")
     _end_to_end(res, add)
-    for mode, e in sorted((res.get("e2e_no_stats") or {}).items()):
+    for mode, e in sorted((res.get("e2e_events") or {}).items()):
         if e.get("fps_steady"):
-            add(f"(info) end-to-end FPS without per-block stats ({mode}; not judged)", round(e["fps_steady"], 2), None,
-                None, f"first frame {e.get('ttff_s') or float('nan'):.2f} s; --e2e-no-stats")
+            add(f"(info) end-to-end FPS with the rollout's blocks timed by events ({mode}; not judged)",
+                round(e["fps_steady"], 2), None, None,
+                f"first frame {e.get('ttff_s') or float('nan'):.2f} s; --e2e-events (PF_STATS_TIMING=events)")
     tk = res["policies"].get("packforcing_topk", {})
     if tk.get("topk_scoring_share_scored") is not None:
         add(f"(info) top-k scoring share over the blocks where it ran [{configuration(res, 'packforcing_topk')}]",

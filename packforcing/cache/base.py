@@ -423,8 +423,15 @@ class CachePolicy:
         return {}
 
     def stats(self) -> BlockStats:
-        """Cost of the last block (:class:`BlockStats`)."""
+        """Cost of the last block (:class:`BlockStats`), from the host's bookkeeping (no device read)."""
         raise NotImplementedError
+
+    def device_counters(self) -> dict[str, Tensor]:
+        """Counts of the last block kept on the device, ``{stats field: int64 tensor [1]}``, to be added to that
+        field of :meth:`stats` once the block is done on the device (the rollout does it: reading them at once would
+        synchronise the host with the GPU). Empty by default (PackForcing's device gather counts its host-archive
+        reads here)."""
+        return {}
 
     # Bookkeeping-only simulation for budgets (no tensors): list of per-block stats.
     def plan(self, spec: CacheSpec, num_frames: int, block_frames: int) -> list[BlockStats]:

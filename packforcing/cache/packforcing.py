@@ -1086,12 +1086,13 @@ class PackForcingPolicy(CachePolicy):
 
     # ---- stats and plans -------------------------------------------------------------------------
     def stats(self) -> PackForcingStats:
-        """The last block's stats. With ``gather="device"`` the host-archive reads are counted on the device and read
-        here (one synchronisation per block, where the rollout synchronises anyway to time the block)."""
-        copies = self.mid_copies
-        if self._gatherer is not None:
-            copies += int(self._copies_dev.item())
-        return replace(self._last, selections=self.selections, mid_copies=copies)
+        """The last block's stats from the host's bookkeeping. With ``gather="device"`` the host-archive reads are
+        counted on the device: :meth:`device_counters`, which the rollout adds to ``mid_copies`` (``stats()`` alone
+        does not synchronise)."""
+        return replace(self._last, selections=self.selections, mid_copies=self.mid_copies)
+
+    def device_counters(self) -> dict[str, Tensor]:
+        return {"mid_copies": self._copies_dev} if self._gatherer is not None else {}
 
     def _plan_block(self, blk: BlockInfo) -> PackForcingStats:
         lay = self._advance(blk)
