@@ -187,101 +187,102 @@ def rollout(
         start_event.record()
     t0 = time.perf_counter()
     handoff: _Live | None = None  # a committed block whose decoded output frames the policy takes
-    while finished < n_blocks:
-        if handoff is not None:  # the seam (``decoded``): after on_block decoded it, before anything moves
-            px = decoded(handoff.out)
-            if px is not None:
-                policy.take_frames(handoff.blk, px)
-            handoff = None
-        if nxt < n_blocks and (not live or live[-1].step >= stagger):
-            out_frame = nxt * bf
-            if not live:
-                z = policy.prefix(out_frame)
-                if z is not None:
-                    if on_prefix is None and on_block is not None:
-                        raise UserError(
-                            f"cache policy {policy.name!r} restarts the video before output frame {out_frame} with "
-                            f"{z.shape[2]} overlap latent frames, so its frames need a segment-aware decode; pass "
-                            f"rollout(on_prefix=...) (see packforcing.rollout.SegmentStitcher)."
-                        )
-                    push(z)
-                    prefixes.append((out_frame, int(z.shape[2])))
-                    if on_prefix is not None:
-                        on_prefix(out_frame, z)
-            live.append(_Live(next_block(), nxt, noise[:, :, out_frame : out_frame + bf], start_step))
-            nxt += 1
-            view = None
-        if view is None:
-            view = policy.context_window(WindowInfo(tuple(l.blk for l in live), tuple(l.step for l in live)))
-            calls = 0
-        if len(live) == 1:  # the Self-Forcing case, written exactly as a one-block denoising loop
-            x = live[0].x
-            t = st_dev[live[0].step].expand(b, bf)
-        else:
-            x = torch.cat([l.x for l in live], dim=2)
-            t = torch.cat([st_dev[l.step].expand(b, bf) for l in live], dim=1)
-        train = grad_step is not None and live[0].step == grad_step
-        grad = torch.set_grad_enabled(train) if grad_step is not None else contextlib.nullcontext()
-        with grad:
-            x0 = sampler.x0_from_flow(model(x, t, text, view=view.at(Phase(step=calls, train=train))), x, t)
-        calls += 1
-        done = None
-        for j, l in enumerate(live):
-            x0j = x0 if len(live) == 1 else x0[:, :, j * bf : (j + 1) * bf]
-            if on_step is not None:
-                on_step(l.out, l.step, l.x, x0j)
-            if l.step == stop:
-                done = (l, x0j)
-                continue
-            t_next = st_dev[l.step + 1].expand(b, bf)
-            eps = noise_fn(l.out, l.step, x0j) if noise_fn is not None else torch.randn_like(x0j)
-            l.x = sampler.add_noise(x0j, eps, t_next)
-            l.step += 1
-        if done is None:
-            continue
-        l, x0c = done
-        if l is not live[0]:
-            raise AssertionError("only the oldest block of a window can finish")
-        if check_finite and not torch.isfinite(x0c).all():
-            raise FloatingPointError(f"block {l.out} produced NaN/inf latents")
-        if commit_final or l.out < n_blocks - 1:
-            clean = x0c.detach() if clean_context is None else clean_context[:, :, l.out * bf : (l.out + 1) * bf]
-            policy.commit(model, clean, text, view, l.blk, context_noise)
-        live.pop(0)
-        view = None
-        finished += 1
-        st: dict = {}
-        if record_stats:
-            st = policy.stats().as_dict()  # the JSON layout of the block's stats
-            counters = policy.device_counters()
-            if lagged:  # no synchronisation: snapshots and an event, read after the last block
-                ev = torch.cuda.Event(enable_timing=True)
-                ev.record()
-                pending.append((st, {k: c.clone() for k, c in counters.items()}, ev))
+    try:
+        while finished < n_blocks:
+            if handoff is not None:  # the seam (``decoded``): after on_block decoded it, before anything moves
+                px = decoded(handoff.out)
+                if px is not None:
+                    policy.take_frames(handoff.blk, px)
+                handoff = None
+            if nxt < n_blocks and (not live or live[-1].step >= stagger):
+                out_frame = nxt * bf
+                if not live:
+                    z = policy.prefix(out_frame)
+                    if z is not None:
+                        if on_prefix is None and on_block is not None:
+                            raise UserError(
+                                f"cache policy {policy.name!r} restarts the video before output frame {out_frame} with "
+                                f"{z.shape[2]} overlap latent frames, so its frames need a segment-aware decode; pass "
+                                f"rollout(on_prefix=...) (see packforcing.rollout.SegmentStitcher)."
+                            )
+                        push(z)
+                        prefixes.append((out_frame, int(z.shape[2])))
+                        if on_prefix is not None:
+                            on_prefix(out_frame, z)
+                live.append(_Live(next_block(), nxt, noise[:, :, out_frame : out_frame + bf], start_step))
+                nxt += 1
+                view = None
+            if view is None:
+                view = policy.context_window(WindowInfo(tuple(l.blk for l in live), tuple(l.step for l in live)))
+                calls = 0
+            if len(live) == 1:  # the Self-Forcing case, written exactly as a one-block denoising loop
+                x = live[0].x
+                t = st_dev[live[0].step].expand(b, bf)
             else:
-                if cuda:  # this stream only: a streaming decode on a side stream keeps running
-                    torch.cuda.current_stream(noise.device).synchronize()
-                _add_counters(st, counters)
-                st["latency_s"] = time.perf_counter() - t0
-            stats_all.append(st)
-        if keep_latents:
-            outs.append(x0c)
-        if on_block is not None:
-            on_block(l.out, x0c, st)
-        if decoded is not None and policy.wants_frames():
-            handoff = l  # its decoded frames go to the policy before the next block (counted in that block's time)
-        if bar is not None:
-            bar.update(1)
-        t0 = time.perf_counter()
+                x = torch.cat([l.x for l in live], dim=2)
+                t = torch.cat([st_dev[l.step].expand(b, bf) for l in live], dim=1)
+            train = grad_step is not None and live[0].step == grad_step
+            grad = torch.set_grad_enabled(train) if grad_step is not None else contextlib.nullcontext()
+            with grad:
+                x0 = sampler.x0_from_flow(model(x, t, text, view=view.at(Phase(step=calls, train=train))), x, t)
+            calls += 1
+            done = None
+            for j, l in enumerate(live):
+                x0j = x0 if len(live) == 1 else x0[:, :, j * bf : (j + 1) * bf]
+                if on_step is not None:
+                    on_step(l.out, l.step, l.x, x0j)
+                if l.step == stop:
+                    done = (l, x0j)
+                    continue
+                t_next = st_dev[l.step + 1].expand(b, bf)
+                eps = noise_fn(l.out, l.step, x0j) if noise_fn is not None else torch.randn_like(x0j)
+                l.x = sampler.add_noise(x0j, eps, t_next)
+                l.step += 1
+            if done is None:
+                continue
+            l, x0c = done
+            if l is not live[0]:
+                raise AssertionError("only the oldest block of a window can finish")
+            if check_finite and not torch.isfinite(x0c).all():
+                raise FloatingPointError(f"block {l.out} produced NaN/inf latents")
+            if commit_final or l.out < n_blocks - 1:
+                clean = x0c.detach() if clean_context is None else clean_context[:, :, l.out * bf : (l.out + 1) * bf]
+                policy.commit(model, clean, text, view, l.blk, context_noise)
+            live.pop(0)
+            view = None
+            finished += 1
+            st: dict = {}
+            if record_stats:
+                st = policy.stats().as_dict()  # the JSON layout of the block's stats
+                counters = policy.device_counters()
+                if lagged:  # no synchronisation: snapshots and an event, read after the last block
+                    ev = torch.cuda.Event(enable_timing=True)
+                    ev.record()
+                    pending.append((st, {k: c.clone() for k, c in counters.items()}, ev))
+                else:
+                    if cuda:  # this stream only: a streaming decode on a side stream keeps running
+                        torch.cuda.current_stream(noise.device).synchronize()
+                    _add_counters(st, counters)
+                    st["latency_s"] = time.perf_counter() - t0
+                stats_all.append(st)
+            if keep_latents:
+                outs.append(x0c)
+            if on_block is not None:
+                on_block(l.out, x0c, st)
+            if decoded is not None and policy.wants_frames():
+                handoff = l  # its decoded frames go to the policy before the next block (counted in that block's time)
+            if bar is not None:
+                bar.update(1)
+            t0 = time.perf_counter()
+    except BaseException:  # the blocks done keep their stats; the original error propagates
+        if pending:
+            with contextlib.suppress(Exception):
+                _fill_lagged(pending, start_event, noise.device)
+        raise
     if bar is not None:
         bar.close()
     if pending:
-        torch.cuda.current_stream(noise.device).synchronize()
-        prev = start_event
-        for st, counters, ev in pending:
-            _add_counters(st, counters)
-            st["latency_s"] = prev.elapsed_time(ev) / 1e3
-            prev = ev
+        _fill_lagged(pending, start_event, noise.device)
     out = (outs[0] if len(outs) == 1 else torch.cat(outs, 2)) if keep_latents else None
     return RolloutResult(out, stats_all, prefixes)
 
@@ -296,6 +297,18 @@ def stats_timing_default() -> str:
     if v not in STATS_TIMINGS:
         raise UserError(f"PF_STATS_TIMING={v!r}: use {' or '.join(STATS_TIMINGS)}.")
     return v
+
+
+def _fill_lagged(pending: list, start_event, device) -> None:
+    """``stats_timing="events"``: after one synchronisation, each block's ``latency_s`` (the time between its
+    completion event and the previous one) and its device counters, into the stats dicts handed out before."""
+    torch.cuda.current_stream(device).synchronize()
+    prev = start_event
+    for st, counters, ev in pending:
+        _add_counters(st, counters)
+        st["latency_s"] = prev.elapsed_time(ev) / 1e3
+        prev = ev
+    pending.clear()
 
 
 def _add_counters(st: dict, counters: dict) -> None:

@@ -114,7 +114,7 @@ def test_json_keeps_every_field_of_the_single_module_bench(smoke):
     added = {k for k in key_paths(d) if k.endswith((".host_bytes", "series.mid_copies", "kwargs.gather", ".stats_timing"))
              or k.split(".")[0] in ("stream_timing", "e2e_events")
              or k.startswith(("sections.e2e_events:", "sections.stream:"))
-             or k in ("config.stream_blocks", "config.e2e_events")
+             or k in ("config.stream_blocks", "config.e2e_events", "config.stats_timing")
              or ".engine_policy" in k or k.split(".")[0] == "commit_ab" or k.endswith(".ttff_first_block_s")
              or k in ("env.cuda_graphs", "env.ffn_epilogue", "env.qk_kernel", "env.qkv_fused", "config.fp8",
                       "config.trace_blocks", "config.commit_ab_reps",
@@ -135,7 +135,7 @@ def test_json_fields_are_those_of_the_committed_perf_records(smoke):
              and ".engine_policy" not in k and k.split(".")[0] != "commit_ab" and not k.endswith(".ttff_first_block_s")  # seventeenth session
              and k.split(".")[0] not in ("stream_timing", "e2e_events") and not k.endswith(".stats_timing")  # eighteenth
              and not k.startswith(("sections.e2e_events:", "sections.stream:"))
-             and k not in ("config.stream_blocks", "config.e2e_events")
+             and k not in ("config.stream_blocks", "config.e2e_events", "config.stats_timing")
              and k not in ("backends.cudnn.error", "config.commit_ab_reps", "env.cuda_graphs", "env.ffn_epilogue", "env.qk_kernel",
                            "env.qkv_fused", "config.fp8",
                            "config.forward_ab", "config.ab_reps",
@@ -625,3 +625,21 @@ def test_host_buffers_stay_on_the_host_under_a_default_device():
         spec = CacheSpec(num_layers=2, num_heads=2, head_dim=4, token_hw=(2, 2))
         k, v = MidArchive(spec, n_c=3, chunk=2)._alloc()
     assert k.device.type == v.device.type == "cpu" and k.shape == (2, 2, 1, 3, 2, 4)
+
+
+def test_policy_run_timed_by_events_keeps_its_series(tmp_path, monkeypatch):
+    """--stats-timing events (on the CPU the rollout still times on the host): the series, spans and trace are those
+    of a sync run; the record says which timing ran."""
+    (tmp_path / "e").mkdir()
+    (tmp_path / "s").mkdir()
+    d = _tiny_packforcing_run(tmp_path / "e", monkeypatch, "--stats-timing", "events", "--trace-blocks", "1")
+    ref = _tiny_packforcing_run(tmp_path / "s", monkeypatch, "--trace-blocks", "1")["policies"]["packforcing"]
+    pf = d["policies"]["packforcing"]
+    assert pf["status"] == "done" and not d["errors"] and (pf["stats_timing"], ref["stats_timing"]) == ("events", "sync")
+    s = pf["series"]
+    assert pf["blocks_done"] == len(s["latency_s"]) == len(s["compress_ms"]) == len(s["mid_copies"]) == ref["blocks_done"]
+    for k in ("kv_bytes", "host_bytes", "tokens_attended", "selections", "mid_copies", "seconds"):
+        assert s[k] == ref["series"][k], k  # the same bookkeeping, block by block
+    assert all(x > 0 for x in s["latency_s"]) and sum(s["compress_ms"]) > 0  # spans read per block after the run
+    assert [x > 0 for x in s["compress_ms"]] == [x > 0 for x in ref["series"]["compress_ms"]]
+    assert pf["trace"]["blocks"] == 1 and pf["trace"]["latency_ms_traced"][0] > 0

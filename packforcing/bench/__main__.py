@@ -119,6 +119,10 @@ def parser() -> argparse.ArgumentParser:
                     help="after PackForcing's run, its rollout again with N saturated blocks timed by CUDA events "
                          "(stats_timing=events: no per-block synchronisation); recorded as stream_timing beside the "
                          "targets; 0 = skip")
+    ap.add_argument("--stats-timing", default="sync", choices=["sync", "events"],
+                    help="how the policy runs time their blocks (packforcing.rollout's stats_timing): sync (the stream "
+                         "synchronised after each block, timed on the host) or events (CUDA events, the host runs "
+                         "ahead; latency, counters and spans read after the run); recorded per policy")
     ap.add_argument("--e2e-events", action="store_true",
                     help="each end-to-end mode again with the rollout's blocks timed by CUDA events (stats_timing="
                          "events, PF_STATS_TIMING=events in the pipeline); recorded as e2e_events beside the targets")

@@ -225,7 +225,8 @@ class Bench:
                 return
             with self.section(f"policy:{label}", 0.5 * d["estimate_s"]) as ok:
                 if ok is not None:
-                    policies.run_policy(self, label, d["real_seconds"], lengths=a.lengths, **kw)
+                    policies.run_policy(self, label, d["real_seconds"], lengths=a.lengths,
+                                        stats_timing=a.stats_timing, **kw)
 
         def vae_section():
             with self.section("vae", 10.0) as ok:

@@ -57,7 +57,8 @@ def _warm_scoring(b) -> None:
 
 
 def run_policy(b, label: str, real_seconds: float, *, lengths: list[float], spans: bool = True,
-               warmup: int | None = None, n_blocks: int | None = None, trace: int = 0) -> dict:
+               warmup: int | None = None, n_blocks: int | None = None, trace: int = 0,
+               stats_timing: str = "sync") -> dict:
     from packforcing.attention import use_backend
     from packforcing.rollout import rollout
     from packforcing.sampler import FlowMatchSampler
@@ -66,7 +67,8 @@ def run_policy(b, label: str, real_seconds: float, *, lengths: list[float], span
     name, bf, kw = policy_table(b.args, b.args.preset, real_seconds)[label]
     n_blocks = n_blocks or seconds_to_blocks(real_seconds, bf)
     len_blocks = {s: seconds_to_blocks(s, bf) for s in lengths}
-    r: dict = {"policy": name, "block_frames": bf, "kwargs": kw, "real_seconds": real_seconds, "status": "running"}
+    r: dict = {"policy": name, "block_frames": bf, "kwargs": kw, "real_seconds": real_seconds, "status": "running",
+               "stats_timing": stats_timing}
     b.res["policies"][label] = r
     cuda = b.device.type == "cuda"
     sampler = FlowMatchSampler("self_forcing")
@@ -128,43 +130,59 @@ def run_policy(b, label: str, real_seconds: float, *, lengths: list[float], span
     t_run = time.perf_counter()
     last_print = [t_run]
 
-    def on_block(i: int, x0: Tensor, st: dict) -> None:
-        if i >= n_blocks:  # a traced block (tracer set): not in the measured series
-            if timer is not None:
-                timer.flush()
-            if tracer.block_done(st["latency_s"]):
-                raise _StopRun()
-            return
+    # events timing: the stats' latency, counters and spans are read after the run (on the CPU the rollout times on
+    # the host at once, and this deferred bookkeeping runs all the same)
+    lagged = stats_timing == "events"
+    done_blocks: list[tuple[int, dict, int, int]] = []  # (block, its stats dict, peak bytes, allocated bytes)
+    traced: list[dict] = []  # the traced blocks' stats dicts
+
+    def record(i: int, st: dict, peak: int, now_b: int, cats: dict | None) -> None:
         series["latency_s"].append(float(st["latency_s"]))
         for k in ("kv_bytes", "host_bytes", "allocated_bytes", "tokens_attended", "kv_tokens"):
             series[k].append(int(st.get(k, 0)))
         series["selections"].append(int(st.get("selections", 0)))
         series["mid_copies"].append(int(st.get("mid_copies") or 0))  # host -> GPU block copies (summed over layers)
         series["seconds"].append(block_end_seconds(i, bf))
-        peak = torch.cuda.max_memory_allocated() if cuda else 0
         series["peak_bytes"].append(int(peak))
-        now_b = int(torch.cuda.memory_allocated()) if cuda else 0  # everything alive after the block (no sync)
         series["allocated_now_bytes"].append(now_b)
-        if timer is not None:
-            c = timer.flush()
+        if cats is not None:
             for k in CATEGORIES:
-                series[k + "_ms"].append(round(c[k], 4))
+                series[k + "_ms"].append(round(cats[k], 4))
+
+    def on_block(i: int, x0: Tensor, st: dict) -> None:
+        if i >= n_blocks:  # a traced block (tracer set): not in the measured series
+            if timer is not None:
+                timer.cut() if lagged else timer.flush()
+            traced.append(st)
+            if tracer.block_done(st.get("latency_s", 0.0)):  # events timing: filled in after the run (below)
+                raise _StopRun()
+            return
+        peak = int(torch.cuda.max_memory_allocated()) if cuda else 0
+        now_b = int(torch.cuda.memory_allocated()) if cuda else 0  # everything alive after the block (no sync)
+        if lagged:
+            done_blocks.append((i, st, peak, now_b))  # the rollout fills st in after its last block
+            if timer is not None:
+                timer.cut()
+        else:
+            record(i, st, peak, now_b, timer.flush() if timer is not None else None)
         if i in want:
             at_len[lkey(want[i])] = {"block": i, "kv_bytes": int(st.get("kv_bytes", 0)),
                                      "host_bytes": int(st.get("host_bytes", 0)),
                                      "allocated_bytes": int(st.get("allocated_bytes", 0)),
-                                     "tokens_attended": int(st.get("tokens_attended", 0)), "peak_bytes": int(peak),
-                                     "allocated_now_bytes": now_b,
-                                     "finite": bool(torch.isfinite(x0).all())}
+                                     "tokens_attended": int(st.get("tokens_attended", 0)), "peak_bytes": peak,
+                                     "allocated_now_bytes": now_b}
+            if not lagged:
+                at_len[lkey(want[i])]["finite"] = bool(torch.isfinite(x0).all())
         now = time.perf_counter()
         if now - last_print[0] > 10 or i == n_blocks - 1:
             last_print[0] = now
+            ms = f"{st['latency_s'] * 1e3:.0f} ms, " if "latency_s" in st else ""
             log(f"{label}: block {i + 1}/{n_blocks} ({block_end_seconds(i, bf):.1f} s of video) "
-                f"{st['latency_s'] * 1e3:.0f} ms, KV {st.get('kv_bytes', 0) / GB:.2f} GB, peak {peak / GB:.1f} GB")
+                f"{ms}KV {st.get('kv_bytes', 0) / GB:.2f} GB, peak {peak / GB:.1f} GB")
         if now > deadline:
             raise _StopRun()
         if tracer is not None and i == n_blocks - 1:
-            if timer is not None:
+            if timer is not None and not lagged:
                 timer.flush()
             tracer.start()
 
@@ -175,7 +193,7 @@ def run_policy(b, label: str, real_seconds: float, *, lengths: list[float], span
         t_run = last_print[0] = time.perf_counter()
         with torch.no_grad(), use_backend(backend), collecting(timer):
             rollout(b.model, pol, sampler, b.text, noise, bf, on_block=on_block, keep_latents=False, check_finite=False,
-                    decoded=_output_frames(b, bf) if pol.wants_frames() else None)
+                    decoded=_output_frames(b, bf) if pol.wants_frames() else None, stats_timing=stats_timing)
     except _StopRun:
         if tracer is None or len(tracer.latencies) < tracer.n:
             status, reason = "stopped", "time budget"
@@ -188,6 +206,15 @@ def run_policy(b, label: str, real_seconds: float, *, lengths: list[float], span
         status, reason = ("oom" if "out of memory" in msg.lower() else "error"), msg
         b.res["errors"].append({"section": f"policy:{label}", "error": msg, "traceback": traceback.format_exc()[-4000:]})
     finally:
+        if lagged and done_blocks:  # the rollout filled the stats in (also when it stopped early); spans read now
+            if cuda:
+                torch.cuda.synchronize()
+            cuts = timer.flush_cuts()[: len(done_blocks)] if timer is not None else []
+            for j, (i, st, peak, now_b) in enumerate(done_blocks):
+                if "latency_s" in st:
+                    record(i, st, peak, now_b, cuts[j] if j < len(cuts) else None)
+            if tracer is not None:
+                tracer.latencies = [float(s.get("latency_s", 0.0)) for s in traced][: len(tracer.latencies)]
         if pol is not None and getattr(pol, "store", None) is not None:  # reset ran: its resolved speed-only choices
             r["engine_policy"] = pol.engine_options()  # e.g. PackForcing's gather, select, commit_pass
         del pol, noise

@@ -66,6 +66,7 @@ class SpanTimer:
         self.annotate = annotate  # also a ``record_function`` range per span (a trace names them; off: no cost)
         self.records: list[list] = []  # [name, parent index or None, start mark, end mark]
         self.stack: list[int] = []
+        self.cuts: list[int] = []  # record counts at each block's end (:meth:`cut`)
 
     @contextlib.contextmanager
     def span(self, name: str):
@@ -90,6 +91,25 @@ class SpanTimer:
     def flush(self) -> dict:
         """ms per category since the last flush (call after a synchronize)."""
         recs, self.records = self.records, []
+        return self._categories(recs)
+
+    def cut(self) -> None:
+        """End a block without reading its marks (CUDA events not yet done: reading them would wait for the GPU);
+        :meth:`flush_cuts` reads every block cut so far, after one synchronisation."""
+        self.cuts.append(len(self.records))
+
+    def flush_cuts(self) -> list[dict]:
+        """ms per category of each block ended by :meth:`cut` (call after a synchronize); spans recorded after the
+        last cut are dropped. Spans nest within a block, so each block's records are self-contained."""
+        out, a = [], 0
+        for c in self.cuts:
+            out.append(self._categories(self.records[a:c], offset=a))
+            a = c
+        self.records, self.cuts = [], []
+        return out
+
+    def _categories(self, recs: list[list], offset: int = 0) -> dict:
+        recs = [[n, None if p is None else p - offset, s, e] for n, p, s, e in recs]
         incl = [self.clock.ms(r[2], r[3]) if r[3] is not None else 0.0 for r in recs]
         excl = list(incl)
         for i, r in enumerate(recs):
