@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Issue 18, registered in the eighteenth session for the nineteenth, before its data. run(command="bash
-# scripts/s19_stream_call.sh") (no carry), ~7 min, every step under its own timeout so that the files come back.
+# scripts/s19_stream_call.sh") (no carry), ~8.5 min, every step under its own timeout so that the files come back.
 # 1. The GPU test of the rollout's stats_timing (events vs sync on a tiny CUDA model: same latents and counters).
 # 2. PackForcing alone, paper preset (HR+LR, unbounded host archive, top-k 16 selecting), make-bench defaults
 #    otherwise: 60 s model-only (the target's synchronised p50), then --stream-blocks 40 (the same rollout timed by
 #    CUDA events, the host running ahead), the vae section (the decoder compiled: the eighteenth session's pinning
 #    fix), e2e priority and overlap with the pipeline's sync timing and again with events (--e2e-events), and 2 traced
 #    blocks (the trace's summary rewritten this session; 4 blocks ran past the call's limit twice).
+# 3. The same 60 s model-only run with --stats-timing events (spans read after the run), beside the rule.
 # Rule (fixed now): PF_STATS_TIMING's default becomes "events" (the pipeline's path, and from then on the bench's
 # model-only timing too, both numbers kept in the record) if stream_timing's p50 is at least 2% below the
 # synchronised p50 of the same call AND the fastest e2e_events mode's steady FPS is not below the fastest sync mode's.
@@ -15,10 +16,10 @@ set -u
 mkdir -p runs "$OUT"
 export PYTHONPATH=$PWD
 if python3 -c "import pytest" 2>/dev/null; then
-  timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_rollout_stats_timing.py > runs/gpu_test.log 2>&1
+  timeout 60 python3 -m pytest -q -p no:cacheprovider tests/test_rollout_stats_timing.py > runs/gpu_test.log 2>&1
   echo "gpu test rc=$?"
 else
-  timeout 120 python3 - > runs/gpu_test.log 2>&1 <<'PY'
+  timeout 60 python3 - > runs/gpu_test.log 2>&1 <<'PY'
 import sys, types
 m = types.ModuleType("pytest")  # the device has no pytest: the test's decorators as no-ops
 m.mark = types.SimpleNamespace(gpu=lambda f: f, skipif=lambda *a, **k: (lambda f: f))
@@ -30,10 +31,16 @@ print("test_events_timing_on_cuda_fills_latency_and_counters_after_the_run: pass
 PY
   echo "gpu test (no pytest) rc=$?"
 fi
-timeout 480 python3 -m packforcing.bench --policies packforcing --lengths 10,60 --real-max-seconds 60 \
+timeout 330 python3 -m packforcing.bench --policies packforcing --lengths 10,60 --real-max-seconds 60 \
   --skip compile,profile,topk,plot --e2e-modes priority,overlap --e2e-events --stream-blocks 40 --trace-blocks 2 \
-  --commit-ab-reps 0 --time-budget 450 --out runs/s19 > runs/bench_s19.log 2>&1
+  --commit-ab-reps 0 --time-budget 310 --out runs/s19 > runs/bench_s19.log 2>&1
 echo "bench rc=$?"
+# 3. (read beside the rule) the policy run itself timed by events: its spans (scoring + gather + RoPE, compression)
+#    with the host running ahead, 60 s, no e2e.
+timeout 140 python3 -m packforcing.bench --policies packforcing --lengths 10,60 --real-max-seconds 60 \
+  --skip compile,profile,topk,plot,e2e,vae --stats-timing events --commit-ab-reps 0 --time-budget 130 \
+  --out runs/s19ev > runs/bench_s19ev.log 2>&1
+echo "bench events rc=$?"
 python3 - <<'PY'
 import glob, json
 f = sorted(glob.glob("runs/s19/perf_*.json"))
@@ -53,4 +60,6 @@ print(json.dumps({"p50_ms": {"sync": sync_p50, "events": ev_p50}, "fps": {"sync"
                   "verdict": "events" if ok else "sync"}, indent=1))
 PY
 tail -25 runs/bench_s19.log
-cp runs/s19/perf_* runs/bench_s19.log runs/gpu_test.log "$OUT"/ 2>/dev/null; ls -la "$OUT"
+grep -E "packforcing: (done|stopped)|share of block time" runs/bench_s19ev.log
+cp runs/s19/perf_* runs/s19ev/perf_* runs/bench_s19.log runs/bench_s19ev.log runs/gpu_test.log "$OUT"/ 2>/dev/null
+ls -la "$OUT"
