@@ -6,7 +6,8 @@
 #    otherwise: 60 s model-only (the target's synchronised p50), then --stream-blocks 40 (the same rollout timed by
 #    CUDA events, the host running ahead), the vae section (the decoder compiled: the eighteenth session's pinning
 #    fix), e2e priority and overlap with the pipeline's sync timing and again with events (--e2e-events), and 2 traced
-#    blocks (the trace's summary rewritten this session; 4 blocks ran past the call's limit twice).
+#    blocks (the trace's summary rewritten this session; 4 blocks ran past the call's limit twice), and commit_ab
+#    again (8.14 ms in the seventeenth session, 25.71 ms in the eighteenth: is it reproducible?).
 # 3. The same 60 s model-only run with --stats-timing events (spans read after the run), beside the rule.
 # Rule (fixed now): PF_STATS_TIMING's default becomes "events" (the pipeline's path, and from then on the bench's
 # model-only timing too, both numbers kept in the record) if stream_timing's p50 is at least 2% below the
@@ -33,7 +34,7 @@ PY
 fi
 timeout 330 python3 -m packforcing.bench --policies packforcing --lengths 10,60 --real-max-seconds 60 \
   --skip compile,profile,topk,plot --e2e-modes priority,overlap --e2e-events --stream-blocks 40 --trace-blocks 2 \
-  --commit-ab-reps 0 --time-budget 310 --out runs/s19 > runs/bench_s19.log 2>&1
+  --commit-ab-reps 10 --time-budget 310 --out runs/s19 > runs/bench_s19.log 2>&1
 echo "bench rc=$?"
 # 3. (read beside the rule) the policy run itself timed by events: its spans (scoring + gather + RoPE, compression)
 #    with the host running ahead, 60 s, no e2e.
@@ -55,7 +56,8 @@ ok = bool(sync_p50 and ev_p50 and ev_p50 <= 0.98 * sync_p50 and fast(d.get("e2e_
 print(json.dumps({"p50_ms": {"sync": sync_p50, "events": ev_p50}, "fps": {"sync": p.get("fps_model"),
                   "events": st.get("fps_p50")}, "e2e_fps": {"sync": fast(d.get("e2e")), "events": fast(d.get("e2e_events"))},
                   "first_frame_s": {m: e.get("ttff_s") for m, e in (d.get("e2e") or {}).items()},
-                  "vae_compile": d.get("vae", {}).get("compile"), "errors": [e["section"] for e in d.get("errors", [])],
+                  "vae_compile": d.get("vae", {}).get("compile"),
+                  "commit_ab_ms": (d.get("commit_ab") or {}).get("paired_diff_ms"), "errors": [e["section"] for e in d.get("errors", [])],
                   "trace": {k: p.get("trace", {}).get(k) for k in ("gpu_idle_ms_per_block", "gap_ms_per_block")},
                   "verdict": "events" if ok else "sync"}, indent=1))
 PY
