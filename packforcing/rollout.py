@@ -116,7 +116,7 @@ def rollout(
     the end (``on_block`` then sees a block's stats without them). On the CPU both are ``"sync"``.
     """
     if stats_timing not in STATS_TIMINGS:
-        raise UserError(f"stats_timing={stats_timing!r}: use 'sync' or 'events'.")
+        raise UserError(f"stats_timing={stats_timing!r}: use {' or '.join(STATS_TIMINGS)}.")
     b, _, f, h, w = noise.shape
     bf = block_frames
     if f % bf:
@@ -253,16 +253,15 @@ def rollout(
             finished += 1
             st: dict = {}
             if record_stats:
-                st = policy.stats().as_dict()  # the JSON layout of the block's stats
-                counters = policy.device_counters()
-                if lagged:  # no synchronisation: snapshots and an event, read after the last block
+                if lagged:  # no synchronisation: the host's stats, counter snapshots and an event, read after the last block
+                    st = policy.stats().as_dict()
                     ev = torch.cuda.Event(enable_timing=True)
                     ev.record()
-                    pending.append((st, {k: c.clone() for k, c in counters.items()}, ev))
+                    pending.append((st, {k: c.clone() for k, c in policy.device_counters().items()}, ev))
                 else:
                     if cuda:  # this stream only: a streaming decode on a side stream keeps running
                         torch.cuda.current_stream(noise.device).synchronize()
-                    _add_counters(st, counters)
+                    st = block_stats(policy)
                     st["latency_s"] = time.perf_counter() - t0
                 stats_all.append(st)
             if keep_latents:
@@ -309,6 +308,14 @@ def _fill_lagged(pending: list, start_event, device) -> None:
         st["latency_s"] = prev.elapsed_time(ev) / 1e3
         prev = ev
     pending.clear()
+
+
+def block_stats(policy: CachePolicy) -> dict:
+    """The policy's last block's stats in their JSON layout, its device counters added (reading them synchronises
+    with the GPU: call it once the block is done)."""
+    st = policy.stats().as_dict()
+    _add_counters(st, policy.device_counters())
+    return st
 
 
 def _add_counters(st: dict, counters: dict) -> None:

@@ -44,6 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: t
 
 import torch  # noqa: E402
 
+from packforcing.rollout import block_stats  # noqa: E402
+
 BLOCK_MS = 530.5  # docs/perf.md, seventh session: paper preset, HR+LR, graphs on, H200, p50 per 16-frame block
 DEVICE = "cuda"  # the Wan-shape part's device and model shape (module constants: a CPU smoke run can change them)
 WAN_MODEL = "wan2.1-1.3b"
@@ -206,7 +208,7 @@ def wan_lockstep(n_blocks: int, res: dict) -> None:
                 for g, p in pols.items():
                     views[g].pre_attend(views[g], layer, q, Phase(step=0))
         for g, p in pols.items():
-            copies[g].append(p.stats().mid_copies + sum(int(c) for c in p.device_counters().values()))
+            copies[g].append(block_stats(p)["mid_copies"])
             p.finish(blk, None, None, None)
         if lay.n_sel:
             a, e = pols["host"].mid_start, pols["host"].mid_start + lay.n_sel * pols["host"].n_c
@@ -263,7 +265,7 @@ def wan_timing(gather: str, churn: bool, n_blocks: int, warm: int) -> dict:
             cats = timer.flush()
             if seen_sel > warm:
                 rows.append({"block": b, "topk_scoring_ms": cats["topk_scoring"], "mid_gather_ms": cats["mid_gather"],
-                             "step0_ms": walls[0], "step1_ms": walls[1], "mid_copies": pol.stats().mid_copies + sum(int(c) for c in pol.device_counters().values())})
+                             "step0_ms": walls[0], "step1_ms": walls[1], "mid_copies": block_stats(pol)["mid_copies"]})
         pol.finish(blk, None, None, None)
     impl = pol._gatherer.impl if pol._gatherer is not None else "host"
     del pol

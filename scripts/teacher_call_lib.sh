@@ -11,6 +11,10 @@
 #                           the candidate teacher T's 20 s (W20 workers, T20 s at most) and 5 s evidence on the held-out
 #                           prompts in parallel (runs/ev_t20_new, runs/ev_t5_new), T copied to $OUT/teacher_NAME
 #                           .safetensors, then everything packed as $OUT/call_NAME.tar (from the seventeenth session on)
+#   layout_teacher_call F0 NAME
+#                           the layout teacher (runs/teacher_layout.safetensors, training noise shift 10) continued with
+#                           frame-0 weight F0, then judged as NAME (the eighteenth session's call_layout_f0 and
+#                           call_layout_more; the calls' headers say how to carry the teacher)
 latents_pair() {
   python3 -m packforcing.train.diffusion --stage latents --out runs/${1}5 --clips 2048 --latent-frames 20 \
     --absence short --latent-seed "$2" --workers 7 > runs/${1}5_latents.log 2>&1 &
@@ -58,4 +62,9 @@ teacher_evidence() {
   rm -rf runs/ev_*/_tmp
   bash scripts/device_pack.sh "call_$NAME" runs/ev_* runs/*.log runs/*.json runs/l20/*.json runs/l20/*.jsonl runs/l20/*.png
   ls -la "$OUT"
+}
+layout_teacher_call() {
+  [ -f runs/teacher_layout.safetensors ] || { echo "runs/teacher_layout.safetensors missing: see the call's header"; exit 2; }
+  teacher_continue "--preset toy_teacher --init runs/teacher_layout.safetensors --batch 32 --train-shift 10" "$1" 110
+  teacher_evidence runs/l20/teacher.safetensors 9 110 "$2"
 }

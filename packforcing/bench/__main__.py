@@ -115,10 +115,6 @@ def parser() -> argparse.ArgumentParser:
                     help="pairs of one saturated PackForcing commit pass with and without the N_c compressed tokens in "
                          "its sequence (recorded as commit_ab; the compression target of a fused-commit run adds its "
                          "paired median); 0 = skip")
-    ap.add_argument("--stream-blocks", type=int, default=0,
-                    help="after PackForcing's run, its rollout again with N saturated blocks timed by CUDA events "
-                         "(stats_timing=events: no per-block synchronisation); recorded as stream_timing beside the "
-                         "targets; 0 = skip")
     ap.add_argument("--stats-timing", default="sync", choices=["sync", "events"],
                     help="how the policy runs time their blocks (packforcing.rollout's stats_timing): sync (the stream "
                          "synchronised after each block, timed on the host) or events (CUDA events, the host runs "

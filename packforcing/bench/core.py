@@ -236,25 +236,17 @@ class Bench:
         if "lr" in a.compressor and "vae" not in a.skip:
             vae_section()
         run_one("packforcing", trace=max(0, a.trace_blocks))
-        if a.stream_blocks > 0 and "packforcing" in a.policies:
-            with self.section("stream:packforcing", 0.6 * (a.stream_blocks + 20)) as ok:
-                if ok is not None:
-                    experiments.stream_timing(self, a.stream_blocks)
         if "lr" not in a.compressor and "vae" not in a.skip:
             vae_section()
         if "e2e" not in a.skip:
-            for mode in a.e2e_modes:
-                est = pl.get("sections", {}).get("e2e", 20.0) / max(1, len(a.e2e_modes))
-                with self.section(f"e2e:{mode}", 0.6 * est) as ok:
-                    if ok is not None:
-                        self.res["e2e"][mode] = e2e.end_to_end(self, mode, a.e2e_blocks)
-            if a.e2e_events:  # beside the record the targets read: the rollout's blocks timed by events, no sync
+            # the targets read "e2e" (sync timing, as the pipeline's default); --e2e-events adds "e2e_events" beside it
+            for key, timing in (("e2e", "sync"), ("e2e_events", "events"))[: 1 + bool(a.e2e_events)]:
                 for mode in a.e2e_modes:
                     est = pl.get("sections", {}).get("e2e", 20.0) / max(1, len(a.e2e_modes))
-                    with self.section(f"e2e_events:{mode}", 0.6 * est) as ok:
+                    with self.section(f"{key}:{mode}", 0.6 * est) as ok:
                         if ok is not None:
-                            self.res.setdefault("e2e_events", {})[mode] = e2e.end_to_end(
-                                self, mode, a.e2e_blocks, stats_timing="events")
+                            self.res.setdefault(key, {})[mode] = e2e.end_to_end(self, mode, a.e2e_blocks,
+                                                                                 stats_timing=timing)
         for label in ("window", "sink_window"):
             run_one(label)
         if a.topk_blocks and "topk" not in a.skip and not pl.get("topk_dropped") and "packforcing" in a.policies:

@@ -18,9 +18,5 @@
 # gate, size/colour while visible minus the VAE, the held-out loss.
 set -u
 source scripts/device_env.sh  # wheels, PYTHONPATH, runs/ and $OUT, el
-F0=6
-ARGS="--preset toy_teacher --init runs/teacher_layout.safetensors --batch 32 --train-shift 10"; W20=9; T20=110
-[ -f runs/teacher_layout.safetensors ] || { echo "runs/teacher_layout.safetensors missing: see the header"; exit 2; }
 source scripts/teacher_call_lib.sh
-teacher_continue "$ARGS" $F0 $T20
-teacher_evidence runs/l20/teacher.safetensors $W20 $T20 layout_f0
+layout_teacher_call 6 layout_f0  # runs/teacher_layout.safetensors, shift 10, frame-0 weight 6

@@ -19,9 +19,5 @@
 # call_lever's 0.606 either, the noise-shift line stops (more steps do not add memory).
 set -u
 source scripts/device_env.sh  # wheels, PYTHONPATH, runs/ and $OUT, el
-F0=3
-ARGS="--preset toy_teacher --init runs/teacher_layout.safetensors --batch 32 --train-shift 10"; W20=9; T20=110
-[ -f runs/teacher_layout.safetensors ] || { echo "runs/teacher_layout.safetensors missing: see the header"; exit 2; }
 source scripts/teacher_call_lib.sh
-teacher_continue "$ARGS" $F0 $T20
-teacher_evidence runs/l20/teacher.safetensors $W20 $T20 layout_more
+layout_teacher_call 3 layout_more  # runs/teacher_layout.safetensors, shift 10, frame-0 weight 3
