@@ -15,12 +15,15 @@
 # Shipping it changes every toy video: the gate's baseline is rewritten (make gate-update) in the same commit, and the
 # teacher's and students' frame-0 ratios are measured again through it.
 set -u
+# A later call continues a candidate with the same recipe: VAE_INIT (the decoder to start from), VAE_MINUTES,
+# VAE_TIMEOUT (the training step's limit, s) and VAE_PACK (the tar's name); the defaults are this call's.
 source scripts/device_env.sh  # wheels, PYTHONPATH, runs/ and $OUT, el
-timeout 330 python3 -m packforcing.train --stage vae --preset toy8 --init packforcing/assets/toy_vae.safetensors \
+timeout "${VAE_TIMEOUT:-330}" python3 -m packforcing.train --stage vae --preset toy8 \
+  --init "${VAE_INIT:-packforcing/assets/toy_vae.safetensors}" \
   --train-part decoder --frames 65 --crop 0 --batch 8 --lr 1e-4 --warmup 100 --first-frame-weight 16 \
-  --saturation-weight 8 --minutes 5 --num-workers 8 --eval-every 500 --out runs/vae_f0 > runs/vae_f0.log 2>&1
+  --saturation-weight 8 --minutes "${VAE_MINUTES:-5}" --num-workers 8 --eval-every 500 --out runs/vae_f0 > runs/vae_f0.log 2>&1
 el "vae rc=$?"; grep -E "eval_psnr" runs/vae_f0.log | tail -2 | cut -c1-260
-[ -f runs/vae_f0/vae.safetensors ] || { echo "no runs/vae_f0/vae.safetensors"; bash scripts/device_pack.sh call_vae_f0 runs; exit 1; }
+[ -f runs/vae_f0/vae.safetensors ] || { echo "no runs/vae_f0/vae.safetensors"; bash scripts/device_pack.sh "${VAE_PACK:-call_vae_f0}" runs; exit 1; }
 timeout 60 python3 docs/models/h200_s18/vae_psnr.py runs/vae_f0/vae.safetensors runs/vae_psnr.json > runs/vae_psnr.log 2>&1
 el "psnr rc=$?"; cat runs/vae_psnr.log | cut -c1-300
 timeout 110 python3 scripts/model_evidence.py --out runs/ev_vae_f0 --only vae --vae runs/vae_f0/vae.safetensors \
@@ -30,6 +33,6 @@ timeout 110 python3 scripts/model_evidence.py --out runs/ev_vae_shipped --only v
 wait; el "evidence done"; tail -2 runs/ev_vae_f0.log runs/ev_vae_shipped.log
 cp runs/vae_f0/vae.safetensors "$OUT"/vae_f0.safetensors
 rm -f runs/vae_f0/vae.safetensors runs/vae_f0/*state*.safetensors
-bash scripts/device_pack.sh call_vae_f0 runs/vae_f0 runs/vae_f0.log runs/vae_psnr.json runs/vae_psnr.log runs/ev_vae_f0 \
+bash scripts/device_pack.sh "${VAE_PACK:-call_vae_f0}" runs/vae_f0 runs/vae_f0.log runs/vae_psnr.json runs/vae_psnr.log runs/ev_vae_f0 \
   runs/ev_vae_shipped runs/ev_vae_f0.log runs/ev_vae_shipped.log
 ls -la "$OUT"
