@@ -98,8 +98,8 @@ def engine_record(device: torch.device, dit: dict, vae: dict | None, policy: dic
     - ``ffn_epilogue``, ``qk_kernel``, ``qkv_fused``: :func:`packforcing.model.dit.engine_switches`, the DiT's engine
       switches (``PF_FFN_EPILOGUE``: the FFN's GELU in its GEMM's epilogue; ``PF_QK_KERNEL``: q/k RMSNorm + RoPE as one
       Triton kernel; ``PF_QKV_FUSED``: q, k, v as one GEMM).
-    - ``stats_timing``: :func:`packforcing.rollout.stats_timing_default` (``PF_STATS_TIMING``: ``sync``, the rollout
-      synchronises after each block, or ``events``, the host runs ahead and blocks are timed by CUDA events).
+    - ``stats_timing``: :func:`packforcing.rollout.stats_timing_default` (``PF_STATS_TIMING``: ``events``, the default,
+      the host runs ahead and blocks are timed by CUDA events, or ``sync``, the rollout synchronises after each block).
     - ``policy``: the cache policy's resolved speed-only choices (:meth:`CachePolicy.engine_options`, e.g.
       PackForcing's ``{"gather": "device"}``); ``{}`` when it has none."""
     from packforcing.attention import resolved_backend

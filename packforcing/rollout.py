@@ -290,9 +290,10 @@ STATS_TIMINGS = ("sync", "events")
 
 
 def stats_timing_default() -> str:
-    """``PF_STATS_TIMING`` (speed only; default ``sync``): how the pipeline's rollout times its blocks, see
-    :func:`rollout`'s ``stats_timing``. A bad value is a UserError."""
-    v = os.environ.get("PF_STATS_TIMING", "sync").strip().lower()
+    """``PF_STATS_TIMING`` (speed only; default ``events`` since the nineteenth session's registered call, docs/perf.md;
+    ``sync`` before): how the pipeline's rollout times its blocks, see :func:`rollout`'s ``stats_timing``. A bad value
+    is a UserError."""
+    v = os.environ.get("PF_STATS_TIMING", "events").strip().lower()
     if v not in STATS_TIMINGS:
         raise UserError(f"PF_STATS_TIMING={v!r}: use {' or '.join(STATS_TIMINGS)}.")
     return v

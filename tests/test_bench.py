@@ -19,7 +19,7 @@ SMOKE = [
     "--allow-cpu", "--force-cpu", "--preset", "tiny", "--lengths", "2,3", "--policies", "packforcing,window,sink_window,full",
     "--skip", "profile,compile,plot", "--e2e-modes", "overlap,blocking,priority", "--e2e-blocks", "3", "--topk-blocks", "7",
     "--topk-mid-capacity", "6", "--pf-opts", "top_k=2", "--warmup-blocks", "0", "--sweep-reps", "1",
-    "--backends", "sdpa,cudnn", "--e2e-events",
+    "--backends", "sdpa,cudnn",
 ]
 
 
@@ -88,9 +88,10 @@ def test_cpu_smoke_run_writes_json(smoke):
         assert d["e2e"][mode]["frames"] == 13 + 16 + 16
         # 3 blocks never reach the saturated cache: the steady rate says it is optimistic
         assert d["e2e"][mode]["steady_from_block"] == 1 and "cache still filling" in d["e2e"][mode]["steady_note"]
-    for mode in ("overlap", "blocking", "priority"):  # again with blocks timed by events: the same frames, apart
-        e, n = d["e2e"][mode], d["e2e_events"][mode]
-        assert e["stats_timing"] == "sync" and n["stats_timing"] == "events" and n["frames"] == e["frames"]
+    for mode in ("overlap", "blocking", "priority"):  # --e2e-timings events,sync (the default): the same frames, apart
+        e, n = d["e2e"][mode], d["e2e_sync"][mode]
+        assert e["stats_timing"] == "events" and n["stats_timing"] == "sync" and n["frames"] == e["frames"]
+    assert d["config"]["e2e_timings"] == ["events", "sync"]
     assert d["vae"]["channels_last"] is False and d["vae"]["compile"] is False  # the pipeline's CPU defaults
     assert any(t["target"].startswith("packforcing model-only FPS") for t in d["targets"])
     assert "policy" in out and ("[PASS]" in out or "[FAIL]" in out)
@@ -105,10 +106,11 @@ def test_json_keeps_every_field_of_the_single_module_bench(smoke):
     # policies.packforcing.trace appears only with --trace-blocks N); env.ffn_epilogue / env.qk_kernel and
     # config.forward_ab / ab_reps (sixteenth; forward_ab appears only with --forward-ab); each policy's resolved
     # speed-only choices (engine_policy), config.commit_ab_reps and the commit_ab record (seventeenth);
-    # e2e_events, each e2e record's stats_timing and their switches (eighteenth)
+    # each e2e record's stats_timing and its switch (eighteenth); e2e_sync, the end-to-end modes again under the
+    # timing the default replaced, and config.e2e_timings (nineteenth)
     added = {k for k in key_paths(d) if k.endswith((".host_bytes", "series.mid_copies", "kwargs.gather", ".stats_timing"))
-             or k.split(".")[0] == "e2e_events" or k.startswith("sections.e2e_events:")
-             or k in ("config.e2e_events", "config.stats_timing")
+             or k.split(".")[0] == "e2e_sync" or k.startswith("sections.e2e_sync:")
+             or k in ("config.e2e_timings", "config.stats_timing")
              or ".engine_policy" in k or k.split(".")[0] == "commit_ab" or k.endswith(".ttff_first_block_s")
              or k in ("env.cuda_graphs", "env.ffn_epilogue", "env.qk_kernel", "env.qkv_fused", "config.fp8",
                       "config.trace_blocks", "config.commit_ab_reps",
@@ -127,9 +129,9 @@ def test_json_fields_are_those_of_the_committed_perf_records(smoke):
              if not k.endswith((".top_k", "steady_note", ".host_bytes", "series.allocated_now_bytes",
                                 "series.mid_copies", "kwargs.gather"))  # added after the last GPU record read here
              and ".engine_policy" not in k and k.split(".")[0] != "commit_ab" and not k.endswith(".ttff_first_block_s")  # seventeenth session
-             and k.split(".")[0] != "e2e_events" and not k.endswith(".stats_timing")  # eighteenth
-             and not k.startswith("sections.e2e_events:")
-             and k not in ("config.e2e_events", "config.stats_timing")
+             and not k.endswith(".stats_timing")  # eighteenth
+             and k.split(".")[0] != "e2e_sync" and not k.startswith("sections.e2e_sync:")  # nineteenth
+             and k not in ("config.e2e_timings", "config.stats_timing")
              and k not in ("backends.cudnn.error", "config.commit_ab_reps", "env.cuda_graphs", "env.ffn_epilogue", "env.qk_kernel",
                            "env.qkv_fused", "config.fp8",
                            "config.forward_ab", "config.ab_reps",
@@ -626,8 +628,9 @@ def test_policy_run_timed_by_events_keeps_its_series(tmp_path, monkeypatch):
     of a sync run; the record says which timing ran."""
     (tmp_path / "e").mkdir()
     (tmp_path / "s").mkdir()
-    d = _tiny_packforcing_run(tmp_path / "e", monkeypatch, "--stats-timing", "events", "--trace-blocks", "1")
-    ref = _tiny_packforcing_run(tmp_path / "s", monkeypatch, "--trace-blocks", "1")["policies"]["packforcing"]
+    d = _tiny_packforcing_run(tmp_path / "e", monkeypatch, "--trace-blocks", "1")  # events: the default
+    ref = _tiny_packforcing_run(tmp_path / "s", monkeypatch, "--stats-timing", "sync", "--trace-blocks", "1")
+    ref = ref["policies"]["packforcing"]
     pf = d["policies"]["packforcing"]
     assert pf["status"] == "done" and not d["errors"] and (pf["stats_timing"], ref["stats_timing"]) == ("events", "sync")
     s = pf["series"]

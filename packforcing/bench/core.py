@@ -239,8 +239,10 @@ class Bench:
         if "lr" not in a.compressor and "vae" not in a.skip:
             vae_section()
         if "e2e" not in a.skip:
-            # the targets read "e2e" (sync timing, as the pipeline's default); --e2e-events adds "e2e_events" beside it
-            for key, timing in (("e2e", "sync"), ("e2e_events", "events"))[: 1 + bool(a.e2e_events)]:
+            # the targets read "e2e" (the first of --e2e-timings: the pipeline's default); each other timing is
+            # recorded beside it as "e2e_<timing>"
+            for i, timing in enumerate(a.e2e_timings):
+                key = "e2e" if i == 0 else f"e2e_{timing}"
                 for mode in a.e2e_modes:
                     est = pl.get("sections", {}).get("e2e", 20.0) / max(1, len(a.e2e_modes))
                     with self.section(f"{key}:{mode}", 0.6 * est) as ok:

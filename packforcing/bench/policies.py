@@ -135,6 +135,7 @@ def run_policy(b, label: str, real_seconds: float, *, lengths: list[float], span
     lagged = stats_timing == "events"
     done_blocks: list[tuple[int, dict, int, int]] = []  # (block, its stats dict, peak bytes, allocated bytes)
     traced: list[dict] = []  # the traced blocks' stats dicts
+    finite: dict[str, Tensor] = {}  # events timing: each length of interest's all-finite flag, on the device until read
 
     def record(i: int, st: dict, peak: int, now_b: int, cats: dict | None) -> None:
         series["latency_s"].append(float(st["latency_s"]))
@@ -171,7 +172,9 @@ def run_policy(b, label: str, real_seconds: float, *, lengths: list[float], span
                                      "allocated_bytes": int(st.get("allocated_bytes", 0)),
                                      "tokens_attended": int(st.get("tokens_attended", 0)), "peak_bytes": peak,
                                      "allocated_now_bytes": now_b}
-            if not lagged:
+            if lagged:
+                finite[lkey(want[i])] = torch.isfinite(x0).all()  # no sync: read after the run
+            else:
                 at_len[lkey(want[i])]["finite"] = bool(torch.isfinite(x0).all())
         now = time.perf_counter()
         if now - last_print[0] > 10 or i == n_blocks - 1:
@@ -215,6 +218,8 @@ def run_policy(b, label: str, real_seconds: float, *, lengths: list[float], span
                     record(i, st, peak, now_b, cuts[j] if j < len(cuts) else None)
             if tracer is not None:
                 tracer.latencies = [float(s.get("latency_s", 0.0)) for s in traced][: len(tracer.latencies)]
+        for key, flag in finite.items():
+            at_len[key]["finite"] = bool(flag)
         if pol is not None and getattr(pol, "store", None) is not None:  # reset ran: its resolved speed-only choices
             r["engine_policy"] = pol.engine_options()  # e.g. PackForcing's gather, select, commit_pass
         del pol, noise
