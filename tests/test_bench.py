@@ -495,6 +495,12 @@ def test_trace_summary_against_hand_counted_intervals():
     assert g["host"] == {"cudaStreamSynchronize": 0.06, "aten::copy_": 0.01}
     assert r["longest_gaps"][1]["host"] == {"pf.compress": 0.01}
     assert r["host_during_gaps_ms_per_block"]["cudaStreamSynchronize"] == 0.03
+    # idle by gap length (10 us and 60 us) and the gaps over 5 us by what ended them (a GEMM, a copy)
+    assert r["idle_ms_per_block_by_gap"] == {"5-200us": 0.035}
+    assert r["gap_ms_per_block_by_next_kernel"] == {"copy": 0.03, "gemm": 0.005}
+    r = summarise(kernels, host, 2, [0.5, 0.6], min_gap_us=20)
+    assert r["idle_ms_per_block_by_gap"] == {"20-200us": 0.03, "<20us": 0.005}
+    assert r["gap_ms_per_block_by_next_kernel"] == {"copy": 0.03}
     assert summarise([], host, 1, [0.1])["note"].startswith("no device activity")
 
 

@@ -89,6 +89,22 @@ def summarise(kernels: list[tuple[float, float, str]], host: list[tuple[float, f
                      "before": starts[j][1][:90] if j < len(starts) else None,
                      "host": {k[:90]: round(v / 1e3, 4) for k, v in during}})
     all_host = sorted(host_overlap(gaps).items(), key=lambda kv: -kv[1])[:20]
+    # every idle stretch by its length (the short ones are the launch-to-launch gaps of queued work, the long ones a
+    # host that launched late), and the gaps over min_gap_us by the category of the kernel that ends them
+    sizes: dict[str, float] = {}
+    for i in range(len(busy) - 1):
+        g = busy[i + 1][0] - busy[i][1]
+        if g > 0:
+            k = (f"<{min_gap_us:g}us" if g < min_gap_us else f"{min_gap_us:g}-200us" if g < 200
+                 else "0.2-1ms" if g < 1000 else ">1ms")
+            sizes[k] = sizes.get(k, 0.0) + g
+    ended: dict[str, float] = {}
+    for g0, g1 in gaps:
+        j = bisect.bisect_left(starts, (g1, ""))
+        if j < len(starts):
+            name = starts[j][1]
+            c = "copy" if name.startswith(("Memcpy", "Memset")) else kernel_category(name)
+            ended[c] = ended.get(c, 0.0) + (g1 - g0)
     rec.update({
         "window_ms_per_block": round((hi - lo) / 1e3 / n, 4),
         "gpu_busy_ms_per_block": round(busy_us / 1e3 / n, 4),
@@ -98,6 +114,8 @@ def summarise(kernels: list[tuple[float, float, str]], host: list[tuple[float, f
         "kernel_ms_per_block": {k: round(v / 1e3 / n, 4) for k, v in sorted(cats.items())},
         "longest_gaps": rows,
         "host_during_gaps_ms_per_block": {k[:90]: round(v / 1e3 / n, 4) for k, v in all_host},
+        "idle_ms_per_block_by_gap": {k: round(v / 1e3 / n, 4) for k, v in sorted(sizes.items())},
+        "gap_ms_per_block_by_next_kernel": {k: round(v / 1e3 / n, 4) for k, v in sorted(ended.items())},
     })
     return rec
 
