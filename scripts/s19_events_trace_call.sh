@@ -5,6 +5,8 @@
 # events, the default from this session on. Prediction, written before the data: device work ~466 ms per block as in
 # the synchronised trace; idle ~18-25 ms per block, most of it in gaps under 50 us (launch to launch), the long
 # gaps before step 0's attention (host in pf.select) mostly gone.
+# Run twice: first with --lengths 20 (the 2 traced blocks were blocks 20-21, the first to select: graph captures and
+# new compiled shapes, 1713 and 859 ms; not steady state), then, as below, with --lengths 24.
 set -u
 mkdir -p runs "$OUT"
 export PYTHONPATH=$PWD
