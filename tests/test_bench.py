@@ -19,7 +19,7 @@ SMOKE = [
     "--allow-cpu", "--force-cpu", "--preset", "tiny", "--lengths", "2,3", "--policies", "packforcing,window,sink_window,full",
     "--skip", "profile,compile,plot", "--e2e-modes", "overlap,blocking,priority", "--e2e-blocks", "3", "--topk-blocks", "7",
     "--topk-mid-capacity", "6", "--pf-opts", "top_k=2", "--warmup-blocks", "0", "--sweep-reps", "1",
-    "--backends", "sdpa,cudnn",
+    "--backends", "sdpa,cudnn", "--e2e-timings", "events,sync",
 ]
 
 
@@ -88,7 +88,7 @@ def test_cpu_smoke_run_writes_json(smoke):
         assert d["e2e"][mode]["frames"] == 13 + 16 + 16
         # 3 blocks never reach the saturated cache: the steady rate says it is optimistic
         assert d["e2e"][mode]["steady_from_block"] == 1 and "cache still filling" in d["e2e"][mode]["steady_note"]
-    for mode in ("overlap", "blocking", "priority"):  # --e2e-timings events,sync (the default): the same frames, apart
+    for mode in ("overlap", "blocking", "priority"):  # --e2e-timings events,sync: the same frames, apart
         e, n = d["e2e"][mode], d["e2e_sync"][mode]
         assert e["stats_timing"] == "events" and n["stats_timing"] == "sync" and n["frames"] == e["frames"]
     assert d["config"]["e2e_timings"] == ["events", "sync"]
@@ -157,6 +157,14 @@ def test_unknown_e2e_mode_is_one_line(capsys):
         main(["--allow-cpu", "--force-cpu", "--preset", "tiny", "--e2e-modes", "overlapp"])
     assert e.value.code == 2
     assert "unknown end-to-end mode 'overlapp'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad", ["events,events", "fast", ""])
+def test_bad_e2e_timings_is_one_line(capsys, bad):
+    with pytest.raises(SystemExit) as e:
+        main(["--allow-cpu", "--force-cpu", "--preset", "tiny", "--e2e-timings", bad])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "--e2e-timings" in err and "expected sync and/or events, each at most once" in err
 
 
 def test_e2e_steady_rate_counts_only_blocks_of_the_saturated_cache(tmp_path, monkeypatch):

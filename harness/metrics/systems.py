@@ -4,9 +4,10 @@ Input (``MetricInput.stats``): what ``packforcing.pipeline.generate`` returns, e
 ``GenerationResult`` object, a dict ``{"block_stats": [...], "timings": {...},
 "peak_memory_bytes": int, "num_frames": int}``, or the bare block-stats list. Each block dict has
 ``tokens_attended`` (keys+values attended per layer by that block), ``kv_bytes`` (bytes held by the
-cache after the block) and ``latency_s`` (model time of the block: denoising steps + commit; host time after a
-per-block synchronisation, or with ``PF_STATS_TIMING=events`` the time between two blocks' completions on the GPU:
-the cell record's ``engine.stats_timing`` says which).
+cache after the block) and ``latency_s`` (model time of the block: denoising steps + commit; by default, since the
+nineteenth session, the time between two blocks' completions on the GPU (``PF_STATS_TIMING=events``), or host time
+after a per-block synchronisation with ``PF_STATS_TIMING=sync``: the cell record's ``engine.stats_timing`` says
+which).
 
 Outputs (lower is better unless noted):
 - ``kv_bytes``: max cache bytes held over the rollout; ``kv_bytes_final``: after the last block.

@@ -244,7 +244,7 @@ class Bench:
             for i, timing in enumerate(a.e2e_timings):
                 key = "e2e" if i == 0 else f"e2e_{timing}"
                 for mode in a.e2e_modes:
-                    est = pl.get("sections", {}).get("e2e", 20.0) / max(1, len(a.e2e_modes))
+                    est = pl.get("sections", {}).get("e2e", 20.0) / max(1, len(a.e2e_modes) * len(a.e2e_timings))
                     with self.section(f"{key}:{mode}", 0.6 * est) as ok:
                         if ok is not None:
                             self.res.setdefault(key, {})[mode] = e2e.end_to_end(self, mode, a.e2e_blocks,

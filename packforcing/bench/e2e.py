@@ -22,8 +22,8 @@ def end_to_end(b, mode: str, n_blocks: int, stats_timing: str = "events") -> dic
 
     ``stats_timing`` (:func:`packforcing.rollout.rollout`, ``--e2e-timings``): ``events`` (the pipeline's default,
     ``PF_STATS_TIMING``) lets the host run ahead, blocks timed by CUDA events; ``sync`` synchronises the rollout's
-    stream after each block. The first of ``--e2e-timings`` is recorded as ``e2e`` (judged), each other one as
-    ``e2e_<timing>`` (not judged)."""
+    stream after each block. The first of ``--e2e-timings`` (default ``events``) is recorded as ``e2e`` (judged), each
+    other one as ``e2e_<timing>`` (not judged)."""
     from packforcing.attention import use_backend
     from packforcing.bench.vae import get_vae
     from packforcing.rollout import rollout

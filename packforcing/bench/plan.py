@@ -167,7 +167,7 @@ def make_plan(b) -> dict:
     if "e2e" not in a.skip and "packforcing" in table:
         nb = a.e2e_blocks
         per = est_policy(b, "packforcing", nb) / nb + (0.4 if cuda else 0.01)
-        e2e_s = len(a.e2e_modes) * nb * per + 3.0
+        e2e_s = len(a.e2e_modes) * len(a.e2e_timings) * nb * per + 3.0  # each timing
     topk_s = est("packforcing_topk", a.topk_blocks, warm=0) if a.topk_blocks and "topk" not in a.skip else 0.0
     budget = b.remaining() - 20.0  # reserve
 

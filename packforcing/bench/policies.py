@@ -219,7 +219,10 @@ def run_policy(b, label: str, real_seconds: float, *, lengths: list[float], span
             if tracer is not None:
                 tracer.latencies = [float(s.get("latency_s", 0.0)) for s in traced][: len(tracer.latencies)]
         for key, flag in finite.items():
-            at_len[key]["finite"] = bool(flag)
+            try:
+                at_len[key]["finite"] = bool(flag)
+            except RuntimeError:  # the device failed (the run's own error is already recorded): not known
+                at_len[key]["finite"] = None
         if pol is not None and getattr(pol, "store", None) is not None:  # reset ran: its resolved speed-only choices
             r["engine_policy"] = pol.engine_options()  # e.g. PackForcing's gather, select, commit_pass
         del pol, noise
