@@ -29,6 +29,7 @@ the generated ones (teacher forcing), ``start_step`` starts from noise already a
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import time
@@ -100,7 +101,8 @@ def rollout(
     ``wants_frames()`` gets them at the start of the next block, within that block's ``latency_s`` (PackForcing's
     LR branch pools them instead of decoding the block again; without them it decodes standalone; after the last
     block nothing is handed).
-    Raises ``FloatingPointError`` if a block is not finite.
+    Raises ``FloatingPointError`` if a block is not finite (``check_finite``; with ``stats_timing="events"`` on CUDA
+    checked without a host synchronisation, :class:`FiniteWatch`: the error comes a few blocks later, or at the end).
 
     Training options (one-block windows only): ``grad_step`` the step that runs with autograd and the
     training attention path (the others run without autograd; None: the caller's grad mode, inference
@@ -180,6 +182,7 @@ def rollout(
     finished = 0
     cuda = noise.device.type == "cuda"
     lagged = record_stats and cuda and stats_timing == "events"
+    watch = FiniteWatch(n_blocks, noise.device) if check_finite and cuda and stats_timing == "events" else None
     pending: list[tuple[dict, dict, object]] = []  # lagged: (stats, device counters' snapshots, completion event)
     start_event = None
     if lagged:
@@ -243,7 +246,10 @@ def rollout(
             l, x0c = done
             if l is not live[0]:
                 raise AssertionError("only the oldest block of a window can finish")
-            if check_finite and not torch.isfinite(x0c).all():
+            if watch is not None:
+                watch.add(l.out, x0c)
+                watch.poll()
+            elif check_finite and not torch.isfinite(x0c).all():
                 raise FloatingPointError(f"block {l.out} produced NaN/inf latents")
             if commit_final or l.out < n_blocks - 1:
                 clean = x0c.detach() if clean_context is None else clean_context[:, :, l.out * bf : (l.out + 1) * bf]
@@ -280,6 +286,8 @@ def rollout(
         raise
     if bar is not None:
         bar.close()
+    if watch is not None:
+        watch.poll(wait=True)
     if pending:
         _fill_lagged(pending, start_event, noise.device)
     out = (outs[0] if len(outs) == 1 else torch.cat(outs, 2)) if keep_latents else None
@@ -287,6 +295,42 @@ def rollout(
 
 
 STATS_TIMINGS = ("sync", "events")
+
+
+class FiniteWatch:
+    """The rollout's ``check_finite`` without a host synchronisation (``stats_timing="events"`` on CUDA, where the
+    pipeline runs: a ``not torch.isfinite(x).all()`` per block would synchronise every block again).
+
+    :meth:`add` copies a block's all-finite flag into pinned host memory behind a CUDA event; :meth:`poll` reads the
+    flags whose events have completed (all of them with ``wait``) and raises ``FloatingPointError`` naming the first
+    block that is not finite. On the CPU every flag is ready at once (the synchronised check)."""
+
+    def __init__(self, n_blocks: int, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.flags = torch.ones(max(1, n_blocks), dtype=torch.bool, pin_memory=self.cuda)
+        self.pending: collections.deque = collections.deque()  # (block, event or None), oldest first
+
+    def add(self, block: int, x0: Tensor) -> None:
+        """Queue block ``block``'s check of ``x0`` (its clean latents)."""
+        self.flags[block].copy_(torch.isfinite(x0).all(), non_blocking=self.cuda)
+        ev = None
+        if self.cuda:
+            ev = torch.cuda.Event()
+            ev.record()
+        self.pending.append((block, ev))
+
+    def poll(self, wait: bool = False) -> None:
+        """Read the flags that are ready (every one with ``wait``), oldest first."""
+        while self.pending:
+            block, ev = self.pending[0]
+            if ev is not None and not ev.query():
+                if not wait:
+                    return
+                ev.synchronize()
+            self.pending.popleft()
+            if not bool(self.flags[block]):
+                self.pending.clear()
+                raise FloatingPointError(f"block {block} produced NaN/inf latents")
 
 
 def stats_timing_default() -> str:

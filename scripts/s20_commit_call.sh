@@ -14,6 +14,10 @@
 set -u
 mkdir -p runs "$OUT"
 export PYTHONPATH=$PWD
+# First (added before any data; not part of the rule): the GPU tests of the rollout's events timing, among them the
+# check of each block's latents without a host synchronisation (FiniteWatch, nineteenth session).
+timeout 90 python3 -m pytest -q -p no:cacheprovider tests/test_rollout_stats_timing.py > runs/gpu_test.log 2>&1
+echo "gpu tests rc=$?"; tail -2 runs/gpu_test.log
 common="--policies packforcing --lengths 10,60 --real-max-seconds 60 --skip compile,profile,topk,plot,e2e,vae"
 timeout 200 python3 -m packforcing.bench $common --pf-opts commit_pass=separate --trace-blocks 2 --commit-ab-reps 0 \
   --time-budget 180 --out runs/sep > runs/bench_sep.log 2>&1; echo "separate rc=$?"
@@ -40,4 +44,4 @@ print(json.dumps({"p50_ms": {"separate": s.get("p50_steady_ms"), "fused": f.get(
                   "verdict": ("fused" if fused else "separate") if ok else "not measured"}, indent=1))
 PY
 grep -E "packforcing: (done|stopped)|share of block time|\[(PASS|FAIL)\]" runs/bench_sep.log runs/bench_fus.log | cut -c1-240
-cp runs/sep/perf_* runs/fus/perf_* runs/bench_*.log runs/verdict.json "$OUT"/ 2>/dev/null; ls -la "$OUT"
+cp runs/sep/perf_* runs/fus/perf_* runs/bench_*.log runs/verdict.json runs/gpu_test.log "$OUT"/ 2>/dev/null; ls -la "$OUT"

@@ -61,3 +61,37 @@ def test_events_timing_on_cuda_fills_latency_and_counters_after_the_run():
     assert all("latency_s" not in s for s in seen_b)  # on_block ran before the block's time was known
     assert [s["mid_copies"] for s in a.block_stats] == [s["mid_copies"] for s in b.block_stats]
     assert all(s["latency_s"] > 0 for s in b.block_stats)
+
+
+def test_finite_watch_names_the_first_block_not_finite():
+    """FiniteWatch on the CPU (every flag ready at once): the rollout's check without a synchronisation, block by block."""
+    from packforcing.rollout import FiniteWatch
+
+    w = FiniteWatch(4, torch.device("cpu"))
+    w.add(0, torch.zeros(2, 3))
+    w.poll()
+    w.add(1, torch.tensor([0.0, float("nan")]))
+    w.add(2, torch.tensor([float("inf")]))
+    with pytest.raises(FloatingPointError, match="block 1 produced NaN/inf"):
+        w.poll(wait=True)
+    assert not w.pending
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_events_timing_on_cuda_still_stops_on_a_block_not_finite():
+    """stats_timing="events" on CUDA checks each block's latents without a host synchronisation (FiniteWatch): a NaN
+    in block 3's noise still raises, naming block 3, as the synchronised check does."""
+    torch.manual_seed(0)
+    m = WanDiT(get_preset("tiny")).eval().cuda()
+    noise, text = torch.randn(1, 16, 16, 8, 8, device="cuda"), torch.randn(1, 16, 32, device="cuda")
+    noise[:, :, 6:8] = float("nan")
+    for timing in ("sync", "events"):
+        seen = []
+        pol = P.PackForcingPolicy(gather="device", sink_frames=2, recent_frames=2, top_k=2, mid_capacity=5,
+                                  compressor="hr", nc_spatial=2, nc_temporal=2, hr_channels=(8, 16))
+        pol.attach(pol.build_compressor(m.cfg).cuda())
+        with torch.no_grad(), pytest.raises(FloatingPointError, match="block 3 produced"):
+            rollout(m, pol, FlowMatchSampler("self_forcing"), text, noise, 2, stats_timing=timing,
+                    on_block=lambda i, x0, st: seen.append(i))
+        assert seen[:3] == [0, 1, 2]
