@@ -506,6 +506,9 @@ def test_trace_summary_against_hand_counted_intervals():
     # idle by gap length (10 us and 60 us) and the gaps over 5 us by what ended them (a GEMM, a copy)
     assert r["idle_ms_per_block_by_gap"] == {"5-200us": 0.035}
     assert r["gap_ms_per_block_by_next_kernel"] == {"copy": 0.03, "gemm": 0.005}
+    assert [(t["name"], t["ms_per_block"], t["calls_per_block"], t["us_per_call"]) for t in r["top_kernels"]] == [
+        ("cudnn_sdpa_fprop", 0.0075, 0.5, 15.0), ("triton_poi_fused_gelu", 0.005, 0.5, 10.0),
+        ("nvjet_sm90_tst", 0.005, 0.5, 10.0), ("Memcpy HtoD (Pinned -> Device)", 0.005, 0.5, 10.0)]
     r = summarise(kernels, host, 2, [0.5, 0.6], min_gap_us=20)
     assert r["idle_ms_per_block_by_gap"] == {"20-200us": 0.03, "<20us": 0.005}
     assert r["gap_ms_per_block_by_next_kernel"] == {"copy": 0.03}

@@ -4,9 +4,9 @@ The profile section times one forward's kernels; the policy section times whole 
 paper preset's block (503.7 ms) is ~36 ms longer than its five forwards' kernels plus its spans (issue 18). This
 section runs ``N`` more blocks of the same rollout after the measured ones (they never enter the measured series) under
 ``torch.profiler`` and records, per block: the GPU's busy time (the union of kernel intervals), its idle time inside
-the traced window, kernel time by category, the longest idle gaps with the kernels on either side, and what the host
-was doing while the GPU waited (CPU ops, runtime calls and the policy's spans, annotated as ``record_function``
-ranges, by overlap with the gaps). The Chrome trace is written next to the JSON, gzipped (not for committing).
+the traced window (also by gap length), kernel time by category and the costliest kernels, the longest idle gaps with
+the kernels on either side, and what the host was doing while the GPU waited (CPU ops, runtime calls and the policy's
+spans, annotated as ``record_function`` ranges, by overlap with the gaps). The Chrome trace is written next to the JSON, gzipped (not for committing).
 """
 
 from __future__ import annotations
@@ -57,9 +57,13 @@ def summarise(kernels: list[tuple[float, float, str]], host: list[tuple[float, f
     lo, hi = busy[0][0], busy[-1][1]
     busy_us = sum(b - a for a, b in busy)
     cats: dict[str, float] = {}
+    per_name: dict[str, list[float]] = {}  # name -> [total us, calls]
     for a, b, name in kernels:
         c = "copy" if name.startswith(("Memcpy", "Memset")) else kernel_category(name)
         cats[c] = cats.get(c, 0.0) + (b - a)
+        t = per_name.setdefault(name[:90], [0.0, 0])
+        t[0] += b - a
+        t[1] += 1
     gaps = [(busy[i][1], busy[i + 1][0]) for i in range(len(busy) - 1) if busy[i + 1][0] - busy[i][1] >= min_gap_us]
     ends = sorted((b, name) for _, b, name in kernels)
     starts = sorted((a, name) for a, _, name in kernels)
@@ -116,6 +120,10 @@ def summarise(kernels: list[tuple[float, float, str]], host: list[tuple[float, f
         "host_during_gaps_ms_per_block": {k[:90]: round(v / 1e3 / n, 4) for k, v in all_host},
         "idle_ms_per_block_by_gap": {k: round(v / 1e3 / n, 4) for k, v in sorted(sizes.items())},
         "gap_ms_per_block_by_next_kernel": {k: round(v / 1e3 / n, 4) for k, v in sorted(ended.items())},
+        # the device work by kernel (the Chrome trace itself is too large to commit): where a cut would come from
+        "top_kernels": [{"name": k, "ms_per_block": round(v[0] / 1e3 / n, 4), "calls_per_block": round(v[1] / n, 2),
+                         "us_per_call": round(v[0] / v[1], 2)}
+                        for k, v in sorted(per_name.items(), key=lambda kv: -kv[1][0])[:top]],
     })
     return rec
 
