@@ -107,12 +107,13 @@ def test_json_keeps_every_field_of_the_single_module_bench(smoke):
     # config.forward_ab / ab_reps (sixteenth; forward_ab appears only with --forward-ab); each policy's resolved
     # speed-only choices (engine_policy), config.commit_ab_reps and the commit_ab record (seventeenth);
     # each e2e record's stats_timing and its switch (eighteenth); e2e_sync, the end-to-end modes again under the
-    # timing the default replaced, and config.e2e_timings (nineteenth)
+    # timing the default replaced, config.e2e_timings and env.elementwise_tune (nineteenth)
     added = {k for k in key_paths(d) if k.endswith((".host_bytes", "series.mid_copies", "kwargs.gather", ".stats_timing"))
              or k.split(".")[0] == "e2e_sync" or k.startswith("sections.e2e_sync:")
              or k in ("config.e2e_timings", "config.stats_timing")
              or ".engine_policy" in k or k.split(".")[0] == "commit_ab" or k.endswith(".ttff_first_block_s")
-             or k in ("env.cuda_graphs", "env.ffn_epilogue", "env.qk_kernel", "env.qkv_fused", "config.fp8",
+             or k in ("env.cuda_graphs", "env.ffn_epilogue", "env.qk_kernel", "env.qkv_fused", "env.elementwise_tune",
+                      "config.fp8",
                       "config.trace_blocks", "config.commit_ab_reps",
                       "config.forward_ab", "config.ab_reps")}
     assert added and key_paths(d) - added == set(before)
@@ -133,7 +134,7 @@ def test_json_fields_are_those_of_the_committed_perf_records(smoke):
              and k.split(".")[0] != "e2e_sync" and not k.startswith("sections.e2e_sync:")  # nineteenth
              and k not in ("config.e2e_timings", "config.stats_timing")
              and k not in ("backends.cudnn.error", "config.commit_ab_reps", "env.cuda_graphs", "env.ffn_epilogue", "env.qk_kernel",
-                           "env.qkv_fused", "config.fp8",
+                           "env.qkv_fused", "env.elementwise_tune", "config.fp8",
                            "config.forward_ab", "config.ab_reps",
                            "config.trace_blocks")}
     assert extra == set()
@@ -554,6 +555,7 @@ def test_forward_ab_interleaves_the_two_values_restores_the_variable_and_pairs_t
     def fwd():
         seen.append(os.environ["PF_FFN_EPILOGUE"])
         time.sleep(0.002 if seen[-1] == "off" else 0.0)
+        return torch.ones(4) * (1.0 if seen[-1] == "off" else 1.01)
 
     b = SimpleNamespace(clock=timing.Clock(torch.device("cpu")), res={})
     forward_ab(b, fwd, None, "PF_FFN_EPILOGUE", ["off", "auto"], reps=4)
@@ -563,6 +565,7 @@ def test_forward_ab_interleaves_the_two_values_restores_the_variable_and_pairs_t
     assert r["values"] == ["off", "auto"] and len(r["ms"]["off"]) == len(r["ms"]["auto"]) == 4
     assert r["paired_diff_ms"]["median"] < 0 and r["paired_diff_ms"]["b_faster_share"] == 1.0
     assert r["ffn_epilogue"]["mode"] == "on"
+    assert r["output_rel_diff"] == pytest.approx(0.01)  # the two values' outputs compared (auto's is 1% larger)
     assert _forward_ab("PF_FFN_EPILOGUE=off,auto") == ("PF_FFN_EPILOGUE", ["off", "auto"])
     for bad in ("PF_FFN_EPILOGUE=off", "HOME=a,b", "PF_X"):
         with pytest.raises(argparse.ArgumentTypeError, match="VAR=A,B"):

@@ -198,7 +198,8 @@ def forward_ab(b, fwd, store, name: str, values: list[str], reps: int) -> None:
     """``--forward-ab NAME=A,B``: one forward at the saturated context under ``NAME=A`` and ``NAME=B`` (an engine
     switch read at each call, e.g. ``PF_FFN_EPILOGUE``), two warm-up forwards each, then ``reps`` pairs timed
     back to back in alternating order (ABBA...), so drift and clocks fall on both. Appended to ``forward_ab``: each
-    value's median, the paired B - A differences (median, mean, the share of pairs where B is faster), and what the
+    value's median, the paired B - A differences (median, mean, the share of pairs where B is faster), the relative
+    difference of the two values' outputs (``output_rel_diff``, from the second warm-up forward of each), and what the
     switches' own status (the first-use checks of the FFN epilogue and the q/k kernel, the fused q/k/v mode)."""
     import os
 
@@ -206,11 +207,14 @@ def forward_ab(b, fwd, store, name: str, values: list[str], reps: int) -> None:
 
     old = os.environ.get(name)
     ms: dict[str, list[float]] = {v: [] for v in values}
+    outs: dict[str, object] = {}
     try:
         with torch.no_grad():
             for v in values:
                 os.environ[name] = v
-                time_fn(fwd, b.clock, warmup=1, reps=1)  # two forwards: compiles, first-use checks
+                fwd()  # compiles, first-use checks
+                y = fwd()  # its output, to compare the two values' (a speed-only switch keeps the values)
+                outs[v] = y.detach().float().clone() if torch.is_tensor(y) else None
             for i in range(reps):
                 for v in (values if i % 2 == 0 else values[::-1]):
                     os.environ[name] = v
@@ -226,12 +230,15 @@ def forward_ab(b, fwd, store, name: str, values: list[str], reps: int) -> None:
     del store
     a, c = values
     diff = [y - x for x, y in zip(ms[a], ms[c])]
+    ya, yc = outs.get(a), outs.get(c)
+    rel = (float((yc - ya).norm() / ya.norm().clamp_min(1e-12)) if torch.is_tensor(ya) and torch.is_tensor(yc)
+           else None)
     med = {v: statistics.median(ms[v]) for v in values}
     b.res.setdefault("forward_ab", []).append({
         "env": name, "values": values, "reps": reps, "median_ms": med, "ms": ms,
         "paired_diff_ms": {"median": statistics.median(diff), "mean": statistics.fmean(diff),
                            "b_faster_share": sum(d < 0 for d in diff) / len(diff)},
-        **engine_switch_status()})
+        "output_rel_diff": rel, **engine_switch_status()})
     log(f"forward A/B {name}: {a} {med[a]:.2f} ms, {c} {med[c]:.2f} ms; paired {c} - {a} median "
         f"{statistics.median(diff):+.2f} ms ({sum(d < 0 for d in diff)}/{len(diff)} pairs faster with {c})")
 

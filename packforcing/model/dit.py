@@ -187,8 +187,19 @@ QK_KERNEL = EngineSwitch("PF_QK_KERNEL", ("off", "auto", "triton"), FirstUseChec
 # products, so the same values up to the GEMM's summation order. The cache costs one copy of the q/k/v weights (~425 MB
 # in bf16 at Wan scale, counted in the record's peak memory; :meth:`WanDiT.release_engine_caches`).
 QKV_FUSED = EngineSwitch("PF_QKV_FUSED", ("off", "on"))
+# How Inductor tunes the compiled elementwise chains (with ``enable_compile``). At Wan scale they are memory-bound
+# reductions and pointwise kernels over [6,240 x 1,536] activations that ran at ~1.1 TB/s on an H200 against its
+# 4.2 TB/s copy rate (nineteenth session's traces: q/k RMSNorm + RoPE 70 us a call, 12.6 ms per block; the layer norms
+# 34 and 26 us, 16.7 ms; the elementwise kernels 53 ms of a 469 ms block). ``off`` (default) = Inductor's heuristic
+# block sizes; ``coord`` = Inductor's coordinate-descent tuning of each kernel's launch configuration (block sizes,
+# warps), measured at compile time on the call's shapes. The same math; a reduction's summation order may differ with
+# its block size (fp32 accumulation). Each mode's compiled set is made at its first use, so ``--forward-ab`` compares
+# them in one process (the first forward under ``coord`` pays the tuning).
+ELEMENTWISE_TUNE = EngineSwitch("PF_ELEMENTWISE_TUNE", ("off", "coord"))
+_TUNE_OPTIONS = {"off": None, "coord": {"coordinate_descent_tuning": True}}
 #: every switch, by the name the records use (a run's ``engine`` and the bench's ``env``)
-ENGINE_SWITCHES = {"ffn_epilogue": FFN_EPILOGUE, "qk_kernel": QK_KERNEL, "qkv_fused": QKV_FUSED}
+ENGINE_SWITCHES = {"ffn_epilogue": FFN_EPILOGUE, "qk_kernel": QK_KERNEL, "qkv_fused": QKV_FUSED,
+                   "elementwise_tune": ELEMENTWISE_TUNE}
 
 
 def engine_switches() -> dict:
@@ -246,25 +257,39 @@ class Elementwise:
     NAMES = ("rms_norm", "modulation_ln", "ln_modulate", "qk_norm_rope", "gate_residual_norm", "residual_ln_modulate",
              "gate_residual", "gelu_tanh")
 
-    def __init__(self, compiled: bool = False):
+    def __init__(self, compiled: bool = False, options: dict | None = None):
         self.compiled = compiled
         g = globals()
         for name in self.NAMES:
             fn = g[name]
             if compiled:
-                fn = torch.compile(fn, dynamic=False, fullgraph=True)
+                fn = torch.compile(fn, dynamic=False, fullgraph=True, options=options)
             setattr(self, name, fn)
+
+
+class CompiledElementwise:
+    """A model's compiled :class:`Elementwise` sets, one per ``PF_ELEMENTWISE_TUNE`` mode, each made at first use."""
+
+    def __init__(self):
+        self.sets: dict[str, Elementwise] = {}
+
+    def current(self) -> Elementwise:
+        mode = ELEMENTWISE_TUNE.mode()
+        if mode not in self.sets:
+            self.sets[mode] = Elementwise(True, _TUNE_OPTIONS[mode])
+        return self.sets[mode]
 
 
 _EAGER = Elementwise(False)
 
 
 def _fns(module: nn.Module) -> Elementwise:
-    """The compiled set when the model enabled it and no gradient is being recorded, else the plain one."""
+    """The compiled set (of the current ``PF_ELEMENTWISE_TUNE``) when the model enabled it and no gradient is being
+    recorded, else the plain one."""
     fns = getattr(module, "_elementwise", None)
     if fns is None or torch.is_grad_enabled():
         return _EAGER
-    return fns
+    return fns.current()
 
 
 @dataclass
@@ -438,7 +463,7 @@ class WanDiT(nn.Module):
         (inference only: under autograd the plain functions run). One compiled set serves every layer,
         so each function compiles once per block shape (token count, frame groups, dtype); attention
         over the variable-length context and the linears stay eager. Off by default."""
-        fns = Elementwise(True) if on else None
+        fns = CompiledElementwise() if on else None
         if on:
             import torch._dynamo.config as dc
 
