@@ -67,7 +67,8 @@ def end_to_end(b, mode: str, n_blocks: int, stats_timing: str = "events") -> dic
         t0 = time.perf_counter()
         with torch.no_grad(), use_backend(b.res.get("backend_used") or "sdpa"), fs.producing():
             rollout(b.model, pol, FlowMatchSampler("self_forcing"), b.text, noise, bf, on_block=on_block,
-                    on_prefix=lambda f, z: fs.prefix(z), keep_latents=False, check_finite=False,
+                    on_prefix=lambda f, z: fs.prefix(z), keep_latents=False,
+                    check_finite=True,  # as generate does (under events timing without a sync: FiniteWatch)
                     stats_timing=stats_timing, decoded=lambda i: fs.last_pixels())  # the LR branch pools the decoder's own frames
             fs.flush()
         b.clock.sync()
