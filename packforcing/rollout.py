@@ -181,8 +181,9 @@ def rollout(
     nxt = 0
     finished = 0
     cuda = noise.device.type == "cuda"
-    lagged = record_stats and cuda and stats_timing == "events"
-    watch = FiniteWatch(n_blocks, noise.device) if check_finite and cuda and stats_timing == "events" else None
+    events = cuda and stats_timing == "events"  # the host runs ahead: stats and the finite check read later
+    lagged = record_stats and events
+    watch = FiniteWatch(n_blocks, noise.device) if check_finite else None
     pending: list[tuple[dict, dict, object]] = []  # lagged: (stats, device counters' snapshots, completion event)
     start_event = None
     if lagged:
@@ -248,9 +249,7 @@ def rollout(
                 raise AssertionError("only the oldest block of a window can finish")
             if watch is not None:
                 watch.add(l.out, x0c)
-                watch.poll()
-            elif check_finite and not torch.isfinite(x0c).all():
-                raise FloatingPointError(f"block {l.out} produced NaN/inf latents")
+                watch.poll(wait=not events)
             if commit_final or l.out < n_blocks - 1:
                 clean = x0c.detach() if clean_context is None else clean_context[:, :, l.out * bf : (l.out + 1) * bf]
                 policy.commit(model, clean, text, view, l.blk, context_noise)
@@ -298,12 +297,13 @@ STATS_TIMINGS = ("sync", "events")
 
 
 class FiniteWatch:
-    """The rollout's ``check_finite`` without a host synchronisation (``stats_timing="events"`` on CUDA, where the
-    pipeline runs: a ``not torch.isfinite(x).all()`` per block would synchronise every block again).
+    """The rollout's ``check_finite``: at once (``poll(wait=True)``, the synchronised check), or without a host
+    synchronisation (``stats_timing="events"`` on CUDA, where the pipeline runs: reading each block's flag at once
+    would synchronise every block again).
 
     :meth:`add` copies a block's all-finite flag into pinned host memory behind a CUDA event; :meth:`poll` reads the
     flags whose events have completed (all of them with ``wait``) and raises ``FloatingPointError`` naming the first
-    block that is not finite. On the CPU every flag is ready at once (the synchronised check)."""
+    block that is not finite. On the CPU every flag is ready at once."""
 
     def __init__(self, n_blocks: int, device: torch.device):
         self.cuda = device.type == "cuda"

@@ -15,6 +15,7 @@ from packforcing.bench.core import Bench
 from packforcing.bench.plan import POLICY_LABELS, estimate_only, policy_table
 from packforcing.bench.timing import restart_wall
 from packforcing.errors import UserError, main_guard
+from packforcing.rollout import STATS_TIMINGS
 from packforcing.streaming import DECODE_MODES
 
 
@@ -34,8 +35,6 @@ def _names(s: str) -> list[str]:
 
 def _timings(s: str) -> list[str]:
     """'events,sync' -> the rollout's stats_timing values, in order, each once (the first is the judged one)."""
-    from packforcing.rollout import STATS_TIMINGS
-
     out = _names(s)
     bad = [t for t in out if t not in STATS_TIMINGS]
     if not out or bad or len(set(out)) != len(out):
@@ -126,7 +125,7 @@ def parser() -> argparse.ArgumentParser:
                     help="pairs of one saturated PackForcing commit pass with and without the N_c compressed tokens in "
                          "its sequence (recorded as commit_ab; the compression target of a fused-commit run adds its "
                          "paired median); 0 = skip")
-    ap.add_argument("--stats-timing", default="events", choices=["sync", "events"],
+    ap.add_argument("--stats-timing", default="events", choices=STATS_TIMINGS,
                     help="how the policy runs time their blocks (packforcing.rollout's stats_timing): events (the "
                          "default since the nineteenth session, as the pipeline's PF_STATS_TIMING: CUDA events, the "
                          "host runs ahead; latency, counters and spans read after the run) or sync (the stream "

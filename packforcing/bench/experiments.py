@@ -354,4 +354,3 @@ def compile_layer(b) -> None:
             f"(~{rec['elementwise_saving_ms_per_block']:.0f} ms per block saved vs eager)")
     held = view = None
     b.free()
-

@@ -11,6 +11,7 @@ from __future__ import annotations
 import statistics
 
 from packforcing.bench.cost import GB, block_end_seconds
+from packforcing.rollout import STATS_TIMINGS
 
 # Issue 18, item 4. Values are compared as written here; docs/perf.md explains each.
 TARGETS = {
@@ -100,7 +101,7 @@ def evaluate(res: dict, args) -> list[dict]:
     if pf:
         _packforcing(pf, res, args, add)
     _end_to_end(res, add)
-    for timing in ("events", "sync"):  # the timings beside the judged one (e2e_events: records before the 19th session)
+    for timing in STATS_TIMINGS:  # the timings beside the judged one (e2e_events: records before the 19th session)
         for mode, e in sorted((res.get(f"e2e_{timing}") or {}).items()):
             if e.get("fps_steady"):
                 add(f"(info) end-to-end FPS with the rollout's blocks timed by {timing} ({mode}; not judged)",

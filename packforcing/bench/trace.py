@@ -32,6 +32,11 @@ def kernel_category(name: str) -> str:
     return "elementwise_other"
 
 
+def activity_category(name: str) -> str:
+    """:func:`kernel_category`, or ``copy`` for a trace's memcpy / memset activity."""
+    return "copy" if name.startswith(("Memcpy", "Memset")) else kernel_category(name)
+
+
 def _merge(iv: list[tuple[float, float]]) -> list[list[float]]:
     out: list[list[float]] = []
     for a, b in sorted(iv):
@@ -59,7 +64,7 @@ def summarise(kernels: list[tuple[float, float, str]], host: list[tuple[float, f
     cats: dict[str, float] = {}
     per_name: dict[str, list[float]] = {}  # name -> [total us, calls]
     for a, b, name in kernels:
-        c = "copy" if name.startswith(("Memcpy", "Memset")) else kernel_category(name)
+        c = activity_category(name)
         cats[c] = cats.get(c, 0.0) + (b - a)
         t = per_name.setdefault(name[:90], [0.0, 0])
         t[0] += b - a
@@ -106,8 +111,7 @@ def summarise(kernels: list[tuple[float, float, str]], host: list[tuple[float, f
     for g0, g1 in gaps:
         j = bisect.bisect_left(starts, (g1, ""))
         if j < len(starts):
-            name = starts[j][1]
-            c = "copy" if name.startswith(("Memcpy", "Memset")) else kernel_category(name)
+            c = activity_category(starts[j][1])
             ended[c] = ended.get(c, 0.0) + (g1 - g0)
     rec.update({
         "window_ms_per_block": round((hi - lo) / 1e3 / n, 4),

@@ -195,8 +195,8 @@ QKV_FUSED = EngineSwitch("PF_QKV_FUSED", ("off", "on"))
 # warps), measured at compile time on the call's shapes. The same math; a reduction's summation order may differ with
 # its block size (fp32 accumulation). Each mode's compiled set is made at its first use, so ``--forward-ab`` compares
 # them in one process (the first forward under ``coord`` pays the tuning).
-ELEMENTWISE_TUNE = EngineSwitch("PF_ELEMENTWISE_TUNE", ("off", "coord"))
-_TUNE_OPTIONS = {"off": None, "coord": {"coordinate_descent_tuning": True}}
+_TUNE_OPTIONS = {"off": None, "coord": {"coordinate_descent_tuning": True}}  # mode -> torch.compile options
+ELEMENTWISE_TUNE = EngineSwitch("PF_ELEMENTWISE_TUNE", tuple(_TUNE_OPTIONS))
 #: every switch, by the name the records use (a run's ``engine`` and the bench's ``env``)
 ENGINE_SWITCHES = {"ffn_epilogue": FFN_EPILOGUE, "qk_kernel": QK_KERNEL, "qkv_fused": QKV_FUSED,
                    "elementwise_tune": ELEMENTWISE_TUNE}
