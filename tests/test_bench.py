@@ -572,6 +572,36 @@ def test_forward_ab_interleaves_the_two_values_restores_the_variable_and_pairs_t
             _forward_ab(bad)
 
 
+def test_forward_ab_of_a_stack_sets_every_switch_together_and_restores_each(monkeypatch):
+    """--forward-ab PF_A+PF_B=a1+b1,a2+b2: each side sets all its switches at once (the forward sees the pair), and
+    each variable is restored (or removed) afterwards; a stack whose values do not match its names is refused."""
+    import argparse
+    import os
+    from types import SimpleNamespace
+
+    from packforcing.bench.__main__ import _forward_ab
+    from packforcing.bench.experiments import forward_ab
+
+    monkeypatch.setenv("PF_QK_KERNEL", "triton")
+    monkeypatch.delenv("PF_QKV_FUSED", raising=False)
+    seen = []
+
+    def fwd():
+        seen.append((os.environ["PF_QK_KERNEL"], os.environ["PF_QKV_FUSED"]))
+        return torch.ones(2)
+
+    name, values = _forward_ab("PF_QK_KERNEL+PF_QKV_FUSED=off+off,auto+on")
+    assert (name, values) == ("PF_QK_KERNEL+PF_QKV_FUSED", ["off+off", "auto+on"])
+    b = SimpleNamespace(clock=timing.Clock(torch.device("cpu")), res={})
+    forward_ab(b, fwd, None, name, values, reps=2)
+    assert set(seen) == {("off", "off"), ("auto", "on")} and seen[:2] == [("off", "off")] * 2
+    assert os.environ["PF_QK_KERNEL"] == "triton" and "PF_QKV_FUSED" not in os.environ
+    assert b.res["forward_ab"][0]["env"] == "PF_QK_KERNEL+PF_QKV_FUSED"
+    for bad in ("PF_QK_KERNEL+PF_QKV_FUSED=off,auto+on", "PF_QK_KERNEL+HOME=a+b,c+d"):
+        with pytest.raises(argparse.ArgumentTypeError, match="VAR=A,B"):
+            _forward_ab(bad)
+
+
 def test_compression_of_a_fused_commit_run_adds_the_tokens_share_of_the_commit_pass():
     """With the compressed tokens fused into the commit pass, the compression span holds the compressor and the
     archive writes only: the target adds commit_ab's paired median (or is not judged without it), and the

@@ -116,7 +116,8 @@ def parser() -> argparse.ArgumentParser:
                     help="after PackForcing's measured blocks, N more under torch.profiler: GPU busy/idle per block, the "
                          "longest idle gaps and what the host did during them (packforcing.bench.trace; 2-3 is enough)")
     ap.add_argument("--forward-ab", metavar="VAR=A,B", type=_forward_ab, action="append", default=None,
-                    help="a same-machine A/B of an engine switch read at each call (e.g. PF_FFN_EPILOGUE=off,auto): one "
+                    help="a same-machine A/B of an engine switch read at each call (e.g. PF_FFN_EPILOGUE=off,auto; or switches "
+                         "set together, PF_QK_KERNEL+PF_QKV_FUSED=off+off,auto+on): one "
                          "forward at PackForcing's saturated context timed under each value, interleaved, --ab-reps "
                          "pairs; repeatable; recorded as the list forward_ab (medians, paired differences; one object, "
                          "not a list, in the sixteenth session's record)")
@@ -148,11 +149,14 @@ def parser() -> argparse.ArgumentParser:
 
 def _forward_ab(text: str) -> tuple[str, list[str]]:
     name, sep, vals = text.partition("=")
+    names = [n.strip() for n in name.split("+")]
     values = [v.strip() for v in vals.split(",") if v.strip()]
-    if not sep or not name.strip().startswith("PF_") or len(values) != 2:
+    if (not sep or not all(n.startswith("PF_") for n in names) or len(values) != 2
+            or any(len(v.split("+")) != len(names) for v in values)):
         raise argparse.ArgumentTypeError(f"{text!r}: use VAR=A,B with a PF_ variable and two values, e.g. "
-                                         "PF_FFN_EPILOGUE=off,auto")
-    return name.strip(), values
+                                         "PF_FFN_EPILOGUE=off,auto (or a stack set together: "
+                                         "PF_QK_KERNEL+PF_QKV_FUSED=off+off,auto+on)")
+    return "+".join(names), values
 
 
 def rejudge(path: str) -> list[dict]:

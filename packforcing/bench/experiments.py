@@ -196,7 +196,7 @@ def commit_ab(b, nk: int, nq: int, bf: int, pf_kwargs: dict, reps: int) -> None:
 
 def forward_ab(b, fwd, store, name: str, values: list[str], reps: int) -> None:
     """``--forward-ab NAME=A,B``: one forward at the saturated context under ``NAME=A`` and ``NAME=B`` (an engine
-    switch read at each call, e.g. ``PF_FFN_EPILOGUE``), two warm-up forwards each, then ``reps`` pairs timed
+    switch read at each call, e.g. ``PF_FFN_EPILOGUE``; or a stack of them set together, ``PF_X+PF_Y=a+b,c+d``), two warm-up forwards each, then ``reps`` pairs timed
     back to back in alternating order (ABBA...), so drift and clocks fall on both. Appended to ``forward_ab``: each
     value's median, the paired B - A differences (median, mean, the share of pairs where B is faster), the relative
     difference of the two values' outputs (``output_rel_diff``, from the second warm-up forward of each), and what the
@@ -205,25 +205,31 @@ def forward_ab(b, fwd, store, name: str, values: list[str], reps: int) -> None:
 
     from packforcing.model.dit import engine_switch_status
 
-    old = os.environ.get(name)
+    names = name.split("+")  # a stack of switches: "PF_A+PF_B" with values "a1+b1", "a2+b2" (set together)
+    old = {n: os.environ.get(n) for n in names}
+
+    def set_value(v: str) -> None:
+        os.environ.update(zip(names, v.split("+"), strict=True))
+
     ms: dict[str, list[float]] = {v: [] for v in values}
     outs: dict[str, object] = {}
     try:
         with torch.no_grad():
             for v in values:
-                os.environ[name] = v
+                set_value(v)
                 fwd()  # compiles, first-use checks
                 y = fwd()  # its output, to compare the two values' (a speed-only switch keeps the values)
                 outs[v] = y.detach().float().clone() if torch.is_tensor(y) else None
             for i in range(reps):
                 for v in (values if i % 2 == 0 else values[::-1]):
-                    os.environ[name] = v
+                    set_value(v)
                     ms[v].append(time_fn(fwd, b.clock, warmup=0, reps=1)["median_ms"])
     finally:
-        if old is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = old
+        for n, o in old.items():
+            if o is None:
+                os.environ.pop(n, None)
+            else:
+                os.environ[n] = o
         release = getattr(getattr(b, "model", None), "release_engine_caches", None)
         if release is not None:  # e.g. PF_QKV_FUSED=on's stacked weights: not held into the runs that follow
             release()

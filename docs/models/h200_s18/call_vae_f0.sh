@@ -16,9 +16,10 @@
 # teacher's and students' frame-0 ratios are measured again through it.
 set -u
 # A later call continues a candidate with the same recipe: VAE_INIT (the decoder to start from), VAE_MINUTES,
-# VAE_TIMEOUT (the training step's limit, s) and VAE_PACK (the tar's name); the defaults are this call's.
+# VAE_TIMEOUT (the training step's limit, s), VAE_PACK (the tar's name) and VAE_PRESET (a wider decoder over the same
+# encoder, grown from VAE_INIT: toy8_d12, toy8_d16, toy8_r2); the defaults are this call's.
 source scripts/device_env.sh  # wheels, PYTHONPATH, runs/ and $OUT, el
-timeout "${VAE_TIMEOUT:-330}" python3 -m packforcing.train --stage vae --preset toy8 \
+timeout "${VAE_TIMEOUT:-330}" python3 -m packforcing.train --stage vae --preset "${VAE_PRESET:-toy8}" \
   --init "${VAE_INIT:-packforcing/assets/toy_vae.safetensors}" \
   --train-part decoder --frames 65 --crop 0 --batch 8 --lr 1e-4 --warmup 100 --first-frame-weight 16 \
   --saturation-weight 8 --minutes "${VAE_MINUTES:-5}" --num-workers 8 --eval-every 500 --out runs/vae_f0 > runs/vae_f0.log 2>&1
