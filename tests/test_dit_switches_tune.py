@@ -15,11 +15,12 @@ def test_each_tune_mode_gets_its_own_compiled_set(monkeypatch):
     c = D.CompiledElementwise()
     monkeypatch.delenv("PF_ELEMENTWISE_TUNE", raising=False)
     a = c.current()
-    assert c.current() is a and made == [None]  # the default, off: Inductor's heuristics, made once
-    monkeypatch.setenv("PF_ELEMENTWISE_TUNE", "coord")
-    b = c.current()
-    assert b is not a and made == [None, {"coordinate_descent_tuning": True}]
+    # the default since the twentieth session, coord: Inductor's coordinate-descent tuning, made once
+    assert c.current() is a and made == [{"coordinate_descent_tuning": True}]
     monkeypatch.setenv("PF_ELEMENTWISE_TUNE", "off")
+    b = c.current()
+    assert b is not a and made == [{"coordinate_descent_tuning": True}, None]
+    monkeypatch.setenv("PF_ELEMENTWISE_TUNE", "coord")
     assert c.current() is a
     monkeypatch.setenv("PF_ELEMENTWISE_TUNE", "max")
     with pytest.raises(UserError, match="PF_ELEMENTWISE_TUNE='max'"):

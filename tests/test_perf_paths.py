@@ -150,8 +150,15 @@ def test_fused_qkv_equals_three_linears_and_follows_weight_changes(monkeypatch):
         monkeypatch.setenv("PF_QKV_FUSED", "off")
         torch.testing.assert_close(changed, m(x, t, c), atol=1e-5, rtol=1e-5)
     assert not torch.allclose(changed, ref)
-    monkeypatch.setenv("PF_QKV_FUSED", "auto")
-    with pytest.raises(UserError, match="PF_QKV_FUSED='auto'"):
+    monkeypatch.setenv("PF_QKV_FUSED", "off")
+    m.release_engine_caches()
+    with torch.no_grad():
+        three = m(x, t, c)
+        monkeypatch.setenv("PF_QKV_FUSED", "auto")  # the default: one GEMM only on CUDA in half precision
+        assert torch.equal(m(x, t, c), three)
+    assert all(getattr(b.self_attn, "_qkv_cache", None) is None for b in m.blocks)  # float32 on the CPU: three linears
+    monkeypatch.setenv("PF_QKV_FUSED", "fast")
+    with pytest.raises(UserError, match="PF_QKV_FUSED='fast'"):
         dit.QKV_FUSED.mode()
 
 

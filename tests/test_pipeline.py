@@ -148,8 +148,8 @@ def test_generate_records_engine_options(tmp_path):
         e = res.engine
         assert e == {"device_name": "cpu", "compile_dit": False, "decode_mode": "blocking", "vae_compile": False,
                      "vae_channels_last": False, "attention_backend": backend,
-                     "cuda_graphs": graphs_enabled(), "ffn_epilogue": "auto", "qk_kernel": "off", "qkv_fused": "off",
-                     "elementwise_tune": "off",
+                     "cuda_graphs": graphs_enabled(), "ffn_epilogue": "auto", "qk_kernel": "auto", "qkv_fused": "auto",
+                     "elementwise_tune": "coord",
                      "stats_timing": os.environ.get("PF_STATS_TIMING", "events"), "policy": {}}
         json.dumps(e)
         assert res.spec["compile_dit"] == value

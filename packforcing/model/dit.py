@@ -171,31 +171,39 @@ class EngineSwitch:
 # (bit-identical to the original model); ``on`` = fused wherever it runs, unchecked, the CPU included (there PyTorch's
 # fallback applies the erf GELU: within 1e-3 of tanh).
 FFN_EPILOGUE = EngineSwitch("PF_FFN_EPILOGUE", ("auto", "on", "off"), FirstUseCheck(tol=0.01))
-# q/k RMSNorm + RoPE as one Triton kernel. ``off`` (default) = the elementwise function (compiled when the model enabled
-# it) everywhere; ``auto`` = the kernel of :mod:`packforcing.model.qk_triton` on CUDA in half precision for inference,
-# once it matched the elementwise function on the call's own tensors (relative error < 0.01); ``triton`` = the kernel
-# wherever it runs, unchecked (CPU tests run it in Triton's interpreter), an error where triton is missing. Off by
-# default by the rule fixed before its A/B (seventeenth session, H200, 20 interleaved pairs of one saturated forward,
-# reports/perf/h200_20261204_s17/): auto - off paired median -0.65 ms (-0.69%) but faster in only 13 of 20 pairs
-# (the rule asked for >= 15).
-QK_KERNEL = EngineSwitch("PF_QK_KERNEL", ("off", "auto", "triton"), FirstUseCheck(tol=0.01))
+# q/k RMSNorm + RoPE as one Triton kernel. ``auto`` (default) = the kernel of :mod:`packforcing.model.qk_triton` on CUDA
+# in half precision for inference, once it matched the elementwise function on the call's own tensors (relative error
+# < 0.01), the elementwise function (compiled when the model enabled it) elsewhere; ``off`` = the elementwise function
+# everywhere; ``triton`` = the kernel wherever it runs, unchecked (CPU tests run it in Triton's interpreter), an error
+# where triton is missing. Alone it missed its rule (seventeenth session, H200, 20 interleaved pairs of one saturated
+# forward: -0.69%, faster in 13 of 20, the rule asked >= 15); the default since the twentieth session by the rule of
+# the three switches together (the stack below).
+QK_KERNEL = EngineSwitch("PF_QK_KERNEL", ("auto", "off", "triton"), FirstUseCheck(tol=0.01))
 # q, k and v as one GEMM. Three [6,240 x 1,536] x [1,536 x 1,536] GEMMs per layer at Wan scale are ~294 output tiles
 # each (2.2 waves on 132 SMs); one GEMM against the stacked [4,608 x 1,536] weight has 3x the tiles and one launch.
-# ``off`` (default; its A/B in the seventeenth session: on - off paired median -0.40 ms, -0.44%, faster in 11 of 20
-# pairs, short of the rule's -0.5% and 15/20) = three linears; ``on`` = one GEMM for inference (no grad), the stacked
-# weight and bias cached per layer and rebuilt when any of the three changes (their version counters); the same
-# products, so the same values up to the GEMM's summation order. The cache costs one copy of the q/k/v weights (~425 MB
-# in bf16 at Wan scale, counted in the record's peak memory; :meth:`WanDiT.release_engine_caches`).
-QKV_FUSED = EngineSwitch("PF_QKV_FUSED", ("off", "on"))
+# ``auto`` (default) = one GEMM on CUDA in half precision for inference (no grad), three linears elsewhere; ``off`` =
+# three linears; ``on`` = one GEMM for inference wherever it runs. The stacked weight and bias are cached per layer and
+# rebuilt when any of the three changes (their version counters); the same products, so the same values up to the
+# GEMM's summation order. The cache costs one copy of the q/k/v weights (~425 MB in bf16 at Wan scale, counted in the
+# record's peak memory; :meth:`WanDiT.release_engine_caches`). Alone it missed its rule (seventeenth session: -0.44%,
+# 11 of 20 pairs); the default on CUDA since the twentieth session by the rule of the three switches together.
+QKV_FUSED = EngineSwitch("PF_QKV_FUSED", ("auto", "off", "on"))
 # How Inductor tunes the compiled elementwise chains (with ``enable_compile``). At Wan scale they are memory-bound
 # reductions and pointwise kernels over [6,240 x 1,536] activations that ran at ~1.1 TB/s on an H200 against its
 # 4.2 TB/s copy rate (nineteenth session's traces: q/k RMSNorm + RoPE 70 us a call, 12.6 ms per block; the layer norms
-# 34 and 26 us, 16.7 ms; the elementwise kernels 53 ms of a 469 ms block). ``off`` (default) = Inductor's heuristic
-# block sizes; ``coord`` = Inductor's coordinate-descent tuning of each kernel's launch configuration (block sizes,
-# warps), measured at compile time on the call's shapes. The same math; a reduction's summation order may differ with
-# its block size (fp32 accumulation). Each mode's compiled set is made at its first use, so ``--forward-ab`` compares
-# them in one process (the first forward under ``coord`` pays the tuning).
-_TUNE_OPTIONS = {"off": None, "coord": {"coordinate_descent_tuning": True}}  # mode -> torch.compile options
+# 34 and 26 us, 16.7 ms; the elementwise kernels 53 ms of a 469 ms block). ``coord`` (default) = Inductor's
+# coordinate-descent tuning of each kernel's launch configuration (block sizes, warps), measured at compile time on the
+# call's shapes; ``off`` = Inductor's heuristic block sizes. The same math; a reduction's summation order may differ
+# with its block size (fp32 accumulation). Each mode's compiled set is made at its first use, so ``--forward-ab``
+# compares them in one process (the first forward under ``coord`` pays the tuning). Alone ``coord`` missed its rule
+# (twentieth session: -0.26%, 12 of 20 pairs); the default since then by the rule of the three switches together.
+#
+# The stack (twentieth session, H200, scripts/s20_stack_ab_call.sh, rule fixed before its data): PF_QK_KERNEL=auto,
+# PF_QKV_FUSED=on and PF_ELEMENTWISE_TUNE=coord set together against all three off, 20 interleaved pairs of one
+# saturated PackForcing forward (paper preset, cudnn_split2): 94.15 -> 92.15 ms, paired median -1.82 ms (-1.93%),
+# faster in 17 of 20, outputs' relative difference 0.0025; the rule asked <= -1.0%, >= 15 of 20 and <= 0.01, so the
+# three defaults are auto / auto (= on with CUDA) / coord. reports/perf/h200_20261204_s20/.
+_TUNE_OPTIONS = {"coord": {"coordinate_descent_tuning": True}, "off": None}  # mode -> torch.compile options
 ELEMENTWISE_TUNE = EngineSwitch("PF_ELEMENTWISE_TUNE", tuple(_TUNE_OPTIONS))
 #: every switch, by the name the records use (a run's ``engine`` and the bench's ``env``)
 ENGINE_SWITCHES = {"ffn_epilogue": FFN_EPILOGUE, "qk_kernel": QK_KERNEL, "qkv_fused": QKV_FUSED,
@@ -203,7 +211,7 @@ ENGINE_SWITCHES = {"ffn_epilogue": FFN_EPILOGUE, "qk_kernel": QK_KERNEL, "qkv_fu
 
 
 def engine_switches() -> dict:
-    """Each switch's mode by record name, e.g. {"ffn_epilogue": "auto", "qk_kernel": "off", "qkv_fused": "off"}."""
+    """Each switch's mode by record name, e.g. {"ffn_epilogue": "auto", "qk_kernel": "auto", "qkv_fused": "auto", "elementwise_tune": "coord"}."""
     return {name: sw.mode() for name, sw in ENGINE_SWITCHES.items()}
 
 
@@ -338,7 +346,10 @@ class SelfAttention(nn.Module):
         norm = isinstance(self.norm_q, RMSNorm)
         wq, wk = (self.norm_q.weight, self.norm_k.weight) if norm else (None, None)
         eps = self.norm_q.eps if norm else 0.0
-        if QKV_FUSED.mode() == "on" and not torch.is_grad_enabled() and self.q.bias is not None:
+        fused = QKV_FUSED.mode()
+        if fused == "auto":
+            fused = "on" if x.is_cuda and x.dtype in _HALF else "off"
+        if fused == "on" and not torch.is_grad_enabled() and self.q.bias is not None:
             q, k, v = self._fused_qkv(x)
         else:
             q, k, v = self.q(x), self.k(x), self.v(x)
