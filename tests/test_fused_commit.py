@@ -110,3 +110,20 @@ def test_extra_tokens_leave_the_forwards_own_output_and_kv_unchanged():
     torch.testing.assert_close(stores[1], stores[0], rtol=1e-5, atol=1e-5)
     assert seen == [(i, 3, 3) for i in range(m.cfg.num_layers)]
     assert outs[1].shape == x.shape
+
+
+def test_compressed_pass_keeps_no_view_of_a_larger_buffer():
+    """The compressed tokens' pass keeps each layer's K/V for the archive; a v that is a column slice of a fused q/k/v
+    output (PF_QKV_FUSED) is kept as its own contiguous copy, so the kept list does not hold the whole q/k/v buffer
+    (held by the pass's CUDA graph for the run: the twentieth session's memory step). The values are unchanged."""
+    from packforcing.cache import CacheSpec, KVStore
+    from packforcing.cache.packforcing import _CompressedPassView
+
+    spec = CacheSpec(num_layers=1, num_heads=2, head_dim=4, token_hw=(1, 3))
+    view = _CompressedPassView(KVStore(spec, 12), attend_end=3, n_layers=1, train=False)
+    qkv = torch.randn(1, 3, 3 * 8)
+    q, k, v = (t.reshape(1, 3, 2, 4) for t in qkv.split(8, dim=-1))  # column slices: v strided in qkv's storage
+    view.write_kv(0, q, k.contiguous(), v)
+    kept_v = view.kv[0][1]
+    assert torch.equal(kept_v, v) and kept_v.is_contiguous()
+    assert kept_v.untyped_storage().nbytes() == kept_v.numel() * kept_v.element_size()

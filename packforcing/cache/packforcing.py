@@ -180,7 +180,10 @@ class _CompressedPassView:
     def write_kv(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> None:
         """Keep the layer's K/V and (inference) write them past the attended context; alone: the last layer of a fused
         commit pass, whose output nothing reads."""
-        self.kv[layer] = (k.clone(), v.clone()) if self.copy else (k, v)
+        # Not a view of a larger buffer: with PF_QKV_FUSED, v is a column slice of the fused q/k/v GEMM's output, and
+        # keeping it would hold 3x its bytes (+34 MB at Wan scale over 30 layers, held by the pass's CUDA graph for
+        # the rest of the run: the twentieth session's memory step at block 21).
+        self.kv[layer] = (k.clone(), v.clone()) if self.copy else (k, v.contiguous())
         if not self.train:
             # Slots [end, end + N_c) are free here: past the attended context (unused ring or mid slots,
             # rewritten before they are next attended, or the spare slots at the end).

@@ -17,11 +17,12 @@
 set -u
 # A later call continues a candidate with the same recipe: VAE_INIT (the decoder to start from), VAE_MINUTES,
 # VAE_TIMEOUT (the training step's limit, s), VAE_PACK (the tar's name) and VAE_PRESET (a wider decoder over the same
-# encoder, grown from VAE_INIT: toy8_d12, toy8_d16, toy8_r2); the defaults are this call's.
+# encoder, grown from VAE_INIT: toy8_d12, toy8_d16, toy8_r2) and VAE_PART (decoder, or all: the encoder too, which
+# changes the latent space); the defaults are this call's.
 source scripts/device_env.sh  # wheels, PYTHONPATH, runs/ and $OUT, el
 timeout "${VAE_TIMEOUT:-330}" python3 -m packforcing.train --stage vae --preset "${VAE_PRESET:-toy8}" \
   --init "${VAE_INIT:-packforcing/assets/toy_vae.safetensors}" \
-  --train-part decoder --frames 65 --crop 0 --batch 8 --lr 1e-4 --warmup 100 --first-frame-weight 16 \
+  --train-part "${VAE_PART:-decoder}" --frames 65 --crop 0 --batch 8 --lr 1e-4 --warmup 100 --first-frame-weight 16 \
   --saturation-weight 8 --minutes "${VAE_MINUTES:-5}" --num-workers 8 --eval-every 500 --out runs/vae_f0 > runs/vae_f0.log 2>&1
 el "vae rc=$?"; grep -E "eval_psnr" runs/vae_f0.log | tail -2 | cut -c1-260
 [ -f runs/vae_f0/vae.safetensors ] || { echo "no runs/vae_f0/vae.safetensors"; bash scripts/device_pack.sh "${VAE_PACK:-call_vae_f0}" runs; exit 1; }

@@ -10,7 +10,7 @@
 # decoder 1.5x wider (toy8_d12, 3.3 M params; grown function-preservingly from that start file, so it starts at 28.97
 # dB; the encoder and latent statistics frozen, so the teacher and the students stay valid). toy8_d12 is the widest
 # decoder whose make ablate SWEEP=sink_size extrapolates under the 10-min CPU limit (9.2 min; model/vae.py).
-# Rule (fixed now; python docs/models/h200_s20/judge_vae_d12.py TOY8_DIR D12_DIR, each DIR a call's tar unpacked):
+# Rule (fixed now; python docs/models/h200_s20/judge_vae_arm.py TOY8_DIR D12_DIR toy8_d12, each DIR a call's tar unpacked):
 #   decoder capacity is the VAE bar's lever if the d12 candidate's held-out PSNR >= the toy8 arm's (29.14) + 0.5 dB
 #   AND its worst second >= the toy8 arm's (27.12) + 0.5 dB. Then the next call judges shipping it (the guards of
 #   call_vae_psnr on the VAE and the teacher, and the sink_size sweep timed from a fresh clone on the 2-core CPU).
