@@ -96,9 +96,9 @@ def engine_record(device: torch.device, dit: dict, vae: dict | None, policy: dic
       (``PF_ATTN_BACKEND``; the default ``auto`` is recorded resolved, ``auto=cudnn_split2`` or ``auto=sdpa``).
     - ``cuda_graphs``: :func:`packforcing.cuda_graphs.graphs_enabled` (``PF_CUDA_GRAPHS``; used on CUDA only).
     - ``ffn_epilogue``, ``qk_kernel``, ``qkv_fused``, ``elementwise_tune``: :func:`packforcing.model.dit.engine_switches`,
-      the DiT's engine switches (``PF_FFN_EPILOGUE``: the FFN's GELU in its GEMM's epilogue; ``PF_QK_KERNEL``: q/k RMSNorm + RoPE as one
-      Triton kernel; ``PF_QKV_FUSED``: q, k, v as one GEMM; ``PF_ELEMENTWISE_TUNE``: how Inductor tunes the compiled
-      elementwise kernels).
+      the DiT's engine switches (``PF_FFN_EPILOGUE``: the FFN's GELU in its GEMM's epilogue; ``PF_QK_KERNEL``: q/k
+      RMSNorm + RoPE as one Triton kernel; ``PF_QKV_FUSED``: q, k, v as one GEMM; ``PF_ELEMENTWISE_TUNE``: how
+      Inductor tunes the compiled elementwise kernels).
     - ``stats_timing``: :func:`packforcing.rollout.stats_timing_default` (``PF_STATS_TIMING``: ``events``, the default,
       the host runs ahead and blocks are timed by CUDA events, or ``sync``, the rollout synchronises after each block).
     - ``policy``: the cache policy's resolved speed-only choices (:meth:`CachePolicy.engine_options`, e.g.

@@ -116,9 +116,9 @@ def parser() -> argparse.ArgumentParser:
                     help="after PackForcing's measured blocks, N more under torch.profiler: GPU busy/idle per block, the "
                          "longest idle gaps and what the host did during them (packforcing.bench.trace; 2-3 is enough)")
     ap.add_argument("--forward-ab", metavar="VAR=A,B", type=_forward_ab, action="append", default=None,
-                    help="a same-machine A/B of an engine switch read at each call (e.g. PF_FFN_EPILOGUE=off,auto; or switches "
-                         "set together, PF_QK_KERNEL+PF_QKV_FUSED=off+off,auto+on): one "
-                         "forward at PackForcing's saturated context timed under each value, interleaved, --ab-reps "
+                    help="a same-machine A/B of an engine switch read at each call (e.g. PF_FFN_EPILOGUE=off,auto; "
+                         "or switches set together, PF_QK_KERNEL+PF_QKV_FUSED=off+off,auto+on): one forward at "
+                         "PackForcing's saturated context timed under each value, interleaved, --ab-reps "
                          "pairs; repeatable; recorded as the list forward_ab (medians, paired differences; one object, "
                          "not a list, in the sixteenth session's record)")
     ap.add_argument("--ab-reps", type=int, default=20)

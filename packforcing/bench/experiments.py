@@ -196,8 +196,9 @@ def commit_ab(b, nk: int, nq: int, bf: int, pf_kwargs: dict, reps: int) -> None:
 
 def forward_ab(b, fwd, store, name: str, values: list[str], reps: int) -> None:
     """``--forward-ab NAME=A,B``: one forward at the saturated context under ``NAME=A`` and ``NAME=B`` (an engine
-    switch read at each call, e.g. ``PF_FFN_EPILOGUE``; or a stack of them set together, ``PF_X+PF_Y=a+b,c+d``), two warm-up forwards each, then ``reps`` pairs timed
-    back to back in alternating order (ABBA...), so drift and clocks fall on both. Appended to ``forward_ab``: each
+    switch read at each call, e.g. ``PF_FFN_EPILOGUE``; or a stack of them set together, ``PF_X+PF_Y=a+b,c+d``), two
+    warm-up forwards each, then ``reps`` pairs timed back to back in alternating order (ABBA...), so drift and clocks
+    fall on both. Appended to ``forward_ab``: each
     value's median, the paired B - A differences (median, mean, the share of pairs where B is faster), the relative
     difference of the two values' outputs (``output_rel_diff``, from the second warm-up forward of each), and what the
     switches' own status (the first-use checks of the FFN epilogue and the q/k kernel, the fused q/k/v mode)."""

@@ -211,7 +211,8 @@ ENGINE_SWITCHES = {"ffn_epilogue": FFN_EPILOGUE, "qk_kernel": QK_KERNEL, "qkv_fu
 
 
 def engine_switches() -> dict:
-    """Each switch's mode by record name, e.g. {"ffn_epilogue": "auto", "qk_kernel": "auto", "qkv_fused": "auto", "elementwise_tune": "coord"}."""
+    """Each switch's mode by record name, e.g. {"ffn_epilogue": "auto", "qk_kernel": "auto", "qkv_fused": "auto",
+    "elementwise_tune": "coord"} (the defaults)."""
     return {name: sw.mode() for name, sw in ENGINE_SWITCHES.items()}
 
 
