@@ -2,7 +2,8 @@
 
 Tensors are [B, L, H, D] (Wan's layout). Backends: ``sdpa`` (PyTorch's choice), ``cudnn``, ``flash``,
 ``efficient``, ``math`` (SDPA's kernels forced), ``cudnn_split2/3/4`` (cuDNN over 2-4 key chunks in one batched call,
-merged by log-sum-exp: more thread blocks for the same work), ``reference`` (explicit float64 softmax, for tests), and the default
+merged by log-sum-exp: more thread blocks for the same work), ``triton`` and ``triton_fp8`` (a Triton flash-attention
+kernel, bf16 or the FP8 opt-in; :mod:`packforcing.attention_triton`), ``reference`` (explicit float64 softmax, for tests), and the default
 ``auto``: cuDNN's kernel for unmasked bf16/fp16 inference attention on CUDA, over 2 key chunks (``cudnn_split2``) for
 >= 1,024 queries, PyTorch's choice otherwise (training, with grad enabled, included). ``auto`` follows the thirteenth
 session's H200 A/B through the harness (cuDNN; its rule, fixed before the call, was met by a margin within noise) and
@@ -95,6 +96,31 @@ def _cudnn_split(splits: int):
     return run
 
 
+# ``triton`` / ``triton_fp8``: the flash-attention kernel of :mod:`packforcing.attention_triton` (bf16 products, or the
+# FP8 opt-in: not the paper's arithmetic) for unmasked half-precision inference attention on CUDA with a head dim of
+# 64 or 128; anything else as ``auto``. Each is checked once per device and dtype against ``auto`` on the call's own
+# tensors (:class:`FirstUseCheck`; relative error recorded in :func:`triton_status`): the bf16 kernel is trusted below
+# 0.02; the FP8 one below 0.25, a guard against a broken kernel only, since its error is the opt-in's price and is
+# reported, not judged, here (the bench's ``--forward-ab PF_ATTN_BACKEND=auto,triton_fp8`` records a whole forward's).
+TRITON_CHECKS = {"triton": FirstUseCheck(tol=0.02), "triton_fp8": FirstUseCheck(tol=0.25)}
+#: backends whose arithmetic is not the model's (run only when named; the bench's auto never picks them)
+OPT_IN_BACKENDS = frozenset({"triton_fp8"})
+
+
+def _triton(name: str):
+    fp8 = name.endswith("fp8")
+
+    def run(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
+        if (mask is None and q.is_cuda and q.dtype in _HALF and q.shape[-1] in (64, 128)
+                and not torch.is_grad_enabled()):
+            from packforcing import attention_triton as T
+
+            return TRITON_CHECKS[name](q, lambda: _auto(q, k, v), lambda: T.flash_attention(q, k, v, fp8=fp8))
+        return _auto(q, k, v, mask)
+
+    return run
+
+
 BACKENDS.add("auto", _auto)
 BACKENDS.add("sdpa", _sdpa)
 BACKENDS.add("reference", _reference)
@@ -104,6 +130,8 @@ BACKENDS.add("efficient", _forced("EFFICIENT_ATTENTION"))
 BACKENDS.add("math", _forced("MATH"))
 for _s in (2, 3, 4):
     BACKENDS.add(f"cudnn_split{_s}", _cudnn_split(_s))
+for _name in TRITON_CHECKS:
+    BACKENDS.add(_name, _triton(_name))
 
 
 def current_backend() -> str:
@@ -242,3 +270,9 @@ def attention_few_queries(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
 def split_status() -> dict:
     """The split-KV check per "device/dtype": splits, relative error against attention(), whether it is used."""
     return _SPLIT.status()
+
+
+def triton_status() -> dict:
+    """The Triton backends' one-time checks, {"triton"|"triton_fp8": {"device/dtype": {"relative_error", "used"}}}, for
+    those that ran."""
+    return {name: c.status() for name, c in TRITON_CHECKS.items() if c.status()}

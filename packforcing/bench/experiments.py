@@ -67,10 +67,31 @@ def _auto_choice(swept: dict, best: str | None, device, dtype) -> tuple[str, str
     return lib, f"auto={lib} (no swept backend > {AUTO_MARGIN:.0%} faster)"
 
 
+def ab_backend(name: str, use: str):
+    """The attention backend a forward A/B of ``name`` runs under: the bench's (``use``), except when the A/B sets
+    ``PF_ATTN_BACKEND`` itself (alone or in a stack), whose values must then reach :func:`attention.current_backend`
+    (a pinned backend would hide them: both arms would run ``use``)."""
+    import contextlib
+
+    from packforcing.attention import use_backend
+
+    return contextlib.nullcontext() if "PF_ATTN_BACKEND" in name.split("+") else use_backend(use)
+
+
+def fastest_backend(swept: dict) -> str | None:
+    """The swept backend with the fastest forward, among those that ran, leaving out the opt-ins of other arithmetic
+    (``attention.OPT_IN_BACKENDS``, e.g. ``triton_fp8``): the bench's auto may run the fastest, never an opt-in."""
+    from packforcing.attention import OPT_IN_BACKENDS
+
+    ok = {n: r["forward"]["median_ms"] for n, r in swept.items()
+          if n not in OPT_IN_BACKENDS and r.get("status") == "ok" and "forward" in r}
+    return min(ok, key=ok.get) if ok else None
+
+
 def backends(b) -> None:
     """Attention alone and one block forward at PackForcing's saturated context, per backend; then the
     planner's calibration t(nq, nk) = a*nq + b*nq*nk with the backend used."""
-    from packforcing.attention import attention, use_backend
+    from packforcing.attention import TRITON_CHECKS, attention, use_backend
 
     cfg, bf = b.cfg, 4
     name, _, pfk = policy_table(b.args, b.args.preset)["packforcing"]
@@ -93,7 +114,6 @@ def backends(b) -> None:
     v = torch.randn(1, nk, h, hd, device=b.device, dtype=b.dtype)
     attn_flops = 4 * nq * nk * h * hd
     fw_flops = forward_flops(cfg, nq, nk)["total"]
-    best = None
     for be in b.args.backends:
         r: dict = {}
         b.res["backends"][be] = r
@@ -104,10 +124,10 @@ def backends(b) -> None:
                 tf = time_fn(fwd, b.clock, warmup=1, reps=reps)
                 r["forward"] = dict(tf, tflops=fw_flops / (tf["median_ms"] * 1e-3) / 1e12)
             r["status"] = "ok"
+            if be in TRITON_CHECKS:  # its one-time check against auto, on the random q/k/v above (error, used)
+                r["check"] = TRITON_CHECKS[be].status()
             log(f"backend {be:9s}: attention {ta['median_ms']:.2f} ms ({r['attention']['tflops']:.0f} TFLOP/s), "
                 f"forward {tf['median_ms']:.1f} ms")
-            if best is None or tf["median_ms"] < b.res["backends"][best]["forward"]["median_ms"]:
-                best = be
         except Exception as e:  # noqa: BLE001 - a backend may not support the shape/dtype/device
             r["status"] = "error"
             r["error"] = f"{type(e).__name__}: {str(e)[:300]}"
@@ -115,6 +135,7 @@ def backends(b) -> None:
     del store
     q = k = v = fwd = None
     b.free()
+    best = fastest_backend(b.res["backends"])
     forced = b.args.backend
     use, choice = ((forced, "forced") if forced != "auto" else _auto_choice(b.res["backends"], best, b.device, b.dtype))
     b.res["backend_used"] = use
@@ -135,7 +156,7 @@ def backends(b) -> None:
     calibrate(b.res["calibration"], t0 * 1e-3, t1 * 1e-3, nq, nk)
     b.free()
     for name, values in b.args.forward_ab or ():
-        with use_backend(use):
+        with ab_backend(name, use):
             forward_ab(b, *fwd_at(nk), name, values, reps=b.args.ab_reps)
         b.free()
     if b.args.commit_ab_reps > 0:
@@ -245,9 +266,17 @@ def forward_ab(b, fwd, store, name: str, values: list[str], reps: int) -> None:
         "env": name, "values": values, "reps": reps, "median_ms": med, "ms": ms,
         "paired_diff_ms": {"median": statistics.median(diff), "mean": statistics.fmean(diff),
                            "b_faster_share": sum(d < 0 for d in diff) / len(diff)},
-        "output_rel_diff": rel, **engine_switch_status()})
+        "output_rel_diff": rel, **engine_switch_status(), **_triton_record()})
     log(f"forward A/B {name}: {a} {med[a]:.2f} ms, {c} {med[c]:.2f} ms; paired {c} - {a} median "
         f"{statistics.median(diff):+.2f} ms ({sum(d < 0 for d in diff)}/{len(diff)} pairs faster with {c})")
+
+
+def _triton_record() -> dict:
+    """The Triton attention backends' one-time checks, where one ran (e.g. in ``PF_ATTN_BACKEND=auto,triton_fp8``)."""
+    from packforcing.attention import triton_status
+
+    st = triton_status()
+    return {"triton_attention": st} if st else {}
 
 
 def calibrate(c: dict, t0: float, t1: float, nq: int, nk: int) -> None:
