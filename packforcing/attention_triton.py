@@ -33,7 +33,7 @@ _LOG2E = 1.4426950408889634  # the kernel works in exp2: the 1/sqrt(D) scale tim
 
 @triton.jit
 def _attn_fwd(q_ptr, k_ptr, v_ptr, o_ptr, qk_scale, n_q, n_k,
-              sqb, sqn, sqh, skb, skn, skh, svb, svn, svh, sob, son, soh,
+              sqb, sqn, sqh, sqd, skb, skn, skh, skd, svb, svn, svh, svd, sob, son, soh,
               H: tl.constexpr, D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, FP8: tl.constexpr):
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
@@ -42,9 +42,9 @@ def _attn_fwd(q_ptr, k_ptr, v_ptr, o_ptr, qk_scale, n_q, n_k,
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, D)
     m_ok = offs_m < n_q
-    q = tl.load(q_ptr + b * sqb + h * sqh + offs_m[:, None].to(tl.int64) * sqn + offs_d[None, :],
+    q = tl.load(q_ptr + b * sqb + h * sqh + offs_m[:, None].to(tl.int64) * sqn + offs_d[None, :] * sqd,
                 mask=m_ok[:, None], other=0.0)
-    if FP8:
+    if FP8 and q.dtype != tl.float8e4nv:  # (pre-quantized inputs are loaded as they are)
         q = tl.clamp(q.to(tl.float32), -448.0, 448.0).to(tl.float8e4nv)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -54,10 +54,12 @@ def _attn_fwd(q_ptr, k_ptr, v_ptr, o_ptr, qk_scale, n_q, n_k,
     for start in range(0, n_k, BLOCK_N):
         offs_n = start + tl.arange(0, BLOCK_N)
         n_ok = offs_n < n_k
-        kt = tl.load(k_base + offs_n[None, :].to(tl.int64) * skn + offs_d[:, None], mask=n_ok[None, :], other=0.0)
-        v = tl.load(v_base + offs_n[:, None].to(tl.int64) * svn + offs_d[None, :], mask=n_ok[:, None], other=0.0)
-        if FP8:
+        kt = tl.load(k_base + offs_n[None, :].to(tl.int64) * skn + offs_d[:, None] * skd, mask=n_ok[None, :],
+                     other=0.0)
+        v = tl.load(v_base + offs_n[:, None].to(tl.int64) * svn + offs_d[None, :] * svd, mask=n_ok[:, None], other=0.0)
+        if FP8 and kt.dtype != tl.float8e4nv:
             kt = tl.clamp(kt.to(tl.float32), -448.0, 448.0).to(tl.float8e4nv)
+        if FP8 and v.dtype != tl.float8e4nv:
             v = tl.clamp(v.to(tl.float32), -448.0, 448.0).to(tl.float8e4nv)
         s = tl.dot(q, kt) * qk_scale  # [BLOCK_M, BLOCK_N], log2 units
         s = tl.where(n_ok[None, :], s, float("-inf"))
@@ -80,8 +82,9 @@ def _attn_fwd(q_ptr, k_ptr, v_ptr, o_ptr, qk_scale, n_q, n_k,
 
 def flash_attention(q: Tensor, k: Tensor, v: Tensor, fp8: bool = False, block_m: int = 128, block_n: int = 64,
                     num_warps: int = 8, num_stages: int = 2) -> Tensor:
-    """q [B, Lq, H, D], k and v [B, Lk, H, D] (unit stride along D; D a power of two, 16..256) -> [B, Lq, H, D] in q's
-    dtype: softmax attention with the scale 1/sqrt(D), no mask. ``fp8``: the opt-in described in the module docstring.
+    """q [B, Lq, H, D], k and v [B, Lk, H, D] (any strides; D a power of two, 16..256) -> [B, Lq, H, D] in q's dtype
+    (bf16 for float8 inputs): softmax attention with the scale 1/sqrt(D), no mask. ``fp8``: the opt-in described in the
+    module docstring; float8 e4m3 inputs (:func:`quantize_fp8`) are used as they are.
     The tile sizes are keyword arguments so a sweep can try others; the defaults are a common Hopper choice for D=128
     (not tuned here)."""
     b, nq, h, d = q.shape
@@ -91,11 +94,22 @@ def flash_attention(q: Tensor, k: Tensor, v: Tensor, fp8: bool = False, block_m:
                          "[B, Lq, H, D] and two [B, Lk, H, D]")
     if d & (d - 1) or not 16 <= d <= 256:
         raise ValueError(f"flash_attention: head dim {d} must be a power of two in 16..256")
-    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
-    out = torch.empty((b, nq, h, d), dtype=q.dtype, device=q.device)
+    pre = [t.dtype == torch.float8_e4m3fn for t in (q, k, v)]
+    if any(pre) and not fp8:
+        raise ValueError("flash_attention: float8 inputs need fp8=True")
+    out_dtype = torch.bfloat16 if pre[0] else q.dtype
+    out = torch.empty((b, nq, h, d), dtype=out_dtype, device=q.device)
     grid = (triton.cdiv(nq, block_m), b * h)
-    _attn_fwd[grid](q, k, v, out, _LOG2E / d**0.5, nq, nk,
-                    q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-                    v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
+    _attn_fwd[grid](q, k, v, out, _LOG2E / d**0.5, nq, nk, *q.stride(), *k.stride(), *v.stride(), *out.stride()[:3],
                     H=h, D=d, BLOCK_M=block_m, BLOCK_N=block_n, FP8=fp8, num_warps=num_warps, num_stages=num_stages)
     return out
+
+
+def quantize_fp8(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """q, k, v cast to float8 e4m3 as the FP8 path casts them in registers (clamped to +-448, no scale), v stored
+    with the keys contiguous ([B, H, D, Lk] memory, returned as a [B, Lk, H, D] view) as Hopper's FP8 products want
+    their second operand. For the sweep's upper bound of an FP8 kernel whose inputs were already FP8 (a KV store kept
+    in FP8); the casts here cost what :func:`flash_attention` with ``fp8=True`` avoids paying in a separate pass."""
+    f8 = lambda t: t.clamp(-448.0, 448.0).to(torch.float8_e4m3fn)  # noqa: E731
+    vt = f8(v).permute(0, 2, 3, 1).contiguous()  # [B, H, D, Lk]
+    return f8(q), f8(k), vt.permute(0, 3, 1, 2)
