@@ -36,7 +36,7 @@ def mirror(tmp_path_factory):
     bad.update(status="failed", failure={"reason": "oom", "message": "CUDA out of memory"}, metrics={}, series={})
     write_json_atomic(cells[1], bad)
     n = rebuild(root, ["sink_size", "selection"], str(tmp / "wb"), plots=True)
-    runs = {r.id: r for r in map(read_run, run_dirs(tmp / "wb"))}
+    runs = _read_all_when_written(tmp / "wb", n)
     yield root, tmp / "wb", n, runs, shared, bad
     mp.undo()
 
@@ -107,6 +107,35 @@ def test_run_name_and_id_rules():
                                  "pixel.flicker_per_clip", "odd")] == ["segment", "block", "block", "clip", "index"]
 
 
+def _read_all_when_written(wb, n: int, timeout: float = 30.0) -> dict:
+    """Every offline run under ``wb`` by id, once ``n`` of them hold a run record and a summary (see
+    :func:`_read_when_written`)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        runs = {r.id: r for r in map(read_run, run_dirs(wb)) if r.id and r.summary}
+        if len(runs) >= n or time.monotonic() > deadline:
+            return {r.id: r for r in map(read_run, run_dirs(wb))}
+        time.sleep(0.5)
+
+
+def _read_when_written(wb, rid: str, timeout: float = 30.0):
+    """The offline run ``rid`` under ``wb`` once its file holds the run and its summary: wandb's service can still be
+    writing the file when ``finish()`` returns (seen once, on a loaded 2-core CI machine: the run was not in the file
+    yet), so poll instead of reading once."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [r for r in map(read_run, run_dirs(wb)) if r.id == rid and r.summary]
+        if found or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert found, f"no offline run {rid} with a summary under {wb} after {timeout:.0f} s"
+    return found[0]
+
+
 def test_summary_run_takes_the_launchs_table(mirror, tmp_path):
     """A launch hands its own table (axes added on the command line, their order and reference) to the summary run,
     so wandb shows what table.md shows."""
@@ -116,6 +145,6 @@ def test_summary_run_takes_the_launchs_table(mirror, tmp_path):
     root = mirror[0]
     table = sweep_table(root, "sink_size", launch_order={"sink_frames": [0, 8]}, title="the launch's table")
     rid = log_sweep_summary(root, "sink_size", tmp_path / "wb", plots=False, table=table)
-    s = next(r for r in map(read_run, run_dirs(tmp_path / "wb")) if r.id == rid)
+    s = _read_when_written(tmp_path / "wb", rid)
     assert s.summary["table_md"] == table.to_markdown() and "the launch's table" in s.summary["table_md"]
     assert s.config["axes"] == list(table.axes)
