@@ -10,6 +10,9 @@ Stages (paper §4.1 / App. C, Self-Forcing's recipe at toy scale):
   trajectories (CausVid / Self-Forcing "ODE init") with a teacher-forcing mask: each block is denoised
   at one of the student's 4 timesteps while attending to the clean earlier blocks, exactly the
   context the rollout gives it at inference (clean K/V re-run at t=0).
+- ``tf``: teacher forcing on ground truth: a causal student continued on the true clips, each block noised at one of
+  its 4 steps and attending to the clean true past (the same mask as ``ode``, the ground truth in place of the
+  teacher's trajectories); this project's stage for the memory control, not in ``all``.
 - ``compressor``: PackForcing's HR branch trained end to end through the policy in the loop: the
   student (frozen) rolls through clean clips with the ``packforcing`` policy, and the compressed mid
   K/V must make the last block's prediction match the prediction with the full-resolution history
@@ -546,6 +549,108 @@ def train_ode(data: dict, teacher_path: Path, cfg: ODEConfig, device: torch.devi
 
 
 # ------------------------------------------------------------------------------------------------
+# teacher forcing on ground truth: a causal student that learns from the true past
+
+
+@dataclass
+class TFConfig:
+    steps: int = 100000
+    minutes: float = 5.0
+    batch: int = 8
+    lr: float = 5e-5
+    block_frames: int = 4
+    seed: int = 0
+    student_init: str = ""  # required: the causal student to continue (e.g. the shipped self_forcing student)
+
+
+def train_tf(data: dict, cfg: TFConfig, device: torch.device, out: Path, log_every: int = 100) -> Path:
+    """A causal student trained by teacher forcing on the ground-truth clips of ``data`` (no teacher).
+
+    Each clip x0 [B, C, F, H, W] is fed as [x0 ; x_t], the clean ground truth then every block noised at one of the
+    student's denoising steps (Self-Forcing's 4 sigmas, one per block, drawn independently), under
+    :func:`teacher_forcing_mask`: noisy block b attends to the clean blocks before it and to itself, which is what the
+    rollout gives it at inference with a cache that keeps the whole past. The loss is the ODE stage's, the x0 it
+    predicts against the ground truth (MSE), so the student stays a 4-step x0 predictor for the same sampler.
+    Why: the distilled students see only their own samples' past, from a teacher that does not recall a re-entered
+    object at 20 s (model card, twelfth session); here the past holds the true attributes, so a student that can use
+    its history is rewarded for it (the positive control's question, issue 17). Not the paper's recipe (which is DMD
+    on the student's own rollouts): a stage of this project, judged by the control."""
+    if not cfg.student_init:
+        raise UserError("--stage tf continues a causal student: pass --student-init FILE (e.g. "
+                        "packforcing/assets/toy_dit_self_forcing.safetensors)")
+    torch.manual_seed(cfg.seed)
+    student, _ = load_model_file(Path(cfg.student_init), device=device)
+    student.requires_grad_(True).train()
+    lat_all, ctx_all = data["latents"].to(device), data["context"].to(device)
+    nf, bf = lat_all.shape[2], cfg.block_frames
+    if nf % bf:
+        raise UserError(f"--stage tf: the latents have {nf} frames, not a multiple of the block's {bf}: remake them "
+                        "with --stage latents --latent-frames N (a multiple of 4, e.g. 80 = 20 s)")
+    hold = max(1, min(64, lat_all.shape[0] // 4))
+    if lat_all.shape[0] - hold < 1:
+        raise UserError(f"--stage tf needs at least 2 clips (one held out); got {lat_all.shape[0]}")
+    lat, ctx, lat_h, ctx_h = lat_all[:-hold], ctx_all[:-hold], lat_all[-hold:], ctx_all[-hold:]
+    sampler = FlowMatchSampler("self_forcing")
+    ssig, step_t = sampler.step_sigmas().to(device), sampler.step_timesteps.to(device)
+    nb = nf // bf
+    tpf = (lat.shape[3] // student.cfg.patch_size[1]) * (lat.shape[4] // student.cfg.patch_size[2])
+    mask = teacher_forcing_mask(nf, tpf, bf, device)
+    pos = torch.cat([torch.arange(nf, device=device)] * 2)
+    amp = autocast(device)
+
+    def loss_of(x0: Tensor, c: Tensor, g: torch.Generator | None = None) -> Tensor:
+        b = x0.shape[0]
+        k = torch.randint(0, len(ssig), (b, nb), device=device, generator=g).repeat_interleave(bf, 1)  # [B, F]
+        s5 = ssig[k][:, None, :, None, None]  # [B, 1, F, 1, 1]
+        xt = (1 - s5) * x0 + s5 * torch.randn(x0.shape, device=device, generator=g)
+        t_noisy = step_t[k]
+        with amp:
+            v = student(torch.cat([x0, xt], 2), torch.cat([torch.zeros_like(t_noisy), t_noisy], 1), c,
+                        frame_positions=pos, mask=mask)[:, :, nf:]
+        return F.mse_loss(sampler.x0_from_flow(v.float(), xt, t_noisy), x0)
+
+    def heldout() -> float:  # fixed noise and steps: comparable before and after, and across runs
+        was = student.training
+        student.eval()
+        g = torch.Generator(device=device).manual_seed(1234)
+        with torch.no_grad():
+            tot = [loss_of(lat_h[i : i + cfg.batch], ctx_h[i : i + cfg.batch], g).item() * min(cfg.batch, hold - i)
+                   for i in range(0, hold, cfg.batch)]
+        student.train(was)
+        return sum(tot) / hold
+
+    before = heldout()
+    print(f"tf: {lat.shape[0]} clips of {nf} latent frames (+{hold} held out), batch {cfg.batch}; held-out x0 loss "
+          f"before {before:.4f}", flush=True)
+    opt = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=0.0, betas=(0.9, 0.99))
+    log = _logger(out / "tf_log.jsonl", log_every)
+    t0, step = time.time(), 0
+    while step < cfg.steps and (time.time() - t0) < cfg.minutes * 60:
+        for g_ in opt.param_groups:
+            g_["lr"] = cfg.lr * min(1.0, (step + 1) / 100)  # a fresh AdamW: 100 warm-up steps
+        idx = torch.randint(0, lat.shape[0], (cfg.batch,), device=device)
+        loss = loss_of(lat[idx], ctx[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+        opt.step()
+        if step % log_every == 0:
+            log.log(step, loss=loss.item())
+        step += 1
+    log.close()
+    after = heldout()
+    print(f"tf: {step} steps, held-out x0 loss {before:.4f} -> {after:.4f}", flush=True)
+    meta = {**asdict(cfg), "stage": "tf", "preset": model_preset(cfg.student_init), "steps": step,
+            "wall_s": round(time.time() - t0, 1), "hardware": hardware(),
+            "latent_frames": nf, "train_clips": int(lat.shape[0]), "heldout_loss_before": before,
+            "heldout_loss_after": after}
+    path = out / "tf.safetensors"
+    save_model(path, student.state_dict(), meta)
+    plot_log(out / "tf_log.jsonl", out / "tf_loss.png")
+    return path
+
+
+# ------------------------------------------------------------------------------------------------
 # PackForcing compressor, trained through the policy in the loop
 
 
@@ -639,7 +744,7 @@ def train_compressor(data: dict, student_path: Path, cfg: CompressorConfig, devi
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(prog="python -m packforcing.train.diffusion")
-    ap.add_argument("--stage", required=True, choices=["latents", "teacher", "ode", "compressor", "all"])
+    ap.add_argument("--stage", required=True, choices=["latents", "teacher", "ode", "tf", "compressor", "all"])
     ap.add_argument("--out", default="runs/toy")
     ap.add_argument("--device", default=None)
     ap.add_argument("--vae", default=None, help="toy VAE weights (default: packforcing/assets/toy_vae.safetensors)")
@@ -676,7 +781,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--train-shift", type=float, default=0.0, help="teacher: shift of the training noise levels "
                     "(sigma = s u / (1 + (s - 1) u), u uniform; larger: more high-noise samples; 0: the default 5); "
                     "the held-out loss keeps 5, so runs compare")
-    ap.add_argument("--student-init", default="", help="ode: the student's initial weights (needed when the teacher is not a toy model)")
+    ap.add_argument("--student-init", default="", help="ode: the student's initial weights (needed when the teacher is "
+                    "not a toy model); tf: the causal student to continue (required)")
     a = ap.parse_args(argv)
     dev = resolve_device(a.device or "auto")
     out = Path(a.out)
@@ -722,6 +828,10 @@ def main(argv: list[str] | None = None) -> dict:
         oc.student_init = a.student_init
         oc.lr = a.lr or oc.lr
         done["ode"] = str(train_ode(data, out / "teacher.safetensors", oc, dev, out))
+    if a.stage == "tf":  # not in "all": a stage of its own (teacher forcing on ground truth, judged by the control)
+        fc = cap(TFConfig(student_init=a.student_init))
+        fc.lr = a.lr or fc.lr
+        done["tf"] = str(train_tf(data, fc, dev, out))
     if a.stage in ("compressor", "all"):
         done["compressor"] = str(train_compressor(data, out / "ode.safetensors", cap(CompressorConfig()), dev, out, a.vae))
     print(json.dumps(done))
