@@ -107,6 +107,22 @@ TRITON_CHECKS = {"triton": FirstUseCheck(tol=0.02), "triton_fp8": FirstUseCheck(
 OPT_IN_BACKENDS = frozenset({"triton_fp8"})
 
 
+def triton_tiles() -> dict:
+    """The Triton kernel's tiles from ``PF_TRITON_ATTN_TILES`` = "BLOCK_M,BLOCK_N,WARPS,STAGES" (default 128,64,8,2),
+    so a sweep's best configuration can be A/B'd without a code change; a malformed value is one UserError."""
+    from packforcing.errors import UserError
+
+    text = os.environ.get("PF_TRITON_ATTN_TILES", "128,64,8,2")
+    try:
+        bm, bn, w, st = (int(x) for x in text.split(","))
+    except ValueError:
+        raise UserError(f"PF_TRITON_ATTN_TILES={text!r}: use BLOCK_M,BLOCK_N,WARPS,STAGES, e.g. 128,64,8,2") from None
+    if min(bm, bn) < 16 or bm & (bm - 1) or bn & (bn - 1) or w not in (1, 2, 4, 8, 16) or not 1 <= st <= 6:
+        raise UserError(f"PF_TRITON_ATTN_TILES={text!r}: tiles are powers of two >= 16, warps 1-16 (a power of two), "
+                        "stages 1-6")
+    return {"block_m": bm, "block_n": bn, "num_warps": w, "num_stages": st}
+
+
 def _triton(name: str):
     fp8 = name.endswith("fp8")
 
@@ -115,7 +131,9 @@ def _triton(name: str):
                 and not torch.is_grad_enabled()):
             from packforcing import attention_triton as T
 
-            return TRITON_CHECKS[name](q, lambda: _auto(q, k, v), lambda: T.flash_attention(q, k, v, fp8=fp8))
+            tiles = triton_tiles()
+            return TRITON_CHECKS[name](q, lambda: _auto(q, k, v), lambda: T.flash_attention(q, k, v, fp8=fp8, **tiles),
+                                       **tiles)
         return _auto(q, k, v, mask)
 
     return run

@@ -19,7 +19,8 @@
 # is faster in >= 15 of 20 pairs AND output_rel_diff <= 0.01; (b) `triton_fp8` stays an opt-in whatever the numbers;
 # if its paired median <= -5% AND output_rel_diff <= 0.05, the next call is make bench's PackForcing run with
 # PF_ATTN_BACKEND=triton_fp8 (its targets read as the FP8 opt-in, its error in the record); (c) if a tile config of
-# the sweep is >= 5% faster than the default (128x64, 8 warps, 2 stages) for a path, the next call A/Bs it first.
+# the sweep is >= 5% faster than the default (128x64, 8 warps, 2 stages) for a path, the next call A/Bs it first
+# (PF_TRITON_ATTN_TILES=BLOCK_M,BLOCK_N,WARPS,STAGES sets the backends' tiles).
 set -u
 mkdir -p runs "$OUT"
 export PYTHONPATH=$PWD

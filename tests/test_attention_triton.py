@@ -85,3 +85,17 @@ def test_a_forward_ab_of_the_attention_backend_is_not_pinned_by_the_bench(monkey
         assert current_backend() == "triton"
     with ab_backend("PF_QK_KERNEL", "cudnn_split2"):
         assert current_backend() == "cudnn_split2"
+
+
+def test_the_kernels_tiles_come_from_the_environment_or_one_clear_error(monkeypatch):
+    from packforcing.attention import triton_tiles
+    from packforcing.errors import UserError
+
+    monkeypatch.delenv("PF_TRITON_ATTN_TILES", raising=False)
+    assert triton_tiles() == {"block_m": 128, "block_n": 64, "num_warps": 8, "num_stages": 2}
+    monkeypatch.setenv("PF_TRITON_ATTN_TILES", "64,128,4,3")
+    assert triton_tiles() == {"block_m": 64, "block_n": 128, "num_warps": 4, "num_stages": 3}
+    for bad in ("64,128,4", "64,100,4,3", "a,b,c,d", "64,64,3,2"):
+        monkeypatch.setenv("PF_TRITON_ATTN_TILES", bad)
+        with pytest.raises(UserError, match="PF_TRITON_ATTN_TILES"):
+            triton_tiles()
