@@ -98,7 +98,8 @@ def _cudnn_split(splits: int):
 
 # ``triton`` / ``triton_fp8``: the flash-attention kernel of :mod:`packforcing.attention_triton` (bf16 products, or the
 # FP8 opt-in: not the paper's arithmetic) for unmasked half-precision inference attention on CUDA with a head dim of
-# 64 or 128; anything else as ``auto``. Each is checked once per device and dtype against ``auto`` on the call's own
+# 64 or 128 and >= 1,024 queries (the denoising and commit passes); anything else as ``auto`` (the compressed tokens'
+# pass keeps its split cuDNN: one query tile per head would leave the SMs idle). Each is checked once per device and dtype against ``auto`` on the call's own
 # tensors (:class:`FirstUseCheck`; relative error recorded in :func:`triton_status`): the bf16 kernel is trusted below
 # 0.02; the FP8 one below 0.25, a guard against a broken kernel only, since its error is the opt-in's price and is
 # reported, not judged, here (the bench's ``--forward-ab PF_ATTN_BACKEND=auto,triton_fp8`` records a whole forward's).
@@ -128,7 +129,7 @@ def _triton(name: str):
 
     def run(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
         if (mask is None and q.is_cuda and q.dtype in _HALF and q.shape[-1] in (64, 128)
-                and not torch.is_grad_enabled()):
+                and q.shape[1] >= AUTO_SPLIT_MIN_QUERIES and not torch.is_grad_enabled()):
             from packforcing import attention_triton as T
 
             tiles = triton_tiles()
@@ -274,13 +275,13 @@ def kv_splits(n_q: int, n_k: int, heads: int, batch: int, device: torch.device) 
 
 def attention_few_queries(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     """:func:`attention` for few queries over many keys (no mask, inference): split over the keys
-    (:func:`split_kv_attention`) on CUDA in half precision with the ``auto`` or ``cudnn`` backend, where
+    (:func:`split_kv_attention`) on CUDA in half precision with the ``auto``, ``cudnn*`` or ``triton*`` backend, where
     :func:`kv_splits` says a split fills the device. Once per device and dtype, outside CUDA-graph capture, the split
     is checked against :func:`attention` on the call's own tensors (relative error < 0.02, recorded in
     :func:`split_status`); a failed or unsupported check keeps :func:`attention` for good."""
     s = kv_splits(q.shape[1], k.shape[1], q.shape[2], q.shape[0], q.device)
     if (s <= 1 or torch.is_grad_enabled() or q.dtype not in _HALF
-            or not (current_backend() == "auto" or current_backend().startswith("cudnn"))):
+            or not (current_backend() == "auto" or current_backend().startswith(("cudnn", "triton")))):
         return attention(q, k, v)
     return _SPLIT(q, lambda: attention(q, k, v), lambda: split_kv_attention(q, k, v, s), splits=s)
 
