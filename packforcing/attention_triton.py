@@ -32,6 +32,40 @@ _LOG2E = 1.4426950408889634  # the kernel works in exp2: the 1/sqrt(D) scale tim
 
 
 @triton.jit
+def _tile(q, k_base, v_base, start, n_k, m_i, l_i, acc, qk_scale, skn, skd, svn, svd, offs_d,
+          BLOCK_N: tl.constexpr, FP8: tl.constexpr, MASKED: tl.constexpr):
+    """One key tile of the online softmax: scores, running max and sum, the weighted values into ``acc``. ``MASKED``
+    only for the last tile when the keys do not fill it (the main loop's loads carry no mask)."""
+    offs_n = start + tl.arange(0, BLOCK_N)
+    k_ptrs = k_base + offs_n[None, :].to(tl.int64) * skn + offs_d[:, None] * skd
+    v_ptrs = v_base + offs_n[:, None].to(tl.int64) * svn + offs_d[None, :] * svd
+    if MASKED:
+        n_ok = offs_n < n_k
+        kt = tl.load(k_ptrs, mask=n_ok[None, :], other=0.0)
+        v = tl.load(v_ptrs, mask=n_ok[:, None], other=0.0)
+    else:
+        kt = tl.load(k_ptrs)
+        v = tl.load(v_ptrs)
+    if FP8 and kt.dtype != tl.float8e4nv:  # (pre-quantized inputs are loaded as they are)
+        kt = tl.clamp(kt.to(tl.float32), -448.0, 448.0).to(tl.float8e4nv)
+    if FP8 and v.dtype != tl.float8e4nv:
+        v = tl.clamp(v.to(tl.float32), -448.0, 448.0).to(tl.float8e4nv)
+    s = tl.dot(q, kt) * qk_scale  # [BLOCK_M, BLOCK_N], log2 units
+    if MASKED:
+        s = tl.where(n_ok[None, :], s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    p = tl.math.exp2(s - m_new[:, None])
+    alpha = tl.math.exp2(m_i - m_new)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None]
+    if FP8:
+        acc = tl.dot((p * 256.0).to(tl.float8e4nv), v, acc)  # probabilities x 256 out of e4m3's subnormals
+    else:
+        acc = tl.dot(p.to(v.dtype), v, acc)
+    return m_new, l_i, acc
+
+
+@triton.jit
 def _attn_fwd(q_ptr, k_ptr, v_ptr, o_ptr, qk_scale, n_q, n_k,
               sqb, sqn, sqh, sqd, skb, skn, skh, skd, svb, svn, svh, svd, sob, son, soh,
               H: tl.constexpr, D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, FP8: tl.constexpr):
@@ -44,35 +78,20 @@ def _attn_fwd(q_ptr, k_ptr, v_ptr, o_ptr, qk_scale, n_q, n_k,
     m_ok = offs_m < n_q
     q = tl.load(q_ptr + b * sqb + h * sqh + offs_m[:, None].to(tl.int64) * sqn + offs_d[None, :] * sqd,
                 mask=m_ok[:, None], other=0.0)
-    if FP8 and q.dtype != tl.float8e4nv:  # (pre-quantized inputs are loaded as they are)
+    if FP8 and q.dtype != tl.float8e4nv:
         q = tl.clamp(q.to(tl.float32), -448.0, 448.0).to(tl.float8e4nv)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, D], dtype=tl.float32)
     k_base = k_ptr + b * skb + h * skh
     v_base = v_ptr + b * svb + h * svh
-    for start in range(0, n_k, BLOCK_N):
-        offs_n = start + tl.arange(0, BLOCK_N)
-        n_ok = offs_n < n_k
-        kt = tl.load(k_base + offs_n[None, :].to(tl.int64) * skn + offs_d[:, None] * skd, mask=n_ok[None, :],
-                     other=0.0)
-        v = tl.load(v_base + offs_n[:, None].to(tl.int64) * svn + offs_d[None, :] * svd, mask=n_ok[:, None], other=0.0)
-        if FP8 and kt.dtype != tl.float8e4nv:
-            kt = tl.clamp(kt.to(tl.float32), -448.0, 448.0).to(tl.float8e4nv)
-        if FP8 and v.dtype != tl.float8e4nv:
-            v = tl.clamp(v.to(tl.float32), -448.0, 448.0).to(tl.float8e4nv)
-        s = tl.dot(q, kt) * qk_scale  # [BLOCK_M, BLOCK_N], log2 units
-        s = tl.where(n_ok[None, :], s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        p = tl.math.exp2(s - m_new[:, None])
-        alpha = tl.math.exp2(m_i - m_new)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None]
-        if FP8:
-            acc = tl.dot((p * 256.0).to(tl.float8e4nv), v, acc)
-        else:
-            acc = tl.dot(p.to(v.dtype), v, acc)
-        m_i = m_new
+    n_full = (n_k // BLOCK_N) * BLOCK_N
+    for start in range(0, n_full, BLOCK_N):  # whole tiles: unmasked loads
+        m_i, l_i, acc = _tile(q, k_base, v_base, start, n_k, m_i, l_i, acc, qk_scale, skn, skd, svn, svd, offs_d,
+                              BLOCK_N, FP8, False)
+    if n_full < n_k:  # the keys' last, partial tile
+        m_i, l_i, acc = _tile(q, k_base, v_base, n_full, n_k, m_i, l_i, acc, qk_scale, skn, skd, svn, svd, offs_d,
+                              BLOCK_N, FP8, True)
     if FP8:
         acc = acc / 256.0
     out = acc / l_i[:, None]
