@@ -642,6 +642,30 @@ def test_trace_reads_the_chrome_trace_by_category():
         "cudaStreamSynchronize": 0.02, "pf.compress": 0.02, "aten::copy_": 0.004}
 
 
+def test_trace_span_breakdown_sums_each_spans_kernels_by_category_against_a_naive_sum():
+    """Device work inside the spans' device ranges (gpu_user_annotation), per block: kernels clipped to the span,
+    overlapping ranges of one name merged, by category and by kernel; checked against an all-pairs sum."""
+    from packforcing.bench.trace import chrome_spans, span_breakdown
+
+    trace = {"traceEvents": [
+        {"ph": "X", "cat": "gpu_user_annotation", "name": "pf.compress", "ts": 10, "dur": 40},
+        {"ph": "X", "cat": "gpu_user_annotation", "name": "pf.compress", "ts": 30, "dur": 30},  # overlaps: merged
+        {"ph": "X", "cat": "gpu_user_annotation", "name": "pf.select", "ts": 100, "dur": 10},
+        {"ph": "X", "cat": "user_annotation", "name": "pf.compress", "ts": 0, "dur": 500}]}  # the host's: not used
+    spans = chrome_spans(trace)
+    assert [s[2] for s in spans] == ["pf.compress", "pf.compress", "pf.select"]
+    kernels = [(5.0, 15.0, "cudnn_generated_fort_native_sdpa"), (20.0, 30.0, "nvjet_sm90_tst_64x8"),
+               (40.0, 70.0, "triton_poi_fused_add"), (101.0, 103.0, "Memcpy DtoD"), (200.0, 210.0, "nvjet_x")]
+    r = span_breakdown(kernels, spans, 2)
+    c = r["pf.compress"]
+    assert c["span_ms_per_block"] == round(50 / 1e3 / 2, 4)  # [10, 60] merged
+    assert c["kernel_ms_per_block"] == {"attention": 0.0025, "elementwise_other": 0.01, "gemm": 0.005}
+    assert r["pf.select"]["kernel_ms_per_block"] == {"copy": 0.001}
+    naive = sum(max(0.0, min(b, 60.0) - max(a, 10.0)) for a, b, _ in kernels)  # all pairs, one merged span
+    assert sum(c["kernel_ms_per_block"].values()) == pytest.approx(naive / 1e3 / 2)
+    assert list(c["top_kernels"])[0] == "triton_poi_fused_add"
+
+
 def test_trace_host_overlap_sweep_equals_the_all_pairs_sum():
     from packforcing.bench.trace import summarise
 

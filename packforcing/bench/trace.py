@@ -172,8 +172,13 @@ class BlockTracer:
             raw = Path(tmp) / "trace.json"
             self.prof.export_chrome_trace(str(raw))
             with open(raw) as f:
-                kernels, host = chrome_intervals(json.load(f))
+                trace = json.load(f)
+            kernels, host = chrome_intervals(trace)
             rec = summarise(kernels, host, len(self.latencies), self.latencies)
+            spans = chrome_spans(trace)
+            if spans and kernels:  # where each span's time goes on the device (e.g. pf.compress)
+                rec["by_span"] = span_breakdown(kernels, spans, len(self.latencies))
+            del trace
             if self.path is not None and self.latencies:
                 try:
                     with open(raw, "rb") as f, gzip.open(self.path, "wb") as g:
@@ -187,6 +192,47 @@ class BlockTracer:
 #: Chrome-trace categories of device activity (kernels, copies, sets) and of the host's ranges
 DEVICE_CATEGORIES = ("kernel", "gpu_memcpy", "gpu_memset")
 HOST_CATEGORIES = ("cpu_op", "cuda_runtime", "cuda_driver", "user_annotation")
+
+
+def chrome_spans(trace: dict) -> list[tuple[float, float, str]]:
+    """``(start us, end us, name)`` of the device-side ranges of the rollout's spans (``gpu_user_annotation``: the
+    ``record_function`` ranges, e.g. ``pf.compress``, as the device ran them)."""
+    return [(float(e["ts"]), float(e["ts"]) + float(e.get("dur", 0.0)), str(e.get("name", "")))
+            for e in trace.get("traceEvents", [])
+            if e.get("ph") == "X" and "ts" in e and e.get("cat") == "gpu_user_annotation"]
+
+
+def span_breakdown(kernels: list[tuple[float, float, str]], spans: list[tuple[float, float, str]], n_blocks: int,
+                   *, top: int = 6) -> dict:
+    """Device work inside each span, per block: the spans' own time (overlaps of one name merged), the kernel time
+    inside them by category and the costliest kernels (each kernel's time clipped to the span). Answers where a
+    span's time goes, e.g. compression's (``pf.compress``: both branches and the compressed tokens' pass)."""
+    n = max(1, n_blocks)
+    by_name: dict[str, list[tuple[float, float]]] = {}
+    for a, b, name in spans:
+        by_name.setdefault(name, []).append((a, b))
+    ks = sorted(kernels)
+    starts = [a for a, _, _ in ks]
+    out: dict = {}
+    for name, iv in sorted(by_name.items()):
+        merged = _merge(iv)
+        cats: dict[str, float] = {}
+        per: dict[str, float] = {}
+        for s0, s1 in merged:
+            i = max(0, bisect.bisect_left(starts, s0) - 64)  # kernels may start a little before the span's start
+            while i < len(ks) and ks[i][0] < s1:
+                a, b, kname = ks[i]
+                o = max(0.0, min(b, s1) - max(a, s0))
+                if o > 0:
+                    c = activity_category(kname)
+                    cats[c] = cats.get(c, 0.0) + o
+                    per[kname[:90]] = per.get(kname[:90], 0.0) + o
+                i += 1
+        out[name] = {"span_ms_per_block": round(sum(b - a for a, b in merged) / 1e3 / n, 4),
+                     "kernel_ms_per_block": {k: round(v / 1e3 / n, 4) for k, v in sorted(cats.items())},
+                     "top_kernels": {k: round(v / 1e3 / n, 4) for k, v in
+                                     sorted(per.items(), key=lambda kv: -kv[1])[:top]}}
+    return out
 
 
 def chrome_intervals(trace: dict) -> tuple[list[tuple[float, float, str]], list[tuple[float, float, str]]]:
