@@ -20,7 +20,7 @@ def test_flash_attention_kernel_equals_the_reference_in_the_interpreter():
         from packforcing.attention_triton import flash_attention, quantize_fp8
 
         g = torch.Generator().manual_seed(0)
-        for b, nq, nk, h, d in ((1, 40, 70, 2, 16), (2, 17, 33, 3, 32), (1, 16, 16, 1, 64)):
+        for b, nq, nk, h, d in ((1, 40, 70, 2, 16), (2, 17, 33, 3, 32), (1, 16, 16, 1, 64), (1, 20, 40, 2, 128)):
             q = torch.randn(b, nq, h, d, generator=g) * 2
             k = torch.randn(b, nk, h, d, generator=g)
             v = torch.randn(b, nk, h, d, generator=g)
