@@ -105,3 +105,28 @@ def test_decoded_and_standalone_lr_agree_until_the_first_mid_block_is_attended()
     b = _run(*_setup("standalone")[:3], with_decoder=True)[0].latents
     assert torch.equal(a[:, :, :12], b[:, :, :12])
     assert not torch.allclose(a[:, :, 12:], b[:, :, 12:])
+
+
+def test_lr_layout_channels_last_gives_the_same_tokens_and_puts_the_encoder_in_ndhwc():
+    """lr_layout="channels_last": the LR branch's VAE encode with the encoder's weights and input in channels-last
+    layout (speed only): the same LR tokens as the default layout (float32, CPU), the shared VAE's encoder converted
+    once, and the encode itself equal to the contiguous one."""
+    torch.manual_seed(0)
+    vae = build_vae("toy8").eval()
+    dit = WanDiT(get_preset("toy")).eval()
+    z = torch.randn(1, 16, 4, 16, 16)
+    frames = torch.rand(1, 3, 13, 128, 128) * 2 - 1
+    outs = []
+    for cl in (False, True):
+        comp = DualBranchCompressor(16, dit.cfg.dim, 4, 2, branches="lr", lr_channels_last=cl).attach(vae, dit)
+        with torch.no_grad():
+            outs.append(comp(z, (8, 8), frames=frames))
+        assert vae.encoder_channels_last is cl
+    torch.testing.assert_close(outs[1], outs[0], atol=1e-5, rtol=1e-5)
+    conv = next(m for m in vae.encoder.modules() if isinstance(m, torch.nn.Conv3d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last_3d)
+    px = torch.rand(1, 3, 5, 32, 32) * 2 - 1
+    with torch.no_grad():
+        a = vae.encode(px)
+        vae.set_encoder_channels_last(False)
+        torch.testing.assert_close(a, vae.encode(px), atol=1e-5, rtol=1e-5)

@@ -163,8 +163,9 @@ def test_generate_records_engine_options(tmp_path):
     for gather, ran in (("auto", "host"), ("device", "device")):
         res = generate(GenerationSpec(policy="packforcing", num_latent_frames=8, compile_dit="off",
                                       policy_kwargs={"preset": "toy", "gather": gather}))
-        # the fused scoring and the fused commit pass are CUDA-only under auto
-        assert res.engine["policy"] == {"gather": ran, "select": "torch", "commit_pass": "separate"}
+        # the fused scoring and the fused commit pass are CUDA-only under auto; the toy preset has an LR branch
+        assert res.engine["policy"] == {"gather": ran, "select": "torch", "commit_pass": "separate",
+                                        "lr_layout": "contiguous"}
 
 
 def test_generate_with_dit_compiled_equals_eager_and_compiles_before_the_first_block(tmp_path, monkeypatch):

@@ -134,8 +134,9 @@ class DualBranchCompressor(nn.Module):
 
     def __init__(self, in_dim: int, dim: int, nc_spatial: int = 4, nc_temporal: int = 2, branches: str = "hr+lr",
                  hr_channels=PAPER_HR_CHANNELS, patch_hw: int = 2, trained_spatial: int | None = None,
-                 trained_temporal: int | None = None):
+                 trained_temporal: int | None = None, lr_channels_last: bool = False):
         super().__init__()
+        self.lr_channels_last = lr_channels_last  # the LR encode in channels-last layout (speed only)
         if branches not in ("hr+lr", "hr", "lr"):
             raise UserError(f"compressor branches must be 'hr+lr', 'hr' or 'lr', got {branches!r}.")
         self.nc_spatial, self.nc_temporal, self.branches = nc_spatial, nc_temporal, branches
@@ -165,6 +166,8 @@ class DualBranchCompressor(nn.Module):
             t_out = 1 + 4 * (t_c - 1)
             _, _, _, hh, ww = px.shape
             px = _pool_frames(px.float(), t_out, self.nc_spatial)
+            if self.lr_channels_last and not getattr(self.vae, "encoder_channels_last", True):
+                self.vae.set_encoder_channels_last(True)  # once (the shared VAE's encoder stays channels-last)
             lat = self.vae.encode(px.clamp(-1, 1))  # [B, 16, T_c, h', w']
         pt, ph, pw = self.patch.cfg.patch_size
         lat = lat[:, :, :, : h_c * ph, : w_c * pw]

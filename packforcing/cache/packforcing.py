@@ -296,6 +296,11 @@ class PackForcingConfig(PolicyOptions):
     # fell 20.20 -> 17.31 ms, the tokens' share of the commit pass measured at 8.14 ms). Opt in with "fused".
     # Needs a commit at t = 0 (context_noise 0) and inference; otherwise "separate" runs.
     commit_pass: str = choices("auto", "separate", "fused", default="auto", cosmetic=True)
+    # The LR branch's VAE encode in channels-last layout (speed only, the same tokens up to rounding): the twentieth
+    # session's trace put ~1 ms per block of NCHW <-> NHWC conversions around its convolutions at Wan scale
+    # (docs/perf.md). "auto" = "contiguous" (as before) until an A/B says otherwise; "channels_last" = the encoder's
+    # weights and input in NDHWC (WanVAE.set_encoder_channels_last; the VAE is shared: its encoder stays so).
+    lr_layout: str = choices("auto", "contiguous", "channels_last", default="auto", cosmetic=True)
 
     def gather_on_device(self, device) -> bool:
         """Whether top-k's chosen blocks take the sync-free device gather on ``device`` (``gather`` resolved)."""
@@ -453,7 +458,8 @@ class PackForcingPolicy(CachePolicy):
         c = self.cfg
         ts, tt = c.trained_factors
         return DualBranchCompressor(model_cfg.in_dim, model_cfg.dim, c.nc_spatial, c.nc_temporal, c.compressor,
-                                    c.hr_widths, model_cfg.patch_size[1], trained_spatial=ts, trained_temporal=tt)
+                                    c.hr_widths, model_cfg.patch_size[1], trained_spatial=ts, trained_temporal=tt,
+                                    lr_channels_last=c.lr_layout == "channels_last")
 
     # ---- sizes -----------------------------------------------------------------------------
     def _start(self, spec: CacheSpec, num_frames: int, block_frames: int) -> None:
@@ -747,11 +753,15 @@ class PackForcingPolicy(CachePolicy):
         """The gather top-k's chosen blocks take (``gather`` resolved for the device of the last reset), how they
         are scored (``select``: ``fused``, the Triton kernels on CUDA, or ``torch``; the same picks) and how the
         compressed tokens pass through the transformer (``commit_pass``: ``fused`` into the commit pass or
-        ``separate``, auto resolved; ``projection`` when ``mid_kv="projection"``)."""
+        ``separate``, auto resolved; ``projection`` when ``mid_kv="projection"``) and, with an LR branch, the layout of
+        its VAE encode (``lr_layout``)."""
         mode = self._commit_mode()
-        return {"gather": "device" if self._gatherer is not None else "host",
-                "select": "fused" if getattr(self, "_fused_select", False) else "torch",
-                "commit_pass": mode if self.cfg.mid_kv == "transformer" else "projection"}
+        out = {"gather": "device" if self._gatherer is not None else "host",
+               "select": "fused" if getattr(self, "_fused_select", False) else "torch",
+               "commit_pass": mode if self.cfg.mid_kv == "transformer" else "projection"}
+        if self.compressor is not None and "lr" in self.compressor.branches:
+            out["lr_layout"] = "channels_last" if self.compressor.lr_channels_last else "contiguous"
+        return out
 
     @span("pf.gather")
     def _place(self, layer: int | None, chosen: list[tuple[int, int]]) -> None:

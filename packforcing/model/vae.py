@@ -572,18 +572,32 @@ class WanVAE(nn.Module):
 
     compile_decoder = False
     channels_last = False
+    encoder_channels_last = False
+
+    @staticmethod
+    def _conv_layout(modules, on: bool) -> None:
+        """The conv weights of ``modules`` in channels-last (NDHWC / NHWC) layout, or back to contiguous."""
+        fmt = torch.channels_last_3d if on else torch.contiguous_format
+        fmt2 = torch.channels_last if on else torch.contiguous_format
+        with torch.no_grad():
+            for m in modules:
+                if isinstance(m, (nn.Conv3d, nn.Conv2d)):
+                    m.weight.data = m.weight.data.contiguous(memory_format=fmt if m.weight.dim() == 5 else fmt2)
 
     def set_channels_last(self, on: bool = True) -> "WanVAE":
         """Opt-in: the decoder's conv weights and activations in channels-last (NDHWC) layout, which cuDNN's
         bf16 3-D convolutions may run faster than NCDHW; the values are the same up to float rounding.
         Only the decode path converts its input; parameters keep their names and shapes."""
-        fmt = torch.channels_last_3d if on else torch.contiguous_format
-        fmt2 = torch.channels_last if on else torch.contiguous_format
-        with torch.no_grad():
-            for m in [self.conv2, *self.decoder.modules()]:
-                if isinstance(m, (nn.Conv3d, nn.Conv2d)):
-                    m.weight.data = m.weight.data.contiguous(memory_format=fmt if m.weight.dim() == 5 else fmt2)
+        self._conv_layout([self.conv2, *self.decoder.modules()], on)
         self.channels_last = on
+        return self
+
+    def set_encoder_channels_last(self, on: bool = True) -> "WanVAE":
+        """Opt-in, the encoder's counterpart of :meth:`set_channels_last`: its conv weights (and ``conv1``'s) and its
+        input in channels-last layout (PackForcing's LR branch, ``lr_layout``: cuDNN ran its convolutions in NHWC
+        behind ~1 ms of layout conversions per block at Wan scale); the same values up to float rounding."""
+        self._conv_layout([self.conv1, *self.encoder.modules()], on)
+        self.encoder_channels_last = on
         return self
 
     def enable_compile(self, on: bool = True) -> "WanVAE":
@@ -658,6 +672,8 @@ class WanVAE(nn.Module):
         """
         self._check_video(video)
         video = video.to(device=self.device, dtype=self.dtype)
+        if self.encoder_channels_last:
+            video = video.contiguous(memory_format=torch.channels_last_3d)
         tf = self.config.temporal_factor
         state: State = {}
         bounds = [0, 1] + list(range(1 + tf * chunk_latents, video.shape[2], tf * chunk_latents)) + [video.shape[2]]
