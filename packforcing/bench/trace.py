@@ -175,9 +175,12 @@ class BlockTracer:
                 trace = json.load(f)
             kernels, host = chrome_intervals(trace)
             rec = summarise(kernels, host, len(self.latencies), self.latencies)
-            spans = chrome_spans(trace)
-            if spans and kernels:  # where each span's time goes on the device (e.g. pf.compress)
-                rec["by_span"] = span_breakdown(kernels, spans, len(self.latencies))
+            try:  # where each span's time goes on the device (e.g. pf.compress); the summary stands without it
+                spans = chrome_spans(trace)
+                if spans and kernels:
+                    rec["by_span"] = span_breakdown(kernels, spans, len(self.latencies))
+            except Exception as e:  # noqa: BLE001 - a breakdown must not cost the traced run's record
+                rec["by_span_error"] = f"{type(e).__name__}: {str(e)[:200]}"
             del trace
             if self.path is not None and self.latencies:
                 try:
