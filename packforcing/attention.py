@@ -105,15 +105,24 @@ def _cudnn_split(splits: int):
 # reported, not judged, here (the bench's ``--forward-ab PF_ATTN_BACKEND=auto,triton_fp8`` records a whole forward's).
 TRITON_CHECKS = {"triton": FirstUseCheck(tol=0.02), "triton_fp8": FirstUseCheck(tol=0.25)}
 #: backends whose arithmetic is not the model's (run only when named; the bench's auto never picks them)
-OPT_IN_BACKENDS = frozenset({"triton_fp8"})
+OPT_IN_BACKENDS = frozenset(n for n in TRITON_CHECKS if n.endswith("_fp8"))
+#: the Triton kernel's default tiles (a common Hopper choice for D = 128, not tuned here)
+TRITON_TILES = {"block_m": 128, "block_n": 64, "num_warps": 8, "num_stages": 2}
 
 
 def triton_tiles() -> dict:
-    """The Triton kernel's tiles from ``PF_TRITON_ATTN_TILES`` = "BLOCK_M,BLOCK_N,WARPS,STAGES" (default 128,64,8,2),
-    so a sweep's best configuration can be A/B'd without a code change; a malformed value is one UserError."""
+    """The Triton kernel's tiles from ``PF_TRITON_ATTN_TILES`` = "BLOCK_M,BLOCK_N,WARPS,STAGES" (default
+    :data:`TRITON_TILES`), so a sweep's best configuration can be A/B'd without a code change; a malformed value is one
+    UserError. Parsed once per value (it is read at every attention call)."""
+    return dict(_parse_tiles(os.environ.get("PF_TRITON_ATTN_TILES", "")))
+
+
+@functools.lru_cache(maxsize=8)
+def _parse_tiles(text: str) -> tuple:
     from packforcing.errors import UserError
 
-    text = os.environ.get("PF_TRITON_ATTN_TILES", "128,64,8,2")
+    if not text.strip():
+        return tuple(TRITON_TILES.items())
     try:
         bm, bn, w, st = (int(x) for x in text.split(","))
     except ValueError:
@@ -121,7 +130,7 @@ def triton_tiles() -> dict:
     if min(bm, bn) < 16 or bm & (bm - 1) or bn & (bn - 1) or w not in (1, 2, 4, 8, 16) or not 1 <= st <= 6:
         raise UserError(f"PF_TRITON_ATTN_TILES={text!r}: tiles are powers of two >= 16, warps 1-16 (a power of two), "
                         "stages 1-6")
-    return {"block_m": bm, "block_n": bn, "num_warps": w, "num_stages": st}
+    return (("block_m", bm), ("block_n", bn), ("num_warps", w), ("num_stages", st))
 
 
 def _triton(name: str):
@@ -295,3 +304,9 @@ def triton_status() -> dict:
     """The Triton backends' one-time checks, {"triton"|"triton_fp8": {"device/dtype": {"relative_error", "used"}}}, for
     those that ran."""
     return {name: c.status() for name, c in TRITON_CHECKS.items() if c.status()}
+
+
+def triton_record() -> dict:
+    """``{"triton_attention": triton_status()}`` for a record, or {} when no Triton backend ran."""
+    st = triton_status()
+    return {"triton_attention": st} if st else {}

@@ -99,13 +99,18 @@ def _attn_fwd(q_ptr, k_ptr, v_ptr, o_ptr, qk_scale, n_q, n_k,
              out.to(o_ptr.dtype.element_ty), mask=m_ok[:, None])
 
 
-def flash_attention(q: Tensor, k: Tensor, v: Tensor, fp8: bool = False, block_m: int = 128, block_n: int = 64,
-                    num_warps: int = 8, num_stages: int = 2) -> Tensor:
+def flash_attention(q: Tensor, k: Tensor, v: Tensor, fp8: bool = False, **tiles) -> Tensor:
     """q [B, Lq, H, D], k and v [B, Lk, H, D] (any strides; D a power of two, 16..256) -> [B, Lq, H, D] in q's dtype
     (bf16 for float8 inputs): softmax attention with the scale 1/sqrt(D), no mask. ``fp8``: the opt-in described in the
     module docstring; float8 e4m3 inputs (:func:`quantize_fp8`) are used as they are.
-    The tile sizes are keyword arguments so a sweep can try others; the defaults are a common Hopper choice for D=128
-    (not tuned here)."""
+    ``tiles``: ``block_m``, ``block_n``, ``num_warps``, ``num_stages``, each defaulting to
+    :data:`packforcing.attention.TRITON_TILES` (a sweep tries others)."""
+    from packforcing.attention import TRITON_TILES
+
+    unknown = set(tiles) - set(TRITON_TILES)
+    if unknown:
+        raise TypeError(f"flash_attention: unknown tile arguments {sorted(unknown)}; use {sorted(TRITON_TILES)}")
+    t = {**TRITON_TILES, **tiles}
     b, nq, h, d = q.shape
     nk = k.shape[1]
     if k.shape != (b, nk, h, d) or v.shape != k.shape:
@@ -118,9 +123,10 @@ def flash_attention(q: Tensor, k: Tensor, v: Tensor, fp8: bool = False, block_m:
         raise ValueError("flash_attention: float8 inputs need fp8=True")
     out_dtype = torch.bfloat16 if pre[0] else q.dtype
     out = torch.empty((b, nq, h, d), dtype=out_dtype, device=q.device)
-    grid = (triton.cdiv(nq, block_m), b * h)
+    grid = (triton.cdiv(nq, t["block_m"]), b * h)
     _attn_fwd[grid](q, k, v, out, _LOG2E / d**0.5, nq, nk, *q.stride(), *k.stride(), *v.stride(), *out.stride()[:3],
-                    H=h, D=d, BLOCK_M=block_m, BLOCK_N=block_n, FP8=fp8, num_warps=num_warps, num_stages=num_stages)
+                    H=h, D=d, BLOCK_M=t["block_m"], BLOCK_N=t["block_n"], FP8=fp8, num_warps=t["num_warps"],
+                    num_stages=t["num_stages"])
     return out
 
 

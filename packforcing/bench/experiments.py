@@ -225,6 +225,7 @@ def forward_ab(b, fwd, store, name: str, values: list[str], reps: int) -> None:
     switches' own status (the first-use checks of the FFN epilogue and the q/k kernel, the fused q/k/v mode)."""
     import os
 
+    from packforcing.attention import triton_record
     from packforcing.model.dit import engine_switch_status
 
     names = name.split("+")  # a stack of switches: "PF_A+PF_B" with values "a1+b1", "a2+b2" (set together)
@@ -266,17 +267,9 @@ def forward_ab(b, fwd, store, name: str, values: list[str], reps: int) -> None:
         "env": name, "values": values, "reps": reps, "median_ms": med, "ms": ms,
         "paired_diff_ms": {"median": statistics.median(diff), "mean": statistics.fmean(diff),
                            "b_faster_share": sum(d < 0 for d in diff) / len(diff)},
-        "output_rel_diff": rel, **engine_switch_status(), **_triton_record()})
+        "output_rel_diff": rel, **engine_switch_status(), **triton_record()})
     log(f"forward A/B {name}: {a} {med[a]:.2f} ms, {c} {med[c]:.2f} ms; paired {c} - {a} median "
         f"{statistics.median(diff):+.2f} ms ({sum(d < 0 for d in diff)}/{len(diff)} pairs faster with {c})")
-
-
-def _triton_record() -> dict:
-    """The Triton attention backends' one-time checks, where one ran (e.g. in ``PF_ATTN_BACKEND=auto,triton_fp8``)."""
-    from packforcing.attention import triton_status
-
-    st = triton_status()
-    return {"triton_attention": st} if st else {}
 
 
 def calibrate(c: dict, t0: float, t1: float, nq: int, nk: int) -> None:

@@ -241,12 +241,11 @@ def run_policy(b, label: str, real_seconds: float, *, lengths: list[float], span
               "seconds_reached": block_end_seconds(done - 1, bf) if done else 0.0, "series": series, "at_length": at_len})
     if cuda:
         r["peak_bytes"] = int(torch.cuda.max_memory_allocated())
-        from packforcing.attention import split_status, triton_status
+        from packforcing.attention import split_status, triton_record
 
         if split_status():  # the compressed pass's split-KV attention: its one-time check (splits, error, used)
             r["split_kv"] = split_status()
-        if triton_status():  # the Triton attention backends' one-time checks (relative error, used), where they ran
-            r["triton_attention"] = triton_status()
+        r.update(triton_record())  # the Triton attention backends' one-time checks (error, used), where they ran
         from packforcing.model.dit import engine_switch_status
 
         r.update(engine_switch_status())  # each DiT switch's mode and first-use check (error, used)

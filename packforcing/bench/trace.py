@@ -216,13 +216,19 @@ def span_breakdown(kernels: list[tuple[float, float, str]], spans: list[tuple[fl
         by_name.setdefault(name, []).append((a, b))
     ks = sorted(kernels)
     starts = [a for a, _, _ in ks]
+    reach, far = [], float("-inf")  # reach[i]: the latest end among ks[:i + 1] (kernels started before a span may
+    for _, b, _ in ks:             # still run inside it: walk back while one of them could)
+        far = max(far, b)
+        reach.append(far)
     out: dict = {}
     for name, iv in sorted(by_name.items()):
         merged = _merge(iv)
         cats: dict[str, float] = {}
         per: dict[str, float] = {}
         for s0, s1 in merged:
-            i = max(0, bisect.bisect_left(starts, s0) - 64)  # kernels may start a little before the span's start
+            i = bisect.bisect_left(starts, s0)
+            while i > 0 and reach[i - 1] > s0:
+                i -= 1
             while i < len(ks) and ks[i][0] < s1:
                 a, b, kname = ks[i]
                 o = max(0.0, min(b, s1) - max(a, s0))

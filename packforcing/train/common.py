@@ -54,6 +54,7 @@ from packforcing.train.runtime import (
     count_parameters,
     default_num_workers,
     hardware_info,
+    optimizer_step,
     seed_everything,
     strict_fp32,
 )
@@ -66,5 +67,5 @@ __all__ = [
     "StagePaths",
     "stage_paths", "save_checkpoint", "load_checkpoint", "read_sidecar", "save_train_state", "load_train_state",
     "TRAIN_SCENE_OVERRIDES", "HELDOUT_SEED", "train_scene", "ToyVideoSource", "make_loader", "close_loader_iter", "to_video", "first_frame_weights", "saturation_weights",
-    "toy_batches", "heldout_scenes", "heldout_clips", "count_parameters", "REPO_ROOT", "CHECKPOINT_FORMAT",
+    "toy_batches", "heldout_scenes", "heldout_clips", "count_parameters", "optimizer_step", "REPO_ROOT", "CHECKPOINT_FORMAT",
 ]  # fmt: skip

@@ -40,7 +40,7 @@ from packforcing.errors import UserError
 from packforcing.model.dit import WanDiT
 from packforcing.model.presets import get_preset
 from packforcing.sampler import FlowMatchSampler
-from packforcing.train.common import autocast, first_frame_weights
+from packforcing.train.common import autocast, first_frame_weights, optimizer_step
 from packforcing.train.data import reentry_weights
 from packforcing.util import resolve_device
 
@@ -358,10 +358,7 @@ def train_teacher(data: dict, cfg: TeacherConfig, device: torch.device, out: Pat
             with amp:
                 v = fwd(xt, t, c)
         loss = ((v.float() - (eps - x0)) ** 2 * fw).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        optimizer_step(opt, loss, model.parameters())
         if ema is not None:
             torch._foreach_lerp_(ema, [p.detach().float() for p in params], 1.0 - cfg.ema)
         if step % log_every == 0:
@@ -532,10 +529,7 @@ def train_ode(data: dict, teacher_path: Path, cfg: ODEConfig, device: torch.devi
             v = student(x_in, t_in, ctxs[idx], frame_positions=pos, mask=mask)[:, :, nf:]
         pred = sampler.x0_from_flow(v.float(), xt, t_noisy)
         loss = F.mse_loss(pred, x0)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
-        opt.step()
+        optimizer_step(opt, loss, student.parameters())
         if step % log_every == 0:
             log.log(step, loss=loss.item())
         step += 1
@@ -630,10 +624,7 @@ def train_tf(data: dict, cfg: TFConfig, device: torch.device, out: Path, log_eve
             g_["lr"] = cfg.lr * min(1.0, (step + 1) / 100)  # a fresh AdamW: 100 warm-up steps
         idx = torch.randint(0, lat.shape[0], (cfg.batch,), device=device)
         loss = loss_of(lat[idx], ctx[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
-        opt.step()
+        optimizer_step(opt, loss, student.parameters())
         if step % log_every == 0:
             log.log(step, loss=loss.item())
         step += 1
@@ -715,10 +706,7 @@ def train_compressor(data: dict, student_path: Path, cfg: CompressorConfig, devi
         with torch.enable_grad():
             pred = _teacher_forced_rollout(model, pol, sampler, x, text, bf, noisy, k)
             loss = F.mse_loss(pred.float(), target.float()) / sig2
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
+            optimizer_step(opt, loss, params)
         with torch.no_grad():  # how much of the gap to "no mid at all" the compressor closes
             base = None
             if step % log_every == 0:

@@ -35,6 +35,7 @@ from packforcing.errors import UserError
 from packforcing.model.dit import WanDiT
 from packforcing.rollout import rollout
 from packforcing.sampler import FlowMatchSampler
+from packforcing.train.common import optimizer_step
 from packforcing.train.diffusion import (
     _logger,
     cfg_flow,
@@ -143,18 +144,12 @@ def train_dmd(data: dict, teacher_path: Path, student_path: Path, cfg: DMDConfig
             s5 = sig.view(-1, 1, 1, 1, 1)
             t = (sig * 1000).view(-1, 1).expand(cfg.batch, nf)
             c_loss = F.mse_loss(critic((1 - s5) * x0 + s5 * eps, t, ctx).float(), eps - x0)
-            c_opt.zero_grad(set_to_none=True)
-            c_loss.backward()
-            torch.nn.utils.clip_grad_norm_(critic.parameters(), 1.0)
-            c_opt.step()
+            optimizer_step(c_opt, c_loss, critic.parameters())
             c_losses.append(c_loss.item())
         x0, ctx = rollout_batch(True)
         target = dmd_grad_target(x0, teacher, critic, ctx, cfg)
         g_loss = 0.5 * F.mse_loss(x0.float(), target.float())
-        g_opt.zero_grad(set_to_none=True)
-        g_loss.backward()
-        gn = torch.nn.utils.clip_grad_norm_(params, 1.0)
-        g_opt.step()
+        gn = optimizer_step(g_opt, g_loss, params)
         if ema is not None:
             with torch.no_grad():
                 torch._foreach_lerp_(ema, [p.detach() for p in params], 1.0 - cfg.ema)

@@ -66,3 +66,13 @@ def hardware_info(device: torch.device) -> dict[str, Any]:
 
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, params, max_norm: float = 1.0) -> torch.Tensor:
+    """One step of ``opt`` on ``loss``: gradients cleared, back-propagated, ``params``' norm clipped to ``max_norm``;
+    returns the norm before clipping (the diffusion stages' and DMD's step)."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+    opt.step()
+    return norm
