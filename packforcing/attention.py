@@ -106,8 +106,11 @@ def _cudnn_split(splits: int):
 TRITON_CHECKS = {"triton": FirstUseCheck(tol=0.02), "triton_fp8": FirstUseCheck(tol=0.25)}
 #: backends whose arithmetic is not the model's (run only when named; the bench's auto never picks them)
 OPT_IN_BACKENDS = frozenset(n for n in TRITON_CHECKS if n.endswith("_fp8"))
-#: the Triton kernel's default tiles (a common Hopper choice for D = 128, not tuned here)
-TRITON_TILES = {"block_m": 128, "block_n": 64, "num_warps": 8, "num_stages": 2}
+#: the Triton kernel's default tiles: the bf16 path's fastest of six in the twenty-first session's sweep (H200, one
+#: attention call at PackForcing's saturated shape: 2.63 ms against 3.56 ms for 128x64 w8 s2, cuDNN 1.84 ms;
+#: reports/perf/h200_20261204_s21/attention). The FP8 opt-in's fastest were 128x128 w8 s2 and 128x64 w4 s3 (8.3 ms;
+#: 64x64 w4 s3 12.5 ms): set them with PF_TRITON_ATTN_TILES.
+TRITON_TILES = {"block_m": 64, "block_n": 64, "num_warps": 4, "num_stages": 3}
 
 
 def triton_tiles() -> dict:

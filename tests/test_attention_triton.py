@@ -92,7 +92,7 @@ def test_the_kernels_tiles_come_from_the_environment_or_one_clear_error(monkeypa
     from packforcing.errors import UserError
 
     monkeypatch.delenv("PF_TRITON_ATTN_TILES", raising=False)
-    assert triton_tiles() == {"block_m": 128, "block_n": 64, "num_warps": 8, "num_stages": 2}
+    assert triton_tiles() == {"block_m": 64, "block_n": 64, "num_warps": 4, "num_stages": 3}
     monkeypatch.setenv("PF_TRITON_ATTN_TILES", "64,128,4,3")
     assert triton_tiles() == {"block_m": 64, "block_n": 128, "num_warps": 4, "num_stages": 3}
     for bad in ("64,128,4", "64,100,4,3", "a,b,c,d", "64,64,3,2"):

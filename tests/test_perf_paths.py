@@ -553,7 +553,8 @@ def test_cuda_decode_modes_write_the_same_frames_and_priority_uses_its_streams()
             fs.flush()
         assert fs.side_stream and all(e is not None for e in fs.decode_events)
         assert (fs.producer is not None) == (mode == "priority")
-        assert len(fs._spans) == len(z) and fs.decode_seconds() > 0 and fs.host_decode_s >= 0  # issue 19's decode_s
+        # one span per decode: the first block is decoded as its first latent frame, then the rest (two spans)
+        assert len(fs._spans) == len(z) + 1 and fs.decode_seconds() > 0 and fs.host_decode_s >= 0  # issue 19's decode_s
         return np.concatenate(out)
 
     eager = {m: frames(m) for m in DECODE_MODES}
@@ -561,7 +562,10 @@ def test_cuda_decode_modes_write_the_same_frames_and_priority_uses_its_streams()
     got = prepare_vae(vae, DecodeOptions().resolved("cuda"), (1, 16, 4, 8, 8))
     assert got["channels_last"] and (got["compile"] or "compile_error" in got)
     fast = frames(DecodeOptions().resolved("cuda").mode)
-    assert np.abs(fast.astype(int) - eager["blocking"].astype(int)).max() <= 1
+    # channels-last (and compiled) convolutions pick other cuDNN algorithms, TF32 on by default for convolutions: a few
+    # values round to another 8-bit level (H200, twenty-first session: max 3 levels); most stay within one level
+    diff = np.abs(fast.astype(int) - eager["blocking"].astype(int))
+    assert diff.max() <= 4 and (diff > 1).mean() <= 1e-3, (int(diff.max()), float((diff > 1).mean()))
 
 
 def test_decoder_warm_up_decodes_the_shapes_a_video_decodes(monkeypatch):

@@ -85,8 +85,9 @@ def test_qk_kernel_auto_checks_itself_on_the_device(monkeypatch):
     ang = torch.rand(6240, 64, device="cuda", generator=g) * 6
     cos, sin = torch.cos(ang)[:, None], torch.sin(ang)[:, None]
     ref = dit.qk_norm_rope(q, k, w, w, 1e-6, cos, sin, 12)
-    first = dit.qk_prepare(dit._EAGER, q, k, w, w, 1e-6, cos, sin, 12)  # the check: returns the reference
-    second = dit.qk_prepare(dit._EAGER, q, k, w, w, 1e-6, cos, sin, 12)
+    with torch.no_grad():  # the kernel serves inference only (with grad enabled auto is the elementwise function)
+        first = dit.qk_prepare(dit._EAGER, q, k, w, w, 1e-6, cos, sin, 12)  # the check: returns the reference
+        second = dit.qk_prepare(dit._EAGER, q, k, w, w, 1e-6, cos, sin, 12)
     assert all(torch.equal(a, b) for a, b in zip(first, ref))
     rec = dit.QK_KERNEL.status()["cuda:0/bfloat16"]
     assert rec["used"] and rec["relative_error"] < 0.01
