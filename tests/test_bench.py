@@ -470,6 +470,17 @@ def test_configuration_names_the_sync_free_gather():
     assert targets.configuration(res) == base + ", gather on the device (sync-free)"
 
 
+def test_configuration_names_the_lr_encode_engine_options():
+    """An LR encode compiled or in channels-last layout (speed only) is named next to the numbers it ran."""
+    res = _record()
+    base = targets.configuration(res)
+    pf = res["policies"]["packforcing"]
+    pf["engine_policy"] = {**(pf.get("engine_policy") or {}), "lr_compile": "off", "lr_layout": "contiguous"}
+    assert targets.configuration(res) == base
+    pf["engine_policy"].update(lr_compile="on", lr_layout="channels_last")
+    assert targets.configuration(res) == base + ", LR encode compiled, LR encode channels-last"
+
+
 def _tiny_packforcing_run(tmp_path, monkeypatch, *extra: str) -> dict:
     """One CPU bench run of PackForcing alone at the tiny preset (2 s, no other section) with ``extra`` options."""
     monkeypatch.delenv("OUT", raising=False)

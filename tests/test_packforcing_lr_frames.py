@@ -130,3 +130,31 @@ def test_lr_layout_channels_last_gives_the_same_tokens_and_puts_the_encoder_in_n
         a = vae.encode(px)
         vae.set_encoder_channels_last(False)
         torch.testing.assert_close(a, vae.encode(px), atol=1e-5, rtol=1e-5)
+
+
+def test_lr_compile_compiles_the_shared_encoder_once_where_it_serves(monkeypatch):
+    """lr_compile="on": the LR encode asks the shared VAE to compile its encoder once, only where the compile serves
+    (CUDA: ``lr_compiled``); on the CPU the encoder stays the module code; the policy's engine record says it."""
+    from packforcing.cache import make_policy
+    from packforcing.model.vae import WanVAE
+
+    torch.manual_seed(0)
+    vae = build_vae("toy8").eval()
+    dit = WanDiT(get_preset("toy")).eval()
+    z = torch.randn(1, 16, 4, 16, 16)
+    frames = torch.rand(1, 3, 13, 128, 128) * 2 - 1
+    comp = DualBranchCompressor(16, dit.cfg.dim, 4, 2, branches="lr", lr_compile=True).attach(vae, dit)
+    with torch.no_grad():
+        ref = comp(z, (8, 8), frames=frames)
+    assert not vae.compile_encoder  # the CPU: not compiled
+    calls = []
+    monkeypatch.setattr(WanVAE, "enable_compile", lambda self, on=True, part="decoder": calls.append((on, part)) or
+                        setattr(self, "compile_encoder", on) or self)
+    monkeypatch.setattr(DualBranchCompressor, "lr_compiled", lambda self, px: True)  # as on CUDA
+    with torch.no_grad():
+        for _ in range(2):
+            assert torch.equal(comp(z, (8, 8), frames=frames), ref)  # (the compile itself is faked here)
+    assert calls == [(True, "encoder")]
+    pol = make_policy("packforcing", compressor="hr+lr", lr_compile="on")
+    assert pol.build_compressor(dit.cfg).lr_compile and pol.cfg.lr_compile == "on"
+    assert not make_policy("packforcing", compressor="hr+lr").build_compressor(dit.cfg).lr_compile  # auto = off

@@ -160,12 +160,13 @@ def test_generate_records_engine_options(tmp_path):
                                   compile_dit="off"))
     assert res.engine["decode_mode"] is None and res.engine["vae_compile"] is None
     # PackForcing names the gather it ran: gather=auto is the host path on the CPU, an explicit choice stands
-    for gather, ran in (("auto", "host"), ("device", "device")):
+    # (lr_compile="on" compiles only on CUDA: the record says what ran, "off" here)
+    for gather, ran, lr_compile in (("auto", "host", "auto"), ("device", "device", "on")):
         res = generate(GenerationSpec(policy="packforcing", num_latent_frames=8, compile_dit="off",
-                                      policy_kwargs={"preset": "toy", "gather": gather}))
+                                      policy_kwargs={"preset": "toy", "gather": gather, "lr_compile": lr_compile}))
         # the fused scoring and the fused commit pass are CUDA-only under auto; the toy preset has an LR branch
         assert res.engine["policy"] == {"gather": ran, "select": "torch", "commit_pass": "separate",
-                                        "lr_layout": "contiguous"}
+                                        "lr_layout": "contiguous", "lr_compile": "off"}
 
 
 def test_generate_with_dit_compiled_equals_eager_and_compiles_before_the_first_block(tmp_path, monkeypatch):

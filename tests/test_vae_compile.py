@@ -37,3 +37,24 @@ def test_compiled_decoder_equals_eager_and_streams_like_whole_decode():
     assert out_c.requires_grad and torch.equal(out_c, out_e)
     comp.enable_compile(False)
     assert not comp.compile_decoder and all(getattr(m, "_compiled_fx", None) is None for m in comp.modules())
+
+
+def test_compiled_encoder_equals_eager_and_leaves_the_decoder_alone():
+    """``enable_compile(part="encoder")`` (PackForcing's ``lr_compile``): the encoder's norms + SiLU (its head's
+    too) and residual adds fused; the same posterior mean within fp32 rounding; the decoder keeps its module code."""
+    eager = load_vae(WEIGHTS, "tiny")
+    comp = load_vae(WEIGHTS, "tiny").enable_compile(part="encoder")
+    assert comp.compile_encoder and not comp.compile_decoder
+    assert comp.encoder._compiled_fx is not None
+    assert all(getattr(m, "_compiled_fx", None) is None for m in comp.decoder.modules())
+    px = torch.rand(1, 3, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(comp.encode(px), eager.encode(px), atol=1e-5, rtol=1e-5)
+    try:
+        comp.enable_compile(part="both")
+    except ValueError as e:
+        assert "part must be" in str(e)
+    else:
+        raise AssertionError("an unknown part must raise")
+    comp.enable_compile(False, part="encoder")
+    assert not comp.compile_encoder and all(getattr(m, "_compiled_fx", None) is None for m in comp.modules())

@@ -31,7 +31,8 @@ SELECT_PARTS = ("topk_scoring", "mid_gather", "rope_adjust")
 def configuration(res: dict, label: str = "packforcing", kwargs: dict | None = None, timing: str | None = None) -> str:
     """'paper, hr+lr, archive unbounded (host), top-k 16 selecting' for the policy run ``label`` of ``res`` (plus
     ', gather on the device (sync-free)' when it ran the sync-free gather, and ', compressed tokens fused into the
-    commit pass' when its record says ``commit_pass`` was fused, ', blocks timed by CUDA events' when it ran with
+    commit pass' when its record says ``commit_pass`` was fused, ', LR encode compiled' / ', LR encode channels-last'
+    when its record says so (``lr_compile``, ``lr_layout``), ', blocks timed by CUDA events' when it ran with
     ``--stats-timing events``)
     (``kwargs`` and ``timing``, its blocks' stats_timing, when the numbers come from another run of the same policy,
     e.g. an end-to-end mode)."""
@@ -62,9 +63,12 @@ def configuration(res: dict, label: str = "packforcing", kwargs: dict | None = N
     gather = ", gather on the device (sync-free)" if kw.get("gather", "host") == "device" else ""
     fused = ", compressed tokens fused into the commit pass" if (
         same and (r.get("engine_policy") or {}).get("commit_pass") == "fused") else ""
+    eng = (r.get("engine_policy") or {}) if same else {}
+    lr = "".join(f", LR encode {w}" for w, on in (("compiled", eng.get("lr_compile") == "on"),
+                                                   ("channels-last", eng.get("lr_layout") == "channels_last")) if on)
     timing = timing if timing is not None else (r.get("stats_timing") if same else None)
     timed = ", blocks timed by CUDA events (no per-block sync)" if timing == "events" else ""
-    return f"{preset}, {cfg.compressor}, {archive}, {topk}{gather}{fused}{timed}"
+    return f"{preset}, {cfg.compressor}, {archive}, {topk}{gather}{fused}{lr}{timed}"
 
 
 def _flat(vals: list[float]) -> float:

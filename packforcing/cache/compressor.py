@@ -134,9 +134,10 @@ class DualBranchCompressor(nn.Module):
 
     def __init__(self, in_dim: int, dim: int, nc_spatial: int = 4, nc_temporal: int = 2, branches: str = "hr+lr",
                  hr_channels=PAPER_HR_CHANNELS, patch_hw: int = 2, trained_spatial: int | None = None,
-                 trained_temporal: int | None = None, lr_channels_last: bool = False):
+                 trained_temporal: int | None = None, lr_channels_last: bool = False, lr_compile: bool = False):
         super().__init__()
         self.lr_channels_last = lr_channels_last  # the LR encode in channels-last layout (speed only)
+        self.lr_compile = lr_compile  # the LR encode's elementwise chains compiled on CUDA in inference (speed only)
         if branches not in ("hr+lr", "hr", "lr"):
             raise UserError(f"compressor branches must be 'hr+lr', 'hr' or 'lr', got {branches!r}.")
         self.nc_spatial, self.nc_temporal, self.branches = nc_spatial, nc_temporal, branches
@@ -168,6 +169,8 @@ class DualBranchCompressor(nn.Module):
             px = _pool_frames(px.float(), t_out, self.nc_spatial)
             if self.lr_channels_last and not getattr(self.vae, "encoder_channels_last", True):
                 self.vae.set_encoder_channels_last(True)  # once (the shared VAE's encoder stays channels-last)
+            if self.lr_compiled(px) and not getattr(self.vae, "compile_encoder", True):
+                self.vae.enable_compile(True, part="encoder")  # once (the shared VAE's encoder stays compiled)
             lat = self.vae.encode(px.clamp(-1, 1))  # [B, 16, T_c, h', w']
         pt, ph, pw = self.patch.cfg.patch_size
         lat = lat[:, :, :, : h_c * ph, : w_c * pw]
@@ -175,6 +178,11 @@ class DualBranchCompressor(nn.Module):
             lat = F.interpolate(lat, size=(lat.shape[2], h_c * ph, w_c * pw), mode="nearest")
         tokens, _ = self.patch.patchify(lat)
         return tokens
+
+    def lr_compiled(self, px: Tensor) -> bool:
+        """Whether the LR encode of pixels ``px`` runs with the encoder's elementwise chains compiled
+        (``lr_compile``: CUDA only, where Triton serves Inductor; the encode runs without autograd)."""
+        return bool(self.lr_compile) and px.is_cuda
 
     def forward(self, z: Tensor, token_hw: tuple[int, int], frames: Tensor | None = None) -> Tensor:
         """z: clean block latents [B, C, B_f, H, W] -> compressed tokens [B, N_c, D]; ``frames``: the block's decoded

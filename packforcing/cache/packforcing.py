@@ -301,6 +301,13 @@ class PackForcingConfig(PolicyOptions):
     # (docs/perf.md). "auto" = "contiguous" (as before) until an A/B says otherwise; "channels_last" = the encoder's
     # weights and input in NDHWC (WanVAE.set_encoder_channels_last; the VAE is shared: its encoder stays so).
     lr_layout: str = choices("auto", "contiguous", "channels_last", default="auto", cosmetic=True)
+    # The LR branch's VAE encode with its elementwise chains compiled (RMSNorm + SiLU before each causal conv, the
+    # residual adds: WanVAE.enable_compile(part="encoder"), as the streaming decoder's; speed only, the same tokens up
+    # to rounding). The twenty-first session's trace put 8.2 ms per block of compression in ~1,800 eager elementwise
+    # kernels at Wan scale (an encode of the pooled frames launches ~750 ops on the CPU, ~300 of them the norms'
+    # passes). "auto" = "off" (as before) until an A/B on one machine says otherwise; "on" = compiled on CUDA (the
+    # first compression of a process pays the compile, inside the rollout: not warmed yet).
+    lr_compile: str = choices("auto", "on", "off", default="auto", cosmetic=True)
 
     def gather_on_device(self, device) -> bool:
         """Whether top-k's chosen blocks take the sync-free device gather on ``device`` (``gather`` resolved)."""
@@ -459,7 +466,7 @@ class PackForcingPolicy(CachePolicy):
         ts, tt = c.trained_factors
         return DualBranchCompressor(model_cfg.in_dim, model_cfg.dim, c.nc_spatial, c.nc_temporal, c.compressor,
                                     c.hr_widths, model_cfg.patch_size[1], trained_spatial=ts, trained_temporal=tt,
-                                    lr_channels_last=c.lr_layout == "channels_last")
+                                    lr_channels_last=c.lr_layout == "channels_last", lr_compile=c.lr_compile == "on")
 
     # ---- sizes -----------------------------------------------------------------------------
     def _start(self, spec: CacheSpec, num_frames: int, block_frames: int) -> None:
@@ -754,13 +761,15 @@ class PackForcingPolicy(CachePolicy):
         are scored (``select``: ``fused``, the Triton kernels on CUDA, or ``torch``; the same picks) and how the
         compressed tokens pass through the transformer (``commit_pass``: ``fused`` into the commit pass or
         ``separate``, auto resolved; ``projection`` when ``mid_kv="projection"``) and, with an LR branch, the layout of
-        its VAE encode (``lr_layout``)."""
+        its VAE encode (``lr_layout``) and whether its elementwise chains ran compiled (``lr_compile``: CUDA only)."""
         mode = self._commit_mode()
         out = {"gather": "device" if self._gatherer is not None else "host",
                "select": "fused" if getattr(self, "_fused_select", False) else "torch",
                "commit_pass": mode if self.cfg.mid_kv == "transformer" else "projection"}
         if self.compressor is not None and "lr" in self.compressor.branches:
             out["lr_layout"] = "channels_last" if self.compressor.lr_channels_last else "contiguous"
+            # what ran (read after the rollout): "on" once the shared VAE's encoder was compiled for the LR encode
+            out["lr_compile"] = "on" if getattr(self.compressor.vae, "compile_encoder", False) else "off"
         return out
 
     @span("pf.gather")

@@ -491,9 +491,14 @@ class Encoder3d(nn.Module):
 
     def forward(self, x: Tensor, state: State) -> Tensor:
         x = self.conv1(x, state)
-        for seq in (self.downsamples, self.middle, self.head):
+        for seq in (self.downsamples, self.middle):
             for layer in seq:
                 x = _run(layer, x, state)
+        fx = _fx(self)
+        if fx is not None and not self.training:  # the head's norm + SiLU fused in front of its conv
+            return self.head[2](fx.rms_norm_silu(x, self.head[0].gamma, self.head[0].scale), state)
+        for layer in self.head:
+            x = _run(layer, x, state)
         return x
 
 
@@ -571,6 +576,7 @@ class WanVAE(nn.Module):
         self.set_latent_stats(cfg.latent_mean, cfg.latent_std)
 
     compile_decoder = False
+    compile_encoder = False
     channels_last = False
     encoder_channels_last = False
 
@@ -600,12 +606,15 @@ class WanVAE(nn.Module):
         self.encoder_channels_last = on
         return self
 
-    def enable_compile(self, on: bool = True) -> "WanVAE":
-        """Opt-in: fuse the decoder's elementwise chains (RMSNorm + SiLU before each causal conv, residual adds,
-        the x2 nearest upsampling and its casts) with ``torch.compile(dynamic=False, fullgraph=True)``; the 3-D
-        convs, attention and the causal-cache bookkeeping stay eager. Inference only (under autograd the module
-        code runs); each function compiles once per activation shape of the decode (the first block of a stream
-        and later blocks differ in frames). Off by default: training and every other caller are unchanged."""
+    def enable_compile(self, on: bool = True, part: str = "decoder") -> "WanVAE":
+        """Opt-in: fuse the elementwise chains of ``part`` ("decoder" or "encoder": RMSNorm + SiLU before each causal
+        conv, residual adds, the decoder's x2 nearest upsampling and its casts) with ``torch.compile(dynamic=False,
+        fullgraph=True)``; the 3-D convs, attention and the causal-cache bookkeeping stay eager. Inference only
+        (under autograd the module code runs); each function compiles once per activation shape (the first block of
+        a stream and later blocks differ in frames). Off by default: training and every other caller are unchanged.
+        The encoder's is PackForcing's LR branch (``lr_compile``): its VAE encode of the pooled frames."""
+        if part not in ("decoder", "encoder"):
+            raise ValueError(f"enable_compile: part must be 'decoder' or 'encoder', got {part!r}")
         fx = _Compiled() if on else None
         if on:
             import torch._dynamo.config as dc
@@ -613,10 +622,14 @@ class WanVAE(nn.Module):
             for name in ("recompile_limit", "cache_size_limit"):  # one graph per activation shape; allow many
                 if hasattr(dc, name):
                     setattr(dc, name, max(getattr(dc, name), 64))
-        for m in self.decoder.modules():
-            if isinstance(m, (Decoder3d, ResidualBlock, AttentionBlock, Resample)):
+        top = self.decoder if part == "decoder" else self.encoder
+        for m in top.modules():
+            if isinstance(m, (Encoder3d, Decoder3d, ResidualBlock, AttentionBlock, Resample)):
                 m._compiled_fx = fx
-        self.compile_decoder = on
+        if part == "decoder":
+            self.compile_decoder = on
+        else:
+            self.compile_encoder = on
         return self
 
     # -- latent statistics ------------------------------------------------------------------------
