@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from packforcing.registry import Registry
-from packforcing.util import FirstUseCheck
+from packforcing.util import EngineSwitch, FirstUseCheck
 
 Tensor = torch.Tensor
 BACKENDS: Registry = Registry("attention backend")
@@ -200,6 +200,13 @@ def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Te
 # FLOP time (issue 18, docs/perf.md). Splitting the keys into S chunks, run as one batched call that also returns each
 # chunk's log-sum-exp, and merging the chunks by their LSE is the same softmax attention (exact up to float rounding).
 _SPLIT = FirstUseCheck(tol=0.02)  # the split's one-time check against attention(), per device and dtype
+# How the compressed pass's split (above) merges its chunks. Its key count rarely divides by its split count, so the
+# remainder runs as a second call, and the eager merge concatenates both calls' outputs, casts them to float32,
+# weighs, sums, casts back and transposes: ~8 kernels per layer, ~250 per block at Wan scale, inside compression's
+# 8.2 ms of eager elementwise kernels (twenty-first session's trace, docs/perf.md). ``compiled`` = the merge as one
+# compiled kernel over both calls' outputs (no concatenation; the same arithmetic up to the sum's order), on CUDA in
+# inference; ``auto`` = ``eager`` (as measured so far) until an A/B on one machine says otherwise.
+PASS_MERGE = EngineSwitch("PF_PASS_MERGE", ("auto", "eager", "compiled"))
 
 
 def _lse_attention(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
@@ -233,10 +240,10 @@ def split_kv_attention(q: Tensor, k: Tensor, v: Tensor, splits: int, compiled_me
         o, lse = _lse_attention(qt, k[:, main:].transpose(1, 2), v[:, main:].transpose(1, 2))
         outs.append(o.unsqueeze(1))
         lses.append(lse.unsqueeze(1))
+    if compiled_merge and q.is_cuda and not torch.is_grad_enabled():
+        return _merge_fused(tuple(outs), tuple(lses), q.dtype)
     o = torch.cat(outs, 1) if len(outs) > 1 else outs[0]  # [B, S', H, Lq, D]
     lse = torch.cat(lses, 1) if len(lses) > 1 else lses[0]  # [B, S', H, Lq]
-    if compiled_merge and q.is_cuda and not torch.is_grad_enabled():
-        return _merge_fused(o, lse, q.dtype)
     return _merge_lse(o, lse).to(q.dtype).transpose(1, 2)
 
 
@@ -245,26 +252,32 @@ def _merge_lse(o: Tensor, lse: Tensor) -> Tensor:
     return (o.float() * torch.softmax(lse, dim=1).unsqueeze(-1)).sum(1)
 
 
-def _merge_to_layout(o: Tensor, lse: Tensor, dtype: torch.dtype) -> Tensor:
-    """:func:`_merge_lse` written straight in the model's layout [B, Lq, H, D] (contiguous) and dtype."""
-    return _merge_lse(o, lse).to(dtype).transpose(1, 2).contiguous()
+def _merge_to_layout(outs: tuple[Tensor, ...], lses: tuple[Tensor, ...], dtype: torch.dtype) -> Tensor:
+    """:func:`_merge_lse` of the chunks of one or more calls (outs[i] [B, S_i, H, Lq, D], lses[i] [B, S_i, H, Lq])
+    written straight in the model's layout [B, Lq, H, D] (contiguous) and dtype, without concatenating the outputs."""
+    w = torch.softmax(torch.cat(lses, 1) if len(lses) > 1 else lses[0], dim=1).unsqueeze(-1)  # [B, S', H, Lq, 1]
+    acc, i = None, 0
+    for o in outs:
+        part = (o.float() * w[:, i : i + o.shape[1]]).sum(1)
+        acc, i = (part if acc is None else acc + part), i + o.shape[1]
+    return acc.to(dtype).transpose(1, 2).contiguous()
 
 
 _MERGE: dict = {"fn": None}  # the compiled merge; False once compiling or running it failed (eager from then on)
 
 
-def _merge_fused(o: Tensor, lse: Tensor, dtype: torch.dtype) -> Tensor:
+def _merge_fused(outs: tuple[Tensor, ...], lses: tuple[Tensor, ...], dtype: torch.dtype) -> Tensor:
     """:func:`_merge_to_layout` as one fused kernel (``torch.compile``, one graph per shape), eager if that fails."""
     fn = _MERGE["fn"]
     if fn is None:
         fn = _MERGE["fn"] = torch.compile(_merge_to_layout, dynamic=False, fullgraph=True)
     if fn is False:
-        return _merge_to_layout(o, lse, dtype)
+        return _merge_to_layout(outs, lses, dtype)
     try:
-        return fn(o, lse, dtype)
+        return fn(outs, lses, dtype)
     except Exception:  # noqa: BLE001 - an optional speed-up; the eager merge is the same computation
         _MERGE["fn"] = False
-        return _merge_to_layout(o, lse, dtype)
+        return _merge_to_layout(outs, lses, dtype)
 
 
 @functools.lru_cache(maxsize=None)
@@ -295,7 +308,9 @@ def attention_few_queries(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     if (s <= 1 or torch.is_grad_enabled() or q.dtype not in _HALF
             or not (current_backend() == "auto" or current_backend().startswith(("cudnn", "triton")))):
         return attention(q, k, v)
-    return _SPLIT(q, lambda: attention(q, k, v), lambda: split_kv_attention(q, k, v, s), splits=s)
+    merged = PASS_MERGE.mode() == "compiled"
+    return _SPLIT(q, lambda: attention(q, k, v), lambda: split_kv_attention(q, k, v, s, compiled_merge=merged),
+                  splits=s)
 
 
 def split_status() -> dict:

@@ -15,6 +15,7 @@ import math
 import os
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -152,6 +153,26 @@ class FirstUseCheck:
 
     def status(self) -> dict:
         return {f"{d}/{t}": dict(r) for (d, t), r in self.records.items()}
+
+
+@dataclass(frozen=True)
+class EngineSwitch:
+    """One engine switch: the environment variable, its values (the first is the default) and, for a path checked at
+    first use (``auto``), the check (:class:`FirstUseCheck`)."""
+
+    var: str
+    modes: tuple[str, ...]
+    check: FirstUseCheck | None = None
+
+    def mode(self) -> str:
+        mode = os.environ.get(self.var, self.modes[0]).strip().lower() or self.modes[0]
+        if mode not in self.modes:
+            raise UserError(f"{self.var}={mode!r}: use one of {', '.join(self.modes)}.")
+        return mode
+
+    def status(self):
+        """The mode, and with a check its records per "device/dtype" (relative error, used)."""
+        return self.mode() if self.check is None else {"mode": self.mode(), **self.check.status()}
 
 
 @functools.lru_cache(maxsize=1)

@@ -91,17 +91,21 @@ def test_fused_merge_writes_the_model_layout_and_falls_back_to_eager_when_compil
     g = torch.Generator().manual_seed(0)
     o, lse = torch.randn(1, 2, 3, 5, 8, generator=g), torch.randn(1, 2, 3, 5, generator=g)
     want = A._merge_lse(o, lse).to(torch.bfloat16).transpose(1, 2)
-    got = A._merge_to_layout(o, lse, torch.bfloat16)
+    got = A._merge_to_layout((o,), (lse,), torch.bfloat16)
     assert torch.equal(got, want) and got.is_contiguous()
+    # two calls' chunks (a remainder call) merged without concatenating them: the same up to the sum's order
+    o2, lse2 = torch.randn(1, 1, 3, 5, 8, generator=g), torch.randn(1, 1, 3, 5, generator=g)
+    both = A._merge_lse(torch.cat([o, o2], 1), torch.cat([lse, lse2], 1)).transpose(1, 2)
+    torch.testing.assert_close(A._merge_to_layout((o, o2), (lse, lse2), torch.float32), both, rtol=1e-6, atol=1e-6)
 
     def broken(*a, **k):
         raise RuntimeError("no compiler here")
 
     monkeypatch.setitem(A._MERGE, "fn", None)
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: broken)
-    assert torch.equal(A._merge_fused(o, lse, torch.bfloat16), want)
+    assert torch.equal(A._merge_fused((o,), (lse,), torch.bfloat16), want)
     assert A._MERGE["fn"] is False  # eager from then on
-    assert torch.equal(A._merge_fused(o, lse, torch.bfloat16), want)
+    assert torch.equal(A._merge_fused((o,), (lse,), torch.bfloat16), want)
 
 
 def test_auto_splits_the_keys_in_two_for_many_queries_and_keeps_plain_cudnn_for_few(monkeypatch):
@@ -117,3 +121,21 @@ def test_auto_splits_the_keys_in_two_for_many_queries_and_keeps_plain_cudnn_for_
         for n in (A.AUTO_SPLIT_MIN_QUERIES - 1, A.AUTO_SPLIT_MIN_QUERIES):
             A._auto(torch.zeros(1, n, 1, 8), k, k)
     assert calls == [("cudnn", A.AUTO_SPLIT_MIN_QUERIES - 1), (f"split{A.AUTO_SPLITS}", A.AUTO_SPLIT_MIN_QUERIES)]
+
+
+@pytest.mark.parametrize("mode, compiled", [("auto", False), ("eager", False), ("compiled", True)])
+def test_the_compressed_pass_merges_as_pf_pass_merge_says(monkeypatch, mode, compiled):
+    """PF_PASS_MERGE: the few-queries split (the compressed pass) merges eagerly under auto/eager and with the compiled
+    merge under compiled (which split runs is the point: the split count and the kernels are faked)."""
+    from packforcing.util import FirstUseCheck
+
+    seen = []
+    monkeypatch.setenv("PF_PASS_MERGE", mode)
+    monkeypatch.setattr(A, "kv_splits", lambda *a: 3)
+    monkeypatch.setattr(A, "_SPLIT", FirstUseCheck(tol=0.02))
+    monkeypatch.setattr(A, "split_kv_attention", lambda q, k, v, s, compiled_merge=False:
+                        seen.append((s, compiled_merge)) or A.attention(q, k, v))
+    q, k = torch.randn(1, 4, 2, 8).bfloat16(), torch.randn(1, 64, 2, 8).bfloat16()
+    with torch.no_grad():
+        A.attention_few_queries(q, k, k)
+    assert seen == [(3, compiled)]

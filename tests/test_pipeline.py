@@ -149,7 +149,7 @@ def test_generate_records_engine_options(tmp_path):
         assert e == {"device_name": "cpu", "compile_dit": False, "decode_mode": "blocking", "vae_compile": False,
                      "vae_channels_last": False, "attention_backend": backend,
                      "cuda_graphs": graphs_enabled(), "ffn_epilogue": "auto", "qk_kernel": "auto", "qkv_fused": "auto",
-                     "elementwise_tune": "coord",
+                     "elementwise_tune": "coord", "pass_merge": "auto",
                      "stats_timing": os.environ.get("PF_STATS_TIMING", "events"), "policy": {}}
         json.dumps(e)
         assert res.spec["compile_dit"] == value

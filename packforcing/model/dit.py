@@ -10,7 +10,6 @@ bidirectional teacher and the training path.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -19,10 +18,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from packforcing import rope as R
-from packforcing.attention import _HALF, attention
+from packforcing.attention import _HALF, PASS_MERGE, attention
 from packforcing.errors import UserError
 from packforcing.model.presets import DiTConfig
-from packforcing.util import FirstUseCheck, optional_import
+from packforcing.util import EngineSwitch, FirstUseCheck, optional_import
 
 Tensor = torch.Tensor
 
@@ -142,26 +141,6 @@ def gelu_tanh(x: Tensor) -> Tensor:
 # Read at each call (not once) so that the bench's ``--forward-ab`` can compare two values in one process.
 
 
-@dataclass(frozen=True)
-class EngineSwitch:
-    """One engine switch: the environment variable, its values (the first is the default) and, for a path checked at
-    first use (``auto``), the check (:class:`packforcing.util.FirstUseCheck`)."""
-
-    var: str
-    modes: tuple[str, ...]
-    check: FirstUseCheck | None = None
-
-    def mode(self) -> str:
-        mode = os.environ.get(self.var, self.modes[0]).strip().lower() or self.modes[0]
-        if mode not in self.modes:
-            raise UserError(f"{self.var}={mode!r}: use one of {', '.join(self.modes)}.")
-        return mode
-
-    def status(self):
-        """The mode, and with a check its records per "device/dtype" (relative error, used)."""
-        return self.mode() if self.check is None else {"mode": self.mode(), **self.check.status()}
-
-
 # The FFN's first linear with its GELU in the GEMM's epilogue. At Wan scale the FFN's hidden activation is 6,240 x 8,960
 # per block pass: the standalone GELU kernel reads and writes it (~224 MB in bf16, ~70 us per layer; ~11 ms per
 # 16-frame block, the fourteenth session's trace). cuBLASLt can apply the GELU as the GEMM's epilogue
@@ -207,7 +186,7 @@ _TUNE_OPTIONS = {"coord": {"coordinate_descent_tuning": True}, "off": None}  # m
 ELEMENTWISE_TUNE = EngineSwitch("PF_ELEMENTWISE_TUNE", tuple(_TUNE_OPTIONS))
 #: every switch, by the name the records use (a run's ``engine`` and the bench's ``env``)
 ENGINE_SWITCHES = {"ffn_epilogue": FFN_EPILOGUE, "qk_kernel": QK_KERNEL, "qkv_fused": QKV_FUSED,
-                   "elementwise_tune": ELEMENTWISE_TUNE}
+                   "elementwise_tune": ELEMENTWISE_TUNE, "pass_merge": PASS_MERGE}
 
 
 def engine_switches() -> dict:
