@@ -101,6 +101,75 @@ def test_triton_mid_fetch_equals_reference_in_the_interpreter():
     run_interpreted(code)
 
 
+def test_triton_mid_fetch_tiling_edges_in_the_interpreter():
+    """The kernel's tiles at their edges, bit for bit against the reference (interpreter): rows of H * D = 3 * 40
+    elements cut into pieces of 32 (the last one 24 wide), 64 (56), 8 (15 whole pieces, no column mask) or one
+    masked piece of 128 (the default geometry); N_c = 5 rows a block, so that the tiles of pieces end inside a
+    row and the last tile of a block is partial; a store whose token stride is not H * D; resident blocks (moving
+    slot) and host-archived ones from each of three chunks; batch 2; two layers, fp32 and bf16, both RoPE modes."""
+    pytest.importorskip("triton")
+    code = textwrap.dedent(
+        """
+        import torch
+        from packforcing.cache import mid_gather as G
+        from packforcing.cache import mid_gather_triton as T
+
+        default, seen = T._config, []
+        def config(cfg):
+            def f(hd, itemsize):
+                out = default(hd, itemsize) if cfg is None else cfg
+                seen.append(out)
+                return out
+            return f
+
+        gen = torch.Generator().manual_seed(0)
+        L, B, H, D, n_c, chunk, M, mid_start = 3, 2, 3, 40, 5, 2, 6, 4
+        cand_slots = torch.tensor([5, 0, 3, 2, 4, 1, 0])  # archive slot s: chunk s // 2, row s % 2
+        cand_frames = torch.tensor([4, 8, 12, 16, 20, 24, 28])
+        idx = torch.tensor([0, 2, 3, 4, 6])  # host (chunk 2), resident (slot 5), host (chunk 1), resident, host (chunk 0)
+        res = torch.tensor([-1, 20, 24, -1, 36, 12])
+        configs = [(32, 8, 4), None, (64, 4, 2), (8, 16, 4)]  # (BC, PIECES, warps); None: _config's
+        checked = 0
+        for dtype in (torch.float32, torch.bfloat16):
+            ak = [torch.randn(chunk, L, B, n_c, H, D, generator=gen).to(dtype) for _ in range(3)]
+            av = [torch.randn(chunk, L, B, n_c, H, D, generator=gen).to(dtype) for _ in range(3)]
+            # token stride 2 * H * D: every other row belongs to another tensor; [H, D] contiguous
+            st = torch.randn(2, L, B, mid_start + M * n_c + 3, 2, H, D, generator=gen).to(dtype)[:, :, :, :, 0]
+            base, offs = G._host_offsets(ak, av, "cpu")
+            for cfg in configs if dtype == torch.float32 else configs[:2]:
+                T._config = config(cfg)
+                for rope_adjust in (True, False):
+                    for layer in (1, 2):
+                        g = G.MidGeometry(n_c, mid_start, 8, 4, rope_adjust, chunk, L)
+                        outs = []
+                        for impl in ("reference", "triton"):
+                            bk, bv = torch.full((2, B, 5 * n_c, H, D), 1234.5).to(dtype).unbind(0)
+                            dl = torch.full((5,), -99.0, dtype=torch.float64)
+                            rw = torch.full((M,), -99, dtype=torch.int64)
+                            cp = torch.full((1,), 7, dtype=torch.int64)
+                            sk, sv = st[0, layer], st[1, layer]
+                            if impl == "reference":
+                                G.fetch_reference(g, sk, sv, ak, av, layer, idx, cand_slots, cand_frames, res, rw, bk,
+                                                  bv, dl, cp)
+                            else:
+                                T.mid_fetch(bk, bv, sk, sv, base, offs, idx, cand_slots, cand_frames, res, rw, dl, cp,
+                                            layer=layer, n_c=n_c, mid_start=mid_start, sink=8, bf=4, chunk=chunk,
+                                            n_layers=L, rope_adjust=rope_adjust)
+                            outs.append((bk, bv, dl, rw, cp))
+                        ref, got = outs
+                        assert ref[4].item() == 7 + 3 and ref[3].tolist() == [4, 12, 16, 20, 28, -1]
+                        for a, b in zip(ref, got):
+                            assert torch.equal(a, b), (dtype, cfg, rope_adjust, layer)
+                        checked += 1
+        assert checked == (len(configs) + 2) * 2 * 2
+        assert set(seen) == {configs[0], *configs[2:], default(H * D, 4), default(H * D, 2)}
+        assert default(H * D, 4)[0] == default(H * D, 2)[0] == 128
+        print("OK")
+        """
+    )
+    run_interpreted(code)
+
+
 def _bits(t: torch.Tensor) -> torch.Tensor:
     return t.contiguous().view(torch.int32 if t.element_size() == 4 else torch.int16)
 
