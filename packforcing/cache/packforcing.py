@@ -764,6 +764,8 @@ class PackForcingPolicy(CachePolicy):
         its VAE encode (``lr_layout``) and whether its elementwise chains ran compiled (``lr_compile``: CUDA only)."""
         mode = self._commit_mode()
         out = {"gather": "device" if self._gatherer is not None else "host",
+               # the device gather's implementation: "triton" (the kernel) or "reference" (its first-use check failed)
+               **({"gather_impl": self._gatherer.impl} if self._gatherer is not None and self._gatherer.impl else {}),
                "select": "fused" if getattr(self, "_fused_select", False) else "torch",
                "commit_pass": mode if self.cfg.mid_kv == "transformer" else "projection"}
         if self.compressor is not None and "lr" in self.compressor.branches:
