@@ -102,7 +102,8 @@ def engine_record(device: torch.device, dit: dict, vae: dict | None, policy: dic
     - ``stats_timing``: :func:`packforcing.rollout.stats_timing_default` (``PF_STATS_TIMING``: ``events``, the default,
       the host runs ahead and blocks are timed by CUDA events, or ``sync``, the rollout synchronises after each block).
     - ``policy``: the cache policy's resolved speed-only choices (:meth:`CachePolicy.engine_options`, e.g.
-      PackForcing's ``{"gather": "device"}``); ``{}`` when it has none."""
+      PackForcing's ``{"gather": "device"}``) and what its warm-up compiled (:meth:`CachePolicy.warm`, e.g.
+      ``{"lr_compile_s": 12.3}``); ``{}`` when it has none."""
     from packforcing.attention import resolved_backend
     from packforcing.cuda_graphs import graphs_enabled
 
@@ -415,6 +416,8 @@ def generate(spec: GenerationSpec, on_block: Callable[[int, Tensor, dict], None]
     if spec.video_path is not None:
         opts = (decode or DecodeOptions()).resolved(device)
         vae_info = {"mode": opts.mode, **prepare_vae(vae, opts, (1, cfg.in_dim, spec.block_frames, lh, lw))}
+    # what the policy's engine compiles at first use (e.g. PackForcing's LR encode with lr_compile on CUDA)
+    policy_warm = policy.warm((1, cfg.in_dim, spec.block_frames, lh, lw), tuple(cfg.token_hw), device, dt)
     warmup_s = _synced(device) - t_warm
 
     writer = frames = None
@@ -493,7 +496,8 @@ def generate(spec: GenerationSpec, on_block: Callable[[int, Tensor, dict], None]
     }
     return GenerationResult(spec.video_path, n_px, res.block_stats, timings, _peak_memory(device),
                             spec.latents_path, asdict(spec), engine_record(device, dit_info, vae_info,
-                                                                           policy.engine_options(), dt))
+                                                                           {**policy.engine_options(), **policy_warm},
+                                                                           dt))
 
 
 def missing_files(spec: GenerationSpec) -> list[tuple[str, Path]]:

@@ -155,6 +155,10 @@ def test_lr_compile_compiles_the_shared_encoder_once_where_it_serves(monkeypatch
         for _ in range(2):
             assert torch.equal(comp(z, (8, 8), frames=frames), ref)  # (the compile itself is faked here)
     assert calls == [(True, "encoder")]
+    # the warm-up (the pipeline's, before the timed rollout) runs the same encode where it compiles, not elsewhere
+    assert comp.warm((1, 16, 4, 16, 16), (8, 8), "cpu", torch.float32)
+    comp.lr_compile = False
+    assert not comp.warm((1, 16, 4, 16, 16), (8, 8), "cpu", torch.float32)
     pol = make_policy("packforcing", compressor="hr+lr", lr_compile="on")
     assert pol.build_compressor(dit.cfg).lr_compile and pol.cfg.lr_compile == "on"
     assert not make_policy("packforcing", compressor="hr+lr").build_compressor(dit.cfg).lr_compile  # auto = off

@@ -417,6 +417,12 @@ class CachePolicy:
         because a later restart replaces them (CausVid's recipe; see ``rollout.SegmentStitcher``). 0 by default."""
         return 0
 
+    def warm(self, block_latent_shape: tuple[int, ...], token_hw: tuple[int, int], device, dtype) -> dict:
+        """Compile what this policy's engine compiles at first use, before a timed rollout (the pipeline's warm-up,
+        after :func:`bind_policy`; shapes of one block [B, C, B_f, H, W] and its token grid); returns what it did,
+        JSON-able (e.g. PackForcing's ``{"lr_compile_s": 12.3}``). Nothing by default."""
+        return {}
+
     def engine_options(self) -> dict:
         """Speed-only choices this policy resolved at its last :meth:`reset` (e.g. PackForcing's ``gather``: ``auto``
         -> ``device`` on CUDA), JSON-able: a generation record's ``engine.policy``. Empty by default."""

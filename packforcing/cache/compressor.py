@@ -184,6 +184,23 @@ class DualBranchCompressor(nn.Module):
         (``lr_compile``: CUDA only, where Triton serves Inductor; the encode runs without autograd)."""
         return bool(self.lr_compile) and px.is_cuda
 
+    def warm(self, block_latent_shape: tuple[int, ...], token_hw: tuple[int, int], device, dtype) -> bool:
+        """Compile the LR encode before a timed rollout where ``lr_compile`` will compile it (CUDA; the encoder's
+        functions compile once per activation shape): one pass of zeros of a block's shape [B, C, B_f, H, W], with
+        frames of a later block's decoded shape (4 B_f frames; the first block's 1 + 4 (B_f - 1) pool to the same
+        encode). Returns whether it ran. Inputs are zeros: no random stream is touched."""
+        if "lr" not in self.branches or not self.lr_compile or self.vae is None:
+            return False
+        b, _, f, h, w = block_latent_shape
+        sf, tf = self.vae.config.spatial_factor, self.vae.config.temporal_factor
+        frames = torch.zeros(b, 3, tf * f, sf * h, sf * w, device=device, dtype=dtype)
+        if not self.lr_compiled(frames):
+            return False
+        z = torch.zeros(block_latent_shape, device=device, dtype=dtype)
+        with torch.no_grad():
+            self(z, token_hw, frames=frames)
+        return True
+
     def forward(self, z: Tensor, token_hw: tuple[int, int], frames: Tensor | None = None) -> Tensor:
         """z: clean block latents [B, C, B_f, H, W] -> compressed tokens [B, N_c, D]; ``frames``: the block's decoded
         output frames for the LR branch (see :meth:`lr`)."""

@@ -48,6 +48,7 @@ rotated to their target temporal position when gathered into the mid slots.
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Optional
 
@@ -755,6 +756,18 @@ class PackForcingPolicy(CachePolicy):
         """Temporal base of device mid slot i holding the block that starts at ``start_frame``: packed right after
         the sink with the RoPE adjustment (§3.4, Fig. 2c), the block's own start frame without it."""
         return self.cfg.sink_frames + i * self.bf if self.cfg.rope_adjust else start_frame
+
+    def warm(self, block_latent_shape: tuple[int, ...], token_hw: tuple[int, int], device, dtype) -> dict:
+        """The LR encode compiled before the timed rollout when ``lr_compile`` compiles it (CUDA), so that the first
+        compression does not pay for it; ``{"lr_compile_s": seconds}`` when it ran, else nothing."""
+        if self.compressor is None:
+            return {}
+        t0 = time.perf_counter()
+        if not self.compressor.warm(block_latent_shape, token_hw, device, dtype):
+            return {}
+        if torch.device(device).type == "cuda":
+            torch.cuda.synchronize(device)
+        return {"lr_compile_s": round(time.perf_counter() - t0, 2)}
 
     def engine_options(self) -> dict:
         """The gather top-k's chosen blocks take (``gather`` resolved for the device of the last reset), how they
