@@ -77,3 +77,44 @@ def test_a_noisy_block_sees_only_the_clean_past():
     assert torch.allclose(o0[:, :, :bf], base[:, :, :bf], atol=1e-5)  # noisy block 0: no clean past
     assert not torch.allclose(o0[:, :, bf:], base[:, :, bf:], atol=1e-3)  # noisy block 1 sees clean block 0
     assert torch.allclose(o1, base, atol=1e-5)  # clean block 1 is nobody's past here
+
+
+@pytest.mark.parametrize("context_noise", [0.0, 250.0])
+def test_tf_context_noise_noises_the_past_and_says_its_timestep(tmp_path, monkeypatch, context_noise):
+    """--context-noise T: each clean past block is noised at a table timestep in [0, T] and the model is told it
+    (0: the clean true past at t = 0); the held-out loss keeps the clean past, so runs compare."""
+    import packforcing.train.diffusion as D
+
+    model, path = _student(tmp_path)
+    seen = []
+    real = model.forward
+
+    def spy(x, t, *a, **k):
+        seen.append((x.detach().clone(), t.detach().clone(), model.training))
+        return real(x, t, *a, **k)
+
+    monkeypatch.setattr(model, "forward", spy)
+    monkeypatch.setattr(D, "load_model_file", lambda p, device=None: (model, {}))
+    data = _data(6, 8)
+    train_tf(data, TFConfig(steps=2, batch=2, student_init=str(path), context_noise=context_noise),
+             torch.device("cpu"), tmp_path, log_every=1)
+    nf = 8
+    train_calls = [(x, t) for x, t, training in seen if training]
+    held_calls = [(x, t) for x, t, training in seen if not training]
+    assert train_calls and held_calls
+    for x, t in held_calls:  # the clean past at t = 0
+        assert torch.all(t[:, :nf] == 0)
+    for x, t in train_calls:
+        tp = t[:, :nf]
+        if context_noise == 0:
+            assert torch.all(tp == 0)
+        else:
+            assert torch.all((tp >= 0) & (tp <= context_noise + 1.0)) and tp.max() > 0
+            assert torch.equal(tp[:, :4], tp[:, :1].expand(-1, 4))  # one timestep per block of 4 frames
+            sig = D.FlowMatchSampler("self_forcing").sigma(tp)  # the noise matches the timestep it is told
+            assert torch.all((sig > 0) == (tp > 0))
+    # with noise the past is no longer any clip's clean latents
+    clean = data["latents"]
+    pasts = [x[:, :, :nf] for x, _ in train_calls]
+    is_clean = all(any(torch.equal(p[i], c) for c in clean) for p in pasts for i in range(p.shape[0]))
+    assert is_clean == (context_noise == 0)

@@ -555,6 +555,10 @@ class TFConfig:
     block_frames: int = 4
     seed: int = 0
     student_init: str = ""  # required: the causal student to continue (e.g. the shipped self_forcing student)
+    # the past's noise: each clean past block noised at a timestep drawn uniformly in [0, context_noise] (per clip and
+    # block; the model is told that timestep), so the student learns to use a past that is not exact, as its own
+    # rollout's is (Diffusion Forcing's remedy for teacher forcing's exposure bias); 0 = the clean true past
+    context_noise: float = 0.0
 
 
 def train_tf(data: dict, cfg: TFConfig, device: torch.device, out: Path, log_every: int = 100) -> Path:
@@ -592,14 +596,20 @@ def train_tf(data: dict, cfg: TFConfig, device: torch.device, out: Path, log_eve
     pos = torch.cat([torch.arange(nf, device=device)] * 2)
     amp = autocast(device)
 
-    def loss_of(x0: Tensor, c: Tensor, g: torch.Generator | None = None) -> Tensor:
+    def loss_of(x0: Tensor, c: Tensor, g: torch.Generator | None = None, past_noise: bool = True) -> Tensor:
         b = x0.shape[0]
         k = torch.randint(0, len(ssig), (b, nb), device=device, generator=g).repeat_interleave(bf, 1)  # [B, F]
         s5 = ssig[k][:, None, :, None, None]  # [B, 1, F, 1, 1]
         xt = (1 - s5) * x0 + s5 * torch.randn(x0.shape, device=device, generator=g)
         t_noisy = step_t[k]
+        past, t_past = x0, torch.zeros_like(t_noisy)
+        if cfg.context_noise > 0 and past_noise:  # the past as an imperfect rollout leaves it (see TFConfig)
+            t_past = (torch.rand(b, nb, device=device, generator=g) * cfg.context_noise).repeat_interleave(bf, 1)
+            past = sampler.add_noise(x0, torch.randn(x0.shape, device=device, generator=g), t_past)
+            t_past = sampler.timesteps.to(device)[(sampler.timesteps.to(device)[None] - t_past.reshape(-1, 1)).abs()
+                                                  .argmin(1)].view(t_past.shape)  # the table's timestep of that sigma
         with amp:
-            v = student(torch.cat([x0, xt], 2), torch.cat([torch.zeros_like(t_noisy), t_noisy], 1), c,
+            v = student(torch.cat([past, xt], 2), torch.cat([t_past, t_noisy], 1), c,
                         frame_positions=pos, mask=mask)[:, :, nf:]
         return F.mse_loss(sampler.x0_from_flow(v.float(), xt, t_noisy), x0)
 
@@ -608,8 +618,9 @@ def train_tf(data: dict, cfg: TFConfig, device: torch.device, out: Path, log_eve
         student.eval()
         g = torch.Generator(device=device).manual_seed(1234)
         with torch.no_grad():
-            tot = [loss_of(lat_h[i : i + cfg.batch], ctx_h[i : i + cfg.batch], g).item() * min(cfg.batch, hold - i)
-                   for i in range(0, hold, cfg.batch)]
+            # the held-out loss on the clean past, whatever the training's context noise: runs compare
+            tot = [loss_of(lat_h[i : i + cfg.batch], ctx_h[i : i + cfg.batch], g, past_noise=False).item()
+                   * min(cfg.batch, hold - i) for i in range(0, hold, cfg.batch)]
         student.train(was)
         return sum(tot) / hold
 
@@ -769,6 +780,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--train-shift", type=float, default=0.0, help="teacher: shift of the training noise levels "
                     "(sigma = s u / (1 + (s - 1) u), u uniform; larger: more high-noise samples; 0: the default 5); "
                     "the held-out loss keeps 5, so runs compare")
+    ap.add_argument("--context-noise", type=float, default=0.0, help="tf: noise the clean past at a timestep drawn "
+                    "in [0, this] per block (e.g. 250; 0: the clean true past), the model told that timestep")
     ap.add_argument("--student-init", default="", help="ode: the student's initial weights (needed when the teacher is "
                     "not a toy model); tf: the causal student to continue (required)")
     a = ap.parse_args(argv)
@@ -817,7 +830,9 @@ def main(argv: list[str] | None = None) -> dict:
         oc.lr = a.lr or oc.lr
         done["ode"] = str(train_ode(data, out / "teacher.safetensors", oc, dev, out))
     if a.stage == "tf":  # not in "all": a stage of its own (teacher forcing on ground truth, judged by the control)
-        fc = cap(TFConfig(student_init=a.student_init))
+        if not (0.0 <= a.context_noise < 1000.0):
+            raise UserError(f"--context-noise {a.context_noise}: use a timestep in [0, 1000) (e.g. 250; 0: off)")
+        fc = cap(TFConfig(student_init=a.student_init, context_noise=a.context_noise))
         fc.lr = a.lr or fc.lr
         done["tf"] = str(train_tf(data, fc, dev, out))
     if a.stage in ("compressor", "all"):
