@@ -16,23 +16,26 @@
 # models the past's information; whether 4 min at toy scale is enough, and whether 20 s training carries to 30 s
 # (RoPE positions past training), is the open part).
 set -u
+# (twenty-first session: parameterised for its variants, defaults = what ran here: TF_TAG names the runs and results,
+# TF_ARGS adds options to the tf stage, TF_NOTE heads the report; h200_s21/call_tf_noise.sh sets them)
+T=${TF_TAG:-tf}
 source scripts/device_env.sh  # wheels, PYTHONPATH, runs/ and $OUT, el
 export WANDB_MODE=disabled
-L=runs/tf
+L=runs/$T
 timeout 150 python3 -m packforcing.train.diffusion --stage latents --out $L --clips 1024 --latent-frames 80 --absence long \
-  --latent-seed 21 --workers 14 > runs/tf_latents.log 2>&1; el "latents rc=$?"; tail -1 runs/tf_latents.log
-timeout 290 python3 -m packforcing.train.diffusion --stage tf --out $L --minutes 4 --batch 8 \
-  --student-init packforcing/assets/toy_dit_self_forcing.safetensors > runs/tf_train.log 2>&1
-el "tf rc=$?"; tail -2 runs/tf_train.log
-[ -f $L/tf.safetensors ] || { echo "no tf student"; bash scripts/device_pack.sh call_tf runs/tf_latents.log runs/tf_train.log; exit 1; }
+  --latent-seed 21 --workers 14 > runs/${T}_latents.log 2>&1; el "latents rc=$?"; tail -1 runs/${T}_latents.log
+timeout 290 python3 -m packforcing.train.diffusion --stage tf --out $L --minutes 4 --batch 8 ${TF_ARGS:-} \
+  --student-init packforcing/assets/toy_dit_self_forcing.safetensors > runs/${T}_train.log 2>&1
+el "tf rc=$?"; tail -2 runs/${T}_train.log
+[ -f $L/tf.safetensors ] || { echo "no tf student"; bash scripts/device_pack.sh call_$T runs/${T}_latents.log runs/${T}_train.log; exit 1; }
 H="python3 -m harness ablate --scale toy --launcher local device=cuda progress=false"
-PF_RESULTS=results/mc_tf timeout 170 $H --sweep memory_control launcher.workers=6 \
-  method.checkpoint=$PWD/$L/tf.safetensors > runs/mc_tf.log 2>&1; el "control rc=$?"
-timeout 100 python3 -m reports.memory_control --root results/mc_tf --out runs/mc_tf_report --no-controls \
-  --note "tf student (h200_s20/call_tf.sh), H200" > runs/mc_tf_report.log 2>&1; el "report rc=$?"
-grep -iE "paired|verdict|sees memory|lower" runs/mc_tf_report/memory_control.md | head -8
-cp $L/tf.safetensors "$OUT"/tf.safetensors
+PF_RESULTS=results/mc_$T timeout 170 $H --sweep memory_control launcher.workers=6 \
+  method.checkpoint=$PWD/$L/tf.safetensors > runs/mc_$T.log 2>&1; el "control rc=$?"
+timeout 100 python3 -m reports.memory_control --root results/mc_$T --out runs/mc_${T}_report --no-controls \
+  --note "${TF_NOTE:-tf student (h200_s20/call_tf.sh), H200}" > runs/mc_${T}_report.log 2>&1; el "report rc=$?"
+grep -iE "paired|verdict|sees memory|lower" runs/mc_${T}_report/memory_control.md | head -8
+cp $L/tf.safetensors "$OUT"/$T.safetensors
 rm -f $L/latents.pt $L/tf.safetensors
-bash scripts/device_pack.sh call_tf runs/tf_latents.log runs/tf_train.log $L runs/mc_tf.log runs/mc_tf_report \
-  runs/mc_tf_report.log results/mc_tf
+bash scripts/device_pack.sh call_$T runs/${T}_latents.log runs/${T}_train.log $L runs/mc_$T.log runs/mc_${T}_report \
+  runs/mc_${T}_report.log results/mc_$T
 ls -la "$OUT"

@@ -15,23 +15,5 @@
 # Prediction (written now): the full-history arm's later segments hold up better (fidelity >= 0.45 in 20-30 s), the
 # paired difference rises to -0.05..+0.10: the check still fails (the past helps a little once it is trusted less).
 set -u
-source scripts/device_env.sh  # wheels, PYTHONPATH, runs/ and $OUT, el
-export WANDB_MODE=disabled
-L=runs/tfn
-timeout 150 python3 -m packforcing.train.diffusion --stage latents --out $L --clips 1024 --latent-frames 80 --absence long \
-  --latent-seed 21 --workers 14 > runs/tfn_latents.log 2>&1; el "latents rc=$?"; tail -1 runs/tfn_latents.log
-timeout 290 python3 -m packforcing.train.diffusion --stage tf --out $L --minutes 4 --batch 8 --context-noise 250 \
-  --student-init packforcing/assets/toy_dit_self_forcing.safetensors > runs/tfn_train.log 2>&1
-el "tf rc=$?"; tail -2 runs/tfn_train.log
-[ -f $L/tf.safetensors ] || { echo "no tf student"; bash scripts/device_pack.sh call_tf_noise runs/tfn_latents.log runs/tfn_train.log; exit 1; }
-H="python3 -m harness ablate --scale toy --launcher local device=cuda progress=false"
-PF_RESULTS=results/mc_tfn timeout 170 $H --sweep memory_control launcher.workers=6 \
-  method.checkpoint=$PWD/$L/tf.safetensors > runs/mc_tfn.log 2>&1; el "control rc=$?"
-timeout 100 python3 -m reports.memory_control --root results/mc_tfn --out runs/mc_tfn_report --no-controls \
-  --note "tf student with context noise 250 (h200_s21/call_tf_noise.sh), H200" > runs/mc_tfn_report.log 2>&1; el "report rc=$?"
-grep -iE "paired|verdict|sees memory|lower" runs/mc_tfn_report/memory_control.md | head -8
-cp $L/tf.safetensors "$OUT"/tf_noise.safetensors
-rm -f $L/latents.pt $L/tf.safetensors
-bash scripts/device_pack.sh call_tf_noise runs/tfn_latents.log runs/tfn_train.log $L runs/mc_tfn.log runs/mc_tfn_report \
-  runs/mc_tfn_report.log results/mc_tfn
-ls -la "$OUT"
+TF_TAG=tfn TF_ARGS="--context-noise 250" TF_NOTE="tf student with context noise 250 (h200_s21/call_tf_noise.sh), H200" \
+  exec bash docs/models/h200_s20/call_tf.sh
