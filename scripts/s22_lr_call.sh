@@ -35,11 +35,13 @@ python3 - <<'PY' | tee runs/verdict_lr.json
 import glob, json
 def arm(name):
     f = sorted(glob.glob(f"runs/arm_{name}/perf_*.json"))
-    p = (json.load(open(f[-1])).get("policies") or {}).get("packforcing", {}) if f else {}
+    d = json.load(open(f[-1])) if f else {}
+    p = (d.get("policies") or {}).get("packforcing", {})
     span = ((p.get("trace") or {}).get("by_span") or {})
     return {"p50_ms": p.get("p50_steady_ms"), "fps": p.get("fps_model"), "compress_ms": p.get("compress_ms_median"),
             "gather_ms": p.get("mid_gather_ms_median"), "scoring_ms": p.get("topk_scoring_ms_median"),
             "rope_ms": p.get("rope_adjust_ms_median"), "engine": p.get("engine_policy"),
+            "pass_merge": (d.get("env") or {}).get("pass_merge"), "backend": d.get("backend_used"),
             "fetch_kernel_ms": ((span.get("pf.gather") or {}).get("top_kernels") or {}).get("_mid_fetch_kernel")}
 a, b, d = arm("a"), arm("b"), arm("d")
 ok = lambda *v: all(x is not None for x in v)
