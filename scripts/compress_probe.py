@@ -6,12 +6,14 @@ A diagnostic, not the benchmark: it wraps the three pieces in this process only 
 ``pf.compress`` span) and synchronises around each, so the pieces do not overlap anything. Prints JSON.
 
     python3 scripts/compress_probe.py [--seconds 20] [--out FILE]       # on a GPU machine
+    python3 scripts/compress_probe.py --eager --profile-at 25 --profile-what compress   # which ops launch its kernels
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -28,10 +30,17 @@ def main() -> None:
     ap.add_argument("--out", default="")
     ap.add_argument("--saturated-from", type=int, default=20, help="blocks from this index on are the saturated cache")
     ap.add_argument("--profile-at", type=int, default=0, help="profile this compress call (0: none): top kernels")
+    ap.add_argument("--profile-what", default="pass", choices=["pass", "compress"],
+                    help="what --profile-at profiles: the compressed tokens' pass, or the whole compression (HR, LR "
+                         "pool + encode, pass, archive), with the ops' input shapes")
+    ap.add_argument("--eager", action="store_true", help="PF_CUDA_GRAPHS=0: the compression runs eagerly, so the "
+                    "profile names the op of every kernel (a replayed CUDA graph shows kernels without their ops)")
     ap.add_argument("--check-graphs", type=float, default=0.0,
                     help="seconds: a toy packforcing rollout on CUDA with the compressed pass's CUDA graphs off and on; "
                          "prints the max |difference| of the latents and the captures/replays, then exits")
     a, rest = ap.parse_known_args()
+    if a.eager:
+        os.environ["PF_CUDA_GRAPHS"] = "0"
     if a.check_graphs:
         return check_graphs(a.check_graphs, a.out)
     from packforcing.bench.__main__ import main as bench_main
@@ -51,15 +60,17 @@ def main() -> None:
                 calls["compress"] += 1
             sync()
             t = time.perf_counter()
-            if name == "transformer_pass" and a.profile_at and calls["compress"] == a.profile_at:
+            target = "transformer_pass" if a.profile_what == "pass" else "compress_total"
+            if name == target and a.profile_at and calls["compress"] == a.profile_at:
                 from torch.profiler import ProfilerActivity, profile
 
                 acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
-                with profile(activities=acts) as prof:
+                with profile(activities=acts, record_shapes=a.profile_what == "compress") as prof:
                     out = fn(*args, **kw)
                     sync()
                 key = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
-                prof_out["table"] = prof.key_averages().table(sort_by=key, row_limit=25)
+                avg = prof.key_averages(group_by_input_shape=a.profile_what == "compress")
+                prof_out["table"] = avg.table(sort_by=key, row_limit=40 if a.profile_what == "compress" else 25)
             else:
                 out = fn(*args, **kw)
             sync()
@@ -87,6 +98,8 @@ def main() -> None:
                                                    / max(1, len({c for c, _ in v if c >= a.saturated_from})), 2),
                "by_call": [[c, round(ms, 2)] for c, ms in v][:400]} for k, v in times.items()}
     res["profile_at"] = a.profile_at
+    res["profile_what"] = a.profile_what
+    res["cuda_graphs"] = os.environ.get("PF_CUDA_GRAPHS", "1")
     res["profile_table"] = prof_out.get("table")
     if prof_out.get("table"):
         print(prof_out["table"])
@@ -102,8 +115,6 @@ def main() -> None:
 def check_graphs(seconds: float, out: str = "") -> None:
     """The same toy rollout (shipped packforcing student, toy preset: top-k selecting from block 20) with
     PF_CUDA_GRAPHS=0 and =1: the graphed compressed pass must give the eager latents."""
-    import os
-
     from packforcing.cuda_graphs import GraphCache
     from packforcing.pipeline import GenerationSpec, generate
     from packforcing.util import latent_frames
