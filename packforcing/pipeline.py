@@ -95,10 +95,11 @@ def engine_record(device: torch.device, dit: dict, vae: dict | None, policy: dic
     - ``attention_backend``: :func:`packforcing.attention.resolved_backend` for the DiT's ``dtype`` on ``device``
       (``PF_ATTN_BACKEND``; the default ``auto`` is recorded resolved, ``auto=cudnn_split2`` or ``auto=sdpa``).
     - ``cuda_graphs``: :func:`packforcing.cuda_graphs.graphs_enabled` (``PF_CUDA_GRAPHS``; used on CUDA only).
-    - ``ffn_epilogue``, ``qk_kernel``, ``qkv_fused``, ``elementwise_tune``: :func:`packforcing.model.dit.engine_switches`,
-      the DiT's engine switches (``PF_FFN_EPILOGUE``: the FFN's GELU in its GEMM's epilogue; ``PF_QK_KERNEL``: q/k
-      RMSNorm + RoPE as one Triton kernel; ``PF_QKV_FUSED``: q, k, v as one GEMM; ``PF_ELEMENTWISE_TUNE``: how
-      Inductor tunes the compiled elementwise kernels).
+    - ``ffn_epilogue``, ``qk_kernel``, ``qkv_fused``, ``elementwise_tune``, ``pass_merge``, ``rope_cos_sin``:
+      :func:`packforcing.model.dit.engine_switches`, the engine switches (``PF_FFN_EPILOGUE``: the FFN's GELU in its
+      GEMM's epilogue; ``PF_QK_KERNEL``: q/k RMSNorm + RoPE as one Triton kernel; ``PF_QKV_FUSED``: q, k, v as one
+      GEMM; ``PF_ELEMENTWISE_TUNE``: how Inductor tunes the compiled elementwise kernels; ``PF_PASS_MERGE``: how the
+      compressed pass's split attention merges; ``PF_ROPE_COS_SIN``: the gather's cos/sin as one fused kernel).
     - ``stats_timing``: :func:`packforcing.rollout.stats_timing_default` (``PF_STATS_TIMING``: ``events``, the default,
       the host runs ahead and blocks are timed by CUDA events, or ``sync``, the rollout synchronises after each block).
     - ``policy``: the cache policy's resolved speed-only choices (:meth:`CachePolicy.engine_options`, e.g.

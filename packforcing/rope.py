@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import torch
 
+from packforcing.util import EngineSwitch, FirstUseCheck
+
 Tensor = torch.Tensor
 
 
@@ -228,10 +230,36 @@ def _t_freqs(head_dim: int, theta: float, device) -> Tensor:
     return _FREQ[key]
 
 
+def _cos_sin_of(delta: Tensor, freqs: Tensor, cd: torch.dtype) -> tuple[Tensor, Tensor]:
+    ang = delta.to(torch.float64)[:, None] * freqs
+    return torch.cos(ang).to(cd), torch.sin(ang).to(cd)
+
+
+# PackForcing's device gather computes each layer's cos/sin of its chosen blocks' shifts: a product, cos, sin and two
+# casts, five kernels a layer (150 a block at Wan scale; the twenty-first session's trace: 0.22 ms of kernels in the
+# gather span, plus their launch gaps). ``compiled`` = the same function as one fused kernel (``torch.compile``,
+# dynamic in N), used on a device only once its first call there gave BIT-IDENTICAL cos and sin to the eager function
+# (the rotation must stay bit-identical to the host path's); ``auto`` = ``eager`` until an A/B on one machine says
+# otherwise. CUDA inference of half-precision models only (elsewhere the eager function runs).
+COS_SIN = EngineSwitch("PF_ROPE_COS_SIN", ("auto", "eager", "compiled"), FirstUseCheck(tol=1e-30))
+_COS_SIN_FN: dict = {"fn": None}
+
+
+def _fused_cos_sin_serves(delta: Tensor, cd: torch.dtype) -> bool:
+    """Where ``PF_ROPE_COS_SIN=compiled`` applies: CUDA inference with float32 outputs (half-precision models; the
+    first-use check compares in float32, so it proves float32 outputs equal)."""
+    return delta.is_cuda and cd == torch.float32 and not torch.is_grad_enabled()
+
+
 def temporal_cos_sin(delta: Tensor, head_dim: int, theta: float, cd: torch.dtype) -> tuple[Tensor, Tensor]:
     """cos/sin [N, t_pairs] in ``cd`` of temporal shifts ``delta`` [N] (angles in float64, as everywhere)."""
-    ang = delta.to(torch.float64)[:, None] * _t_freqs(head_dim, theta, delta.device)
-    return torch.cos(ang).to(cd), torch.sin(ang).to(cd)
+    freqs = _t_freqs(head_dim, theta, delta.device)
+    if COS_SIN.mode() != "compiled" or not _fused_cos_sin_serves(delta, cd):
+        return _cos_sin_of(delta, freqs, cd)
+    fn = _COS_SIN_FN["fn"]
+    if fn is None:
+        fn = _COS_SIN_FN["fn"] = torch.compile(_cos_sin_of, dynamic=True, fullgraph=True)
+    return COS_SIN.check(delta, lambda: _cos_sin_of(delta, freqs, cd), lambda: fn(delta, freqs, cd))
 
 
 def _scalar_cos_sin(delta: float, head_dim: int, theta: float, device, cd: torch.dtype) -> tuple[Tensor, Tensor]:

@@ -13,13 +13,16 @@
 # Steps: (1) the GPU tests of the gather and of the compiled encoder; (2) three 60 s model-only runs of PackForcing on
 # one machine, attention fixed to cudnn_split2 (the twenty-first session's fresh machine picked sdpa by a 2% forward
 # sweep, which confounded its layout run): A = defaults (the new fetch kernel), with 2 traced blocks; B = A +
-# lr_compile=on; D = A + PF_PASS_MERGE=compiled. (lr_layout=channels_last, a fourth arm, did not fit the 10 minutes
+# lr_compile=on; D = A + PF_PASS_MERGE=compiled + PF_ROPE_COS_SIN=compiled (two levers in disjoint spans: the merge
+# is inside compression, the cos/sin inside the gather; each judged on its own span). (lr_layout=channels_last, a fourth arm, did not fit the 10 minutes
 # of a call with a first arm that may compile on a fresh machine, ~160 s; it waits.)
-# Predictions (written now): A's mid gather 2.21 -> 1.2-1.6 ms; B's compression 1.0-2.5 ms under A's; D's 0.3-1.0 ms
-# under A's.
+# Predictions (written now): A's mid gather 2.21 -> 1.2-1.6 ms; B's compression 1.0-2.5 ms under A's; D's compression
+# 0.3-1.0 ms under A's and D's gather 0.1-0.4 ms under A's.
 # Rule (fixed now): (a) the fetch kernel stays if its GPU test passes (bit-identical on CUDA); its time is recorded;
 # (b) lr_compile's auto becomes "on" if B's compression median <= A's - 1.0 ms AND B's p50 <= A's p50 * 1.005;
-# (d) PF_PASS_MERGE's auto becomes "compiled" if D's compression median <= A's - 0.5 ms AND D's p50 <= A's p50 * 1.005. Whatever holds, the next call is make bench's PackForcing run with
+# (d) PF_PASS_MERGE's auto becomes "compiled" if D's compression median <= A's - 0.5 ms AND D's p50 <= A's p50 * 1.005;
+# (e) PF_ROPE_COS_SIN's auto becomes "compiled" if D's gather median <= A's - 0.15 ms AND its first-use check passed
+# (bit-identical: env status used) AND D's p50 <= A's p50 * 1.005. Whatever holds, the next call is make bench's PackForcing run with
 # the defaults then in force (60 s + e2e), whose numbers are issue 18's.
 set -u
 mkdir -p runs "$OUT"
@@ -30,7 +33,7 @@ B="python3 -m packforcing.bench --policies packforcing --lengths 10,60 --real-ma
    --backends cudnn_split2 --skip compile,profile,topk,plot,e2e,vae --commit-ab-reps 0"
 timeout 190 $B --time-budget 170 --trace-blocks 2 --out runs/arm_a > runs/bench_a.log 2>&1; echo "A rc=$?"
 timeout 130 $B --time-budget 115 --pf-opts lr_compile=on --out runs/arm_b > runs/bench_b.log 2>&1; echo "B rc=$?"
-PF_PASS_MERGE=compiled timeout 130 $B --time-budget 115 --out runs/arm_d > runs/bench_d.log 2>&1; echo "D rc=$?"
+PF_PASS_MERGE=compiled PF_ROPE_COS_SIN=compiled timeout 130 $B --time-budget 115 --out runs/arm_d > runs/bench_d.log 2>&1; echo "D rc=$?"
 python3 - <<'PY' | tee runs/verdict_lr.json
 import glob, json
 def arm(name):
@@ -42,6 +45,8 @@ def arm(name):
             "gather_ms": p.get("mid_gather_ms_median"), "scoring_ms": p.get("topk_scoring_ms_median"),
             "rope_ms": p.get("rope_adjust_ms_median"), "engine": p.get("engine_policy"),
             "pass_merge": (d.get("env") or {}).get("pass_merge"), "backend": d.get("backend_used"),
+            "rope_cos_sin": (d.get("env") or {}).get("rope_cos_sin"),
+            "rope_cos_sin_check": p.get("rope_cos_sin"),  # {"mode", "cuda:0/float64": {relative_error, used}}
             "fetch_kernel_ms": ((span.get("pf.gather") or {}).get("top_kernels") or {}).get("_mid_fetch_kernel")}
 a, b, d = arm("a"), arm("b"), arm("d")
 ok = lambda *v: all(x is not None for x in v)
@@ -49,7 +54,12 @@ rb = ok(a["compress_ms"], b["compress_ms"], a["p50_ms"], b["p50_ms"]) and \
      b["compress_ms"] <= a["compress_ms"] - 1.0 and b["p50_ms"] <= a["p50_ms"] * 1.005
 rd = ok(a["compress_ms"], d["compress_ms"], a["p50_ms"], d["p50_ms"]) and \
      d["compress_ms"] <= a["compress_ms"] - 0.5 and d["p50_ms"] <= a["p50_ms"] * 1.005
-print(json.dumps({"A": a, "B": b, "D": d, "lr_compile_auto_on": rb, "pass_merge_auto_compiled": rd}, indent=1))
+chk = d["rope_cos_sin_check"] if isinstance(d["rope_cos_sin_check"], dict) else {}
+exact = any(isinstance(v, dict) and v.get("used") for v in chk.values())
+re_ = ok(a["gather_ms"], d["gather_ms"], a["p50_ms"], d["p50_ms"]) and exact and \
+      d["gather_ms"] <= a["gather_ms"] - 0.15 and d["p50_ms"] <= a["p50_ms"] * 1.005
+print(json.dumps({"A": a, "B": b, "D": d, "lr_compile_auto_on": rb, "pass_merge_auto_compiled": rd,
+                  "rope_cos_sin_auto_compiled": re_, "rope_cos_sin_exact": exact}, indent=1))
 PY
 grep -hE "packforcing: (done|stopped)|\[(PASS|FAIL)\]" runs/bench_[abd].log | cut -c1-200
 cp runs/arm_[abd]/perf_* runs/verdict_lr.json "$OUT"/ 2>/dev/null

@@ -184,3 +184,37 @@ def test_topk_rollout_selections_and_video_equal_previous_implementation(rope_ad
     torch.testing.assert_close(x_new, x_old, atol=1e-5, rtol=1e-5)
     assert torch.equal(pos_new, pos_old)
     assert 0 < c_new < c_old  # blocks already in a device slot are not copied from the host archive again
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_compiled_cos_sin_serves_only_after_a_bit_identical_first_use(monkeypatch, exact):
+    """PF_ROPE_COS_SIN=compiled: the fused cos/sin is used only where its first call gave bit-identical cos and sin to
+    the eager function; a fused version that differs by one float32 ulp is refused for good and every result stays the
+    eager one (the device gather must stay bit-identical to the host path). Device gate and compile faked here."""
+    from packforcing import rope as R
+
+    calls = []
+
+    def fake_compile(fn, **kw):
+        def fused(delta, freqs, cd):
+            calls.append(delta.numel())
+            c, s = fn(delta, freqs, cd)
+            return (c, s) if exact else (torch.nextafter(c, torch.full_like(c, 2.0)), s)
+        return fused
+
+    monkeypatch.setenv("PF_ROPE_COS_SIN", "compiled")
+    monkeypatch.setattr(R, "_fused_cos_sin_serves", lambda delta, cd: True)
+    monkeypatch.setattr(R.torch, "compile", fake_compile)
+    monkeypatch.setitem(R._COS_SIN_FN, "fn", None)
+    monkeypatch.setattr(R.COS_SIN.check, "records", {})
+    for n in (3, 16, 16):
+        delta = torch.arange(n, dtype=torch.float64) * 4 + 8
+        want = R._cos_sin_of(delta, R._t_freqs(128, 10000.0, delta.device), torch.float32)
+        got = R.temporal_cos_sin(delta, 128, 10000.0, torch.float32)
+        assert all(torch.equal(a, b) for a, b in zip(got, want))
+    rec = R.COS_SIN.status()["cpu/float64"]
+    assert rec["used"] is exact and (rec["relative_error"] == 0) is exact
+    assert calls == ([3, 16, 16] if exact else [3])  # refused: never called again
+    monkeypatch.setenv("PF_ROPE_COS_SIN", "auto")  # auto = eager: the fused function is not asked
+    R.temporal_cos_sin(torch.tensor([4.0], dtype=torch.float64), 128, 10000.0, torch.float32)
+    assert len(calls) == (3 if exact else 1)

@@ -186,7 +186,7 @@ _TUNE_OPTIONS = {"coord": {"coordinate_descent_tuning": True}, "off": None}  # m
 ELEMENTWISE_TUNE = EngineSwitch("PF_ELEMENTWISE_TUNE", tuple(_TUNE_OPTIONS))
 #: every switch, by the name the records use (a run's ``engine`` and the bench's ``env``)
 ENGINE_SWITCHES = {"ffn_epilogue": FFN_EPILOGUE, "qk_kernel": QK_KERNEL, "qkv_fused": QKV_FUSED,
-                   "elementwise_tune": ELEMENTWISE_TUNE, "pass_merge": PASS_MERGE}
+                   "elementwise_tune": ELEMENTWISE_TUNE, "pass_merge": PASS_MERGE, "rope_cos_sin": R.COS_SIN}
 
 
 def engine_switches() -> dict:
