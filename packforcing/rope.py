@@ -10,6 +10,8 @@ rotations in float32 or better, whatever the tensor dtype.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from packforcing.util import EngineSwitch, FirstUseCheck
@@ -242,7 +244,11 @@ def _cos_sin_of(delta: Tensor, freqs: Tensor, cd: torch.dtype) -> tuple[Tensor, 
 # (the rotation must stay bit-identical to the host path's); ``auto`` = ``eager`` until an A/B on one machine says
 # otherwise. CUDA inference of half-precision models only (elsewhere the eager function runs).
 COS_SIN = EngineSwitch("PF_ROPE_COS_SIN", ("auto", "eager", "compiled"), FirstUseCheck(tol=1e-30))
-_COS_SIN_FN: dict = {"fn": None}
+
+
+@functools.cache
+def _cos_sin_compiled():
+    return torch.compile(_cos_sin_of, dynamic=True, fullgraph=True)  # made once, at the first compiled call
 
 
 def _fused_cos_sin_serves(delta: Tensor, cd: torch.dtype) -> bool:
@@ -256,10 +262,7 @@ def temporal_cos_sin(delta: Tensor, head_dim: int, theta: float, cd: torch.dtype
     freqs = _t_freqs(head_dim, theta, delta.device)
     if COS_SIN.mode() != "compiled" or not _fused_cos_sin_serves(delta, cd):
         return _cos_sin_of(delta, freqs, cd)
-    fn = _COS_SIN_FN["fn"]
-    if fn is None:
-        fn = _COS_SIN_FN["fn"] = torch.compile(_cos_sin_of, dynamic=True, fullgraph=True)
-    return COS_SIN.check(delta, lambda: _cos_sin_of(delta, freqs, cd), lambda: fn(delta, freqs, cd))
+    return COS_SIN.check(delta, lambda: _cos_sin_of(delta, freqs, cd), lambda: _cos_sin_compiled()(delta, freqs, cd))
 
 
 def _scalar_cos_sin(delta: float, head_dim: int, theta: float, device, cd: torch.dtype) -> tuple[Tensor, Tensor]:

@@ -66,11 +66,18 @@ class FlowMatchSampler:
             self._on_device[key] = (self.timesteps.to(device), self.sigmas.to(device))
         return self._on_device[key]
 
+    def _nearest(self, t: Tensor) -> Tensor:
+        """Index of the table timestep nearest to each entry of ``t`` (flattened)."""
+        ts, _ = self._tables(t.device)
+        return (ts[None, :] - t.reshape(-1, 1).float()).abs().argmin(dim=1)
+
     def sigma(self, t: Tensor) -> Tensor:
         """Sigma of the table timestep nearest to each entry of ``t`` (float32)."""
-        ts, sig = self._tables(t.device)
-        idx = (ts[None, :] - t.reshape(-1, 1).float()).abs().argmin(dim=1)
-        return sig[idx].view(t.shape)
+        return self._tables(t.device)[1][self._nearest(t)].view(t.shape)
+
+    def table_timestep(self, t: Tensor) -> Tensor:
+        """The table timestep nearest to each entry of ``t`` (the one :meth:`sigma` reads), float32."""
+        return self._tables(t.device)[0][self._nearest(t)].view(t.shape)
 
     def step_sigmas(self) -> Tensor:
         return self.sigma(self.step_timesteps)

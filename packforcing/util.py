@@ -155,14 +155,30 @@ class FirstUseCheck:
         return {f"{d}/{t}": dict(r) for (d, t), r in self.records.items()}
 
 
+#: every engine switch made, by its record name (``PF_QK_KERNEL`` -> ``qk_kernel``): what a run's ``engine`` record and
+#: the bench's ``env`` list (:func:`packforcing.model.dit.engine_switches`, which imports every module defining one)
+ENGINE_SWITCHES: dict[str, "EngineSwitch"] = {}
+
+
 @dataclass(frozen=True)
 class EngineSwitch:
-    """One engine switch: the environment variable, its values (the first is the default) and, for a path checked at
-    first use (``auto``), the check (:class:`FirstUseCheck`)."""
+    """One engine switch: the environment variable ``PF_<NAME>``, its values (the first is the default) and, for a
+    path checked at first use (``auto``), the check (:class:`FirstUseCheck`). Registered in :data:`ENGINE_SWITCHES`
+    under :attr:`name` when made."""
 
     var: str
     modes: tuple[str, ...]
     check: FirstUseCheck | None = None
+
+    def __post_init__(self):
+        if not self.var.startswith("PF_") or self.name in ENGINE_SWITCHES:
+            raise ValueError(f"engine switch {self.var!r}: needs a PF_ name not used by another switch")
+        ENGINE_SWITCHES[self.name] = self
+
+    @property
+    def name(self) -> str:
+        """The record name: the variable without ``PF_``, lower case."""
+        return self.var[3:].lower()
 
     def mode(self) -> str:
         mode = os.environ.get(self.var, self.modes[0]).strip().lower() or self.modes[0]

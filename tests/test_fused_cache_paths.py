@@ -9,6 +9,7 @@
   archive larger than top_k), while copying fewer blocks from the host.
 """
 
+import functools
 import textwrap
 
 import pytest
@@ -204,8 +205,8 @@ def test_compiled_cos_sin_serves_only_after_a_bit_identical_first_use(monkeypatc
 
     monkeypatch.setenv("PF_ROPE_COS_SIN", "compiled")
     monkeypatch.setattr(R, "_fused_cos_sin_serves", lambda delta, cd: True)
-    monkeypatch.setattr(R.torch, "compile", fake_compile)
-    monkeypatch.setitem(R._COS_SIN_FN, "fn", None)
+    R._cos_sin_compiled.cache_clear()
+    monkeypatch.setattr(R, "_cos_sin_compiled", functools.cache(lambda: fake_compile(R._cos_sin_of)))
     monkeypatch.setattr(R.COS_SIN.check, "records", {})
     for n in (3, 16, 16):
         delta = torch.arange(n, dtype=torch.float64) * 4 + 8

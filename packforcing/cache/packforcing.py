@@ -306,8 +306,8 @@ class PackForcingConfig(PolicyOptions):
     # residual adds: WanVAE.enable_compile(part="encoder"), as the streaming decoder's; speed only, the same tokens up
     # to rounding). The twenty-first session's trace put 8.2 ms per block of compression in ~1,800 eager elementwise
     # kernels at Wan scale (an encode of the pooled frames launches ~750 ops on the CPU, ~300 of them the norms'
-    # passes). "auto" = "off" (as before) until an A/B on one machine says otherwise; "on" = compiled on CUDA (the
-    # first compression of a process pays the compile, inside the rollout: not warmed yet).
+    # passes). "auto" = "off" (as before) until an A/B on one machine says otherwise; "on" = compiled on CUDA (warmed
+    # before the timed rollout by the policy's ``warm``, which generate() calls; elsewhere the first compression pays).
     lr_compile: str = choices("auto", "on", "off", default="auto", cosmetic=True)
 
     def gather_on_device(self, device) -> bool:

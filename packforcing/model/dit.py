@@ -18,9 +18,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from packforcing import rope as R
-from packforcing.attention import _HALF, PASS_MERGE, attention
+from packforcing.attention import _HALF, attention
 from packforcing.errors import UserError
 from packforcing.model.presets import DiTConfig
+from packforcing.util import ENGINE_SWITCHES as _SWITCHES
 from packforcing.util import EngineSwitch, FirstUseCheck, optional_import
 
 Tensor = torch.Tensor
@@ -184,9 +185,9 @@ QKV_FUSED = EngineSwitch("PF_QKV_FUSED", ("auto", "off", "on"))
 # three defaults are auto / auto (= on with CUDA) / coord. reports/perf/h200_20261204_s20/.
 _TUNE_OPTIONS = {"coord": {"coordinate_descent_tuning": True}, "off": None}  # mode -> torch.compile options
 ELEMENTWISE_TUNE = EngineSwitch("PF_ELEMENTWISE_TUNE", tuple(_TUNE_OPTIONS))
-#: every switch, by the name the records use (a run's ``engine`` and the bench's ``env``)
-ENGINE_SWITCHES = {"ffn_epilogue": FFN_EPILOGUE, "qk_kernel": QK_KERNEL, "qkv_fused": QKV_FUSED,
-                   "elementwise_tune": ELEMENTWISE_TUNE, "pass_merge": PASS_MERGE, "rope_cos_sin": R.COS_SIN}
+#: every switch, by the name the records use (a run's ``engine`` and the bench's ``env``): those made above and by the
+#: modules imported here (attention's ``PF_PASS_MERGE``, rope's ``PF_ROPE_COS_SIN``), registered as they are made
+ENGINE_SWITCHES = _SWITCHES
 
 
 def engine_switches() -> dict:

@@ -606,8 +606,7 @@ def train_tf(data: dict, cfg: TFConfig, device: torch.device, out: Path, log_eve
         if cfg.context_noise > 0 and past_noise:  # the past as an imperfect rollout leaves it (see TFConfig)
             t_past = (torch.rand(b, nb, device=device, generator=g) * cfg.context_noise).repeat_interleave(bf, 1)
             past = sampler.add_noise(x0, torch.randn(x0.shape, device=device, generator=g), t_past)
-            t_past = sampler.timesteps.to(device)[(sampler.timesteps.to(device)[None] - t_past.reshape(-1, 1)).abs()
-                                                  .argmin(1)].view(t_past.shape)  # the table's timestep of that sigma
+            t_past = sampler.table_timestep(t_past)  # the table's timestep of that sigma
         with amp:
             v = student(torch.cat([past, xt], 2), torch.cat([t_past, t_noisy], 1), c,
                         frame_positions=pos, mask=mask)[:, :, nf:]
