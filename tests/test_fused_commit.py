@@ -113,17 +113,27 @@ def test_extra_tokens_leave_the_forwards_own_output_and_kv_unchanged():
 
 
 def test_compressed_pass_keeps_no_view_of_a_larger_buffer():
-    """The compressed tokens' pass keeps each layer's K/V for the archive; a v that is a column slice of a fused q/k/v
-    output (PF_QKV_FUSED) is kept as its own contiguous copy, so the kept list does not hold the whole q/k/v buffer
+    """The compressed tokens' pass keeps each layer's K/V for the archive; a k or v that is a column slice of a fused
+    q/k/v output (PF_QKV_FUSED), or of the fused commit pass's whole sequence, is written into the store past the
+    context and handed on as views of those store rows [L, B, N_c, H, D], so nothing kept holds the whole q/k/v buffer
     (held by the pass's CUDA graph for the run: the twentieth session's memory step). The values are unchanged."""
     from packforcing.cache import CacheSpec, KVStore
     from packforcing.cache.packforcing import _CompressedPassView
 
-    spec = CacheSpec(num_layers=1, num_heads=2, head_dim=4, token_hw=(1, 3))
-    view = _CompressedPassView(KVStore(spec, 12), attend_end=3, n_layers=1, train=False)
-    qkv = torch.randn(1, 3, 3 * 8)
-    q, k, v = (t.reshape(1, 3, 2, 4) for t in qkv.split(8, dim=-1))  # column slices: v strided in qkv's storage
-    view.write_kv(0, q, k.contiguous(), v)
-    kept_v = view.kv[0][1]
-    assert torch.equal(kept_v, v) and kept_v.is_contiguous()
-    assert kept_v.untyped_storage().nbytes() == kept_v.numel() * kept_v.element_size()
+    spec = CacheSpec(num_layers=2, num_heads=2, head_dim=4, token_hw=(1, 3))
+    store = KVStore(spec, 12)
+    view = _CompressedPassView(store, attend_end=3, n_layers=2, train=False)
+    kvs = []
+    for layer in range(2):
+        qkv = torch.randn(1, 3, 3 * 8)
+        q, k, v = (t.reshape(1, 3, 2, 4) for t in qkv.split(8, dim=-1))  # column slices: strided in qkv's storage
+        view.write_kv(layer, q, k, v)
+        kvs.append((k, qkv, v))
+    ks, vs = view.stacked()
+    assert ks.shape == vs.shape == (2, 1, 3, 2, 4)
+    for layer, (k, qkv, v) in enumerate(kvs):
+        assert torch.equal(ks[layer], k) and torch.equal(vs[layer], v)
+        for t in (ks, vs):  # the store's memory, not the q/k/v buffer's
+            assert t.untyped_storage().data_ptr() != qkv.untyped_storage().data_ptr()
+    assert ks.untyped_storage().data_ptr() == store.k.untyped_storage().data_ptr()
+    assert vs.untyped_storage().data_ptr() == store.v.untyped_storage().data_ptr()

@@ -197,7 +197,7 @@ def commit_ab(b, nk: int, nq: int, bf: int, pf_kwargs: dict, reps: int) -> None:
     runs = {
         "without": lambda: b.model(x, t0, b.text, view=view.at(COMMIT), kv_only=True),
         "with": lambda: b.model(x, t0, b.text, view=view.at(COMMIT), kv_only=True,
-                                extra=ExtraTokens(h, pos, _CompressedPassView(store, nk, cfg.num_layers, False, copy=True))),
+                                extra=ExtraTokens(h, pos, _CompressedPassView(store, nk, cfg.num_layers, False))),
     }
     ms: dict[str, list[float]] = {k: [] for k in runs}
     with torch.no_grad():

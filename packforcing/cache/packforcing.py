@@ -165,6 +165,12 @@ class _CompressedPassView:
     """Attention view of the compressed tokens' pass through the transformer (``mid_kv="transformer"``,
     paper.md §3.3): keeps each layer's K/V; the tokens attend to the block's context in the store.
 
+    In inference each layer's K/V are written into the store past the attended context (the tokens attend to
+    themselves there), and :meth:`stacked` returns every layer's at once as views of those store rows,
+    [L, B, N_c, H, D]: no per-layer copy is kept, and the pass's re-basing is one shift of every layer's keys
+    (:meth:`PackForcingPolicy._rebase`) instead of one per layer (28 kernels each: 840 per block at Wan depth, inside
+    the pass's CUDA graph). Training keeps the per-layer tensors (their autograd graph) and stacks them.
+
     A module-level class on purpose: a class defined inside the per-block method is a reference cycle
     (class -> its functions -> their closure), so every block's K/V (30 layers x N_c tokens, ~33 MB at
     Wan scale) stayed on the GPU until Python's full garbage collection (measured: peak memory rising in
@@ -173,24 +179,35 @@ class _CompressedPassView:
 
     frame_positions = None
 
-    def __init__(self, store: KVStore, attend_end: int, n_layers: int, train: bool, copy: bool = False):
+    def __init__(self, store: KVStore, attend_end: int, n_layers: int, train: bool):
         self.store, self.attend_end, self.train = store, attend_end, train
-        self.copy = copy  # keep copies: in the fused commit pass k, v are slices of the whole sequence's K/V
-        self.kv: list = [None] * n_layers
+        self.n_layers = n_layers
+        self.kv: list = [None] * n_layers  # training: per-layer (k, v) with their graph
+        self.n = 0  # inference: tokens written past the context
 
     def write_kv(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> None:
-        """Keep the layer's K/V and (inference) write them past the attended context; alone: the last layer of a fused
-        commit pass, whose output nothing reads."""
-        # Not a view of a larger buffer: with PF_QKV_FUSED, v is a column slice of the fused q/k/v GEMM's output, and
-        # keeping it would hold 3x its bytes (+34 MB at Wan scale over 30 layers, held by the pass's CUDA graph for
-        # the rest of the run: the twentieth session's memory step at block 21).
-        self.kv[layer] = (k.clone(), v.clone()) if self.copy else (k, v.contiguous())
-        if not self.train:
-            # Slots [end, end + N_c) are free here: past the attended context (unused ring or mid slots,
-            # rewritten before they are next attended, or the spare slots at the end).
-            st, a = self.store, self.attend_end
-            st.k[layer, :, a : a + k.shape[1]] = k.to(st.k.dtype)
-            st.v[layer, :, a : a + k.shape[1]] = v.to(st.v.dtype)
+        """Keep the layer's K/V: training, the tensors; inference, written into the store past the attended context
+        (slots [end, end + N_c) are free here: unused ring or mid slots, rewritten before they are next attended, or
+        the spare slots at the end). Alone: the last layer of a fused commit pass, whose output nothing reads."""
+        if self.train:
+            self.kv[layer] = (k, v)
+            return
+        # Written, not kept: in the fused commit pass k and v are slices of the whole sequence's K/V, and with
+        # PF_QKV_FUSED v is a column slice of the fused q/k/v GEMM's output (keeping either would hold 3x its bytes,
+        # +34 MB at Wan scale over 30 layers, held by the pass's CUDA graph: the twentieth session's memory step).
+        st, a = self.store, self.attend_end
+        self.n = k.shape[1]
+        st.k[layer, :, a : a + self.n] = k.to(st.k.dtype)
+        st.v[layer, :, a : a + self.n] = v.to(st.v.dtype)
+
+    def stacked(self) -> tuple[Tensor, Tensor]:
+        """Every layer's K/V of the pass, (k, v) each [L, B, N_c, H, D], keys at the pass's own positions; in
+        inference views of the store's rows past the context (in the store's dtype), valid until they are next
+        written (the next block's context or pass)."""
+        if self.train:
+            return torch.stack([k for k, _ in self.kv]), torch.stack([v for _, v in self.kv])
+        st, a = self.store, self.attend_end
+        return st.k[:, :, a : a + self.n], st.v[:, :, a : a + self.n]
 
     def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         self.write_kv(layer, q, k, v)
@@ -543,7 +560,7 @@ class PackForcingPolicy(CachePolicy):
         self._fused_select = self.cfg.select == "auto" and S.fused_ready(spec.device, spec.dtype)
         self._alloc_score_buffers()
         self._cand_means_h: Tensor | None = None
-        self.graph_kv: dict[int, list] = {}  # training: archive slot -> per-layer (k, v) with autograd graph
+        self.graph_kv: dict[int, tuple] = {}  # training: archive slot -> (k, v) [L, B, N_c, H, D] with autograd graph
         t_c, h_c, w_c = self.grid
         th, tw = spec.token_hw
         sh, sw = th // h_c, tw // w_c
@@ -946,7 +963,7 @@ class PackForcingPolicy(CachePolicy):
         ks, vs = [], []
         for (slot, _), base in zip(sel, lay.mid_bases):
             if slot in self.graph_kv:
-                k, v = self.graph_kv[slot][layer]
+                k, v = self.graph_kv[slot][0][layer], self.graph_kv[slot][1][layer]
             else:
                 hk, hv = self.archive.block(slot)
                 dev = self.store.k.device
@@ -1025,19 +1042,18 @@ class PackForcingPolicy(CachePolicy):
 
     @span("pf.commit_fused")
     def _fused_commit_pass(self, model, x_clean: Tensor, h: Tensor, text, lay: _Layout,
-                           commit: PhaseView) -> list[tuple[Tensor, Tensor]]:
+                           commit: PhaseView) -> tuple[Tensor, Tensor]:
         """The commit pass of the clean block with the N_c compressed tokens in its sequence (``commit_pass="fused"``):
         the block's K/V go to the store through ``commit`` as in :meth:`CachePolicy.commit`, the compressed tokens
         attend to the block's context (the clean block included, written earlier in the same layer) through a
-        :class:`_CompressedPassView`; their K/V re-based as in :meth:`_through_transformer_eager`."""
-        rec = _CompressedPassView(self.store, lay.attend_end, len(model.blocks), False, copy=True)
+        :class:`_CompressedPassView`; their K/V re-based by :meth:`_rebase`, stacked [L, B, N_c, H, D]."""
+        rec = _CompressedPassView(self.store, lay.attend_end, len(model.blocks), False)
         pt, ph, pw = self.c_pos
         b, _, f = x_clean.shape[:3]
         with torch.no_grad():
             model(x_clean, torch.zeros(b, f, device=x_clean.device), text, view=commit, kv_only=True,
                   extra=ExtraTokens(h, (pt + lay.cur_pos, ph, pw), rec))
-        delta = torch.full((self.n_c,), float(-lay.cur_pos), dtype=torch.float64, device=h.device)
-        return [(R.shift_temporal(k, delta, self.spec.rope_theta), v) for k, v in rec.kv]
+        return self._rebase(rec.stacked(), lay.cur_pos)
 
     def _compressor_tokens(self, x_clean: Tensor, frames: Tensor | None, grad: bool) -> Tensor:
         """The compressor's N_c tokens [B, N_c, D] for the clean block (CUDA-graphed in inference on CUDA)."""
@@ -1066,14 +1082,23 @@ class PackForcingPolicy(CachePolicy):
             if self.cfg.mid_kv == "projection":
                 kv = self._project(model, h)
             else:
-                kv = self._through_transformer(model, h, text, lay, grad)
+                kv = self._rebase(self._through_transformer(model, h, text, lay, grad), lay.cur_pos)
         self._archive_kv(slot, kv, grad)
 
-    def _archive_kv(self, slot: int, kv: list[tuple[Tensor, Tensor]], grad: bool) -> None:
-        """Per-layer compressed K/V of one block into archive ``slot`` (off the device) and its key means."""
+    def _rebase(self, kv: tuple[Tensor, Tensor], cur_pos: int) -> tuple[Tensor, Tensor]:
+        """The compressed tokens' pass K/V (k, v) [L, B, N_c, H, D], keys rotated at the block's position ``cur_pos``,
+        with the keys re-based to canonical temporal offsets (the block's first frame at 0, as the archive keeps them):
+        one temporal shift of every layer's keys at once (§3.4's adjustment, :func:`packforcing.rope.shift_temporal`;
+        the same per-element arithmetic as a shift per layer, so the same values)."""
+        ks, vs = kv
+        delta = torch.full((self.n_c,), float(-cur_pos), dtype=torch.float64, device=ks.device)
+        return R.shift_temporal(ks, delta, self.spec.rope_theta), vs
+
+    def _archive_kv(self, slot: int, kv: tuple[Tensor, Tensor], grad: bool) -> None:
+        """One block's compressed K/V (k, v) [L, B, N_c, H, D] (keys re-based) into archive ``slot`` (off the device)
+        and its key means."""
         dt = self.store.k.dtype
-        ks = torch.stack([k.detach().to(dt) for k, _ in kv])  # [L, B, N_c, H, D]
-        vs = torch.stack([v.detach().to(dt) for _, v in kv])
+        ks, vs = kv[0].detach().to(dt), kv[1].detach().to(dt)
         self.kmean[:, :, slot] = S.key_means(ks, self.n_c)[:, :, 0]  # all layers, once, on the device
         hk, hv = self.archive.block(slot)  # off the device (same-stream ordering keeps ks/vs alive for the copy)
         hk.copy_(ks, non_blocking=True)
@@ -1081,7 +1106,7 @@ class PackForcingPolicy(CachePolicy):
         if grad:
             self.graph_kv[slot] = kv
 
-    def _project(self, model, h: Tensor) -> list[tuple[Tensor, Tensor]]:
+    def _project(self, model, h: Tensor) -> tuple[Tensor, Tensor]:
         b, n, _ = h.shape
         pt, ph, pw = self.c_pos
         angles = R.rope_angles(pt, ph, pw, self.spec.head_dim, self.spec.rope_theta)
@@ -1092,11 +1117,12 @@ class PackForcingPolicy(CachePolicy):
             k = at.norm_k(at.k(hh)).view(b, n, at.num_heads, at.head_dim)
             v = at.v(hh).view(b, n, at.num_heads, at.head_dim)
             out.append((R.rotate(k, angles), v))
-        return out
+        return torch.stack([k for k, _ in out]), torch.stack([v for _, v in out])
 
-    def _through_transformer(self, model, h: Tensor, text, lay: _Layout, train: bool) -> list[tuple[Tensor, Tensor]]:
+    def _through_transformer(self, model, h: Tensor, text, lay: _Layout, train: bool) -> tuple[Tensor, Tensor]:
         """Pass the compressed tokens through every layer at t=0, attending to the block's context
-        (the clean block included); keep each layer's K/V, re-based to canonical temporal offsets.
+        (the clean block included); every layer's K/V (k, v) [L, B, N_c, H, D], keys at the pass's positions (the
+        caller re-bases them: :meth:`_rebase`, outside the CUDA graph).
 
         CUDA inference replays a captured CUDA graph of this pass once its shapes stop changing
         (:mod:`packforcing.cuda_graphs`): N_c tokens through 30 layers are host-bound (measured on an H200: 15.5 ms of
@@ -1112,14 +1138,13 @@ class PackForcingPolicy(CachePolicy):
                 return out
         return self._through_transformer_eager(model, h, text, lay, train)
 
-    def _through_transformer_eager(self, model, h: Tensor, text, lay: _Layout, train: bool) -> list[tuple[Tensor, Tensor]]:
+    def _through_transformer_eager(self, model, h: Tensor, text, lay: _Layout, train: bool) -> tuple[Tensor, Tensor]:
         rec = _CompressedPassView(self.store, lay.attend_end, len(model.blocks), train)
         pt, ph, pw = self.c_pos
         pos = (pt + lay.cur_pos, ph, pw)
         t0 = torch.zeros(h.shape[0], device=h.device)
         model.forward_tokens(h, pos, t0, text, view=rec)
-        delta = torch.full((self.n_c,), float(-lay.cur_pos), dtype=torch.float64, device=h.device)
-        return [(R.shift_temporal(k, delta, self.spec.rope_theta), v) for k, v in rec.kv]
+        return rec.stacked()
 
     # ---- stats and plans -------------------------------------------------------------------------
     def stats(self) -> PackForcingStats:
