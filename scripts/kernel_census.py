@@ -131,7 +131,6 @@ def census_block(layers: int, block: int = 22, video_hw=(64, 128), preset: str =
     """Kernels of block ``block`` of a PackForcing rollout at ``layers`` layers, by region (CPU, float32)."""
     import packforcing.model.dit as D
     from packforcing.cache import bind_policy, make_policy
-    from packforcing.cache import packforcing as P
     from packforcing.cache.compressor import DualBranchCompressor, HRBranch
     from packforcing.model.presets import get_preset
     from packforcing.model.vae import build_vae
