@@ -37,7 +37,7 @@ def inv_freqs(head_dim: int, theta: float = 10000.0, device=None) -> tuple[Tenso
 
 def rope_angles(pos_t: Tensor, pos_h: Tensor, pos_w: Tensor, head_dim: int, theta: float = 10000.0) -> Tensor:
     """Angles [N, head_dim/2] (float64) for tokens at (t, h, w) positions, each [N]."""
-    ft, fh, fw = inv_freqs(head_dim, theta, device=pos_t.device)
+    ft, fh, fw = _freqs(head_dim, theta, pos_t.device)
     return torch.cat(
         [
             pos_t.to(torch.float64)[:, None] * ft,
@@ -122,7 +122,7 @@ def apply_rope(x: Tensor, pos_t: Tensor, pos_h: Tensor, pos_w: Tensor, theta: fl
 
 def temporal_angles(delta: Tensor, head_dim: int, theta: float = 10000.0) -> Tensor:
     """Angles [N, t_pairs] (float64) of a temporal shift by ``delta`` [N] positions."""
-    ft, _, _ = inv_freqs(head_dim, theta, device=delta.device)
+    ft = _t_freqs(head_dim, theta, delta.device)
     return delta.to(torch.float64)[:, None] * ft
 
 
@@ -224,12 +224,18 @@ _FREQ: dict = {}
 _CS: dict = {}
 
 
-def _t_freqs(head_dim: int, theta: float, device) -> Tensor:
-    """Temporal inverse frequencies (float64), cached per (head dim, theta, device): no per-call arange/pow."""
+def _freqs(head_dim: int, theta: float, device) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`inv_freqs`, cached per (head dim, theta, device): no per-call arange/pow (12 kernels a call, once per
+    forward and per re-basing otherwise). The tensors are shared: read them, never write them."""
     key = (head_dim, float(theta), torch.device(device))
     if key not in _FREQ:
-        _FREQ[key] = inv_freqs(head_dim, theta, device=device)[0]
+        _FREQ[key] = inv_freqs(head_dim, theta, device=device)
     return _FREQ[key]
+
+
+def _t_freqs(head_dim: int, theta: float, device) -> Tensor:
+    """Temporal inverse frequencies (float64), cached (:func:`_freqs`)."""
+    return _freqs(head_dim, theta, device)[0]
 
 
 def _cos_sin_of(delta: Tensor, freqs: Tensor, cd: torch.dtype) -> tuple[Tensor, Tensor]:
