@@ -24,6 +24,10 @@
 # (e) PF_ROPE_COS_SIN's auto becomes "compiled" if D's gather median <= A's - 0.15 ms AND its first-use check passed
 # (bit-identical: env status used) AND D's p50 <= A's p50 * 1.005. Whatever holds, the next call is make bench's PackForcing run with
 # the defaults then in force (60 s + e2e), whose numbers are issue 18's.
+# Added in the twenty-second session (CPU only, no device lent), before any data, rules above unchanged: the defaults
+# (so arm A, and B and D with it) now re-base the compressed keys once for every layer and cache RoPE's frequencies
+# (kernel census 7,225 -> 6,306 per block, docs/perf.md). Prediction: A's compression median 16.5-18.0 ms (19.90 in
+# the twenty-first session, another machine: not an A/B), A's p50 2-3.5 ms under 461.5.
 set -u
 mkdir -p runs "$OUT"
 export PYTHONPATH=$PWD
