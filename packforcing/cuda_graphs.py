@@ -21,7 +21,36 @@ from typing import Any, Callable
 
 import torch
 
+from packforcing.spans import collecting
+from packforcing.util import EngineSwitch
+
 Tensor = torch.Tensor
+
+# CUDA graphs of the denoising passes (the rollout's model calls and the clean commit pass), for the calls a cache
+# policy names a graph key (:meth:`packforcing.cache.base.CachePolicy.graph_key`; PackForcing: steps 1-3 and the commit
+# pass once saturated). ``auto`` (default) = ``off`` until measured on a GPU: built in the twenty-second session without
+# one (no device lent), registered for an A/B (scripts/s23_graphs_call.sh); ``on`` = captured on CUDA in inference.
+DENOISE_GRAPHS = EngineSwitch("PF_DENOISE_GRAPHS", ("auto", "off", "on"))
+
+
+def capture(fn: Callable[..., Any], inputs: tuple[Tensor, ...], pool=None):
+    """``fn(*inputs)`` captured as a CUDA graph, after two eager warm-up calls on a side stream (kernels and plans
+    chosen, compiled chains built, lazy caches filled); span collectors are off meanwhile (a span's CUDA events do not
+    belong in a graph). Returns (graph, static inputs, outputs); the graph has not run: replay it. ``pool``: a memory
+    pool shared with other graphs (:func:`torch.cuda.graph_pool_handle`)."""
+    dev = inputs[0].device
+    static = tuple(x.detach().clone() for x in inputs)
+    side = torch.cuda.Stream(device=dev)
+    side.wait_stream(torch.cuda.current_stream(dev))
+    with collecting(None):
+        with torch.cuda.stream(side), torch.no_grad():
+            for _ in range(2):
+                fn(*static)
+        torch.cuda.current_stream(dev).wait_stream(side)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g, pool=pool), torch.no_grad():
+            outs = fn(*static)
+    return g, static, outs
 
 
 def graphs_enabled() -> bool:
@@ -72,17 +101,7 @@ class GraphCache:
 
     def _capture(self, key, fn, inputs, keep):
         self.entry = None  # the previous graph's pool goes first
-        dev = inputs[0].device
-        static = tuple(x.detach().clone() for x in inputs)
-        side = torch.cuda.Stream(device=dev)
-        side.wait_stream(torch.cuda.current_stream(dev))
-        with torch.cuda.stream(side), torch.no_grad():
-            for _ in range(2):  # warm-up: kernels and plans chosen, compiled chains built, lazy caches filled
-                fn(*static)
-        torch.cuda.current_stream(dev).wait_stream(side)
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g), torch.no_grad():
-            outs = fn(*static)
+        g, static, outs = capture(fn, inputs)
         self.entry = (key, g, static, outs, keep)
         self.captures += 1
         g.replay()  # capture records without running: this call's outputs come from a replay
@@ -91,3 +110,63 @@ class GraphCache:
 
     def stats(self) -> dict:
         return {"captures": self.captures, "replays": self.replays, "failed": self.failed}
+
+
+class GraphSet:
+    """Captured graphs of one kind of call under several keys at once (the denoising passes: one per ring slot and
+    pass kind), sharing one memory pool, at most ``capacity`` (the least recently used goes).
+
+    ``run(key, fn, inputs, keep)`` -> (ran, outputs): ``ran`` False when the caller should run ``fn`` eagerly itself (a
+    first sighting of the key, or the set off); else ``fn``'s outputs from a replay (None where ``fn`` returns
+    None). Keys as in :meth:`GraphCache.run`, but a key is captured at its second sighting, consecutive or not (a ring
+    slot's passes come every other block). The pool is shared, so a replay's outputs are valid until the
+    next replay of ANY key, and replays must not overlap (one stream): copy the outputs at once. A failed capture turns
+    the set off for good, with one warning (the caller runs eagerly)."""
+
+    def __init__(self, what: str, capacity: int = 8):
+        self.what, self.capacity = what, capacity
+        self.entries: dict = {}  # key -> (graph, static inputs, outputs, kept objects), least recently used first
+        self.seen: set = set()
+        self.pool = None
+        self.failed: str | None = None
+        self.captures = 0
+        self.replays = 0
+
+    def run(self, key, fn: Callable[..., Any], inputs: tuple[Tensor, ...], keep: tuple = ()):
+        if self.failed is not None:
+            return False, None
+        e = self.entries.pop(key, None)
+        if e is not None:
+            self.entries[key] = e  # most recently used last
+            g, static, outs, _ = e
+            for s, x in zip(static, inputs):
+                s.copy_(x)
+            g.replay()
+            self.replays += 1
+            return True, outs
+        if key not in self.seen:
+            if len(self.seen) > 64 * self.capacity:  # shapes that never settle: forget, do not grow without bound
+                self.seen.clear()
+            self.seen.add(key)
+            return False, None
+        try:
+            if len(self.entries) >= self.capacity:
+                self.entries.pop(next(iter(self.entries)))
+            if self.pool is None:
+                self.pool = torch.cuda.graph_pool_handle()
+            g, static, outs = capture(fn, inputs, self.pool)
+        except Exception as e:  # noqa: BLE001 - any capture failure falls back to eager, for good, loudly
+            self.failed = f"{type(e).__name__}: {e}"
+            self.entries.clear()
+            torch.cuda.synchronize(inputs[0].device)
+            warnings.warn(f"CUDA graphs of {self.what} disabled ({self.failed}); running them eagerly", stacklevel=3)
+            return False, None
+        self.entries[key] = (g, static, outs, keep)
+        self.captures += 1
+        g.replay()
+        self.replays += 1
+        return True, outs
+
+    def stats(self) -> dict:
+        return {"captures": self.captures, "replays": self.replays, "graphs": len(self.entries),
+                "failed": self.failed}

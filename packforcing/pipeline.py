@@ -95,16 +95,19 @@ def engine_record(device: torch.device, dit: dict, vae: dict | None, policy: dic
     - ``attention_backend``: :func:`packforcing.attention.resolved_backend` for the DiT's ``dtype`` on ``device``
       (``PF_ATTN_BACKEND``; the default ``auto`` is recorded resolved, ``auto=cudnn_split2`` or ``auto=sdpa``).
     - ``cuda_graphs``: :func:`packforcing.cuda_graphs.graphs_enabled` (``PF_CUDA_GRAPHS``; used on CUDA only).
-    - ``ffn_epilogue``, ``qk_kernel``, ``qkv_fused``, ``elementwise_tune``, ``pass_merge``, ``rope_cos_sin``:
+    - ``ffn_epilogue``, ``qk_kernel``, ``qkv_fused``, ``elementwise_tune``, ``pass_merge``, ``rope_cos_sin``,
+      ``denoise_graphs``:
       :func:`packforcing.model.dit.engine_switches`, the engine switches (``PF_FFN_EPILOGUE``: the FFN's GELU in its
       GEMM's epilogue; ``PF_QK_KERNEL``: q/k RMSNorm + RoPE as one Triton kernel; ``PF_QKV_FUSED``: q, k, v as one
       GEMM; ``PF_ELEMENTWISE_TUNE``: how Inductor tunes the compiled elementwise kernels; ``PF_PASS_MERGE``: how the
-      compressed pass's split attention merges; ``PF_ROPE_COS_SIN``: the gather's cos/sin as one fused kernel).
+      compressed pass's split attention merges; ``PF_ROPE_COS_SIN``: the gather's cos/sin as one fused kernel;
+      ``PF_DENOISE_GRAPHS``: CUDA graphs of the denoising passes).
     - ``stats_timing``: :func:`packforcing.rollout.stats_timing_default` (``PF_STATS_TIMING``: ``events``, the default,
       the host runs ahead and blocks are timed by CUDA events, or ``sync``, the rollout synchronises after each block).
     - ``policy``: the cache policy's resolved speed-only choices (:meth:`CachePolicy.engine_options`, e.g.
-      PackForcing's ``{"gather": "device"}``) and what its warm-up compiled (:meth:`CachePolicy.warm`, e.g.
-      ``{"lr_compile_s": 12.3}``); ``{}`` when it has none."""
+      PackForcing's ``{"gather": "device"}``), what its warm-up compiled (:meth:`CachePolicy.warm`, e.g.
+      ``{"lr_compile_s": 12.3}``) and, with ``PF_DENOISE_GRAPHS=on``, its denoising passes' CUDA graphs
+      (:func:`policy_graphs`); ``{}`` when it has none."""
     from packforcing.attention import resolved_backend
     from packforcing.cuda_graphs import graphs_enabled
 
@@ -497,8 +500,15 @@ def generate(spec: GenerationSpec, on_block: Callable[[int, Tensor, dict], None]
     }
     return GenerationResult(spec.video_path, n_px, res.block_stats, timings, _peak_memory(device),
                             spec.latents_path, asdict(spec), engine_record(device, dit_info, vae_info,
-                                                                           {**policy.engine_options(), **policy_warm},
-                                                                           dt))
+                                                                           {**policy.engine_options(), **policy_warm,
+                                                                            **policy_graphs(policy)}, dt))
+
+
+def policy_graphs(policy) -> dict:
+    """``{"denoise_graphs": captures, replays, graphs, failed}`` when the run's denoising passes had CUDA graphs on
+    (``PF_DENOISE_GRAPHS``, :meth:`CachePolicy.graph_stats`), else {}: part of a record's ``engine.policy``."""
+    g = policy.graph_stats()
+    return {"denoise_graphs": g} if g is not None else {}
 
 
 def missing_files(spec: GenerationSpec) -> list[tuple[str, Path]]:

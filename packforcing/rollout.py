@@ -146,6 +146,7 @@ def rollout(
     spec = CacheSpec.from_model(cfg, batch=b, device=noise.device, dtype=next(model.parameters()).dtype,
                                 token_hw=(h // ph, w // pw))
     policy.reset(spec, k0 + f, bf)
+    policy.start_graphs(noise.device)  # CUDA graphs of the passes the policy names (PF_DENOISE_GRAPHS; off by default)
     if not hasattr(text, "context"):
         text = model.embed_text(text)
     outs: list[Tensor] = []
@@ -228,7 +229,7 @@ def rollout(
             train = grad_step is not None and live[0].step == grad_step
             grad = torch.set_grad_enabled(train) if grad_step is not None else contextlib.nullcontext()
             with grad:
-                x0 = sampler.x0_from_flow(model(x, t, text, view=view.at(Phase(step=calls, train=train))), x, t)
+                x0 = sampler.x0_from_flow(policy.run_model(model, x, t, text, view.at(Phase(step=calls, train=train))), x, t)
             calls += 1
             done = None
             for j, l in enumerate(live):

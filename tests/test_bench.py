@@ -108,13 +108,13 @@ def test_json_keeps_every_field_of_the_single_module_bench(smoke):
     # speed-only choices (engine_policy), config.commit_ab_reps and the commit_ab record (seventeenth);
     # each e2e record's stats_timing and its switch (eighteenth); e2e_sync, the end-to-end modes again under the
     # timing the default replaced, config.e2e_timings and env.elementwise_tune (nineteenth); env.pass_merge,
-    # env.rope_cos_sin (twenty-first)
+    # env.rope_cos_sin (twenty-first); env.denoise_graphs (twenty-second)
     added = {k for k in key_paths(d) if k.endswith((".host_bytes", "series.mid_copies", "kwargs.gather", ".stats_timing"))
              or k.split(".")[0] == "e2e_sync" or k.startswith("sections.e2e_sync:")
              or k in ("config.e2e_timings", "config.stats_timing")
              or ".engine_policy" in k or k.split(".")[0] == "commit_ab" or k.endswith(".ttff_first_block_s")
              or k in ("env.cuda_graphs", "env.ffn_epilogue", "env.qk_kernel", "env.qkv_fused", "env.elementwise_tune",
-                      "env.pass_merge", "env.rope_cos_sin", "config.fp8",
+                      "env.pass_merge", "env.rope_cos_sin", "env.denoise_graphs", "config.fp8",
                       "config.trace_blocks", "config.commit_ab_reps",
                       "config.forward_ab", "config.ab_reps")}
     assert added and key_paths(d) - added == set(before)
@@ -136,7 +136,7 @@ def test_json_fields_are_those_of_the_committed_perf_records(smoke):
              and k not in ("config.e2e_timings", "config.stats_timing")
              and k not in ("backends.cudnn.error", "config.commit_ab_reps", "env.cuda_graphs", "env.ffn_epilogue", "env.qk_kernel",
                            "env.qkv_fused", "env.elementwise_tune", "env.pass_merge", "env.rope_cos_sin",
-                           "config.fp8",
+                           "env.denoise_graphs", "config.fp8",
                            "config.forward_ab", "config.ab_reps",
                            "config.trace_blocks")}
     assert extra == set()

@@ -150,7 +150,7 @@ def test_generate_records_engine_options(tmp_path):
                      "vae_channels_last": False, "attention_backend": backend,
                      "cuda_graphs": graphs_enabled(), "ffn_epilogue": "auto", "qk_kernel": "auto", "qkv_fused": "auto",
                      "elementwise_tune": "coord", "pass_merge": "auto",
-                     "rope_cos_sin": "auto",
+                     "rope_cos_sin": "auto", "denoise_graphs": "auto",
                      "stats_timing": os.environ.get("PF_STATS_TIMING", "events"), "policy": {}}
         json.dumps(e)
         assert res.spec["compile_dit"] == value

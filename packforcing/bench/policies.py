@@ -221,7 +221,10 @@ def run_policy(b, label: str, real_seconds: float, *, lengths: list[float], span
             except RuntimeError:  # the device failed (the run's own error is already recorded): not known
                 at_len[key]["finite"] = None
         if pol is not None and getattr(pol, "store", None) is not None:  # reset ran: its resolved speed-only choices
-            r["engine_policy"] = pol.engine_options()  # e.g. PackForcing's gather, select, commit_pass
+            from packforcing.pipeline import policy_graphs
+
+            # e.g. PackForcing's gather, select, commit_pass; the denoising passes' graphs when PF_DENOISE_GRAPHS=on
+            r["engine_policy"] = {**pol.engine_options(), **policy_graphs(pol)}
         del pol, noise
         if tracer is not None:
             tracer.stop()

@@ -395,8 +395,50 @@ class CachePolicy:
         b, _, f = x_clean.shape[:3]
         t = torch.full((b, f), float(context_noise), device=x_clean.device)
         with torch.no_grad():  # the clean re-run only writes K/V; it never carries gradient
-            model(x_clean, t, text, view=view.at(COMMIT), kv_only=True)
+            self.run_model(model, x_clean, t, text, view.at(COMMIT), kv_only=True)
         self.finish(blk, x_clean, model, text)
+
+    # ---- the model calls: eager, or replayed from CUDA graphs -----------------------------------------------------
+    def graph_key(self, view: PhaseView):
+        """A hashable key naming everything that fixes the model call on ``view`` besides its latents and timesteps
+        (store storage, the current block's slot, the attended range, its positions), when that call may be replayed
+        from a captured CUDA graph: its forward reads only tensors at fixed addresses and changes no host state. None
+        (the default): always run eagerly. The latents' and timesteps' shapes, the model, the prompt, the attention
+        backend and the engine switches are added by :meth:`run_model`."""
+        return None
+
+    def start_graphs(self, device) -> None:
+        """A rollout starts: CUDA graphs of the model calls that :meth:`graph_key` names, for this run, when
+        ``PF_DENOISE_GRAPHS`` is on and ``device`` is CUDA (:class:`packforcing.cuda_graphs.GraphSet`); else none."""
+        from packforcing.cuda_graphs import DENOISE_GRAPHS, GraphSet
+
+        on = DENOISE_GRAPHS.mode() == "on" and torch.device(device).type == "cuda"
+        self._pass_graphs = GraphSet(f"{self.name}'s denoising passes") if on else None
+
+    def graph_stats(self) -> dict | None:
+        """Captures and replays of the last run's denoising-pass graphs (None: none were on)."""
+        g = getattr(self, "_pass_graphs", None)
+        return None if g is None else g.stats()
+
+    def run_model(self, model, x: Tensor, t: Tensor, text, view: PhaseView, kv_only: bool = False) -> Tensor | None:
+        """One model call on ``view``: the rollout's denoising steps and the clean commit pass (``kv_only``). Replayed
+        from a CUDA graph when the run's graphs are on (:meth:`start_graphs`), no gradient is recorded and
+        :meth:`graph_key` names one (captured at its second sighting), else the model's forward. The same kernels on
+        the same data either way; a replay's output is copied out of the graph's pool."""
+        g = getattr(self, "_pass_graphs", None)
+        key = None if g is None or torch.is_grad_enabled() else self.graph_key(view)
+        if key is None:
+            return model(x, t, text, view=view, kv_only=True) if kv_only else model(x, t, text, view=view)
+        from packforcing.attention import current_backend
+        from packforcing.util import ENGINE_SWITCHES
+
+        key = (key, id(model), id(text), tuple(x.shape), x.dtype, tuple(t.shape), t.dtype, kv_only, current_backend(),
+               tuple((n, sw.mode()) for n, sw in ENGINE_SWITCHES.items()))
+        ran, out = g.run(key, lambda xx, tt: model(xx, tt, text, view=view, kv_only=kv_only), (x, t),
+                         keep=(model, text, view.frame_positions))
+        if not ran:
+            return model(x, t, text, view=view, kv_only=True) if kv_only else model(x, t, text, view=view)
+        return None if out is None else out.clone()
 
     def finish(self, blk: BlockInfo, x_clean: Tensor, model, text) -> None:
         pass

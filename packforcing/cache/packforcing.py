@@ -786,6 +786,23 @@ class PackForcingPolicy(CachePolicy):
             torch.cuda.synchronize(device)
         return {"lr_compile_s": round(time.perf_counter() - t0, 2)}
 
+    def graph_key(self, view: PhaseView):
+        """Denoising steps 1-3 and the clean commit pass, once the cache is saturated (the mid slots and the recent ring
+        full, RoPE adjusted: the attended range and the block's positions stop changing; the current block alternates
+        between the ring's slots): their forward reads the store at fixed addresses (the mid slots' contents change,
+        their addresses do not), the block's positions and its latents and timesteps, and changes no host state (the
+        top-k hook returns at once). Step 0 selects and gathers (host bookkeeping: ``selections``, the residency
+        parity, the spans) and runs eagerly; so do training, ``selection="all"`` (its store grows) and absolute
+        positions (they move every block). See :meth:`CachePolicy.graph_key`."""
+        ph, bv, lay = view.phase, view.view, getattr(self, "_layout", None)
+        if (ph.train or self.train_compressor or (ph.step == 0 and not ph.commit) or lay is None or lay.phase != "ring"
+                or not isinstance(bv, BlockView) or bv.extra_kv is not None or not self.cfg.rope_adjust
+                or self.cfg.selection == "all" or lay.n_sel < self.max_sel or len(lay.recent_slots) < self.ring - 1):
+            return None
+        st = self.store
+        return ("packforcing", st.k.data_ptr(), st.v.data_ptr(), bv.cur_start, bv.attend_start, bv.attend_end,
+                lay.cur_pos, ph.commit)
+
     def engine_options(self) -> dict:
         """The gather top-k's chosen blocks take (``gather`` resolved for the device of the last reset), how they
         are scored (``select``: ``fused``, the Triton kernels on CUDA, or ``torch``; the same picks) and how the

@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from packforcing import cuda_graphs as _cuda_graphs  # noqa: F401 - registers PF_DENOISE_GRAPHS (ENGINE_SWITCHES below)
 from packforcing import rope as R
 from packforcing.attention import _HALF, attention
 from packforcing.errors import UserError
@@ -186,7 +187,8 @@ QKV_FUSED = EngineSwitch("PF_QKV_FUSED", ("auto", "off", "on"))
 _TUNE_OPTIONS = {"coord": {"coordinate_descent_tuning": True}, "off": None}  # mode -> torch.compile options
 ELEMENTWISE_TUNE = EngineSwitch("PF_ELEMENTWISE_TUNE", tuple(_TUNE_OPTIONS))
 #: every switch, by the name the records use (a run's ``engine`` and the bench's ``env``): those made above and by the
-#: modules imported here (attention's ``PF_PASS_MERGE``, rope's ``PF_ROPE_COS_SIN``), registered as they are made
+#: modules imported here (attention's ``PF_PASS_MERGE``, rope's ``PF_ROPE_COS_SIN``, cuda_graphs' ``PF_DENOISE_GRAPHS``),
+#: registered as they are made
 ENGINE_SWITCHES = _SWITCHES
 
 
