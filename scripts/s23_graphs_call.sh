@@ -11,9 +11,11 @@
 # Steps: (1) the GPU tests (real graphs: a tiny float32 rollout graphed vs eager, bit for bit; the compression's
 # graphs); (2) two 60 s model-only runs of PackForcing, paper preset, on one machine, attention fixed to cudnn_split2,
 # the defaults then in force: A = PF_DENOISE_GRAPHS=off, B = on (B with 2 traced blocks: idle time per block).
-# Prediction (written now, before any data): B's p50 4-7 ms under A's; B's traced idle time 3-6 ms per block (10.9 in
-# the twenty-first session); captures 4, none failed; memory flatness unchanged within 0.2 points (a replay's
-# intermediates live in the graphs' private pool, freed between replays, not counted as allocated).
+# Prediction (written now, before any data): the twenty-first session's ~6,700 kernels per block left 10.4 ms in short
+# gaps; the compression's ~2,000 are graphed already, so the ~4,700 eager ones hold most of them (~2.2 us each); steps
+# 1-3 and the commit are ~4/5 of the eager forward kernels (~2,400), whose gaps a replay cuts to ~0.7 us: B's p50 2-5
+# ms under A's; B's traced idle time 5-8 ms per block; captures 4, none failed; memory flatness unchanged within 0.2
+# points (a replay's intermediates live in the graphs' private pool, freed between replays, not counted as allocated).
 # Rule (fixed now): PF_DENOISE_GRAPHS's auto becomes "on" if (a) the GPU test of real graphs passes, AND (b) B's record
 # shows 4 captures and no failure, AND (c) B's p50 <= A's p50 - 2.0 ms, AND (d) B's GPU memory flatness from saturation
 # <= 1% (issue 18's target). Otherwise it stays off and the record says which part failed.
