@@ -19,10 +19,11 @@ import pytest
 import torch
 
 from packforcing.cache import packforcing as P
-from packforcing.cache.mid_gather import MidGeometry, fetch_reference
+from packforcing.cache.mid_gather import CosSinTable, MidGeometry, fetch_reference
 from packforcing.model.dit import WanDiT
 from packforcing.model.presets import get_preset
 from packforcing.rollout import rollout
+from packforcing.rope import temporal_cos_sin
 from packforcing.sampler import FlowMatchSampler
 from tests.test_packforcing_reference import check_rollout
 from tests.triton_interp import run_interpreted
@@ -54,8 +55,11 @@ def test_fetch_reference_equals_brute_force(rope_adjust):
     out_v = torch.zeros_like(out_k)
     delta, res_w, copies = torch.zeros(n, dtype=torch.float64), torch.zeros(c["M"], dtype=torch.long), torch.zeros(1, dtype=torch.long)
     copies += 5  # accumulates
+    # with the RoPE adjustment the shifts' cos/sin come from the run's table (CosSinTable), one row per chosen block
+    tab = CosSinTable.make(g, c["M"], c["D"], 10000.0, torch.float32, "cpu") if rope_adjust else None
+    cs = None if tab is None else (tab, *torch.zeros(2, n, tab.cos.shape[1]).unbind(0))
     fetch_reference(g, c["st"][0], c["st"][1], c["ak"], c["av"], layer, c["idx"], c["cand_slots"], c["cand_frames"],
-                    c["res"], res_w, out_k, out_v, delta, copies)
+                    c["res"], res_w, out_k, out_v, delta, copies, cs)
     res = c["res"].tolist()
     for i, ci in enumerate(c["idx"].tolist()):
         s, f = int(c["cand_slots"][ci]), int(c["cand_frames"][ci])
@@ -71,6 +75,10 @@ def test_fetch_reference_equals_brute_force(rope_adjust):
             want_d = sink + i * bf if rope_adjust else f
         assert torch.equal(out_k[:, rows], want_k) and torch.equal(out_v[:, rows], want_v), i
         assert delta[i].item() == want_d, (i, delta[i].item(), want_d)
+        if cs is not None:  # the row equals the per-layer function's cos/sin of that shift
+            want_c, want_s = temporal_cos_sin(torch.tensor([float(want_d)], dtype=torch.float64), c["D"], 10000.0,
+                                              torch.float32)
+            assert torch.equal(cs[1][i], want_c[0]) and torch.equal(cs[2][i], want_s[0]), i
     assert res_w.tolist() == [40, 24, 44, 36]
     assert copies.item() == 5 + 2  # two blocks came from the host archive
 
@@ -141,21 +149,24 @@ def test_triton_mid_fetch_tiling_edges_in_the_interpreter():
                 for rope_adjust in (True, False):
                     for layer in (1, 2):
                         g = G.MidGeometry(n_c, mid_start, 8, 4, rope_adjust, chunk, L)
+                        tab = G.CosSinTable.make(g, M, D, 10000.0, torch.float32, "cpu") if rope_adjust else None
                         outs = []
                         for impl in ("reference", "triton"):
                             bk, bv = torch.full((2, B, 5 * n_c, H, D), 1234.5).to(dtype).unbind(0)
                             dl = torch.full((5,), -99.0, dtype=torch.float64)
                             rw = torch.full((M,), -99, dtype=torch.int64)
                             cp = torch.full((1,), 7, dtype=torch.int64)
+                            cs = () if tab is None else tuple(torch.full((2, 5, tab.cos.shape[1]), -5.0).unbind(0))
                             sk, sv = st[0, layer], st[1, layer]
                             if impl == "reference":
                                 G.fetch_reference(g, sk, sv, ak, av, layer, idx, cand_slots, cand_frames, res, rw, bk,
-                                                  bv, dl, cp)
+                                                  bv, dl, cp, (tab, *cs) if cs else None)
                             else:
                                 T.mid_fetch(bk, bv, sk, sv, base, offs, idx, cand_slots, cand_frames, res, rw, dl, cp,
                                             layer=layer, n_c=n_c, mid_start=mid_start, sink=8, bf=4, chunk=chunk,
-                                            n_layers=L, rope_adjust=rope_adjust)
-                            outs.append((bk, bv, dl, rw, cp))
+                                            n_layers=L, rope_adjust=rope_adjust,
+                                            cs=(tab.cos, tab.sin, tab.off, *cs) if cs else None)
+                            outs.append((bk, bv, dl, rw, cp, *cs))
                         ref, got = outs
                         assert ref[4].item() == 7 + 3 and ref[3].tolist() == [4, 12, 16, 20, 28, -1]
                         for a, b in zip(ref, got):

@@ -55,9 +55,33 @@ class MidGeometry:
     n_layers: int
 
 
+@dataclass(frozen=True)
+class CosSinTable:
+    """cos/sin [K, t_pairs] (the compute dtype) of every temporal shift the gather can ask with the RoPE adjustment,
+    ``(k - off) * B_f`` for k in [0, K): a resident block moves by ``(i - j) * B_f`` (i, j < M mid slots), a new one by
+    ``sink + i * B_f`` (the sink a multiple of B_f). Made once per run by the same function as the per-layer cos/sin
+    (:func:`packforcing.rope.temporal_cos_sin`), so a row equals what that function gives for its shift; the gather
+    copies block i's row into ``cos``/``sin`` [n, t_pairs] instead of computing them per layer (five kernels a
+    layer)."""
+
+    cos: Tensor
+    sin: Tensor
+    off: int
+
+    @staticmethod
+    def make(g: MidGeometry, max_sel: int, head_dim: int, theta: float, cd: torch.dtype, device) -> "CosSinTable":
+        from packforcing import rope as R
+
+        off = max_sel - 1
+        k = torch.arange(-off, g.sink // g.bf + max_sel, dtype=torch.float64, device=device) * g.bf
+        cos, sin = R.temporal_cos_sin(k, head_dim, theta, cd)
+        return CosSinTable(cos.contiguous(), sin.contiguous(), off)
+
+
 def fetch_reference(g: MidGeometry, sk: Tensor, sv: Tensor, arch_k: list[Tensor], arch_v: list[Tensor], layer: int,
                     idx: Tensor, cand_slots: Tensor, cand_frames: Tensor, res_read: Tensor, res_write: Tensor,
-                    out_k: Tensor, out_v: Tensor, delta: Tensor, copies: Tensor) -> None:
+                    out_k: Tensor, out_v: Tensor, delta: Tensor, copies: Tensor,
+                    cs: tuple[CosSinTable, Tensor, Tensor] | None = None) -> None:
     """The device-side gather of one layer, in PyTorch.
 
     Inputs: ``sk``/``sv`` the layer's store views [B, S, H, D] (mid slot j at token rows ``mid_start + j * N_c``);
@@ -71,7 +95,8 @@ def fetch_reference(g: MidGeometry, sk: Tensor, sv: Tensor, arch_k: list[Tensor]
     positions); ``delta`` [n] float64 the temporal shift that brings block i to its slot's position (RoPE
     adjustment: ``(i - j) * B_f`` for a resident block, ``sink + i * B_f`` for a new one; absolute positions: 0 and
     its start frame); ``res_write`` [M] the residency after placement (chosen frames, then -1); ``copies`` [1]
-    int64 += blocks read from the host archive.
+    int64 += blocks read from the host archive; with ``cs`` = (table, cos, sin) (RoPE adjustment only), block i's row
+    of the :class:`CosSinTable` for its shift into ``cos``/``sin`` [n, t_pairs].
 
     On the CPU nothing is read on the host (the archive's chunks are concatenated: O(archive) per call, a reference,
     not for speed); with a CUDA store and a host archive the chosen slots come to the host (one synchronisation: the
@@ -99,6 +124,11 @@ def fetch_reference(g: MidGeometry, sk: Tensor, sv: Tensor, arch_k: list[Tensor]
     else:
         d = torch.where(on, torch.zeros_like(f), f)
     delta.copy_(d.to(torch.float64))
+    if cs is not None:
+        tab, cos, sin = cs
+        k = torch.div(d, g.bf, rounding_mode="floor") + tab.off  # (exact: every shift is a multiple of B_f)
+        torch.index_select(tab.cos, 0, k, out=cos)
+        torch.index_select(tab.sin, 0, k, out=sin)
     res_write.fill_(-1)
     res_write[:n] = f
     copies += (~on).sum()
@@ -178,21 +208,24 @@ def _check_triton(mod, device, dtype) -> bool:
         res = torch.tensor([24, -1, 40, 12], device=device)
         for rope_adjust in (True, False):
             g = MidGeometry(n_c, 5, 8, 4, rope_adjust, chunk, L)
+            tab = CosSinTable.make(g, M, 16, 10000.0, torch.float32, device) if rope_adjust else None
             outs = []
             for impl in ("reference", "triton"):
                 bk, bv = torch.zeros(2, B, 4 * n_c, H, D, dtype=dtype, device=device).unbind(0)
                 dl = torch.zeros(4, dtype=torch.float64, device=device)
                 rw = torch.zeros(M, dtype=torch.int64, device=device)
                 cp = torch.zeros(1, dtype=torch.int64, device=device)
+                cs = None if tab is None else (tab, *torch.zeros(2, 4, tab.cos.shape[1], device=device).unbind(0))
                 if impl == "reference":
                     fetch_reference(g, st[0, 1], st[1, 1], ak, av, 1, idx, cand_slots, cand_frames, res, rw, bk, bv,
-                                    dl, cp)
+                                    dl, cp, cs)
                 else:
                     base, offs = _host_offsets(ak, av, device)
                     mod.mid_fetch(bk, bv, st[0, 1], st[1, 1], base, offs, idx, cand_slots, cand_frames, res, rw, dl,
                                   cp, layer=1, n_c=n_c, mid_start=5, sink=8, bf=4, chunk=chunk, n_layers=L,
-                                  rope_adjust=rope_adjust)
-                outs.append((bk, bv, dl, rw, cp))
+                                  rope_adjust=rope_adjust,
+                                  cs=None if cs is None else (tab.cos, tab.sin, tab.off, cs[1], cs[2]))
+                outs.append((bk, bv, dl, rw, cp) + (() if cs is None else cs[1:]))
             ok = all(torch.equal(a, b) for a, b in zip(*outs))
             if not ok:
                 break
@@ -246,12 +279,12 @@ class MidGatherer:
 
     def fetch(self, sk: Tensor, sv: Tensor, arch_k: list[Tensor], arch_v: list[Tensor], layer: int, idx: Tensor,
               cand_slots: Tensor, cand_frames: Tensor, res_read: Tensor, res_write: Tensor, out_k: Tensor,
-              out_v: Tensor, delta: Tensor, copies: Tensor) -> None:
+              out_v: Tensor, delta: Tensor, copies: Tensor, cs: tuple[CosSinTable, Tensor, Tensor] | None = None) -> None:
         """:func:`fetch_reference`'s contract, by the chosen implementation (no host synchronisation on the Triton
         path: the archive's chunk offsets are rebuilt only when a chunk was added, from host-side pointers)."""
         if self.prepare(sk.device, sk.dtype) == "reference":
             fetch_reference(self.g, sk, sv, arch_k, arch_v, layer, idx, cand_slots, cand_frames, res_read, res_write,
-                            out_k, out_v, delta, copies)
+                            out_k, out_v, delta, copies, cs)
             return
         key = (len(arch_k), arch_k[0].data_ptr(), arch_v[0].data_ptr())
         if key != self._offs_key:
@@ -260,4 +293,5 @@ class MidGatherer:
         g = self.g
         _IMPL["mod"].mid_fetch(out_k, out_v, sk, sv, base, offs, idx, cand_slots, cand_frames, res_read, res_write,
                                delta, copies, layer=layer, n_c=g.n_c, mid_start=g.mid_start, sink=g.sink, bf=g.bf,
-                               chunk=g.chunk, n_layers=g.n_layers, rope_adjust=g.rope_adjust)
+                               chunk=g.chunk, n_layers=g.n_layers, rope_adjust=g.rope_adjust,
+                               cs=None if cs is None else (cs[0].cos, cs[0].sin, cs[0].off, cs[1], cs[2]))

@@ -17,7 +17,8 @@ Wan's 1536, no masked lanes), and a program copies ``PIECES`` consecutive pieces
 [PIECES, BC] tile: several rows per program, each piece one vectorised contiguous run) for K and V. The block's
 scalars (its candidate, residency lookup, source) are found once per program, not once per row, and the program
 reads either the device slot or the host archive (a branch, not two masked loads). One program per chosen block
-(tile 0, batch 0) writes its shift and host count, and one program of the launch writes the residency row.
+(tile 0, batch 0) writes its shift, its row of the cos/sin table (with the RoPE adjustment, when given) and host count,
+and one program of the launch writes the residency row.
 
 Semantics are those of :func:`packforcing.cache.mid_gather.fetch_reference` (the pure-PyTorch reference it is
 checked against). The copy moves bits only (no arithmetic on K/V), so any dtype is served exactly. Importing this
@@ -36,9 +37,10 @@ Tensor = torch.Tensor
 # n, layer vary per call (top-k grows to its size, 30 layers): not specialised, one compiled variant per dtype
 @triton.jit(do_not_specialize=["n", "layer"])
 def _mid_fetch_kernel(out_k, out_v, sk, sv, hbase, hoff_k, hoff_v, idx, cand_slots, cand_frames, res_read, res_write,
-                      delta, copies, n, layer, n_c, mid_start, sink, bf, chunk, n_layers, batch, st_b, st_t, o_b, o_t,
-                      M, HD: tl.constexpr, BM: tl.constexpr, BC: tl.constexpr, NCH: tl.constexpr,
-                      PIECES: tl.constexpr, EVEN: tl.constexpr, ROPE_ADJUST: tl.constexpr):
+                      delta, copies, cos_tab, sin_tab, cos_out, sin_out, cs_off, n, layer, n_c, mid_start, sink, bf,
+                      chunk, n_layers, batch, st_b, st_t, o_b, o_t, M, P, HD: tl.constexpr, BM: tl.constexpr,
+                      BC: tl.constexpr, NCH: tl.constexpr, PIECES: tl.constexpr, EVEN: tl.constexpr,
+                      ROPE_ADJUST: tl.constexpr, CS: tl.constexpr, BP: tl.constexpr):
     # NCH = ceil(HD / BC) pieces per row; EVEN: HD % BC == 0 (no piece is cut by the row's end)
     tile = tl.program_id(0)  # pieces [tile * PIECES, (tile + 1) * PIECES), row-major over (row, piece), of
     i = tl.program_id(1)  # chosen block i
@@ -77,6 +79,12 @@ def _mid_fetch_kernel(out_k, out_v, sk, sv, hbase, hoff_k, hoff_v, idx, cand_slo
         else:  # absolute positions: resident blocks already sit at their start frame, new ones move there
             d = tl.where(on_dev, 0, f)
         tl.store(delta + i, d.to(tl.float64))
+        if CS:  # the shift's row of the cos/sin table (RoPE adjustment: every shift a multiple of B_f)
+            kk = (d // bf + cs_off).to(tl.int64)
+            pp = tl.arange(0, BP)
+            pm = pp < P
+            tl.store(cos_out + i * P + pp, tl.load(cos_tab + kk * P + pp, mask=pm), mask=pm)
+            tl.store(sin_out + i * P + pp, tl.load(sin_tab + kk * P + pp, mask=pm), mask=pm)
         if j < 0:
             tl.atomic_add(copies, tl.full((), 1, tl.int64))
         if i == 0:  # one program of the launch writes the next residency row
@@ -102,13 +110,15 @@ def _config(hd: int, itemsize: int) -> tuple[int, int, int]:
 def mid_fetch(out_k: Tensor, out_v: Tensor, sk: Tensor, sv: Tensor, hbase: Tensor, hoff: Tensor, idx: Tensor,
               cand_slots: Tensor, cand_frames: Tensor, res_read: Tensor, res_write: Tensor, delta: Tensor,
               copies: Tensor, *, layer: int, n_c: int, mid_start: int, sink: int, bf: int, chunk: int, n_layers: int,
-              rope_adjust: bool) -> None:
+              rope_adjust: bool, cs: tuple | None = None) -> None:
     """Launch the kernel (argument meanings: :func:`packforcing.cache.mid_gather.fetch_reference`).
 
     ``sk``/``sv``: the layer's store view [B, S, H, D] ([H, D] contiguous); ``out_*`` [B, n * N_c, H, D]
     contiguous; ``hbase``: chunk 0 of the host archive's K (pinned; its pointer is what Triton checks with
     cuPointerGetAttribute and replaces by its device address); ``hoff`` [2, chunks] int64: element offsets of every
-    K and V chunk from ``hbase``, between device addresses (:func:`packforcing.cache.mid_gather.device_pointer`)."""
+    K and V chunk from ``hbase``, between device addresses (:func:`packforcing.cache.mid_gather.device_pointer`);
+    ``cs`` = (cos table [K, P], sin table, offset, cos out [n, P], sin out) with the RoPE adjustment: block i's table
+    row ``delta[i] / B_f + offset`` copied out (contiguous tensors)."""
     b, t, h, d = out_k.shape
     if t == 0:
         return
@@ -121,10 +131,16 @@ def mid_fetch(out_k: Tensor, out_v: Tensor, sk: Tensor, sv: Tensor, hbase: Tenso
     bc, pieces, warps = _config(h * d, out_k.element_size())
     nch = triton.cdiv(h * d, bc)
     tiles = triton.cdiv(n_c * nch, pieces)
+    if cs is not None and not rope_adjust:
+        raise ValueError("the cos/sin table serves the RoPE adjustment only")
+    ct, st_, off, co, so = cs if cs is not None else (delta, delta, 0, delta, delta)  # (unused pointers without it)
+    p = ct.shape[1] if cs is not None else 1
+    if cs is not None and not all(t.is_contiguous() for t in (ct, st_, co, so)):
+        raise ValueError("mid fetch needs contiguous cos/sin tables and outputs")
     _mid_fetch_kernel[(tiles, n, b)](
         out_k, out_v, sk, sv, hbase, hoff[0], hoff[1], idx, cand_slots, cand_frames, res_read, res_write, delta, copies,
-        n, layer, n_c, mid_start, sink, bf, chunk, n_layers, b, sk.stride(0), sk.stride(1), out_k.stride(0),
-        out_k.stride(1), m, HD=h * d, BM=_pow2(m), BC=bc, NCH=nch, PIECES=pieces, EVEN=h * d % bc == 0,
-        ROPE_ADJUST=bool(rope_adjust),
+        ct, st_, co, so, off, n, layer, n_c, mid_start, sink, bf, chunk, n_layers, b, sk.stride(0), sk.stride(1),
+        out_k.stride(0), out_k.stride(1), m, p, HD=h * d, BM=_pow2(m), BC=bc, NCH=nch, PIECES=pieces,
+        EVEN=h * d % bc == 0, ROPE_ADJUST=bool(rope_adjust), CS=cs is not None, BP=_pow2(p),
         num_warps=warps,
     )

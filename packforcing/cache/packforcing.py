@@ -74,7 +74,7 @@ from packforcing.cache.base import (
     whole_blocks,
 )
 from packforcing.cache.compressor import PAPER_HR_CHANNELS, DualBranchCompressor, compressed_grid
-from packforcing.cache.mid_gather import MidGatherer, MidGeometry
+from packforcing.cache.mid_gather import CosSinTable, MidGatherer, MidGeometry
 from packforcing.cuda_graphs import GraphCache, graphs_enabled
 from packforcing.errors import UserError
 from packforcing.model.dit import ExtraTokens
@@ -556,6 +556,10 @@ class PackForcingPolicy(CachePolicy):
                                                      self.cfg.rope_adjust, self.archive.chunk, spec.num_layers))
             if cuda:  # Triton or the reference, decided before the first block (its check synchronises once)
                 self._gatherer.prepare(spec.device, spec.dtype)
+            # with the RoPE adjustment every shift the gather asks is one of a few multiples of B_f: their cos/sin made
+            # once, each layer's copied out by the fetch (no five-kernel cos/sin per layer)
+            self._cs_table = (CosSinTable.make(self._gatherer.g, self.max_sel, spec.head_dim, spec.rope_theta,
+                                               R.compute_dtype(spec.dtype), spec.device) if self.cfg.rope_adjust else None)
         # top-k scoring by the fused Triton kernels on CUDA (checked against the PyTorch path at first use; same picks)
         self._fused_select = self.cfg.select == "auto" and S.fused_ready(spec.device, spec.dtype)
         self._alloc_score_buffers()
@@ -934,10 +938,16 @@ class PackForcingPolicy(CachePolicy):
         tk = sk.new_empty((sk.shape[0], n * n_c) + tuple(sk.shape[-2:]))
         tv = torch.empty_like(tk)
         delta = torch.empty(n, dtype=torch.float64, device=sk.device)
+        tab = getattr(self, "_cs_table", None)
+        cs = None if tab is None else (tab, *torch.empty((2, n, tab.cos.shape[1]), dtype=tab.cos.dtype,
+                                                         device=sk.device).unbind(0))
         self._gatherer.fetch(sk, sv, self.archive.k, self.archive.v, layer, idx, cand[0], cand[2], rows[p, layer],
-                             rows[1 - p, layer], tk, tv, delta, self._copies_dev)
+                             rows[1 - p, layer], tk, tv, delta, self._copies_dev, cs)
         self._res_par[layer] = 1 - p
-        cos, sin = R.temporal_cos_sin(delta, self.spec.head_dim, self.spec.rope_theta, R.compute_dtype(st.k.dtype))
+        if cs is not None:  # the shifts' rows of the table, written by the fetch
+            cos, sin = cs[1], cs[2]
+        else:
+            cos, sin = R.temporal_cos_sin(delta, self.spec.head_dim, self.spec.rope_theta, R.compute_dtype(st.k.dtype))
         R.gather_rotated_(sk[:, a : a + n * n_c], sv[:, a : a + n * n_c], tk, tv, self._arange_dev[:n], n_c, cos, sin)
         if not self.cfg.rope_adjust:  # absolute positions of the mid slots (the last layer placed, as on the host)
             base = cand[1].index_select(0, idx)
