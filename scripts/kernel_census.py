@@ -15,7 +15,7 @@ CUDA graphs replay the compression's kernels (the same kernels, launched by one 
 
 Configuration: PackForcing ``paper`` preset (HR+LR, LR fed a decoder-shaped frame tensor, unbounded archive, top-k
 16 selecting, ``gather=device``), Wan2.1-T2V-1.3B widths (dim 1536, 12 heads, FFN 8960, the Wan VAE), random
-weights, float32, a small frame (64 x 128 px: the kernel count does not depend on it) and 2 and 3 layers; the
+weights, bf16 (as on the GPU), a small frame (64 x 128 px: the kernel count does not depend on it) and 2 and 3 layers; the
 per-layer count is the difference, and the 30-layer column is ``fixed + 30 x per layer`` (exact: every layer runs
 the same code). Block ``--block`` (default 22) is past saturation (block 19).
 
@@ -50,8 +50,9 @@ NO_KERNEL = frozenset({
 
 NOTES = [
     "one dispatched compute op = one kernel; each call of the DiT's elementwise chains = one (compiled on CUDA)",
-    "pf.select and pf.gather: the CPU's PyTorch references; on CUDA the fused scoring is 4 Triton launches a layer and "
-    "the device gather 1 fetch launch + the rotation's kernels",
+    "pf.gather: the device gather's fetch and rotation count one kernel each (Triton kernels on CUDA; their PyTorch "
+    "references run here), the rest as dispatched; pf.select: the CPU's PyTorch scoring (8 ops a layer; on CUDA the "
+    "fused scoring is 4 Triton launches a layer)",
     "attention: one call = one kernel here; on CUDA the compressed pass's split-KV adds its splits and merge",
     "compress.lr: the LR encode eager (lr_compile=off, the default); lr_compile=on compiles its norms and SiLUs",
 ]
@@ -92,6 +93,23 @@ def _label(tag: str, fn):
     return wrapped
 
 
+def _one_kernel(name: str, fn):
+    """``fn`` counted as one kernel (its ops inside not counted): a Triton kernel on CUDA whose PyTorch reference runs
+    on the CPU."""
+    def call(*a, **k):
+        if not ACTIVE:
+            return fn(*a, **k)
+        c = ACTIVE[-1]
+        c.by[c.stack[-1]] += 1
+        c.ops[c.stack[-1]][name] += 1
+        c.mute += 1
+        try:
+            return fn(*a, **k)
+        finally:
+            c.mute -= 1
+    return call
+
+
 class _Chains:
     """The DiT's elementwise set with each call counted as one kernel (its ops inside not counted)."""
 
@@ -127,10 +145,13 @@ def _patched(pairs):
 
 
 def census_block(layers: int, block: int = 22, video_hw=(64, 128), preset: str = "wan2.1-1.3b",
-                 vae_preset: str = "wan2.1", opts: dict | None = None) -> dict:
-    """Kernels of block ``block`` of a PackForcing rollout at ``layers`` layers, by region (CPU, float32)."""
+                 vae_preset: str = "wan2.1", opts: dict | None = None, dtype: torch.dtype = torch.bfloat16) -> dict:
+    """Kernels of block ``block`` of a PackForcing rollout at ``layers`` layers, by region (CPU; ``dtype`` bf16 as on
+    the GPU: the casts around the float32 RoPE and scoring math are kernels there too)."""
     import packforcing.model.dit as D
+    import packforcing.rope as R
     from packforcing.cache import bind_policy, make_policy
+    from packforcing.cache.mid_gather import MidGatherer
     from packforcing.cache.compressor import DualBranchCompressor, HRBranch
     from packforcing.model.presets import get_preset
     from packforcing.model.vae import build_vae
@@ -139,18 +160,18 @@ def census_block(layers: int, block: int = 22, video_hw=(64, 128), preset: str =
 
     torch.manual_seed(0)
     cfg = dataclasses.replace(get_preset(preset), num_layers=layers, video_hw=tuple(video_hw), text_len=16)
-    model = D.build_model(cfg).eval().requires_grad_(False)
-    vae = build_vae(vae_preset).eval().requires_grad_(False)
+    model = D.build_model(cfg).eval().requires_grad_(False).to(dtype)
+    vae = build_vae(vae_preset).eval().requires_grad_(False).to(dtype)
     pol = bind_policy(make_policy("packforcing", preset="paper", gather="device", **(opts or {})), model, vae=vae)
     cls = type(pol)
     bf = 4
     lh, lw = cfg.latent_hw
     g = torch.Generator().manual_seed(0)
-    noise = torch.randn(1, cfg.in_dim, (block + 1) * bf, lh, lw, generator=g)
-    text = torch.randn(1, cfg.text_len, cfg.text_dim, generator=g)
+    noise = torch.randn(1, cfg.in_dim, (block + 1) * bf, lh, lw, generator=g).to(dtype)
+    text = torch.randn(1, cfg.text_len, cfg.text_dim, generator=g).to(dtype)
     sf, tf = vae.config.spatial_factor, vae.config.temporal_factor
-    frames = {i: torch.rand(1, 3, 1 + tf * (bf - 1) if i == 0 else tf * bf, sf * lh, sf * lw, generator=g) * 2 - 1
-              for i in range(block + 1)}
+    frames = {i: (torch.rand(1, 3, 1 + tf * (bf - 1) if i == 0 else tf * bf, sf * lh, sf * lw, generator=g) * 2 - 1
+                  ).to(dtype) for i in range(block + 1)}
     census = Census()
     passes: list[str] = []
     fwd = type(model).forward
@@ -178,7 +199,10 @@ def census_block(layers: int, block: int = 22, video_hw=(64, 128), preset: str =
              (cls, "_archive_kv", _label("compress.archive", cls._archive_kv)),
              (cls, "_select_hook", _label("pf.select", cls._select_hook)),
              (cls, "_place_device", _label("pf.gather", cls._place_device)),
-             (cls, "context", _label("context", cls.context))]
+             (cls, "context", _label("context", cls.context)),
+             # the device gather's two Triton kernels on CUDA (the fetch, the rotation into the mid slots): one each
+             (MidGatherer, "fetch", _one_kernel("triton:mid_fetch", MidGatherer.fetch)),
+             (R, "gather_rotated_", _one_kernel("triton:rotate_gather", R.gather_rotated_))]
     t0 = time.perf_counter()
     try:
         with _patched(pairs), torch.no_grad():
@@ -239,7 +263,7 @@ def main() -> None:
            "configuration": {"preset": "paper", "compressor": "hr+lr (LR fed decoder-shaped frames)",
                              "archive": "unbounded (host)", "top_k": "16, selecting (block past saturation)",
                              "gather": "device (its PyTorch reference on the CPU)", "model": "Wan2.1-T2V-1.3B widths, "
-                             "random weights, float32, 64x128 px frames", "block": a.block, "opts": opts},
+                             "random weights, bf16, 64x128 px frames", "block": a.block, "opts": opts},
            "notes": NOTES, "regions": table, f"total_at_{a.depth}_layers": total,
            "runs": runs}
     if a.out:

@@ -25,9 +25,11 @@
 # (bit-identical: env status used) AND D's p50 <= A's p50 * 1.005. Whatever holds, the next call is make bench's PackForcing run with
 # the defaults then in force (60 s + e2e), whose numbers are issue 18's.
 # Added in the twenty-second session (CPU only, no device lent), before any data, rules above unchanged: the defaults
-# (so arm A, and B and D with it) now re-base the compressed keys once for every layer and cache RoPE's frequencies
-# (kernel census 7,225 -> 6,306 per block, docs/perf.md). Prediction: A's compression median 16.5-18.0 ms (19.90 in
-# the twenty-first session, another machine: not an A/B), A's p50 2-3.5 ms under 461.5.
+# (so arm A, and B and D with it) now re-base the compressed keys once for every layer, cache RoPE's frequencies and
+# copy the gather's cos/sin rows from a per-run table inside the fetch kernel (kernel census 5,861 -> 4,734 per block,
+# docs/perf.md). Predictions: A's compression median 16.5-18.0 ms (19.90 in the twenty-first session, another machine:
+# not an A/B); A's gather 0.4-0.8 ms under the prediction above; rule (e) is expected to fail: with the table the
+# device gather no longer computes cos/sin per layer, so PF_ROPE_COS_SIN has nothing left to speed up there.
 set -u
 mkdir -p runs "$OUT"
 export PYTHONPATH=$PWD
