@@ -8,6 +8,10 @@ and the constants: module identity, shapes, positions, storage pointers) and rep
 values copied into the graph's static inputs. Replay runs the same kernels on the same data, so the outputs equal
 the eager ones (checked on a GPU by ``scripts/compress_probe.py --check-graphs``).
 
+A :class:`GraphSet` holds several such graphs at once in one memory pool, each captured at its key's second sighting:
+the denoising passes (``PF_DENOISE_GRAPHS``, off by default until measured), one graph per ring slot and pass kind,
+named by the cache policy (:meth:`packforcing.cache.base.CachePolicy.graph_key`).
+
 Pure speed: CUDA inference only; ``PF_CUDA_GRAPHS=0`` turns every cache off. A capture that fails (an operation
 that cannot be captured, e.g. a host synchronisation) disables that cache for the rest of its life, with one
 warning, and the caller runs eagerly.

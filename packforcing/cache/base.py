@@ -409,10 +409,11 @@ class CachePolicy:
 
     def start_graphs(self, device) -> None:
         """A rollout starts: CUDA graphs of the model calls that :meth:`graph_key` names, for this run, when
-        ``PF_DENOISE_GRAPHS`` is on and ``device`` is CUDA (:class:`packforcing.cuda_graphs.GraphSet`); else none."""
-        from packforcing.cuda_graphs import DENOISE_GRAPHS, GraphSet
+        ``PF_DENOISE_GRAPHS`` is on, ``PF_CUDA_GRAPHS`` is not off and ``device`` is CUDA
+        (:class:`packforcing.cuda_graphs.GraphSet`); else none."""
+        from packforcing.cuda_graphs import DENOISE_GRAPHS, GraphSet, graphs_enabled
 
-        on = DENOISE_GRAPHS.mode() == "on" and torch.device(device).type == "cuda"
+        on = DENOISE_GRAPHS.mode() == "on" and torch.device(device).type == "cuda" and graphs_enabled()
         self._pass_graphs = GraphSet(f"{self.name}'s denoising passes") if on else None
 
     def graph_stats(self) -> dict | None:
