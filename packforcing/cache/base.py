@@ -426,19 +426,21 @@ class CachePolicy:
         from a CUDA graph when the run's graphs are on (:meth:`start_graphs`), no gradient is recorded and
         :meth:`graph_key` names one (captured at its second sighting), else the model's forward. The same kernels on
         the same data either way; a replay's output is copied out of the graph's pool."""
+        def call(xx: Tensor, tt: Tensor):
+            return model(xx, tt, text, view=view, kv_only=True) if kv_only else model(xx, tt, text, view=view)
+
         g = getattr(self, "_pass_graphs", None)
         key = None if g is None or torch.is_grad_enabled() else self.graph_key(view)
         if key is None:
-            return model(x, t, text, view=view, kv_only=True) if kv_only else model(x, t, text, view=view)
+            return call(x, t)
         from packforcing.attention import current_backend
         from packforcing.util import ENGINE_SWITCHES
 
         key = (key, id(model), id(text), tuple(x.shape), x.dtype, tuple(t.shape), t.dtype, kv_only, current_backend(),
                tuple((n, sw.mode()) for n, sw in ENGINE_SWITCHES.items()))
-        ran, out = g.run(key, lambda xx, tt: model(xx, tt, text, view=view, kv_only=kv_only), (x, t),
-                         keep=(model, text, view.frame_positions))
+        ran, out = g.run(key, call, (x, t), keep=(model, text, view.frame_positions))
         if not ran:
-            return model(x, t, text, view=view, kv_only=True) if kv_only else model(x, t, text, view=view)
+            return call(x, t)
         return None if out is None else out.clone()
 
     def finish(self, blk: BlockInfo, x_clean: Tensor, model, text) -> None:
