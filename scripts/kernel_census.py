@@ -151,8 +151,8 @@ def census_block(layers: int, block: int = 22, video_hw=(64, 128), preset: str =
     import packforcing.model.dit as D
     import packforcing.rope as R
     from packforcing.cache import bind_policy, make_policy
-    from packforcing.cache.mid_gather import MidGatherer
     from packforcing.cache.compressor import DualBranchCompressor, HRBranch
+    from packforcing.cache.mid_gather import MidGatherer
     from packforcing.model.presets import get_preset
     from packforcing.model.vae import build_vae
     from packforcing.rollout import rollout
