@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 18, registered in the twenty-first session for the twenty-second, before any data; the call after
-# scripts/s22_lr_call.sh. ~9.5 min, no carry:
-#   run(command="[PF_PASS_MERGE=compiled] bash scripts/s22_bench_call.sh [PF_OPTS]")
+# scripts/s22_lr_call.sh (and, since the twenty-second session, after scripts/s23_graphs_call.sh). ~9.5 min, no carry:
+#   run(command="[PF_PASS_MERGE=compiled] [PF_DENOISE_GRAPHS=on] bash scripts/s22_bench_call.sh [PF_OPTS]")
+# (each environment switch only where its call's rule turned it; env.denoise_graphs and env.pass_merge record them)
 # PF_OPTS: the PackForcing options whose auto s22_lr_call.sh's rule turned (e.g. lr_compile=on), passed as --pf-opts
 # until the code's defaults say the same (the record names them either way: engine_policy, env.pass_merge).
 # What: the `make bench` defaults (paper preset: HR+LR, unbounded host archive, top-k 16 selecting; Self-Forcing's
