@@ -8,7 +8,9 @@ whole history available, how much of each layer's attention lands on tokens olde
 step of every block past ``--from-s`` seconds, adds up each layer's softmax attention weights (mean over the batch,
 heads and the block's queries) by the temporal distance of the attended key to the current block's first frame:
 the current block itself, then keys 0-1 s, 1-5 s, 5-15 s and > 15 s older. Next to each share: the share of the keys
-in that range (what uniform attention would give). Prints a table; ``--out`` writes JSON.
+in that range (what uniform attention would give); and ``spread``, the effective number of keys a query attends
+(exp of its attention entropy) over the keys there are, averaged (1: uniform; near 0: a few keys). Prints a table;
+``--out`` writes JSON.
 
     python scripts/attention_by_age.py [--prompts 8] [--seconds 30] [--checkpoint toy:self_forcing] [--out FILE]
 
@@ -38,15 +40,18 @@ class AgeMass:
         self.mass = torch.zeros(n_layers, len(BUCKETS), dtype=torch.float64)
         self.share = torch.zeros(n_layers, len(BUCKETS), dtype=torch.float64)
         self.calls = torch.zeros(n_layers, dtype=torch.float64)
+        self.spread = torch.zeros(n_layers, dtype=torch.float64)  # effective keys attended / keys (exp entropy / S)
         self.fps_latent = fps_latent
 
     def add(self, layer: int, q, k, pos, cur_first: float) -> None:
         """``q`` [B, N, H, D] the block's queries, ``k`` [B, S, H, D] every key attended, ``pos`` [S] their temporal
         positions (latent frames; the current block's from ``cur_first`` on)."""
         d = q.shape[-1]
-        w = torch.softmax(torch.einsum("bnhd,bshd->bhns", q.float(), k.float()) / math.sqrt(d), dim=-1)
-        w = w.mean(dim=(0, 1, 2)).double()  # [S]: mean over batch, heads, queries
+        p = torch.softmax(torch.einsum("bnhd,bshd->bhns", q.float(), k.float()) / math.sqrt(d), dim=-1)
         s = k.shape[1]
+        ent = -(p * p.clamp_min(1e-30).log()).sum(-1)  # [B, H, N]: each query's attention entropy
+        self.spread[layer] += (ent.exp() / s).mean().double()
+        w = p.mean(dim=(0, 1, 2)).double()  # [S]: mean over batch, heads, queries
         age_s = (cur_first - pos.double()) / self.fps_latent
         cur = pos.double() >= cur_first
         assert cur.shape[0] == s
@@ -59,7 +64,7 @@ class AgeMass:
     def table(self) -> dict:
         n = self.calls.clamp(min=1)[:, None]
         return {"buckets": [b[0] for b in BUCKETS], "mass": (self.mass / n).tolist(), "key_share": (self.share / n).tolist(),
-                "calls_per_layer": self.calls.tolist()}
+                "spread": (self.spread / n[:, 0]).tolist(), "calls_per_layer": self.calls.tolist()}
 
 
 def main() -> None:
@@ -119,10 +124,10 @@ def main() -> None:
         from packforcing.util import write_json_atomic
 
         write_json_atomic(a.out, rec, newline=True, indent=1)
-    head = "layer " + "".join(f"{b:>22}" for b in t["buckets"])
+    head = "layer " + "".join(f"{b:>22}" for b in t["buckets"]) + f"{'spread':>8}"
     print(head + "\n" + " " * 6 + "".join(f"{'mass / key share':>22}" for _ in t["buckets"]))
-    for li, (m, s) in enumerate(zip(t["mass"], t["key_share"])):
-        print(f"{li:>5} " + "".join(f"{mm:>13.3f} / {ss:.3f}" for mm, ss in zip(m, s)))
+    for li, (m, s, sp) in enumerate(zip(t["mass"], t["key_share"], t["spread"])):
+        print(f"{li:>5} " + "".join(f"{mm:>13.3f} / {ss:.3f}" for mm, ss in zip(m, s)) + f"{sp:>8.3f}")
 
 
 if __name__ == "__main__":

@@ -39,3 +39,15 @@ def test_mass_by_age_equals_a_naive_loop():
     assert abs(sum(t["mass"][0]) - 1.0) < 1e-6 and abs(sum(t["key_share"][0]) - 1.0) < 1e-9
     # key shares: 2 current, ages 2.5 s (90), 7.5 (70), 15 (40: edge of 5-15), 20 (20), 22.75, 23.75, 25, 25 s
     assert t["key_share"][0] == [2 / 11, 0.0, 1 / 11, 2 / 11, 6 / 11]
+
+
+def test_spread_is_one_for_uniform_attention_and_small_for_peaked():
+    b, n, h, d = 1, 2, 1, 4
+    pos = torch.arange(10, dtype=torch.float64)
+    acc = ab.AgeMass(n_layers=2, fps_latent=4.0)
+    acc.add(0, torch.zeros(b, n, h, d), torch.randn(b, 10, h, d), pos, 9.0)  # zero queries: uniform over 10 keys
+    k = torch.zeros(b, 10, h, d)
+    k[0, 3, 0, 0] = 100.0
+    acc.add(1, torch.ones(b, n, h, d), k, pos, 9.0)  # one key wins
+    spread = acc.table()["spread"]
+    assert abs(spread[0] - 1.0) < 1e-6 and spread[1] < 0.11
