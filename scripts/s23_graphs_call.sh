@@ -22,7 +22,7 @@
 set -u
 mkdir -p runs "$OUT"
 export PYTHONPATH=$PWD
-timeout 90 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_denoise_graphs.py tests/test_cuda_graphs.py \
+timeout 90 python3 -m pytest -q -s -p no:cacheprovider -m gpu tests/test_denoise_graphs.py tests/test_cuda_graphs.py \
   > runs/gpu_test_graphs.log 2>&1; echo "gpu tests rc=$?" | tee runs/gpu_test_rc.txt; tail -3 runs/gpu_test_graphs.log
 B="python3 -m packforcing.bench --policies packforcing --lengths 10,60 --real-max-seconds 60 --backend cudnn_split2
    --backends cudnn_split2 --skip compile,profile,topk,plot,e2e,vae --commit-ab-reps 0"

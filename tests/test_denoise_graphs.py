@@ -166,7 +166,9 @@ def test_off_by_default_and_never_on_the_cpu(monkeypatch):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_real_graphs_on_cuda_equal_eager(monkeypatch):
-    """Real CUDA graphs (float32 tiny model): the graphed rollout's latents equal the eager ones bit for bit."""
+    """Real CUDA graphs (float32 tiny model): the graphed rollout's latents equal the eager ones (the same kernels on
+    the same data; within 1e-5 in case a captured GEMM picks another algorithm than the eager one: a stale input or
+    position would be off by O(1)). The max |difference| is printed for the record."""
     m = tiny_model(device="cuda")
     monkeypatch.setenv("PF_DENOISE_GRAPHS", "off")
     eager = run(m, make_pf(m), device="cuda")
@@ -175,4 +177,6 @@ def test_real_graphs_on_cuda_equal_eager(monkeypatch):
     graphed = run(m, pol, device="cuda")
     stats = pol.graph_stats()
     assert stats["failed"] is None and stats["captures"] == 4 and stats["replays"] > 20, stats
-    assert (graphed - eager).abs().max().item() == 0.0
+    diff = (graphed - eager).abs().max().item()
+    print(f"denoise graphs: max |graphed - eager| = {diff:.3g}, {stats}")
+    torch.testing.assert_close(graphed, eager, rtol=1e-5, atol=1e-5)
