@@ -9,8 +9,9 @@
 # {steps, commit}, one shared memory pool; step 0 selects and gathers, so it stays eager); CPU tests with faked graphs
 # show the graphed rollout equal to the eager one and that no replayed call changes the policy's host state.
 # Steps: (1) the GPU tests (real graphs: a tiny float32 rollout graphed vs eager, within 1e-5, its max difference
-# printed; the compression's graphs); (2) two 60 s model-only runs of PackForcing, paper preset, on one machine, attention fixed to cudnn_split2,
-# the defaults then in force: A = PF_DENOISE_GRAPHS=off, B = on (B with 2 traced blocks: idle time per block).
+# printed; the compression's graphs); (2) two 60 s model-only runs of PackForcing, paper preset, on one machine,
+# attention fixed to cudnn_split2, the defaults then in force: A = PF_DENOISE_GRAPHS=off, B = on (B with 2 traced
+# blocks: idle time per block).
 # Prediction (written now, before any data): the twenty-first session's ~6,700 kernels per block left 10.4 ms in short
 # gaps; the compression's ~2,000 are graphed already, so the ~4,700 eager ones hold most of them (~2.2 us each); steps
 # 1-3 and the commit are ~4/5 of the eager forward kernels (~2,400), whose gaps a replay cuts to ~0.7 us: B's p50 2-5
