@@ -111,24 +111,11 @@ def _one_kernel(name: str, fn):
 
 
 class _Chains:
-    """The DiT's elementwise set with each call counted as one kernel (its ops inside not counted)."""
+    """The DiT's elementwise set with each call counted as one kernel (:func:`_one_kernel`)."""
 
     def __init__(self, eager):
         for n in type(eager).NAMES:
-            f = getattr(eager, n)
-
-            def call(*a, _f=f, _n=n, **k):
-                if not ACTIVE:
-                    return _f(*a, **k)
-                c = ACTIVE[-1]
-                c.by[c.stack[-1]] += 1
-                c.ops[c.stack[-1]]["chain:" + _n] += 1
-                c.mute += 1
-                try:
-                    return _f(*a, **k)
-                finally:
-                    c.mute -= 1
-            setattr(self, n, call)
+            setattr(self, n, _one_kernel("chain:" + n, getattr(eager, n)))
 
 
 @contextlib.contextmanager
