@@ -160,6 +160,12 @@ class FirstUseCheck:
 ENGINE_SWITCHES: dict[str, "EngineSwitch"] = {}
 
 
+def engine_switch_modes() -> dict[str, str]:
+    """Each switch made so far, its mode by record name (:func:`packforcing.model.dit.engine_switches` imports every
+    module that makes one first)."""
+    return {name: sw.mode() for name, sw in ENGINE_SWITCHES.items()}
+
+
 @dataclass(frozen=True)
 class EngineSwitch:
     """One engine switch: the environment variable ``PF_<NAME>``, its values (the first is the default) and, for a

@@ -97,11 +97,9 @@ def main() -> None:
         if phase is not None and not phase.commit and phase.step == last and not phase.train:
             cur_first = float(self.frame_positions[0])
             if cur_first / fps_latent >= a.from_s:
-                b = k.shape[1] + self.cur_start
-                end = b if self.attend_end is None else max(b, self.attend_end)
-                st = self.store
-                keys = st.k[layer, :, self.attend_start:end].to(q.dtype)
-                pos = st.pos[self.attend_start:end]
+                lo, end = self.attended(k.shape[1])
+                keys = self.store.k[layer, :, lo:end].to(q.dtype)
+                pos = self.store.pos[lo:end]
                 acc.add(layer, q, keys, pos.cpu(), cur_first)
         return out
 

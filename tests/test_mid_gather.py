@@ -165,7 +165,7 @@ def test_triton_mid_fetch_tiling_edges_in_the_interpreter():
                                 T.mid_fetch(bk, bv, sk, sv, base, offs, idx, cand_slots, cand_frames, res, rw, dl, cp,
                                             layer=layer, n_c=n_c, mid_start=mid_start, sink=8, bf=4, chunk=chunk,
                                             n_layers=L, rope_adjust=rope_adjust,
-                                            cs=(tab.cos, tab.sin, tab.off, *cs) if cs else None)
+                                            cs=(tab, *cs) if cs else None)
                             outs.append((bk, bv, dl, rw, cp, *cs))
                         ref, got = outs
                         assert ref[4].item() == 7 + 3 and ref[3].tolist() == [4, 12, 16, 20, 28, -1]

@@ -262,13 +262,17 @@ class BlockView:
     def at(self, phase: Phase) -> PhaseView:
         return PhaseView(self, phase)
 
+    def attended(self, n: int) -> tuple[int, int]:
+        """The store rows [start, end) that the block's ``n`` current tokens attend (context and themselves)."""
+        b = self.cur_start + n
+        return self.attend_start, b if self.attend_end is None else max(b, self.attend_end)
+
     def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor, phase: Phase = Phase()) -> Tensor:
         self.write_kv(layer, q, k, v, phase)  # the hook, then the current K/V into the store (not when training)
         s = self.store
         a = self.cur_start
         b = a + k.shape[1]
-        end = b if self.attend_end is None else max(b, self.attend_end)
-        lo = self.attend_start
+        lo, end = self.attended(k.shape[1])
         extra = self.extra_kv(self, layer) if self.extra_kv is not None else None
         if phase.train:
             ks = [s.k[layer, :, lo:a], k, s.k[layer, :, b:end]]
@@ -434,10 +438,10 @@ class CachePolicy:
         if key is None:
             return call(x, t)
         from packforcing.attention import current_backend
-        from packforcing.util import ENGINE_SWITCHES
+        from packforcing.util import engine_switch_modes
 
         key = (key, id(model), id(text), tuple(x.shape), x.dtype, tuple(t.shape), t.dtype, kv_only, current_backend(),
-               tuple((n, sw.mode()) for n, sw in ENGINE_SWITCHES.items()))
+               tuple(engine_switch_modes().items()))
         ran, out = g.run(key, call, (x, t), keep=(model, text, view.frame_positions))
         if not ran:
             return call(x, t)

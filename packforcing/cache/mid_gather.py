@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import torch
 
+from packforcing import rope as R
 from packforcing.errors import UserError
 from packforcing.util import optional_import
 
@@ -70,8 +71,6 @@ class CosSinTable:
 
     @staticmethod
     def make(g: MidGeometry, max_sel: int, head_dim: int, theta: float, cd: torch.dtype, device) -> "CosSinTable":
-        from packforcing import rope as R
-
         off = max_sel - 1
         k = torch.arange(-off, g.sink // g.bf + max_sel, dtype=torch.float64, device=device) * g.bf
         cos, sin = R.temporal_cos_sin(k, head_dim, theta, cd)
@@ -224,7 +223,7 @@ def _check_triton(mod, device, dtype) -> bool:
                     mod.mid_fetch(bk, bv, st[0, 1], st[1, 1], base, offs, idx, cand_slots, cand_frames, res, rw, dl,
                                   cp, layer=1, n_c=n_c, mid_start=5, sink=8, bf=4, chunk=chunk, n_layers=L,
                                   rope_adjust=rope_adjust,
-                                  cs=None if cs is None else (tab.cos, tab.sin, tab.off, cs[1], cs[2]))
+                                  cs=cs)
                 outs.append((bk, bv, dl, rw, cp) + (() if cs is None else cs[1:]))
             ok = all(torch.equal(a, b) for a, b in zip(*outs))
             if not ok:
@@ -294,4 +293,4 @@ class MidGatherer:
         _IMPL["mod"].mid_fetch(out_k, out_v, sk, sv, base, offs, idx, cand_slots, cand_frames, res_read, res_write,
                                delta, copies, layer=layer, n_c=g.n_c, mid_start=g.mid_start, sink=g.sink, bf=g.bf,
                                chunk=g.chunk, n_layers=g.n_layers, rope_adjust=g.rope_adjust,
-                               cs=None if cs is None else (cs[0].cos, cs[0].sin, cs[0].off, cs[1], cs[2]))
+                               cs=cs)

@@ -117,8 +117,8 @@ def mid_fetch(out_k: Tensor, out_v: Tensor, sk: Tensor, sv: Tensor, hbase: Tenso
     contiguous; ``hbase``: chunk 0 of the host archive's K (pinned; its pointer is what Triton checks with
     cuPointerGetAttribute and replaces by its device address); ``hoff`` [2, chunks] int64: element offsets of every
     K and V chunk from ``hbase``, between device addresses (:func:`packforcing.cache.mid_gather.device_pointer`);
-    ``cs`` = (cos table [K, P], sin table, offset, cos out [n, P], sin out) with the RoPE adjustment: block i's table
-    row ``delta[i] / B_f + offset`` copied out (contiguous tensors)."""
+    ``cs`` = (table, cos out [n, P], sin out) with the RoPE adjustment, as for the reference: block i's row
+    ``delta[i] / B_f + table.off`` of ``table.cos``/``table.sin`` [K, P] copied out (contiguous tensors)."""
     b, t, h, d = out_k.shape
     if t == 0:
         return
@@ -133,7 +133,8 @@ def mid_fetch(out_k: Tensor, out_v: Tensor, sk: Tensor, sv: Tensor, hbase: Tenso
     tiles = triton.cdiv(n_c * nch, pieces)
     if cs is not None and not rope_adjust:
         raise ValueError("the cos/sin table serves the RoPE adjustment only")
-    ct, st_, off, co, so = cs if cs is not None else (delta, delta, 0, delta, delta)  # (unused pointers without it)
+    ct, st_, off, co, so = ((cs[0].cos, cs[0].sin, cs[0].off, cs[1], cs[2]) if cs is not None
+                            else (delta, delta, 0, delta, delta))  # (unused pointers without it)
     p = ct.shape[1] if cs is not None else 1
     if cs is not None and not all(t.is_contiguous() for t in (ct, st_, co, so)):
         raise ValueError("mid fetch needs contiguous cos/sin tables and outputs")

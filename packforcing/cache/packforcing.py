@@ -181,7 +181,6 @@ class _CompressedPassView:
 
     def __init__(self, store: KVStore, attend_end: int, n_layers: int, train: bool):
         self.store, self.attend_end, self.train = store, attend_end, train
-        self.n_layers = n_layers
         self.kv: list = [None] * n_layers  # training: per-layer (k, v) with their graph
         self.n = 0  # inference: tokens written past the context
 
@@ -938,7 +937,7 @@ class PackForcingPolicy(CachePolicy):
         tk = sk.new_empty((sk.shape[0], n * n_c) + tuple(sk.shape[-2:]))
         tv = torch.empty_like(tk)
         delta = torch.empty(n, dtype=torch.float64, device=sk.device)
-        tab = getattr(self, "_cs_table", None)
+        tab = self._cs_table
         cs = None if tab is None else (tab, *torch.empty((2, n, tab.cos.shape[1]), dtype=tab.cos.dtype,
                                                          device=sk.device).unbind(0))
         self._gatherer.fetch(sk, sv, self.archive.k, self.archive.v, layer, idx, cand[0], cand[2], rows[p, layer],

@@ -23,7 +23,7 @@ from packforcing.attention import _HALF, attention
 from packforcing.errors import UserError
 from packforcing.model.presets import DiTConfig
 from packforcing.util import ENGINE_SWITCHES as _SWITCHES
-from packforcing.util import EngineSwitch, FirstUseCheck, optional_import
+from packforcing.util import EngineSwitch, FirstUseCheck, engine_switch_modes, optional_import
 
 Tensor = torch.Tensor
 
@@ -195,7 +195,7 @@ ENGINE_SWITCHES = _SWITCHES
 def engine_switches() -> dict:
     """Each switch's mode by record name, e.g. {"ffn_epilogue": "auto", "qk_kernel": "auto", "qkv_fused": "auto",
     "elementwise_tune": "coord"} (the defaults)."""
-    return {name: sw.mode() for name, sw in ENGINE_SWITCHES.items()}
+    return engine_switch_modes()
 
 
 def engine_switch_status() -> dict:
